@@ -1,0 +1,224 @@
+//! The tool's one configuration place: `[workspace.metadata.db]` in the workspace's
+//! `Cargo.toml`, then documented environment variables, then `--set KEY=VALUE` flags.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::error::fail;
+
+/// Environment variables that override configuration keys.
+pub const ENV_OVERRIDES: &[(&str, &str)] =
+    &[("WORKTREE_TEMPLATE_DB", "template"), ("XTASK_DB_PREFIX", "prefix"), ("XTASK_DB_DATA_DIR", "data_dir")];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Every database this tool creates starts with this prefix.
+    #[serde(default = "defaults::prefix")]
+    pub prefix: String,
+    /// The golden template (env `WORKTREE_TEMPLATE_DB`).
+    #[serde(default = "defaults::template")]
+    pub template: String,
+    /// Where admin work goes on the same server.
+    #[serde(default = "defaults::maintenance_db")]
+    pub maintenance_db: String,
+    /// The embedded cluster's directory; relative paths are relative to the main worktree.
+    #[serde(default = "defaults::data_dir")]
+    pub data_dir: PathBuf,
+    /// The OS user the embedded cluster runs as when we are root.
+    #[serde(default = "defaults::server_user")]
+    pub server_user: String,
+    #[serde(default = "defaults::migrations_dir")]
+    pub migrations_dir: PathBuf,
+    /// The migrator's ledger, schema-qualified.
+    #[serde(default = "defaults::ledger_table")]
+    pub ledger_table: String,
+    /// The app's migrator, run with `DATABASE_URL` in its environment.
+    #[serde(default = "defaults::migrate_command")]
+    pub migrate_command: Vec<String>,
+    /// SQL files applied after the migrations by `db template create`, in one transaction.
+    #[serde(default)]
+    pub seed_files: Vec<PathBuf>,
+    /// The workspace root of the worktree we run in (not a key: where the file was found).
+    #[serde(skip)]
+    pub root: PathBuf,
+}
+
+mod defaults {
+    use std::path::PathBuf;
+    pub fn prefix() -> String {
+        "app_".into()
+    }
+    pub fn template() -> String {
+        "app_template".into()
+    }
+    pub fn maintenance_db() -> String {
+        "postgres".into()
+    }
+    pub fn data_dir() -> PathBuf {
+        ".dev-db".into()
+    }
+    pub fn server_user() -> String {
+        "postgres".into()
+    }
+    pub fn migrations_dir() -> PathBuf {
+        "migrations".into()
+    }
+    pub fn ledger_table() -> String {
+        "public._sqlx_migrations".into()
+    }
+    pub fn migrate_command() -> Vec<String> {
+        ["cargo", "run", "--quiet", "--package", "app", "--", "migrate"].map(String::from).to_vec()
+    }
+}
+
+impl Config {
+    /// Loads the configuration of the workspace containing `cwd`, with `overrides`
+    /// (`KEY=VALUE`, VALUE in TOML syntax or a bare string) applied last.
+    pub fn load(cwd: &Path, overrides: &[String]) -> Result<Config> {
+        let root = find_workspace_root(cwd)?;
+        let manifest = root.join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
+        let doc: toml::Table = text.parse().with_context(|| format!("parsing {}", manifest.display()))?;
+        let mut table = doc
+            .get("workspace")
+            .and_then(|w| w.get("metadata"))
+            .and_then(|m| m.get("db"))
+            .and_then(|d| d.as_table())
+            .cloned()
+            .unwrap_or_default();
+        for (var, key) in ENV_OVERRIDES {
+            if let Ok(v) = std::env::var(var) {
+                if !v.trim().is_empty() {
+                    table.insert(key.to_string(), toml::Value::String(v));
+                }
+            }
+        }
+        for o in overrides {
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| fail(format!("`--set {o}` is not KEY=VALUE"), "write it as `--set template=my_db`"))?;
+            let value = format!("v = {v}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(v.to_string()));
+            table.insert(k.trim().to_string(), value);
+        }
+        let mut config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+            fail(
+                format!("invalid configuration in [workspace.metadata.db] or --set: {}", e.message()),
+                "see the keys in docs/ARCHITECTURE.md#configuration",
+            )
+        })?;
+        config.root = root;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        for (key, name) in
+            [("prefix", &self.prefix), ("template", &self.template), ("maintenance_db", &self.maintenance_db)]
+        {
+            if name.is_empty() || name.len() > 63 - if key == "prefix" { 8 } else { 0 } {
+                return Err(fail(
+                    format!("configuration key `{key}` must be 1 to {} bytes", if key == "prefix" { 55 } else { 63 }),
+                    format!("shorten `{key}` in [workspace.metadata.db]"),
+                ));
+            }
+        }
+        if self.migrate_command.is_empty() {
+            return Err(fail(
+                "configuration key `migrate_command` is empty",
+                "set it to the app's migrator, e.g. [\"cargo\", \"run\", \"-p\", \"app\", \"--\", \"migrate\"]",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn migrations_path(&self) -> PathBuf {
+        self.root.join(&self.migrations_dir)
+    }
+}
+
+/// The nearest ancestor of `cwd` whose `Cargo.toml` declares a `[workspace]`.
+pub fn find_workspace_root(cwd: &Path) -> Result<PathBuf> {
+    for dir in cwd.ancestors() {
+        let manifest = dir.join("Cargo.toml");
+        if let Ok(text) = std::fs::read_to_string(&manifest) {
+            if text.lines().any(|l| l.trim() == "[workspace]") {
+                return Ok(dir.to_path_buf());
+            }
+        }
+    }
+    Err(fail(
+        format!("no Cargo workspace above {}", cwd.display()),
+        "run `cargo xtask` inside the repository (or one of its git worktrees)",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workspace(metadata: &str) -> tempdir::TempDir {
+        let dir = tempdir::TempDir::new();
+        std::fs::write(
+            dir.path().join("Cargo.toml"),
+            format!("[workspace]\nmembers = []\n\n[workspace.metadata.db]\n{metadata}\n"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = workspace("prefix = \"x_\"\ntemplate = \"golden\"");
+        let c = Config::load(&dir.path().join("a/b"), &[]).unwrap();
+        assert_eq!((c.prefix.as_str(), c.template.as_str(), c.root.as_path()), ("x_", "golden", dir.path()));
+        let c = Config::load(dir.path(), &["template=other db".into(), "seed_files=[\"s.sql\"]".into()]).unwrap();
+        assert_eq!(c.template, "other db");
+        assert_eq!(c.seed_files, vec![PathBuf::from("s.sql")]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let dir = workspace("templat = \"x\"");
+        let err = format!("{:#}", Config::load(dir.path(), &[]).unwrap_err());
+        assert!(err.contains("templat"), "{err}");
+        let dir = workspace("");
+        let err = format!("{:#}", Config::load(dir.path(), &["seed_files=3".into()]).unwrap_err());
+        assert!(err.contains("invalid configuration"), "{err}");
+        let err = format!("{:#}", Config::load(dir.path(), &["nokey".into()]).unwrap_err());
+        assert!(err.contains("not KEY=VALUE"), "{err}");
+    }
+
+    /// A tiny temporary directory (no dependency for one test helper).
+    mod tempdir {
+        pub struct TempDir(std::path::PathBuf);
+        impl TempDir {
+            pub fn new() -> TempDir {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static N: AtomicU32 = AtomicU32::new(0);
+                let p = std::env::temp_dir().join(format!(
+                    "xtask-config-test-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::SeqCst)
+                ));
+                std::fs::create_dir_all(&p).unwrap();
+                TempDir(p)
+            }
+            pub fn path(&self) -> &std::path::Path {
+                &self.0
+            }
+        }
+        impl Drop for TempDir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! `db migrate`: the app's migrator against `DATABASE_URL`.
+
+use anyhow::Result;
+
+use super::Ctx;
+use crate::error::fail;
+use crate::migrations;
+use crate::pg::Server;
+
+pub fn run(ctx: &Ctx) -> Result<()> {
+    let server = ctx.server()?;
+    let db = server.url.dbname().expect("database_url checks it").to_string();
+    if !server.database_exists(&db)? {
+        return Err(fail(
+            format!("database `{db}` (DATABASE_URL) does not exist on {}", server.url.server_label()),
+            "create the golden template with `cargo xtask db template create`, or fix DATABASE_URL",
+        ));
+    }
+    let url = server.url.clone();
+    let pending = check_ledger(ctx, &server, &db)?;
+    if pending == 0 {
+        eprintln!("`{db}` is up to date: nothing to migrate");
+        return Ok(());
+    }
+    eprintln!("▸ applying {pending} pending migration(s) to `{db}`");
+    ctx.run_migrator(&url)
+}
+
+/// Fails, naming the file, when an applied migration was edited since; returns how many are pending.
+pub fn check_ledger(ctx: &Ctx, server: &Server, db: &str) -> Result<usize> {
+    let repo = migrations::in_repo(&ctx.config.migrations_path())?;
+    let c = migrations::compare(&repo, &migrations::ledger(server, db, &ctx.config.ledger_table)?);
+    if let Some((version, file)) = c.modified.first() {
+        let file = file.strip_prefix(&ctx.config.root).unwrap_or(file);
+        return Err(fail(
+            format!("migration {version} ({}) was edited after `{db}` applied it", file.display()),
+            format!(
+                "restore the applied version (`git log -p -- {}`) and put the change in a new migration",
+                file.display()
+            ),
+        ));
+    }
+    Ok(c.pending.len() + c.failed.len())
+}

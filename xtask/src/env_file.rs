@@ -1,0 +1,264 @@
+//! `.env` files, edited the way a person would: change one value and keep every other byte —
+//! comments, blank lines, order, `export` prefixes and each value's quoting style.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::error::fail;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Quote {
+    None,
+    Single,
+    Double,
+}
+
+#[derive(Debug)]
+struct Entry {
+    key: String,
+    value: String,
+    quote: Quote,
+    /// Byte range of the value as written (quotes included) within the line.
+    span: (usize, usize),
+}
+
+#[derive(Debug)]
+struct Line {
+    raw: String,
+    entry: Option<Entry>,
+}
+
+/// A parsed `.env` file.
+#[derive(Debug)]
+pub struct EnvFile {
+    path: PathBuf,
+    lines: Vec<Line>,
+    trailing_newline: bool,
+}
+
+impl EnvFile {
+    /// Reads `path`; a missing file is an empty one.
+    pub fn load(path: &Path) -> Result<EnvFile> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        EnvFile::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<EnvFile> {
+        let mut lines = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let entry = parse_line(raw).map_err(|why| {
+                fail(
+                    format!("malformed {} line {}: {why}", path.display(), i + 1),
+                    "fix that line (KEY=value, KEY=\"value\" or KEY='value'; # starts a comment)",
+                )
+            })?;
+            lines.push(Line { raw: raw.to_string(), entry });
+        }
+        Ok(EnvFile { path: path.to_path_buf(), lines, trailing_newline: text.is_empty() || text.ends_with('\n') })
+    }
+
+    pub fn exists(&self) -> bool {
+        self.path.exists()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        // Like a shell sourcing it: the last assignment wins.
+        self.lines.iter().rev().filter_map(|l| l.entry.as_ref()).find(|e| e.key == key).map(|e| e.value.as_str())
+    }
+
+    /// All keys with their values, in file order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.lines.iter().filter_map(|l| l.entry.as_ref()).map(|e| (e.key.as_str(), e.value.as_str()))
+    }
+
+    /// Sets `key`: rewrites the value of its last assignment in place (same quoting style, when
+    /// the value can be written in it), or appends `KEY=value` at the end.
+    pub fn set(&mut self, key: &str, value: &str) {
+        let found = self.lines.iter_mut().rev().find(|l| l.entry.as_ref().is_some_and(|e| e.key == key));
+        match found {
+            Some(line) => {
+                let entry = line.entry.as_mut().expect("found by entry");
+                let written = render(value, entry.quote);
+                let (start, end) = entry.span;
+                line.raw.replace_range(start..end, &written);
+                entry.span = (start, start + written.len());
+                entry.value = value.to_string();
+            }
+            None => {
+                let written = render(value, Quote::None);
+                let raw = format!("{key}={written}");
+                let span = (key.len() + 1, raw.len());
+                self.lines.push(Line {
+                    raw,
+                    entry: Some(Entry { key: key.to_string(), value: value.to_string(), quote: Quote::None, span }),
+                });
+            }
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = self.lines.iter().map(|l| l.raw.as_str()).collect::<Vec<_>>().join("\n");
+        if self.trailing_newline && !s.is_empty() {
+            s.push('\n');
+        }
+        s
+    }
+
+    /// Writes the file atomically (temp file + rename), mode 0600: it holds credentials.
+    pub fn save(&self) -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(".env.tmp.{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            std::io::Write::write_all(&mut f, self.render().as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        write()
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+}
+
+fn parse_line(raw: &str) -> std::result::Result<Option<Entry>, String> {
+    let trimmed = raw.trim_start();
+    if trimmed.is_empty() || trimmed.starts_with('#') {
+        return Ok(None);
+    }
+    let indent = raw.len() - trimmed.len();
+    let (body, body_at) = match trimmed.strip_prefix("export") {
+        Some(rest) if rest.starts_with([' ', '\t']) => {
+            let r = rest.trim_start();
+            (r, raw.len() - r.len())
+        }
+        _ => (trimmed, indent),
+    };
+    let eq = body.find('=').ok_or("expected KEY=VALUE")?;
+    let key = body[..eq].trim_end();
+    let valid_key = !key.is_empty()
+        && !key.starts_with(|c: char| c.is_ascii_digit())
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    if !valid_key {
+        return Err(format!("`{key}` is not a valid variable name"));
+    }
+    let after_eq = body_at + eq + 1;
+    let rest = &raw[after_eq..];
+    let lead = rest.len() - rest.trim_start_matches([' ', '\t']).len();
+    let vstart = after_eq + lead;
+    let v = &raw[vstart..];
+    let (value, quote, vlen) = match v.chars().next() {
+        Some(q @ ('\'' | '"')) => {
+            let quote = if q == '\'' { Quote::Single } else { Quote::Double };
+            let mut value = String::new();
+            let mut chars = v.char_indices().skip(1);
+            let mut close = None;
+            while let Some((i, c)) = chars.next() {
+                if c == q {
+                    close = Some(i);
+                    break;
+                }
+                if c == '\\' && quote == Quote::Double {
+                    match chars.next() {
+                        Some((_, 'n')) => value.push('\n'),
+                        Some((_, 't')) => value.push('\t'),
+                        Some((_, e)) => value.push(e),
+                        None => break,
+                    }
+                } else {
+                    value.push(c);
+                }
+            }
+            let close = close.ok_or("the quoted value is not closed (multi-line values are not supported)")?;
+            let after = v[close + 1..].trim_start();
+            if !(after.is_empty() || after.starts_with('#')) {
+                return Err("unexpected text after the closing quote".into());
+            }
+            (value, quote, close + 1)
+        }
+        _ => {
+            // Unquoted: up to an inline ` #comment`, trailing blanks trimmed.
+            let end = v.find(" #").or_else(|| v.find("\t#")).unwrap_or(v.len());
+            let value = v[..end].trim_end();
+            (value.to_string(), Quote::None, value.len())
+        }
+    };
+    Ok(Some(Entry { key: key.to_string(), value, quote, span: (vstart, vstart + vlen) }))
+}
+
+fn render(value: &str, style: Quote) -> String {
+    let plain_ok = !value.is_empty()
+        && !value.contains(|c: char| c.is_whitespace() || matches!(c, '#' | '"' | '\'' | '\\' | '$' | '`'));
+    match style {
+        Quote::None if plain_ok => value.to_string(),
+        Quote::Single if !value.contains(['\'', '\n']) => format!("'{value}'"),
+        _ => {
+            let escaped = value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+            format!("\"{escaped}\"")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> EnvFile {
+        EnvFile::parse(Path::new(".env"), text).unwrap()
+    }
+
+    #[test]
+    fn rewrite_keeps_everything_else() {
+        let text = "# app settings\nexport APP_HOST=https://me.ngrok.app # my tunnel\n\nDATABASE_URL=\"postgres://u@h/old\" # main db\nPORT=3000\nEMPTY=\n";
+        let mut env = parse(text);
+        env.set("DATABASE_URL", "postgres://u@h/new");
+        env.set("PORT", "3001");
+        assert_eq!(
+            env.render(),
+            "# app settings\nexport APP_HOST=https://me.ngrok.app # my tunnel\n\nDATABASE_URL=\"postgres://u@h/new\" # main db\nPORT=3001\nEMPTY=\n"
+        );
+        assert_eq!(env.get("APP_HOST"), Some("https://me.ngrok.app"));
+        assert_eq!(env.get("EMPTY"), Some(""));
+    }
+
+    #[test]
+    fn quoting_styles_are_kept_or_upgraded() {
+        let mut env = parse("A='x'\nB=y\nC=\"z\"\n");
+        env.set("A", "has space");
+        env.set("B", "needs \"quotes\" #");
+        env.set("C", "back\\slash");
+        assert_eq!(env.render(), "A='has space'\nB=\"needs \\\"quotes\\\" #\"\nC=\"back\\\\slash\"\n");
+        let again = parse(&env.render());
+        assert_eq!(again.get("B"), Some("needs \"quotes\" #"));
+        assert_eq!(again.get("C"), Some("back\\slash"));
+    }
+
+    #[test]
+    fn appends_missing_key_and_last_assignment_wins() {
+        let mut env = parse("PORT=1\nPORT=2");
+        assert_eq!(env.get("PORT"), Some("2"));
+        env.set("PORT", "3");
+        env.set("DATABASE_URL", "postgres://h/d");
+        assert_eq!(env.render(), "PORT=1\nPORT=3\nDATABASE_URL=postgres://h/d");
+    }
+
+    #[test]
+    fn malformed_lines_name_the_line() {
+        for (text, why) in [
+            ("A=1\nnot an assignment\n", "line 2: expected KEY=VALUE"),
+            ("1A=x", "line 1: `1A` is not a valid variable name"),
+            ("A=\"open", "line 1: the quoted value is not closed"),
+            ("A='x' y", "line 1: unexpected text after the closing quote"),
+        ] {
+            let err = EnvFile::parse(Path::new(".env"), text).unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+        }
+    }
+}

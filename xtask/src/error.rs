@@ -1,0 +1,149 @@
+//! Errors the user can act on, and the exit codes they map to.
+//!
+//! Anything may fail with a plain `anyhow` error (exit 2, "environment error"). Where we know the
+//! fix, the error carries it: [`fail`] builds one, [`WithFix::fix`] attaches one to an existing
+//! error. The top level prints the whole chain on one line, then the fix.
+
+use std::fmt;
+
+/// 1: a negative verdict (a schema differs, a generated file is stale).
+pub const EXIT_VERDICT: i32 = 1;
+/// 2: a usage or environment error.
+pub const EXIT_ERROR: i32 = 2;
+
+/// An error with the command or change that fixes it.
+#[derive(Debug)]
+pub struct Fix {
+    pub message: String,
+    pub fix: String,
+}
+
+impl fmt::Display for Fix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+impl std::error::Error for Fix {}
+
+/// The fix for an error further down the chain (attached with [`WithFix::fix`]).
+#[derive(Debug)]
+struct FixOnly(String);
+impl fmt::Display for FixOnly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for FixOnly {}
+
+/// A negative verdict: printed like an error, exits 1.
+#[derive(Debug)]
+pub struct Verdict(pub String);
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Verdict {}
+
+/// The run was stopped by a signal; everything it created has been removed.
+#[derive(Debug)]
+pub struct Interrupted(pub i32);
+impl fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.0 {
+            libc::SIGINT => "SIGINT (Ctrl-C)",
+            libc::SIGTERM => "SIGTERM",
+            libc::SIGHUP => "SIGHUP",
+            _ => "a signal",
+        };
+        write!(f, "interrupted by {name}")
+    }
+}
+impl std::error::Error for Interrupted {}
+
+/// An error with its fix: `return Err(fail("template `x` does not exist", "run `cargo xtask db template create`"))`.
+pub fn fail(message: impl Into<String>, fix: impl Into<String>) -> anyhow::Error {
+    Fix { message: message.into(), fix: fix.into() }.into()
+}
+
+pub trait WithFix<T> {
+    /// Attaches the way out to an error (keeps its message and chain).
+    fn fix(self, fix: impl Into<String>) -> anyhow::Result<T>;
+}
+
+impl<T, E: Into<anyhow::Error>> WithFix<T> for Result<T, E> {
+    fn fix(self, fix: impl Into<String>) -> anyhow::Result<T> {
+        self.map_err(|e| {
+            let e: anyhow::Error = e.into();
+            e.context(FixOnly(fix.into()))
+        })
+    }
+}
+
+/// What the top level prints and returns for an error.
+pub struct Report {
+    pub line: String,
+    pub code: i32,
+}
+
+pub fn report(err: &anyhow::Error) -> Report {
+    // Context layers are found with `anyhow::Error::downcast_ref`; root errors through the chain.
+    let fix_only = err.downcast_ref::<FixOnly>().map(|f| f.0.clone());
+    let mut fix = fix_only.clone();
+    let mut parts: Vec<String> = Vec::new();
+    let mut code = EXIT_ERROR;
+    if err.downcast_ref::<Verdict>().is_some() {
+        code = EXIT_VERDICT;
+    }
+    if let Some(i) = err.downcast_ref::<Interrupted>() {
+        code = 128 + i.0;
+    }
+    for cause in err.chain() {
+        let text = cause.to_string();
+        let text = text.trim();
+        if fix_only.as_deref() == Some(text) {
+            continue;
+        }
+        if let Some(f) = cause.downcast_ref::<Fix>() {
+            fix.get_or_insert_with(|| f.fix.clone());
+        }
+        // Skip a cause already contained in the message before it (tools repeat themselves).
+        if !text.is_empty() && !parts.last().is_some_and(|p| p.contains(text)) {
+            parts.push(text.to_string());
+        }
+    }
+    let mut line = format!("error: {}", parts.join(": "));
+    if let Some(fix) = fix {
+        line.push_str(" — ");
+        line.push_str(&fix);
+    }
+    Report { line, code }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn report_joins_chain_and_appends_fix() {
+        let err: anyhow::Result<()> = Err(fail("template `t` does not exist", "run `cargo xtask db template create`"));
+        let err = err.context("cloning `t` into `b`").unwrap_err();
+        let r = report(&err);
+        assert_eq!(
+            r.line,
+            "error: cloning `t` into `b`: template `t` does not exist — run `cargo xtask db template create`"
+        );
+        assert_eq!(r.code, EXIT_ERROR);
+    }
+
+    #[test]
+    fn fix_attached_later_and_exit_codes() {
+        let err: anyhow::Result<()> = Err(anyhow::anyhow!("connection refused"));
+        let r = report(&err.fix("start it with `cargo xtask db up`").unwrap_err());
+        assert_eq!(r.line, "error: connection refused — start it with `cargo xtask db up`");
+        assert_eq!(report(&Verdict("schemas differ".into()).into()).code, EXIT_VERDICT);
+        assert_eq!(report(&Interrupted(libc::SIGINT).into()).code, 130);
+        assert_eq!(report(&Interrupted(libc::SIGTERM).into()).code, 143);
+    }
+}

@@ -1,0 +1,145 @@
+//! The whole command line, in one place.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Project automation for this repository, run as `cargo xtask <command>`.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, propagate_version = true)]
+#[command(about = "Project automation: per-branch databases, the golden template, the test suite.")]
+pub struct Xtask {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Databases: the local server, the golden template, migrations.
+    Db(Db),
+    /// Run the whole test suite against a throwaway PostgreSQL server (what CI runs).
+    Test(Test),
+}
+
+/// Databases for this repository: a local PostgreSQL server, the golden template every branch
+/// starts from, and migrations.
+///
+/// The server is the one in DATABASE_URL (the environment wins over `.env`); admin work goes to
+/// its maintenance database. Configuration lives in `[workspace.metadata.db]` in the root
+/// Cargo.toml; every key can be overridden with `--set KEY=VALUE`.
+#[derive(Debug, Args)]
+#[command(after_long_help = ENV_HELP)]
+pub struct Db {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(subcommand)]
+    pub verb: DbVerb,
+}
+
+pub const ENV_HELP: &str = "\
+Environment:
+  DATABASE_URL          the server and current database (else read from .env)
+  WORKTREE_TEMPLATE_DB  the golden template's name (config key `template`)
+  XTASK_DB_PREFIX       prefix of every database this tool creates (config key `prefix`)
+  XTASK_DB_DATA_DIR     the embedded cluster's directory (config key `data_dir`)
+  XTASK_PG_BINDIR       use PostgreSQL programs from this directory only";
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct ConfigArgs {
+    /// Override a configuration key for this run, e.g. `--set template=my_golden` (repeatable;
+    /// values in TOML syntax: `--set 'seed_files=["a.sql"]'`).
+    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
+    pub set: Vec<String>,
+    /// The golden template's name (same as `--set template=NAME` or WORKTREE_TEMPLATE_DB).
+    #[arg(long, value_name = "NAME", global = true)]
+    pub template: Option<String>,
+}
+
+impl ConfigArgs {
+    /// All overrides as `KEY=VALUE`, named flags last (they win).
+    pub fn overrides(&self) -> Vec<String> {
+        let mut v = self.set.clone();
+        if let Some(t) = &self.template {
+            v.push(format!("template={}", toml_string(t)));
+        }
+        v
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbVerb {
+    /// Start the embedded local PostgreSQL (created on first use) and point .env at it.
+    Up(Up),
+    /// Stop the embedded local PostgreSQL; its data is kept.
+    Down,
+    /// Show the server, the golden template and the per-branch databases.
+    Status(Status),
+    /// Apply pending migrations to DATABASE_URL with the app's migrator.
+    Migrate,
+    /// Manage the golden template that branch databases are cloned from.
+    #[command(subcommand)]
+    Template(TemplateVerb),
+}
+
+/// Start the embedded local PostgreSQL server.
+///
+/// On first use this creates a cluster (initdb) in `data_dir` (default `.dev-db/` in the main
+/// worktree, shared by all worktrees, outside `target/`), listening on a free port on
+/// 127.0.0.1 and on a Unix socket in that directory, and writes DATABASE_URL (pointing at the
+/// golden template) into the main worktree's `.env`. Later runs reuse the data. When run as root
+/// the server runs as `server_user` (default `postgres`), since PostgreSQL refuses root.
+#[derive(Debug, Args)]
+pub struct Up {
+    /// Listen on this port instead of the one chosen on first use.
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+/// Show the server, the golden template and the per-branch databases.
+#[derive(Debug, Args)]
+pub struct Status {
+    /// Print JSON on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplateVerb {
+    /// Build the golden template from an empty database, every migration and the seed data.
+    Create(TemplateCreate),
+}
+
+/// Build the golden template: an empty database, every migration (the app's migrator), then the
+/// seed files, all under a temporary name that becomes the template only when complete. The
+/// fallback for a machine that has no golden database yet.
+#[derive(Debug, Args)]
+pub struct TemplateCreate {
+    /// Replace an existing template (it is swapped out only once the new one is complete).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Run the test suite: start a throwaway PostgreSQL server, build the app, run
+/// `cargo test --workspace` against it, then remove the server.
+#[derive(Debug, Args)]
+pub struct Test {
+    /// Arguments passed on to `cargo test` (after `--`), e.g. `cargo xtask test -- template`.
+    #[arg(last = true)]
+    pub cargo_test_args: Vec<String>,
+    /// Keep the throwaway server's directory (for debugging a failure).
+    #[arg(long)]
+    pub keep: bool,
+    /// Where to create the throwaway server (default: the system temp dir).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// The clap command tree (for help tests and the README verb-table check).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Xtask::command()
+}

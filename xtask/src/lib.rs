@@ -1,0 +1,43 @@
+//! `cargo xtask`: this repository's automation. See `docs/ARCHITECTURE.md` for the codemap.
+
+pub mod config;
+pub mod db;
+pub mod env_file;
+pub mod error;
+pub mod flags;
+pub mod git;
+pub mod migrations;
+pub mod pg;
+pub mod proc;
+pub mod test_harness;
+pub mod time;
+
+use anyhow::Result;
+use clap::Parser;
+
+/// Parses the command line and runs it; returns the process exit code.
+pub fn main() -> i32 {
+    proc::install_signal_handlers();
+    let flags = match flags::Xtask::try_parse() {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { error::EXIT_ERROR } else { 0 };
+        }
+    };
+    match run(flags) {
+        Ok(()) => 0,
+        Err(err) => {
+            let report = error::report(&err);
+            eprintln!("{}", report.line);
+            report.code
+        }
+    }
+}
+
+fn run(flags: flags::Xtask) -> Result<()> {
+    match flags.command {
+        flags::Command::Db(db) => db::run(db),
+        flags::Command::Test(t) => test_harness::run(t),
+    }
+}

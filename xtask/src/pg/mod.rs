@@ -1,0 +1,304 @@
+//! Everything that talks to PostgreSQL: its programs ([`tools`]), the embedded local cluster
+//! ([`cluster`]), URLs ([`url`]), and [`Server`], which runs SQL through `psql`.
+//!
+//! Invariants: identifiers and literals are always quoted ([`ident`], [`literal`]); the password
+//! reaches programs only as `PGPASSWORD` in their environment; URLs in argv and messages are
+//! built with [`PgUrl::without_password`] or [`PgUrl::redacted`].
+
+pub mod cluster;
+pub mod tools;
+pub mod url;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::error::{fail, WithFix};
+use crate::proc;
+pub use url::PgUrl;
+
+/// Marks a database as created by this tool: `COMMENT ON DATABASE … IS 'xtask-db {json}'`.
+/// Nothing without it is ever dropped by a cleanup verb.
+pub const MARKER_PREFIX: &str = "xtask-db ";
+
+/// A PostgreSQL server reached through `psql`.
+pub struct Server {
+    /// `DATABASE_URL`: the server, credentials, and the "current" database.
+    pub url: PgUrl,
+    pub maintenance_db: String,
+    pub psql: PathBuf,
+    pub pg_dump: PathBuf,
+    /// `server_version`, e.g. `15.18 (Debian 15.18-0+deb12u1)`.
+    pub version: String,
+    pub major: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseInfo {
+    pub name: String,
+    pub size_bytes: i64,
+    /// Parsed from the database comment when this tool made it.
+    #[serde(deserialize_with = "marker_from_comment", rename = "comment")]
+    pub marker: Option<serde_json::Value>,
+    pub allow_connections: bool,
+    pub is_template: bool,
+    /// Backends connected to it right now.
+    pub connections: i64,
+}
+
+fn marker_from_comment<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    let comment: Option<String> = Option::deserialize(d)?;
+    Ok(comment.and_then(|c| c.strip_prefix(MARKER_PREFIX).and_then(|j| serde_json::from_str(j).ok())))
+}
+
+impl DatabaseInfo {
+    pub fn kind(&self) -> Option<&str> {
+        self.marker.as_ref()?.get("kind")?.as_str()
+    }
+}
+
+impl Server {
+    /// Reaches the server named by `url` (admin work goes to `maintenance_db`), and checks the
+    /// client programs against it: `psql` and `pg_dump` exist, and `pg_dump` is not older.
+    pub fn connect(url: PgUrl, maintenance_db: &str) -> Result<Server> {
+        let psql = tools::find("psql")?;
+        let pg_dump = tools::find("pg_dump")?;
+        let mut server =
+            Server { url, maintenance_db: maintenance_db.to_string(), psql, pg_dump, version: String::new(), major: 0 };
+        #[derive(Deserialize)]
+        struct V {
+            version: String,
+            num: i64,
+        }
+        let v: V = server
+            .query_one(maintenance_db, "SELECT current_setting('server_version') AS version, current_setting('server_version_num')::int AS num")
+            .with_context(|| format!("connecting to PostgreSQL at {}", server.url.server_label()))?;
+        server.version = v.version;
+        server.major = (v.num / 10000) as u32;
+        let dump_major = tools::major_version(&server.pg_dump)?;
+        if dump_major < server.major {
+            return Err(fail(
+                format!(
+                    "{} is version {dump_major}, older than the server ({}): it cannot dump it",
+                    server.pg_dump.display(),
+                    server.major
+                ),
+                format!(
+                    "install the PostgreSQL {} client programs and put them first on PATH (or set XTASK_PG_BINDIR)",
+                    server.major
+                ),
+            ));
+        }
+        Ok(server)
+    }
+
+    /// Environment for any libpq program talking to this server.
+    pub fn libpq_env(&self, cmd: &mut Command) {
+        if let Some(pw) = self.url.password() {
+            cmd.env("PGPASSWORD", pw);
+        }
+        if self.url.param("connect_timeout").is_none() && std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
+            cmd.env("PGCONNECT_TIMEOUT", "10");
+        }
+        cmd.env("PGAPPNAME", "xtask-db");
+    }
+
+    /// The URL of `db` for a program's argv: no password.
+    pub fn arg_url(&self, db: &str) -> String {
+        self.url.with_dbname(db).without_password()
+    }
+
+    /// `psql` connected to `db`, quiet, stopping at the first error, reading SQL from stdin.
+    pub fn psql(&self, db: &str) -> Command {
+        let url = self.arg_url(db);
+        let mut cmd: Command = xshell_cmd(&self.psql, &["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &url]);
+        self.libpq_env(&mut cmd);
+        cmd
+    }
+
+    /// Runs SQL (several statements allowed, autocommit) in `db`.
+    pub fn exec(&self, db: &str, sql: &str) -> Result<()> {
+        proc::capture(&mut self.psql(db), Some(sql.as_bytes())).map_err(|e| classify(e, &self.url, db))?;
+        Ok(())
+    }
+
+    /// Runs a query in `db` and deserializes its rows (through `json_agg`, so any column type).
+    pub fn query<T: DeserializeOwned>(&self, db: &str, sql: &str) -> Result<Vec<T>> {
+        let wrapped = format!("SELECT coalesce(json_agg(q), '[]'::json) FROM ({sql}) q;");
+        let out =
+            proc::capture(&mut self.psql(db), Some(wrapped.as_bytes())).map_err(|e| classify(e, &self.url, db))?;
+        serde_json::from_str(out.trim()).with_context(|| format!("reading the result of a query on `{db}`"))
+    }
+
+    pub fn query_one<T: DeserializeOwned>(&self, db: &str, sql: &str) -> Result<T> {
+        self.query(db, sql)?.into_iter().next().with_context(|| format!("a query on `{db}` returned no row"))
+    }
+
+    /// Databases whose names start with `prefix`, plus any named in `also`.
+    pub fn databases(&self, prefix: &str, also: &[&str]) -> Result<Vec<DatabaseInfo>> {
+        let also: Vec<String> = also.iter().map(|n| literal(n)).collect();
+        let also = if also.is_empty() { "NULL".to_string() } else { also.join(", ") };
+        self.query(
+            &self.maintenance_db,
+            &format!(
+                "SELECT d.datname AS name, pg_database_size(d.oid) AS size_bytes, \
+                 shobj_description(d.oid, 'pg_database') AS comment, d.datallowconn AS allow_connections, \
+                 d.datistemplate AS is_template, \
+                 (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid) AS connections \
+                 FROM pg_database d WHERE starts_with(d.datname, {}) OR d.datname IN ({also}) ORDER BY d.datname",
+                literal(prefix)
+            ),
+        )
+    }
+
+    pub fn database(&self, name: &str) -> Result<Option<DatabaseInfo>> {
+        Ok(self.databases("\u{1}never", &[name])?.into_iter().next())
+    }
+
+    pub fn database_exists(&self, name: &str) -> Result<bool> {
+        Ok(self.database(name)?.is_some())
+    }
+
+    /// `CREATE DATABASE name [clause]`, marked as ours. The returned guard drops it again unless
+    /// [`Creating::keep`] is called: on an error, an interrupt or a panic alike.
+    pub fn create_database(&self, name: &str, clause: &str, marker: serde_json::Value) -> Result<Creating<'_>> {
+        self.exec(&self.maintenance_db, &format!("CREATE DATABASE {} {clause}", ident(name)))
+            .with_context(|| format!("creating database `{name}`"))?;
+        let guard = Creating { server: self, name: name.to_string(), keep: false };
+        self.set_marker(name, &marker)?;
+        Ok(guard)
+    }
+
+    pub fn set_marker(&self, name: &str, marker: &serde_json::Value) -> Result<()> {
+        let comment = format!("{MARKER_PREFIX}{marker}");
+        self.exec(&self.maintenance_db, &format!("COMMENT ON DATABASE {} IS {}", ident(name), literal(&comment)))
+            .with_context(|| format!("marking database `{name}`"))
+    }
+
+    /// Drops a database. `force` also ends other sessions on it (only for databases that are
+    /// ours and half-made, or that the user asked to drop).
+    pub fn drop_database(&self, name: &str, force: bool) -> Result<()> {
+        let with = if force && self.major >= 13 { " WITH (FORCE)" } else { "" };
+        self.exec(&self.maintenance_db, &format!("DROP DATABASE IF EXISTS {}{with}", ident(name)))
+            .with_context(|| format!("dropping database `{name}`"))
+    }
+
+    pub fn rename_database(&self, from: &str, to: &str) -> Result<()> {
+        self.exec(&self.maintenance_db, &format!("ALTER DATABASE {} RENAME TO {}", ident(from), ident(to)))
+            .with_context(|| format!("renaming database `{from}` to `{to}`"))
+    }
+}
+
+/// A database being built: dropped when this goes out of scope without [`Creating::keep`].
+pub struct Creating<'a> {
+    server: &'a Server,
+    pub name: String,
+    keep: bool,
+}
+
+impl Creating<'_> {
+    pub fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        eprintln!("removing the unfinished database `{}`", self.name);
+        if let Err(e) = self.server.drop_database(&self.name, true) {
+            eprintln!(
+                "warning: could not drop `{}` ({e:#}); drop it by hand: psql -d \"{}\" -c 'DROP DATABASE {}'",
+                self.name,
+                self.server.arg_url(&self.server.maintenance_db),
+                ident(&self.name).replace('\'', "'\\''")
+            );
+        }
+    }
+}
+
+/// A `Command` for `program args...`, argv assembled by xshell (no shell, no word splitting).
+fn xshell_cmd(program: &std::path::Path, args: &[&str]) -> Command {
+    let sh = xshell::Shell::new().expect("current directory is readable");
+    xshell::cmd!(sh, "{program} {args...}").into()
+}
+
+/// Turns libpq's connection failures into errors that say what to do.
+fn classify(err: anyhow::Error, url: &PgUrl, db: &str) -> anyhow::Error {
+    let text = format!("{err:#}");
+    let server = url.server_label();
+    let fix = if text.contains("Connection refused")
+        || text.contains("No such file or directory") && text.contains("socket")
+    {
+        format!("nothing is listening at {server}: start it with `cargo xtask db up` (the embedded local server), or point DATABASE_URL (environment or .env) at a running server")
+    } else if text.contains("could not translate host name") || text.contains("timeout expired") {
+        format!("cannot reach {server}: check the host in DATABASE_URL (environment or .env)")
+    } else if text.contains("password authentication failed") || text.contains("no password supplied") {
+        "the server rejected the credentials: check the user and password in DATABASE_URL (environment or .env)"
+            .to_string()
+    } else if text.contains(&format!("database \"{db}\" does not exist")) {
+        return fail(
+            format!("database `{db}` does not exist on {server}"),
+            "create it (`cargo xtask db template create` builds the golden template) or fix the name in DATABASE_URL",
+        );
+    } else {
+        return err;
+    };
+    Err::<(), _>(err).fix(fix).unwrap_err()
+}
+
+/// A quoted SQL identifier: `"a""b"`. Rejects NUL, which PostgreSQL cannot store.
+pub fn ident(name: &str) -> String {
+    assert!(!name.contains('\0'), "identifier contains NUL");
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A quoted SQL string literal, correct whatever `standard_conforming_strings` says.
+pub fn literal(value: &str) -> String {
+    assert!(!value.contains('\0'), "literal contains NUL");
+    if value.contains('\\') {
+        format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", value.replace('\'', "''"))
+    }
+}
+
+/// `12.3 MB`.
+pub fn human_size(bytes: i64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < units.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(ident("feature/a-b"), "\"feature/a-b\"");
+        assert_eq!(ident("x\"; DROP DATABASE y; --"), "\"x\"\"; DROP DATABASE y; --\"");
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(literal("a\\'b"), "E'a\\\\''b'");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(16 * 1024 * 1024 + 300_000), "16.3 MB");
+    }
+}

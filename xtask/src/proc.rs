@@ -1,0 +1,180 @@
+//! Running external programs: interrupt-aware, with output captured for error messages.
+//!
+//! Every child is registered while it runs. On SIGINT, SIGTERM or SIGHUP the signal thread
+//! records the signal and terminates the registered children; the code waiting on them then
+//! fails with [`Interrupted`], and the guards on the way up remove whatever was half-made
+//! (see `pg::Server::create_database_guarded`). Nothing is left to the default signal action,
+//! which would kill us before cleanup.
+//!
+//! Arguments are built with `xshell::cmd!` (argv split at compile time: no shell, no injection)
+//! and converted into a `std::process::Command` here. Secrets go in the environment, never argv.
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Mutex, Once};
+
+use anyhow::{bail, Context, Result};
+
+use crate::error::Interrupted;
+
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Installs the signal thread (idempotent).
+pub fn install_signal_handlers() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
+            .expect("installing signal handlers");
+        std::thread::spawn(move || {
+            for sig in signals.forever() {
+                SIGNAL.store(sig, Ordering::SeqCst);
+                terminate_children();
+            }
+        });
+    });
+}
+
+fn terminate_children() {
+    let pids = CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for pid in pids {
+        // SAFETY: plain syscall; a stale pid at worst gets a signal it ignores.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    }
+}
+
+/// The signal that interrupted this run, if any.
+pub fn interrupted() -> Option<i32> {
+    match SIGNAL.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+/// Fails with [`Interrupted`] once a signal has arrived: call between steps.
+pub fn check_interrupt() -> Result<()> {
+    match interrupted() {
+        Some(sig) => Err(Interrupted(sig).into()),
+        None => Ok(()),
+    }
+}
+
+/// A running child that is terminated when we are interrupted.
+pub struct Registered {
+    pub child: Child,
+}
+
+impl Registered {
+    /// Spawns and registers. Not refused after a signal: cleanup runs programs too; steps
+    /// check [`check_interrupt`] before they start.
+    pub fn spawn(cmd: &mut Command) -> Result<Registered> {
+        let child = cmd.spawn().with_context(|| format!("starting `{}`", display(cmd)))?;
+        CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(child.id());
+        Ok(Registered { child })
+    }
+
+    pub fn wait(&mut self) -> Result<ExitStatus> {
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let pid = self.child.id();
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| *p != pid);
+    }
+}
+
+/// How a program is shown in messages: program and arguments (never secrets: those are in the
+/// environment), without directories.
+pub fn display(cmd: &Command) -> String {
+    let prog = cmd.get_program().to_string_lossy();
+    let prog = prog.rsplit('/').next().unwrap_or(&prog).to_string();
+    let mut s = prog;
+    for a in cmd.get_args() {
+        let a = a.to_string_lossy();
+        s.push(' ');
+        if a.is_empty() || a.contains([' ', '"', '\'']) {
+            s.push_str(&format!("{a:?}"));
+        } else {
+            s.push_str(&a);
+        }
+    }
+    s
+}
+
+/// Runs to completion with `stdin` fed in; returns stdout. On failure the error holds the
+/// command and the tail of its stderr.
+pub fn capture(cmd: &mut Command, stdin: Option<&[u8]>) -> Result<String> {
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut reg = Registered::spawn(cmd)?;
+    let stdin_thread = match (stdin, reg.child.stdin.take()) {
+        (Some(data), Some(mut pipe)) => {
+            let data = data.to_vec();
+            Some(std::thread::spawn(move || {
+                let _ = pipe.write_all(&data);
+            }))
+        }
+        _ => None,
+    };
+    let mut err_pipe = reg.child.stderr.take().expect("piped");
+    let err_thread = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err_pipe.read_to_end(&mut buf);
+        buf
+    });
+    let mut out = Vec::new();
+    reg.child.stdout.take().expect("piped").read_to_end(&mut out)?;
+    let status = reg.wait()?;
+    if let Some(t) = stdin_thread {
+        let _ = t.join();
+    }
+    let err = err_thread.join().unwrap_or_default();
+    if !status.success() {
+        check_interrupt()?;
+        bail!("{}", failure_message(cmd, status, &err));
+    }
+    String::from_utf8(out).with_context(|| format!("`{}` printed non-UTF-8 output", display(cmd)))
+}
+
+/// Runs to completion, its stdout and stderr going to our stderr (stdout is for data).
+pub fn show(cmd: &mut Command) -> Result<()> {
+    let to_stderr = std::io::stderr().as_fd().try_clone_to_owned()?;
+    cmd.stdin(Stdio::null()).stdout(Stdio::from(to_stderr));
+    let mut reg = Registered::spawn(cmd)?;
+    let status = reg.wait()?;
+    if !status.success() {
+        check_interrupt()?;
+        bail!("`{}` failed ({})", display(cmd), describe(status));
+    }
+    Ok(())
+}
+
+pub fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => status.to_string(),
+    }
+}
+
+/// `` `psql -X ...` failed (exit status 3): ERROR: ... `` — the last few meaningful stderr lines.
+pub fn failure_message(cmd: &Command, status: ExitStatus, stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
+    if tail.is_empty() {
+        format!("`{}` failed ({})", display(cmd), describe(status))
+    } else {
+        format!("`{}` failed ({}): {}", display(cmd), describe(status), tail)
+    }
+}

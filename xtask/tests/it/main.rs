@@ -1,0 +1,10 @@
+//! Integration tests: the real `xtask` binary against the real PostgreSQL server that
+//! `cargo xtask test` starts, in throwaway git repositories.
+
+mod support;
+
+mod cli;
+mod errors;
+mod schema;
+mod template;
+mod up;
