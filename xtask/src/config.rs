@@ -41,6 +41,16 @@ pub struct Config {
     /// SQL files applied after the migrations by `db template create`, in one transaction.
     #[serde(default)]
     pub seed_files: Vec<PathBuf>,
+    /// Commands that regenerate artifacts derived from the migrated schema, run last by
+    /// `db worktree` with `DATABASE_URL` and `PORT` in their environment.
+    #[serde(default)]
+    pub generate_commands: Vec<Vec<String>>,
+    /// `db worktree` warns when the template is more than this many migrations behind.
+    #[serde(default = "defaults::template_max_behind")]
+    pub template_max_behind: usize,
+    /// Worktree ports are picked above the main worktree's `PORT`, or above this one.
+    #[serde(default = "defaults::base_port")]
+    pub base_port: u16,
     /// The workspace root of the worktree we run in (not a key: where the file was found).
     #[serde(skip)]
     pub root: PathBuf,
@@ -68,6 +78,12 @@ mod defaults {
     }
     pub fn ledger_table() -> String {
         "public._sqlx_migrations".into()
+    }
+    pub fn template_max_behind() -> usize {
+        20
+    }
+    pub fn base_port() -> u16 {
+        3000
     }
     pub fn migrate_command() -> Vec<String> {
         ["cargo", "run", "--quiet", "--package", "app", "--", "migrate"].map(String::from).to_vec()
@@ -136,6 +152,18 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Names of the tool's own databases, which no branch may map onto.
+    pub fn fresh_db(&self) -> String {
+        format!("{}fresh", self.prefix)
+    }
+    pub fn prod_clone_db(&self) -> String {
+        format!("{}prod_clone", self.prefix)
+    }
+    /// The frozen (connection-less) copy of the template, used while the template is in use.
+    pub fn frozen_db(&self) -> String {
+        format!("{}frozen_{}", self.prefix, crate::naming::short_hash(&self.template))
     }
 
     pub fn migrations_path(&self) -> PathBuf {

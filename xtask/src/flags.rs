@@ -83,6 +83,60 @@ pub enum DbVerb {
     /// Manage the golden template that branch databases are cloned from.
     #[command(subcommand)]
     Template(TemplateVerb),
+    /// Give this git worktree its own database, cloned from the golden template, and point .env at it.
+    Worktree(Worktree),
+    /// List the per-branch databases; --prune drops those whose worktree is gone.
+    Worktrees(Worktrees),
+}
+
+/// Give this git worktree its own database, cloned from the golden template.
+///
+/// The database is named after the branch (prefix + branch, lowercased, anything outside
+/// [a-z0-9_] replaced by `_`, plus a short hash whenever that lost information). If it exists it
+/// is kept; otherwise it is cloned from the template under a temporary name and renamed into place
+/// only when complete (an error, Ctrl-C or SIGTERM removes the partial copy). Then `.env` gets
+/// DATABASE_URL and a PORT no other worktree uses (everything else in it is kept; a worktree
+/// without `.env` starts from a copy of the main worktree's), the branch's pending migrations are
+/// applied, and `generate_commands` run — both with DATABASE_URL and PORT in their environment.
+#[derive(Debug, Args)]
+pub struct Worktree {
+    /// Name the database after NAME instead of the branch (needed on a detached HEAD).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// How to clone: `auto` picks the fastest correct method and never disconnects anyone.
+    #[arg(long, value_enum, default_value_t = crate::pg::clone::Strategy::Auto)]
+    pub strategy: crate::pg::clone::Strategy,
+    /// Do not apply pending migrations (e.g. when one is broken and a database is needed anyway).
+    #[arg(long)]
+    pub skip_migrate: bool,
+    /// Do not run `generate_commands`.
+    #[arg(long)]
+    pub skip_generate: bool,
+    /// Drop this branch's database instead (asks unless -y).
+    #[arg(long)]
+    pub drop: bool,
+    /// Answer yes to the confirmation question (required without a terminal).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Print the plan (name, clone method and why, .env changes) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// List the per-branch databases: name, branch, size, created, and whether its worktree still
+/// exists. Only databases `db worktree` created are listed or ever dropped; the template and its
+/// frozen copy never are.
+#[derive(Debug, Args)]
+pub struct Worktrees {
+    /// Drop the databases whose worktree is gone (asks unless -y).
+    #[arg(long)]
+    pub prune: bool,
+    /// Answer yes to the confirmation question (required without a terminal).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Print JSON on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Start the embedded local PostgreSQL server.

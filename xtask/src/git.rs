@@ -40,3 +40,27 @@ impl Worktrees {
         self.current == self.main
     }
 }
+
+/// The checked-out branch of the worktree at `dir`; `None` on a detached HEAD.
+pub fn branch(dir: &Path) -> Result<Option<String>> {
+    let mut cmd = Command::new("git");
+    cmd.current_dir(dir).args(["symbolic-ref", "--quiet", "--short", "HEAD"]);
+    match proc::capture(&mut cmd, None) {
+        Ok(out) => Ok(Some(out.trim_end_matches('\n').to_string())),
+        Err(_) => {
+            // Distinguish "detached" from "not a repository".
+            let mut check = Command::new("git");
+            check.current_dir(dir).args(["rev-parse", "--git-dir"]);
+            proc::capture(&mut check, None).context("not inside a git repository")?;
+            Ok(None)
+        }
+    }
+}
+
+/// The top directories of all worktrees of the repository at `dir` (main first).
+pub fn worktree_paths(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut cmd = Command::new("git");
+    cmd.current_dir(dir).args(["worktree", "list", "--porcelain"]);
+    let out = proc::capture(&mut cmd, None).context("listing git worktrees")?;
+    Ok(out.lines().filter_map(|l| l.strip_prefix("worktree ")).map(PathBuf::from).collect())
+}

@@ -7,6 +7,7 @@ pub mod error;
 pub mod flags;
 pub mod git;
 pub mod migrations;
+pub mod naming;
 pub mod pg;
 pub mod proc;
 pub mod test_harness;

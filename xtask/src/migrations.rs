@@ -51,21 +51,18 @@ pub struct Applied {
     pub success: bool,
 }
 
-/// The ledger of `db`; empty when the ledger table does not exist.
+/// The ledger of `db`; empty when the ledger table does not exist. One connection: the
+/// existence check and the read are one psql script.
 pub fn ledger(server: &Server, db: &str, table: &str) -> Result<Vec<Applied>> {
-    #[derive(Deserialize)]
-    struct Present {
-        present: bool,
-    }
-    let p: Present = server.query_one(db, &format!("SELECT to_regclass({}) IS NOT NULL AS present", literal(table)))?;
-    if !p.present {
-        return Ok(Vec::new());
-    }
-    // `table` comes from our own configuration, schema-qualified; `to_regclass` accepted it.
-    server.query(
-        db,
-        &format!("SELECT version, encode(checksum, 'hex') AS checksum, success FROM {table} ORDER BY version"),
-    )
+    // `table` comes from our own configuration; `to_regclass` validates it before it is used.
+    let script = format!(
+        "SELECT to_regclass({}) IS NOT NULL AS present \\gset\n\\if :present\n\
+         SELECT coalesce(json_agg(q), '[]'::json) FROM (SELECT version, encode(checksum, 'hex') AS checksum, success \
+         FROM {table} ORDER BY version) q;\n\\else\nSELECT '[]';\n\\endif\n",
+        literal(table)
+    );
+    let out = server.script(db, &script)?;
+    serde_json::from_str(out.trim()).with_context(|| format!("reading the migration ledger of `{db}`"))
 }
 
 /// How a database's ledger compares with the repository.

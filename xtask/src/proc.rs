@@ -1,7 +1,7 @@
 //! Running external programs: interrupt-aware, with output captured for error messages.
 //!
 //! Every child is registered while it runs. On SIGINT, SIGTERM or SIGHUP the signal thread
-//! records the signal and terminates the registered children; the code waiting on them then
+//! records the signal and interrupts the registered children (SIGINT, then SIGTERM after 5 s); the code waiting on them then
 //! fails with [`Interrupted`], and the guards on the way up remove whatever was half-made
 //! (see `pg::Server::create_database_guarded`). Nothing is left to the default signal action,
 //! which would kill us before cleanup.
@@ -12,15 +12,17 @@
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Mutex, Once};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, Once};
 
 use anyhow::{bail, Context, Result};
 
 use crate::error::Interrupted;
 
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
-static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// Registered children, and for long-lived ones (psql sessions) a flag that says whether they are
+/// busy: an idle session is not signalled (psql would exit; cleanup still needs it).
+static CHILDREN: Mutex<Vec<(u32, Option<Arc<AtomicBool>>)>> = Mutex::new(Vec::new());
 
 /// Installs the signal thread (idempotent).
 pub fn install_signal_handlers() {
@@ -31,17 +33,27 @@ pub fn install_signal_handlers() {
         std::thread::spawn(move || {
             for sig in signals.forever() {
                 SIGNAL.store(sig, Ordering::SeqCst);
-                terminate_children();
+                // SIGINT first: psql answers it by cancelling the statement on the server (so a
+                // CREATE DATABASE is rolled back, not finished behind our back), pg_dump stops.
+                // Whatever still runs after a grace period gets SIGTERM.
+                signal_children(libc::SIGINT);
+                std::thread::spawn(|| {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    signal_children(libc::SIGTERM);
+                });
             }
         });
     });
 }
 
-fn terminate_children() {
-    let pids = CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    for pid in pids {
-        // SAFETY: plain syscall; a stale pid at worst gets a signal it ignores.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+fn signal_children(sig: i32) {
+    let children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for (pid, busy) in children {
+        if busy.is_some_and(|b| !b.load(Ordering::SeqCst)) {
+            continue;
+        }
+        // SAFETY: plain syscall on a child we have not reaped yet (it is still registered).
+        unsafe { libc::kill(pid as libc::pid_t, sig) };
     }
 }
 
@@ -70,8 +82,13 @@ impl Registered {
     /// Spawns and registers. Not refused after a signal: cleanup runs programs too; steps
     /// check [`check_interrupt`] before they start.
     pub fn spawn(cmd: &mut Command) -> Result<Registered> {
+        Registered::spawn_with(cmd, None)
+    }
+
+    /// Like [`Registered::spawn`], but signalled only while `busy` is set.
+    pub fn spawn_with(cmd: &mut Command, busy: Option<Arc<AtomicBool>>) -> Result<Registered> {
         let child = cmd.spawn().with_context(|| format!("starting `{}`", display(cmd)))?;
-        CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(child.id());
+        CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push((child.id(), busy));
         Ok(Registered { child })
     }
 
@@ -87,7 +104,7 @@ impl Drop for Registered {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| *p != pid);
+        CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).retain(|(p, _)| *p != pid);
     }
 }
 
@@ -176,5 +193,61 @@ pub fn failure_message(cmd: &Command, status: ExitStatus, stderr: &[u8]) -> Stri
         format!("`{}` failed ({})", display(cmd), describe(status))
     } else {
         format!("`{}` failed ({}): {}", display(cmd), describe(status), tail)
+    }
+}
+
+/// Runs `producer | consumer` process to process: the producer's stdout is the consumer's stdin
+/// (nothing in memory, no temp file, no shell). Fails when either fails, naming both.
+pub fn pipe(producer: &mut Command, consumer: &mut Command) -> Result<()> {
+    producer.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut first = Registered::spawn(producer)?;
+    let out = first.child.stdout.take().expect("piped");
+    consumer.stdin(Stdio::from(out)).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut second = Registered::spawn(consumer)?;
+    let drain = |reg: &mut Registered| {
+        let mut pipe = reg.child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let (e1, e2) = (drain(&mut first), drain(&mut second));
+    let s2 = second.wait()?;
+    // If the consumer stopped early the producer gets SIGPIPE; make sure it is not left behind.
+    if !s2.success() {
+        let _ = first.child.kill();
+    }
+    let s1 = first.wait()?;
+    let (e1, e2) = (e1.join().unwrap_or_default(), e2.join().unwrap_or_default());
+    if s1.success() && s2.success() {
+        return Ok(());
+    }
+    check_interrupt()?;
+    // The consumer's complaint is usually the cause; a producer killed by our kill is not.
+    if !s2.success() {
+        bail!("{}", failure_message(consumer, s2, &e2));
+    }
+    bail!("{}", failure_message(producer, s1, &e1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipe_streams_and_reports_the_failing_side() {
+        pipe(Command::new("printf").arg("a\\nb\\n"), Command::new("grep").arg("-q").arg("b")).unwrap();
+        let err = pipe(Command::new("printf").arg("a\\n"), Command::new("grep").arg("-q").arg("zzz")).unwrap_err();
+        assert!(err.to_string().starts_with("`grep -q zzz` failed (exit status 1)"), "{err}");
+        let err = pipe(&mut Command::new("false"), &mut Command::new("cat")).unwrap_err();
+        assert!(err.to_string().starts_with("`false` failed"), "{err}");
+    }
+
+    #[test]
+    fn capture_reports_stderr_tail() {
+        let err = capture(Command::new("sh").args(["-c", "echo one >&2; echo two >&2; exit 3"]), None).unwrap_err();
+        assert!(err.to_string().ends_with("failed (exit status 3): one / two"), "{err}");
+        assert_eq!(capture(&mut Command::new("cat"), Some(b"hi")).unwrap(), "hi");
     }
 }

@@ -2,12 +2,18 @@
 
 use anyhow::Result;
 
-use super::Ctx;
+use super::{Ctx, UrlSource};
 use crate::error::fail;
 use crate::migrations;
 use crate::pg::Server;
 
 pub fn run(ctx: &Ctx) -> Result<()> {
+    if let (_, UrlSource::MainEnvFile) = ctx.database_url()? {
+        return Err(fail(
+            "this worktree has no .env of its own, and the main worktree's names the golden template",
+            "give this worktree its database first: `cargo xtask db worktree`",
+        ));
+    }
     let server = ctx.server()?;
     let db = server.url.dbname().expect("database_url checks it").to_string();
     if !server.database_exists(&db)? {
@@ -23,7 +29,26 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         return Ok(());
     }
     eprintln!("▸ applying {pending} pending migration(s) to `{db}`");
-    ctx.run_migrator(&url)
+    ctx.run_migrator(&url)?;
+    verify_applied(ctx, &server, &db)
+}
+
+/// After the migrator ran: every migration in the repository is applied, or an error says which
+/// are not (a migrator built from another checkout embeds other migrations).
+pub fn verify_applied(ctx: &Ctx, server: &Server, db: &str) -> Result<()> {
+    let repo = migrations::in_repo(&ctx.config.migrations_path())?;
+    let c = migrations::compare(&repo, &migrations::ledger(server, db, &ctx.config.ledger_table)?);
+    if c.pending.is_empty() && c.failed.is_empty() {
+        return Ok(());
+    }
+    let versions: Vec<String> = c.pending.iter().chain(&c.failed).map(|v| v.to_string()).collect();
+    Err(fail(
+        format!(
+            "the migrator finished, but migration(s) {} of this checkout are still not applied to `{db}`",
+            versions.join(", ")
+        ),
+        "check that `migrate_command` builds the migrator from this checkout (it embeds the migrations at build time)",
+    ))
 }
 
 /// Fails, naming the file, when an applied migration was edited since; returns how many are pending.

@@ -4,6 +4,8 @@ mod migrate;
 mod status;
 mod template;
 mod up;
+mod worktree;
+mod worktrees;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -28,6 +30,8 @@ pub fn run(db: Db) -> Result<()> {
         DbVerb::Status(s) => status::run(&ctx, s),
         DbVerb::Migrate => migrate::run(&ctx),
         DbVerb::Template(TemplateVerb::Create(t)) => template::create(&ctx, t),
+        DbVerb::Worktree(w) => worktree::run(&ctx, w),
+        DbVerb::Worktrees(w) => worktrees::run(&ctx, w),
     }
 }
 
@@ -42,6 +46,8 @@ pub struct Ctx {
 pub enum UrlSource {
     Environment,
     EnvFile,
+    /// A linked worktree without `.env` of its own: the main worktree's names the server.
+    MainEnvFile,
 }
 
 impl std::fmt::Display for UrlSource {
@@ -49,6 +55,7 @@ impl std::fmt::Display for UrlSource {
         f.write_str(match self {
             UrlSource::Environment => "the environment",
             UrlSource::EnvFile => ".env",
+            UrlSource::MainEnvFile => "the main worktree's .env",
         })
     }
 }
@@ -78,8 +85,15 @@ impl Ctx {
                 return Ok(Some((v, UrlSource::Environment)));
             }
         }
-        let env = EnvFile::load(&self.env_path())?;
-        Ok(env.get("DATABASE_URL").filter(|v| !v.trim().is_empty()).map(|v| (v.to_string(), UrlSource::EnvFile)))
+        let from = |path: &std::path::Path, source| -> Result<Option<(String, UrlSource)>> {
+            let env = EnvFile::load(path)?;
+            Ok(env.get("DATABASE_URL").filter(|v| !v.trim().is_empty()).map(|v| (v.to_string(), source)))
+        };
+        match from(&self.env_path(), UrlSource::EnvFile)? {
+            Some(found) => Ok(Some(found)),
+            None if !self.worktrees.is_main() => from(&self.main_env_path(), UrlSource::MainEnvFile),
+            None => Ok(None),
+        }
     }
 
     /// `DATABASE_URL`, parsed and complete (it must name a database).
@@ -157,4 +171,78 @@ pub fn hostname() -> String {
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
+}
+
+/// Asks before destroying something. `yes` answers for the user; without a terminal to ask on,
+/// refuses. Returns whether to go ahead.
+pub fn confirm(question: &str, yes: bool) -> Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    // SAFETY: isatty has no preconditions.
+    if unsafe { libc::isatty(0) } != 1 {
+        return Err(fail(format!("{question} — no terminal to ask on"), "pass -y to confirm"));
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+}
+
+/// The temporary name a database is built under: `<prefix>tmp_<host>_<pid><suffix>`, where
+/// `<host>` is 4 hex digits of a hash of the host name. Name and pid let a later run on the same
+/// machine recognise leftovers of a run that was killed outright (SIGKILL, power loss), even if it
+/// died before it could mark the database.
+pub fn staging_name(prefix: &str, suffix: &str) -> String {
+    format!("{prefix}tmp_{}_{}{suffix}", host_tag(), std::process::id())
+}
+
+fn host_tag() -> String {
+    crate::naming::short_hash(&hostname())[..4].to_string()
+}
+
+/// The pid in a staging name made on this machine (see [`staging_name`]).
+fn staging_pid(prefix: &str, name: &str) -> Option<i64> {
+    let rest = name.strip_prefix(prefix)?.strip_prefix("tmp_")?.strip_prefix(&host_tag())?.strip_prefix('_')?;
+    let digits = rest.strip_suffix("_f").unwrap_or(rest);
+    digits.parse().ok()
+}
+
+/// Drops staging databases left by runs of this tool on this machine that died before their
+/// cleanup could run. Never touches a database marked as anything but staging.
+pub fn sweep_abandoned(server: &Server, prefix: &str) -> Result<()> {
+    for db in server.databases(prefix, &[])? {
+        let Some(pid) = staging_pid(prefix, &db.name) else { continue };
+        if db.marker.is_some() && db.kind() != Some("staging") {
+            continue;
+        }
+        // SAFETY: signal 0 only checks whether the process exists.
+        let alive = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive && pid != i64::from(std::process::id()) {
+            eprintln!("removing `{}`, left unfinished by an interrupted run (pid {pid})", db.name);
+            server.drop_database(&db.name, true)?;
+        }
+    }
+    Ok(())
+}
+
+/// The marker of a database being built by this process.
+pub fn staging_marker(target: &str) -> serde_json::Value {
+    marker("staging", serde_json::json!({ "for": target, "pid": std::process::id(), "host": hostname() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_names_carry_host_and_pid() {
+        let name = staging_name("app_", "");
+        assert_eq!(staging_pid("app_", &name), Some(i64::from(std::process::id())));
+        assert_eq!(staging_pid("app_", &staging_name("app_", "_f")), Some(i64::from(std::process::id())));
+        assert_eq!(staging_pid("app_", "app_tmp_zzzz_12"), None);
+        assert_eq!(staging_pid("app_", "app_feature"), None);
+        assert!(name.len() <= 63);
+    }
 }

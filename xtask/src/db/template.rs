@@ -4,7 +4,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use super::{hostname, marker, step, Ctx};
+use super::{marker, staging_marker, staging_name, step, sweep_abandoned, Ctx};
 use crate::error::fail;
 use crate::flags::TemplateCreate;
 use crate::pg::{human_size, Server};
@@ -32,14 +32,11 @@ pub fn create(ctx: &Ctx, flags: TemplateCreate) -> Result<()> {
         }
     }
 
+    sweep_abandoned(&server, &ctx.config.prefix)?;
     let pid = std::process::id();
-    let staging = format!("{}tmp_{pid}", ctx.config.prefix);
+    let staging = staging_name(&ctx.config.prefix, "");
     let building = step(&format!("creating `{staging}` (becomes `{name}` when complete)"), || {
-        server.create_database(
-            &staging,
-            "TEMPLATE template0",
-            marker("staging", serde_json::json!({ "for": name, "pid": pid, "host": hostname() })),
-        )
+        server.create_database(&staging, "TEMPLATE template0", staging_marker(&name))
     })?;
     let url = server.url.with_dbname(&staging);
     step("applying every migration (the app's migrator)", || ctx.run_migrator(&url))?;

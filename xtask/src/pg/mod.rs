@@ -5,10 +5,13 @@
 //! reaches programs only as `PGPASSWORD` in their environment; URLs in argv and messages are
 //! built with [`PgUrl::without_password`] or [`PgUrl::redacted`].
 
+pub mod clone;
 pub mod cluster;
+pub mod session;
 pub mod tools;
 pub mod url;
 
+use std::cell::{OnceCell, RefCell};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -30,10 +33,13 @@ pub struct Server {
     pub url: PgUrl,
     pub maintenance_db: String,
     pub psql: PathBuf,
-    pub pg_dump: PathBuf,
+    pg_dump: PathBuf,
+    pg_dump_checked: OnceCell<()>,
     /// `server_version`, e.g. `15.18 (Debian 15.18-0+deb12u1)`.
     pub version: String,
     pub major: u32,
+    /// The session on the maintenance database, opened on first use.
+    admin: RefCell<Option<session::Session>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -66,8 +72,16 @@ impl Server {
     pub fn connect(url: PgUrl, maintenance_db: &str) -> Result<Server> {
         let psql = tools::find("psql")?;
         let pg_dump = tools::find("pg_dump")?;
-        let mut server =
-            Server { url, maintenance_db: maintenance_db.to_string(), psql, pg_dump, version: String::new(), major: 0 };
+        let mut server = Server {
+            url,
+            maintenance_db: maintenance_db.to_string(),
+            psql,
+            pg_dump,
+            pg_dump_checked: OnceCell::new(),
+            version: String::new(),
+            major: 0,
+            admin: RefCell::new(None),
+        };
         #[derive(Deserialize)]
         struct V {
             version: String,
@@ -78,21 +92,29 @@ impl Server {
             .with_context(|| format!("connecting to PostgreSQL at {}", server.url.server_label()))?;
         server.version = v.version;
         server.major = (v.num / 10000) as u32;
-        let dump_major = tools::major_version(&server.pg_dump)?;
-        if dump_major < server.major {
-            return Err(fail(
-                format!(
-                    "{} is version {dump_major}, older than the server ({}): it cannot dump it",
-                    server.pg_dump.display(),
-                    server.major
-                ),
-                format!(
-                    "install the PostgreSQL {} client programs and put them first on PATH (or set XTASK_PG_BINDIR)",
-                    server.major
-                ),
-            ));
-        }
         Ok(server)
+    }
+
+    /// `pg_dump`, checked once not to be older than the server (it could not dump it).
+    pub fn pg_dump(&self) -> Result<&PathBuf> {
+        if self.pg_dump_checked.get().is_none() {
+            let dump_major = tools::major_version(&self.pg_dump)?;
+            if dump_major < self.major {
+                return Err(fail(
+                    format!(
+                        "{} is version {dump_major}, older than the server ({}): it cannot dump it",
+                        self.pg_dump.display(),
+                        self.major
+                    ),
+                    format!(
+                        "install the PostgreSQL {} client programs and put them first on PATH (or set XTASK_PG_BINDIR)",
+                        self.major
+                    ),
+                ));
+            }
+            let _ = self.pg_dump_checked.set(());
+        }
+        Ok(&self.pg_dump)
     }
 
     /// Environment for any libpq program talking to this server.
@@ -119,18 +141,44 @@ impl Server {
         cmd
     }
 
-    /// Runs SQL (several statements allowed, autocommit) in `db`.
+    /// Runs SQL in `db`. On the maintenance database: one statement, in the run's session.
+    /// Elsewhere: any number of statements, autocommit, stopping at the first error.
     pub fn exec(&self, db: &str, sql: &str) -> Result<()> {
-        proc::capture(&mut self.psql(db), Some(sql.as_bytes())).map_err(|e| classify(e, &self.url, db))?;
-        Ok(())
+        self.run_sql(db, sql).map(drop)
+    }
+
+    /// Statements in one transaction on the maintenance database: all or nothing.
+    pub fn transaction(&self, statements: &[String]) -> Result<()> {
+        self.exec(&self.maintenance_db, "BEGIN")?;
+        for stmt in statements {
+            if let Err(e) = self.exec(&self.maintenance_db, stmt) {
+                let _ = self.exec(&self.maintenance_db, "ROLLBACK");
+                return Err(e);
+            }
+        }
+        self.exec(&self.maintenance_db, "COMMIT")
     }
 
     /// Runs a query in `db` and deserializes its rows (through `json_agg`, so any column type).
     pub fn query<T: DeserializeOwned>(&self, db: &str, sql: &str) -> Result<Vec<T>> {
-        let wrapped = format!("SELECT coalesce(json_agg(q), '[]'::json) FROM ({sql}) q;");
-        let out =
-            proc::capture(&mut self.psql(db), Some(wrapped.as_bytes())).map_err(|e| classify(e, &self.url, db))?;
+        let wrapped = format!("SELECT coalesce(json_agg(q), '[]'::json) FROM ({sql}) q");
+        let out = self.run_sql(db, &wrapped)?;
         serde_json::from_str(out.trim()).with_context(|| format!("reading the result of a query on `{db}`"))
+    }
+
+    /// Runs a psql script (meta-commands allowed) in `db` in a new session; returns its output.
+    pub fn script(&self, db: &str, script: &str) -> Result<String> {
+        proc::capture(&mut self.psql(db), Some(script.as_bytes())).map_err(|e| classify(e, &self.url, db))
+    }
+
+    fn run_sql(&self, db: &str, sql: &str) -> Result<String> {
+        let out = if db == self.maintenance_db {
+            let open = || session::Session::open(self.psql(db));
+            session::run_on(&mut self.admin.borrow_mut(), open, sql)
+        } else {
+            proc::capture(&mut self.psql(db), Some(format!("{sql};").as_bytes()))
+        };
+        out.map_err(|e| classify(e, &self.url, db))
     }
 
     pub fn query_one<T: DeserializeOwned>(&self, db: &str, sql: &str) -> Result<T> {
@@ -199,7 +247,12 @@ pub struct Creating<'a> {
     keep: bool,
 }
 
-impl Creating<'_> {
+impl<'a> Creating<'a> {
+    /// Guards a database created by other means.
+    pub fn adopt(server: &'a Server, name: &str) -> Creating<'a> {
+        Creating { server, name: name.to_string(), keep: false }
+    }
+
     pub fn keep(mut self) {
         self.keep = true;
     }

@@ -29,10 +29,15 @@ pub fn find(program: &str) -> Result<PathBuf> {
     let on_path = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).find(|p| is_executable(p)))
         .unwrap_or(None);
-    if let Some(p) = on_path {
-        return Ok(p);
+    let debian = || debian_dirs().into_iter().map(|d| d.join(program)).find(|p| is_executable(p));
+    match on_path {
+        // Debian's PATH entries are `pg_wrapper`, a Perl script that picks a version on every
+        // call (~25 ms each); for client programs it picks the newest, so go there directly.
+        Some(p) if is_pg_wrapper(&p) => return Ok(debian().unwrap_or(p)),
+        Some(p) => return Ok(p),
+        None => {}
     }
-    if let Some(p) = debian_dirs().into_iter().map(|d| d.join(program)).find(|p| is_executable(p)) {
+    if let Some(p) = debian() {
         return Ok(p);
     }
     Err(fail(
@@ -66,6 +71,10 @@ fn debian_dirs() -> Vec<PathBuf> {
         .collect();
     majors.sort_by_key(|m| std::cmp::Reverse(m.0));
     majors.into_iter().map(|(_, p)| p).collect()
+}
+
+fn is_pg_wrapper(p: &Path) -> bool {
+    p.canonicalize().is_ok_and(|c| c.file_name().is_some_and(|n| n == "pg_wrapper"))
 }
 
 fn is_executable(p: &Path) -> bool {

@@ -60,19 +60,6 @@ fn missing_pg_dump() {
     assert!(p.databases().is_empty());
 }
 
-#[test]
-fn pg_dump_older_than_server() {
-    let p = Project::new("olddump");
-    let bindir = p.dir.join("pgbin");
-    std::fs::create_dir_all(&bindir).unwrap();
-    std::os::unix::fs::symlink(which("psql"), bindir.join("psql")).unwrap();
-    let fake = bindir.join("pg_dump");
-    std::fs::write(&fake, "#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n").unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let run = p.xtask_in(&p.dir, &["db", "template", "create"], &[("XTASK_PG_BINDIR", bindir.to_str().unwrap())]);
-    run.fails(2, "older than the server");
-}
-
 fn which(program: &str) -> std::path::PathBuf {
     let path = std::env::var_os("PATH").unwrap();
     std::env::split_paths(&path)

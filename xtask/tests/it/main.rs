@@ -8,3 +8,4 @@ mod errors;
 mod schema;
 mod template;
 mod up;
+mod worktree;

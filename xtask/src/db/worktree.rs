@@ -1,0 +1,333 @@
+//! `db worktree`: this git worktree gets its own database, cloned from the golden template.
+//!
+//! The flow: name → create unless it exists (under a temporary name, renamed into place when
+//! complete) → point `.env` at it → apply the branch's pending migrations → regenerate → report.
+//! Everything that decides is read-only and runs first, so `--dry-run` prints the same plan the
+//! run carries out.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::{confirm, marker, migrate, staging_marker, staging_name, sweep_abandoned, Ctx};
+use crate::env_file::EnvFile;
+use crate::error::fail;
+use crate::flags::Worktree;
+use crate::naming::{self, Reserved};
+use crate::pg::clone::{self, ClonePlan};
+use crate::pg::{human_size, ident, literal, PgUrl, Server, MARKER_PREFIX};
+use crate::{git, proc, time};
+
+/// What `db worktree` is about to do.
+struct Plan {
+    label: String,
+    db: String,
+    url: PgUrl,
+    /// `None`: the database exists and is reused.
+    clone: Option<ClonePlan>,
+    env_path: PathBuf,
+    env_from_main: bool,
+    port: u16,
+}
+
+pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
+    let started = Instant::now();
+    let label = database_label(ctx, flags.name.as_deref())?;
+    let db = naming::branch_database(
+        &label,
+        &Reserved {
+            prefix: &ctx.config.prefix,
+            names: &[&ctx.config.template, &ctx.config.fresh_db(), &ctx.config.prod_clone_db()],
+        },
+    );
+    let (url, _) = ctx.database_url()?;
+    let server = Server::connect(url, &ctx.config.maintenance_db)?;
+    if flags.drop {
+        return drop_branch(&server, &db, &label, flags.yes);
+    }
+    if ctx.worktrees.is_main() && flags.name.is_none() {
+        return Err(fail(
+            format!("this is the main worktree: its database is the golden template `{}` itself", ctx.config.template),
+            "run it in a linked worktree (`just worktree NAME`), or pass --name NAME to create a database here anyway",
+        ));
+    }
+    sweep_abandoned(&server, &ctx.config.prefix)?;
+
+    let plan = make_plan(ctx, &server, &label, &db, &flags)?;
+    if flags.dry_run {
+        print_plan(ctx, &plan);
+        return Ok(());
+    }
+
+    let mut report = Vec::new();
+    // 1. Create unless it exists.
+    let step = Instant::now();
+    let mut cloned_now = false;
+    match &plan.clone {
+        None => report.push(("database", format!("`{}` exists: kept as it is", plan.db), step.elapsed())),
+        Some(cp) => {
+            eprintln!("▸ cloning `{}` into `{}`: {}", ctx.config.template, plan.db, cp.describe());
+            let timings = create(ctx, &server, &plan, cp)?;
+            let refresh = timings
+                .refresh
+                .map(|d| format!(" (frozen copy refreshed in {})", time::elapsed(d)))
+                .unwrap_or_default();
+            let cow = if timings.cow { ", copy-on-write" } else { "" };
+            report.push((
+                "database",
+                format!("`{}` created: {}{cow}{refresh}", plan.db, cp.describe()),
+                step.elapsed(),
+            ));
+            report.push(("why", cp.why.clone(), Duration::ZERO));
+            cloned_now = true;
+        }
+    }
+
+    // 2. Point .env at it.
+    let step = Instant::now();
+    write_env(ctx, &plan)?;
+    let origin = if plan.env_from_main { " (copied from the main worktree)" } else { "" };
+    report.push((".env", format!("DATABASE_URL → `{}`, PORT={}{origin}", plan.db, plan.port), step.elapsed()));
+
+    // 3. Migrate on top.
+    let step = Instant::now();
+    let branch_url = plan.url.with_dbname(&plan.db);
+    let mut warnings = Vec::new();
+    let pending = match migrate::check_ledger(ctx, &server, &plan.db) {
+        Ok(pending) => pending,
+        // With --skip-migrate a database is wanted anyway: say it, do not stop.
+        Err(e) if flags.skip_migrate => {
+            warnings.push(crate::error::report(&e).line.trim_start_matches("error: ").to_string());
+            0
+        }
+        Err(e) => return Err(e),
+    };
+    if cloned_now && pending > ctx.config.template_max_behind {
+        warnings.push(format!(
+            "the template `{}` is {pending} migrations behind this branch (more than {}): refresh it — in the main worktree run `cargo xtask db migrate`, or rebuild it with `cargo xtask db template create --force`",
+            ctx.config.template, ctx.config.template_max_behind
+        ));
+    }
+    if flags.skip_migrate {
+        report.push(("migrate", format!("skipped (--skip-migrate); {pending} pending"), Duration::ZERO));
+    } else if pending == 0 {
+        report.push(("migrate", "nothing pending".into(), step.elapsed()));
+    } else {
+        eprintln!("▸ applying {pending} pending migration(s)");
+        run_with_env(ctx, &ctx.config.migrate_command, &branch_url, plan.port)
+            .context("migrating the branch database")?;
+        migrate::verify_applied(ctx, &server, &plan.db)?;
+        report.push(("migrate", format!("{pending} applied"), step.elapsed()));
+    }
+
+    // 4. Generate.
+    let step = Instant::now();
+    if flags.skip_generate {
+        report.push(("generate", "skipped (--skip-generate)".into(), Duration::ZERO));
+    } else if ctx.config.generate_commands.is_empty() {
+        report.push(("generate", "no generators configured (`generate_commands`)".into(), Duration::ZERO));
+    } else {
+        eprintln!("▸ regenerating derived artifacts");
+        for argv in &ctx.config.generate_commands {
+            run_with_env(ctx, argv, &branch_url, plan.port)?;
+        }
+        report.push(("generate", format!("{} command(s) ran", ctx.config.generate_commands.len()), step.elapsed()));
+    }
+
+    // 5. Report.
+    eprintln!();
+    for (what, text, took) in &report {
+        let took = if took.is_zero() { String::new() } else { format!("  ({})", time::elapsed(*took)) };
+        eprintln!("{what:>9}  {text}{took}");
+    }
+    eprintln!("{:>9}  {}", "total", time::elapsed(started.elapsed()));
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(())
+}
+
+/// The name the database is derived from: `--name`, else the branch.
+fn database_label(ctx: &Ctx, name: Option<&str>) -> Result<String> {
+    if let Some(name) = name {
+        if name.is_empty() {
+            return Err(fail("--name is empty", "pass a name, e.g. --name my-feature"));
+        }
+        return Ok(name.to_string());
+    }
+    git::branch(&ctx.worktrees.current)?.ok_or_else(|| {
+        fail(
+            "HEAD is detached: there is no branch to name the database after",
+            "check out a branch, or pass --name NAME",
+        )
+    })
+}
+
+fn make_plan(ctx: &Ctx, server: &Server, label: &str, db: &str, flags: &Worktree) -> Result<Plan> {
+    let existing = server.database(db)?;
+    let clone = match existing {
+        Some(_) => None,
+        None => {
+            let template = &ctx.config.template;
+            if !server.database_exists(template)? {
+                return Err(fail(
+                    format!("the golden template `{template}` does not exist on {}", server.url.server_label()),
+                    "point WORKTREE_TEMPLATE_DB at an existing database, or build one with `cargo xtask db template create`",
+                ));
+            }
+            Some(clone::plan(server, template, &ctx.config.frozen_db(), flags.strategy)?)
+        }
+    };
+    let env_path = ctx.env_path();
+    let env_from_main = !env_path.exists() && ctx.main_env_path().exists() && !ctx.worktrees.is_main();
+    let env = current_env(ctx)?;
+    let port = choose_port(ctx, &env)?;
+    Ok(Plan {
+        label: label.to_string(),
+        db: db.to_string(),
+        url: server.url.clone(),
+        clone,
+        env_path,
+        env_from_main,
+        port,
+    })
+}
+
+fn print_plan(ctx: &Ctx, plan: &Plan) {
+    println!("branch    {}", plan.label);
+    println!("database  {}", plan.db);
+    match &plan.clone {
+        None => println!("clone     none: the database exists"),
+        Some(cp) => {
+            println!("clone     from `{}`: {}", ctx.config.template, cp.describe());
+            println!("          because {}", cp.why);
+        }
+    }
+    println!(
+        "env       {}: DATABASE_URL={}, PORT={}",
+        plan.env_path.display(),
+        plan.url.with_dbname(&plan.db).redacted(),
+        plan.port
+    );
+}
+
+/// Clones under a temporary name, then renames and marks it in one transaction.
+fn create(ctx: &Ctx, server: &Server, plan: &Plan, cp: &ClonePlan) -> Result<clone::Timings> {
+    let staging = staging_name(&ctx.config.prefix, "");
+    let frozen_staging = (staging_name(&ctx.config.prefix, "_f"), staging_marker(&ctx.config.frozen_db()));
+    let (building, timings) =
+        clone::execute(server, &ctx.config.template, &staging, cp, staging_marker(&plan.db), frozen_staging)?;
+    proc::check_interrupt()?;
+    let branch_marker = marker(
+        "branch",
+        serde_json::json!({
+            "branch": plan.label,
+            "worktree": ctx.worktrees.current,
+            "repo": ctx.worktrees.main,
+            "template": ctx.config.template,
+        }),
+    );
+    server
+        .transaction(&[
+            format!("ALTER DATABASE {} RENAME TO {}", ident(&staging), ident(&plan.db)),
+            format!(
+                "COMMENT ON DATABASE {} IS {}",
+                ident(&plan.db),
+                literal(&format!("{MARKER_PREFIX}{branch_marker}"))
+            ),
+        ])
+        .with_context(|| format!("renaming the finished clone to `{}`", plan.db))?;
+    building.keep();
+    Ok(timings)
+}
+
+/// This worktree's `.env` as it will be edited: its own, else a copy of the main worktree's.
+fn current_env(ctx: &Ctx) -> Result<EnvFile> {
+    let own = EnvFile::load(&ctx.env_path())?;
+    if own.exists() || ctx.worktrees.is_main() {
+        return Ok(own);
+    }
+    let main = EnvFile::load(&ctx.main_env_path())?;
+    Ok(EnvFile::parse(&ctx.env_path(), &main.render())?)
+}
+
+fn write_env(ctx: &Ctx, plan: &Plan) -> Result<()> {
+    let mut env = current_env(ctx)?;
+    env.set("DATABASE_URL", &plan.url.with_dbname(&plan.db).expose_secret());
+    env.set("PORT", &plan.port.to_string());
+    env.save()
+}
+
+/// This worktree's port: kept if no other worktree's `.env` uses it, else the first port above
+/// the main worktree's (or `base_port`) that no other worktree uses and nothing listens on.
+fn choose_port(ctx: &Ctx, env: &EnvFile) -> Result<u16> {
+    let mut taken = HashSet::new();
+    let mut base = ctx.config.base_port;
+    for dir in git::worktree_paths(&ctx.worktrees.current)? {
+        if dir == ctx.worktrees.current {
+            continue;
+        }
+        let Ok(other) = EnvFile::load(&dir.join(".env")) else { continue };
+        if let Some(p) = other.get("PORT").and_then(|p| p.trim().parse::<u16>().ok()) {
+            taken.insert(p);
+            if dir == ctx.worktrees.main {
+                base = p;
+            }
+        }
+    }
+    if let Some(p) = env.get("PORT").and_then(|p| p.trim().parse::<u16>().ok()) {
+        if !taken.contains(&p) {
+            return Ok(p);
+        }
+    }
+    (base.saturating_add(1)..=u16::MAX)
+        .find(|p| !taken.contains(p) && std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .ok_or_else(|| fail("no free port above the main worktree's", "set PORT in this worktree's .env"))
+}
+
+/// Runs a configured command with `DATABASE_URL` and `PORT` exported to it.
+fn run_with_env(ctx: &Ctx, argv: &[String], url: &PgUrl, port: u16) -> Result<()> {
+    let (program, args) = argv.split_first().context("an empty command in the configuration")?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(&ctx.config.root)
+        .env("DATABASE_URL", url.expose_secret())
+        .env("PORT", port.to_string())
+        .env_remove("APP_DB_NAME_OVERRIDE");
+    proc::show(&mut cmd)
+}
+
+/// `db worktree --drop`.
+fn drop_branch(server: &Server, db: &str, label: &str, yes: bool) -> Result<()> {
+    let Some(info) = server.database(db)? else {
+        eprintln!("`{label}` has no database (`{db}`): nothing to drop");
+        return Ok(());
+    };
+    if info.kind() != Some("branch") {
+        return Err(fail(
+            format!("`{db}` was not created by `cargo xtask db worktree`; it is left alone"),
+            "drop it yourself if you mean to",
+        ));
+    }
+    if info.connections > 0 {
+        return Err(fail(
+            format!("`{db}` has {} open connection(s)", info.connections),
+            "stop what uses it (this worktree's app?) and run again",
+        ));
+    }
+    if !confirm(&format!("Drop database `{db}` ({}) of `{label}`?", human_size(info.size_bytes)), yes)? {
+        eprintln!("nothing dropped");
+        return Ok(());
+    }
+    server.drop_database(db, false)?;
+    eprintln!("dropped `{db}`");
+    Ok(())
+}
+
+/// Paths compare equal after resolving symlinks where possible.
+pub fn same_path(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}

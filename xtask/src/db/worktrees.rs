@@ -1,0 +1,118 @@
+//! `db worktrees`: the per-branch databases, and `--prune` for those whose worktree is gone.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::worktree::same_path;
+use super::{confirm, sweep_abandoned, Ctx};
+use crate::flags::Worktrees;
+use crate::git;
+use crate::pg::human_size;
+
+#[derive(Debug, Serialize)]
+struct Row {
+    name: String,
+    branch: String,
+    size_bytes: i64,
+    created_at: String,
+    worktree: String,
+    /// The worktree is still registered with git and its directory exists.
+    worktree_exists: bool,
+    /// Made from another clone of the repository: listed, never pruned from here.
+    other_repo: bool,
+    connections: i64,
+}
+
+pub fn run(ctx: &Ctx, flags: Worktrees) -> Result<()> {
+    let server = ctx.server()?;
+    sweep_abandoned(&server, &ctx.config.prefix)?;
+    let live = git::worktree_paths(&ctx.worktrees.current)?;
+    let mut rows = Vec::new();
+    for db in server.databases(&ctx.config.prefix, &[])? {
+        if db.kind() != Some("branch") || db.name == ctx.config.template || db.name == ctx.config.frozen_db() {
+            continue;
+        }
+        let m = db.marker.as_ref().expect("kind() implies a marker");
+        let text = |k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let worktree = PathBuf::from(text("worktree"));
+        let other_repo = !same_path(&PathBuf::from(text("repo")), &ctx.worktrees.main);
+        let worktree_exists = worktree.is_dir() && live.iter().any(|w| same_path(w, &worktree));
+        rows.push(Row {
+            branch: text("branch"),
+            created_at: text("created_at"),
+            worktree: worktree.display().to_string(),
+            name: db.name,
+            size_bytes: db.size_bytes,
+            worktree_exists,
+            other_repo,
+            connections: db.connections,
+        });
+    }
+
+    if flags.json && !flags.prune {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if !flags.prune {
+        print_table(&rows);
+        return Ok(());
+    }
+
+    let orphans: Vec<&Row> = rows.iter().filter(|r| !r.worktree_exists && !r.other_repo).collect();
+    if orphans.is_empty() {
+        eprintln!("no database lost its worktree: nothing to prune");
+        return Ok(());
+    }
+    eprintln!("databases whose worktree is gone:");
+    for r in &orphans {
+        eprintln!("  {}  (branch {}, {}, worktree {})", r.name, r.branch, human_size(r.size_bytes), r.worktree);
+    }
+    if !confirm(&format!("Drop these {} database(s)?", orphans.len()), flags.yes)? {
+        eprintln!("nothing dropped");
+        return Ok(());
+    }
+    let mut failed = 0;
+    for r in orphans {
+        match server.drop_database(&r.name, false) {
+            Ok(()) => eprintln!("dropped `{}`", r.name),
+            Err(e) => {
+                failed += 1;
+                eprintln!("could not drop `{}`: {e:#}", r.name);
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(crate::error::fail(
+            format!("{failed} database(s) could not be dropped"),
+            "stop what is connected to them and run `cargo xtask db worktrees --prune` again",
+        ));
+    }
+    Ok(())
+}
+
+fn print_table(rows: &[Row]) {
+    if rows.is_empty() {
+        println!("no per-branch databases (create one with `cargo xtask db worktree` in a worktree)");
+        return;
+    }
+    println!("{:<40} {:<28} {:>9}  {:<20}  WORKTREE", "DATABASE", "BRANCH", "SIZE", "CREATED");
+    for r in rows {
+        let state = if r.other_repo {
+            " (another clone of the repo)"
+        } else if r.worktree_exists {
+            ""
+        } else {
+            " (gone: `--prune` drops it)"
+        };
+        println!(
+            "{:<40} {:<28} {:>9}  {:<20}  {}{state}",
+            r.name,
+            r.branch,
+            human_size(r.size_bytes),
+            r.created_at,
+            r.worktree
+        );
+    }
+}

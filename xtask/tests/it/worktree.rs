@@ -1,0 +1,430 @@
+//! `db worktree` and `db worktrees` with real git worktrees on a real server.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{git, password, sql, try_sql, url_for, Project, Run};
+
+/// A project with its golden template built.
+fn project(tag: &str) -> Project {
+    let p = Project::new(tag);
+    p.xtask(&["db", "template", "create"]).ok();
+    p
+}
+
+/// A linked worktree of `p` on a new branch.
+fn worktree(p: &Project, branch: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = p.dir.with_file_name(format!("{}-wt{n}", p.dir.file_name().unwrap().to_string_lossy()));
+    git(&p.dir, &["worktree", "add", "-q", "-b", branch, dir.to_str().unwrap()]);
+    dir
+}
+
+fn env_value(dir: &Path, key: &str) -> String {
+    let text = std::fs::read_to_string(dir.join(".env")).unwrap();
+    let value = text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} not in .env:\n{text}"));
+    value.trim_matches(|c| c == '\'' || c == '"').to_string()
+}
+
+/// The database `.env` points at.
+fn env_db(dir: &Path) -> String {
+    env_value(dir, "DATABASE_URL").rsplit('/').next().unwrap().to_string()
+}
+
+fn run_in(p: &Project, dir: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["db", "worktree"];
+    all.extend_from_slice(args);
+    p.xtask_in(dir, &all, &[])
+}
+
+/// Row counts of every table, and the schema without volatile lines.
+fn fingerprint(db: &str) -> (String, String) {
+    let counts = sql(
+        db,
+        "SELECT string_agg(format('%s.%s=%s', table_schema, table_name, \
+         (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', table_schema, table_name), false, true, '')))[1]::text), ',' ORDER BY 1) \
+         FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema')",
+    );
+    let url = url_for(db).replacen(&format!(":{}@", password()), "@", 1);
+    let out = Command::new("pg_dump")
+        .args(["-s", "--no-owner", "--no-privileges", "-d", &url])
+        .env("PGPASSWORD", password())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let schema = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict") && !l.starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (counts, schema)
+}
+
+/// An open session on `db` that runs statements on demand and stays connected.
+struct Held(Child);
+impl Held {
+    fn open(db: &str) -> Held {
+        let url = url_for(db).replacen(&format!(":{}@", password()), "@", 1);
+        let child = Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &url])
+            .env("PGPASSWORD", password())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut held = Held(child);
+        held.run("SELECT 1;");
+        held
+    }
+    /// Runs `sql` and waits until its effect is visible from another session (`check` true).
+    fn run(&mut self, statement: &str) {
+        let stdin = self.0.stdin.as_mut().unwrap();
+        stdin.write_all(statement.as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+    }
+}
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_clone_equals_the_template_and_env_points_at_it() {
+    let p = project("wteq");
+    std::fs::write(
+        p.dir.join(".env"),
+        format!(
+            "# main settings\nAPP_HOST=https://me.example.test # tunnel\nDATABASE_URL='{}'\nPORT=4100\nEXTRA=kept\n",
+            url_for(&p.template())
+        ),
+    )
+    .unwrap();
+    let wt = worktree(&p, "feature/equal");
+    let run = run_in(&p, &wt, &[]).ok();
+    assert!(run.stderr.contains("no one is connected to the template"), "{}", run.stderr);
+    let db = env_db(&wt);
+    assert!(db.starts_with(&format!("{}feature_equal_", p.prefix)), "{db}");
+    assert_eq!(fingerprint(&db), fingerprint(&p.template()), "same schema and row counts");
+    assert_eq!(
+        sql(&db, "SELECT string_agg(version::text || checksum::text, ',' ORDER BY version) FROM _sqlx_migrations"),
+        sql(
+            &p.template(),
+            "SELECT string_agg(version::text || checksum::text, ',' ORDER BY version) FROM _sqlx_migrations"
+        )
+    );
+
+    // The copied .env keeps everything but DATABASE_URL and PORT, in order, with its quoting.
+    let text = std::fs::read_to_string(wt.join(".env")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "# main settings");
+    assert_eq!(lines[1], "APP_HOST=https://me.example.test # tunnel");
+    assert!(lines[2].starts_with("DATABASE_URL='postgres") && lines[2].ends_with(&format!("/{db}'")), "{}", lines[2]);
+    assert_eq!(lines[4], "EXTRA=kept");
+    assert_ne!(env_value(&wt, "PORT"), "4100", "the main worktree's port is taken");
+    assert!(!run.all().contains(&password()), "the password was printed");
+}
+
+#[test]
+fn a_second_run_keeps_the_database_and_its_rows() {
+    let p = project("wtidem");
+    let wt = worktree(&p, "idem");
+    run_in(&p, &wt, &[]).ok();
+    let db = env_db(&wt);
+    let port = env_value(&wt, "PORT");
+    sql(&db, "INSERT INTO crm.organizations (name, slug) VALUES ('Branch only', 'branch-only')");
+    let again = run_in(&p, &wt, &[]).ok();
+    assert!(again.stderr.contains("exists: kept as it is"), "{}", again.stderr);
+    assert_eq!(sql(&db, "SELECT count(*) FROM crm.organizations WHERE slug = 'branch-only'"), "1");
+    assert_eq!(env_value(&wt, "PORT"), port, "the port is stable");
+}
+
+#[test]
+fn auto_clones_a_template_in_use_and_sees_its_latest_commit() {
+    let p = project("wtbusy");
+    let t = p.template();
+    let mut held = Held::open(&t);
+    held.run("INSERT INTO crm.organizations (name, slug) VALUES ('Just committed', 'just-committed');");
+    wait_for("the commit", || sql(&t, "SELECT count(*) FROM crm.organizations WHERE slug = 'just-committed'") == "1");
+
+    let wt1 = worktree(&p, "busy-one");
+    let run = run_in(&p, &wt1, &[]).ok();
+    assert!(run.stderr.contains("open connection"), "{}", run.stderr);
+    assert_eq!(sql(&env_db(&wt1), "SELECT count(*) FROM crm.organizations WHERE slug = 'just-committed'"), "1");
+
+    // Nothing changed since: the second clone comes from the frozen copy without a refresh.
+    let wt2 = worktree(&p, "busy-two");
+    let run = run_in(&p, &wt2, &[]).ok();
+    assert!(run.stderr.contains("frozen copy is current"), "{}", run.stderr);
+    assert_eq!(sql(&env_db(&wt2), "SELECT count(*) FROM crm.organizations WHERE slug = 'just-committed'"), "1");
+
+    // A commit on the held connection (still open, idle since) must reach the next clone;
+    // so must a sequence that only advanced.
+    held.run("INSERT INTO crm.organizations (name, slug) VALUES ('Later', 'later');");
+    wait_for("the second commit", || sql(&t, "SELECT count(*) FROM crm.organizations WHERE slug = 'later'") == "1");
+    let wt3 = worktree(&p, "busy-three");
+    let run = run_in(&p, &wt3, &[]).ok();
+    assert!(run.stderr.contains("stale"), "{}", run.stderr);
+    assert_eq!(sql(&env_db(&wt3), "SELECT count(*) FROM crm.organizations WHERE slug = 'later'"), "1");
+
+    held.run("SELECT setval('crm.conversation_reference_seq', 987654);");
+    wait_for("setval", || sql(&t, "SELECT last_value FROM crm.conversation_reference_seq") == "987654");
+    let wt4 = worktree(&p, "busy-four");
+    run_in(&p, &wt4, &[]).ok();
+    assert_eq!(sql(&env_db(&wt4), "SELECT last_value FROM crm.conversation_reference_seq"), "987654");
+
+    // The connection was never broken.
+    held.run("INSERT INTO crm.organizations (name, slug) VALUES ('Still here', 'still-here');");
+    wait_for("the held session to still work", || {
+        sql(&t, "SELECT count(*) FROM crm.organizations WHERE slug = 'still-here'") == "1"
+    });
+    // The template strategy refuses while the template is in use.
+    let wt5 = worktree(&p, "busy-five");
+    let run = run_in(&p, &wt5, &["--strategy", "template"]);
+    assert_ne!(run.code, 0);
+    assert!(!p.databases().iter().any(|d| d.contains("busy_five")), "{:?}", p.databases());
+}
+
+/// A template that pg_dump can dump but psql cannot restore: a CHECK that reads another table,
+/// which is still empty when the first table's rows arrive.
+fn poison(db: &str) {
+    sql(db, "CREATE TABLE public.zz_b (id int); INSERT INTO public.zz_b VALUES (1); \
+             CREATE FUNCTION public.zz_b_has(x int) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT EXISTS (SELECT 1 FROM public.zz_b WHERE id = x)'; \
+             CREATE TABLE public.aa_a (x int CHECK (public.zz_b_has(x))); INSERT INTO public.aa_a VALUES (1);");
+}
+
+#[test]
+fn a_failed_clone_leaves_no_database() {
+    let p = project("wtfail");
+    poison(&p.template());
+    let wt = worktree(&p, "poisoned");
+    let before = p.databases();
+    let run = run_in(&p, &wt, &["--strategy", "dump"]).fails(2, "pg_dump | psql");
+    assert!(run.stderr.contains("aa_a") || run.stderr.contains("zz_b_has"), "{}", run.stderr);
+    assert_eq!(p.databases(), before, "no database left behind");
+    assert!(!wt.join(".env").exists(), ".env untouched");
+
+    // auto, template in use: the frozen-copy refresh fails the same way, and cleans up the same way.
+    let _held = Held::open(&p.template());
+    wait_for("the held connection", || {
+        sql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{}'", p.template())) != "0"
+    });
+    run_in(&p, &wt, &[]).fails(2, "pg_dump | psql");
+    assert_eq!(p.databases(), before, "no database left behind");
+}
+
+#[test]
+fn a_killed_clone_leaves_no_database() {
+    let p = project("wtkill");
+    // Big enough that the dump takes a moment.
+    sql(
+        &p.template(),
+        "CREATE TABLE public.bulk AS SELECT g AS id, md5(g::text) AS t FROM generate_series(1, 600000) g",
+    );
+    let before = p.databases();
+    for (i, signal) in [libc::SIGTERM, libc::SIGINT, libc::SIGKILL].into_iter().enumerate() {
+        let wt = worktree(&p, &format!("killed-{i}"));
+        let child =
+            p.command(&wt, &["db", "worktree", "--strategy", "dump"], &[]).stderr(Stdio::piped()).spawn().unwrap();
+        wait_for("the clone to start", || p.databases().len() > before.len());
+        std::thread::sleep(Duration::from_millis(150));
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if signal == libc::SIGKILL {
+            // Nothing can clean up after SIGKILL in-process: the next run does.
+            wait_for("the killed psql to go", || try_sql("postgres", "SELECT 1").is_ok());
+            let list = p.xtask_in(&wt, &["db", "worktrees"], &[]).ok();
+            assert!(list.stderr.contains("left unfinished by an interrupted run"), "{}", list.stderr);
+        } else {
+            assert_eq!(out.status.code(), Some(128 + signal), "{stderr}");
+        }
+        assert_eq!(p.databases(), before, "after signal {signal}: {stderr}");
+        assert!(!wt.join(".env").exists());
+    }
+}
+
+#[test]
+fn odd_branch_names_get_distinct_valid_databases() {
+    let p = project("wtodd");
+    let long = format!("feature/{}", "x".repeat(110));
+    let branches = ["feature/a-b", "feature/a_b", "Release/2.0.1", "ünïcödé/naïve", "it's-\"quoted\"", long.as_str()];
+    let mut names = Vec::new();
+    for b in branches {
+        let wt = worktree(&p, b);
+        run_in(&p, &wt, &["--skip-migrate", "--skip-generate"]).ok();
+        let db = env_db(&wt);
+        assert!(db.len() <= 63 && db.starts_with(&p.prefix), "{b} → {db}");
+        assert_eq!(sql(&db, "SELECT current_database()"), db);
+        names.push(db);
+    }
+    // --name with spaces and SQL in it.
+    let wt = worktree(&p, "named");
+    for name in ["my feature", "x'; DROP DATABASE postgres; --", "\"quoted\" name"] {
+        run_in(&p, &wt, &["--name", name, "--skip-migrate"]).ok();
+        names.push(env_db(&wt));
+    }
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "{names:?}");
+    assert_eq!(sql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'postgres'"), "1");
+}
+
+#[test]
+fn ports_differ_between_worktrees() {
+    let p = project("wtport");
+    let a = worktree(&p, "port-a");
+    let b = worktree(&p, "port-b");
+    run_in(&p, &a, &[]).ok();
+    run_in(&p, &b, &[]).ok();
+    assert_ne!(env_value(&a, "PORT"), env_value(&b, "PORT"));
+    assert_ne!(env_db(&a), env_db(&b));
+}
+
+#[test]
+fn prune_drops_exactly_the_orphans() {
+    let p = project("wtprune");
+    let keep = worktree(&p, "keep");
+    let gone = worktree(&p, "gone");
+    run_in(&p, &keep, &[]).ok();
+    run_in(&p, &gone, &[]).ok();
+    let (keep_db, gone_db) = (env_db(&keep), env_db(&gone));
+    // Also: a frozen copy (template in use), and a database with our prefix we did not create.
+    let held = Held::open(&p.template());
+    wait_for("the held connection", || {
+        sql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{}'", p.template())) != "0"
+    });
+    let frozen_wt = worktree(&p, "frozen-maker");
+    run_in(&p, &frozen_wt, &[]).ok();
+    drop(held);
+    let foreign = format!("{}not_ours", p.prefix);
+    sql("postgres", &format!("CREATE DATABASE {foreign}"));
+    git(&p.dir, &["worktree", "remove", "--force", gone.to_str().unwrap()]);
+
+    let list = p.xtask(&["db", "worktrees"]).ok();
+    assert!(list.stdout.contains(&gone_db) && list.stdout.contains("gone"), "{}", list.stdout);
+    let json: serde_json::Value = serde_json::from_str(&p.xtask(&["db", "worktrees", "--json"]).ok().stdout).unwrap();
+    let orphans: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["worktree_exists"] == false)
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(orphans, vec![gone_db.as_str()]);
+
+    let before = p.databases();
+    p.xtask(&["db", "worktrees", "--prune"]).fails(2, "pass -y");
+    assert_eq!(p.databases(), before, "nothing dropped without confirmation");
+    p.xtask(&["db", "worktrees", "--prune", "-y"]).ok();
+    let after = p.databases();
+    let expected: Vec<String> = before.into_iter().filter(|d| *d != gone_db).collect();
+    assert_eq!(after, expected);
+    assert!(after.contains(&keep_db) && after.contains(&foreign) && after.contains(&p.template()));
+    assert!(after.iter().any(|d| d.contains("frozen")), "{after:?}");
+}
+
+#[test]
+fn skip_flags_migrate_generate_and_edited_migrations() {
+    let p = Project::new("wtsteps");
+    // Generators see DATABASE_URL and PORT.
+    let manifest = std::fs::read_to_string(p.dir.join("Cargo.toml")).unwrap();
+    std::fs::write(p.dir.join("Cargo.toml"), format!("{manifest}generate_commands = [[\"sh\", \"-c\", \"echo \\\"$PORT ${{DATABASE_URL##*/}}\\\" > generated.txt\"]]\n")).unwrap();
+    git(&p.dir, &["commit", "-qam", "generator"]);
+    p.xtask(&["db", "template", "create"]).ok();
+    // Make the template one migration behind the branch: undo migration 10 in it.
+    let t = p.template();
+    sql(
+        &t,
+        "DROP TABLE crm.customer_tags, crm.tags, crm.notes CASCADE; DELETE FROM _sqlx_migrations WHERE version = 10",
+    );
+    let wt = worktree(&p, "steps");
+
+    let run = run_in(&p, &wt, &["--skip-migrate", "--skip-generate"]).ok();
+    assert!(run.stderr.contains("1 pending"), "{}", run.stderr);
+    let db = env_db(&wt);
+    assert_eq!(sql(&db, "SELECT count(*) FROM _sqlx_migrations WHERE version = 10"), "0");
+    assert!(!wt.join("generated.txt").exists());
+
+    let run = run_in(&p, &wt, &[]).ok();
+    assert!(run.stderr.contains("1 applied"), "{}", run.stderr);
+    assert_eq!(sql(&db, "SELECT count(*) FROM _sqlx_migrations WHERE version = 10"), "1");
+    assert_eq!(sql(&db, "SELECT to_regclass('crm.notes') IS NOT NULL"), "t");
+    let generated = std::fs::read_to_string(wt.join("generated.txt")).unwrap();
+    assert_eq!(generated.trim(), format!("{} {db}", env_value(&wt, "PORT")));
+
+    // A migration the migrator does not know (it embeds its migrations at build time): named.
+    std::fs::write(wt.join("migrations/0099_branch_only.sql"), "CREATE TABLE crm.branch_only (id int);\n").unwrap();
+    run_in(&p, &wt, &[]).fails(2, "migration(s) 99 of this checkout are still not applied");
+
+    // A migration edited after the template applied it: the error names the file.
+    let other = worktree(&p, "edited");
+    let file = std::fs::read_dir(other.join("migrations"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|f| f.to_string_lossy().contains("0002_"))
+        .unwrap();
+    std::fs::write(&file, std::fs::read_to_string(&file).unwrap() + "\n-- edited\n").unwrap();
+    run_in(&p, &other, &[]).fails(2, &file.file_name().unwrap().to_string_lossy());
+    // ... and --skip-migrate still gives a database.
+    run_in(&p, &other, &["--skip-migrate"]).ok();
+}
+
+#[test]
+fn refusals() {
+    let p = project("wtrefuse");
+    // The main worktree's database is the template itself.
+    run_in(&p, &p.dir, &[]).fails(2, "main worktree");
+    // Detached HEAD.
+    let wt = worktree(&p, "detach");
+    git(&wt, &["checkout", "-q", "--detach"]);
+    run_in(&p, &wt, &[]).fails(2, "--name");
+    run_in(&p, &wt, &["--name", "detached-ok"]).ok();
+    // No template.
+    let q = Project::new("wtnotpl");
+    let wt = worktree(&q, "x");
+    run_in(&q, &wt, &[]).fails(2, "WORKTREE_TEMPLATE_DB");
+    // --drop asks, refuses without a terminal, drops with -y.
+    let wt = worktree(&p, "dropme");
+    run_in(&p, &wt, &[]).ok();
+    let db = env_db(&wt);
+    run_in(&p, &wt, &["--drop"]).fails(2, "pass -y");
+    run_in(&p, &wt, &["--drop", "-y"]).ok();
+    assert!(!p.databases().contains(&db));
+}
+
+#[test]
+fn pg_dump_older_than_the_server_is_named() {
+    let p = project("wtolddump");
+    let bindir = p.dir.join("pgbin");
+    std::fs::create_dir_all(&bindir).unwrap();
+    let psql =
+        Command::new("sh").args(["-c", "command -v psql || echo /usr/lib/postgresql/15/bin/psql"]).output().unwrap();
+    std::os::unix::fs::symlink(String::from_utf8_lossy(&psql.stdout).trim(), bindir.join("psql")).unwrap();
+    let fake = bindir.join("pg_dump");
+    std::fs::write(&fake, "#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let wt = worktree(&p, "olddump");
+    let before = p.databases();
+    p.xtask_in(&wt, &["db", "worktree", "--strategy", "dump"], &[("XTASK_PG_BINDIR", bindir.to_str().unwrap())])
+        .fails(2, "older than the server");
+    assert_eq!(p.databases(), before);
+}
