@@ -251,7 +251,7 @@ fn current_env(ctx: &Ctx) -> Result<EnvFile> {
         return Ok(own);
     }
     let main = EnvFile::load(&ctx.main_env_path())?;
-    Ok(EnvFile::parse(&ctx.env_path(), &main.render())?)
+    EnvFile::parse(&ctx.env_path(), &main.render())
 }
 
 fn write_env(ctx: &Ctx, plan: &Plan) -> Result<()> {
