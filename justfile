@@ -1,7 +1,27 @@
-# Recipes for everyday work; each is a thin wrapper over `cargo xtask`, which has the real --help.
+# Everyday recipes: thin wrappers over `cargo xtask`, which has the real `--help`.
+# Names are passed as arguments, never pasted into the shell, so any branch name is safe.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+set positional-arguments
 
 default:
     @just --list
+
+# Create the git worktree ../<repo>-NAME on a new branch NAME and give it its own database
+worktree NAME:
+    dir="../$(basename "$PWD")-${1//\//-}"; git worktree add -b "$1" "$dir" && cd "$dir" && cargo xtask db worktree
+
+# Drop the database of worktree NAME (created by `just worktree NAME`) and remove the worktree
+worktree-remove NAME:
+    dir="../$(basename "$PWD")-${1//\//-}"; (cd "$dir" && cargo xtask db worktree --drop -y) && git worktree remove "$dir"
+
+# Apply pending migrations to this worktree's database (DATABASE_URL)
+migrate:
+    cargo xtask db migrate
+
+# Show the server, the golden template and the per-branch databases
+db-status:
+    cargo xtask db status
 
 # Start the embedded local PostgreSQL (created on first use) and point .env at it
 db-up:
@@ -11,22 +31,14 @@ db-up:
 db-down:
     cargo xtask db down
 
-# Show the server, the golden template and the per-branch databases
-db-status:
-    cargo xtask db status
-
-# Apply pending migrations to DATABASE_URL
-migrate:
-    cargo xtask db migrate
-
 # Build the golden template from the migrations and app/seed.sql
 template-create *ARGS:
-    cargo xtask db template create {{ARGS}}
+    cargo xtask db template create "$@"
 
 # Run the whole test suite (what CI runs)
 test *ARGS:
-    cargo xtask test {{ARGS}}
+    cargo xtask test "$@"
 
-# Run the app against DATABASE_URL
+# Run the app against this worktree's database
 serve:
     cargo run -p app -- serve

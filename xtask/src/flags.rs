@@ -19,6 +19,30 @@ pub enum Command {
     Db(Db),
     /// Run the whole test suite against a throwaway PostgreSQL server (what CI runs).
     Test(Test),
+    /// Benchmarks that print ratios against their baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Bench {
+    /// `db worktree` against the seed pipeline (createdb + pg_dump | psql), on pagila and ~300 MB.
+    Worktree(BenchWorktree),
+}
+
+/// Time `cargo xtask db worktree` against `createdb && pg_dump --no-owner --no-privileges | psql`
+/// on a throwaway cluster, with and without an open connection to the template.
+#[derive(Debug, Args)]
+pub struct BenchWorktree {
+    /// Runs per cell (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// The pagila fixture's directory (default: ../shared/fixtures/pagila).
+    #[arg(long, value_name = "DIR")]
+    pub pagila: Option<PathBuf>,
+    /// Leave out the ~300 MB template.
+    #[arg(long)]
+    pub skip_big: bool,
 }
 
 /// Databases for this repository: a local PostgreSQL server, the golden template every branch

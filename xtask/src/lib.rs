@@ -1,5 +1,6 @@
 //! `cargo xtask`: this repository's automation. See `docs/ARCHITECTURE.md` for the codemap.
 
+pub mod bench;
 pub mod config;
 pub mod db;
 pub mod env_file;
@@ -40,5 +41,6 @@ fn run(flags: flags::Xtask) -> Result<()> {
     match flags.command {
         flags::Command::Db(db) => db::run(db),
         flags::Command::Test(t) => test_harness::run(t),
+        flags::Command::Bench(flags::Bench::Worktree(b)) => bench::worktree(b),
     }
 }

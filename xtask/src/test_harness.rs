@@ -18,6 +18,8 @@ use crate::proc;
 
 pub const DATABASE_URL_ENV: &str = "XTASK_TEST_DATABASE_URL";
 pub const APP_BIN_ENV: &str = "XTASK_TEST_APP_BIN";
+/// The test venv's `bin/` (`just`, later `moto_server`).
+pub const VENV_BIN_ENV: &str = "XTASK_TEST_VENV_BIN";
 
 pub fn run(flags: Test) -> Result<()> {
     let root = find_workspace_root(&std::env::current_dir()?)?;
@@ -27,6 +29,8 @@ pub fn run(flags: Test) -> Result<()> {
     tools::server_bindir()?;
     tools::find("psql")?;
     tools::find("pg_dump")?;
+
+    let venv_bin = python_env(&root)?;
 
     eprintln!("▸ building the app (the tests run its migrator and server)");
     let mut build = Command::new(&cargo);
@@ -60,6 +64,7 @@ pub fn run(flags: Test) -> Result<()> {
         .args(&flags.cargo_test_args)
         .env(DATABASE_URL_ENV, url.expose_secret())
         .env(APP_BIN_ENV, &app_bin)
+        .env(VENV_BIN_ENV, &venv_bin)
         .env_remove("DATABASE_URL")
         .env_remove("WORKTREE_TEMPLATE_DB");
     let result = proc::show(&mut test).context("the tests failed");
@@ -88,7 +93,43 @@ impl Drop for TestServer {
     }
 }
 
-fn target_dir(cargo: &std::ffi::OsStr, root: &Path) -> Result<PathBuf> {
+/// A Python venv with `xtask/test-env/requirements.txt` installed, cached outside the checkout
+/// (keyed by the requirements' hash, so CI's fresh clones reuse it). Returns its `bin/`.
+fn python_env(root: &Path) -> Result<PathBuf> {
+    let req = root.join("xtask/test-env/requirements.txt");
+    let wanted = std::fs::read_to_string(&req).with_context(|| format!("reading {}", req.display()))?;
+    let dir = match std::env::var_os("XTASK_TEST_VENV") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .unwrap_or_else(std::env::temp_dir);
+            cache.join("xtask-db").join(format!("venv-{}", crate::naming::short_hash(&wanted)))
+        }
+    };
+    let stamp = dir.join("installed-requirements.txt");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return Ok(dir.join("bin"));
+    }
+    eprintln!("▸ preparing the test tools' Python venv in {}", dir.display());
+    let python = std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into());
+    let mut venv = Command::new(&python);
+    venv.arg("-m").arg("venv").arg("--clear").arg(&dir);
+    proc::capture(&mut venv, None).map_err(|e| {
+        crate::error::fail(
+            format!("creating a Python venv failed: {e:#}"),
+            "install Python 3 with venv (Debian: `apt-get install python3-venv`)",
+        )
+    })?;
+    let mut pip = Command::new(dir.join("bin/pip"));
+    pip.args(["install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&req);
+    proc::show(&mut pip).context("installing the test tools with pip")?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(dir.join("bin"))
+}
+
+pub fn target_dir(cargo: &std::ffi::OsStr, root: &Path) -> Result<PathBuf> {
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root).args(["metadata", "--format-version", "1", "--no-deps"]);
     let out = proc::capture(&mut cmd, None)?;

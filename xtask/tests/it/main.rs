@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod errors;
+mod justfile;
 mod schema;
 mod template;
 mod up;

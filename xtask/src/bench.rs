@@ -1,0 +1,292 @@
+//! `cargo xtask bench worktree`: `db worktree` against the seed pipeline it replaces, measured in
+//! the same run on the same templates, reported as ratios (targets in docs/performance.md).
+//!
+//! Everything runs on a throwaway cluster with default durability settings (fsync on). Templates:
+//! the app's golden template plus pagila (in schema `pagila`, ~16 MB of data), and the app's
+//! template plus `pgbench -i -s 20` (~300 MB). `db worktree` runs as users run it — `cargo xtask
+//! db worktree …` in a linked git worktree of this repository, after a warm-up build.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::config::find_workspace_root;
+use crate::error::fail;
+use crate::flags::BenchWorktree;
+use crate::pg::cluster::{Cluster, InitOptions, State};
+use crate::pg::{ident, tools, PgUrl, Server};
+use crate::{proc, time};
+
+pub fn worktree(flags: BenchWorktree) -> Result<()> {
+    let root = find_workspace_root(&std::env::current_dir()?)?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let pagila = flags.pagila.clone().unwrap_or_else(|| root.join("../shared/fixtures/pagila"));
+    for f in ["pagila-schema.sql", "pagila-data.sql"] {
+        if !pagila.join(f).is_file() {
+            return Err(fail(
+                format!("{} not found", pagila.join(f).display()),
+                "pass --pagila DIR (the fixture's directory)",
+            ));
+        }
+    }
+    let bindir = tools::server_bindir()?;
+    let client = |p: &str| -> Result<PathBuf> { tools::find(p) };
+
+    let dir = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let cluster = Guard(Cluster::new(dir.join("cluster"), "postgres"), dir.clone());
+    std::fs::create_dir_all(&cluster.0.root)?;
+    std::fs::set_permissions(&cluster.0.root, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    cluster.0.init(&InitOptions { port: None, extra_conf: &["max_wal_size = 4GB"] })?;
+    cluster.0.start()?;
+    let admin_url = cluster.0.url("postgres")?;
+    let server = Server::connect(admin_url.clone(), "postgres")?;
+    eprintln!("▸ benchmark server: PostgreSQL {} (throwaway cluster, fsync on)", server.version);
+
+    eprintln!("▸ building the app and the xtask");
+    proc::show(Command::new(&cargo).current_dir(&root).args(["build", "--package", "app", "--package", "xtask"]))?;
+    let app = crate::test_harness::target_dir(&cargo, &root)?.join("debug/app");
+
+    // Templates.
+    let t_pagila = "bench_tpl_pagila";
+    let t_big = "bench_tpl_big";
+    step("template: app schema + seed + pagila", || {
+        app_template(&server, &app, &root, t_pagila)?;
+        load_pagila(&server, &pagila, t_pagila)
+    })?;
+    if !flags.skip_big {
+        step("template: app schema + seed + pgbench -s 20", || {
+            app_template(&server, &app, &root, t_big)?;
+            let mut cmd = Command::new(bindir.join("pgbench"));
+            cmd.args(["-i", "-s", "20", "-q", "-d"]).arg(server.arg_url(t_big));
+            server.libpq_env(&mut cmd);
+            proc::capture(&mut cmd, None).map(drop)
+        })?;
+        server.exec("postgres", "VACUUM")?;
+    }
+
+    // A linked worktree of this repository, built once (warm), for `cargo xtask db worktree`.
+    let wt = dir.join("wt");
+    let mut add = Command::new("git");
+    add.current_dir(&root).args(["worktree", "add", "--detach", "-q"]).arg(&wt).arg("HEAD");
+    proc::capture(&mut add, None).context("adding a git worktree for the benchmark")?;
+    let _wt_guard = WorktreeGuard(root.clone(), wt.clone());
+    let target = crate::test_harness::target_dir(&cargo, &root)?;
+    let xtask = |name: &str, template: &str| -> Command {
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(&wt)
+            .args(["xtask", "db", "worktree", "--skip-migrate", "--skip-generate", "--name", name])
+            .env("CARGO_TARGET_DIR", &target)
+            .env("DATABASE_URL", admin_url.with_dbname(template).expose_secret())
+            .env("WORKTREE_TEMPLATE_DB", template);
+        cmd
+    };
+    step("warm-up build of the xtask in the worktree", || {
+        proc::capture(&mut xtask("warmup", t_pagila), None).map(drop)
+    })?;
+
+    let (createdb, pg_dump, psql) = (client("createdb")?, client("pg_dump")?, client("psql")?);
+    let seed_pipeline = |n: usize, template: &str| -> Result<Duration> {
+        let target = format!("seed_{n}");
+        let url = |db: &str| admin_url.with_dbname(db).without_password();
+        // The seed's pipeline, verbatim (it is a shell pipeline, so a shell runs it).
+        let script = format!(
+            "{} -d '{}' {target} && {} --no-owner --no-privileges -d '{}' | {} -q -v ON_ERROR_STOP=1 -d '{}'",
+            createdb.display(),
+            url("postgres"),
+            pg_dump.display(),
+            url(template),
+            psql.display(),
+            url(&target)
+        );
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &script]).stdout(Stdio::null());
+        server.libpq_env(&mut cmd);
+        let start = Instant::now();
+        proc::capture(&mut cmd, None)?;
+        let took = start.elapsed();
+        server.drop_database(&target, true)?;
+        Ok(took)
+    };
+    let mut counter = 0;
+    let mut ours = |template: &str, full: bool| -> Result<Duration> {
+        counter += 1;
+        let name = format!("b{counter}");
+        let mut cmd = xtask(&name, template);
+        if full {
+            // The whole command: migrate and generate included (nothing pending).
+            let args: Vec<String> =
+                cmd.get_args().map(|a| a.to_string_lossy().into_owned()).filter(|a| !a.starts_with("--skip")).collect();
+            let mut full_cmd = Command::new(&cargo);
+            full_cmd.current_dir(&wt).args(args).envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
+            cmd = full_cmd;
+        }
+        let start = Instant::now();
+        proc::capture(&mut cmd, None)?;
+        let took = start.elapsed();
+        server.drop_database(&format!("app_{name}"), true)?;
+        Ok(took)
+    };
+
+    let runs = flags.runs.max(1);
+    let mut rows: Vec<Row> = Vec::new();
+    let mut scenarios = vec![("pagila", t_pagila)];
+    if !flags.skip_big {
+        scenarios.push(("pgbench -s 20", t_big));
+    }
+    for (label, template) in scenarios {
+        let size = server.database(template)?.map(|d| d.size_bytes).unwrap_or(0);
+        for connected in [false, true] {
+            let held = if connected { Some(Held::open(&psql, &admin_url.with_dbname(template))?) } else { None };
+            eprintln!(
+                "▸ {label} ({}), template {}: {runs} runs each",
+                crate::pg::human_size(size),
+                if connected { "with an open connection" } else { "idle" }
+            );
+            // With a connection, the first clone refreshes the frozen copy; report it apart.
+            let first = if connected { Some(ours(template, false)?) } else { None };
+            let (mut base, mut mine) = (Vec::new(), Vec::new());
+            for n in 0..runs {
+                base.push(seed_pipeline(n, template)?);
+                mine.push(ours(template, false)?);
+            }
+            rows.push(Row {
+                label: format!("{label}, {}", if connected { "template in use" } else { "template idle" }),
+                base: median(&base),
+                ours: median(&mine),
+                first,
+            });
+            drop(held);
+        }
+    }
+    // The full command (migrate + generate, nothing pending) against the seed pipeline alone.
+    let (mut base, mut mine) = (Vec::new(), Vec::new());
+    for n in 0..runs {
+        base.push(seed_pipeline(n, t_pagila)?);
+        mine.push(ours(t_pagila, true)?);
+    }
+    rows.push(Row {
+        label: "pagila, full command (migrate + generate, nothing pending)".into(),
+        base: median(&base),
+        ours: median(&mine),
+        first: None,
+    });
+
+    println!("| scenario | seed pipeline (median) | `cargo xtask db worktree` (median) | ratio |");
+    println!("| --- | ---: | ---: | ---: |");
+    for r in &rows {
+        let first =
+            r.first.map(|f| format!(" (first, refreshing the frozen copy: {})", time::elapsed(f))).unwrap_or_default();
+        println!(
+            "| {} | {} | {}{first} | {:.2}x |",
+            r.label,
+            time::elapsed(r.base),
+            time::elapsed(r.ours),
+            r.ours.as_secs_f64() / r.base.as_secs_f64()
+        );
+    }
+    println!(
+        "\n{runs} runs per cell; PostgreSQL {}; {} cores.",
+        server.version,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    drop(server);
+    Ok(())
+}
+
+struct Row {
+    label: String,
+    base: Duration,
+    ours: Duration,
+    first: Option<Duration>,
+}
+
+fn median(v: &[Duration]) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn step<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let start = Instant::now();
+    eprintln!("▸ {what}");
+    let out = f()?;
+    eprintln!("  done in {}", time::elapsed(start.elapsed()));
+    Ok(out)
+}
+
+/// The app's golden template in `name`: migrations and seed.
+fn app_template(server: &Server, app: &Path, root: &Path, name: &str) -> Result<()> {
+    server.exec("postgres", &format!("CREATE DATABASE {} TEMPLATE template0", ident(name)))?;
+    let mut migrate = Command::new(app);
+    migrate.arg("migrate").current_dir(root).env("DATABASE_URL", server.url.with_dbname(name).expose_secret());
+    proc::capture(&mut migrate, None)?;
+    let mut seed = server.psql(name);
+    seed.arg("--single-transaction").arg("-f").arg(root.join("app/seed.sql"));
+    proc::capture(&mut seed, None).map(drop)
+}
+
+/// pagila into schema `pagila` of `db` (the fixture's README: rewrite the qualifier).
+fn load_pagila(server: &Server, dir: &Path, db: &str) -> Result<()> {
+    server.exec(db, "CREATE SCHEMA pagila")?;
+    for file in ["pagila-schema.sql", "pagila-data.sql"] {
+        let text = std::fs::read_to_string(dir.join(file))?;
+        let text: String = text
+            .lines()
+            .filter(|l| {
+                !(l.starts_with("ALTER SCHEMA public")
+                    || l.starts_with("COMMENT ON SCHEMA public")
+                    || l.contains(" OWNER TO "))
+            })
+            .map(|l| l.replace("public.", "pagila."))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut psql = server.psql(db);
+        psql.arg("--single-transaction");
+        proc::capture(&mut psql, Some(text.as_bytes())).with_context(|| format!("loading {file}"))?;
+    }
+    Ok(())
+}
+
+/// An idle session on a template, held open for the duration of a scenario.
+struct Held(Child);
+impl Held {
+    fn open(psql: &Path, url: &PgUrl) -> Result<Held> {
+        let mut child = Command::new(psql)
+            .args(["-X", "-q", "-d", &url.without_password()])
+            .env("PGPASSWORD", url.password().unwrap_or_default())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()?;
+        use std::io::Write;
+        child.stdin.as_mut().expect("piped").write_all(b"SELECT 1;\n")?;
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(Held(child))
+    }
+}
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Guard(Cluster, PathBuf);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if matches!(self.0.state(), Ok(State::Running { .. })) {
+            let _ = self.0.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+struct WorktreeGuard(PathBuf, PathBuf);
+impl Drop for WorktreeGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("git").current_dir(&self.0).args(["worktree", "remove", "--force"]).arg(&self.1).output();
+    }
+}
