@@ -94,7 +94,7 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
         let url = |db: &str| admin_url.with_dbname(db).without_password();
         // The seed's pipeline, verbatim (it is a shell pipeline, so a shell runs it).
         let script = format!(
-            "{} -d '{}' {target} && {} --no-owner --no-privileges -d '{}' | {} -q -v ON_ERROR_STOP=1 -d '{}'",
+            "{} --maintenance-db='{}' {target} && {} --no-owner --no-privileges -d '{}' | {} -q -v ON_ERROR_STOP=1 -d '{}'",
             createdb.display(),
             url("postgres"),
             pg_dump.display(),
