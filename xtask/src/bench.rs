@@ -111,6 +111,7 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
         server.drop_database(&target, true)?;
         Ok(took)
     };
+    let verbose = flags.verbose;
     let mut counter = 0;
     let mut ours = |template: &str, full: bool| -> Result<Duration> {
         counter += 1;
@@ -124,9 +125,16 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
             full_cmd.current_dir(&wt).args(args).envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
             cmd = full_cmd;
         }
+        cmd.stderr(Stdio::piped()).stdout(Stdio::null());
         let start = Instant::now();
-        proc::capture(&mut cmd, None)?;
+        let out = cmd.output()?;
         let took = start.elapsed();
+        if !out.status.success() {
+            return Err(fail(format!("`cargo xtask db worktree` failed: {}", String::from_utf8_lossy(&out.stderr)), "see above"));
+        }
+        if verbose {
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        }
         server.drop_database(&format!("app_{name}"), true)?;
         Ok(took)
     };

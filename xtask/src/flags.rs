@@ -43,6 +43,9 @@ pub struct BenchWorktree {
     /// Leave out the ~300 MB template.
     #[arg(long)]
     pub skip_big: bool,
+    /// Show the report of every `db worktree` run.
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 /// Databases for this repository: a local PostgreSQL server, the golden template every branch
