@@ -105,6 +105,7 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", &script]).stdout(Stdio::null());
         server.libpq_env(&mut cmd);
+        settle(&server)?;
         let start = Instant::now();
         proc::capture(&mut cmd, None)?;
         let took = start.elapsed();
@@ -126,6 +127,7 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
             cmd = full_cmd;
         }
         cmd.stderr(Stdio::piped()).stdout(Stdio::null());
+        settle(&server)?;
         let start = Instant::now();
         let out = cmd.output()?;
         let took = start.elapsed();
@@ -210,6 +212,12 @@ struct Row {
     base: Duration,
     ours: Duration,
     first: Option<Duration>,
+}
+
+/// Every timed run starts from the same state: no dirty buffers left by the previous run for the
+/// checkpointer to write while we measure (it would slow whichever side came next).
+fn settle(server: &Server) -> Result<()> {
+    server.exec("postgres", "CHECKPOINT")
 }
 
 fn median(v: &[Duration]) -> Duration {
