@@ -167,6 +167,7 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
                 first,
             });
             drop(held);
+            drop_clones(&server)?;
         }
     }
     // The full command (migrate + generate, nothing pending) against the seed pipeline alone.
@@ -181,6 +182,7 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
         ours: median(&mine),
         first: None,
     });
+    drop_clones(&server)?;
 
     println!("| scenario | seed pipeline (median) | `cargo xtask db worktree` (median) | ratio |");
     println!("| --- | ---: | ---: | ---: |");

@@ -8,7 +8,6 @@ use serde::Serialize;
 use super::worktree::same_path;
 use super::{confirm, sweep_abandoned, Ctx};
 use crate::flags::Worktrees;
-use crate::git;
 use crate::pg::human_size;
 
 #[derive(Debug, Serialize)]
@@ -28,7 +27,7 @@ struct Row {
 pub fn run(ctx: &Ctx, flags: Worktrees) -> Result<()> {
     let server = ctx.server()?;
     sweep_abandoned(&server, &ctx.config.prefix)?;
-    let live = git::worktree_paths(&ctx.worktrees.current)?;
+    let live = ctx.worktrees.paths()?;
     let mut rows = Vec::new();
     for db in server.databases(&ctx.config.prefix, &[])? {
         if db.kind() != Some("branch") || db.name == ctx.config.template || db.name == ctx.config.frozen_db() {
