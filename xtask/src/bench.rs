@@ -130,7 +130,10 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
         let out = cmd.output()?;
         let took = start.elapsed();
         if !out.status.success() {
-            return Err(fail(format!("`cargo xtask db worktree` failed: {}", String::from_utf8_lossy(&out.stderr)), "see above"));
+            return Err(fail(
+                format!("`cargo xtask db worktree` failed: {}", String::from_utf8_lossy(&out.stderr)),
+                "see above",
+            ));
         }
         if verbose {
             eprint!("{}", String::from_utf8_lossy(&out.stderr));

@@ -114,7 +114,11 @@ fn from_files(cwd: &Path) -> Option<Worktrees> {
         let common = match std::fs::read_to_string(gitdir.join("commondir")) {
             Ok(c) => {
                 let c = Path::new(c.trim_end());
-                if c.is_absolute() { c.to_path_buf() } else { gitdir.join(c) }
+                if c.is_absolute() {
+                    c.to_path_buf()
+                } else {
+                    gitdir.join(c)
+                }
             }
             // A submodule's gitdir: no commondir, and no linked worktrees of ours.
             Err(_) => return None,
