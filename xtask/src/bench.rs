@@ -89,8 +89,8 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
     })?;
 
     let (createdb, pg_dump, psql) = (client("createdb")?, client("pg_dump")?, client("psql")?);
-    let seed_pipeline = |n: usize, template: &str| -> Result<Duration> {
-        let target = format!("seed_{}", SEED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + n * 0);
+    let seed_pipeline = |template: &str| -> Result<Duration> {
+        let target = format!("seed_{}", SEED.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
         let url = |db: &str| admin_url.with_dbname(db).without_password();
         // The seed's pipeline, verbatim (it is a shell pipeline, so a shell runs it).
         let script = format!(
@@ -159,8 +159,8 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
             // With a connection, the first clone refreshes the frozen copy; report it apart.
             let first = if connected { Some(ours(template, false)?) } else { None };
             let (mut base, mut mine) = (Vec::new(), Vec::new());
-            for n in 0..runs {
-                base.push(seed_pipeline(n, template)?);
+            for _ in 0..runs {
+                base.push(seed_pipeline(template)?);
                 mine.push(ours(template, false)?);
             }
             rows.push(Row {
@@ -175,8 +175,8 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
     }
     // The full command (migrate + generate, nothing pending) against the seed pipeline alone.
     let (mut base, mut mine) = (Vec::new(), Vec::new());
-    for n in 0..runs {
-        base.push(seed_pipeline(n, t_pagila)?);
+    for _ in 0..runs {
+        base.push(seed_pipeline(t_pagila)?);
         mine.push(ours(t_pagila, true)?);
     }
     rows.push(Row {
