@@ -19,6 +19,14 @@ worktree-remove NAME:
 migrate:
     cargo xtask db migrate
 
+# Regenerate docs/schema.sql and docs/database.md (and the project's generators) from a fresh database
+generate:
+    cargo xtask db generate
+
+# Compare two schemas (database names, postgres:// URLs or .sql files); exit 1 when they differ
+schema-diff A B *ARGS:
+    cargo xtask db schema-diff --a "$1" --b "$2" "${@:3}"
+
 # Show the server, the golden template and the per-branch databases
 db-status:
     cargo xtask db status

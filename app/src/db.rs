@@ -62,7 +62,19 @@ pub struct MigrateSummary {
 /// per-migration transactions) so that progress can be reported and errors can
 /// name the migration file involved.
 pub async fn migrate(conn: &mut PgConnection) -> anyhow::Result<MigrateSummary> {
-    let migrator = &MIGRATOR;
+    // `APP_MIGRATIONS_DIR` reads the migrations at run time (like sqlx-cli's `--source`): the
+    // binary then needs no rebuild to see a new migration file (tooling and its tests use it).
+    let runtime;
+    let migrator = match std::env::var_os("APP_MIGRATIONS_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => {
+            let dir = std::path::PathBuf::from(dir);
+            runtime = Migrator::new(dir.as_path())
+                .await
+                .map_err(|e| anyhow::anyhow!("reading migrations from {}: {e}", dir.display()))?;
+            &runtime
+        }
+        None => &MIGRATOR,
+    };
     let by_version: HashMap<i64, &Migration> =
         migrator.iter().filter(|m| !m.migration_type.is_down_migration()).map(|m| (m.version, m)).collect();
     let describe = |version: i64| match by_version.get(&version) {

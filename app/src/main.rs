@@ -30,6 +30,7 @@ Environment (read from the process, then from .env in this directory or a parent
   APP_DB_NAME_OVERRIDE  If set and not blank, replaces the database name in DATABASE_URL
   PORT                  Port for `serve` (default 3000)
   APP_HOST              Public host name the service is reached at (logged by `serve`)
+  APP_MIGRATIONS_DIR    `migrate` reads migrations from this directory instead of the built-in ones
 ";
 
 /// A parsed command line.

@@ -45,6 +45,12 @@ pub struct Config {
     /// `db worktree` with `DATABASE_URL` and `PORT` in their environment.
     #[serde(default)]
     pub generate_commands: Vec<Vec<String>>,
+    /// The canonical schema after every migration, written by `db generate` (committed).
+    #[serde(default = "defaults::schema_snapshot")]
+    pub schema_snapshot: PathBuf,
+    /// The generated database reference, written by `db generate` (committed).
+    #[serde(default = "defaults::database_doc")]
+    pub database_doc: PathBuf,
     /// `db worktree` warns when the template is more than this many migrations behind.
     #[serde(default = "defaults::template_max_behind")]
     pub template_max_behind: usize,
@@ -78,6 +84,12 @@ mod defaults {
     }
     pub fn ledger_table() -> String {
         "public._sqlx_migrations".into()
+    }
+    pub fn schema_snapshot() -> PathBuf {
+        "docs/schema.sql".into()
+    }
+    pub fn database_doc() -> PathBuf {
+        "docs/database.md".into()
     }
     pub fn template_max_behind() -> usize {
         20

@@ -114,6 +114,63 @@ pub enum DbVerb {
     Worktree(Worktree),
     /// List the per-branch databases; --prune drops those whose worktree is gone.
     Worktrees(Worktrees),
+    /// (Re)create `<prefix>fresh` from an empty database and every migration; print its name.
+    Fresh,
+    /// Compare two schemas semantically; exit 0 when equal, 1 when they differ, 2 on errors.
+    SchemaDiff(SchemaDiff),
+    /// Regenerate the schema snapshot and docs/database.md from a fresh database (--check: verify).
+    Generate(Generate),
+}
+
+/// Compare two schemas: databases on the server (names), other servers (postgres:// URLs), or
+/// `.sql` files (plain `pg_dump -s` output, or the committed snapshot).
+///
+/// Both sides are dumped at once and put in a canonical form: `\restrict` lines, SET and
+/// set_config, comments, sequence positions, owners and privileges are dropped; statements are
+/// sorted (creation order does not matter), and so are the columns of each table unless
+/// --strict-column-order. Function bodies are compared verbatim. The canonical forms are written
+/// to dump/schema-diff/. Invalid indexes and NOT VALID constraints, which pg_dump does not show,
+/// are reported as warnings. Exit 0 equal, 1 different (with a diff), 2 on errors.
+#[derive(Debug, Args)]
+pub struct SchemaDiff {
+    /// One side: a database name, a postgres:// URL, or a .sql file.
+    #[arg(long, value_name = "A")]
+    pub a: String,
+    /// The other side.
+    #[arg(long, value_name = "B")]
+    pub b: String,
+    /// Compare only this schema of database sides (repeatable; default: the whole database).
+    #[arg(long = "schema", value_name = "NAME")]
+    pub schema: Vec<String>,
+    /// Also compare privileges (GRANT/REVOKE).
+    #[arg(long)]
+    pub with_privileges: bool,
+    /// Also compare the order of columns within tables (matters for SELECT * and COPY).
+    #[arg(long)]
+    pub strict_column_order: bool,
+    /// Output: a unified diff for people, or JSON (objects added/removed/changed) for machines.
+    #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+    pub format: DiffFormat,
+    /// Show at most this many diff lines.
+    #[arg(long, default_value_t = 200)]
+    pub max_lines: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiffFormat {
+    Text,
+    Json,
+}
+
+/// Regenerate what is derived from the migrated schema, from a database built fresh from every
+/// migration: the canonical schema snapshot (`schema_snapshot`, reviewed in pull requests),
+/// `docs/database.md` (`database_doc`), then `generate_commands` with DATABASE_URL set.
+/// `db worktree` runs this last, and only when the migrations changed since the snapshot.
+#[derive(Debug, Args)]
+pub struct Generate {
+    /// Write nothing; exit 1 with a diff when a generated file is stale.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Give this git worktree its own database, cloned from the golden template.

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod config;
 pub mod db;
+pub mod dbdoc;
 pub mod env_file;
 pub mod error;
 pub mod flags;
@@ -11,6 +12,7 @@ pub mod migrations;
 pub mod naming;
 pub mod pg;
 pub mod proc;
+pub mod schema;
 pub mod test_harness;
 pub mod time;
 

@@ -67,9 +67,30 @@ pub fn run(flags: Test) -> Result<()> {
         .env(VENV_BIN_ENV, &venv_bin)
         .env_remove("DATABASE_URL")
         .env_remove("WORKTREE_TEMPLATE_DB");
-    let result = proc::show(&mut test).context("the tests failed");
+    let xtask_bin = target_dir(&cargo, &root)?.join("debug").join("xtask");
+    let result = proc::show(&mut test).context("the tests failed").and_then(|()| schema_gate(&root, &url, &xtask_bin));
     drop(server);
     result
+}
+
+/// The schema gate CI runs: a database built fresh from every migration equals the committed
+/// snapshot, and the generated files are current. The same commands users run, on the test server.
+fn schema_gate(root: &Path, url: &crate::pg::PgUrl, me: &Path) -> Result<()> {
+    // `me` is the binary `cargo test` just rebuilt (this process's own file may have been replaced).
+    let command = |args: &[&str]| {
+        eprintln!("▸ schema gate: cargo xtask {}", args.join(" "));
+        let mut cmd = Command::new(me);
+        cmd.args(args).current_dir(root).env("DATABASE_URL", url.expose_secret()).env_remove("WORKTREE_TEMPLATE_DB");
+        cmd
+    };
+    let failed = |args: &[&str]| format!("the schema gate failed: `cargo xtask {}`", args.join(" "));
+    let fresh = proc::capture(&mut command(&["db", "fresh"]), None).with_context(|| failed(&["db", "fresh"]))?;
+    let snapshot = crate::config::Config::load(root, &[])?.schema_snapshot.display().to_string();
+    let diff = ["db", "schema-diff", "--a", fresh.trim(), "--b", &snapshot];
+    proc::show(&mut command(&diff)).with_context(|| failed(&diff))?;
+    proc::show(&mut command(&["db", "generate", "--check"])).with_context(|| failed(&["db", "generate", "--check"]))?;
+    eprintln!("schema gate: passed (fresh build = {}, generated files current)", snapshot);
+    Ok(())
 }
 
 /// Stops and removes the throwaway cluster on every exit path.

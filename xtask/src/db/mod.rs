@@ -1,6 +1,9 @@
 //! `cargo xtask db <verb>`: one module per verb; this file holds what they share.
 
+mod fresh;
+mod generate;
 mod migrate;
+mod schema_diff;
 mod status;
 mod template;
 mod up;
@@ -32,6 +35,9 @@ pub fn run(db: Db) -> Result<()> {
         DbVerb::Template(TemplateVerb::Create(t)) => template::create(&ctx, t),
         DbVerb::Worktree(w) => worktree::run(&ctx, w),
         DbVerb::Worktrees(w) => worktrees::run(&ctx, w),
+        DbVerb::Fresh => fresh::run(&ctx),
+        DbVerb::SchemaDiff(d) => schema_diff::run(&ctx, d),
+        DbVerb::Generate(g) => generate::run(&ctx, g.check),
     }
 }
 
@@ -204,7 +210,7 @@ fn host_tag() -> String {
 /// The pid in a staging name made on this machine (see [`staging_name`]).
 fn staging_pid(prefix: &str, name: &str) -> Option<i64> {
     let rest = name.strip_prefix(prefix)?.strip_prefix("tmp_")?.strip_prefix(&host_tag())?.strip_prefix('_')?;
-    let digits = rest.strip_suffix("_f").unwrap_or(rest);
+    let digits = rest.strip_suffix("_f").or_else(|| rest.strip_suffix("_n")).unwrap_or(rest);
     digits.parse().ok()
 }
 

@@ -120,14 +120,9 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
     let step = Instant::now();
     if flags.skip_generate {
         report.push(("generate", "skipped (--skip-generate)".into(), Duration::ZERO));
-    } else if ctx.config.generate_commands.is_empty() {
-        report.push(("generate", "no generators configured (`generate_commands`)".into(), Duration::ZERO));
     } else {
-        eprintln!("▸ regenerating derived artifacts");
-        for argv in &ctx.config.generate_commands {
-            run_with_env(ctx, argv, &branch_url, plan.port)?;
-        }
-        report.push(("generate", format!("{} command(s) ran", ctx.config.generate_commands.len()), step.elapsed()));
+        let what = super::generate::if_stale(ctx, &server, plan.port).context("regenerating derived artifacts")?;
+        report.push(("generate", what, step.elapsed()));
     }
 
     // 5. Report.

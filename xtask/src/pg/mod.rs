@@ -253,6 +253,12 @@ impl<'a> Creating<'a> {
         Creating { server, name: name.to_string(), keep: false }
     }
 
+    /// Drops the database now, quietly (it was temporary by design).
+    pub fn discard(mut self) -> Result<()> {
+        self.keep = true;
+        self.server.drop_database(&self.name, true)
+    }
+
     pub fn keep(mut self) {
         self.keep = true;
     }

@@ -15,6 +15,10 @@ fn worktree_recipes_create_and_remove_a_worktree_with_its_database() {
     let p = Project::new("just");
     p.xtask(&["db", "template", "create"]).ok();
     std::fs::copy(repo_root().join("justfile"), p.dir.join("justfile")).unwrap();
+    // As in the real repository: the generated files are committed, so worktrees start current.
+    p.xtask(&["db", "generate"]).ok();
+    crate::support::git(&p.dir, &["add", "-A"]);
+    crate::support::git(&p.dir, &["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "generated"]);
     // `cargo xtask …` in the recipes reaches the binary under test.
     let shim = p.dir.join("shim");
     std::fs::create_dir_all(&shim).unwrap();

@@ -7,6 +7,7 @@ mod cli;
 mod errors;
 mod justfile;
 mod schema;
+mod schema_diff;
 mod template;
 mod up;
 mod worktree;

@@ -109,7 +109,7 @@ impl Project {
             dir.join("Cargo.toml"),
             format!(
                 "[workspace]\nmembers = []\n\n[workspace.metadata.db]\nprefix = \"{prefix}\"\ntemplate = \"{prefix}template\"\n\
-                 migrate_command = [\"{}\", \"migrate\"]\nseed_files = [\"seed.sql\"]\n",
+                 migrate_command = [\"env\", \"APP_MIGRATIONS_DIR=migrations\", \"{}\", \"migrate\"]\nseed_files = [\"seed.sql\"]\n",
                 app_bin().display()
             ),
         )

@@ -368,12 +368,21 @@ fn skip_flags_migrate_generate_and_edited_migrations() {
     assert!(run.stderr.contains("1 applied"), "{}", run.stderr);
     assert_eq!(sql(&db, "SELECT count(*) FROM _sqlx_migrations WHERE version = 10"), "1");
     assert_eq!(sql(&db, "SELECT to_regclass('crm.notes') IS NOT NULL"), "t");
+    // Generators run on a database built fresh from every migration, with this worktree's PORT.
     let generated = std::fs::read_to_string(wt.join("generated.txt")).unwrap();
-    assert_eq!(generated.trim(), format!("{} {db}", env_value(&wt, "PORT")));
+    let (port, fresh) = generated.trim().split_once(' ').unwrap();
+    assert_eq!(port, env_value(&wt, "PORT"));
+    assert!(fresh.starts_with(&p.prefix), "{generated}");
+    assert!(wt.join("docs/schema.sql").is_file() && wt.join("docs/database.md").is_file());
 
-    // A migration the migrator does not know (it embeds its migrations at build time): named.
+    // A migration the migrator does not know (a binary embeds its migrations at build time): named.
     std::fs::write(wt.join("migrations/0099_branch_only.sql"), "CREATE TABLE crm.branch_only (id int);\n").unwrap();
-    run_in(&p, &wt, &[]).fails(2, "migration(s) 99 of this checkout are still not applied");
+    let embedded = format!("migrate_command=[\"{}\", \"migrate\"]", crate::support::app_bin().display());
+    p.xtask_in(&wt, &["db", "--set", &embedded, "worktree"], &[])
+        .fails(2, "migration(s) 99 of this checkout are still not applied");
+    // The project's migrator reads them at run time: applied.
+    run_in(&p, &wt, &["--skip-generate"]).ok();
+    assert_eq!(sql(&db, "SELECT to_regclass('crm.branch_only') IS NOT NULL"), "t");
 
     // A migration edited after the template applied it: the error names the file.
     let other = worktree(&p, "edited");

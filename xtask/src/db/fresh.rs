@@ -1,0 +1,49 @@
+//! `db fresh`: the HEAD-schema baseline, `<prefix>fresh`, built from an empty database and
+//! every migration.
+
+use anyhow::{Context, Result};
+
+use super::{marker, staging_marker, staging_name, step, sweep_abandoned, Ctx};
+use crate::error::fail;
+use crate::pg::{Creating, Server};
+
+pub fn run(ctx: &Ctx) -> Result<()> {
+    let server = ctx.server()?;
+    sweep_abandoned(&server, &ctx.config.prefix)?;
+    let name = ctx.config.fresh_db();
+    if let Some(old) = server.database(&name)? {
+        if old.marker.is_none() {
+            return Err(fail(
+                format!("`{name}` exists and was not made by this tool; it is left alone"),
+                "drop or rename it, or change `prefix`",
+            ));
+        }
+        if old.connections > 0 {
+            return Err(fail(
+                format!("`{name}` has {} open connection(s)", old.connections),
+                "close them and run again",
+            ));
+        }
+    }
+    let built = build(ctx, &server)?;
+    server.drop_database(&name, false).with_context(|| format!("dropping the previous `{name}`"))?;
+    server.rename_database(&built.name, &name)?;
+    built.keep();
+    server.set_marker(&name, &marker("fresh", serde_json::json!({})))?;
+    eprintln!("fresh database ready (every migration on an empty database)");
+    println!("{name}");
+    Ok(())
+}
+
+/// A database built from nothing by every migration, under a temporary name (dropped again unless
+/// the caller keeps the guard).
+pub fn build<'s>(ctx: &Ctx, server: &'s Server) -> Result<Creating<'s>> {
+    let staging = staging_name(&ctx.config.prefix, "_n");
+    let db = step("creating an empty database and applying every migration", || {
+        let db = server.create_database(&staging, "TEMPLATE template0", staging_marker(&ctx.config.fresh_db()))?;
+        ctx.run_migrator(&server.url.with_dbname(&staging))?;
+        Ok(db)
+    })?;
+    super::migrate::verify_applied(ctx, server, &staging)?;
+    Ok(db)
+}

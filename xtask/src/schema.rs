@@ -1,0 +1,479 @@
+//! Schemas as text a reviewer and a machine can compare: `pg_dump --schema-only` output turned
+//! into a canonical form, and the difference between two canonical forms.
+//!
+//! Canonical form: the dump split into top-level statements (quote-, dollar-quote- and
+//! comment-aware), minus what is not schema — psql meta-commands (`\restrict` carries a random
+//! key), `SET` and `set_config`, comments, sequence positions, owners, and privileges (kept with
+//! `--with-privileges`) — then sorted, so creation order does not matter. Column lines inside
+//! `CREATE TABLE` are sorted too unless column order is compared (`strict_column_order`).
+//! Statement text is otherwise kept verbatim: function bodies are compared byte for byte.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    pub with_privileges: bool,
+    pub strict_column_order: bool,
+}
+
+/// Top-level statements of a SQL script, each without its terminating `;`, comments removed
+/// (outside quoted text), surrounding whitespace trimmed. A psql meta-command (a line starting
+/// with `\`) is a statement of its own.
+pub fn split(sql: &str) -> Vec<String> {
+    let b = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut i = 0;
+    // Byte index where the current literal chunk (not yet copied into `cur`) started.
+    let mut chunk = 0;
+    let mut at_line_start = true;
+    macro_rules! flush_chunk {
+        ($end:expr) => {
+            cur.push_str(&sql[chunk..$end]);
+        };
+    }
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'\\' if at_line_start && cur.trim().is_empty() && sql[chunk..i].trim().is_empty() => {
+                let end = sql[i..].find('\n').map_or(b.len(), |n| i + n);
+                out.push(sql[i..end].trim_end().to_string());
+                cur.clear();
+                i = end;
+                chunk = i;
+                continue;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                flush_chunk!(i);
+                let mut end = sql[i..].find('\n').map_or(b.len(), |n| i + n);
+                // A comment on a line of its own goes with its line break.
+                let trimmed = cur.trim_end_matches([' ', '\t']).len();
+                if cur[..trimmed].ends_with('\n') || trimmed == 0 {
+                    cur.truncate(trimmed);
+                    end = (end + 1).min(b.len());
+                }
+                i = end;
+                chunk = i;
+                continue;
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                flush_chunk!(i);
+                let mut depth = 0;
+                while i < b.len() {
+                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+                        depth += 1;
+                        i += 2;
+                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+                chunk = i;
+                continue;
+            }
+            b'\'' => {
+                // E'...' strings allow backslash escapes; standard strings double the quote.
+                let escapes = i > 0 && matches!(b[i - 1], b'E' | b'e') && (i < 2 || !is_ident(b[i - 2]));
+                i += 1;
+                while i < b.len() {
+                    if escapes && b[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if b[i] == b'\'' {
+                        if b.get(i + 1) == Some(&b'\'') {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                i += 1;
+                at_line_start = false;
+                continue;
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() {
+                    if b[i] == b'"' {
+                        if b.get(i + 1) == Some(&b'"') {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                i += 1;
+                at_line_start = false;
+                continue;
+            }
+            b'$' if i == 0 || !is_ident(b[i - 1]) => {
+                // $tag$ … $tag$ (tag: letters, digits, underscores; not starting with a digit).
+                let tag_end = sql[i + 1..].find(|ch: char| !(ch.is_alphanumeric() || ch == '_')).map(|n| i + 1 + n);
+                if let Some(te) = tag_end {
+                    if b[te] == b'$' && !b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                        let tag = &sql[i..=te];
+                        let body_start = te + 1;
+                        let close = sql[body_start..].find(tag).map_or(b.len(), |n| body_start + n + tag.len());
+                        i = close;
+                        at_line_start = false;
+                        continue;
+                    }
+                }
+                i += 1;
+                continue;
+            }
+            b';' => {
+                flush_chunk!(i);
+                let stmt = cur.trim();
+                if !stmt.is_empty() {
+                    out.push(stmt.to_string());
+                }
+                cur.clear();
+                i += 1;
+                chunk = i;
+                continue;
+            }
+            b'\n' => {
+                at_line_start = true;
+                i += 1;
+                continue;
+            }
+            b' ' | b'\t' | b'\r' => {
+                i += 1;
+                continue;
+            }
+            _ => {
+                at_line_start = false;
+                i += 1;
+            }
+        }
+    }
+    flush_chunk!(b.len());
+    let stmt = cur.trim();
+    if !stmt.is_empty() {
+        out.push(stmt.to_string());
+    }
+    out
+}
+
+fn is_ident(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
+}
+
+/// The canonical statements of a dump, sorted.
+pub fn canonical(sql: &str, opts: Options) -> Vec<String> {
+    let mut out: Vec<String> = split(sql)
+        .into_iter()
+        .filter(|s| keep(s, opts))
+        .map(|s| {
+            if !opts.strict_column_order && s.starts_with("CREATE ") && s.contains(" TABLE ") {
+                sort_table_elements(&s)
+            } else {
+                s
+            }
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The canonical form as a file: statements separated by blank lines.
+pub fn render(statements: &[String]) -> String {
+    let mut s = statements.join(";\n\n");
+    if !s.is_empty() {
+        s.push_str(";\n");
+    }
+    s
+}
+
+fn keep(stmt: &str, opts: Options) -> bool {
+    let head = stmt.trim_start();
+    let upper = |n: usize| head.get(..n).map(str::to_ascii_uppercase).unwrap_or_default();
+    if head.starts_with('\\') {
+        return false;
+    }
+    if upper(4) == "SET "
+        || head.starts_with("SELECT pg_catalog.set_config(")
+        || head.starts_with("SELECT pg_catalog.setval(")
+    {
+        return false;
+    }
+    if head.starts_with("ALTER ") && head.contains(" OWNER TO ") {
+        return false;
+    }
+    if !opts.with_privileges
+        && (upper(6) == "GRANT " || upper(7) == "REVOKE " || head.starts_with("ALTER DEFAULT PRIVILEGES"))
+    {
+        return false;
+    }
+    true
+}
+
+/// `CREATE TABLE t (\n    a int,\n    b text\n)…` with the element lines in sorted order.
+fn sort_table_elements(stmt: &str) -> String {
+    let Some(open) = stmt.find("(\n") else { return stmt.to_string() };
+    // The matching close paren: the first line that starts with `)` after `open`.
+    let Some(close_rel) = stmt[open..].find("\n)") else { return stmt.to_string() };
+    let close = open + close_rel;
+    let body = &stmt[open + 2..close];
+    let mut elems: Vec<String> =
+        split_top_level_commas(body).into_iter().map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
+    elems.sort();
+    let inner = elems.iter().map(|e| format!("    {e}")).collect::<Vec<_>>().join(",\n");
+    format!("{}(\n{inner}{}", &stmt[..open], &stmt[close..])
+}
+
+fn split_top_level_commas(s: &str) -> Vec<&str> {
+    let b = s.as_bytes();
+    let (mut depth, mut start, mut i) = (0i32, 0, 0);
+    let mut parts = Vec::new();
+    while i < b.len() {
+        match b[i] {
+            b'(' => depth += 1,
+            b')' => depth -= 1,
+            b'\'' | b'"' => {
+                let q = b[i];
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += 1;
+                }
+            }
+            b',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+/// What a statement defines, for reports: `table crm.customers`, `index crm.x_idx`, ….
+pub fn object_key(stmt: &str) -> String {
+    let words: Vec<&str> = stmt.split_whitespace().collect();
+    let w = |i: usize| words.get(i).copied().unwrap_or("");
+    let name = |s: &str| s.split('(').next().unwrap_or(s).to_string();
+    let after = |kw: &str| words.iter().position(|x| *x == kw).map(|p| w(p + 1)).unwrap_or("");
+    match (w(0), w(1), w(2)) {
+        ("CREATE", "TABLE", _) => format!("table {}", name(w(2))),
+        ("CREATE", "UNLOGGED", "TABLE") => format!("table {}", name(w(3))),
+        ("CREATE", "INDEX", _) => format!("index {} on {}", w(2), after("ON").trim_start_matches("ONLY")),
+        ("CREATE", "UNIQUE", "INDEX") => format!("index {} on {}", w(3), after("ON")),
+        ("CREATE", "VIEW", _) => format!("view {}", w(2)),
+        ("CREATE", "MATERIALIZED", "VIEW") => format!("materialized view {}", w(3)),
+        ("CREATE", "FUNCTION", _) | ("CREATE", "PROCEDURE", _) => {
+            format!(
+                "{} {}",
+                w(1).to_lowercase(),
+                stmt.split_once(w(1))
+                    .map(|(_, r)| r.split(" RETURNS").next().unwrap_or(r))
+                    .unwrap_or("")
+                    .split('\n')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+            )
+        }
+        ("CREATE", "TRIGGER", _) | ("CREATE", "CONSTRAINT", "TRIGGER") => {
+            format!("trigger {} on {}", if w(1) == "CONSTRAINT" { w(3) } else { w(2) }, after("ON"))
+        }
+        ("CREATE", "TYPE", _) => format!("type {}", w(2)),
+        ("CREATE", "DOMAIN", _) => format!("domain {}", w(2)),
+        ("CREATE", "SEQUENCE", _) => format!("sequence {}", w(2)),
+        ("CREATE", "SCHEMA", _) => format!("schema {}", w(2)),
+        ("CREATE", "EXTENSION", _) => format!("extension {}", if w(2) == "IF" { w(5) } else { w(2) }),
+        ("CREATE", "POLICY", _) => format!("policy {} on {}", w(2), after("ON")),
+        ("CREATE", "AGGREGATE", _) => format!("aggregate {}", name(w(2))),
+        ("ALTER", "TABLE", _) | ("ALTER", "FOREIGN", _) => {
+            let table = if w(2) == "ONLY" { w(3) } else { w(2) };
+            if let Some(c) = words.iter().position(|x| *x == "CONSTRAINT") {
+                format!("constraint {} on {table}", w(c + 1))
+            } else if stmt.contains("ROW LEVEL SECURITY") {
+                format!("row level security on {table}")
+            } else if stmt.contains("ATTACH PARTITION") {
+                format!("partition {} of {table}", after("PARTITION"))
+            } else if let Some(c) = words.iter().position(|x| *x == "COLUMN") {
+                format!(
+                    "column {table}.{} ({})",
+                    w(c + 1),
+                    words[c + 2..].iter().take(2).copied().collect::<Vec<_>>().join(" ")
+                )
+            } else {
+                format!("table {table} ({})", words.iter().skip(3).take(3).copied().collect::<Vec<_>>().join(" "))
+            }
+        }
+        ("ALTER", "SEQUENCE", _) => format!("sequence {} ({})", w(2), w(3).to_lowercase()),
+        ("COMMENT", "ON", _) => {
+            let target: Vec<&str> = words[2..].iter().take_while(|x| **x != "IS").copied().collect();
+            format!(
+                "comment on {}",
+                target.join(" ").to_lowercase().split_once(' ').map(|(k, _)| k).unwrap_or("").to_string()
+                    + " "
+                    + &target[1..].join(" ")
+            )
+        }
+        _ => stmt.lines().next().unwrap_or("").chars().take(80).collect(),
+    }
+}
+
+/// How two canonical schemas differ, by object.
+#[derive(Debug, Default, Serialize)]
+pub struct Difference {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+}
+
+impl Difference {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// Objects only in `b` (added), only in `a` (removed), or defined differently (changed).
+pub fn compare(a: &[String], b: &[String]) -> Difference {
+    fn group(stmts: &[String]) -> BTreeMap<String, Vec<&String>> {
+        let mut m: BTreeMap<String, Vec<&String>> = BTreeMap::new();
+        for s in stmts {
+            m.entry(object_key(s)).or_default().push(s);
+        }
+        m
+    }
+    let (ga, gb) = (group(a), group(b));
+    let mut d = Difference::default();
+    for (k, va) in &ga {
+        match gb.get(k) {
+            None => d.removed.push(k.clone()),
+            Some(vb) if va != vb => d.changed.push(k.clone()),
+            Some(_) => {}
+        }
+    }
+    for k in gb.keys() {
+        if !ga.contains_key(k) {
+            d.added.push(k.clone());
+        }
+    }
+    d
+}
+
+/// A unified diff of two canonical files, at most `max_lines` lines, then a count of the rest.
+pub fn unified_diff(a: &str, b: &str, a_name: &str, b_name: &str, max_lines: usize, color: bool) -> String {
+    let diff = similar::TextDiff::from_lines(a, b);
+    let text = diff.unified_diff().context_radius(3).header(a_name, b_name).to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = String::new();
+    for l in lines.iter().take(max_lines) {
+        let (pre, post) = match (color, l.as_bytes().first()) {
+            (true, Some(b'-')) if !l.starts_with("---") => ("\x1b[31m", "\x1b[0m"),
+            (true, Some(b'+')) if !l.starts_with("+++") => ("\x1b[32m", "\x1b[0m"),
+            (true, Some(b'@')) => ("\x1b[36m", "\x1b[0m"),
+            _ => ("", ""),
+        };
+        out.push_str(pre);
+        out.push_str(l);
+        out.push_str(post);
+        out.push('\n');
+    }
+    if lines.len() > max_lines {
+        out.push_str(&format!("… {} more diff lines cut (see the canonical files)\n", lines.len() - max_lines));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_respects_quotes_dollar_quotes_and_comments() {
+        let sql = "\\restrict abc123\n-- a comment; with semicolon\nSET x = 1;\nCREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$\nBEGIN\n  -- inside; kept\n\n  RETURN 1;\nEND;\n$$;\n/* block; /* nested; */ */ SELECT 'it''s; fine', \"we;ird\", E'a\\';b';\nCREATE TABLE t (a text DEFAULT $tag$x;y$tag$);\n\\unrestrict abc123\n";
+        let s = split(sql);
+        assert_eq!(s.len(), 6, "{s:#?}");
+        assert_eq!(s[0], "\\restrict abc123");
+        assert_eq!(s[1], "SET x = 1");
+        assert!(s[2].contains("-- inside; kept\n\n  RETURN 1;\nEND;\n$$"), "{}", s[2]);
+        assert_eq!(s[3], "SELECT 'it''s; fine', \"we;ird\", E'a\\';b'");
+        assert_eq!(s[4], "CREATE TABLE t (a text DEFAULT $tag$x;y$tag$)");
+        assert_eq!(s[5], "\\unrestrict abc123");
+    }
+
+    #[test]
+    fn canonical_drops_noise_and_sorts() {
+        let a = "\\restrict k1\nSET statement_timeout = 0;\nSELECT pg_catalog.set_config('search_path', '', false);\n-- Name: t\nCREATE TABLE public.t (\n    b text,\n    a integer\n);\nALTER TABLE public.t OWNER TO alice;\nGRANT SELECT ON TABLE public.t TO bob;\nSELECT pg_catalog.setval('public.s', 42, true);\nCREATE INDEX i ON public.t USING btree (a);\n";
+        let b = "\\restrict k2\nCREATE INDEX i ON public.t USING btree (a);\n\nCREATE TABLE public.t (\n    a integer,\n    b text\n);\nALTER TABLE public.t OWNER TO carol;\nSELECT pg_catalog.setval('public.s', 1, false);\n";
+        let o = Options::default();
+        assert_eq!(canonical(a, o), canonical(b, o));
+        let strict = Options { strict_column_order: true, ..o };
+        assert_ne!(canonical(a, strict), canonical(b, strict));
+        let privs = Options { with_privileges: true, ..o };
+        assert_ne!(canonical(a, privs), canonical(b, privs));
+    }
+
+    #[test]
+    fn canonical_is_idempotent_and_keeps_bodies_verbatim() {
+        let sql = "-- Name: f\nCREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$\nBEGIN\n\n  -- keep me\n  RETURN 1;\nEND\n$$;\n\n-- Name: t\n--\n\nCREATE TABLE t (\n    b text,\n    a int\n);\n";
+        let once = canonical(sql, Options::default());
+        assert!(once.iter().any(|s| s.contains("BEGIN\n\n  -- keep me\n")), "{once:#?}");
+        assert_eq!(canonical(&render(&once), Options::default()), once);
+        assert!(once.iter().all(|s| !s.starts_with("--") && !s.starts_with('\n')), "{once:#?}");
+    }
+
+    #[test]
+    fn table_elements_with_commas_inside_types_and_partitions() {
+        let s = "CREATE TABLE public.t (\n    z numeric(10,2) DEFAULT 1.5,\n    a text,\n    CONSTRAINT c CHECK ((a <> ',(x'::text))\n)\nPARTITION BY RANGE (a)";
+        let c = sort_table_elements(s);
+        assert_eq!(c, "CREATE TABLE public.t (\n    CONSTRAINT c CHECK ((a <> ',(x'::text)),\n    a text,\n    z numeric(10,2) DEFAULT 1.5\n)\nPARTITION BY RANGE (a)");
+    }
+
+    #[test]
+    fn keys_name_objects() {
+        let k = |s: &str| object_key(s);
+        assert_eq!(k("CREATE TABLE crm.customers (\n    id bigint\n)"), "table crm.customers");
+        assert_eq!(k("CREATE UNIQUE INDEX x ON crm.t USING btree (a)"), "index x on crm.t");
+        assert_eq!(
+            k("ALTER TABLE ONLY crm.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (id)"),
+            "constraint t_pkey on crm.t"
+        );
+        assert_eq!(
+            k("CREATE FUNCTION audit.f(x integer) RETURNS trigger\n    LANGUAGE plpgsql"),
+            "function audit.f(x integer)"
+        );
+        assert_eq!(
+            k("CREATE TRIGGER tr AFTER INSERT ON crm.t FOR EACH ROW EXECUTE FUNCTION f()"),
+            "trigger tr on crm.t"
+        );
+        assert_eq!(k("CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA public"), "extension citext");
+        assert_eq!(k("ALTER TABLE crm.t ENABLE ROW LEVEL SECURITY"), "row level security on crm.t");
+        assert_eq!(k("COMMENT ON TABLE crm.t IS 'x'"), "comment on table crm.t");
+    }
+
+    #[test]
+    fn compare_by_object() {
+        let a = vec!["CREATE TABLE a (\n    x int\n)".to_string(), "CREATE VIEW v AS SELECT 1".to_string()];
+        let b =
+            vec!["CREATE TABLE a (\n    x bigint\n)".to_string(), "CREATE INDEX i ON a USING btree (x)".to_string()];
+        let d = compare(&a, &b);
+        assert_eq!(d.changed, vec!["table a"]);
+        assert_eq!(d.removed, vec!["view v"]);
+        assert_eq!(d.added, vec!["index i on a"]);
+    }
+
+    #[test]
+    fn diff_is_capped() {
+        let a: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        let d = unified_diff(&a, "", "a", "b", 10, false);
+        assert!(d.ends_with("… 93 more diff lines cut (see the canonical files)\n"), "{d}");
+    }
+}

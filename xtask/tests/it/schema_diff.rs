@@ -1,0 +1,194 @@
+//! `db schema-diff`, `db fresh` and `db generate` on a real server.
+
+use crate::support::{git, password, sql, url_for, Project, Run};
+
+/// A schema with one of everything the comparison must see.
+const BASE: &str = "
+CREATE SCHEMA s2;
+CREATE TYPE mood AS ENUM ('sad', 'ok');
+CREATE DOMAIN posint AS integer CONSTRAINT posint_check CHECK (VALUE > 0);
+CREATE SEQUENCE seq1 INCREMENT 1 START 1;
+CREATE TABLE parent (id integer PRIMARY KEY, name text NOT NULL DEFAULT 'x', amount numeric(10,2) CONSTRAINT parent_amount_check CHECK (amount >= 0), m mood);
+CREATE TABLE child (id integer PRIMARY KEY, parent_id integer CONSTRAINT child_parent_id_fkey REFERENCES parent(id) ON DELETE CASCADE, n posint);
+CREATE UNIQUE INDEX child_n_idx ON child (n);
+CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  NEW.name := upper(NEW.name);  -- a comment; inside the body
+  RETURN NEW;
+END $$;
+CREATE TRIGGER parent_touch BEFORE INSERT ON parent FOR EACH ROW EXECUTE FUNCTION touch();
+CREATE VIEW v AS SELECT id, name FROM parent;
+CREATE MATERIALIZED VIEW mv AS SELECT count(*) AS c FROM child;
+ALTER TABLE parent ENABLE ROW LEVEL SECURITY;
+CREATE POLICY p_all ON parent USING (id > 0);
+CREATE TABLE events (id integer, at date) PARTITION BY RANGE (at);
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE s2.other (id integer);
+";
+
+fn diff(p: &Project, a: &str, b: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["db", "schema-diff", "--a", a, "--b", b];
+    args.extend_from_slice(extra);
+    p.xtask(&args)
+}
+
+fn create(p: &Project, name: &str, ddl: &str) -> String {
+    let db = format!("{}{name}", p.prefix);
+    sql("postgres", &format!("CREATE DATABASE {db}"));
+    sql(&db, ddl);
+    db
+}
+
+#[test]
+fn equal_schemas_built_by_different_routes() {
+    let p = Project::new("sdeq");
+    let a = create(&p, "a", BASE);
+    // Other statement order, a column appended later, constraints added afterwards.
+    let reordered = "
+CREATE TABLE s2.other (id integer);
+CREATE TYPE mood AS ENUM ('sad', 'ok');
+CREATE DOMAIN posint AS integer CONSTRAINT posint_check CHECK (VALUE > 0);
+CREATE TABLE parent (id integer PRIMARY KEY, name text NOT NULL DEFAULT 'x', m mood);
+CREATE TABLE child (id integer PRIMARY KEY, parent_id integer, n posint);
+ALTER TABLE parent ADD COLUMN amount numeric(10,2);
+ALTER TABLE parent ADD CONSTRAINT parent_amount_check CHECK (amount >= 0);
+ALTER TABLE child ADD CONSTRAINT child_parent_id_fkey FOREIGN KEY (parent_id) REFERENCES parent(id) ON DELETE CASCADE;
+CREATE TABLE events (id integer, at date) PARTITION BY RANGE (at);
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE MATERIALIZED VIEW mv AS SELECT count(*) AS c FROM child;
+CREATE VIEW v AS SELECT id, name FROM parent;
+CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  NEW.name := upper(NEW.name);  -- a comment; inside the body
+  RETURN NEW;
+END $$;
+CREATE TRIGGER parent_touch BEFORE INSERT ON parent FOR EACH ROW EXECUTE FUNCTION touch();
+CREATE UNIQUE INDEX child_n_idx ON child (n);
+CREATE POLICY p_all ON parent USING (id > 0);
+ALTER TABLE parent ENABLE ROW LEVEL SECURITY;
+CREATE SCHEMA s2_unused; DROP SCHEMA s2_unused;
+CREATE SEQUENCE seq1 INCREMENT 1 START 1;
+";
+    // (`CREATE SCHEMA s2` must come first for s2.other.)
+    let b = create(&p, "b", &format!("CREATE SCHEMA s2;{reordered}"));
+    // Different data and sequence positions.
+    sql(&b, "INSERT INTO parent (id, name, amount, m) VALUES (1, 'a', 1, 'ok'); SELECT nextval('seq1'); SELECT nextval('seq1'); REFRESH MATERIALIZED VIEW mv;");
+    let run = diff(&p, &a, &b, &[]).ok();
+    assert!(run.stderr.contains("schemas are equal"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("PostgreSQL 15") || run.stderr.contains("PostgreSQL 1"),
+        "versions printed: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("pg_dump"), "{}", run.stderr);
+
+    // Column order is ignored by default and compared on request.
+    let strict = diff(&p, &a, &b, &["--strict-column-order"]).fails(1, "schemas differ");
+    assert!(strict.stdout.contains("amount"), "{}", strict.stdout);
+
+    // A dump → restore round trip, and a plain `pg_dump -s` file against the database.
+    let c = format!("{}c", p.prefix);
+    sql("postgres", &format!("CREATE DATABASE {c}"));
+    let strip = |db: &str| url_for(db).replacen(&format!(":{}@", password()), "@", 1);
+    let dump = std::process::Command::new("sh")
+        .args(["-c", &format!("pg_dump -d '{}' | psql -q -X -v ON_ERROR_STOP=1 -d '{}'", strip(&a), strip(&c))])
+        .env("PGPASSWORD", password())
+        .output()
+        .unwrap();
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    diff(&p, &a, &c, &[]).ok();
+    let file = p.dir.join("a-schema.sql");
+    let out = std::process::Command::new("pg_dump")
+        .args(["-s", "-d", &strip(&a)])
+        .env("PGPASSWORD", password())
+        .output()
+        .unwrap();
+    std::fs::write(&file, out.stdout).unwrap();
+    diff(&p, file.to_str().unwrap(), &b, &[]).ok();
+    assert!(p.dir.join("dump/schema-diff").read_dir().unwrap().count() >= 2, "canonical forms written");
+}
+
+#[test]
+fn each_kind_of_difference_is_found_and_named() {
+    let p = Project::new("sddiff");
+    let a = create(&p, "base", BASE);
+    let cases: &[(&str, &str, &str)] = &[
+        ("coltype", "ALTER TABLE child ALTER COLUMN id TYPE bigint", "table public.child"),
+        ("default", "ALTER TABLE parent ALTER COLUMN name SET DEFAULT 'y'", "table public.parent"),
+        ("nullable", "ALTER TABLE parent ALTER COLUMN name DROP NOT NULL", "table public.parent"),
+        ("rename", "ALTER TABLE s2.other RENAME COLUMN id TO other_id", "table s2.other"),
+        ("body", "CREATE OR REPLACE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n  NEW.name := lower(NEW.name);  -- a comment; inside the body\n  RETURN NEW;\nEND $$", "function public.touch()"),
+        ("trigger", "DROP TRIGGER parent_touch ON parent", "trigger parent_touch"),
+        ("index", "DROP INDEX child_n_idx", "child_n_idx"),
+        ("unique", "DROP INDEX child_n_idx; CREATE INDEX child_n_idx ON child (n)", "index child_n_idx"),
+        ("check", "ALTER TABLE parent DROP CONSTRAINT parent_amount_check; ALTER TABLE parent ADD CONSTRAINT parent_amount_check CHECK (amount > 0)", "table public.parent"),
+        ("enum", "ALTER TYPE mood ADD VALUE 'happy'", "type public.mood"),
+        ("view", "CREATE OR REPLACE VIEW v AS SELECT id, name, 1 AS one FROM parent", "view public.v"),
+        ("matview", "DROP MATERIALIZED VIEW mv; CREATE MATERIALIZED VIEW mv AS SELECT count(*) + 1 AS c FROM child", "materialized view public.mv"),
+        ("fk", "ALTER TABLE child DROP CONSTRAINT child_parent_id_fkey; ALTER TABLE child ADD CONSTRAINT child_parent_id_fkey FOREIGN KEY (parent_id) REFERENCES parent(id) ON DELETE SET NULL", "constraint child_parent_id_fkey"),
+        ("policy", "DROP POLICY p_all ON parent; CREATE POLICY p_all ON parent USING (id > 1)", "policy p_all"),
+        ("rlsoff", "ALTER TABLE parent DISABLE ROW LEVEL SECURITY", "row level security on public.parent"),
+        ("partition", "CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')", "events_2026"),
+        ("domain", "ALTER DOMAIN posint DROP CONSTRAINT posint_check; ALTER DOMAIN posint ADD CONSTRAINT posint_check CHECK (VALUE > 1)", "domain public.posint"),
+        ("sequence", "ALTER SEQUENCE seq1 INCREMENT BY 5", "sequence public.seq1"),
+        ("extension", "CREATE EXTENSION IF NOT EXISTS pg_trgm", "extension pg_trgm"),
+        ("othercol", "ALTER TABLE s2.other ADD COLUMN x integer", "table s2.other"),
+    ];
+    for (name, change, named) in cases {
+        let b = format!("{}{name}", p.prefix);
+        sql("postgres", &format!("CREATE DATABASE {b} TEMPLATE {a}"));
+        sql(&b, change);
+        let run = diff(&p, &a, &b, &[]).fails(1, "schemas differ");
+        assert!(run.stdout.contains(named), "{name}: {named:?} not named in:\n{}", run.stdout);
+        assert!(run.stdout.contains("@@"), "{name}: a unified diff is shown");
+    }
+    // JSON for machines.
+    let b = format!("{}coltype", p.prefix);
+    let run = diff(&p, &a, &b, &["--format", "json"]);
+    assert_eq!(run.code, 1);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["equal"], false);
+    assert_eq!(json["changed"], serde_json::json!(["table public.child"]));
+}
+
+#[test]
+fn warnings_and_errors() {
+    let p = Project::new("sderr");
+    let a = create(&p, "a", "CREATE TABLE t (x integer); INSERT INTO t VALUES (-1); ALTER TABLE t ADD CONSTRAINT pos CHECK (x > 0) NOT VALID;");
+    let run = diff(&p, &a, &a, &[]).ok();
+    assert!(run.stderr.contains("NOT VALID"), "{}", run.stderr);
+    diff(&p, &a, &format!("{}missing", p.prefix), &[]).fails(2, "does not exist");
+    diff(&p, "no/such/file.sql", &a, &[]).fails(2, "does not exist");
+    let secret = format!("postgres://u:s3cret-pw@127.0.0.1:{}/db", crate::support::free_port());
+    let run = diff(&p, &secret, &a, &[]);
+    assert_eq!(run.code, 2);
+    assert!(!run.all().contains("s3cret-pw"));
+}
+
+#[test]
+fn fresh_and_generate_check() {
+    let p = Project::new("sdgen");
+    let fresh = p.xtask(&["db", "fresh"]).ok();
+    assert_eq!(fresh.stdout.trim(), format!("{}fresh", p.prefix));
+    assert_eq!(sql(&format!("{}fresh", p.prefix), "SELECT count(*) FROM _sqlx_migrations"), "10");
+
+    p.xtask(&["db", "generate"]).ok();
+    let snapshot = std::fs::read_to_string(p.dir.join("docs/schema.sql")).unwrap();
+    assert!(snapshot.contains("CREATE TABLE crm.customers"), "{snapshot}");
+    let doc = std::fs::read_to_string(p.dir.join("docs/database.md")).unwrap();
+    assert!(doc.contains("crm.customers"), "{doc}");
+    git(&p.dir, &["add", "-A"]);
+    git(&p.dir, &["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "generated"]);
+    p.xtask(&["db", "generate", "--check"]).ok();
+    // The fresh database equals the committed snapshot.
+    p.xtask(&["db", "schema-diff", "--a", &format!("{}fresh", p.prefix), "--b", "docs/schema.sql"]).ok();
+
+    // A new migration without regenerating: the check fails and says what to run.
+    std::fs::write(p.dir.join("migrations/0011_add_column.sql"), "ALTER TABLE crm.tags ADD COLUMN hint text;\n")
+        .unwrap();
+    let run = p.xtask(&["db", "generate", "--check"]).fails(1, "run `cargo xtask db generate`");
+    assert!(run.stdout.contains("hint"), "{}", run.stdout);
+    assert_eq!(git(&p.dir, &["status", "--porcelain", "docs"]), "", "--check writes nothing");
+    // No temporary database is left behind.
+    assert_eq!(p.databases(), vec![format!("{}fresh", p.prefix)]);
+}
