@@ -323,3 +323,95 @@ impl Drop for WorktreeGuard {
         let _ = Command::new("git").current_dir(&self.0).args(["worktree", "remove", "--force"]).arg(&self.1).output();
     }
 }
+
+/// `cargo xtask bench schema-diff`: `db schema-diff` of two databases with the app's schema
+/// against the two `pg_dump -s` runs one after the other; and canonicalizing a 5 MB dump.
+pub fn schema_diff(flags: crate::flags::BenchSchemaDiff) -> Result<()> {
+    let root = find_workspace_root(&std::env::current_dir()?)?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let dir = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let cluster = Guard(Cluster::new(dir.join("cluster"), "postgres"), dir.clone());
+    std::fs::create_dir_all(&cluster.0.root)?;
+    std::fs::set_permissions(&cluster.0.root, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    cluster.0.init(&InitOptions { port: None, extra_conf: &[] })?;
+    cluster.0.start()?;
+    let admin_url = cluster.0.url("postgres")?;
+    let server = Server::connect(admin_url.clone(), "postgres")?;
+    eprintln!("▸ benchmark server: PostgreSQL {} (throwaway cluster)", server.version);
+    proc::show(Command::new(&cargo).current_dir(&root).args(["build", "--package", "app", "--package", "xtask"]))?;
+    let target = crate::test_harness::target_dir(&cargo, &root)?;
+    let (app, xtask) = (target.join("debug/app"), target.join("debug/xtask"));
+    step("two databases with the app's schema", || {
+        app_template(&server, &app, &root, "bench_a")?;
+        app_template(&server, &app, &root, "bench_b")
+    })?;
+
+    let pg_dump = tools::find("pg_dump")?;
+    let runs = flags.runs.max(1);
+    let (mut base, mut mine) = (Vec::new(), Vec::new());
+    let baseline = || -> Result<Duration> {
+        let start = Instant::now();
+        for db in ["bench_a", "bench_b"] {
+            let mut cmd = Command::new(&pg_dump);
+            cmd.args(["--schema-only", "-d", &server.arg_url(db)]);
+            server.libpq_env(&mut cmd);
+            proc::capture(&mut cmd, None)?;
+        }
+        Ok(start.elapsed())
+    };
+    let ours = || -> Result<Duration> {
+        // The xtask binary itself: `cargo run`'s own ~0.1 s check is not the diff's work.
+        let mut cmd = Command::new(&xtask);
+        cmd.current_dir(&root)
+            .args(["db", "schema-diff", "--a", "bench_a", "--b", "bench_b"])
+            .env("DATABASE_URL", admin_url.expose_secret());
+        let start = Instant::now();
+        proc::capture(&mut cmd, None)?;
+        Ok(start.elapsed())
+    };
+    for i in 0..runs {
+        // Alternate which goes first, so neither always runs on a warmer machine.
+        if i % 2 == 0 {
+            base.push(baseline()?);
+            mine.push(ours()?);
+        } else {
+            mine.push(ours()?);
+            base.push(baseline()?);
+        }
+    }
+    let (b, m) = (median(&base), median(&mine));
+
+    // Canonicalizing a ~5 MB dump: the app's schema repeated under other schema names.
+    let mut one = Command::new(&pg_dump);
+    one.args(["--schema-only", "-d", &server.arg_url("bench_a")]);
+    server.libpq_env(&mut one);
+    let text = proc::capture(&mut one, None)?;
+    let mut big = String::new();
+    let mut n = 0;
+    while big.len() < 5 * 1024 * 1024 {
+        big.push_str(&text.replace("crm.", &format!("crm{n}.")).replace("audit.", &format!("audit{n}.")));
+        n += 1;
+    }
+    let mut canon = Vec::new();
+    for _ in 0..runs {
+        let start = Instant::now();
+        let c = crate::schema::canonical(&big, crate::schema::Options::default());
+        canon.push(start.elapsed());
+        std::hint::black_box(c);
+    }
+    let c = median(&canon);
+
+    println!("| measurement | baseline | ours | ratio | target |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!("| `db schema-diff` of two app-schema databases vs. two `pg_dump -s` one after the other | {} | {} | {:.2}x | ≤ 0.7x |", time::elapsed(b), time::elapsed(m), m.as_secs_f64() / b.as_secs_f64());
+    println!(
+        "| canonicalizing a {:.1} MB schema dump ({} copies of the app's schema) | | {} | | < 200ms |",
+        big.len() as f64 / 1048576.0,
+        n,
+        time::elapsed(c)
+    );
+    println!("\n{runs} runs per cell (medians); PostgreSQL {}; debug build, as `cargo xtask` runs it.", server.version);
+    Ok(())
+}

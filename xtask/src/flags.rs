@@ -28,6 +28,17 @@ pub enum Command {
 pub enum Bench {
     /// `db worktree` against the seed pipeline (createdb + pg_dump | psql), on pagila and ~300 MB.
     Worktree(BenchWorktree),
+    /// `db schema-diff` against two sequential `pg_dump -s`; canonicalizing a 5 MB dump.
+    SchemaDiff(BenchSchemaDiff),
+}
+
+/// Time `db schema-diff` of two databases with the app's schema against the two `pg_dump -s`
+/// runs one after the other, and the canonicalization of a 5 MB schema dump.
+#[derive(Debug, Args)]
+pub struct BenchSchemaDiff {
+    /// Runs per cell (the median is reported).
+    #[arg(long, default_value_t = 21)]
+    pub runs: usize,
 }
 
 /// Time `cargo xtask db worktree` against `createdb && pg_dump --no-owner --no-privileges | psql`

@@ -44,5 +44,6 @@ fn run(flags: flags::Xtask) -> Result<()> {
         flags::Command::Db(db) => db::run(db),
         flags::Command::Test(t) => test_harness::run(t),
         flags::Command::Bench(flags::Bench::Worktree(b)) => bench::worktree(b),
+        flags::Command::Bench(flags::Bench::SchemaDiff(b)) => bench::schema_diff(b),
     }
 }

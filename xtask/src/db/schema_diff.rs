@@ -1,37 +1,49 @@
 //! `db schema-diff --a A --b B`: do two schemas match? Exit 0 equal, 1 different, 2 error.
+//!
+//! Fast by construction: no admin connection at all. Each side's `pg_dump --schema-only` and its
+//! hidden-problems query run at once, both sides in parallel; the server and pg_dump versions are
+//! read from the dump's own header, and a missing database shows up as pg_dump's error.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::Ctx;
 use crate::error::{fail, Verdict};
 use crate::flags::{DiffFormat, SchemaDiff};
-use crate::pg::{PgUrl, Server};
+use crate::pg::{classify, libpq_env, tools, PgUrl};
 use crate::schema::{self, Options};
 use crate::{proc, time};
 
 /// One side of the comparison.
 enum Source {
-    Database { server: Box<Server>, db: String },
+    /// A database; the URL names it.
+    Database(PgUrl),
     File(PathBuf),
 }
 
 impl Source {
     fn label(&self) -> String {
         match self {
-            Source::Database { server, db } => format!("database `{db}` on {}", server.url.server_label()),
+            Source::Database(url) => {
+                format!("database `{}` on {}", url.dbname().unwrap_or_default(), url.server_label())
+            }
             Source::File(p) => format!("file {}", p.display()),
         }
     }
     fn short(&self) -> String {
         match self {
-            Source::Database { db, .. } => db.clone(),
+            Source::Database(url) => url.dbname().unwrap_or_default().to_string(),
             Source::File(p) => p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
         }
     }
+}
+
+/// What one side yields: its text.
+struct Side {
+    text: String,
 }
 
 #[derive(Serialize)]
@@ -49,43 +61,41 @@ pub fn run(ctx: &Ctx, flags: SchemaDiff) -> Result<()> {
     let opts = Options { with_privileges: flags.with_privileges, strict_column_order: flags.strict_column_order };
     let a = source(ctx, &flags.a)?;
     let b = source(ctx, &flags.b)?;
+    let tools = Tools { pg_dump: tools::find("pg_dump")?, psql: tools::find("psql")? };
 
-    // Versions: deparsed SQL differs between majors, so both servers must agree.
-    let mut warnings = Vec::new();
-    let mut pg_dump_version = None;
-    for side in [&a, &b] {
-        if let Source::Database { server, db } = side {
-            eprintln!("{}: PostgreSQL {}", side.label(), server.version);
-            pg_dump_version.get_or_insert(crate::pg::tools::major_version(server.pg_dump()?)?);
-            warnings.extend(hidden_problems(server, db)?);
+    // Both dumps and the hidden-problems query at once.
+    let (sa, sb, warnings) = std::thread::scope(|s| {
+        let ha = s.spawn(|| fetch(&a, &tools, &flags.schema, opts));
+        let hb = s.spawn(|| fetch(&b, &tools, &flags.schema, opts));
+        let w = hidden_problems(&tools, &[&a, &b]);
+        (ha.join().expect("side thread"), hb.join().expect("side thread"), w)
+    });
+    let (sa, sb) = (sa?, sb?);
+    let warnings = warnings?;
+
+    // Versions, from the dumps' headers: deparsed SQL differs between majors.
+    let (va, vb) = (dumped_from(&sa.text), dumped_from(&sb.text));
+    for (side, v) in [(&a, &va), (&b, &vb)] {
+        if let Some(v) = v {
+            eprintln!("{}: PostgreSQL {v}", side.label());
         }
     }
-    if let (Source::Database { server: sa, .. }, Source::Database { server: sb, .. }) = (&a, &b) {
-        if sa.major != sb.major {
+    if let Some(v) =
+        sa.text.lines().chain(sb.text.lines()).find_map(|l| l.strip_prefix("-- Dumped by pg_dump version "))
+    {
+        eprintln!("pg_dump {v}");
+    }
+    if let (Source::Database(_), Source::Database(_), Some(x), Some(y)) = (&a, &b, &va, &vb) {
+        if major(x) != major(y) {
             return Err(fail(
-                format!(
-                    "the servers' major versions differ ({} and {}): their dumps are not comparable",
-                    sa.major, sb.major
-                ),
+                format!("the servers' major versions differ ({x} and {y}): their dumps are not comparable"),
                 "compare databases on servers of the same major version (dump one, restore it next to the other)",
             ));
         }
     }
-    if let Some(v) = pg_dump_version {
-        eprintln!("pg_dump {v}");
-    }
 
-    // Both dumps at once (the commands are built here; only they cross into the threads).
-    let (ja, jb) = (job(&a, &flags.schema, opts)?, job(&b, &flags.schema, opts)?);
-    let (ta, tb) = std::thread::scope(|s| {
-        let ha = s.spawn(move || ja.run());
-        let hb = s.spawn(move || jb.run());
-        (ha.join().expect("dump thread"), hb.join().expect("dump thread"))
-    });
-    let (ta, tb) = (ta?, tb?);
-    let (ca, cb) = (schema::canonical(&ta, opts), schema::canonical(&tb, opts));
+    let (ca, cb) = (schema::canonical(&sa.text, opts), schema::canonical(&sb.text, opts));
     let (ra, rb) = (schema::render(&ca), schema::render(&cb));
-
     let dir = ctx.config.root.join("dump/schema-diff");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let (fa, fb) = (dir.join(format!("a.{}.sql", a.short())), dir.join(format!("b.{}.sql", b.short())));
@@ -114,6 +124,7 @@ pub fn run(ctx: &Ctx, flags: SchemaDiff) -> Result<()> {
                 println!("changed: the order of columns (compared with --strict-column-order) or of statements within an object");
             }
             println!();
+            // SAFETY: isatty has no preconditions.
             let color = std::env::var_os("NO_COLOR").is_none() && unsafe { libc::isatty(1) } == 1;
             print!(
                 "{}",
@@ -132,33 +143,38 @@ pub fn run(ctx: &Ctx, flags: SchemaDiff) -> Result<()> {
     eprintln!("canonical forms: {} and {} ({})", fa.display(), fb.display(), time::elapsed(started.elapsed()));
     if equal {
         eprintln!("schemas are equal ({} statements)", ca.len());
-        Ok(())
-    } else {
-        let n = difference.changed.len() + difference.added.len() + difference.removed.len();
-        Err(Verdict(format!(
-            "schemas differ: {n} object(s) ({} changed, {} only in b, {} only in a)",
-            difference.changed.len(),
-            difference.added.len(),
-            difference.removed.len()
-        ))
-        .into())
+        return Ok(());
     }
+    let d = &difference;
+    let n = d.changed.len() + d.added.len() + d.removed.len();
+    Err(Verdict(format!(
+        "schemas differ: {n} object(s) ({} changed, {} only in b, {} only in a)",
+        d.changed.len(),
+        d.added.len(),
+        d.removed.len()
+    ))
+    .into())
 }
 
-/// `postgres://…` (another server), a `.sql` file, or a database on DATABASE_URL's server.
+struct Tools {
+    pg_dump: PathBuf,
+    psql: PathBuf,
+}
+
+/// `postgres://…` (any server), a `.sql` file, or a database on DATABASE_URL's server.
 fn source(ctx: &Ctx, spec: &str) -> Result<Source> {
     if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
         let url = PgUrl::parse(spec).map_err(|e| {
+            let shown = PgUrl::parse(spec).map(|u| u.redacted()).unwrap_or_else(|_| "(unparsable URL)".into());
             fail(
-                format!("`{}` is not a valid PostgreSQL URL: {e:#}", redact(spec)),
+                format!("`{shown}` is not a valid PostgreSQL URL: {e:#}"),
                 "write it as postgres://user@host:5432/database",
             )
         })?;
-        let db = url.dbname().map(str::to_string).ok_or_else(|| {
-            fail(format!("`{}` names no database", url.redacted()), "end the URL with the database name")
-        })?;
-        let server = Server::connect(url, &ctx.config.maintenance_db)?;
-        return database(server, db);
+        if url.dbname().is_none() {
+            return Err(fail(format!("`{}` names no database", url.redacted()), "end the URL with the database name"));
+        }
+        return Ok(Source::Database(url));
     }
     let path = Path::new(spec);
     if spec.ends_with(".sql") || path.is_file() || spec.contains('/') {
@@ -171,77 +187,102 @@ fn source(ctx: &Ctx, spec: &str) -> Result<Source> {
         }
         return Ok(Source::File(path));
     }
-    database(ctx.server()?, spec.to_string())
+    let (url, _) = ctx.database_url()?;
+    Ok(Source::Database(url.with_dbname(spec)))
 }
 
-fn database(server: Server, db: String) -> Result<Source> {
-    if !server.database_exists(&db)? {
-        return Err(fail(
-            format!("database `{db}` does not exist on {}", server.url.server_label()),
-            "check the name (`cargo xtask db status` lists the tool's databases), or build it (`cargo xtask db fresh`)",
-        ));
+/// One side's text: a file's, or the database's schema-only dump.
+fn fetch(side: &Source, tools: &Tools, schemas: &[String], opts: Options) -> Result<Side> {
+    let url = match side {
+        Source::File(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            return Ok(Side { text });
+        }
+        Source::Database(url) => url,
+    };
+    let db = url.dbname().unwrap_or_default();
+    let mut dump = Command::new(&tools.pg_dump);
+    dump.args([
+        "--schema-only",
+        "--no-owner",
+        "--no-tablespaces",
+        "--no-security-labels",
+        "--no-publications",
+        "--no-subscriptions",
+    ]);
+    if !opts.with_privileges {
+        dump.arg("--no-privileges");
     }
-    Ok(Source::Database { server: Box::new(server), db })
+    for s in schemas {
+        dump.arg(format!("--schema={s}"));
+    }
+    dump.arg("-d").arg(url.without_password());
+    libpq_env(&mut dump, url);
+    let text = proc::capture(&mut dump, None)
+        .map_err(|e| explain(e, url, db))
+        .with_context(|| format!("dumping the schema of `{db}`"))?;
+    Ok(Side { text })
 }
 
-fn redact(spec: &str) -> String {
-    PgUrl::parse(spec).map(|u| u.redacted()).unwrap_or_else(|_| "(unparsable URL)".into())
-}
-
-/// How to get one side's text: read a file, or run `pg_dump`.
-enum Job {
-    Read(PathBuf),
-    Dump(Command, String),
-}
-
-impl Job {
-    fn run(mut self) -> Result<String> {
-        match &mut self {
-            Job::Read(p) => std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display())),
-            Job::Dump(cmd, db) => proc::capture(cmd, None).with_context(|| format!("dumping the schema of `{db}`")),
+/// Runs [`HIDDEN_PROBLEMS`] on every database side: one psql for all of them when they share a
+/// server and credentials (`\c` between them), else one each.
+fn hidden_problems(tools: &Tools, sides: &[&Source]) -> Result<Vec<String>> {
+    let urls: Vec<&PgUrl> =
+        sides.iter().filter_map(|s| if let Source::Database(u) = s { Some(u) } else { None }).collect();
+    let mut out = Vec::new();
+    let mut groups: Vec<Vec<&PgUrl>> = Vec::new();
+    for u in urls {
+        let same = |g: &Vec<&PgUrl>| g[0].with_dbname("") == u.with_dbname("");
+        match groups.iter_mut().find(|g| same(g)) {
+            Some(g) => g.push(u),
+            None => groups.push(vec![u]),
         }
     }
-}
-
-/// The schema-only dump of a database, or a file's text.
-fn job(side: &Source, schemas: &[String], opts: Options) -> Result<Job> {
-    match side {
-        Source::File(p) => Ok(Job::Read(p.clone())),
-        Source::Database { server, db } => {
-            let mut cmd = Command::new(server.pg_dump()?);
-            cmd.args([
-                "--schema-only",
-                "--no-owner",
-                "--no-tablespaces",
-                "--no-security-labels",
-                "--no-publications",
-                "--no-subscriptions",
-            ]);
-            if !opts.with_privileges {
-                cmd.arg("--no-privileges");
+    for group in groups {
+        let first = group[0];
+        let mut script = String::new();
+        for (i, u) in group.iter().enumerate() {
+            if i > 0 {
+                script.push_str(&format!("\\c {}\n", crate::pg::literal(u.dbname().unwrap_or_default())));
             }
-            for s in schemas {
-                cmd.arg(format!("--schema={s}"));
-            }
-            cmd.arg("-d").arg(server.arg_url(db));
-            server.libpq_env(&mut cmd);
-            Ok(Job::Dump(cmd, db.clone()))
+            script.push_str(HIDDEN_PROBLEMS);
+            script.push('\n');
+        }
+        let mut query = Command::new(&tools.psql);
+        query.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"]).arg(first.without_password());
+        libpq_env(&mut query, first);
+        // A database the dump cannot reach fails there with the better message; ignore it here.
+        if let Ok(text) = proc::capture(&mut query, Some(script.as_bytes())) {
+            out.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_string));
         }
     }
+    Ok(out)
 }
 
 /// What a schema-only dump does not show but a migration reviewer needs to know.
-fn hidden_problems(server: &Server, db: &str) -> Result<Vec<String>> {
-    #[derive(Deserialize)]
-    struct W {
-        w: String,
+const HIDDEN_PROBLEMS: &str = "SELECT format('`%s`: invalid index %s (a failed CREATE INDEX CONCURRENTLY?): pg_dump omits it', \
+    current_database(), i.indexrelid::regclass) FROM pg_index i WHERE NOT i.indisvalid \
+    UNION ALL SELECT format('`%s`: constraint %s on %s is NOT VALID (existing rows are not checked)', \
+    current_database(), c.conname, c.conrelid::regclass) FROM pg_constraint c WHERE NOT c.convalidated AND c.conrelid <> 0 \
+    ORDER BY 1;";
+
+/// pg_dump's failures, in the words of the fix.
+fn explain(err: anyhow::Error, url: &PgUrl, db: &str) -> anyhow::Error {
+    let text = format!("{err:#}");
+    if text.contains("server version mismatch") {
+        return fail(
+            format!("pg_dump is older than the server of `{db}`: {}", text.lines().last().unwrap_or_default()),
+            "install the server's version of the PostgreSQL client programs and put them first on PATH (or set XTASK_PG_BINDIR)",
+        );
     }
-    let rows: Vec<W> = server.query(
-        db,
-        "SELECT format('`%s`: invalid index %s (a failed CREATE INDEX CONCURRENTLY?): pg_dump omits it', current_database(), i.indexrelid::regclass) AS w \
-         FROM pg_index i WHERE NOT i.indisvalid \
-         UNION ALL SELECT format('`%s`: constraint %s on %s is NOT VALID (existing rows are not checked)', current_database(), c.conname, c.conrelid::regclass) \
-         FROM pg_constraint c WHERE NOT c.convalidated AND c.conrelid <> 0 ORDER BY 1",
-    )?;
-    Ok(rows.into_iter().map(|r| r.w).collect())
+    classify(err, url, db)
+}
+
+/// `15.18 (Debian …)` from `-- Dumped from database version …`.
+fn dumped_from(text: &str) -> Option<String> {
+    text.lines().take(40).find_map(|l| l.strip_prefix("-- Dumped from database version ")).map(str::to_string)
+}
+
+fn major(version: &str) -> &str {
+    version.split(['.', ' ']).next().unwrap_or(version)
 }

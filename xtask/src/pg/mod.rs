@@ -119,13 +119,7 @@ impl Server {
 
     /// Environment for any libpq program talking to this server.
     pub fn libpq_env(&self, cmd: &mut Command) {
-        if let Some(pw) = self.url.password() {
-            cmd.env("PGPASSWORD", pw);
-        }
-        if self.url.param("connect_timeout").is_none() && std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
-            cmd.env("PGCONNECT_TIMEOUT", "10");
-        }
-        cmd.env("PGAPPNAME", "xtask-db");
+        libpq_env(cmd, &self.url);
     }
 
     /// The URL of `db` for a program's argv: no password.
@@ -281,6 +275,18 @@ impl Drop for Creating<'_> {
     }
 }
 
+/// Environment for a libpq program connecting to `url`: the password (never in argv), a connect
+/// timeout unless one is configured, and our application name.
+pub fn libpq_env(cmd: &mut Command, url: &PgUrl) {
+    if let Some(pw) = url.password() {
+        cmd.env("PGPASSWORD", pw);
+    }
+    if url.param("connect_timeout").is_none() && std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
+        cmd.env("PGCONNECT_TIMEOUT", "10");
+    }
+    cmd.env("PGAPPNAME", "xtask-db");
+}
+
 /// A `Command` for `program args...`, argv assembled by xshell (no shell, no word splitting).
 fn xshell_cmd(program: &std::path::Path, args: &[&str]) -> Command {
     let sh = xshell::Shell::new().expect("current directory is readable");
@@ -288,7 +294,7 @@ fn xshell_cmd(program: &std::path::Path, args: &[&str]) -> Command {
 }
 
 /// Turns libpq's connection failures into errors that say what to do.
-fn classify(err: anyhow::Error, url: &PgUrl, db: &str) -> anyhow::Error {
+pub fn classify(err: anyhow::Error, url: &PgUrl, db: &str) -> anyhow::Error {
     let text = format!("{err:#}");
     let server = url.server_label();
     let fix = if text.contains("Connection refused")
