@@ -109,7 +109,9 @@ impl EnvFile {
         s
     }
 
-    /// Writes the file atomically (temp file + rename), mode 0600: it holds credentials.
+    /// Writes the file atomically (temp file + rename; no fsync: losing the very last edit in a
+    /// power cut is harmless, a torn file is not, and rename gives that), mode 0600: it holds
+    /// credentials.
     pub fn save(&self) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         let dir = self.path.parent().unwrap_or(Path::new("."));
@@ -117,7 +119,6 @@ impl EnvFile {
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
             std::io::Write::write_all(&mut f, self.render().as_bytes())?;
-            f.sync_all()?;
             std::fs::rename(&tmp, &self.path)
         };
         write()

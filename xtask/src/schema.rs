@@ -316,13 +316,11 @@ pub fn object_key(stmt: &str) -> String {
         }
         ("ALTER", "SEQUENCE", _) => format!("sequence {} ({})", w(2), w(3).to_lowercase()),
         ("COMMENT", "ON", _) => {
+            // COMMENT ON <KIND> <target> IS '…' (two-word kinds: MATERIALIZED VIEW, FOREIGN TABLE, …).
             let target: Vec<&str> = words[2..].iter().take_while(|x| **x != "IS").copied().collect();
-            format!(
-                "comment on {}",
-                target.join(" ").to_lowercase().split_once(' ').map(|(k, _)| k).unwrap_or("").to_string()
-                    + " "
-                    + &target[1..].join(" ")
-            )
+            let n = if matches!(target.first(), Some(&("MATERIALIZED" | "FOREIGN" | "EVENT" | "ACCESS"))) { 2 } else { 1 };
+            let (kind, name) = target.split_at(n.min(target.len()));
+            format!("comment on {} {}", kind.join(" ").to_lowercase(), name.join(" "))
         }
         _ => stmt.lines().next().unwrap_or("").chars().take(80).collect(),
     }
@@ -457,6 +455,8 @@ mod tests {
         assert_eq!(k("CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA public"), "extension citext");
         assert_eq!(k("ALTER TABLE crm.t ENABLE ROW LEVEL SECURITY"), "row level security on crm.t");
         assert_eq!(k("COMMENT ON TABLE crm.t IS 'x'"), "comment on table crm.t");
+        assert_eq!(k("COMMENT ON FUNCTION f(a integer, b text) IS 'x'"), "comment on function f(a integer, b text)");
+        assert_eq!(k("COMMENT ON MATERIALIZED VIEW m IS 'x'"), "comment on materialized view m");
     }
 
     #[test]
