@@ -318,7 +318,8 @@ pub fn object_key(stmt: &str) -> String {
         ("COMMENT", "ON", _) => {
             // COMMENT ON <KIND> <target> IS '…' (two-word kinds: MATERIALIZED VIEW, FOREIGN TABLE, …).
             let target: Vec<&str> = words[2..].iter().take_while(|x| **x != "IS").copied().collect();
-            let n = if matches!(target.first(), Some(&("MATERIALIZED" | "FOREIGN" | "EVENT" | "ACCESS"))) { 2 } else { 1 };
+            let n =
+                if matches!(target.first(), Some(&("MATERIALIZED" | "FOREIGN" | "EVENT" | "ACCESS"))) { 2 } else { 1 };
             let (kind, name) = target.split_at(n.min(target.len()));
             format!("comment on {} {}", kind.join(" ").to_lowercase(), name.join(" "))
         }
