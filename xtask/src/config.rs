@@ -54,6 +54,10 @@ pub struct Config {
     /// `db worktree` warns when the template is more than this many migrations behind.
     #[serde(default = "defaults::template_max_behind")]
     pub template_max_behind: usize,
+    /// Keep one ready-made clone of the template (prepared in the background after each
+    /// `db worktree`), so the next new worktree's database is a rename away.
+    #[serde(default = "defaults::spare_clone")]
+    pub spare_clone: bool,
     /// Worktree ports are picked above the main worktree's `PORT`, or above this one.
     #[serde(default = "defaults::base_port")]
     pub base_port: u16,
@@ -93,6 +97,9 @@ mod defaults {
     }
     pub fn template_max_behind() -> usize {
         20
+    }
+    pub fn spare_clone() -> bool {
+        true
     }
     pub fn base_port() -> u16 {
         3000
@@ -176,6 +183,11 @@ impl Config {
     /// The frozen (connection-less) copy of the template, used while the template is in use.
     pub fn frozen_db(&self) -> String {
         format!("{}frozen_{}", self.prefix, crate::naming::short_hash(&self.template))
+    }
+
+    /// The ready-made spare clone of the template.
+    pub fn spare_db(&self) -> String {
+        format!("{}spare_{}", self.prefix, crate::naming::short_hash(&self.template))
     }
 
     pub fn migrations_path(&self) -> PathBuf {

@@ -127,6 +127,9 @@ pub enum DbVerb {
     Worktrees(Worktrees),
     /// (Re)create `<prefix>fresh` from an empty database and every migration; print its name.
     Fresh,
+    /// Prepare the ready-made spare clone of the template (run in the background by `db worktree`).
+    #[command(hide = true)]
+    RefillSpare,
     /// Compare two schemas semantically; exit 0 when equal, 1 when they differ, 2 on errors.
     SchemaDiff(SchemaDiff),
     /// Regenerate the schema snapshot and docs/database.md from a fresh database (--check: verify).

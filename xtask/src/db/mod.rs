@@ -35,6 +35,7 @@ pub fn run(db: Db) -> Result<()> {
         DbVerb::Template(TemplateVerb::Create(t)) => template::create(&ctx, t),
         DbVerb::Worktree(w) => worktree::run(&ctx, w),
         DbVerb::Worktrees(w) => worktrees::run(&ctx, w),
+        DbVerb::RefillSpare => worktree::refill_spare(&ctx),
         DbVerb::Fresh => fresh::run(&ctx),
         DbVerb::SchemaDiff(d) => schema_diff::run(&ctx, d),
         DbVerb::Generate(g) => generate::run(&ctx, g.check),
@@ -45,6 +46,8 @@ pub fn run(db: Db) -> Result<()> {
 pub struct Ctx {
     pub config: Config,
     pub worktrees: Worktrees,
+    /// The `--set` overrides of this run (passed on to the background refill).
+    pub overrides: Vec<String>,
 }
 
 /// Where `DATABASE_URL` came from, for messages.
@@ -71,7 +74,7 @@ impl Ctx {
         let cwd = std::env::current_dir().context("reading the current directory")?;
         let config = Config::load(&cwd, overrides)?;
         let worktrees = Worktrees::discover(&cwd, &config.root)?;
-        Ok(Ctx { config, worktrees })
+        Ok(Ctx { config, worktrees, overrides: overrides.to_vec() })
     }
 
     /// This worktree's `.env`.
@@ -210,7 +213,7 @@ fn host_tag() -> String {
 /// The pid in a staging name made on this machine (see [`staging_name`]).
 fn staging_pid(prefix: &str, name: &str) -> Option<i64> {
     let rest = name.strip_prefix(prefix)?.strip_prefix("tmp_")?.strip_prefix(&host_tag())?.strip_prefix('_')?;
-    let digits = rest.strip_suffix("_f").or_else(|| rest.strip_suffix("_n")).unwrap_or(rest);
+    let digits = ["_f", "_n", "_s"].iter().find_map(|s| rest.strip_suffix(s)).unwrap_or(rest);
     digits.parse().ok()
 }
 

@@ -166,7 +166,8 @@ fn make_plan(ctx: &Ctx, server: &Server, label: &str, db: &str, flags: &Worktree
                     "point WORKTREE_TEMPLATE_DB at an existing database, or build one with `cargo xtask db template create`",
                 ));
             }
-            Some(clone::plan(server, template, &ctx.config.frozen_db(), flags.strategy)?)
+            let spare = ctx.config.spare_clone.then(|| ctx.config.spare_db());
+            Some(clone::plan(server, template, &ctx.config.frozen_db(), spare.as_deref(), flags.strategy)?)
         }
     };
     let env_path = ctx.env_path();
@@ -202,13 +203,9 @@ fn print_plan(ctx: &Ctx, plan: &Plan) {
     );
 }
 
-/// Clones under a temporary name, then renames and marks it in one transaction.
+/// Clones under a temporary name, then renames and marks it in one transaction — or takes the
+/// spare clone, which is the same rename. Afterwards a new spare is prepared in the background.
 fn create(ctx: &Ctx, server: &Server, plan: &Plan, cp: &ClonePlan) -> Result<clone::Timings> {
-    let staging = staging_name(&ctx.config.prefix, "");
-    let frozen_staging = (staging_name(&ctx.config.prefix, "_f"), staging_marker(&ctx.config.frozen_db()));
-    let (building, timings) =
-        clone::execute(server, &ctx.config.template, &staging, cp, staging_marker(&plan.db), frozen_staging)?;
-    proc::check_interrupt()?;
     let branch_marker = marker(
         "branch",
         serde_json::json!({
@@ -218,6 +215,36 @@ fn create(ctx: &Ctx, server: &Server, plan: &Plan, cp: &ClonePlan) -> Result<clo
             "template": ctx.config.template,
         }),
     );
+    let timings = match (&cp.method, &cp.spare) {
+        (clone::Method::Spare, Some(spare)) => match clone::take_spare(server, spare, &plan.db, &branch_marker) {
+            Ok(()) => clone::Timings::default(),
+            // Taken by a concurrent run a moment ago: clone the ordinary way.
+            Err(_) => {
+                let again =
+                    clone::plan(server, &ctx.config.template, &ctx.config.frozen_db(), None, clone::Strategy::Auto)?;
+                copy_into_place(ctx, server, plan, &again, &branch_marker)?
+            }
+        },
+        _ => copy_into_place(ctx, server, plan, cp, &branch_marker)?,
+    };
+    if ctx.config.spare_clone {
+        spawn_refill(ctx);
+    }
+    Ok(timings)
+}
+
+fn copy_into_place(
+    ctx: &Ctx,
+    server: &Server,
+    plan: &Plan,
+    cp: &ClonePlan,
+    branch_marker: &serde_json::Value,
+) -> Result<clone::Timings> {
+    let staging = staging_name(&ctx.config.prefix, "");
+    let frozen_staging = (staging_name(&ctx.config.prefix, "_f"), staging_marker(&ctx.config.frozen_db()));
+    let (building, timings) =
+        clone::execute(server, &ctx.config.template, &staging, cp, staging_marker(&plan.db), frozen_staging)?;
+    proc::check_interrupt()?;
     server
         .transaction(&[
             format!("ALTER DATABASE {} RENAME TO {}", ident(&staging), ident(&plan.db)),
@@ -230,6 +257,50 @@ fn create(ctx: &Ctx, server: &Server, plan: &Plan, cp: &ClonePlan) -> Result<clo
         .with_context(|| format!("renaming the finished clone to `{}`", plan.db))?;
     building.keep();
     Ok(timings)
+}
+
+/// Starts `db refill-spare` detached (its own session, so Ctrl-C here does not reach it), logging
+/// to the system temp dir. Best effort: without a spare the next run simply copies.
+fn spawn_refill(ctx: &Ctx) {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else { return };
+    let log = std::env::temp_dir().join("xtask-db-refill.log");
+    let Ok(out) = std::fs::OpenOptions::new().create(true).append(true).open(&log) else { return };
+    let Ok(err) = out.try_clone() else { return };
+    let mut cmd = Command::new(exe);
+    cmd.arg("db");
+    for o in &ctx.overrides {
+        cmd.arg("--set").arg(o);
+    }
+    cmd.arg("refill-spare")
+        .current_dir(&ctx.worktrees.current)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    // SAFETY: setsid is async-signal-safe and touches nothing of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let _ = cmd.spawn();
+}
+
+/// `db refill-spare`: prepare the spare clone of the template.
+pub fn refill_spare(ctx: &Ctx) -> Result<()> {
+    let server = ctx.server()?;
+    let spare = ctx.config.spare_db();
+    let staging = (staging_name(&ctx.config.prefix, "_s"), staging_marker(&spare));
+    let frozen_staging = (staging_name(&ctx.config.prefix, "_f"), staging_marker(&ctx.config.frozen_db()));
+    let made =
+        clone::refill_spare(&server, &ctx.config.template, &ctx.config.frozen_db(), &spare, staging, frozen_staging)?;
+    eprintln!(
+        "{} spare clone `{spare}` of `{}`",
+        if made { "prepared" } else { "kept the current" },
+        ctx.config.template
+    );
+    Ok(())
 }
 
 /// This worktree's `.env` as it will be edited: its own, else a copy of the main worktree's.

@@ -53,6 +53,8 @@ pub enum Strategy {
 /// What will be done, and why: the plan `--dry-run` prints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Method {
+    /// Rename the ready-made spare clone into place (prepared in the background, checked current).
+    Spare,
     /// `CREATE DATABASE … TEMPLATE <template>`.
     Template,
     /// `CREATE DATABASE … TEMPLATE <frozen>`; `refresh` first re-makes the frozen copy by dump.
@@ -66,11 +68,13 @@ pub struct ClonePlan {
     pub method: Method,
     pub why: String,
     pub frozen: String,
+    pub spare: Option<String>,
 }
 
 impl ClonePlan {
     pub fn describe(&self) -> &'static str {
         match self.method {
+            Method::Spare => "the ready-made spare clone, renamed into place",
             Method::Template => "file copy of the template (CREATE DATABASE … TEMPLATE)",
             Method::Frozen { refresh: false } => "file copy of the frozen copy of the template",
             Method::Frozen { refresh: true } => "refresh the frozen copy by pg_dump | psql, then file copy of it",
@@ -152,14 +156,32 @@ pub fn staleness(frozen: &FrozenState, now: &Probe) -> Option<String> {
 }
 
 /// Decides how to clone `template` (read-only: looks, changes nothing).
-pub fn plan(server: &Server, template: &str, frozen: &str, strategy: Strategy) -> Result<ClonePlan> {
+pub fn plan(
+    server: &Server,
+    template: &str,
+    frozen: &str,
+    spare: Option<&str>,
+    strategy: Strategy,
+) -> Result<ClonePlan> {
     let info = server.database(template)?.context("the template disappeared")?;
-    let plan = |method, why: String| Ok(ClonePlan { method, why, frozen: frozen.to_string() });
+    let plan = |method, why: String| {
+        Ok(ClonePlan { method, why, frozen: frozen.to_string(), spare: spare.map(str::to_string) })
+    };
     match strategy {
         Strategy::Template => return plan(Method::Template, "--strategy template".into()),
         Strategy::Dump => return plan(Method::Dump, "--strategy dump".into()),
         Strategy::Auto => {}
     }
+    // A spare clone, prepared in the background after the previous run, if it is still current.
+    let mut spare_note = String::new();
+    if let Some(state) = spare.and_then(|name| marked_state(server, name, template).transpose()).transpose()? {
+        let now = probe(server, template, Some(&state.frozen_at))?;
+        match staleness(&state, &now) {
+            None => return plan(Method::Spare, format!("a spare clone made at {} is current", state.frozen_at)),
+            Some(why) => spare_note = format!(" (the spare clone is stale: {why})"),
+        }
+    }
+    let plan = |method, why: String| plan(method, format!("{why}{spare_note}"));
     if info.connections == 0 {
         return plan(Method::Template, "no one is connected to the template, so it is copied directly".into());
     }
@@ -167,9 +189,7 @@ pub fn plan(server: &Server, template: &str, frozen: &str, strategy: Strategy) -
     if !info.allow_connections {
         return plan(Method::Dump, format!("{busy} and does not allow ours"));
     }
-    let state =
-        server.database(frozen)?.and_then(|f| f.marker).and_then(|m| serde_json::from_value::<FrozenState>(m).ok());
-    let Some(state) = state.filter(|s| s.template == template) else {
+    let Some(state) = marked_state(server, frozen, template)? else {
         return plan(Method::Frozen { refresh: true }, format!("{busy}; there is no frozen copy of it yet"));
     };
     let now = probe(server, template, Some(&state.frozen_at))?;
@@ -180,6 +200,70 @@ pub fn plan(server: &Server, template: &str, frozen: &str, strategy: Strategy) -
         ),
         Some(why) => plan(Method::Frozen { refresh: true }, format!("{busy}; its frozen copy is stale: {why}")),
     }
+}
+
+/// The template state recorded in the marker of a frozen copy or spare clone of `template`.
+fn marked_state(server: &Server, name: &str, template: &str) -> Result<Option<FrozenState>> {
+    let state =
+        server.database(name)?.and_then(|f| f.marker).and_then(|m| serde_json::from_value::<FrozenState>(m).ok());
+    Ok(state.filter(|s| s.template == template))
+}
+
+/// Renames the spare clone into place as `target`, open for connections, marked: one transaction.
+pub fn take_spare(server: &Server, spare: &str, target: &str, marker: &serde_json::Value) -> Result<()> {
+    server.transaction(&[
+        format!("ALTER DATABASE {} RENAME TO {}", ident(spare), ident(target)),
+        format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", ident(target)),
+        format!("COMMENT ON DATABASE {} IS {}", ident(target), literal(&format!("{}{marker}", super::MARKER_PREFIX))),
+    ])
+}
+
+/// Prepares the spare clone of `template` (nothing to do when the current one is up to date):
+/// state probed first, then cloned by the best method now, closed to connections, renamed in.
+pub fn refill_spare(
+    server: &Server,
+    template: &str,
+    frozen: &str,
+    spare: &str,
+    staging: (String, serde_json::Value),
+    frozen_staging: (String, serde_json::Value),
+) -> Result<bool> {
+    if let Some(state) = marked_state(server, spare, template)? {
+        if staleness(&state, &probe(server, template, Some(&state.frozen_at))?).is_none() {
+            return Ok(false);
+        }
+    }
+    // Whatever the clone below contains is at least as recent as this probe.
+    let before = probe(server, template, None)?;
+    // Let our probe's session leave the template, or the copy would see it as in use.
+    for _ in 0..50 {
+        match server.database(template)? {
+            Some(d) if d.connections > before.connections => std::thread::sleep(Duration::from_millis(20)),
+            _ => break,
+        }
+    }
+    let how = plan(server, template, frozen, None, Strategy::Auto)?;
+    let (building, _) = execute(server, template, &staging.0, &how, staging.1, frozen_staging)?;
+    server
+        .exec(&server.maintenance_db, &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", ident(&staging.0)))?;
+    let state = FrozenState {
+        template: template.to_string(),
+        oid: before.oid,
+        writes: before.writes,
+        stats_reset: before.stats_reset,
+        sequences: before.sequences,
+        frozen_at: before.now,
+    };
+    let mut marker = serde_json::to_value(&state)?;
+    marker["kind"] = "spare".into();
+    // Swap: a run that looks in between finds no spare and takes the ordinary path.
+    server.drop_database(spare, true)?;
+    server.transaction(&[
+        format!("ALTER DATABASE {} RENAME TO {}", ident(&staging.0), ident(spare)),
+        format!("COMMENT ON DATABASE {} IS {}", ident(spare), literal(&format!("{}{marker}", super::MARKER_PREFIX))),
+    ])?;
+    building.keep();
+    Ok(true)
 }
 
 /// Timings of what [`execute`] did.
@@ -202,6 +286,7 @@ pub fn execute<'s>(
 ) -> Result<(Creating<'s>, Timings)> {
     let mut t = Timings::default();
     let source = match plan.method {
+        Method::Spare => anyhow::bail!("a spare clone is taken with take_spare, not copied"),
         Method::Template => template.to_string(),
         Method::Frozen { refresh } => {
             if refresh {

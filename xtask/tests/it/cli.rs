@@ -7,7 +7,7 @@ fn db_verbs() -> Vec<(String, String)> {
     let cmd = xtask::flags::command();
     let db = cmd.get_subcommands().find(|c| c.get_name() == "db").unwrap();
     let mut out = Vec::new();
-    for verb in db.get_subcommands() {
+    for verb in db.get_subcommands().filter(|v| !v.is_hide_set()) {
         let subs: Vec<_> = verb.get_subcommands().collect();
         if subs.is_empty() {
             out.push((verb.get_name().to_string(), verb.get_about().map(|a| a.to_string()).unwrap_or_default()));

@@ -142,8 +142,11 @@ fn each_kind_of_difference_is_found_and_named() {
         assert!(run.stdout.contains(named), "{name}: {named:?} not named in:\n{}", run.stdout);
         assert!(run.stdout.contains("@@"), "{name}: a unified diff is shown");
     }
-    // JSON for machines.
+    // --schema restricts the comparison: the change is in public, not in s2.
     let b = format!("{}coltype", p.prefix);
+    diff(&p, &a, &b, &["--schema", "s2"]).ok();
+    diff(&p, &a, &b, &["--schema", "s2", "--schema", "public"]).fails(1, "schemas differ");
+    // JSON for machines.
     let run = diff(&p, &a, &b, &["--format", "json"]);
     assert_eq!(run.code, 1);
     let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();

@@ -109,7 +109,9 @@ impl Project {
             dir.join("Cargo.toml"),
             format!(
                 "[workspace]\nmembers = []\n\n[workspace.metadata.db]\nprefix = \"{prefix}\"\ntemplate = \"{prefix}template\"\n\
-                 migrate_command = [\"env\", \"APP_MIGRATIONS_DIR=migrations\", \"{}\", \"migrate\"]\nseed_files = [\"seed.sql\"]\n",
+                 migrate_command = [\"env\", \"APP_MIGRATIONS_DIR=migrations\", \"{}\", \"migrate\"]\nseed_files = [\"seed.sql\"]\n\
+                 # Background refills would race the tests' exact lists of databases; tests that\n\
+                 # exercise them turn this on.\nspare_clone = false\n",
                 app_bin().display()
             ),
         )

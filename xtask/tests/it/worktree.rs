@@ -357,6 +357,14 @@ fn skip_flags_migrate_generate_and_edited_migrations() {
         "DROP TABLE crm.customer_tags, crm.tags, crm.notes CASCADE; DELETE FROM _sqlx_migrations WHERE version = 10",
     );
     let wt = worktree(&p, "steps");
+    // A template behind by more than `template_max_behind` gets a warning with the way out.
+    let behind = worktree(&p, "behind");
+    let run = p.xtask_in(&behind, &["db", "--set", "template_max_behind=0", "worktree", "--skip-generate"], &[]).ok();
+    assert!(
+        run.stderr.contains("is 1 migrations behind") && run.stderr.contains("cargo xtask db migrate"),
+        "{}",
+        run.stderr
+    );
 
     let run = run_in(&p, &wt, &["--skip-migrate", "--skip-generate"]).ok();
     assert!(run.stderr.contains("skipped (--skip-migrate)"), "{}", run.stderr);
@@ -436,4 +444,44 @@ fn pg_dump_older_than_the_server_is_named() {
     p.xtask_in(&wt, &["db", "worktree", "--strategy", "dump"], &[("XTASK_PG_BINDIR", bindir.to_str().unwrap())])
         .fails(2, "older than the server");
     assert_eq!(p.databases(), before);
+}
+
+#[test]
+fn a_spare_clone_is_taken_when_current_and_never_when_stale() {
+    let p = Project::new("wtspare");
+    let manifest = std::fs::read_to_string(p.dir.join("Cargo.toml")).unwrap();
+    std::fs::write(p.dir.join("Cargo.toml"), manifest.replace("spare_clone = false", "spare_clone = true")).unwrap();
+    git(&p.dir, &["commit", "-qam", "spares on"]);
+    p.xtask(&["db", "template", "create"]).ok();
+    let t = p.template();
+    let spare_ready = || {
+        sql("postgres", &format!("SELECT count(*) FROM pg_database WHERE starts_with(datname, '{}spare_') AND shobj_description(oid, 'pg_database') LIKE '%\"kind\":\"spare\"%'", p.prefix)) == "1"
+            && !p.databases().iter().any(|d| d.contains("_tmp_"))
+    };
+
+    let a = worktree(&p, "spare-a");
+    run_in(&p, &a, &["--skip-generate"]).ok();
+    wait_for("the background refill", spare_ready);
+
+    let b = worktree(&p, "spare-b");
+    let run = run_in(&p, &b, &["--skip-generate"]).ok();
+    assert!(run.stderr.contains("ready-made spare clone"), "{}", run.stderr);
+    assert_eq!(fingerprint(&env_db(&b)), fingerprint(&t), "the spare is a full clone of the template");
+    assert_eq!(sql(&env_db(&b), "SELECT datallowconn FROM pg_database WHERE datname = current_database()"), "t");
+    wait_for("the next refill", spare_ready);
+
+    // A change committed to the template makes the spare stale: it must not be used.
+    sql(&t, "INSERT INTO crm.organizations (name, slug) VALUES ('After the spare', 'after-spare')");
+    let c = worktree(&p, "spare-c");
+    let run = run_in(&p, &c, &["--skip-generate"]).ok();
+    assert!(run.stderr.contains("spare clone is stale"), "{}", run.stderr);
+    assert_eq!(sql(&env_db(&c), "SELECT count(*) FROM crm.organizations WHERE slug = 'after-spare'"), "1");
+    wait_for("the refill after a stale spare", spare_ready);
+
+    // The spare is nobody's branch: never listed, never pruned.
+    let spare = sql("postgres", &format!("SELECT datname FROM pg_database WHERE shobj_description(oid, 'pg_database') LIKE '%\"kind\":\"spare\"%' AND starts_with(datname, '{}')", p.prefix));
+    let list = p.xtask(&["db", "worktrees", "--json"]).ok();
+    assert!(!spare.is_empty() && !list.stdout.contains(&spare), "{spare}: {}", list.stdout);
+    p.xtask(&["db", "worktrees", "--prune", "-y"]).ok();
+    assert!(p.databases().contains(&spare));
 }
