@@ -78,7 +78,17 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
     let xtask = |name: &str, template: &str| -> Command {
         let mut cmd = Command::new(&cargo);
         cmd.current_dir(&wt)
-            .args(["xtask", "db", "worktree", "--skip-migrate", "--skip-generate", "--name", name])
+            .args([
+                "xtask",
+                "db",
+                "--set",
+                &format!("spare_clone={}", !flags.no_spare),
+                "worktree",
+                "--skip-migrate",
+                "--skip-generate",
+                "--name",
+                name,
+            ])
             .env("CARGO_TARGET_DIR", &target)
             .env("DATABASE_URL", admin_url.with_dbname(template).expose_secret())
             .env("WORKTREE_TEMPLATE_DB", template);
@@ -130,11 +140,14 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
         Ok(start.elapsed())
     };
     let verbose = flags.verbose;
+    let no_spare = flags.no_spare;
     let mut counter = 0;
     let mut ours = |template: &str, full: bool| -> Result<Duration> {
         // The steady state a developer sees: the background refill after the previous run is done
         // (also keeps it from competing with the baseline's timed runs).
-        wait_for_spare(&server, template)?;
+        if !no_spare {
+            wait_for_spare(&server, template)?;
+        }
         counter += 1;
         let name = format!("b{counter}");
         let mut cmd = xtask(&name, template);

@@ -57,6 +57,9 @@ pub struct BenchWorktree {
     /// Show the report of every `db worktree` run.
     #[arg(long)]
     pub verbose: bool,
+    /// Measure without the spare clone (`spare_clone = false`): every run copies.
+    #[arg(long)]
+    pub no_spare: bool,
 }
 
 /// Databases for this repository: a local PostgreSQL server, the golden template every branch
