@@ -101,11 +101,15 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
     let (createdb, pg_dump, psql) = (client("createdb")?, client("pg_dump")?, client("psql")?);
     // The seed pipeline exactly as the seed's script runs it: programs from PATH (on Debian that
     // is `pg_wrapper`, a Perl script in front of each), and, stricter, the real binaries.
-    let seed_as_written = |template: &str| -> Result<Duration> {
+    let as_written = ["createdb".into(), "pg_dump".into(), "psql".into()];
+    let real = [createdb, pg_dump, psql.clone()];
+    // The seed's pipeline, verbatim (it is a shell pipeline, so a shell runs it), with `programs`.
+    let seed = |programs: &[PathBuf; 3], template: &str| -> Result<Duration> {
         let target = format!("seed_{}", SEED.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
         let url = |db: &str| admin_url.with_dbname(db).without_password();
+        let [createdb, pg_dump, psql] = programs.each_ref().map(|p| p.display());
         let script = format!(
-            "createdb --maintenance-db='{}' {target} && pg_dump --no-owner --no-privileges -d '{}' | psql -q -v ON_ERROR_STOP=1 -d '{}'",
+            "{createdb} --maintenance-db='{}' {target} && {pg_dump} --no-owner --no-privileges -d '{}' | {psql} -q -v ON_ERROR_STOP=1 -d '{}'",
             url("postgres"),
             url(template),
             url(&target)
@@ -118,27 +122,8 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
         proc::capture(&mut cmd, None)?;
         Ok(start.elapsed())
     };
-    let seed_pipeline = |template: &str| -> Result<Duration> {
-        let target = format!("seed_{}", SEED.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
-        let url = |db: &str| admin_url.with_dbname(db).without_password();
-        // The seed's pipeline, verbatim (it is a shell pipeline, so a shell runs it).
-        let script = format!(
-            "{} --maintenance-db='{}' {target} && {} --no-owner --no-privileges -d '{}' | {} -q -v ON_ERROR_STOP=1 -d '{}'",
-            createdb.display(),
-            url("postgres"),
-            pg_dump.display(),
-            url(template),
-            psql.display(),
-            url(&target)
-        );
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", &script]).stdout(Stdio::null());
-        server.libpq_env(&mut cmd);
-        settle(&server)?;
-        let start = Instant::now();
-        proc::capture(&mut cmd, None)?;
-        Ok(start.elapsed())
-    };
+    let seed_as_written = |template: &str| seed(&as_written, template);
+    let seed_pipeline = |template: &str| seed(&real, template);
     let verbose = flags.verbose;
     let no_spare = flags.no_spare;
     let mut counter = 0;

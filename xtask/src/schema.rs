@@ -78,41 +78,10 @@ pub fn split(sql: &str) -> Vec<String> {
                 chunk = i;
                 continue;
             }
-            b'\'' => {
-                // E'...' strings allow backslash escapes; standard strings double the quote.
-                let escapes = i > 0 && matches!(b[i - 1], b'E' | b'e') && (i < 2 || !is_ident(b[i - 2]));
-                i += 1;
-                while i < b.len() {
-                    if escapes && b[i] == b'\\' {
-                        i += 2;
-                        continue;
-                    }
-                    if b[i] == b'\'' {
-                        if b.get(i + 1) == Some(&b'\'') {
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    i += 1;
-                }
-                i += 1;
-                at_line_start = false;
-                continue;
-            }
-            b'"' => {
-                i += 1;
-                while i < b.len() {
-                    if b[i] == b'"' {
-                        if b.get(i + 1) == Some(&b'"') {
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    i += 1;
-                }
-                i += 1;
+            b'\'' | b'"' => {
+                // E'...' strings allow backslash escapes; otherwise a doubled quote is a quote.
+                let escapes = c == b'\'' && i > 0 && matches!(b[i - 1], b'E' | b'e') && (i < 2 || !is_ident(b[i - 2]));
+                i = past_quoted(b, i, escapes);
                 at_line_start = false;
                 continue;
             }
@@ -164,6 +133,24 @@ pub fn split(sql: &str) -> Vec<String> {
         out.push(stmt.to_string());
     }
     out
+}
+
+/// The index just past the quoted text that starts at `start` (a `'` or `"`).
+fn past_quoted(b: &[u8], start: usize, backslash_escapes: bool) -> usize {
+    let quote = b[start];
+    let mut i = start + 1;
+    while i < b.len() {
+        let escaped = backslash_escapes && b[i] == b'\\';
+        let doubled = b[i] == quote && b.get(i + 1) == Some(&quote);
+        if escaped || doubled {
+            i += 2;
+        } else if b[i] == quote {
+            return i + 1;
+        } else {
+            i += 1;
+        }
+    }
+    b.len()
 }
 
 fn is_ident(c: u8) -> bool {

@@ -109,6 +109,20 @@ pub struct FrozenState {
     pub frozen_at: String,
 }
 
+impl FrozenState {
+    /// What a copy made after `probe` records about `template`.
+    fn of(template: &str, probe: Probe) -> FrozenState {
+        FrozenState {
+            template: template.to_string(),
+            oid: probe.oid,
+            writes: probe.writes,
+            stats_reset: probe.stats_reset,
+            sequences: probe.sequences,
+            frozen_at: probe.now,
+        }
+    }
+}
+
 /// Probes the template from a session connected to it (our own session excluded).
 pub fn probe(server: &Server, template: &str, since: Option<&str>) -> Result<Probe> {
     let since = literal(since.unwrap_or("infinity"));
@@ -246,15 +260,7 @@ pub fn refill_spare(
     let (building, _) = execute(server, template, &staging.0, &how, staging.1, frozen_staging)?;
     server
         .exec(&server.maintenance_db, &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", ident(&staging.0)))?;
-    let state = FrozenState {
-        template: template.to_string(),
-        oid: before.oid,
-        writes: before.writes,
-        stats_reset: before.stats_reset,
-        sequences: before.sequences,
-        frozen_at: before.now,
-    };
-    let mut marker = serde_json::to_value(&state)?;
+    let mut marker = serde_json::to_value(FrozenState::of(template, before))?;
     marker["kind"] = "spare".into();
     // Swap: a run that looks in between finds no spare and takes the ordinary path.
     server.drop_database(spare, true)?;
@@ -354,15 +360,7 @@ fn refresh_frozen(
     (staging, staging_marker): (String, serde_json::Value),
 ) -> Result<()> {
     // Probe first: whatever the dump's snapshot sees is at least this recent.
-    let before = probe(server, template, None)?;
-    let state = FrozenState {
-        template: template.to_string(),
-        oid: before.oid,
-        writes: before.writes,
-        stats_reset: before.stats_reset,
-        sequences: before.sequences,
-        frozen_at: before.now,
-    };
+    let state = FrozenState::of(template, probe(server, template, None)?);
     let db = server.create_database(&staging, "TEMPLATE template0", staging_marker)?;
     dump_restore(server, template, &staging)?;
     server.exec(&server.maintenance_db, &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", ident(&staging)))?;
