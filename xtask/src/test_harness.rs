@@ -68,9 +68,48 @@ pub fn run(flags: Test) -> Result<()> {
         .env_remove("DATABASE_URL")
         .env_remove("WORKTREE_TEMPLATE_DB");
     let xtask_bin = target_dir(&cargo, &root)?.join("debug").join("xtask");
-    let result = proc::show(&mut test).context("the tests failed").and_then(|()| schema_gate(&root, &url, &xtask_bin));
+    let mut totals = Totals::default();
+    let tests = run_counting(&mut test, &mut totals).context("the tests failed");
+    let result = tests.and_then(|()| schema_gate(&root, &url, &xtask_bin));
     drop(server);
+    // One closing line for the whole run (cargo prints one `test result:` per test binary).
+    println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
     result
+}
+
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+/// Runs `cargo test`, passing its output through and adding up its `test result:` lines.
+fn run_counting(cmd: &mut Command, totals: &mut Totals) -> Result<()> {
+    use std::io::BufRead;
+    cmd.stdout(std::process::Stdio::piped());
+    let mut reg = proc::Registered::spawn(cmd)?;
+    let out = reg.child.stdout.take().expect("piped");
+    for line in std::io::BufReader::new(out).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split(';')
+                    .find_map(|p| p.trim().strip_suffix(word))
+                    .and_then(|n| n.trim().rsplit(' ').next()?.parse::<u64>().ok())
+            };
+            totals.passed += count(" passed").unwrap_or(0);
+            totals.failed += count(" failed").unwrap_or(0);
+            totals.ignored += count(" ignored").unwrap_or(0);
+        }
+    }
+    let status = reg.wait()?;
+    proc::check_interrupt()?;
+    if !status.success() {
+        anyhow::bail!("`cargo test --workspace` failed ({})", proc::describe(status));
+    }
+    Ok(())
 }
 
 /// The schema gate CI runs: a database built fresh from every migration equals the committed
