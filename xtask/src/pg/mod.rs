@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::error::{fail, WithFix};
+use crate::error::fail;
 use crate::proc;
 pub use url::PgUrl;
 
@@ -89,7 +89,11 @@ impl Server {
         }
         let v: V = server
             .query_one(maintenance_db, "SELECT current_setting('server_version') AS version, current_setting('server_version_num')::int AS num")
-            .with_context(|| format!("connecting to PostgreSQL at {}", server.url.server_label()))?;
+            .map_err(|e| match e.downcast_ref::<crate::error::Fix>() {
+                // Already says which server and what to do.
+                Some(_) => e,
+                None => e.context(format!("connecting to PostgreSQL at {}", server.url.server_label())),
+            })?;
         server.version = v.version;
         server.major = (v.num / 10000) as u32;
         Ok(server)
@@ -129,8 +133,15 @@ impl Server {
 
     /// `psql` connected to `db`, quiet, stopping at the first error, reading SQL from stdin.
     pub fn psql(&self, db: &str) -> Command {
+        let mut cmd = self.psql_session(db);
+        cmd.args(["-v", "ON_ERROR_STOP=1"]);
+        cmd
+    }
+
+    /// `psql` connected to `db`, quiet, unaligned; error handling left to the caller.
+    fn psql_session(&self, db: &str) -> Command {
         let url = self.arg_url(db);
-        let mut cmd: Command = xshell_cmd(&self.psql, &["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &url]);
+        let mut cmd: Command = xshell_cmd(&self.psql, &["-X", "-q", "-A", "-t", "-d", &url]);
         self.libpq_env(&mut cmd);
         cmd
     }
@@ -167,7 +178,7 @@ impl Server {
 
     fn run_sql(&self, db: &str, sql: &str) -> Result<String> {
         let out = if db == self.maintenance_db {
-            let open = || session::Session::open(self.psql(db));
+            let open = || session::Session::open(self.psql_session(db));
             session::run_on(&mut self.admin.borrow_mut(), open, sql)
         } else {
             proc::capture(&mut self.psql(db), Some(format!("{sql};").as_bytes()))
@@ -297,15 +308,19 @@ fn xshell_cmd(program: &std::path::Path, args: &[&str]) -> Command {
 pub fn classify(err: anyhow::Error, url: &PgUrl, db: &str) -> anyhow::Error {
     let text = format!("{err:#}");
     let server = url.server_label();
-    let fix = if text.contains("Connection refused")
+    let (cause, fix) = if text.contains("Connection refused")
         || text.contains("No such file or directory") && text.contains("socket")
     {
-        format!("nothing is listening at {server}: start it with `cargo xtask db up` (the embedded local server), or point DATABASE_URL (environment or .env) at a running server")
-    } else if text.contains("could not translate host name") || text.contains("timeout expired") {
-        format!("cannot reach {server}: check the host in DATABASE_URL (environment or .env)")
+        ("connection refused", "start it with `cargo xtask db up` (the embedded local server), or point DATABASE_URL (environment or .env) at a running server")
+    } else if text.contains("could not translate host name") {
+        ("unknown host name", "check the host in DATABASE_URL (environment or .env)")
+    } else if text.contains("timeout expired") {
+        ("no answer (timeout)", "check the host and port in DATABASE_URL (environment or .env), and the network")
     } else if text.contains("password authentication failed") || text.contains("no password supplied") {
-        "the server rejected the credentials: check the user and password in DATABASE_URL (environment or .env)"
-            .to_string()
+        (
+            "the server rejected the user or password",
+            "check the user and password in DATABASE_URL (environment or .env)",
+        )
     } else if text.contains(&format!("database \"{db}\" does not exist")) {
         return fail(
             format!("database `{db}` does not exist on {server}"),
@@ -314,7 +329,7 @@ pub fn classify(err: anyhow::Error, url: &PgUrl, db: &str) -> anyhow::Error {
     } else {
         return err;
     };
-    Err::<(), _>(err).fix(fix).unwrap_err()
+    fail(format!("cannot connect to PostgreSQL at {server}: {cause}"), fix)
 }
 
 /// A quoted SQL identifier: `"a""b"`. Rejects NUL, which PostgreSQL cannot store.
