@@ -61,9 +61,52 @@ pub struct Config {
     /// Worktree ports are picked above the main worktree's `PORT`, or above this one.
     #[serde(default = "defaults::base_port")]
     pub base_port: u16,
+    /// The production-clone procedure (`db clone-prod`, `list-clones`, `load-clone`).
+    #[serde(default)]
+    pub aws: AwsConfig,
     /// The workspace root of the worktree we run in (not a key: where the file was found).
     #[serde(skip)]
     pub root: PathBuf,
+}
+
+/// `[workspace.metadata.db.aws]`: defaults of the production-clone verbs (each has a flag).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    /// The production RDS instance to clone.
+    pub source_instance: Option<String>,
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    /// The EC2 bastion (by its `Name` tag) the SSM tunnel goes through.
+    pub bastion: Option<String>,
+    /// SSM parameter with the database credentials as JSON (`username`, `password`, `dbname`).
+    pub credentials_parameter: Option<String>,
+    /// Or a Secrets Manager secret with the same JSON.
+    pub credentials_secret: Option<String>,
+    pub instance_class: String,
+    /// Reuse the newest available snapshot when younger than this.
+    pub freshness_hours: u64,
+    /// When a throwaway instance counts as overdue (its `ExpiresAt` tag).
+    pub clone_ttl_hours: u64,
+    /// Where dumps go (must be git-ignored).
+    pub dump_dir: PathBuf,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        AwsConfig {
+            source_instance: None,
+            region: None,
+            profile: None,
+            bastion: None,
+            credentials_parameter: None,
+            credentials_secret: None,
+            instance_class: "db.t4g.small".into(),
+            freshness_hours: 24,
+            clone_ttl_hours: 6,
+            dump_dir: "dump".into(),
+        }
+    }
 }
 
 mod defaults {

@@ -130,6 +130,8 @@ pub enum DbVerb {
     Worktrees(Worktrees),
     /// (Re)create `<prefix>fresh` from an empty database and every migration; print its name.
     Fresh,
+    /// List the throwaway RDS instances this tool created; --delete-expired deletes the overdue ones.
+    ListClones(ListClones),
     /// Prepare the ready-made spare clone of the template (run in the background by `db worktree`).
     #[command(hide = true)]
     RefillSpare,
@@ -171,6 +173,38 @@ pub struct SchemaDiff {
     /// Show at most this many diff lines.
     #[arg(long, default_value_t = 200)]
     pub max_lines: usize,
+}
+
+/// Where the AWS verbs look (defaults from `[workspace.metadata.db.aws]`; credentials come from the
+/// usual AWS sources: environment, profile, SSO; `AWS_ENDPOINT_URL` is honoured).
+#[derive(Debug, Args, Clone, Default)]
+pub struct AwsArgs {
+    /// AWS region (else the config's, else AWS_REGION / the profile's).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// AWS profile (else the config's, else AWS_PROFILE / default).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// The production instance: protected from deletion whatever else is said.
+    #[arg(long, value_name = "ID")]
+    pub source_instance: Option<String>,
+}
+
+/// List the throwaway RDS instances `db clone-prod` created (they carry the tag
+/// `CreatedBy=xtask-db clone-prod`): id, status, age, expiry, overdue ones flagged.
+#[derive(Debug, Args, Clone)]
+pub struct ListClones {
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// Print JSON on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Delete the instances past their `ExpiresAt` tag (only ours; never the source; asks unless -y).
+    #[arg(long)]
+    pub delete_expired: bool,
+    /// Answer yes to the confirmation question (required without a terminal).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

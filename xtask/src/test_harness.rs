@@ -69,7 +69,19 @@ pub fn run(flags: Test) -> Result<()> {
         .env_remove("WORKTREE_TEMPLATE_DB");
     let xtask_bin = target_dir(&cargo, &root)?.join("debug").join("xtask");
     let mut totals = Totals::default();
-    let tests = run_counting(&mut test, &mut totals).context("the tests failed");
+    let mut tests = run_counting(&mut test, &mut totals).context("the tests failed");
+    // The AWS verbs live in a workspace of their own (xtask/aws): their tests too.
+    if tests.is_ok() {
+        let mut aws = Command::new(&cargo);
+        aws.current_dir(&root)
+            .args(["test", "--manifest-path", "xtask/aws/Cargo.toml"])
+            .args(&flags.cargo_test_args)
+            .env("CARGO_TARGET_DIR", target_dir(&cargo, &root)?)
+            .env(VENV_BIN_ENV, &venv_bin)
+            .env_remove("DATABASE_URL");
+        eprintln!("▸ the AWS verbs' tests (xtask/aws, against moto on 127.0.0.1)");
+        tests = run_counting(&mut aws, &mut totals).context("the AWS verbs' tests failed");
+    }
     let result = tests.and_then(|()| schema_gate(&root, &url, &xtask_bin));
     drop(server);
     // One closing line for the whole run (cargo prints one `test result:` per test binary).

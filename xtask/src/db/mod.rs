@@ -36,6 +36,7 @@ pub fn run(db: Db) -> Result<()> {
         DbVerb::Worktree(w) => worktree::run(&ctx, w),
         DbVerb::Worktrees(w) => worktrees::run(&ctx, w),
         DbVerb::RefillSpare => worktree::refill_spare(&ctx),
+        DbVerb::ListClones(_) => aws_tool(&ctx),
         DbVerb::Fresh => fresh::run(&ctx),
         DbVerb::SchemaDiff(d) => schema_diff::run(&ctx, d),
         DbVerb::Generate(g) => generate::run(&ctx, g.check),
@@ -152,6 +153,34 @@ impl Ctx {
             .env("DATABASE_URL", url.expose_secret())
             .env_remove("APP_DB_NAME_OVERRIDE");
         proc::show(&mut cmd).with_context(|| format!("migrating `{}`", url.dbname().unwrap_or_default()))
+    }
+}
+
+/// Runs the AWS side (`xtask/aws`, a workspace of its own so the AWS SDK is never part of the
+/// ordinary xtask build) with this very command line; it parses the same flags.
+fn aws_tool(ctx: &Ctx) -> Result<()> {
+    let root = &ctx.config.root;
+    let manifest = root.join("xtask/aws/Cargo.toml");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    if !target.join("debug/xtask-aws").exists() {
+        eprintln!("▸ building the AWS tooling (xtask/aws; the first build takes a few minutes)");
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("run")
+        .arg("--quiet")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--")
+        .args(std::env::args_os().skip(1))
+        .env("CARGO_TARGET_DIR", &target);
+    let status = proc::Registered::spawn(&mut cmd)?.wait()?;
+    proc::check_interrupt()?;
+    match status.code() {
+        Some(0) => Ok(()),
+        // The AWS tool printed its own one-line error; keep its exit code.
+        Some(code) => std::process::exit(code),
+        None => Err(fail("the AWS tooling was killed by a signal", "run it again")),
     }
 }
 

@@ -190,14 +190,15 @@ impl Server {
         self.query(db, sql)?.into_iter().next().with_context(|| format!("a query on `{db}` returned no row"))
     }
 
-    /// Databases whose names start with `prefix`, plus any named in `also`.
+    /// Databases whose names start with `prefix`, plus any named in `also`. One dropped while this
+    /// runs (a background refill swaps the spare) shows with size 0 rather than failing the listing.
     pub fn databases(&self, prefix: &str, also: &[&str]) -> Result<Vec<DatabaseInfo>> {
         let also: Vec<String> = also.iter().map(|n| literal(n)).collect();
         let also = if also.is_empty() { "NULL".to_string() } else { also.join(", ") };
         self.query(
             &self.maintenance_db,
             &format!(
-                "SELECT d.datname AS name, pg_database_size(d.oid) AS size_bytes, \
+                "SELECT d.datname AS name, coalesce(pg_database_size(d.oid), 0) AS size_bytes, \
                  shobj_description(d.oid, 'pg_database') AS comment, d.datallowconn AS allow_connections, \
                  d.datistemplate AS is_template, \
                  (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid) AS connections \

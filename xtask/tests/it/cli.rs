@@ -65,3 +65,18 @@ fn usage_errors_exit_2() {
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("no-such-verb"));
 }
+
+#[test]
+fn the_worktree_build_contains_no_aws_crate() {
+    // `cargo xtask db worktree` builds the `xtask` package: the AWS SDK must not be in it.
+    let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["tree", "--package", "xtask", "--edges", "normal,build", "--prefix", "none", "--offline"])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(tree.lines().count() > 10, "{tree}");
+    let aws: Vec<&str> = tree.lines().filter(|l| l.starts_with("aws-")).collect();
+    assert!(aws.is_empty(), "AWS crates in the worktree build: {aws:?}");
+}
