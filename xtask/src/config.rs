@@ -220,6 +220,7 @@ impl Config {
     pub fn fresh_db(&self) -> String {
         format!("{}fresh", self.prefix)
     }
+    /// The local copy of a production dump (`db load-clone`).
     pub fn prod_clone_db(&self) -> String {
         format!("{}prod_clone", self.prefix)
     }

@@ -132,6 +132,10 @@ pub enum DbVerb {
     Fresh,
     /// List the throwaway RDS instances this tool created; --delete-expired deletes the overdue ones.
     ListClones(ListClones),
+    /// Restore a production dump (the newest dump/prod-*.dump by default) into `<prefix>prod_clone`.
+    LoadClone(LoadClone),
+    /// Drop `<prefix>prod_clone`, the local copy of production.
+    DropClone(DropClone),
     /// Prepare the ready-made spare clone of the template (run in the background by `db worktree`).
     #[command(hide = true)]
     RefillSpare,
@@ -173,6 +177,23 @@ pub struct SchemaDiff {
     /// Show at most this many diff lines.
     #[arg(long, default_value_t = 200)]
     pub max_lines: usize,
+}
+
+/// Restore a production dump into `<prefix>prod_clone` with `pg_restore --no-owner --no-privileges
+/// -j <cores>`, under a temporary name that replaces the previous copy only when complete.
+/// Errors about missing roles are warnings; any other error is fatal (nothing is left behind).
+#[derive(Debug, Args, Clone)]
+pub struct LoadClone {
+    /// The dump (`pg_dump -Fc`); default: the newest dump/prod-*.dump.
+    pub dump: Option<PathBuf>,
+}
+
+/// Drop `<prefix>prod_clone` (only if `db load-clone` made it). The dump files stay.
+#[derive(Debug, Args, Clone)]
+pub struct DropClone {
+    /// Answer yes to the confirmation question (required without a terminal).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
 }
 
 /// Where the AWS verbs look (defaults from `[workspace.metadata.db.aws]`; credentials come from the

@@ -129,6 +129,16 @@ pub fn display(cmd: &Command) -> String {
 /// Runs to completion with `stdin` fed in; returns stdout. On failure the error holds the
 /// command and the tail of its stderr.
 pub fn capture(cmd: &mut Command, stdin: Option<&[u8]>) -> Result<String> {
+    let (status, out, err) = output(cmd, stdin)?;
+    if !status.success() {
+        check_interrupt()?;
+        bail!("{}", failure_message(cmd, status, &err));
+    }
+    String::from_utf8(out).with_context(|| format!("`{}` printed non-UTF-8 output", display(cmd)))
+}
+
+/// Runs to completion with `stdin` fed in; its status, stdout and stderr, whatever the status.
+pub fn output(cmd: &mut Command, stdin: Option<&[u8]>) -> Result<(ExitStatus, Vec<u8>, Vec<u8>)> {
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -155,11 +165,7 @@ pub fn capture(cmd: &mut Command, stdin: Option<&[u8]>) -> Result<String> {
         let _ = t.join();
     }
     let err = err_thread.join().unwrap_or_default();
-    if !status.success() {
-        check_interrupt()?;
-        bail!("{}", failure_message(cmd, status, &err));
-    }
-    String::from_utf8(out).with_context(|| format!("`{}` printed non-UTF-8 output", display(cmd)))
+    Ok((status, out, err))
 }
 
 /// Runs to completion, its stdout and stderr going to our stderr (stdout is for data).

@@ -2,6 +2,7 @@
 
 mod fresh;
 mod generate;
+mod load_clone;
 mod migrate;
 mod schema_diff;
 mod status;
@@ -37,6 +38,8 @@ pub fn run(db: Db) -> Result<()> {
         DbVerb::Worktrees(w) => worktrees::run(&ctx, w),
         DbVerb::RefillSpare => worktree::refill_spare(&ctx),
         DbVerb::ListClones(_) => aws_tool(&ctx),
+        DbVerb::LoadClone(l) => load_clone::load(&ctx, l),
+        DbVerb::DropClone(d) => load_clone::drop(&ctx, d),
         DbVerb::Fresh => fresh::run(&ctx),
         DbVerb::SchemaDiff(d) => schema_diff::run(&ctx, d),
         DbVerb::Generate(g) => generate::run(&ctx, g.check),

@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod errors;
 mod justfile;
+mod prod_clone;
 mod schema;
 mod schema_diff;
 mod template;

@@ -1,0 +1,157 @@
+//! `db load-clone [DUMP]` and `db drop-clone`: the local copy of a production dump.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use super::{confirm, marker, staging_marker, staging_name, step, sweep_abandoned, Ctx};
+use crate::error::fail;
+use crate::flags::{DropClone, LoadClone};
+use crate::pg::{human_size, tools, Server};
+use crate::proc;
+
+pub fn load(ctx: &Ctx, flags: LoadClone) -> Result<()> {
+    let dump = match flags.dump {
+        Some(d) => d,
+        None => newest_dump(&ctx.config.root.join(&ctx.config.aws.dump_dir))?,
+    };
+    if !dump.is_file() {
+        return Err(fail(
+            format!("dump {} does not exist", dump.display()),
+            "run `cargo xtask db clone-prod` first, or name a dump file",
+        ));
+    }
+    let server = ctx.server()?;
+    sweep_abandoned(&server, &ctx.config.prefix)?;
+    let name = ctx.config.prod_clone_db();
+    if let Some(old) = server.database(&name)? {
+        if old.kind() != Some("prod_clone") {
+            return Err(fail(
+                format!("`{name}` exists and was not made by `db load-clone`; it is left alone"),
+                "drop or rename it yourself",
+            ));
+        }
+    }
+    let size = std::fs::metadata(&dump).map(|m| human_size(m.len() as i64)).unwrap_or_default();
+    let staging = staging_name(&ctx.config.prefix, "");
+    let db = server.create_database(&staging, "TEMPLATE template0", staging_marker(&name))?;
+    let warnings =
+        step(&format!("restoring {} ({size}) with pg_restore", dump.display()), || restore(&server, &staging, &dump))?;
+    proc::check_interrupt()?;
+    // Only now, with the new copy complete, does the old one go.
+    if server.database_exists(&name)? {
+        server.drop_database(&name, true).with_context(|| format!("replacing the previous `{name}`"))?;
+    }
+    server.rename_database(&staging, &name)?;
+    db.keep();
+    server.set_marker(&name, &marker("prod_clone", serde_json::json!({ "dump": dump })))?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    eprintln!("`{name}` is ready ({} warning(s)). Point the app at it with:", warnings.len());
+    eprintln!("  APP_DB_NAME_OVERRIDE={name} cargo run -p app -- serve");
+    Ok(())
+}
+
+pub fn drop(ctx: &Ctx, flags: DropClone) -> Result<()> {
+    let server = ctx.server()?;
+    let name = ctx.config.prod_clone_db();
+    let Some(info) = server.database(&name)? else {
+        eprintln!("there is no `{name}`: nothing to drop");
+        return Ok(());
+    };
+    if info.kind() != Some("prod_clone") {
+        return Err(fail(
+            format!("`{name}` was not made by `db load-clone`; it is left alone"),
+            "drop it yourself if you mean to",
+        ));
+    }
+    if !confirm(&format!("Drop `{name}` ({}), the local copy of production?", human_size(info.size_bytes)), flags.yes)?
+    {
+        eprintln!("nothing dropped");
+        return Ok(());
+    }
+    server.drop_database(&name, true)?;
+    eprintln!(
+        "dropped `{name}`; the dump files in {} remain (they hold production data: delete them when done)",
+        ctx.config.aws.dump_dir.display()
+    );
+    Ok(())
+}
+
+/// `dump/prod-<yyyyMMddHHmmss>.dump` with the latest timestamp.
+fn newest_dump(dir: &Path) -> Result<PathBuf> {
+    let mut dumps: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("prod-") && n.ends_with(".dump"))
+        })
+        .collect();
+    dumps.sort();
+    dumps.pop().ok_or_else(|| {
+        fail(
+            format!("no dump/prod-*.dump in {}", dir.display()),
+            "run `cargo xtask db clone-prod` first, or name a dump file",
+        )
+    })
+}
+
+/// `pg_restore --no-owner --no-privileges -j <cores>`; errors about missing roles are warnings,
+/// any other error is fatal.
+fn restore(server: &Server, db: &str, dump: &Path) -> Result<Vec<String>> {
+    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
+    // Not --exit-on-error: a missing role would be fatal too. Restore everything, then judge.
+    let mut cmd = Command::new(tools::find("pg_restore")?);
+    cmd.args(["--no-owner", "--no-privileges", "-j", &jobs, "-d"]).arg(server.arg_url(db)).arg(dump);
+    server.libpq_env(&mut cmd);
+    let (status, _, stderr) = proc::output(&mut cmd, None)?;
+    proc::check_interrupt()?;
+    let stderr = String::from_utf8_lossy(&stderr);
+    let (warnings, fatal) = judge(&stderr);
+    if !fatal.is_empty() || (!status.success() && warnings.is_empty()) {
+        let first =
+            fatal.first().cloned().unwrap_or_else(|| stderr.lines().last().unwrap_or("pg_restore failed").to_string());
+        return Err(fail(
+            format!("pg_restore failed ({} error(s)); first: {first}", fatal.len().max(1)),
+            "check that the dump is complete and that this pg_restore is not older than the pg_dump that made it",
+        ));
+    }
+    Ok(warnings)
+}
+
+/// Splits pg_restore's errors into warnings (missing roles) and fatal ones.
+fn judge(stderr: &str) -> (Vec<String>, Vec<String>) {
+    let (mut warnings, mut fatal) = (Vec::new(), Vec::new());
+    for line in stderr.lines() {
+        let Some(msg) = line.strip_prefix("pg_restore: error: ") else { continue };
+        if msg.starts_with("warning: errors ignored on restore") {
+            continue;
+        }
+        if msg.contains("role \"") && msg.contains("\" does not exist") {
+            warnings.push(msg.to_string());
+        } else {
+            fatal.push(msg.to_string());
+        }
+    }
+    (warnings, fatal)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn missing_roles_are_warnings_everything_else_is_fatal() {
+        let stderr = "pg_restore: error: could not execute query: ERROR:  role \"reporting\" does not exist\n\
+                      Command was: CREATE POLICY p ON t TO reporting USING (true);\n\
+                      pg_restore: error: could not execute query: ERROR:  relation \"x\" already exists\n\
+                      pg_restore: warning: errors ignored on restore: 2\n";
+        let (w, f) = super::judge(stderr);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("reporting"));
+        assert_eq!(f.len(), 1);
+        assert!(f[0].contains("already exists"));
+    }
+}

@@ -1,0 +1,82 @@
+//! `db load-clone` and `db drop-clone` with real `pg_dump -Fc` files on a real server.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::{password, sql, url_for, Project};
+
+/// `pg_dump -Fc` of `db` into `file` (the password through the environment).
+fn dump(db: &str, file: &Path) {
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let url = url_for(db).replacen(&format!(":{}@", password()), "@", 1);
+    let out = Command::new("pg_dump")
+        .args(["-Fc", "-f"])
+        .arg(file)
+        .args(["-d", &url])
+        .env("PGPASSWORD", password())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn counts(db: &str) -> String {
+    sql(db, "SELECT (SELECT count(*) FROM crm.customers) || '/' || (SELECT count(*) FROM audit.events) || '/' || (SELECT count(*) FROM crm.messages)")
+}
+
+#[test]
+fn load_clone_restores_the_newest_dump_and_drop_clone_removes_it() {
+    let p = Project::new("lclone");
+    p.xtask(&["db", "template", "create"]).ok();
+    let t = p.template();
+    dump(&t, &p.dir.join("dump/prod-20260101000000.dump"));
+    sql(&t, "INSERT INTO crm.organizations (name, slug) VALUES ('Newer', 'newer')");
+    dump(&t, &p.dir.join("dump/prod-20260102000000.dump"));
+
+    let run = p.xtask(&["db", "load-clone"]).ok();
+    let clone = format!("{}prod_clone", p.prefix);
+    assert!(run.stderr.contains(&format!("APP_DB_NAME_OVERRIDE={clone}")), "{}", run.stderr);
+    assert_eq!(counts(&clone), counts(&t));
+    assert_eq!(
+        sql(&clone, "SELECT count(*) FROM crm.organizations WHERE slug = 'newer'"),
+        "1",
+        "the newest dump was loaded"
+    );
+
+    // An explicit dump replaces the copy.
+    p.xtask(&["db", "load-clone", "dump/prod-20260101000000.dump"]).ok();
+    assert_eq!(sql(&clone, "SELECT count(*) FROM crm.organizations WHERE slug = 'newer'"), "0");
+
+    p.xtask(&["db", "drop-clone"]).fails(2, "pass -y");
+    assert!(p.databases().contains(&clone));
+    p.xtask(&["db", "drop-clone", "-y"]).ok();
+    assert!(!p.databases().contains(&clone));
+}
+
+#[test]
+fn missing_roles_are_warnings_and_a_broken_dump_leaves_nothing() {
+    let p = Project::new("lcwarn");
+    p.xtask(&["db", "template", "create"]).ok();
+    let t = p.template();
+    // A role production has and this server does not: create it, use it, dump, then remove it.
+    let role = format!("{}reporting", p.prefix);
+    sql("postgres", &format!("CREATE ROLE {role}"));
+    sql(&t, &format!("CREATE POLICY reporting_read ON crm.tags FOR SELECT TO {role} USING (true)"));
+    let file = p.dir.join("dump/prod-20260101000000.dump");
+    dump(&t, &file);
+    sql(&t, "DROP POLICY reporting_read ON crm.tags");
+    sql("postgres", &format!("DROP ROLE {role}"));
+
+    let run = p.xtask(&["db", "load-clone"]).ok();
+    assert!(run.stderr.contains("warning:") && run.stderr.contains(&role), "{}", run.stderr);
+    let clone = format!("{}prod_clone", p.prefix);
+    assert_eq!(counts(&clone), counts(&t));
+
+    // A truncated dump: fatal, and neither a half-loaded database nor the old copy's loss.
+    let bytes = std::fs::read(&file).unwrap();
+    let broken = p.dir.join("dump/prod-20260102000000.dump");
+    std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
+    let before = p.databases();
+    p.xtask(&["db", "load-clone"]).fails(2, "pg_restore failed");
+    assert_eq!(p.databases(), before, "nothing half-made, the previous copy kept");
+    p.xtask(&["db", "load-clone", "dump/nope.dump"]).fails(2, "does not exist");
+}
