@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::config::find_workspace_root;
+use crate::db::step;
 use crate::error::fail;
 use crate::flags::BenchWorktree;
-use crate::pg::cluster::{Cluster, InitOptions, State};
+use crate::pg::cluster::Throwaway;
 use crate::pg::{ident, tools, PgUrl, Server};
 use crate::{proc, time};
 
@@ -34,15 +35,9 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
     let bindir = tools::server_bindir()?;
     let client = |p: &str| -> Result<PathBuf> { tools::find(p) };
 
-    let dir = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    let cluster = Guard(Cluster::new(dir.join("cluster"), "postgres"), dir.clone());
-    std::fs::create_dir_all(&cluster.0.root)?;
-    std::fs::set_permissions(&cluster.0.root, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    cluster.0.init(&InitOptions { port: None, extra_conf: &["max_wal_size = 4GB"] })?;
-    cluster.0.start()?;
-    let admin_url = cluster.0.url("postgres")?;
+    let cluster = Throwaway::start(&std::env::temp_dir(), "xtask-bench", &["max_wal_size = 4GB"])?;
+    let dir = cluster.dir().to_path_buf();
+    let admin_url = cluster.cluster.url("postgres")?;
     let server = Server::connect(admin_url.clone(), "postgres")?;
     eprintln!("▸ benchmark server: PostgreSQL {} (throwaway cluster, fsync on)", server.version);
 
@@ -75,27 +70,21 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
     proc::capture(&mut add, None).context("adding a git worktree for the benchmark")?;
     let _wt_guard = WorktreeGuard(root.clone(), wt.clone());
     let target = crate::test_harness::target_dir(&cargo, &root)?;
-    let xtask = |name: &str, template: &str| -> Command {
+    // `full`: the whole command, migrate and generate included; else the clone alone.
+    let xtask = |name: &str, template: &str, full: bool| -> Command {
         let mut cmd = Command::new(&cargo);
         cmd.current_dir(&wt)
-            .args([
-                "xtask",
-                "db",
-                "--set",
-                &format!("spare_clone={}", !flags.no_spare),
-                "worktree",
-                "--skip-migrate",
-                "--skip-generate",
-                "--name",
-                name,
-            ])
+            .args(["xtask", "db", "--set", &format!("spare_clone={}", !flags.no_spare), "worktree", "--name", name])
             .env("CARGO_TARGET_DIR", &target)
             .env("DATABASE_URL", admin_url.with_dbname(template).expose_secret())
             .env("WORKTREE_TEMPLATE_DB", template);
+        if !full {
+            cmd.args(["--skip-migrate", "--skip-generate"]);
+        }
         cmd
     };
     step("warm-up build of the xtask in the worktree", || {
-        proc::capture(&mut xtask("warmup", t_pagila), None).map(drop)
+        proc::capture(&mut xtask("warmup", t_pagila, false), None).map(drop)
     })?;
 
     let (createdb, pg_dump, psql) = (client("createdb")?, client("pg_dump")?, client("psql")?);
@@ -135,15 +124,7 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
         }
         counter += 1;
         let name = format!("b{counter}");
-        let mut cmd = xtask(&name, template);
-        if full {
-            // The whole command: migrate and generate included (nothing pending).
-            let args: Vec<String> =
-                cmd.get_args().map(|a| a.to_string_lossy().into_owned()).filter(|a| !a.starts_with("--skip")).collect();
-            let mut full_cmd = Command::new(&cargo);
-            full_cmd.current_dir(&wt).args(args).envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
-            cmd = full_cmd;
-        }
+        let mut cmd = xtask(&name, template, full);
         cmd.stderr(Stdio::piped()).stdout(Stdio::null());
         settle(&server)?;
         let start = Instant::now();
@@ -162,6 +143,17 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
     };
 
     let runs = flags.runs.max(1);
+    // One cell: `runs` times the seed pipeline as written, with the real binaries, and ours.
+    let measure =
+        |label: String, template: &str, full: bool, first, ours: &mut dyn FnMut(&str, bool) -> Result<Duration>| {
+            let (mut path, mut base, mut mine) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..runs {
+                path.push(seed_as_written(template)?);
+                base.push(seed_pipeline(template)?);
+                mine.push(ours(template, full)?);
+            }
+            anyhow::Ok(Row { label, as_written: median(&path), base: median(&base), ours: median(&mine), first })
+        };
     let mut rows: Vec<Row> = Vec::new();
     let mut scenarios = vec![("pagila", t_pagila)];
     if !flags.skip_big {
@@ -179,37 +171,15 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
             // With a connection, the first clone refreshes the frozen copy; report it apart.
             // Idle, an untimed first run prepares the first spare clone.
             let first = if connected { Some(ours(template, false)?) } else { ours(template, false).map(|_| None)? };
-            let (mut path, mut base, mut mine) = (Vec::new(), Vec::new(), Vec::new());
-            for _ in 0..runs {
-                path.push(seed_as_written(template)?);
-                base.push(seed_pipeline(template)?);
-                mine.push(ours(template, false)?);
-            }
-            rows.push(Row {
-                label: format!("{label}, {}", if connected { "template in use" } else { "template idle" }),
-                as_written: median(&path),
-                base: median(&base),
-                ours: median(&mine),
-                first,
-            });
+            let label = format!("{label}, {}", if connected { "template in use" } else { "template idle" });
+            rows.push(measure(label, template, false, first, &mut ours)?);
             drop(held);
             drop_clones(&server)?;
         }
     }
     // The full command (migrate + generate, nothing pending) against the seed pipeline alone.
-    let (mut path, mut base, mut mine) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..runs {
-        path.push(seed_as_written(t_pagila)?);
-        base.push(seed_pipeline(t_pagila)?);
-        mine.push(ours(t_pagila, true)?);
-    }
-    rows.push(Row {
-        label: "pagila, full command (migrate + generate, nothing pending)".into(),
-        as_written: median(&path),
-        base: median(&base),
-        ours: median(&mine),
-        first: None,
-    });
+    let label = "pagila, full command (migrate + generate, nothing pending)".to_string();
+    rows.push(measure(label, t_pagila, true, None, &mut ours)?);
     drop_clones(&server)?;
 
     println!("| scenario | seed pipeline as written (PATH) | seed pipeline, real binaries | `cargo xtask db worktree` | ratio (as written) | ratio (real binaries) |");
@@ -288,14 +258,6 @@ fn median(v: &[Duration]) -> Duration {
     v[v.len() / 2]
 }
 
-fn step<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    let start = Instant::now();
-    eprintln!("▸ {what}");
-    let out = f()?;
-    eprintln!("  done in {}", time::elapsed(start.elapsed()));
-    Ok(out)
-}
-
 /// The app's golden template in `name`: migrations and seed.
 fn app_template(server: &Server, app: &Path, root: &Path, name: &str) -> Result<()> {
     server.exec("postgres", &format!("CREATE DATABASE {} TEMPLATE template0", ident(name)))?;
@@ -352,16 +314,6 @@ impl Drop for Held {
     }
 }
 
-struct Guard(Cluster, PathBuf);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if matches!(self.0.state(), Ok(State::Running { .. })) {
-            let _ = self.0.stop();
-        }
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
-
 struct WorktreeGuard(PathBuf, PathBuf);
 impl Drop for WorktreeGuard {
     fn drop(&mut self) {
@@ -374,15 +326,8 @@ impl Drop for WorktreeGuard {
 pub fn schema_diff(flags: crate::flags::BenchSchemaDiff) -> Result<()> {
     let root = find_workspace_root(&std::env::current_dir()?)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let dir = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    let cluster = Guard(Cluster::new(dir.join("cluster"), "postgres"), dir.clone());
-    std::fs::create_dir_all(&cluster.0.root)?;
-    std::fs::set_permissions(&cluster.0.root, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    cluster.0.init(&InitOptions { port: None, extra_conf: &[] })?;
-    cluster.0.start()?;
-    let admin_url = cluster.0.url("postgres")?;
+    let cluster = Throwaway::start(&std::env::temp_dir(), "xtask-bench", &[])?;
+    let admin_url = cluster.cluster.url("postgres")?;
     let server = Server::connect(admin_url.clone(), "postgres")?;
     eprintln!("▸ benchmark server: PostgreSQL {} (throwaway cluster)", server.version);
     proc::show(Command::new(&cargo).current_dir(&root).args(["build", "--package", "app", "--package", "xtask"]))?;

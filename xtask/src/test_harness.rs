@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 
 use crate::config::find_workspace_root;
 use crate::flags::Test;
-use crate::pg::cluster::{Cluster, InitOptions, State};
+use crate::pg::cluster::Throwaway;
 use crate::pg::{tools, Server};
 use crate::proc;
 
@@ -39,23 +39,20 @@ pub fn run(flags: Test) -> Result<()> {
     let app_bin = target_dir(&cargo, &root)?.join("debug").join("app");
 
     let parent = flags.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let dir = parent.join(format!("xtask-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    set_mode(&dir, 0o755)?;
-    let server = TestServer { cluster: Cluster::new(dir.clone(), "postgres"), keep: flags.keep };
-    server.cluster.init(&InitOptions {
-        port: None,
-        // A throwaway cluster: durability buys nothing here.
-        extra_conf: &["fsync = off", "synchronous_commit = off", "full_page_writes = off", "max_connections = 300"],
-    })?;
-    server.cluster.start()?;
+    // A throwaway cluster: durability buys nothing here.
+    let mut server = Throwaway::start(
+        &parent,
+        "xtask-test",
+        &["fsync = off", "synchronous_commit = off", "full_page_writes = off", "max_connections = 300"],
+    )?;
+    server.keep = flags.keep;
     let url = server.cluster.url("postgres")?;
     let pg = Server::connect(url.clone(), "postgres")?;
     eprintln!(
         "▸ test server: PostgreSQL {} on {} (throwaway cluster in {})",
         pg.version,
         url.server_label(),
-        dir.display()
+        server.dir().display()
     );
 
     let mut test = Command::new(&cargo);
@@ -144,27 +141,6 @@ fn schema_gate(root: &Path, url: &crate::pg::PgUrl, me: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Stops and removes the throwaway cluster on every exit path.
-struct TestServer {
-    cluster: Cluster,
-    keep: bool,
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if matches!(self.cluster.state(), Ok(State::Running { .. })) {
-            if let Err(e) = self.cluster.stop() {
-                eprintln!("warning: stopping the test server: {e:#}");
-            }
-        }
-        if self.keep {
-            eprintln!("test server directory kept: {}", self.cluster.root.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.cluster.root);
-        }
-    }
-}
-
 /// A Python venv with `xtask/test-env/requirements.txt` installed, cached outside the checkout
 /// (keyed by the requirements' hash, so CI's fresh clones reuse it). Returns its `bin/`.
 fn python_env(root: &Path) -> Result<PathBuf> {
@@ -207,10 +183,4 @@ pub fn target_dir(cargo: &std::ffi::OsStr, root: &Path) -> Result<PathBuf> {
     let out = proc::capture(&mut cmd, None)?;
     let meta: serde_json::Value = serde_json::from_str(&out).context("reading `cargo metadata`")?;
     Ok(PathBuf::from(meta["target_directory"].as_str().context("cargo metadata has no target_directory")?))
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("chmod {}", path.display()))
 }

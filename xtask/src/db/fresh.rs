@@ -41,7 +41,7 @@ pub fn build<'s>(ctx: &Ctx, server: &'s Server) -> Result<Creating<'s>> {
     let staging = staging_name(&ctx.config.prefix, "_n");
     let db = step("creating an empty database and applying every migration", || {
         let db = server.create_database(&staging, "TEMPLATE template0", staging_marker(&ctx.config.fresh_db()))?;
-        ctx.run_migrator(&server.url.with_dbname(&staging))?;
+        ctx.run_migrator(&server.url.with_dbname(&staging), None)?;
         Ok(db)
     })?;
     super::migrate::verify_applied(ctx, server, &staging)?;

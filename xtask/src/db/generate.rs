@@ -91,15 +91,8 @@ fn generate(ctx: &Ctx, server: &Server, check: bool, port: Option<u16>) -> Resul
         eprintln!("wrote {}", path.display());
     }
     for argv in &ctx.config.generate_commands {
-        let (program, args) = argv.split_first().context("an empty command in `generate_commands`")?;
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .current_dir(&ctx.config.root)
-            .env("DATABASE_URL", server.url.with_dbname(&built.name).expose_secret());
-        if let Some(port) = port {
-            cmd.env("PORT", port.to_string());
-        }
-        proc::show(&mut cmd).with_context(|| format!("running generator `{}`", argv.join(" ")))?;
+        ctx.run_configured(argv, &server.url.with_dbname(&built.name), port)
+            .with_context(|| format!("running generator `{}`", argv.join(" ")))?;
     }
     built.discard()
 }

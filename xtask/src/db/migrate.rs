@@ -29,7 +29,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         return Ok(());
     }
     eprintln!("▸ applying {pending} pending migration(s) to `{db}`");
-    ctx.run_migrator(&url)?;
+    ctx.run_migrator(&url, None)?;
     verify_applied(ctx, &server, &db)
 }
 

@@ -148,14 +148,24 @@ impl Ctx {
     }
 
     /// Runs the app's migrator against `url` (passed as `DATABASE_URL` in its environment).
-    pub fn run_migrator(&self, url: &PgUrl) -> Result<()> {
-        let (program, args) = self.config.migrate_command.split_first().expect("validated non-empty");
+    pub fn run_migrator(&self, url: &PgUrl, port: Option<u16>) -> Result<()> {
+        self.run_configured(&self.config.migrate_command, url, port)
+            .with_context(|| format!("migrating `{}`", url.dbname().unwrap_or_default()))
+    }
+
+    /// Runs a configured command (`migrate_command`, `generate_commands`) in the workspace root,
+    /// with `DATABASE_URL` (and `PORT`, when given) exported to it; its output goes to stderr.
+    pub fn run_configured(&self, argv: &[String], url: &PgUrl, port: Option<u16>) -> Result<()> {
+        let (program, args) = argv.split_first().context("an empty command in the configuration")?;
         let mut cmd = Command::new(program);
         cmd.args(args)
             .current_dir(&self.config.root)
             .env("DATABASE_URL", url.expose_secret())
             .env_remove("APP_DB_NAME_OVERRIDE");
-        proc::show(&mut cmd).with_context(|| format!("migrating `{}`", url.dbname().unwrap_or_default()))
+        if let Some(port) = port {
+            cmd.env("PORT", port.to_string());
+        }
+        proc::show(&mut cmd)
     }
 }
 

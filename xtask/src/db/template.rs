@@ -39,7 +39,7 @@ pub fn create(ctx: &Ctx, flags: TemplateCreate) -> Result<()> {
         server.create_database(&staging, "TEMPLATE template0", staging_marker(&name))
     })?;
     let url = server.url.with_dbname(&staging);
-    step("applying every migration (the app's migrator)", || ctx.run_migrator(&url))?;
+    step("applying every migration (the app's migrator)", || ctx.run_migrator(&url, None))?;
     for seed in &ctx.config.seed_files {
         step(&format!("loading seed data from {}", seed.display()), || load_sql(ctx, &server, &staging, seed))?;
     }

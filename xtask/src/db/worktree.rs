@@ -110,8 +110,7 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
         report.push(("migrate", "nothing pending".into(), step.elapsed()));
     } else {
         eprintln!("▸ applying {pending} pending migration(s)");
-        run_with_env(ctx, &ctx.config.migrate_command, &branch_url, plan.port)
-            .context("migrating the branch database")?;
+        ctx.run_migrator(&branch_url, Some(plan.port))?;
         migrate::verify_applied(ctx, &server, &plan.db)?;
         report.push(("migrate", format!("{pending} applied"), step.elapsed()));
     }
@@ -345,18 +344,6 @@ fn choose_port(ctx: &Ctx, env: &EnvFile) -> Result<u16> {
     (base.saturating_add(1)..=u16::MAX)
         .find(|p| !taken.contains(p) && std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
         .ok_or_else(|| fail("no free port above the main worktree's", "set PORT in this worktree's .env"))
-}
-
-/// Runs a configured command with `DATABASE_URL` and `PORT` exported to it.
-fn run_with_env(ctx: &Ctx, argv: &[String], url: &PgUrl, port: u16) -> Result<()> {
-    let (program, args) = argv.split_first().context("an empty command in the configuration")?;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .current_dir(&ctx.config.root)
-        .env("DATABASE_URL", url.expose_secret())
-        .env("PORT", port.to_string())
-        .env_remove("APP_DB_NAME_OVERRIDE");
-    proc::show(&mut cmd)
 }
 
 /// `db worktree --drop`.

@@ -358,3 +358,44 @@ impl Drop for Created {
         }
     }
 }
+
+/// A cluster of its own in a new directory `<parent>/<name>-<pid>` (reachable by the server
+/// user), started; stopped and removed on drop — on success, error, interrupt or panic alike.
+pub struct Throwaway {
+    pub cluster: Cluster,
+    /// Keep the directory after stopping (for debugging a failure).
+    pub keep: bool,
+}
+
+impl Throwaway {
+    pub fn start(parent: &Path, name: &str, extra_conf: &[&str]) -> Result<Throwaway> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = parent.join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        // Run as the default unprivileged account when we are root (as `db up` does).
+        let t = Throwaway { cluster: Cluster::new(dir, "postgres"), keep: false };
+        t.cluster.init(&InitOptions { port: None, extra_conf })?;
+        t.cluster.start()?;
+        Ok(t)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.cluster.root
+    }
+}
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        if matches!(self.cluster.state(), Ok(State::Running { .. })) {
+            if let Err(e) = self.cluster.stop() {
+                eprintln!("warning: stopping the throwaway server in {}: {e:#}", self.dir().display());
+            }
+        }
+        if self.keep {
+            eprintln!("throwaway server directory kept: {}", self.dir().display());
+        } else {
+            let _ = std::fs::remove_dir_all(self.dir());
+        }
+    }
+}

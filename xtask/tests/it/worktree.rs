@@ -83,7 +83,8 @@ impl Held {
         held.run("SELECT 1;");
         held
     }
-    /// Runs `sql` and waits until its effect is visible from another session (`check` true).
+    /// Sends `statement` to the held session; it runs asynchronously, so callers wait for its
+    /// effect with [`wait_for`].
     fn run(&mut self, statement: &str) {
         let stdin = self.0.stdin.as_mut().unwrap();
         stdin.write_all(statement.as_bytes()).unwrap();
