@@ -83,6 +83,12 @@ pub struct AwsConfig {
     pub credentials_parameter: Option<String>,
     /// Or a Secrets Manager secret with the same JSON.
     pub credentials_secret: Option<String>,
+    /// The database to dump when the credentials carry no `dbname`.
+    pub dbname: Option<String>,
+    /// How `clone-prod` reaches the throwaway instance.
+    pub tunnel: TunnelKind,
+    /// The forwarder for `tunnel = "command"` ({local_port}, {host}, {port} are filled in).
+    pub tunnel_command: Option<String>,
     pub instance_class: String,
     /// Reuse the newest available snapshot when younger than this.
     pub freshness_hours: u64,
@@ -90,6 +96,18 @@ pub struct AwsConfig {
     pub clone_ttl_hours: u64,
     /// Where dumps go (must be git-ignored).
     pub dump_dir: PathBuf,
+}
+
+/// How `clone-prod` reaches the throwaway instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelKind {
+    /// SSM Session Manager port forwarding through the bastion (session-manager-plugin).
+    Ssm,
+    /// Connect to the instance's endpoint (inside the VPC or on its VPN).
+    Direct,
+    /// A forwarder of your own (`tunnel_command`).
+    Command,
 }
 
 impl Default for AwsConfig {
@@ -101,6 +119,9 @@ impl Default for AwsConfig {
             bastion: None,
             credentials_parameter: None,
             credentials_secret: None,
+            dbname: None,
+            tunnel: TunnelKind::Ssm,
+            tunnel_command: None,
             instance_class: "db.t4g.small".into(),
             freshness_hours: 24,
             clone_ttl_hours: 6,

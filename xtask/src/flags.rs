@@ -14,6 +14,7 @@ pub struct Xtask {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per run
 pub enum Command {
     /// Databases: the local server, the golden template, migrations.
     Db(Db),
@@ -130,6 +131,8 @@ pub enum DbVerb {
     Worktrees(Worktrees),
     /// (Re)create `<prefix>fresh` from an empty database and every migration; print its name.
     Fresh,
+    /// Dump production through a throwaway RDS instance restored from a snapshot (always deleted).
+    CloneProd(CloneProd),
     /// List the throwaway RDS instances this tool created; --delete-expired deletes the overdue ones.
     ListClones(ListClones),
     /// Restore a production dump (the newest dump/prod-*.dump by default) into `<prefix>prod_clone`.
@@ -209,6 +212,65 @@ pub struct AwsArgs {
     /// The production instance: protected from deletion whatever else is said.
     #[arg(long, value_name = "ID")]
     pub source_instance: Option<String>,
+}
+
+/// Dump the production database into `dump/prod-<UTC yyyyMMddHHmmss>.dump` (`pg_dump -Fc`) without
+/// touching production itself: a snapshot of the source instance is restored into a throwaway
+/// instance, reached through a tunnel, dumped, and deleted.
+///
+/// Steps: (1) reuse the newest available snapshot of the source if younger than
+/// --freshness-hours, else create one and wait; (2) restore it into `<source>-clone-<timestamp>`
+/// in the source's subnet group and security groups: private, single-AZ, no backups, no deletion
+/// protection, gp3, tagged `CreatedBy=xtask-db clone-prod`, `CloneOf`, `CreatedAt`, `ExpiresAt`;
+/// (3) open the tunnel; (4) read the database credentials from the SSM parameter or the Secrets
+/// Manager secret (JSON with `username`, `password`, `dbname`): they reach `pg_dump` only through
+/// its environment, with TLS required; (5) dump under a temporary name, renamed when complete,
+/// mode 0600, into a git-ignored directory; (6) delete the throwaway instance: on success, on any
+/// error, on Ctrl-C or SIGTERM at any moment, on a panic. Only instances carrying the tool's tag
+/// are ever deleted, never the source.
+///
+/// Then: `cargo xtask db load-clone` (see docs/runbooks/prod-clone-refactor-testing.md).
+#[derive(Debug, Args, Clone)]
+pub struct CloneProd {
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// Create a new snapshot even when a fresh enough one exists.
+    #[arg(long)]
+    pub fresh_snapshot: bool,
+    /// Reuse the newest available snapshot when younger than this (default from config: 24).
+    #[arg(long, value_name = "N")]
+    pub freshness_hours: Option<u64>,
+    /// Instance class of the throwaway instance (default from config: db.t4g.small).
+    #[arg(long, value_name = "CLASS")]
+    pub instance_class: Option<String>,
+    /// The EC2 instance (its `Name` tag, running) the `ssm` tunnel goes through.
+    #[arg(long, value_name = "NAME")]
+    pub bastion: Option<String>,
+    /// SSM parameter holding the credentials as JSON: {"username", "password", "dbname"}.
+    #[arg(long, value_name = "NAME", conflicts_with = "credentials_secret")]
+    pub credentials_parameter: Option<String>,
+    /// Or a Secrets Manager secret (id or ARN) holding the same JSON.
+    #[arg(long, value_name = "ID")]
+    pub credentials_secret: Option<String>,
+    /// The database to dump when the credentials carry no `dbname`.
+    #[arg(long, value_name = "NAME")]
+    pub dbname: Option<String>,
+    /// How to reach the throwaway instance: `ssm` (Session Manager port forwarding through the
+    /// bastion; needs session-manager-plugin), `direct` (you are inside the VPC or on its VPN), or
+    /// `command` (--tunnel-command).
+    #[arg(long, value_enum)]
+    pub tunnel: Option<crate::config::TunnelKind>,
+    /// The forwarder for `--tunnel command`, with {local_port}, {host} and {port} filled in, e.g.
+    /// 'ssh -N -L {local_port}:{host}:{port} bastion'. Run with `sh -c`; stopped at the end.
+    #[arg(long, value_name = "COMMAND")]
+    pub tunnel_command: Option<String>,
+    /// How long the tunnel may take to accept connections, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 90)]
+    pub tunnel_timeout: u64,
+    /// Print the plan (snapshot choice, clone id, tunnel, dump path) after read-only AWS calls;
+    /// create, change and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// List the throwaway RDS instances `db clone-prod` created (they carry the tag

@@ -32,7 +32,9 @@ pub fn install_signal_handlers() {
             .expect("installing signal handlers");
         std::thread::spawn(move || {
             for sig in signals.forever() {
-                SIGNAL.store(sig, Ordering::SeqCst);
+                // The first signal decides the exit code (a forwarded SIGINT may be followed by a
+                // SIGTERM from the same parent).
+                let _ = SIGNAL.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
                 // SIGINT first: psql answers it by cancelling the statement on the server (so a
                 // CREATE DATABASE is rolled back, not finished behind our back), pg_dump stops.
                 // Whatever still runs after a grace period gets SIGTERM.

@@ -20,6 +20,8 @@ pub const DATABASE_URL_ENV: &str = "XTASK_TEST_DATABASE_URL";
 pub const APP_BIN_ENV: &str = "XTASK_TEST_APP_BIN";
 /// The test venv's `bin/` (`just`, later `moto_server`).
 pub const VENV_BIN_ENV: &str = "XTASK_TEST_VENV_BIN";
+/// The `xtask` binary (the AWS tests run `db load-clone` with it).
+pub const XTASK_BIN_ENV: &str = "XTASK_TEST_XTASK_BIN";
 
 pub fn run(flags: Test) -> Result<()> {
     let root = find_workspace_root(&std::env::current_dir()?)?;
@@ -39,11 +41,13 @@ pub fn run(flags: Test) -> Result<()> {
     let app_bin = target_dir(&cargo, &root)?.join("debug").join("app");
 
     let parent = flags.dir.clone().unwrap_or_else(std::env::temp_dir);
-    // A throwaway cluster: durability buys nothing here.
-    let mut server = Throwaway::start(
+    // A throwaway cluster: durability buys nothing here. TLS on: it also stands in for the RDS
+    // instance `clone-prod` dumps, which is reached with sslmode=require.
+    let mut server = Throwaway::start_with(
         &parent,
         "xtask-test",
         &["fsync = off", "synchronous_commit = off", "full_page_writes = off", "max_connections = 300"],
+        true,
     )?;
     server.keep = flags.keep;
     let url = server.cluster.url("postgres")?;
@@ -55,6 +59,7 @@ pub fn run(flags: Test) -> Result<()> {
         server.dir().display()
     );
 
+    let xtask_bin = target_dir(&cargo, &root)?.join("debug").join("xtask");
     let mut test = Command::new(&cargo);
     test.current_dir(&root)
         .args(["test", "--workspace"])
@@ -64,7 +69,6 @@ pub fn run(flags: Test) -> Result<()> {
         .env(VENV_BIN_ENV, &venv_bin)
         .env_remove("DATABASE_URL")
         .env_remove("WORKTREE_TEMPLATE_DB");
-    let xtask_bin = target_dir(&cargo, &root)?.join("debug").join("xtask");
     let mut totals = Totals::default();
     let mut tests = run_counting(&mut test, &mut totals).context("the tests failed");
     // The AWS verbs live in a workspace of their own (xtask/aws): their tests too.
@@ -75,6 +79,8 @@ pub fn run(flags: Test) -> Result<()> {
             .args(&flags.cargo_test_args)
             .env("CARGO_TARGET_DIR", target_dir(&cargo, &root)?)
             .env(VENV_BIN_ENV, &venv_bin)
+            .env(DATABASE_URL_ENV, url.expose_secret())
+            .env(XTASK_BIN_ENV, &xtask_bin)
             .env_remove("DATABASE_URL");
         eprintln!("▸ the AWS verbs' tests (xtask/aws, against moto on 127.0.0.1)");
         tests = run_counting(&mut aws, &mut totals).context("the AWS verbs' tests failed");

@@ -1,7 +1,12 @@
 //! `xtask-aws`: the AWS verbs of `cargo xtask db` (run by the xtask with the same command line).
 //! Nothing but this crate calls AWS.
 
+mod clone_prod;
+mod credentials;
+mod dump;
 mod rds;
+mod tunnel;
+mod wait;
 
 use std::time::{Duration, SystemTime};
 
@@ -32,19 +37,22 @@ async fn run(flags: Xtask) -> Result<()> {
     let Command::Db(db) = flags.command else { anyhow::bail!("xtask-aws runs only the AWS verbs of `cargo xtask db`") };
     let ctx = xtask::db::Ctx::load(&db.config.overrides())?;
     match db.verb {
+        DbVerb::CloneProd(c) => clone_prod::run(&ctx, c).await,
         DbVerb::ListClones(l) => list_clones(&ctx, l).await,
         _ => anyhow::bail!("xtask-aws runs only the AWS verbs of `cargo xtask db`"),
     }
 }
 
 /// Settings of one run: flags first, then `[workspace.metadata.db.aws]`.
-struct Aws {
-    rds: aws_sdk_rds::Client,
-    region: String,
-    source: Option<String>,
+#[derive(Clone)]
+pub struct Aws {
+    pub sdk: aws_config::SdkConfig,
+    pub rds: aws_sdk_rds::Client,
+    pub region: String,
+    pub source: Option<String>,
 }
 
-async fn connect(ctx: &xtask::db::Ctx, args: &AwsArgs) -> Result<Aws> {
+pub async fn connect(ctx: &xtask::db::Ctx, args: &AwsArgs) -> Result<Aws> {
     let conf = &ctx.config.aws;
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if let Some(r) = args.region.clone().or_else(|| conf.region.clone()) {
@@ -62,6 +70,7 @@ async fn connect(ctx: &xtask::db::Ctx, args: &AwsArgs) -> Result<Aws> {
     };
     Ok(Aws {
         rds: aws_sdk_rds::Client::new(&sdk),
+        sdk,
         region,
         source: args.source_instance.clone().or_else(|| conf.source_instance.clone()),
     })

@@ -4,10 +4,13 @@
 use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
+use aws_sdk_rds::types::Tag;
 use aws_sdk_rds::Client;
 use serde::Serialize;
+use xtask::error::fail;
 
 use crate::aws_error;
+use crate::wait::{self, Poll};
 
 /// The tag every instance this tool creates carries, and nothing else does.
 pub const CREATED_BY_KEY: &str = "CreatedBy";
@@ -116,6 +119,7 @@ pub async fn delete(rds: &Client, id: &str, protected: &[&str], region: &str, pa
     }
     let start = std::time::Instant::now();
     let mut delay = Duration::from_secs(2);
+    let mut unprotected = false;
     loop {
         let sent = rds
             .delete_db_instance()
@@ -133,6 +137,22 @@ pub async fn delete(rds: &Client, id: &str, protected: &[&str], region: &str, pa
                     Some("InvalidDBInstanceState") if message.contains("already being deleted") => {
                         return Ok(Deletion::InProgress)
                     }
+                    // Restored with deletion protection off; if it is on anyway (changed since,
+                    // or inherited), switch it off: the tags were checked above.
+                    Some("InvalidParameterCombination") if message.contains("protection") && !unprotected => {
+                        unprotected = true;
+                        eprintln!("  `{id}` has deletion protection on; switching it off");
+                        rds.modify_db_instance()
+                            .db_instance_identifier(id)
+                            .deletion_protection(false)
+                            .apply_immediately(true)
+                            .send()
+                            .await
+                            .map_err(|e| {
+                                aws_error(&format!("switching off the deletion protection of `{id}`"), e)
+                                    .context(manual.clone())
+                            })?;
+                    }
                     Some("InvalidDBInstanceState") if start.elapsed() < patience => {
                         eprintln!("  `{id}` cannot be deleted yet ({message}); retrying in {}s", delay.as_secs());
                         tokio::time::sleep(delay).await;
@@ -143,6 +163,296 @@ pub async fn delete(rds: &Client, id: &str, protected: &[&str], region: &str, pa
             }
         }
     }
+}
+
+/// The production instance, as far as the clone needs it.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub id: String,
+    pub engine_version: String,
+    /// The PostgreSQL major version (`pg_dump` must be at least this).
+    pub major: u32,
+    pub class: String,
+    pub storage_gib: i32,
+    pub subnet_group: Option<String>,
+    pub security_groups: Vec<String>,
+    pub parameter_group: Option<String>,
+}
+
+/// Reads the source instance; refuses what `clone-prod` cannot clone.
+pub async fn describe_source(rds: &Client, id: &str, region: &str) -> Result<Source> {
+    let out = match rds.describe_db_instances().db_instance_identifier(id).send().await {
+        Ok(out) => out,
+        Err(e) if error_code(&e) == Some("DBInstanceNotFound") => {
+            return Err(fail(
+                format!("the source instance `{id}` does not exist in {region}"),
+                "check --source-instance (`source_instance` in [workspace.metadata.db.aws]) and --region",
+            ))
+        }
+        Err(e) => return Err(aws_error(&format!("reading the source instance `{id}`"), e)),
+    };
+    let Some(db) = out.db_instances().first() else {
+        return Err(fail(format!("the source instance `{id}` does not exist in {region}"), "check --source-instance"));
+    };
+    let engine = db.engine().unwrap_or("");
+    if db.db_cluster_identifier().is_some() || engine.starts_with("aurora") {
+        return Err(fail(
+            format!(
+                "`{id}` is an Aurora instance (cluster {}); clone-prod restores RDS for PostgreSQL instances",
+                db.db_cluster_identifier().unwrap_or("?")
+            ),
+            "clone Aurora with a copy-on-write cluster clone instead (see the runbook's \"What it does not cover\")",
+        ));
+    }
+    if engine != "postgres" {
+        return Err(fail(
+            format!("`{id}` runs the engine `{engine}`, not PostgreSQL"),
+            "point --source-instance at an RDS for PostgreSQL instance",
+        ));
+    }
+    let engine_version = db.engine_version().unwrap_or("").to_string();
+    let major = engine_version.split('.').next().and_then(|m| m.parse().ok()).ok_or_else(|| {
+        fail(format!("`{id}` reports the engine version `{engine_version}`, which is not understood"), "report this")
+    })?;
+    Ok(Source {
+        id: db.db_instance_identifier().unwrap_or(id).to_string(),
+        engine_version,
+        major,
+        class: db.db_instance_class().unwrap_or("?").to_string(),
+        storage_gib: db.allocated_storage().unwrap_or(0),
+        subnet_group: db.db_subnet_group().and_then(|g| g.db_subnet_group_name()).map(str::to_string),
+        security_groups: db
+            .vpc_security_groups()
+            .iter()
+            .filter_map(|g| g.vpc_security_group_id())
+            .map(str::to_string)
+            .collect(),
+        parameter_group: db
+            .db_parameter_groups()
+            .first()
+            .and_then(|g| g.db_parameter_group_name())
+            .filter(|n| !n.starts_with("default."))
+            .map(str::to_string),
+    })
+}
+
+/// A snapshot of the source instance.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub id: String,
+    /// `automated` or `manual`.
+    pub kind: String,
+    pub status: String,
+    pub created: Option<SystemTime>,
+}
+
+/// Every snapshot of `source` (automated and manual), whatever its status.
+pub async fn snapshots(rds: &Client, source: &str) -> Result<Vec<Snapshot>> {
+    let mut out = Vec::new();
+    let mut pages = rds.describe_db_snapshots().db_instance_identifier(source).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| aws_error(&format!("listing the snapshots of `{source}`"), e))?;
+        for s in page.db_snapshots() {
+            out.push(Snapshot {
+                id: s.db_snapshot_identifier().unwrap_or("").to_string(),
+                kind: s.snapshot_type().unwrap_or("?").to_string(),
+                status: s.status().unwrap_or("?").to_string(),
+                created: s.snapshot_create_time().map(system_time),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn system_time(t: &aws_sdk_rds::primitives::DateTime) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(t.secs().max(0) as u64)
+}
+
+/// Which snapshot the clone starts from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SnapshotChoice {
+    /// The newest available one, this old.
+    Reuse { id: String, kind: String, age: Duration },
+    /// A new manual snapshot, and why.
+    Create { id: String, why: String },
+}
+
+/// The newest *available* snapshot if younger than `freshness` (and not `force_fresh`), else a
+/// new manual one named `new_id`.
+pub fn choose(
+    snaps: &[Snapshot],
+    now: SystemTime,
+    freshness: Duration,
+    force_fresh: bool,
+    new_id: &str,
+) -> SnapshotChoice {
+    let newest = snaps
+        .iter()
+        .filter(|s| s.status == "available")
+        .filter_map(|s| s.created.map(|c| (c, s)))
+        .max_by_key(|(c, _)| *c);
+    let create = |why: String| SnapshotChoice::Create { id: new_id.to_string(), why };
+    if force_fresh {
+        return create("--fresh-snapshot".into());
+    }
+    match newest {
+        None => create("no available snapshot of the source".into()),
+        Some((created, s)) => {
+            let age = now.duration_since(created).unwrap_or_default();
+            if age < freshness {
+                SnapshotChoice::Reuse { id: s.id.clone(), kind: s.kind.clone(), age }
+            } else {
+                create(format!("the newest available snapshot, `{}`, is {} old", s.id, hours(age)))
+            }
+        }
+    }
+}
+
+pub fn hours(d: Duration) -> String {
+    let m = d.as_secs() / 60;
+    format!("{}h{:02}m", m / 60, m % 60)
+}
+
+/// An RDS identifier made of `base` and `suffix`: at most 63 characters, letters, digits and
+/// single hyphens, starting with a letter (the base is shortened when needed).
+pub fn identifier(base: &str, suffix: &str) -> String {
+    let room = 63usize.saturating_sub(suffix.len());
+    let mut b: String = base.chars().take(room).collect();
+    while b.ends_with('-') {
+        b.pop();
+    }
+    format!("{b}{suffix}")
+}
+
+/// The tags of everything `clone-prod` creates.
+pub fn tags(source: &str, now: SystemTime, ttl: Duration) -> Vec<Tag> {
+    let tag = |k: &str, v: String| Tag::builder().key(k).value(v).build();
+    vec![
+        tag(CREATED_BY_KEY, CREATED_BY_VALUE.into()),
+        tag("CloneOf", source.into()),
+        tag("CreatedAt", xtask::time::rfc3339(now)),
+        tag("ExpiresAt", xtask::time::rfc3339(now + ttl)),
+    ]
+}
+
+/// How long the waits may last (a restore of a large instance takes a long time).
+const LIMIT: Duration = Duration::from_secs(3 * 3600);
+const EVERY: Duration = Duration::from_secs(15);
+
+/// Creates a manual snapshot of the source and waits until it is available.
+pub async fn create_snapshot(rds: &Client, source: &str, id: &str, tags: Vec<Tag>) -> Result<()> {
+    rds.create_db_snapshot()
+        .db_instance_identifier(source)
+        .db_snapshot_identifier(id)
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .map_err(|e| aws_error(&format!("creating the snapshot `{id}` of `{source}`"), e))?;
+    wait::until(&format!("waiting for the snapshot `{id}`"), EVERY, LIMIT, || async {
+        let out = rds
+            .describe_db_snapshots()
+            .db_snapshot_identifier(id)
+            .send()
+            .await
+            .map_err(|e| aws_error(&format!("reading the snapshot `{id}`"), e))?;
+        let Some(s) = out.db_snapshots().first() else {
+            return Err(fail(format!("the snapshot `{id}` disappeared while being created"), "run again"));
+        };
+        match s.status().unwrap_or("?") {
+            "available" => Ok(Poll::Done(())),
+            "failed" | "error" => Err(fail(
+                format!("the snapshot `{id}` failed (status `{}`)", s.status().unwrap_or("?")),
+                "look at the RDS events of the source instance, then run again",
+            )),
+            other => Ok(Poll::Pending(match s.percent_progress() {
+                Some(p) => format!("{other}, {p}%"),
+                None => other.to_string(),
+            })),
+        }
+    })
+    .await
+}
+
+/// What the throwaway instance is made from and with.
+pub struct Restore<'a> {
+    pub id: &'a str,
+    pub snapshot: &'a str,
+    pub class: &'a str,
+    pub source: &'a Source,
+    pub tags: Vec<Tag>,
+}
+
+/// Asks for the throwaway instance: the source's network placement, nothing that outlives it.
+pub async fn restore(rds: &Client, r: Restore<'_>) -> Result<()> {
+    rds.restore_db_instance_from_db_snapshot()
+        .db_instance_identifier(r.id)
+        .db_snapshot_identifier(r.snapshot)
+        .db_instance_class(r.class)
+        .set_db_subnet_group_name(r.source.subnet_group.clone())
+        .set_vpc_security_group_ids(Some(r.source.security_groups.clone()).filter(|v| !v.is_empty()))
+        .set_db_parameter_group_name(r.source.parameter_group.clone())
+        .publicly_accessible(false)
+        .multi_az(false)
+        .backup_retention_period(0)
+        .deletion_protection(false)
+        .storage_type("gp3")
+        .auto_minor_version_upgrade(false)
+        .copy_tags_to_snapshot(false)
+        .set_tags(Some(r.tags))
+        .send()
+        .await
+        .map_err(|e| aws_error(&format!("restoring `{}` from the snapshot `{}`", r.id, r.snapshot), e))?;
+    Ok(())
+}
+
+/// Where a database instance listens.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+/// Statuses an instance does not come back from by waiting.
+const DEAD_ENDS: &[&str] = &[
+    "failed",
+    "incompatible-restore",
+    "incompatible-network",
+    "incompatible-parameters",
+    "incompatible-option-group",
+    "inaccessible-encryption-credentials",
+    "inaccessible-encryption-credentials-recoverable",
+    "storage-full",
+    "deleting",
+];
+
+/// Waits until the throwaway instance is available; its endpoint.
+pub async fn wait_available(rds: &Client, id: &str) -> Result<Endpoint> {
+    wait::until(&format!("waiting for `{id}` to be available (restores take 10-30 minutes)"), EVERY, LIMIT, || async {
+        let out = rds
+            .describe_db_instances()
+            .db_instance_identifier(id)
+            .send()
+            .await
+            .map_err(|e| aws_error(&format!("reading `{id}`"), e))?;
+        let Some(db) = out.db_instances().first() else {
+            return Err(fail(format!("`{id}` disappeared while being restored"), "run again"));
+        };
+        let status = db.db_instance_status().unwrap_or("?");
+        if DEAD_ENDS.contains(&status) {
+            return Err(fail(
+                format!("the restore of `{id}` failed: status `{status}`"),
+                "look at the instance's RDS events (subnet group, security groups, parameter group, KMS key), then run again",
+            ));
+        }
+        match (status, db.endpoint()) {
+            ("available", Some(e)) if e.address().is_some() => Ok(Poll::Done(Endpoint {
+                host: e.address().unwrap_or_default().to_string(),
+                port: e.port().and_then(|p| u16::try_from(p).ok()).unwrap_or(5432),
+            })),
+            _ => Ok(Poll::Pending(status.to_string())),
+        }
+    })
+    .await
 }
 
 fn error_code<E: aws_sdk_rds::error::ProvideErrorMetadata>(e: &aws_sdk_rds::error::SdkError<E>) -> Option<&str> {
@@ -159,6 +469,41 @@ mod tests {
 
     fn ours() -> Vec<(String, String)> {
         vec![(CREATED_BY_KEY.into(), CREATED_BY_VALUE.into())]
+    }
+
+    fn snap(id: &str, status: &str, hours_ago: u64) -> Snapshot {
+        Snapshot {
+            id: id.into(),
+            kind: "automated".into(),
+            status: status.into(),
+            created: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 - hours_ago * 3600)),
+        }
+    }
+
+    #[test]
+    fn snapshot_policy() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let day = Duration::from_secs(24 * 3600);
+        let snaps = vec![snap("old", "available", 30), snap("newer", "available", 5), snap("newest", "creating", 1)];
+        // The newest *available* one, when fresh enough.
+        assert!(matches!(choose(&snaps, now, day, false, "new"), SnapshotChoice::Reuse { id, .. } if id == "newer"));
+        // Too old, forced, or none at all: a new one.
+        assert!(
+            matches!(choose(&snaps, now, Duration::from_secs(3600), false, "new"), SnapshotChoice::Create { why, .. } if why.contains("newer"))
+        );
+        assert!(matches!(choose(&snaps, now, day, true, "new"), SnapshotChoice::Create { id, .. } if id == "new"));
+        assert!(matches!(choose(&[snap("x", "creating", 1)], now, day, false, "new"), SnapshotChoice::Create { .. }));
+    }
+
+    #[test]
+    fn identifiers_fit_rds_rules() {
+        assert_eq!(identifier("prod", "-clone-20261122101500"), "prod-clone-20261122101500");
+        let long = "a".repeat(60) + "-b";
+        let id = identifier(&long, "-clone-20261122101500");
+        assert_eq!(id.len(), 63);
+        assert!(!id.contains("--"), "{id}");
+        let id = identifier(&("a".repeat(41) + "-xyz"), "-clone-20261122101500");
+        assert!(id.len() <= 63 && !id.contains("--"), "{id}");
     }
 
     #[test]

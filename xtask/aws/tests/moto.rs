@@ -1,73 +1,17 @@
-//! The AWS verbs against moto server (a local AWS API emulator on 127.0.0.1), run as the real
-//! binary. Never contacts AWS: the endpoint is moto's, instance metadata is off, no profile files.
+//! `db list-clones` against moto server (see support/): listing and the deletion guards.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-use aws_sdk_rds::types::Tag;
+use std::path::Path;
+use std::process::Command;
 
-struct Moto {
-    child: Child,
-    url: String,
-    dir: PathBuf,
-}
+use support::{ids, instance, tag, Moto, OURS};
 
 impl Moto {
-    fn start() -> Moto {
-        let bin = PathBuf::from(
-            std::env::var_os("XTASK_TEST_VENV_BIN").expect("run through `cargo xtask test` (it installs moto)"),
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(bin.join("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(60), "moto_server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let dir = std::env::temp_dir().join(format!("xtask-aws-it-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Moto { child, url: format!("http://127.0.0.1:{port}"), dir }
-    }
-
-    /// The environment every AWS client here gets: moto, fake credentials, no metadata service.
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ENDPOINT_URL", self.url.clone()),
-            ("AWS_ACCESS_KEY_ID", "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_EC2_METADATA_DISABLED", "true".into()),
-            ("AWS_CONFIG_FILE", self.dir.join("config").display().to_string()),
-            ("AWS_SHARED_CREDENTIALS_FILE", self.dir.join("credentials").display().to_string()),
-        ]
-    }
-
-    async fn rds(&self) -> aws_sdk_rds::Client {
-        let conf = aws_sdk_rds::Config::builder()
-            .behavior_version(aws_sdk_rds::config::BehaviorVersion::latest())
-            .endpoint_url(&self.url)
-            .region(aws_sdk_rds::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_rds::config::Credentials::new("testing", "testing", None, None, "test"))
-            .build();
-        aws_sdk_rds::Client::from_conf(conf)
-    }
-
     /// `cargo xtask db <args>` as the AWS binary runs it, in the repository.
     fn xtask(&self, args: &[&str]) -> (i32, String, String) {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask-aws"));
-        cmd.arg("db").args(args).current_dir(root).stdin(Stdio::null());
-        for var in ["AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "DATABASE_URL"] {
-            cmd.env_remove(var);
-        }
-        cmd.envs(self.env());
-        let out = cmd.output().unwrap();
+        let out = support::command(self, &root, args, &[]).output().unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -76,44 +20,8 @@ impl Moto {
     }
 }
 
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn tag(k: &str, v: &str) -> Tag {
-    Tag::builder().key(k).value(v).build()
-}
-
-const OURS: (&str, &str) = ("CreatedBy", "xtask-db clone-prod");
-
-async fn instance(rds: &aws_sdk_rds::Client, id: &str, tags: Vec<Tag>) {
-    rds.create_db_instance()
-        .db_instance_identifier(id)
-        .db_instance_class("db.t4g.small")
-        .engine("postgres")
-        .allocated_storage(20)
-        .master_username("app")
-        .master_user_password("not-a-real-password")
-        .set_tags(Some(tags))
-        .send()
-        .await
-        .unwrap();
-}
-
-async fn ids(rds: &aws_sdk_rds::Client) -> Vec<String> {
-    let out = rds.describe_db_instances().send().await.unwrap();
-    let mut v: Vec<String> =
-        out.db_instances().iter().filter_map(|d| d.db_instance_identifier().map(str::to_string)).collect();
-    v.sort();
-    v
-}
-
 async fn scene(moto: &Moto) -> aws_sdk_rds::Client {
-    let rds = moto.rds().await;
+    let rds = moto.rds();
     instance(&rds, "prod-db", vec![]).await;
     let ours = |expires: &str| {
         vec![

@@ -37,7 +37,7 @@ pub fn run(db: Db) -> Result<()> {
         DbVerb::Worktree(w) => worktree::run(&ctx, w),
         DbVerb::Worktrees(w) => worktrees::run(&ctx, w),
         DbVerb::RefillSpare => worktree::refill_spare(&ctx),
-        DbVerb::ListClones(_) => aws_tool(&ctx),
+        DbVerb::CloneProd(_) | DbVerb::ListClones(_) => aws_tool(&ctx),
         DbVerb::LoadClone(l) => load_clone::load(&ctx, l),
         DbVerb::DropClone(d) => load_clone::drop(&ctx, d),
         DbVerb::Fresh => fresh::run(&ctx),

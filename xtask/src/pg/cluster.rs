@@ -186,6 +186,34 @@ impl Cluster {
         Ok(info)
     }
 
+    /// Turns TLS on with a new self-signed certificate (made by `openssl`), for a stopped cluster:
+    /// the test server stands in for RDS, which clients reach with `sslmode=require`.
+    pub fn enable_tls(&self) -> Result<()> {
+        let data = self.data_dir();
+        let (key, cert) = (data.join("server.key"), data.join("server.crt"));
+        let mut cmd = Command::new("openssl");
+        cmd.args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "7", "-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert);
+        proc::capture(&mut cmd, None).map_err(|e| {
+            fail(
+                format!("could not make a TLS certificate: {e:#}"),
+                "install openssl (Debian/Ubuntu: `apt-get install openssl`)",
+            )
+        })?;
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        if let Some(u) = self.server_account()? {
+            chown(&key, &u)?;
+            chown(&cert, &u)?;
+        }
+        let conf_path = data.join("postgresql.conf");
+        let mut conf = std::fs::read_to_string(&conf_path)?;
+        conf.push_str("ssl = on\n");
+        std::fs::write(&conf_path, conf)?;
+        Ok(())
+    }
+
     /// Starts the server and waits until it accepts connections.
     pub fn start(&self) -> Result<()> {
         let info = self.info()?;
@@ -369,6 +397,11 @@ pub struct Throwaway {
 
 impl Throwaway {
     pub fn start(parent: &Path, name: &str, extra_conf: &[&str]) -> Result<Throwaway> {
+        Throwaway::start_with(parent, name, extra_conf, false)
+    }
+
+    /// [`Throwaway::start`], with TLS on when `tls` (see [`Cluster::enable_tls`]).
+    pub fn start_with(parent: &Path, name: &str, extra_conf: &[&str], tls: bool) -> Result<Throwaway> {
         use std::os::unix::fs::PermissionsExt;
         let dir = parent.join(format!("{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -376,6 +409,9 @@ impl Throwaway {
         // Run as the default unprivileged account when we are root (as `db up` does).
         let t = Throwaway { cluster: Cluster::new(dir, "postgres"), keep: false };
         t.cluster.init(&InitOptions { port: None, extra_conf })?;
+        if tls {
+            t.cluster.enable_tls()?;
+        }
         t.cluster.start()?;
         Ok(t)
     }

@@ -1,0 +1,331 @@
+//! `db clone-prod`: snapshot → throwaway instance → tunnel → `pg_dump` → delete the throwaway.
+//!
+//! Everything that can be checked without changing AWS is checked first (the dump directory is
+//! git-ignored, pg_dump is new enough, the plugin is installed, the source, bastion, snapshot
+//! and credentials exist). From the restore request on, the instance's id is recorded, and the
+//! deletion runs after the pipeline whatever ended it: success, an error, a signal (the pipeline
+//! notices within 100 ms; a pipeline that does not end within 20 s is aborted), or a panic (the
+//! pipeline runs as its own task, whose panic is caught). Only SIGKILL escapes it; the
+//! instance's `ExpiresAt` tag and `list-clones --delete-expired` are the backstop.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Result;
+use xtask::config::TunnelKind;
+use xtask::db::Ctx;
+use xtask::error::{fail, report, Interrupted};
+use xtask::flags::CloneProd;
+use xtask::pg::{human_size, tools};
+use xtask::proc;
+use xtask::time::{compact, elapsed, rfc3339};
+
+use crate::credentials::{self, Credentials};
+use crate::dump::{self, Target};
+use crate::rds::{self, SnapshotChoice, Source};
+use crate::tunnel::{self, SessionSlot, Tunnel};
+use crate::{connect, Aws};
+
+/// Everything decided before AWS is changed.
+struct Plan {
+    source: Source,
+    snapshot: SnapshotChoice,
+    clone_id: String,
+    class: String,
+    ttl: Duration,
+    tunnel: tunnel::Plan,
+    tunnel_timeout: Duration,
+    credentials: credentials::Source,
+    dump: PathBuf,
+    pg_dump: PathBuf,
+    psql: PathBuf,
+    now: SystemTime,
+}
+
+pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
+    let conf = &ctx.config.aws;
+    let root = &ctx.config.root;
+    let started = Instant::now();
+    let now = SystemTime::now();
+    let ts = compact(now);
+
+    // Local checks first: nothing in AWS is touched when these fail.
+    let tunnel_kind = flags.tunnel.unwrap_or(conf.tunnel);
+    let credentials = match (
+        flags.credentials_parameter.clone().or_else(|| if flags.credentials_secret.is_some() { None } else { conf.credentials_parameter.clone() }),
+        flags.credentials_secret.clone().or_else(|| if flags.credentials_parameter.is_some() { None } else { conf.credentials_secret.clone() }),
+    ) {
+        (Some(p), None) => credentials::Source::Parameter(p),
+        (None, Some(s)) => credentials::Source::Secret(s),
+        (Some(_), Some(_)) => {
+            return Err(fail(
+                "both `credentials_parameter` and `credentials_secret` are configured",
+                "keep one of them in [workspace.metadata.db.aws], or pass the one to use as a flag",
+            ))
+        }
+        (None, None) => {
+            return Err(fail(
+                "no database credentials are configured",
+                "pass --credentials-parameter NAME (SSM) or --credentials-secret ID (Secrets Manager), or set one in [workspace.metadata.db.aws]",
+            ))
+        }
+    };
+    let dump_dir = root.join(&conf.dump_dir);
+    dump::check_ignored(root, &dump_dir)?;
+    let pg_dump = tools::find("pg_dump")?;
+    let psql = tools::find("psql")?;
+    let pg_dump_major = tools::major_version(&pg_dump)?;
+    let plugin = match tunnel_kind {
+        TunnelKind::Ssm => Some(tunnel::find_plugin()?),
+        _ => None,
+    };
+    let tunnel_command = match tunnel_kind {
+        TunnelKind::Command => Some(flags.tunnel_command.clone().or_else(|| conf.tunnel_command.clone()).ok_or_else(|| {
+            fail(
+                "--tunnel command needs --tunnel-command",
+                "e.g. --tunnel-command 'ssh -N -L {local_port}:{host}:{port} bastion' (or `tunnel_command` in [workspace.metadata.db.aws])",
+            )
+        })?),
+        _ => None,
+    };
+    let bastion_name = match tunnel_kind {
+        TunnelKind::Ssm => Some(flags.bastion.clone().or_else(|| conf.bastion.clone()).ok_or_else(|| {
+            fail(
+                "the ssm tunnel needs a bastion",
+                "pass --bastion NAME (the EC2 instance's Name tag), or set `bastion` in [workspace.metadata.db.aws]",
+            )
+        })?),
+        _ => None,
+    };
+
+    // Read-only AWS calls: the source, its snapshots, the bastion.
+    let aws = connect(ctx, &flags.aws).await?;
+    let source_id = aws.source.clone().ok_or_else(|| {
+        fail(
+            "no source instance is configured",
+            "pass --source-instance ID, or set `source_instance` in [workspace.metadata.db.aws]",
+        )
+    })?;
+    let source = rds::describe_source(&aws.rds, &source_id, &aws.region).await?;
+    if source.major > pg_dump_major {
+        return Err(fail(
+            format!(
+                "`{source_id}` runs PostgreSQL {}, newer than the local pg_dump {pg_dump_major}",
+                source.engine_version
+            ),
+            format!("install the PostgreSQL {} client programs (or point XTASK_PG_BINDIR at them)", source.major),
+        ));
+    }
+    let freshness = Duration::from_secs(flags.freshness_hours.unwrap_or(conf.freshness_hours) * 3600);
+    let snaps = rds::snapshots(&aws.rds, &source_id).await?;
+    let snapshot = rds::choose(
+        &snaps,
+        now,
+        freshness,
+        flags.fresh_snapshot,
+        &rds::identifier(&source_id, &format!("-xtask-{ts}")),
+    );
+    let tunnel = match tunnel_kind {
+        TunnelKind::Direct => tunnel::Plan::Direct,
+        TunnelKind::Command => tunnel::Plan::Command { template: tunnel_command.unwrap_or_default() },
+        TunnelKind::Ssm => {
+            let name = bastion_name.unwrap_or_default();
+            let id = tunnel::find_bastion(&aws.sdk, &name).await?;
+            eprintln!("bastion: {id} (Name={name})");
+            tunnel::Plan::Ssm {
+                plugin: plugin.unwrap_or_default(),
+                bastion: id,
+                sdk: Box::new(aws.sdk.clone()),
+                region: aws.region.clone(),
+            }
+        }
+    };
+    let plan = Plan {
+        clone_id: rds::identifier(&source_id, &format!("-clone-{ts}")),
+        class: flags.instance_class.clone().unwrap_or_else(|| conf.instance_class.clone()),
+        ttl: Duration::from_secs(conf.clone_ttl_hours.max(1) * 3600),
+        tunnel,
+        tunnel_timeout: Duration::from_secs(flags.tunnel_timeout.max(1)),
+        credentials,
+        dump: dump_dir.join(format!("prod-{ts}.dump")),
+        pg_dump,
+        psql,
+        now,
+        source,
+        snapshot,
+    };
+    show(&plan, root, &aws.region);
+    if flags.dry_run {
+        eprintln!("dry run: nothing was created, changed or deleted");
+        return Ok(());
+    }
+    // Read before anything is created: a missing or malformed parameter costs nothing.
+    let fallback_db = flags.dbname.clone().or_else(|| conf.dbname.clone());
+    let creds = credentials::fetch(&aws.sdk, &plan.credentials, fallback_db.as_deref()).await?;
+    proc::check_interrupt()?;
+
+    // From here on AWS is changed: the pipeline runs as a task of its own; the cleanup always runs.
+    let state = Arc::new(Cleanup::default());
+    let plan = Arc::new(plan);
+    let mut work = tokio::spawn(pipeline(plan.clone(), aws.clone(), creds, pg_dump_major, state.clone()));
+    let outcome = supervise(&mut work).await;
+    let cleaned = cleanup(&plan, &aws, &state).await;
+    match (outcome, cleaned) {
+        (Ok(size), Ok(())) => {
+            eprintln!(
+                "dump ready: {} ({}) in {}",
+                plan.dump.strip_prefix(root).unwrap_or(&plan.dump).display(),
+                human_size(size as i64),
+                elapsed(started.elapsed())
+            );
+            eprintln!("next: cargo xtask db load-clone   (see docs/runbooks/prod-clone-refactor-testing.md)");
+            Ok(())
+        }
+        (Ok(_), Err(e)) => Err(e),
+        (Err(e), cleaned) => {
+            if let Err(c) = cleaned {
+                eprintln!("error: {}", report(&c).line);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn show(plan: &Plan, root: &std::path::Path, region: &str) {
+    let s = &plan.source;
+    eprintln!("plan:");
+    eprintln!(
+        "  source       {} in {region}: PostgreSQL {}, {}, {} GiB, subnet group {}, security groups {}",
+        s.id,
+        s.engine_version,
+        s.class,
+        s.storage_gib,
+        s.subnet_group.as_deref().unwrap_or("(default)"),
+        if s.security_groups.is_empty() { "(default)".to_string() } else { s.security_groups.join(",") }
+    );
+    match &plan.snapshot {
+        SnapshotChoice::Reuse { id, kind, age } => {
+            eprintln!("  snapshot     reuse {id} ({kind}, {} old)", rds::hours(*age))
+        }
+        SnapshotChoice::Create { id, why } => eprintln!("  snapshot     create {id} ({why})"),
+    }
+    eprintln!(
+        "  throwaway    {} ({}, gp3, single-AZ, private, no backups; expires {}; always deleted at the end)",
+        plan.clone_id,
+        plan.class,
+        rfc3339(plan.now + plan.ttl)
+    );
+    match &plan.tunnel {
+        tunnel::Plan::Direct => eprintln!("  tunnel       direct (to the instance's endpoint)"),
+        tunnel::Plan::Command { template } => eprintln!("  tunnel       command: {template}"),
+        tunnel::Plan::Ssm { bastion, .. } => eprintln!("  tunnel       ssm through {bastion} ({})", tunnel::DOCUMENT),
+    }
+    eprintln!("  credentials  {} (read at run time; TLS required)", plan.credentials);
+    eprintln!("  dump         {}", plan.dump.strip_prefix(root).unwrap_or(&plan.dump).display());
+}
+
+/// What the cleanup must undo, recorded as the pipeline goes.
+#[derive(Default)]
+struct Cleanup {
+    /// Set just before the restore is requested (a failed request may still have created it).
+    instance: Mutex<Option<String>>,
+    session: SessionSlot,
+}
+
+async fn pipeline(
+    plan: Arc<Plan>,
+    aws: Aws,
+    creds: Credentials,
+    pg_dump_major: u32,
+    state: Arc<Cleanup>,
+) -> Result<u64> {
+    let source = &plan.source;
+    let snapshot = match &plan.snapshot {
+        SnapshotChoice::Reuse { id, .. } => id.clone(),
+        SnapshotChoice::Create { id, .. } => {
+            eprintln!("▸ creating the snapshot {id}");
+            rds::create_snapshot(&aws.rds, &source.id, id, rds::tags(&source.id, plan.now, plan.ttl)).await?;
+            id.clone()
+        }
+    };
+    proc::check_interrupt()?;
+    eprintln!("▸ restoring {} from {snapshot}", plan.clone_id);
+    *state.instance.lock().unwrap_or_else(|e| e.into_inner()) = Some(plan.clone_id.clone());
+    rds::restore(
+        &aws.rds,
+        rds::Restore {
+            id: &plan.clone_id,
+            snapshot: &snapshot,
+            class: &plan.class,
+            source,
+            tags: rds::tags(&source.id, plan.now, plan.ttl),
+        },
+    )
+    .await?;
+    let endpoint = rds::wait_available(&aws.rds, &plan.clone_id).await?;
+    eprintln!("▸ opening the tunnel to {}:{}", endpoint.host, endpoint.port);
+    let mut tunnel = Tunnel::open(&plan.tunnel, &endpoint, plan.tunnel_timeout, &state.session).await?;
+    let target = Target { host: tunnel.host.clone(), port: tunnel.port, credentials: creds };
+    let major = dump::probe(&plan.psql, &target, pg_dump_major).await?;
+    eprintln!(
+        "▸ dumping `{}` (PostgreSQL {major}) as `{}` with pg_dump -Fc",
+        target.credentials.dbname, target.credentials.username
+    );
+    let size = dump::dump(&plan.pg_dump, &target, &plan.dump).await?;
+    tunnel.close();
+    Ok(size)
+}
+
+/// Waits for the pipeline. After a signal it has 20 s to notice and return before it is aborted.
+async fn supervise(work: &mut tokio::task::JoinHandle<Result<u64>>) -> Result<u64> {
+    let mut signalled: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            joined = &mut *work => {
+                return match joined {
+                    Ok(r) => r,
+                    Err(e) if e.is_panic() => Err(anyhow::anyhow!("clone-prod panicked (a bug; the throwaway instance is deleted now)")),
+                    Err(_) => Err(Interrupted(proc::interrupted().unwrap_or(libc::SIGTERM)).into()),
+                };
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        if let Some(sig) = proc::interrupted() {
+            let since = *signalled.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(20) {
+                work.abort();
+                let _ = (&mut *work).await;
+                return Err(Interrupted(sig).into());
+            }
+        }
+    }
+}
+
+/// Ends the SSM session, removes a partial dump, deletes the throwaway instance (tag-guarded,
+/// never the source). Not interruptible: a second Ctrl-C does not stop it.
+async fn cleanup(plan: &Plan, aws: &Aws, state: &Cleanup) -> Result<()> {
+    let session = state.session.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(id) = session {
+        tunnel::terminate(&aws.sdk, &id).await;
+    }
+    let _ = std::fs::remove_file(dump::partial_path(&plan.dump));
+    let instance = state.instance.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let Some(id) = instance else { return Ok(()) };
+    eprintln!("▸ deleting the throwaway instance {id}");
+    // A restore in progress may refuse deletion until it is available: be patient.
+    match rds::delete(&aws.rds, &id, &[plan.source.id.as_str()], &aws.region, Duration::from_secs(3600)).await {
+        Ok(outcome) => {
+            eprintln!(
+                "  {id}: {}",
+                match outcome {
+                    rds::Deletion::Requested => "deletion requested (gone in a few minutes)",
+                    rds::Deletion::InProgress => "already being deleted",
+                    rds::Deletion::NotFound => "gone (it was never created, or is deleted already)",
+                }
+            );
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,209 @@
+//! The dump: where it may go, reaching the database through the tunnel, `pg_dump -Fc` into a
+//! temporary name renamed when complete (mode 0600), with progress.
+
+use std::io::Read;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use xtask::error::fail;
+use xtask::pg::human_size;
+use xtask::proc;
+use xtask::time::elapsed;
+
+use crate::credentials::Credentials;
+use crate::wait::pause;
+
+/// Refuses a dump directory that git would pick up: production data must never be committed.
+pub fn check_ignored(root: &Path, dump_dir: &Path) -> Result<()> {
+    let probe = dump_dir.join("prod-00000000000000.dump");
+    let rel = probe.strip_prefix(root).unwrap_or(&probe);
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["check-ignore", "-q", "--no-index", "--"])
+        .arg(rel)
+        .output()
+        .context("running `git check-ignore` (is git installed?)")?;
+    match out.status.code() {
+        Some(0) => Ok(()),
+        Some(1) => Err(fail(
+            format!(
+                "{} is not git-ignored: refusing to write production data where it could be committed",
+                dump_dir.strip_prefix(root).unwrap_or(dump_dir).display()
+            ),
+            format!("add `/{}/` to .gitignore", dump_dir.strip_prefix(root).unwrap_or(dump_dir).display()),
+        )),
+        _ => Err(fail(
+            format!(
+                "cannot tell whether {} is git-ignored: {}",
+                dump_dir.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            "run from inside the repository's git checkout",
+        )),
+    }
+}
+
+/// Where and as whom to connect (through the tunnel).
+#[derive(Clone)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub credentials: Credentials,
+}
+
+impl Target {
+    /// The connection goes in the environment, TLS required; nothing of it in argv.
+    fn apply(&self, cmd: &mut Command) {
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("PG") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("PGHOST", &self.host)
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", &self.credentials.username)
+            .env("PGPASSWORD", &self.credentials.password)
+            .env("PGDATABASE", &self.credentials.dbname)
+            .env("PGSSLMODE", "require")
+            .env("PGCONNECT_TIMEOUT", "20")
+            .env("PGAPPNAME", "xtask-db clone-prod")
+            .stdin(Stdio::null());
+    }
+}
+
+/// The fix for what `psql`/`pg_dump` said.
+fn advice(stderr: &str, target: &Target) -> String {
+    if stderr.contains("password authentication failed") {
+        format!(
+            "the throwaway instance has the passwords of the snapshot's time: if `{}`'s password was rotated since, run again with --fresh-snapshot; otherwise fix the credentials",
+            target.credentials.username
+        )
+    } else if stderr.contains("does not exist") && stderr.contains("database") {
+        "name the right database: `dbname` in the credentials, or --dbname".into()
+    } else if stderr.contains("SSL") {
+        "the server must accept TLS connections (sslmode=require)".into()
+    } else if stderr.contains("server version") {
+        "install a pg_dump at least as new as the server (or set XTASK_PG_BINDIR)".into()
+    } else if stderr.contains("permission denied") {
+        "the database user cannot read everything: use credentials of the instance's master user".into()
+    } else {
+        "check that the tunnel reaches the instance (the bastion must be allowed into the instance's security group on its port)".into()
+    }
+}
+
+/// Connects through the tunnel and checks the server's major version; retried for a while, since
+/// a fresh tunnel may drop the first connections.
+pub async fn probe(psql: &Path, target: &Target, pg_dump_major: u32) -> Result<u32> {
+    let start = Instant::now();
+    loop {
+        let mut cmd = Command::new(psql);
+        cmd.args(["-X", "-A", "-t", "-w", "-c", "SELECT current_setting('server_version_num')"]);
+        target.apply(&mut cmd);
+        let (status, out, err) = tokio::task::spawn_blocking(move || proc::output(&mut cmd, None)).await??;
+        proc::check_interrupt()?;
+        let stderr = String::from_utf8_lossy(&err).trim().to_string();
+        if status.success() {
+            let num: u32 = String::from_utf8_lossy(&out).trim().parse().unwrap_or(0);
+            let major = num / 10000;
+            if major > pg_dump_major {
+                return Err(fail(
+                    format!("the instance runs PostgreSQL {major}, newer than pg_dump {pg_dump_major}"),
+                    format!("install the PostgreSQL {major} client programs (or set XTASK_PG_BINDIR)"),
+                ));
+            }
+            return Ok(major);
+        }
+        let retryable = !stderr.contains("authentication") && !stderr.contains("does not exist");
+        if !retryable || start.elapsed() > Duration::from_secs(60) {
+            return Err(fail(
+                format!("cannot connect to the throwaway instance through the tunnel: {}", last_line(&stderr)),
+                advice(&stderr, target),
+            ));
+        }
+        eprintln!("  not reachable yet ({}); retrying", last_line(&stderr));
+        pause(Duration::from_secs(3)).await?;
+    }
+}
+
+/// The line of a libpq program's stderr that says what went wrong: the first `error:` line (the
+/// `detail:` lines after it repeat the query), else the last line.
+fn last_line(s: &str) -> &str {
+    s.lines()
+        .find(|l| l.contains("error:"))
+        .or_else(|| s.lines().rev().find(|l| !l.trim().is_empty()))
+        .unwrap_or("no message")
+        .trim()
+}
+
+/// The dump being written: removed unless complete.
+struct Partial(PathBuf);
+impl Drop for Partial {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The temporary name of `dest` while it is written.
+pub fn partial_path(dest: &Path) -> PathBuf {
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    dest.with_file_name(format!(".{name}.partial"))
+}
+
+/// `pg_dump -Fc` into `dest`: written as `.<name>.partial` (0600), renamed when pg_dump succeeded.
+/// Whatever ends it early (an error, a signal, the future being dropped) removes the partial file.
+pub async fn dump(pg_dump: &Path, target: &Target, dest: &Path) -> Result<u64> {
+    let dir = dest.parent().context("the dump path has no directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    let tmp = partial_path(dest);
+    // Created 0600 before pg_dump opens it (it truncates, keeping the mode).
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    let partial = Partial(tmp.clone());
+
+    let mut cmd = Command::new(pg_dump);
+    cmd.args(["--format=custom", "--no-password", "--file"]).arg(&tmp).stdout(Stdio::null()).stderr(Stdio::piped());
+    target.apply(&mut cmd);
+    let mut child = proc::Registered::spawn(&mut cmd)?;
+    let mut stderr = child.child.stderr.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let mut last_report = Instant::now();
+    let status = loop {
+        if let Some(status) = child.child.try_wait()? {
+            break status;
+        }
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            let size = std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
+            eprintln!("  dumping: {} written ({} so far)", human_size(size as i64), elapsed(start.elapsed()));
+            last_report = Instant::now();
+        }
+        // Not `pause`: on a signal pg_dump is interrupted by the signal thread and exits.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let err = reader.join().unwrap_or_default();
+    proc::check_interrupt()?;
+    if !status.success() {
+        return Err(fail(
+            format!("pg_dump failed ({}): {}", proc::describe(status), last_line(&err)),
+            advice(&err, target),
+        ));
+    }
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&tmp, dest).with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
+    std::mem::forget(partial);
+    Ok(std::fs::metadata(dest)?.len())
+}

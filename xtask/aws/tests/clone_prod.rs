@@ -1,0 +1,469 @@
+//! `db clone-prod` end to end against moto (behind a recording, fault-injecting proxy), with the
+//! test PostgreSQL server (TLS on) standing in for the restored instance, reached through the
+//! `command` tunnel (a real TCP forwarder) or the `ssm` tunnel (a stand-in plugin on PATH).
+//!
+//! Every run is checked for the database password and the session token in its output.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A production account, its database, and a project to run in.
+struct Scene {
+    moto: Moto,
+    db: StandIn,
+    project: Project,
+    log: std::path::PathBuf,
+}
+
+async fn scene(tag: &str) -> Scene {
+    let moto = Moto::start();
+    let db = StandIn::create(tag);
+    production(&moto, &db).await;
+    let project = Project::new(tag, true);
+    let log = project.dir.join("forwarder.log");
+    Scene { moto, db, project, log }
+}
+
+impl Scene {
+    fn command(&self, args: &[&str], env: &[(&str, String)]) -> Command {
+        command(&self.moto, &self.project.dir, args, env)
+    }
+
+    /// `clone-prod` through the forwarder, plus `extra` flags.
+    fn clone_prod(&self, extra: &[&str]) -> Run {
+        let tunnel = forwarder(&self.db, &self.log);
+        let mut args = vec!["clone-prod", "--tunnel", "command", "--tunnel-command", &tunnel];
+        args.extend_from_slice(extra);
+        finish(self.command(&args, &[]).output().unwrap(), &[&self.db.password])
+    }
+
+    /// Starts `clone-prod` through the forwarder, and sends `signal` once a stderr line contains
+    /// `when`; the finished run.
+    fn clone_prod_signalled(&self, when: &str, signal: i32, after: Duration) -> Run {
+        let tunnel = forwarder(&self.db, &self.log);
+        let mut cmd = self.command(&["clone-prod", "--tunnel", "command", "--tunnel-command", &tunnel], &[]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = String::new();
+        let start = Instant::now();
+        loop {
+            let line = lines.next().expect("the run ended before the moment to signal it").unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains(when) {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(120), "never saw {when:?}:\n{seen}");
+        }
+        std::thread::sleep(after);
+        unsafe { libc::kill(child.id() as i32, signal) };
+        for line in lines {
+            seen.push_str(&line.unwrap());
+            seen.push('\n');
+        }
+        let out = child.wait_with_output().unwrap();
+        let mut run = finish(out, &[&self.db.password]);
+        run.stderr = seen + &run.stderr;
+        assert!(!run.stderr.contains(&self.db.password) && !run.stderr.contains(TOKEN));
+        run
+    }
+
+    /// After a failed run: exit non-zero, the throwaway deleted, no dump (not even a partial).
+    async fn assert_cleaned_up(&self, run: &Run) {
+        assert_ne!(run.code, 0, "{}", run.all());
+        let rds = self.moto.rds();
+        assert_eq!(tagged(&rds).await, Vec::<String>::new(), "a throwaway instance is left:\n{}", run.all());
+        assert_eq!(ids(&rds).await, vec![SOURCE.to_string()], "{}", run.all());
+        assert_eq!(self.project.dumps(), Vec::<String>::new(), "dump/ is not empty:\n{}", run.all());
+    }
+
+    /// The restore requests the proxy saw.
+    fn restores(&self) -> Vec<String> {
+        self.moto
+            .proxy
+            .calls()
+            .into_iter()
+            .filter(|c| c.action == "RestoreDBInstanceFromDBSnapshot")
+            .map(|c| c.body)
+            .collect()
+    }
+}
+
+fn is_mutating(action: &str) -> bool {
+    !["Describe", "List", "Get"].iter().any(|p| action.starts_with(p))
+}
+
+#[tokio::test]
+async fn full_run_dumps_what_load_clone_restores_with_the_same_counts_and_leaves_no_instance() {
+    let s = scene("full").await;
+    let run = s.clone_prod(&[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    for line in [
+        "snapshot     reuse rds:prod-db",
+        "throwaway    prod-db-clone-",
+        "dump ready: dump/prod-",
+        "deletion requested",
+    ] {
+        assert!(run.stderr.contains(line), "missing {line:?}:\n{}", run.stderr);
+    }
+
+    // The restore asked for a private, single-AZ, backup-less, unprotected gp3 instance in the
+    // source's subnet group and security groups, tagged.
+    let restores = s.restores();
+    assert_eq!(restores.len(), 1);
+    let r = &restores[0];
+    for part in [
+        "DBInstanceIdentifier=prod-db-clone-",
+        "DBSnapshotIdentifier=rds%3Aprod-db",
+        "DBInstanceClass=db.t4g.small",
+        "DBSubnetGroupName=prod-private",
+        "VpcSecurityGroupIds.VpcSecurityGroupId.1=sg-",
+        "PubliclyAccessible=false",
+        "MultiAZ=false",
+        "BackupRetentionPeriod=0",
+        "DeletionProtection=false",
+        "StorageType=gp3",
+        "Value=xtask-db%20clone-prod",
+        "Key=CloneOf&Tags.Tag.2.Value=prod-db",
+        "Key=ExpiresAt",
+    ] {
+        assert!(r.contains(part), "the restore lacks {part}: {r}");
+    }
+    let clone_id = r.split('&').find_map(|p| p.strip_prefix("DBInstanceIdentifier=")).unwrap().to_string();
+    // Deleted without a final snapshot. (moto copies the source's deletion protection onto the
+    // restore whatever the request says, so the deletion switches it off first: on the clone.)
+    let calls = s.moto.proxy.calls();
+    let deletes: Vec<&str> = calls.iter().filter(|c| c.action == "DeleteDBInstance").map(|c| c.body.as_str()).collect();
+    assert!(!deletes.is_empty());
+    assert!(
+        deletes
+            .iter()
+            .all(|d| d.contains(&format!("DBInstanceIdentifier={clone_id}&")) && d.contains("SkipFinalSnapshot=true")),
+        "{deletes:?}"
+    );
+    // No call but the snapshot's (and reads) ever names the source instance.
+    for c in calls.iter().filter(|c| is_mutating(&c.action) && c.action != "CreateDBSnapshot") {
+        assert!(!c.body.contains("Identifier=prod-db&") && !c.body.ends_with("Identifier=prod-db"), "{c:?}");
+    }
+    assert_eq!(tagged(&s.moto.rds()).await, Vec::<String>::new());
+    assert_eq!(ids(&s.moto.rds()).await, vec![SOURCE]);
+
+    // The forwarder was given the clone's endpoint, and every connection asked for TLS.
+    let log = log_records(&s.log);
+    assert!(
+        log[0]["expect_host_ok"].as_bool().unwrap() && log[0]["host"].as_str().unwrap().starts_with(&clone_id),
+        "{log:?}"
+    );
+    let conns: Vec<&serde_json::Value> = log.iter().filter(|r| r["connection"].as_bool() == Some(true)).collect();
+    assert!(conns.len() >= 2, "psql and pg_dump went through the tunnel: {log:?}");
+    assert!(conns.iter().all(|c| c["ssl_request"].as_bool() == Some(true)), "{log:?}");
+
+    // The dump: complete, private.
+    let dumps = s.project.dumps();
+    assert_eq!(dumps.len(), 1, "{dumps:?}");
+    assert!(dumps[0].starts_with("prod-") && dumps[0].ends_with(".dump"), "{dumps:?}");
+    let path = s.project.dump_dir().join(&dumps[0]);
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // load-clone restores it with the source's row counts.
+    let xtask = std::env::var("XTASK_TEST_XTASK_BIN").expect("run through `cargo xtask test`");
+    let out = Command::new(xtask)
+        .args(["db", "load-clone"])
+        .current_dir(&s.project.dir)
+        .env("DATABASE_URL", s.db.server_url("postgres"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let load = finish(out, &[&s.db.password]);
+    assert_eq!(load.code, 0, "{}", load.all());
+    let clone_db = format!("{}prod_clone", s.project.prefix);
+    let source_counts = StandIn::counts(&s.db.admin_url());
+    assert_eq!(source_counts.len(), 3);
+    assert!(source_counts.iter().all(|(_, n)| *n > 0));
+    assert_eq!(StandIn::counts(&s.db.server_url(&clone_db)), source_counts);
+    psql(&s.db.server_url("postgres"), &format!("DROP DATABASE {clone_db}"));
+}
+
+#[tokio::test]
+async fn a_stale_snapshot_or_fresh_snapshot_creates_one_tagged() {
+    let s = scene("fresh").await;
+    let run = s.clone_prod(&["--freshness-hours", "0"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stderr.contains("snapshot     create prod-db-xtask-"), "{}", run.stderr);
+    let creates: Vec<String> =
+        s.moto.proxy.calls().into_iter().filter(|c| c.action == "CreateDBSnapshot").map(|c| c.body).collect();
+    assert_eq!(creates.len(), 1);
+    assert!(creates[0].contains("Value=xtask-db%20clone-prod"), "{}", creates[0]);
+    let snapshot = creates[0].split('&').find_map(|p| p.strip_prefix("DBSnapshotIdentifier=")).unwrap().to_string();
+    assert!(s.restores()[0].contains(&format!("DBSnapshotIdentifier={snapshot}")), "the new snapshot was restored");
+    assert!(tagged(&s.moto.rds()).await.is_empty());
+}
+
+#[tokio::test]
+async fn snapshot_creation_fails() {
+    let s = scene("snapfail").await;
+    s.moto.proxy.rule(
+        "CreateDBSnapshot",
+        "",
+        Effect::Fail {
+            code: "SnapshotQuotaExceeded".into(),
+            message: "Cannot create more than 100 manual snapshots".into(),
+        },
+    );
+    let run = s.clone_prod(&["--fresh-snapshot"]);
+    s.assert_cleaned_up(&run).await;
+    assert!(
+        run.stderr.contains("SnapshotQuotaExceeded") && run.stderr.contains("creating the snapshot"),
+        "{}",
+        run.stderr
+    );
+    assert!(s.restores().is_empty(), "nothing was restored after the failure");
+}
+
+#[tokio::test]
+async fn restore_fails() {
+    let s = scene("restorefail").await;
+    // The restore is accepted, then the instance ends in a state it does not come back from.
+    s.moto.proxy.rule(
+        "DescribeDBInstances",
+        "DBInstanceIdentifier=prod-db-clone-",
+        Effect::Rewrite {
+            from: "<DBInstanceStatus>available<".into(),
+            to: "<DBInstanceStatus>incompatible-restore<".into(),
+        },
+    );
+    let run = s.clone_prod(&[]);
+    s.assert_cleaned_up(&run).await;
+    assert!(run.stderr.contains("incompatible-restore"), "{}", run.stderr);
+    assert_eq!(s.restores().len(), 1);
+    assert!(s.moto.proxy.actions().contains(&"DeleteDBInstance".to_string()));
+}
+
+#[tokio::test]
+async fn the_tunnel_never_comes_up() {
+    let s = scene("notunnel").await;
+    let pidfile = s.project.dir.join("tunnel.pid");
+    let never = format!("echo $$ > {}; exec sleep 600", pidfile.display());
+    let run = finish(
+        s.command(&["clone-prod", "--tunnel", "command", "--tunnel-command", &never, "--tunnel-timeout", "2"], &[])
+            .output()
+            .unwrap(),
+        &[&s.db.password],
+    );
+    s.assert_cleaned_up(&run).await;
+    assert!(
+        run.stderr.contains("did not accept connections") && run.stderr.contains("--tunnel-timeout"),
+        "{}",
+        run.stderr
+    );
+    // The forwarder was stopped too.
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "the tunnel command still runs");
+}
+
+#[tokio::test]
+async fn pg_dump_fails() {
+    let s = scene("dumpfail").await;
+    // A table the dump user may not read (created by the superuser): pg_dump fails on it.
+    psql(&s.db.admin_url(), "CREATE TABLE public.secrets (x int); INSERT INTO public.secrets VALUES (1)");
+    let run = s.clone_prod(&[]);
+    s.assert_cleaned_up(&run).await;
+    assert!(run.stderr.contains("pg_dump failed") && run.stderr.contains("permission denied"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn sigint_during_the_restore_wait() {
+    let s = scene("sigint").await;
+    // The instance stays `creating`: the run waits until interrupted.
+    s.moto.proxy.rule(
+        "DescribeDBInstances",
+        "DBInstanceIdentifier=prod-db-clone-",
+        Effect::Rewrite { from: "<DBInstanceStatus>available<".into(), to: "<DBInstanceStatus>creating<".into() },
+    );
+    let run = s.clone_prod_signalled("to be available", libc::SIGINT, Duration::from_millis(300));
+    s.assert_cleaned_up(&run).await;
+    assert_eq!(run.code, 130, "{}", run.all());
+    assert!(run.stderr.contains("interrupted by SIGINT"), "{}", run.stderr);
+    assert!(s.moto.proxy.actions().contains(&"DeleteDBInstance".to_string()));
+}
+
+#[tokio::test]
+async fn sigterm_during_the_dump() {
+    let s = scene("sigterm").await;
+    // Hold a lock pg_dump must wait for, so the dump is in progress when the signal comes.
+    let mut locker = Command::new(xtask::pg::tools::find("psql").unwrap())
+        .args(["-X", "-q", "-d", &s.db.admin_url()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = locker.stdin.take().unwrap();
+    writeln!(stdin, "BEGIN; LOCK TABLE crm.orders IN ACCESS EXCLUSIVE MODE; SELECT 1;").unwrap();
+    stdin.flush().unwrap();
+    let run = s.clone_prod_signalled("with pg_dump -Fc", libc::SIGTERM, Duration::from_millis(1500));
+    drop(stdin);
+    let _ = locker.wait();
+    s.assert_cleaned_up(&run).await;
+    assert_eq!(run.code, 143, "{}", run.all());
+    assert!(run.stderr.contains("interrupted by SIGTERM"), "{}", run.stderr);
+}
+
+/// A directory with a stand-in `session-manager-plugin`.
+fn plugin_dir(s: &Scene) -> std::path::PathBuf {
+    let bin = s.project.dir.join("plugin-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let plugin = bin.join("session-manager-plugin");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\nexec {} {} plugin \"$@\"\n",
+            venv_bin().join("python3").display(),
+            standin_script().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+#[tokio::test]
+async fn ssm_tunnel_follows_the_plugin_contract_and_ends_the_session() {
+    let s = scene("ssm").await;
+    let bin = plugin_dir(&s);
+    let report = s.project.dir.join("plugin-report.json");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let env = [
+        ("PATH", path),
+        ("STANDIN_REPORT", report.display().to_string()),
+        ("STANDIN_FORWARD_TO", format!("127.0.0.1:{}", s.db.port)),
+        ("STANDIN_LOG", s.log.display().to_string()),
+    ];
+    // Credentials from Secrets Manager this time.
+    let run = finish(
+        s.command(&["clone-prod", "--tunnel", "ssm", "--credentials-secret", SECRET], &env).output().unwrap(),
+        &[&s.db.password],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(s.project.dumps().len(), 1);
+    assert!(tagged(&s.moto.rds()).await.is_empty());
+
+    // StartSession: on the bastion (found by its Name tag), the port-forwarding document, the
+    // clone's endpoint.
+    let calls = s.moto.proxy.calls();
+    let start = calls.iter().find(|c| c.action == "StartSession").expect("StartSession was called");
+    let start: serde_json::Value = serde_json::from_str(&start.body).unwrap();
+    let bastion = {
+        let out = s.moto.ec2().describe_instances().send().await.unwrap();
+        out.reservations()[0].instances()[0].instance_id().unwrap().to_string()
+    };
+    assert_eq!(start["Target"], bastion.as_str());
+    assert_eq!(start["DocumentName"], "AWS-StartPortForwardingSessionToRemoteHost");
+    assert!(start["Parameters"]["host"][0].as_str().unwrap().starts_with("prod-db-clone-"), "{start}");
+    assert_eq!(start["Parameters"]["portNumber"][0], "5432");
+
+    // The plugin got the CLI's argument contract, the token only through the environment; it
+    // was stopped with SIGINT, and the session was also terminated through the API.
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+    assert_eq!(report["region"], REGION);
+    assert_eq!(report["request"]["Target"], bastion.as_str());
+    assert_eq!(report["endpoint"], s.moto.proxy.url.as_str());
+    assert_eq!(report["token_in_env"], true);
+    assert_eq!(report["signal"], "SIGINT", "{report}");
+    let terminate = calls.iter().find(|c| c.action == "TerminateSession").expect("TerminateSession was called");
+    assert!(terminate.body.contains(report["session_id"].as_str().unwrap()), "{}", terminate.body);
+    let conns: Vec<serde_json::Value> = log_records(&s.log).into_iter().filter(|r| r["connection"] == true).collect();
+    assert!(!conns.is_empty() && conns.iter().all(|c| c["ssl_request"] == true), "{conns:?}");
+}
+
+#[tokio::test]
+async fn missing_plugin_is_a_clear_error_before_anything_is_created() {
+    let s = scene("noplugin").await;
+    let empty = s.project.dir.join("empty-bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    // PATH without the plugin (sh and git are found by absolute path lookups of their own).
+    let path = format!("{}:/usr/bin:/bin", empty.display());
+    let run =
+        finish(s.command(&["clone-prod", "--tunnel", "ssm"], &[("PATH", path)]).output().unwrap(), &[&s.db.password]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr.contains("`session-manager-plugin` is not on PATH") && run.stderr.contains("install"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.lines().filter(|l| l.starts_with("error:")).count(), 1, "{}", run.stderr);
+    assert!(s.moto.proxy.calls().is_empty(), "no AWS call at all: {:?}", s.moto.proxy.actions());
+}
+
+#[tokio::test]
+async fn dry_run_changes_nothing_in_aws() {
+    let s = scene("dryrun").await;
+    let rds = s.moto.rds();
+    let (instances, snapshots) = (ids(&rds).await, snapshot_ids(&rds).await);
+    let run = s.clone_prod(&["--dry-run", "--fresh-snapshot"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    for line in [
+        "snapshot     create prod-db-xtask-",
+        "throwaway    prod-db-clone-",
+        "dump         dump/prod-",
+        "dry run: nothing was created",
+    ] {
+        assert!(run.stderr.contains(line), "missing {line:?}:\n{}", run.stderr);
+    }
+    assert_eq!(ids(&rds).await, instances);
+    assert_eq!(snapshot_ids(&rds).await, snapshots);
+    let mutating: Vec<String> = s.moto.proxy.actions().into_iter().filter(|a| is_mutating(a)).collect();
+    assert!(mutating.is_empty(), "mutating calls in a dry run: {mutating:?}");
+    // Not even the credentials are read.
+    assert!(!s.moto.proxy.actions().iter().any(|a| a == "GetParameter"), "{:?}", s.moto.proxy.actions());
+    assert!(s.project.dumps().is_empty());
+}
+
+#[tokio::test]
+async fn refuses_a_dump_directory_git_would_commit() {
+    let moto = Moto::start();
+    let project = Project::new("notignored", false);
+    let run = finish(command(&moto, &project.dir, &["clone-prod", "--tunnel", "direct"], &[]).output().unwrap(), &[]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr.contains("dump is not git-ignored") && run.stderr.contains("add `/dump/` to .gitignore"),
+        "{}",
+        run.stderr
+    );
+    assert!(moto.proxy.calls().is_empty(), "{:?}", moto.proxy.actions());
+}
+
+#[tokio::test]
+async fn bad_credentials_and_sources_are_clear_errors_before_anything_is_created() {
+    let s = scene("badcreds").await;
+    // A malformed parameter: named, its content not shown.
+    s.moto
+        .ssm()
+        .put_parameter()
+        .name("/prod/db/broken")
+        .value("{\"username\":\"x\",\"password\":\"hunter2-in-json\"")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    let run = s.clone_prod(&["--credentials-parameter", "/prod/db/broken"]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.stderr.contains("/prod/db/broken") && run.stderr.contains("not valid JSON"), "{}", run.stderr);
+    assert!(!run.all().contains("hunter2-in-json"));
+    // A missing parameter, a missing source instance.
+    let run = s.clone_prod(&["--credentials-parameter", "/no/such"]);
+    assert!(run.code == 2 && run.stderr.contains("ParameterNotFound"), "{}", run.all());
+    let run = s.clone_prod(&["--source-instance", "no-such-db"]);
+    assert!(run.code == 2 && run.stderr.contains("`no-such-db` does not exist"), "{}", run.all());
+    let mutating: Vec<String> = s.moto.proxy.actions().into_iter().filter(|a| is_mutating(a)).collect();
+    assert!(mutating.is_empty(), "{mutating:?}");
+    assert!(s.project.dumps().is_empty());
+}
