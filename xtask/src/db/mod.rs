@@ -175,14 +175,18 @@ fn aws_tool(ctx: &Ctx) -> Result<()> {
     let root = &ctx.config.root;
     let manifest = root.join("xtask/aws/Cargo.toml");
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    if !target.join("debug/xtask-aws").exists() {
+    let first = !target.join("debug/xtask-aws").exists();
+    if first {
         eprintln!("▸ building the AWS tooling (xtask/aws; the first build takes a few minutes)");
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.arg("run")
-        .arg("--quiet")
-        .arg("--manifest-path")
+    cmd.arg("run");
+    // The first build shows cargo's progress; later runs only the tool's own output.
+    if !first {
+        cmd.arg("--quiet");
+    }
+    cmd.arg("--manifest-path")
         .arg(&manifest)
         .arg("--")
         .args(std::env::args_os().skip(1))
