@@ -16,9 +16,7 @@ pub struct Xtask {
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once per run
 pub enum Command {
-    /// Databases: the local server, the golden template, migrations.
     Db(Db),
-    /// Run the whole test suite against a throwaway PostgreSQL server (what CI runs).
     Test(Test),
     /// Benchmarks that print ratios against their baseline measured in the same run.
     #[command(subcommand)]
@@ -63,6 +61,8 @@ pub struct BenchWorktree {
     pub no_spare: bool,
 }
 
+/// Databases: the local server, the golden template, migrations.
+///
 /// Databases for this repository: a local PostgreSQL server, the golden template every branch
 /// starts from, and migrations.
 ///
@@ -114,40 +114,32 @@ fn toml_string(s: &str) -> String {
 
 #[derive(Debug, Subcommand)]
 pub enum DbVerb {
-    /// Start the embedded local PostgreSQL (created on first use) and point .env at it.
     Up(Up),
     /// Stop the embedded local PostgreSQL; its data is kept.
     Down,
-    /// Show the server, the golden template and the per-branch databases.
     Status(Status),
     /// Apply pending migrations to DATABASE_URL with the app's migrator.
     Migrate,
     /// Manage the golden template that branch databases are cloned from.
     #[command(subcommand)]
     Template(TemplateVerb),
-    /// Give this git worktree its own database, cloned from the golden template, and point .env at it.
     Worktree(Worktree),
-    /// List the per-branch databases; --prune drops those whose worktree is gone.
     Worktrees(Worktrees),
     /// (Re)create `<prefix>fresh` from an empty database and every migration; print its name.
     Fresh,
-    /// Dump production through a throwaway RDS instance restored from a snapshot (always deleted).
     CloneProd(CloneProd),
-    /// List the throwaway RDS instances this tool created; --delete-expired deletes the overdue ones.
     ListClones(ListClones),
-    /// Restore a production dump (the newest dump/prod-*.dump by default) into `<prefix>prod_clone`.
     LoadClone(LoadClone),
-    /// Drop `<prefix>prod_clone`, the local copy of production.
     DropClone(DropClone),
     /// Prepare the ready-made spare clone of the template (run in the background by `db worktree`).
     #[command(hide = true)]
     RefillSpare,
-    /// Compare two schemas semantically; exit 0 when equal, 1 when they differ, 2 on errors.
     SchemaDiff(SchemaDiff),
-    /// Regenerate the schema snapshot and docs/database.md from a fresh database (--check: verify).
     Generate(Generate),
 }
 
+/// Compare two schemas semantically; exit 0 when equal, 1 when they differ, 2 on errors.
+///
 /// Compare two schemas: databases on the server (names), other servers (postgres:// URLs), or
 /// `.sql` files (plain `pg_dump -s` output, or the committed snapshot).
 ///
@@ -182,6 +174,8 @@ pub struct SchemaDiff {
     pub max_lines: usize,
 }
 
+/// Restore a production dump (the newest dump/prod-*.dump by default) into `<prefix>prod_clone`.
+///
 /// Restore a production dump into `<prefix>prod_clone` with `pg_restore --no-owner --no-privileges
 /// -j <cores>`, under a temporary name that replaces the previous copy only when complete.
 /// Errors about missing roles are warnings; any other error is fatal (nothing is left behind).
@@ -191,6 +185,8 @@ pub struct LoadClone {
     pub dump: Option<PathBuf>,
 }
 
+/// Drop `<prefix>prod_clone`, the local copy of production.
+///
 /// Drop `<prefix>prod_clone` (only if `db load-clone` made it). The dump files stay.
 #[derive(Debug, Args, Clone)]
 pub struct DropClone {
@@ -214,6 +210,8 @@ pub struct AwsArgs {
     pub source_instance: Option<String>,
 }
 
+/// Dump production through a throwaway RDS instance restored from a snapshot (always deleted).
+///
 /// Dump the production database into `dump/prod-<UTC yyyyMMddHHmmss>.dump` (`pg_dump -Fc`) without
 /// touching production itself: a snapshot of the source instance is restored into a throwaway
 /// instance, reached through a tunnel, dumped, and deleted.
@@ -273,6 +271,8 @@ pub struct CloneProd {
     pub dry_run: bool,
 }
 
+/// List the throwaway RDS instances this tool created; --delete-expired deletes the overdue ones.
+///
 /// List the throwaway RDS instances `db clone-prod` created (they carry the tag
 /// `CreatedBy=xtask-db clone-prod`): id, status, age, expiry, overdue ones flagged.
 #[derive(Debug, Args, Clone)]
@@ -296,6 +296,8 @@ pub enum DiffFormat {
     Json,
 }
 
+/// Regenerate the schema snapshot and docs/database.md from a fresh database (--check: verify).
+///
 /// Regenerate what is derived from the migrated schema, from a database built fresh from every
 /// migration: the canonical schema snapshot (`schema_snapshot`, reviewed in pull requests),
 /// `docs/database.md` (`database_doc`), then `generate_commands` with DATABASE_URL set.
@@ -307,7 +309,7 @@ pub struct Generate {
     pub check: bool,
 }
 
-/// Give this git worktree its own database, cloned from the golden template.
+/// Give this git worktree its own database, cloned from the golden template, and point .env at it.
 ///
 /// The database is named after the branch (prefix + branch, lowercased, anything outside
 /// [a-z0-9_] replaced by `_`, plus a short hash whenever that lost information). If it exists it
@@ -341,6 +343,8 @@ pub struct Worktree {
     pub dry_run: bool,
 }
 
+/// List the per-branch databases; --prune drops those whose worktree is gone.
+///
 /// List the per-branch databases: name, branch, size, created, and whether its worktree still
 /// exists. Only databases `db worktree` created are listed or ever dropped; the template and its
 /// frozen copy never are.
@@ -357,7 +361,7 @@ pub struct Worktrees {
     pub json: bool,
 }
 
-/// Start the embedded local PostgreSQL server.
+/// Start the embedded local PostgreSQL (created on first use) and point .env at it.
 ///
 /// On first use this creates a cluster (initdb) in `data_dir` (default `.dev-db/` in the main
 /// worktree, shared by all worktrees, outside `target/`), listening on a free port on
@@ -395,6 +399,8 @@ pub struct TemplateCreate {
     pub force: bool,
 }
 
+/// Run the whole test suite against a throwaway PostgreSQL server (what CI runs).
+///
 /// Run the test suite: start a throwaway PostgreSQL server, build the app, run
 /// `cargo test --workspace` against it, then remove the server.
 #[derive(Debug, Args)]

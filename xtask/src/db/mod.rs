@@ -192,12 +192,15 @@ fn aws_tool(ctx: &Ctx) -> Result<()> {
         .args(std::env::args_os().skip(1))
         .env("CARGO_TARGET_DIR", &target);
     let status = proc::Registered::spawn(&mut cmd)?.wait()?;
-    proc::check_interrupt()?;
     match status.code() {
+        // It may have finished its work before a signal arrived.
         Some(0) => Ok(()),
-        // The AWS tool printed its own one-line error; keep its exit code.
+        // The AWS tool printed its own one-line error (an interruption too); keep its exit code.
         Some(code) => std::process::exit(code),
-        None => Err(fail("the AWS tooling was killed by a signal", "run it again")),
+        None => {
+            proc::check_interrupt()?;
+            Err(fail("the AWS tooling was killed by a signal", "run it again"))
+        }
     }
 }
 
