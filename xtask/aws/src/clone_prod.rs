@@ -52,24 +52,26 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
 
     // Local checks first: nothing in AWS is touched when these fail.
     let tunnel_kind = flags.tunnel.unwrap_or(conf.tunnel);
-    let credentials = match (
-        flags.credentials_parameter.clone().or_else(|| if flags.credentials_secret.is_some() { None } else { conf.credentials_parameter.clone() }),
-        flags.credentials_secret.clone().or_else(|| if flags.credentials_parameter.is_some() { None } else { conf.credentials_secret.clone() }),
-    ) {
-        (Some(p), None) => credentials::Source::Parameter(p),
-        (None, Some(s)) => credentials::Source::Secret(s),
-        (Some(_), Some(_)) => {
-            return Err(fail(
-                "both `credentials_parameter` and `credentials_secret` are configured",
-                "keep one of them in [workspace.metadata.db.aws], or pass the one to use as a flag",
-            ))
-        }
-        (None, None) => {
-            return Err(fail(
-                "no database credentials are configured",
-                "pass --credentials-parameter NAME (SSM) or --credentials-secret ID (Secrets Manager), or set one in [workspace.metadata.db.aws]",
-            ))
-        }
+    // A flag wins (clap refuses both); else the configuration, which must not name both.
+    let credentials = match (&flags.credentials_parameter, &flags.credentials_secret) {
+        (Some(p), _) => credentials::Source::Parameter(p.clone()),
+        (None, Some(s)) => credentials::Source::Secret(s.clone()),
+        (None, None) => match (&conf.credentials_parameter, &conf.credentials_secret) {
+            (Some(p), None) => credentials::Source::Parameter(p.clone()),
+            (None, Some(s)) => credentials::Source::Secret(s.clone()),
+            (Some(_), Some(_)) => {
+                return Err(fail(
+                    "both `credentials_parameter` and `credentials_secret` are configured",
+                    "keep one of them in [workspace.metadata.db.aws], or pass the one to use as a flag",
+                ))
+            }
+            (None, None) => {
+                return Err(fail(
+                    "no database credentials are configured",
+                    "pass --credentials-parameter NAME (SSM) or --credentials-secret ID (Secrets Manager), or set one in [workspace.metadata.db.aws]",
+                ))
+            }
+        },
     };
     let dump_dir = root.join(&conf.dump_dir);
     dump::check_ignored(root, &dump_dir)?;
@@ -327,5 +329,29 @@ async fn cleanup(plan: &Plan, aws: &Aws, state: &Cleanup) -> Result<()> {
             Ok(())
         }
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_pipeline_is_an_error_not_an_unwind_past_the_cleanup() {
+        let mut work = tokio::spawn(async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if true {
+                panic!("injected");
+            }
+            Ok(0u64)
+        });
+        let err = supervise(&mut work).await.unwrap_err();
+        assert!(err.to_string().contains("panicked"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_finished_pipeline_hands_back_its_result() {
+        let mut work = tokio::spawn(async { Ok(42u64) });
+        assert_eq!(supervise(&mut work).await.unwrap(), 42);
     }
 }

@@ -193,6 +193,22 @@ async fn full_run_dumps_what_load_clone_restores_with_the_same_counts_and_leaves
 }
 
 #[tokio::test]
+async fn direct_tunnel_connects_to_the_endpoint() {
+    let s = scene("direct").await;
+    // The clone's endpoint, as AWS reports it, is the test server.
+    s.moto.proxy.rule(
+        "DescribeDBInstances",
+        "DBInstanceIdentifier=prod-db-clone-",
+        Effect::SetElements(vec![("Address".into(), "127.0.0.1".into()), ("Port".into(), s.db.port.to_string())]),
+    );
+    let run = finish(s.command(&["clone-prod", "--tunnel", "direct"], &[]).output().unwrap(), &[&s.db.password]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stderr.contains("tunnel       direct"), "{}", run.stderr);
+    assert_eq!(s.project.dumps().len(), 1);
+    assert!(tagged(&s.moto.rds()).await.is_empty());
+}
+
+#[tokio::test]
 async fn a_stale_snapshot_or_fresh_snapshot_creates_one_tagged() {
     let s = scene("fresh").await;
     let run = s.clone_prod(&["--freshness-hours", "0"]);

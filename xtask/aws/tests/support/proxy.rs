@@ -24,6 +24,8 @@ pub enum Effect {
     Fail { code: String, message: String },
     /// Call moto, then replace `from` by `to` in its answer.
     Rewrite { from: String, to: String },
+    /// Call moto, then set the content of every `<tag>` element in its answer.
+    SetElements(Vec<(String, String)>),
 }
 
 #[derive(Debug, Clone)]
@@ -144,8 +146,14 @@ fn handle(mut client: TcpStream, upstream_port: u16, state: &Mutex<State>) -> st
         }
         _ => {
             let (status, ctype, mut answer) = forward(upstream_port, &request_line, &headers, &body)?;
-            if let Some(Rule { effect: Effect::Rewrite { from, to }, .. }) = &rule {
-                answer = answer.replace(from.as_str(), to);
+            match rule.as_ref().map(|r| &r.effect) {
+                Some(Effect::Rewrite { from, to }) => answer = answer.replace(from.as_str(), to),
+                Some(Effect::SetElements(pairs)) => {
+                    for (tag, value) in pairs {
+                        answer = set_elements(&answer, tag, value);
+                    }
+                }
+                _ => {}
             }
             (status, ctype, answer)
         }
@@ -192,6 +200,21 @@ fn forward(
     }
     let body = if chunked { dechunk(rest) } else { rest.to_string() };
     Ok((status, ctype, body))
+}
+
+fn set_elements(xml: &str, tag: &str, value: &str) -> String {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = String::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find(&open) {
+        let after = start + open.len();
+        let Some(end) = rest[after..].find(&close) else { break };
+        out.push_str(&rest[..after]);
+        out.push_str(value);
+        rest = &rest[after + end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn dechunk(mut s: &str) -> String {
