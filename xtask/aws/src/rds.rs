@@ -112,7 +112,7 @@ pub async fn delete(rds: &Client, id: &str, protected: &[&str], region: &str, pa
             })
             .unwrap_or_default(),
         Err(e) if error_code(&e) == Some("DBInstanceNotFound") => return Ok(Deletion::NotFound),
-        Err(e) => return Err(aws_error(&format!("reading the tags of `{id}`"), e).context(manual)),
+        Err(e) => return Err(by_hand(aws_error(&format!("reading the tags of `{id}`"), e), &manual)),
     };
     if let Some(why) = refusal(id, &tags, protected) {
         anyhow::bail!("refusing to delete: {why}");
@@ -149,8 +149,8 @@ pub async fn delete(rds: &Client, id: &str, protected: &[&str], region: &str, pa
                             .send()
                             .await
                             .map_err(|e| {
-                                aws_error(&format!("switching off the deletion protection of `{id}`"), e)
-                                    .context(manual.clone())
+                                let e = aws_error(&format!("switching off the deletion protection of `{id}`"), e);
+                                by_hand(e, &manual)
                             })?;
                     }
                     Some("InvalidDBInstanceState") if start.elapsed() < patience => {
@@ -158,7 +158,7 @@ pub async fn delete(rds: &Client, id: &str, protected: &[&str], region: &str, pa
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(30));
                     }
-                    _ => return Err(aws_error(&format!("deleting `{id}`"), e).context(manual)),
+                    _ => return Err(by_hand(aws_error(&format!("deleting `{id}`"), e), &manual)),
                 }
             }
         }
@@ -453,6 +453,12 @@ pub async fn wait_available(rds: &Client, id: &str) -> Result<Endpoint> {
         }
     })
     .await
+}
+
+/// The error, with the manual deletion command as its fix.
+fn by_hand(e: anyhow::Error, manual: &str) -> anyhow::Error {
+    use xtask::error::WithFix;
+    Err::<(), _>(e).fix(manual).unwrap_err()
 }
 
 fn error_code<E: aws_sdk_rds::error::ProvideErrorMetadata>(e: &aws_sdk_rds::error::SdkError<E>) -> Option<&str> {

@@ -332,6 +332,46 @@ async fn sigterm_during_the_dump() {
     assert!(run.stderr.contains("interrupted by SIGTERM"), "{}", run.stderr);
 }
 
+#[tokio::test]
+async fn deletion_is_retried_while_aws_refuses_it() {
+    let s = scene("delretry").await;
+    let busy = || Effect::Fail {
+        code: "InvalidDBInstanceState".into(),
+        message: "Instance prod-db-clone-x is not in available state.".into(),
+    };
+    s.moto.proxy.rule_times("DeleteDBInstance", "", busy(), 2);
+    let run = s.clone_prod(&[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(run.stderr.matches("cannot be deleted yet").count(), 2, "{}", run.stderr);
+    assert!(tagged(&s.moto.rds()).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_deletion_that_finally_fails_prints_the_manual_command() {
+    let s = scene("delfail").await;
+    s.moto.proxy.rule(
+        "DeleteDBInstance",
+        "",
+        Effect::Fail { code: "AccessDenied".into(), message: "not authorized to perform rds:DeleteDBInstance".into() },
+    );
+    let run = s.clone_prod(&[]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    let left = tagged(&s.moto.rds()).await;
+    assert_eq!(left.len(), 1, "{}", run.all());
+    let manual = format!(
+        "aws rds delete-db-instance --region us-east-1 --db-instance-identifier {} --skip-final-snapshot --delete-automated-backups",
+        left[0]
+    );
+    let error = run.stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
+    assert!(
+        error.contains("AccessDenied") && error.ends_with(&format!("— delete it by hand: {manual}")),
+        "{}",
+        run.stderr
+    );
+    // The dump itself was made: the run fails only because the instance is left.
+    assert_eq!(s.project.dumps().len(), 1);
+}
+
 /// A directory with a stand-in `session-manager-plugin`.
 fn plugin_dir(s: &Scene) -> std::path::PathBuf {
     let bin = s.project.dir.join("plugin-bin");

@@ -33,6 +33,8 @@ struct Rule {
     action: String,
     body_contains: String,
     effect: Effect,
+    /// How many more calls it applies to (`None`: all).
+    times: Option<u32>,
 }
 
 #[derive(Default)]
@@ -66,11 +68,17 @@ impl Proxy {
 
     /// From now on, calls of `action` whose body contains `body_contains` get `effect`.
     pub fn rule(&self, action: &str, body_contains: &str, effect: Effect) {
-        self.state.lock().unwrap().rules.push(Rule {
-            action: action.into(),
-            body_contains: body_contains.into(),
-            effect,
-        });
+        self.push(action, body_contains, effect, None);
+    }
+
+    /// Like [`Proxy::rule`], for the next `times` matching calls only.
+    pub fn rule_times(&self, action: &str, body_contains: &str, effect: Effect, times: u32) {
+        self.push(action, body_contains, effect, Some(times));
+    }
+
+    fn push(&self, action: &str, body_contains: &str, effect: Effect, times: Option<u32>) {
+        let rule = Rule { action: action.into(), body_contains: body_contains.into(), effect, times };
+        self.state.lock().unwrap().rules.push(rule);
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -112,7 +120,14 @@ fn handle(mut client: TcpStream, upstream_port: u16, state: &Mutex<State>) -> st
     let rule = {
         let mut s = state.lock().unwrap();
         s.calls.push(Call { action: action.clone(), body: body.clone() });
-        s.rules.iter().find(|r| r.action == action && body.contains(&r.body_contains)).cloned()
+        let found =
+            s.rules.iter_mut().find(|r| r.action == action && body.contains(&r.body_contains) && r.times != Some(0));
+        found.map(|r| {
+            if let Some(t) = r.times.as_mut() {
+                *t -= 1;
+            }
+            r.clone()
+        })
     };
 
     let (status, content_type, answer) = match (action.as_str(), &rule) {
