@@ -264,7 +264,13 @@ async fn pipeline(
             tags: rds::tags(&source.id, plan.now, plan.ttl),
         },
     )
-    .await?;
+    .await
+    .inspect_err(|e| {
+        // Another run (the same second's) owns that instance: not ours to delete.
+        if format!("{e:#}").contains("DBInstanceAlreadyExists") {
+            *state.instance.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    })?;
     let endpoint = rds::wait_available(&aws.rds, &plan.clone_id).await?;
     eprintln!("▸ opening the tunnel to {}:{}", endpoint.host, endpoint.port);
     let mut tunnel = Tunnel::open(&plan.tunnel, &endpoint, plan.tunnel_timeout, &state.session).await?;

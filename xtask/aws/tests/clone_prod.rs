@@ -264,6 +264,21 @@ async fn restore_fails() {
 }
 
 #[tokio::test]
+async fn an_instance_of_another_run_with_the_same_id_is_not_deleted() {
+    let s = scene("samesecond").await;
+    s.moto.proxy.rule(
+        "RestoreDBInstanceFromDBSnapshot",
+        "",
+        Effect::Fail { code: "DBInstanceAlreadyExists".into(), message: "DB instance already exists".into() },
+    );
+    let run = s.clone_prod(&[]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.stderr.contains("DBInstanceAlreadyExists"), "{}", run.stderr);
+    assert!(!s.moto.proxy.actions().contains(&"DeleteDBInstance".to_string()), "{:?}", s.moto.proxy.actions());
+    assert!(s.project.dumps().is_empty());
+}
+
+#[tokio::test]
 async fn the_tunnel_never_comes_up() {
     let s = scene("notunnel").await;
     let pidfile = s.project.dir.join("tunnel.pid");
