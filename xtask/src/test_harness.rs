@@ -18,7 +18,7 @@ use crate::proc;
 
 pub const DATABASE_URL_ENV: &str = "XTASK_TEST_DATABASE_URL";
 pub const APP_BIN_ENV: &str = "XTASK_TEST_APP_BIN";
-/// The test venv's `bin/` (`just`, later `moto_server`).
+/// The test venv's `bin/` (`just`, `moto_server`, the `python3` the stand-ins run with).
 pub const VENV_BIN_ENV: &str = "XTASK_TEST_VENV_BIN";
 /// The `xtask` binary (the AWS tests run `db load-clone` with it).
 pub const XTASK_BIN_ENV: &str = "XTASK_TEST_XTASK_BIN";
@@ -38,7 +38,9 @@ pub fn run(flags: Test) -> Result<()> {
     let mut build = Command::new(&cargo);
     build.current_dir(&root).args(["build", "--package", "app", "--bins"]);
     proc::show(&mut build)?;
-    let app_bin = target_dir(&cargo, &root)?.join("debug").join("app");
+    // `cargo metadata`, asked once: the app, the xtask and the AWS tests share this directory.
+    let target = target_dir(&cargo, &root)?;
+    let app_bin = target.join("debug").join("app");
 
     let parent = flags.dir.clone().unwrap_or_else(std::env::temp_dir);
     // A throwaway cluster: durability buys nothing here. TLS on: it also stands in for the RDS
@@ -59,7 +61,7 @@ pub fn run(flags: Test) -> Result<()> {
         server.dir().display()
     );
 
-    let xtask_bin = target_dir(&cargo, &root)?.join("debug").join("xtask");
+    let xtask_bin = target.join("debug").join("xtask");
     let mut test = Command::new(&cargo);
     test.current_dir(&root)
         .args(["test", "--workspace"])
@@ -77,7 +79,7 @@ pub fn run(flags: Test) -> Result<()> {
         aws.current_dir(&root)
             .args(["test", "--manifest-path", "xtask/aws/Cargo.toml"])
             .args(&flags.cargo_test_args)
-            .env("CARGO_TARGET_DIR", target_dir(&cargo, &root)?)
+            .env("CARGO_TARGET_DIR", &target)
             .env(VENV_BIN_ENV, &venv_bin)
             .env(DATABASE_URL_ENV, url.expose_secret())
             .env(XTASK_BIN_ENV, &xtask_bin)

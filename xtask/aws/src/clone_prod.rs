@@ -39,6 +39,8 @@ struct Plan {
     credentials: credentials::Source,
     dump: PathBuf,
     pg_dump: PathBuf,
+    /// Its major version: the newest server it can dump.
+    pg_dump_major: u32,
     psql: PathBuf,
     now: SystemTime,
 }
@@ -152,6 +154,7 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
         credentials,
         dump: dump_dir.join(format!("prod-{ts}.dump")),
         pg_dump,
+        pg_dump_major,
         psql,
         now,
         source,
@@ -170,7 +173,7 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
     // From here on AWS is changed: the pipeline runs as a task of its own; the cleanup always runs.
     let state = Arc::new(Cleanup::default());
     let plan = Arc::new(plan);
-    let mut work = tokio::spawn(pipeline(plan.clone(), aws.clone(), creds, pg_dump_major, state.clone()));
+    let mut work = tokio::spawn(pipeline(plan.clone(), aws.clone(), creds, state.clone()));
     let outcome = supervise(&mut work).await;
     let cleaned = cleanup(&plan, &aws, &state).await;
     match (outcome, cleaned) {
@@ -235,13 +238,7 @@ struct Cleanup {
     session: SessionSlot,
 }
 
-async fn pipeline(
-    plan: Arc<Plan>,
-    aws: Aws,
-    creds: Credentials,
-    pg_dump_major: u32,
-    state: Arc<Cleanup>,
-) -> Result<u64> {
+async fn pipeline(plan: Arc<Plan>, aws: Aws, creds: Credentials, state: Arc<Cleanup>) -> Result<u64> {
     let source = &plan.source;
     let snapshot = match &plan.snapshot {
         SnapshotChoice::Reuse { id, .. } => id.clone(),
@@ -275,7 +272,7 @@ async fn pipeline(
     eprintln!("▸ opening the tunnel to {}:{}", endpoint.host, endpoint.port);
     let mut tunnel = Tunnel::open(&plan.tunnel, &endpoint, plan.tunnel_timeout, &state.session).await?;
     let target = Target { host: tunnel.host.clone(), port: tunnel.port, credentials: creds };
-    let major = dump::probe(&plan.psql, &target, pg_dump_major).await?;
+    let major = dump::probe(&plan.psql, &target, plan.pg_dump_major).await?;
     eprintln!(
         "▸ dumping `{}` (PostgreSQL {major}) as `{}` with pg_dump -Fc",
         target.credentials.dbname, target.credentials.username

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,14 +32,8 @@ const INSTALL: &str = "install the Session Manager plugin (https://docs.aws.amaz
 
 /// The plugin on PATH, or how to install it.
 pub fn find_plugin() -> Result<PathBuf> {
-    std::env::var_os("PATH")
-        .and_then(|p| std::env::split_paths(&p).map(|d| d.join(PLUGIN)).find(|p| is_executable(p)))
+    xtask::pg::tools::on_path(PLUGIN)
         .ok_or_else(|| fail(format!("`{PLUGIN}` is not on PATH (the ssm tunnel needs it)"), INSTALL))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 /// The running EC2 instance named `name` (its `Name` tag): the bastion.

@@ -211,16 +211,21 @@ async fn direct_tunnel_connects_to_the_endpoint() {
 #[tokio::test]
 async fn a_stale_snapshot_or_fresh_snapshot_creates_one_tagged() {
     let s = scene("fresh").await;
-    let run = s.clone_prod(&["--freshness-hours", "0"]);
-    assert_eq!(run.code, 0, "{}", run.all());
-    assert!(run.stderr.contains("snapshot     create prod-db-xtask-"), "{}", run.stderr);
-    let creates: Vec<String> =
-        s.moto.proxy.calls().into_iter().filter(|c| c.action == "CreateDBSnapshot").map(|c| c.body).collect();
-    assert_eq!(creates.len(), 1);
-    assert!(creates[0].contains("Value=xtask-db%20clone-prod"), "{}", creates[0]);
-    let snapshot = creates[0].split('&').find_map(|p| p.strip_prefix("DBSnapshotIdentifier=")).unwrap().to_string();
-    assert!(s.restores()[0].contains(&format!("DBSnapshotIdentifier={snapshot}")), "the new snapshot was restored");
-    assert!(tagged(&s.moto.rds()).await.is_empty());
+    // Stale: the automated snapshot is older than --freshness-hours 0. Then forced.
+    for (i, flags) in [["--freshness-hours", "0"].as_slice(), ["--fresh-snapshot"].as_slice()].into_iter().enumerate() {
+        let run = s.clone_prod(flags);
+        assert_eq!(run.code, 0, "{}", run.all());
+        assert!(run.stderr.contains("snapshot     create prod-db-xtask-"), "{flags:?}: {}", run.stderr);
+        let creates: Vec<String> =
+            s.moto.proxy.calls().into_iter().filter(|c| c.action == "CreateDBSnapshot").map(|c| c.body).collect();
+        assert_eq!(creates.len(), i + 1, "{flags:?}");
+        assert!(creates[i].contains("Value=xtask-db%20clone-prod"), "{}", creates[i]);
+        let snapshot = creates[i].split('&').find_map(|p| p.strip_prefix("DBSnapshotIdentifier=")).unwrap().to_string();
+        assert!(s.restores()[i].contains(&format!("DBSnapshotIdentifier={snapshot}")), "the new snapshot was restored");
+        assert!(tagged(&s.moto.rds()).await.is_empty());
+        // Runs in the same second would share a name.
+        std::thread::sleep(Duration::from_millis(1100));
+    }
 }
 
 #[tokio::test]

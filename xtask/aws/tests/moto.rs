@@ -3,21 +3,14 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use support::{ids, instance, tag, Moto, OURS};
 
-impl Moto {
-    /// `cargo xtask db <args>` as the AWS binary runs it, in the repository.
-    fn xtask(&self, args: &[&str]) -> (i32, String, String) {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let out = support::command(self, &root, args, &[]).output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
+/// `cargo xtask db <args>` as the AWS binary runs it, in the repository (output checked for secrets).
+fn xtask(moto: &Moto, args: &[&str]) -> (i32, String, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let run = support::finish(support::command(moto, &root, args, &[]).output().unwrap(), &[]);
+    (run.code, run.stdout, run.stderr)
 }
 
 async fn scene(moto: &Moto) -> aws_sdk_rds::Client {
@@ -47,7 +40,7 @@ async fn scene(moto: &Moto) -> aws_sdk_rds::Client {
 async fn list_clones_shows_only_ours_and_flags_the_overdue() {
     let moto = Moto::start();
     scene(&moto).await;
-    let (code, out, err) = moto.xtask(&["list-clones", "--json"]);
+    let (code, out, err) = xtask(&moto, &["list-clones", "--json"]);
     assert_eq!(code, 0, "{err}");
     let list: serde_json::Value = serde_json::from_str(&out).unwrap();
     let rows: Vec<(String, bool)> = list
@@ -60,7 +53,7 @@ async fn list_clones_shows_only_ours_and_flags_the_overdue() {
         rows,
         vec![("prod-db-clone-20260101000000".into(), true), ("prod-db-clone-20990101000000".into(), false)]
     );
-    let (code, table, _) = moto.xtask(&["list-clones"]);
+    let (code, table, _) = xtask(&moto, &["list-clones"]);
     assert_eq!(code, 0);
     assert!(table.contains("OVERDUE") && table.contains("prod-db-clone-20990101000000"), "{table}");
 }
@@ -78,12 +71,12 @@ async fn delete_expired_deletes_only_expired_instances_of_ours_and_never_the_sou
         .unwrap();
 
     // Without a terminal and without -y: nothing happens.
-    let (code, _, err) = moto.xtask(&["list-clones", "--delete-expired", "--source-instance", "prod-db"]);
+    let (code, _, err) = xtask(&moto, &["list-clones", "--delete-expired", "--source-instance", "prod-db"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("pass -y"), "{err}");
     assert_eq!(ids(&rds).await.len(), 4);
 
-    let (code, _, err) = moto.xtask(&["list-clones", "--delete-expired", "-y", "--source-instance", "PROD-DB"]);
+    let (code, _, err) = xtask(&moto, &["list-clones", "--delete-expired", "-y", "--source-instance", "PROD-DB"]);
     assert_eq!(code, 2, "the refused source makes the run fail: {err}");
     assert!(err.contains("is the source instance"), "{err}");
     assert_eq!(
@@ -97,22 +90,17 @@ async fn delete_expired_deletes_only_expired_instances_of_ours_and_never_the_sou
 async fn no_region_and_unreachable_endpoint_are_clear_errors() {
     let moto = Moto::start();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask-aws"));
-    cmd.args(["db", "list-clones"]).current_dir(&root).envs(moto.env()).env_remove("AWS_REGION");
-    let out = cmd.output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let mut cmd = support::command(&moto, &root, &["list-clones"], &[]);
+    let run = support::finish(cmd.env_remove("AWS_REGION").output().unwrap(), &[]);
+    let err = run.stderr;
+    assert_eq!(run.code, 2, "{err}");
     assert!(err.contains("no AWS region") && err.contains("--region"), "{err}");
 
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask-aws"));
-    cmd.args(["db", "list-clones"])
-        .current_dir(&root)
-        .envs(moto.env())
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"));
-    let out = cmd.output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let unreachable = [("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))];
+    let run = support::finish(support::command(&moto, &root, &["list-clones"], &unreachable).output().unwrap(), &[]);
+    let err = run.stderr;
+    assert_eq!(run.code, 2, "{err}");
     assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
     assert!(err.contains("listing RDS instances"), "{err}");
 }

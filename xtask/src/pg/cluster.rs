@@ -186,9 +186,9 @@ impl Cluster {
         Ok(info)
     }
 
-    /// Turns TLS on with a new self-signed certificate (made by `openssl`), for a stopped cluster:
-    /// the test server stands in for RDS, which clients reach with `sslmode=require`.
-    pub fn enable_tls(&self) -> Result<()> {
+    /// Writes a new self-signed certificate (made by `openssl`) where the server looks for it with
+    /// `ssl = on`: the test server stands in for RDS, which clients reach with `sslmode=require`.
+    pub fn make_certificate(&self) -> Result<()> {
         let data = self.data_dir();
         let (key, cert) = (data.join("server.key"), data.join("server.crt"));
         let mut cmd = Command::new("openssl");
@@ -207,10 +207,6 @@ impl Cluster {
             chown(&key, &u)?;
             chown(&cert, &u)?;
         }
-        let conf_path = data.join("postgresql.conf");
-        let mut conf = std::fs::read_to_string(&conf_path)?;
-        conf.push_str("ssl = on\n");
-        std::fs::write(&conf_path, conf)?;
         Ok(())
     }
 
@@ -400,7 +396,7 @@ impl Throwaway {
         Throwaway::start_with(parent, name, extra_conf, false)
     }
 
-    /// [`Throwaway::start`], with TLS on when `tls` (see [`Cluster::enable_tls`]).
+    /// [`Throwaway::start`], with TLS on when `tls` (see [`Cluster::make_certificate`]).
     pub fn start_with(parent: &Path, name: &str, extra_conf: &[&str], tls: bool) -> Result<Throwaway> {
         use std::os::unix::fs::PermissionsExt;
         let dir = parent.join(format!("{name}-{}", std::process::id()));
@@ -408,9 +404,13 @@ impl Throwaway {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
         // Run as the default unprivileged account when we are root (as `db up` does).
         let t = Throwaway { cluster: Cluster::new(dir, "postgres"), keep: false };
-        t.cluster.init(&InitOptions { port: None, extra_conf })?;
+        let mut conf = extra_conf.to_vec();
         if tls {
-            t.cluster.enable_tls()?;
+            conf.push("ssl = on");
+        }
+        t.cluster.init(&InitOptions { port: None, extra_conf: &conf })?;
+        if tls {
+            t.cluster.make_certificate()?;
         }
         t.cluster.start()?;
         Ok(t)

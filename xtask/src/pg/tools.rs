@@ -26,9 +26,7 @@ pub fn find(program: &str) -> Result<PathBuf> {
             ))
         };
     }
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).find(|p| is_executable(p)))
-        .unwrap_or(None);
+    let on_path = on_path(program);
     let debian = || debian_dirs().into_iter().map(|d| d.join(program)).find(|p| is_executable(p));
     match on_path {
         // Debian's PATH entries are `pg_wrapper`, a Perl script that picks a version on every
@@ -75,6 +73,12 @@ fn debian_dirs() -> Vec<PathBuf> {
 
 fn is_pg_wrapper(p: &Path) -> bool {
     p.canonicalize().is_ok_and(|c| c.file_name().is_some_and(|n| n == "pg_wrapper"))
+}
+
+/// The first executable `program` in the directories of PATH.
+pub fn on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| is_executable(p))
 }
 
 fn is_executable(p: &Path) -> bool {
