@@ -76,6 +76,34 @@ impl Worktrees {
         }
     }
 
+    /// This worktree's id: the name of its directory under `.git/worktrees/` (kept by
+    /// `git worktree move`), `""` for the main worktree, `None` when unknown.
+    pub fn id(&self) -> Option<String> {
+        if self.is_main() {
+            return Some(String::new());
+        }
+        let git_dir = self.git_dir.as_ref()?;
+        Some(git_dir.file_name()?.to_string_lossy().into_owned())
+    }
+
+    /// The repository's common git directory (`.git/`), if known.
+    pub fn common_dir(&self) -> Option<&Path> {
+        self.common_dir.as_deref()
+    }
+
+    /// The ids of all linked worktrees whose directory still exists (see [`Worktrees::id`]).
+    pub fn live_ids(&self) -> Vec<String> {
+        let Some(common) = &self.common_dir else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(common.join("worktrees")) else { return Vec::new() };
+        entries
+            .flatten()
+            .filter(|e| {
+                std::fs::read_to_string(e.path().join("gitdir")).is_ok_and(|g| Path::new(g.trim_end()).exists())
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
     /// The top directories of all worktrees of the repository (main first).
     pub fn paths(&self) -> Result<Vec<PathBuf>> {
         if let Some(common) = &self.common_dir {

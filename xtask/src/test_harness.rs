@@ -48,7 +48,14 @@ pub fn run(flags: Test) -> Result<()> {
     let mut server = Throwaway::start_with(
         &parent,
         "xtask-test",
-        &["fsync = off", "synchronous_commit = off", "full_page_writes = off", "max_connections = 300"],
+        &[
+            "fsync = off",
+            "synchronous_commit = off",
+            "full_page_writes = off",
+            "max_connections = 300",
+            // Prepared transactions on a template (they block a direct copy) are tested.
+            "max_prepared_transactions = 10",
+        ],
         true,
     )?;
     server.keep = flags.keep;

@@ -4,6 +4,7 @@ mod fresh;
 mod generate;
 mod load_clone;
 mod migrate;
+mod owner;
 mod schema_diff;
 mod status;
 mod template;

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use super::owner::{self, Claim};
 use super::{confirm, marker, migrate, staging_marker, staging_name, sweep_abandoned, Ctx};
 use crate::env_file::EnvFile;
 use crate::error::fail;
 use crate::flags::Worktree;
-use crate::naming::{self, Reserved};
 use crate::pg::clone::{self, ClonePlan};
-use crate::pg::{human_size, ident, literal, PgUrl, Server, MARKER_PREFIX};
+use crate::pg::{human_size, ident, literal, Lock, PgUrl, Server, MARKER_PREFIX};
 use crate::{proc, time};
 
 /// What `db worktree` is about to do.
@@ -28,6 +28,10 @@ struct Plan {
     url: PgUrl,
     /// `None`: the database exists and is reused.
     clone: Option<ClonePlan>,
+    /// How the database relates to this worktree when it exists (ours, or an orphan adopted).
+    claim: Option<Claim>,
+    /// Names passed over because they belong to someone else.
+    notes: Vec<String>,
     env_path: PathBuf,
     env_from_main: bool,
     port: u16,
@@ -36,38 +40,54 @@ struct Plan {
 pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
     let started = Instant::now();
     let label = database_label(ctx, flags.name.as_deref())?;
-    let db = naming::branch_database(
-        &label,
-        &Reserved {
-            prefix: &ctx.config.prefix,
-            names: &[&ctx.config.template, &ctx.config.fresh_db(), &ctx.config.prod_clone_db()],
-        },
-    );
     let (url, _) = ctx.database_url()?;
     let server = Server::connect(url, &ctx.config.maintenance_db)?;
-    if flags.drop {
-        return drop_branch(&server, &db, &label, flags.yes);
-    }
-    if ctx.worktrees.is_main() && flags.name.is_none() {
+    if !flags.drop && ctx.worktrees.is_main() && flags.name.is_none() {
         return Err(fail(
             format!("this is the main worktree: its database is the golden template `{}` itself", ctx.config.template),
             "run it in a linked worktree (`just worktree NAME`), or pass --name NAME to create a database here anyway",
         ));
     }
+    // Two runs for the same name (two terminals, two clones of the repository) take turns.
+    let plain = owner::candidates(ctx, &label).remove(0);
+    let _turn = Lock::exclusive(&server, &format!("db:{plain}"), &format!("the database of `{label}`"))?;
+    let resolved = owner::resolve(ctx, &server, &label)?;
+    if flags.drop {
+        return drop_branch(&server, &resolved, &label, flags.yes);
+    }
     sweep_abandoned(&server, &ctx.config.prefix)?;
 
-    let plan = make_plan(ctx, &server, &label, &db, &flags)?;
+    let plan = make_plan(ctx, &server, &label, resolved, &flags)?;
     if flags.dry_run {
         print_plan(ctx, &plan);
         return Ok(());
     }
 
     let mut report = Vec::new();
+    let mut warnings = Vec::new();
+    for note in &plan.notes {
+        report.push(("name", format!("{note}: using `{}`", plan.db), Duration::ZERO));
+    }
+    if let Some(failure) = take_refill_failure(ctx) {
+        warnings.push(failure);
+    }
     // 1. Create unless it exists.
     let step = Instant::now();
     let mut cloned_now = false;
     match &plan.clone {
-        None => report.push(("database", format!("`{}` exists: kept as it is", plan.db), step.elapsed())),
+        None => {
+            let how = match &plan.claim {
+                Some(Claim::Orphan(why)) => {
+                    adopt(ctx, &server, &plan)?;
+                    format!("`{}` exists: adopted ({why}), kept as it is", plan.db)
+                }
+                _ => {
+                    remark_if_moved(ctx, &server, &plan)?;
+                    format!("`{}` exists: kept as it is", plan.db)
+                }
+            };
+            report.push(("database", how, step.elapsed()))
+        }
         Some(cp) => {
             eprintln!("▸ cloning `{}` into `{}`: {}", ctx.config.template, plan.db, cp.describe());
             let timings = create(ctx, &server, &plan, cp)?;
@@ -76,12 +96,17 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
                 .map(|d| format!(" (frozen copy refreshed in {})", time::elapsed(d)))
                 .unwrap_or_default();
             let cow = if timings.cow { ", copy-on-write" } else { "" };
+            let used = timings.fell_back.as_ref().unwrap_or(&cp.method);
             report.push((
                 "database",
-                format!("`{}` created: {}{cow}{refresh}", plan.db, cp.describe()),
+                format!("`{}` created: {}{cow}{refresh}", plan.db, used.describe()),
                 step.elapsed(),
             ));
-            report.push(("why", cp.why.clone(), Duration::ZERO));
+            let why = match &timings.fell_back {
+                Some(_) => format!("{}; but {}", cp.why, timings.fallback_why),
+                None => cp.why.clone(),
+            };
+            report.push(("why", why, Duration::ZERO));
             cloned_now = true;
         }
     }
@@ -95,7 +120,6 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
     // 3. Migrate on top.
     let step = Instant::now();
     let branch_url = plan.url.with_dbname(&plan.db);
-    let mut warnings = Vec::new();
     // With --skip-migrate the ledger is not even read (a broken migration must not stop you).
     let pending = if flags.skip_migrate { 0 } else { migrate::check_ledger(ctx, &server, &plan.db)? };
     if cloned_now && pending > ctx.config.template_max_behind {
@@ -153,9 +177,8 @@ fn database_label(ctx: &Ctx, name: Option<&str>) -> Result<String> {
     })
 }
 
-fn make_plan(ctx: &Ctx, server: &Server, label: &str, db: &str, flags: &Worktree) -> Result<Plan> {
-    let existing = server.database(db)?;
-    let clone = match existing {
+fn make_plan(ctx: &Ctx, server: &Server, label: &str, resolved: owner::Resolved, flags: &Worktree) -> Result<Plan> {
+    let clone = match &resolved.existing {
         Some(_) => None,
         None => {
             let template = &ctx.config.template;
@@ -175,13 +198,48 @@ fn make_plan(ctx: &Ctx, server: &Server, label: &str, db: &str, flags: &Worktree
     let port = choose_port(ctx, &env)?;
     Ok(Plan {
         label: label.to_string(),
-        db: db.to_string(),
+        db: resolved.db,
         url: server.url.clone(),
         clone,
+        claim: resolved.claim,
+        notes: resolved.notes,
         env_path,
         env_from_main,
         port,
     })
+}
+
+/// The marker of this worktree's database.
+fn branch_marker(ctx: &Ctx, plan: &Plan) -> serde_json::Value {
+    marker(
+        "branch",
+        serde_json::json!({
+            "branch": plan.label,
+            "worktree": ctx.worktrees.current,
+            "worktree_id": ctx.worktrees.id(),
+            "repo": ctx.worktrees.main,
+            "template": ctx.config.template,
+        }),
+    )
+}
+
+/// An orphan of this repository (its worktree is gone) becomes this worktree's.
+fn adopt(ctx: &Ctx, server: &Server, plan: &Plan) -> Result<()> {
+    server.set_marker(&plan.db, &branch_marker(ctx, plan))
+}
+
+/// Ours, but recorded under the path the worktree had before `git worktree move`: record the
+/// new one (the id stays).
+fn remark_if_moved(ctx: &Ctx, server: &Server, plan: &Plan) -> Result<()> {
+    let Some(info) = server.database(&plan.db)? else { return Ok(()) };
+    let recorded = info.marker.as_ref().and_then(|m| m.get("worktree")).and_then(|v| v.as_str()).unwrap_or_default();
+    if owner::same_path(Path::new(recorded), &ctx.worktrees.current) {
+        return Ok(());
+    }
+    let mut m = info.marker.clone().unwrap_or_default();
+    m["worktree"] = serde_json::json!(ctx.worktrees.current);
+    m["worktree_id"] = serde_json::json!(ctx.worktrees.id());
+    server.set_marker(&plan.db, &m)
 }
 
 fn print_plan(ctx: &Ctx, plan: &Plan) {
@@ -205,25 +263,23 @@ fn print_plan(ctx: &Ctx, plan: &Plan) {
 /// Clones under a temporary name, then renames and marks it in one transaction — or takes the
 /// spare clone, which is the same rename. Afterwards a new spare is prepared in the background.
 fn create(ctx: &Ctx, server: &Server, plan: &Plan, cp: &ClonePlan) -> Result<clone::Timings> {
-    let branch_marker = marker(
-        "branch",
-        serde_json::json!({
-            "branch": plan.label,
-            "worktree": ctx.worktrees.current,
-            "repo": ctx.worktrees.main,
-            "template": ctx.config.template,
-        }),
-    );
+    let branch_marker = branch_marker(ctx, plan);
     let timings = match (&cp.method, &cp.spare) {
-        (clone::Method::Spare, Some(spare)) => match clone::take_spare(server, spare, &plan.db, &branch_marker) {
-            Ok(()) => clone::Timings::default(),
-            // Taken by a concurrent run a moment ago: clone the ordinary way.
-            Err(_) => {
+        (clone::Method::Spare, Some(spare)) => {
+            if clone::take_spare(server, &ctx.config.template, spare, &plan.db, &branch_marker)? {
+                clone::Timings::default()
+            } else {
+                // Taken by a concurrent run a moment ago, or stale by now: clone the ordinary way.
                 let again =
                     clone::plan(server, &ctx.config.template, &ctx.config.frozen_db(), None, clone::Strategy::Auto)?;
-                copy_into_place(ctx, server, plan, &again, &branch_marker)?
+                let mut t = copy_into_place(ctx, server, plan, &again, &branch_marker)?;
+                if t.fell_back.is_none() {
+                    t.fell_back = Some(again.method.clone());
+                    t.fallback_why = format!("the spare clone was gone or stale when taken; {}", again.why);
+                }
+                t
             }
-        },
+        }
         _ => copy_into_place(ctx, server, plan, cp, &branch_marker)?,
     };
     if ctx.config.spare_clone {
@@ -241,7 +297,7 @@ fn copy_into_place(
 ) -> Result<clone::Timings> {
     let staging = staging_name(&ctx.config.prefix, "");
     let frozen_staging = (staging_name(&ctx.config.prefix, "_f"), staging_marker(&ctx.config.frozen_db()));
-    let (building, timings) =
+    let (building, timings, _) =
         clone::execute(server, &ctx.config.template, &staging, cp, staging_marker(&plan.db), frozen_staging)?;
     proc::check_interrupt()?;
     server
@@ -258,13 +314,27 @@ fn copy_into_place(
     Ok(timings)
 }
 
+/// Where background refills of this repository log, and leave word of a failure for the next
+/// run: inside the repository's git directory (private to it, never committed), else the temp
+/// directory under a name of this repository.
+fn refill_dir(ctx: &Ctx) -> PathBuf {
+    match ctx.worktrees.common_dir() {
+        Some(git) => git.join("xtask-db"),
+        None => std::env::temp_dir()
+            .join(format!("xtask-db-{}", crate::naming::short_hash(&ctx.worktrees.main.display().to_string()))),
+    }
+}
+
 /// Starts `db refill-spare` detached (its own session, so Ctrl-C here does not reach it), logging
-/// to the system temp dir. Best effort: without a spare the next run simply copies.
+/// to `refill.log` in [`refill_dir`]. Best effort: without a spare the next run simply copies.
 fn spawn_refill(ctx: &Ctx) {
     use std::os::unix::process::CommandExt;
     let Ok(exe) = std::env::current_exe() else { return };
-    let log = std::env::temp_dir().join("xtask-db-refill.log");
-    let Ok(out) = std::fs::OpenOptions::new().create(true).append(true).open(&log) else { return };
+    let dir = refill_dir(ctx);
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    let Ok(out) = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("refill.log")) else { return };
     let Ok(err) = out.try_clone() else { return };
     let mut cmd = Command::new(exe);
     cmd.arg("db");
@@ -286,20 +356,54 @@ fn spawn_refill(ctx: &Ctx) {
     let _ = cmd.spawn();
 }
 
-/// `db refill-spare`: prepare the spare clone of the template.
+/// `db refill-spare`: prepare the spare clone of the template. A failure is logged and left in
+/// `refill.failed` for the next `db worktree` to report.
 pub fn refill_spare(ctx: &Ctx) -> Result<()> {
-    let server = ctx.server()?;
-    let spare = ctx.config.spare_db();
-    let staging = (staging_name(&ctx.config.prefix, "_s"), staging_marker(&spare));
-    let frozen_staging = (staging_name(&ctx.config.prefix, "_f"), staging_marker(&ctx.config.frozen_db()));
-    let made =
-        clone::refill_spare(&server, &ctx.config.template, &ctx.config.frozen_db(), &spare, staging, frozen_staging)?;
-    eprintln!(
-        "{} spare clone `{spare}` of `{}`",
-        if made { "prepared" } else { "kept the current" },
-        ctx.config.template
-    );
-    Ok(())
+    let failed = refill_dir(ctx).join("refill.failed");
+    let result = (|| {
+        let server = ctx.server()?;
+        let spare = ctx.config.spare_db();
+        let staging = (staging_name(&ctx.config.prefix, "_s"), staging_marker(&spare));
+        let frozen_staging = (staging_name(&ctx.config.prefix, "_f"), staging_marker(&ctx.config.frozen_db()));
+        let made = clone::refill_spare(
+            &server,
+            &ctx.config.template,
+            &ctx.config.frozen_db(),
+            &spare,
+            staging,
+            frozen_staging,
+        )?;
+        eprintln!(
+            "{} {}: spare clone `{spare}` of `{}`",
+            time::now_rfc3339(),
+            if made { "prepared" } else { "kept the current (or another refill is at it)" },
+            ctx.config.template
+        );
+        Ok(())
+    })();
+    match &result {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&failed);
+        }
+        Err(e) => {
+            let line = format!("{}: {e:#}", time::now_rfc3339()).replace('\n', " / ");
+            eprintln!("{line}");
+            let _ = std::fs::write(&failed, line);
+        }
+    }
+    result
+}
+
+/// The last background refill's failure, once (the file is removed as it is reported).
+fn take_refill_failure(ctx: &Ctx) -> Option<String> {
+    let dir = refill_dir(ctx);
+    let text = std::fs::read_to_string(dir.join("refill.failed")).ok()?;
+    let _ = std::fs::remove_file(dir.join("refill.failed"));
+    Some(format!(
+        "the last background refill of the spare clone failed ({}); runs copy without it meanwhile — log: {}",
+        text.trim(),
+        dir.join("refill.log").display()
+    ))
 }
 
 /// This worktree's `.env` as it will be edited: its own, else a copy of the main worktree's.
@@ -346,18 +450,25 @@ fn choose_port(ctx: &Ctx, env: &EnvFile) -> Result<u16> {
         .ok_or_else(|| fail("no free port above the main worktree's", "set PORT in this worktree's .env"))
 }
 
-/// `db worktree --drop`.
-fn drop_branch(server: &Server, db: &str, label: &str, yes: bool) -> Result<()> {
-    let Some(info) = server.database(db)? else {
-        eprintln!("`{label}` has no database (`{db}`): nothing to drop");
-        return Ok(());
+/// `db worktree --drop`: only this worktree's own database (checked by its marker: this
+/// repository, this worktree).
+fn drop_branch(server: &Server, resolved: &owner::Resolved, label: &str, yes: bool) -> Result<()> {
+    let db = &resolved.db;
+    let info = match (&resolved.existing, &resolved.claim) {
+        (Some(info), Some(Claim::Ours)) => info,
+        (Some(_), Some(Claim::Orphan(why))) => {
+            return Err(fail(
+                format!("`{db}` was made for another worktree of this repository ({why}); it is left alone"),
+                "drop databases whose worktree is gone with `cargo xtask db worktrees --prune`",
+            ))
+        }
+        _ => {
+            let others =
+                if resolved.notes.is_empty() { String::new() } else { format!(" ({})", resolved.notes.join("; ")) };
+            eprintln!("`{label}` has no database of this worktree{others}: nothing to drop");
+            return Ok(());
+        }
     };
-    if info.kind() != Some("branch") {
-        return Err(fail(
-            format!("`{db}` was not created by `cargo xtask db worktree`; it is left alone"),
-            "drop it yourself if you mean to",
-        ));
-    }
     if info.connections > 0 {
         return Err(fail(
             format!("`{db}` has {} open connection(s)", info.connections),
@@ -371,9 +482,4 @@ fn drop_branch(server: &Server, db: &str, label: &str, yes: bool) -> Result<()> 
     server.drop_database(db, false)?;
     eprintln!("dropped `{db}`");
     Ok(())
-}
-
-/// Paths compare equal after resolving symlinks where possible.
-pub fn same_path(a: &Path, b: &Path) -> bool {
-    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::worktree::same_path;
+use super::owner::same_path;
 use super::{confirm, sweep_abandoned, Ctx};
 use crate::flags::Worktrees;
 use crate::pg::human_size;
@@ -27,7 +27,7 @@ struct Row {
 pub fn run(ctx: &Ctx, flags: Worktrees) -> Result<()> {
     let server = ctx.server()?;
     sweep_abandoned(&server, &ctx.config.prefix)?;
-    let live = ctx.worktrees.paths()?;
+    let live = super::owner::Live::of(ctx)?;
     let mut rows = Vec::new();
     for db in server.databases(&ctx.config.prefix, &[])? {
         if db.kind() != Some("branch") || db.name == ctx.config.template || db.name == ctx.config.frozen_db() {
@@ -37,7 +37,8 @@ pub fn run(ctx: &Ctx, flags: Worktrees) -> Result<()> {
         let text = |k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
         let worktree = PathBuf::from(text("worktree"));
         let other_repo = !same_path(&PathBuf::from(text("repo")), &ctx.worktrees.main);
-        let worktree_exists = worktree.is_dir() && live.iter().any(|w| same_path(w, &worktree));
+        // By path, by git id (a moved worktree keeps it), or named by a live worktree's .env.
+        let worktree_exists = live.owns(&db);
         rows.push(Row {
             branch: text("branch"),
             created_at: text("created_at"),

@@ -1,11 +1,12 @@
 //! Cloning a template database: which method is correct right now, and doing it.
 //!
 //! - **template**: `CREATE DATABASE new TEMPLATE t` — a file-level copy, fast, but PostgreSQL
-//!   refuses it while anyone is connected to `t`.
+//!   refuses it while anyone is connected to `t` (or a prepared transaction uses it).
 //! - **frozen copy**: the same from `<prefix>frozen_<hash>`, a connection-less
 //!   (`ALLOW_CONNECTIONS false`) copy of the template, when that copy is current.
-//! - **dump**: `pg_dump --no-owner --no-privileges t | psql -1 -v ON_ERROR_STOP=1 new`, streamed
-//!   process to process. Works while the template is in use; slower.
+//! - **dump**: `pg_dump t | psql -1 -v ON_ERROR_STOP=1 new`, streamed process to process, owners
+//!   and privileges included (a file copy keeps them, so every path gives the same clone). Works
+//!   while the template is in use; slower.
 //!
 //! `auto` never terminates anyone's connection to the template, and its clone contains every
 //! change committed to the template before the command started:
@@ -14,18 +15,60 @@
 //! 2. Otherwise, if the frozen copy is current, clone the frozen copy.
 //! 3. Otherwise refresh the frozen copy from the template by dump, then clone it.
 //!
-//! **When is the frozen copy current?** Its marker records, taken *before* the dump's snapshot:
-//! the template's oid, its cumulative write counters (the sum of `pg_stat_database`'s
-//! `tup_inserted`, `tup_updated`, `tup_deleted`, and `stats_reset`), a digest of its sequences' positions, and the server time
-//! `frozen_at`. A change committed to the template after the snapshot came from a backend that
-//! either has since disconnected — a backend flushes its statistics when it exits, before it leaves
-//! `pg_stat_activity`, so the write counters moved (DDL writes catalog rows, so it counts too) — or is
-//! still connected, and then its `state_change` is at or after `frozen_at`. Sequence advances do not
-//! move the counters: the digest covers them. So the copy is current when the oid, counters and
-//! digest are unchanged and no other backend on the template has changed state since `frozen_at`.
-//! Every uncertainty counts as "changed" (statistics or activity tracking off, `state_change`
-//! hidden by privileges, a statistics reset): the worst case is an unneeded refresh, never a
-//! stale clone.
+//! # Why "current" cannot miss a committed change
+//!
+//! A copy (frozen copy or spare clone) records a [`FrozenState`]: what the server's statistics
+//! and activity views said about the template right after the copy was complete. All of it is
+//! read from the maintenance database: this tool never connects to the template to look at it,
+//! so its own looking moves no counter. A check reads the same again and says "current" only
+//! when nothing differs. The argument, for PostgreSQL 15 and later:
+//!
+//! - Every change to a database's contents — rows, DDL, sequences (`nextval`, `setval`, even in
+//!   a rolled-back transaction), large objects, anything — is made by a backend **connected to
+//!   that database**, inside a transaction. PostgreSQL has no cross-database writes; dblink and
+//!   postgres_fdw open a backend of their own on the target; `COMMIT PREPARED` must be run from
+//!   the database that prepared the transaction. (What lives in shared catalogs — roles, the
+//!   database's own ACL, settings and comment — is not part of a clone on any path:
+//!   `CREATE DATABASE … TEMPLATE` does not copy it either.)
+//! - Every transaction that ends, committed or rolled back, counts in `pg_stat_database`'s
+//!   `xact_commit`/`xact_rollback`. That counting does not depend on `track_counts` (it gates
+//!   row counters only), and a backend flushes its counts to shared memory, at the latest, as it
+//!   exits — in a `before_shmem_exit` hook, before its `pg_stat_activity` entry is removed.
+//! - So take the copy's record as "backends B₁ (pid, start, `state_change`), then counters C₁".
+//!   A change committed after the copy's snapshot was made by a backend that either
+//!   - **is connected at the check**: then it ran a statement since, so its `state_change`
+//!     differs from B₁'s (a new backend is not in B₁ at all), or it is running one now (a
+//!     procedure or `DO` block that commits as it goes stays `active`): "current" requires the
+//!     same set of backends, with the same `state_change`, all idle; or
+//!   - **has disconnected before the check read the activity view**: then its transactions were
+//!     flushed before that, and the counters, read after the activity view, include them. If it
+//!     committed after C₁, the transaction count moved. If it committed between the snapshot and
+//!     C₁, the copy's own record caught it: B₁ is read after the copy completed and compared
+//!     with B₀, read before it began (a backend that was there is gone, or ran a statement), and
+//!     a session that connected, committed and left within the copy shows in `sessions`, which
+//!     must have grown by exactly this tool's own connections (the dump's one, or none). Such a
+//!     copy is recorded *unverified* and is never current.
+//! - Everything else that could make the counters lie counts as a change: the database
+//!   re-created (oid), its statistics reset (`stats_reset`), a server restart or crash (which
+//!   discards statistics: `pg_postmaster_start_time`, and the shared `pg_stat_archiver` reset
+//!   time that the discard sets), prepared transactions appearing or going, a subscription or a
+//!   logical replication slot on the template, a backend we may not inspect (another role's
+//!   `state_change` is hidden without `pg_read_all_stats`), a backend that is not a plain client
+//!   (walsenders and background workers are not counted in `sessions`), statistics collected
+//!   asynchronously (before PostgreSQL 15: never current).
+//!
+//! The one thing it cannot see: a background worker or walsender that connects to the template,
+//! commits only sequence changes, and leaves again entirely while a copy is being made (it is
+//! not counted in `sessions`, and row counters do not move). No extension does that to a
+//! development template; `--strategy dump` takes the template's own snapshot every time.
+//!
+//! Autovacuum workers are ignored: they change no contents.
+//!
+//! # Concurrency
+//!
+//! Runs and background refills serialise on advisory locks (see [`super::Lock`]): refreshing
+//! the frozen copy is exclusive, copying from it shared; taking and refilling the spare are
+//! exclusive. Whoever gets the lock after waiting looks again (the other may have done the work).
 //!
 //! On PostgreSQL 18+, `file_copy_method = clone` with `STRATEGY = FILE_COPY` makes the copy a
 //! copy-on-write clone on filesystems that support it (size-independent); where it fails, the
@@ -37,7 +80,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{ident, literal, Creating, Server};
+use super::{ident, literal, Creating, Lock, Server};
 use crate::proc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,17 +106,9 @@ pub enum Method {
     Dump,
 }
 
-#[derive(Debug, Clone)]
-pub struct ClonePlan {
-    pub method: Method,
-    pub why: String,
-    pub frozen: String,
-    pub spare: Option<String>,
-}
-
-impl ClonePlan {
+impl Method {
     pub fn describe(&self) -> &'static str {
-        match self.method {
+        match self {
             Method::Spare => "the ready-made spare clone, renamed into place",
             Method::Template => "file copy of the template (CREATE DATABASE … TEMPLATE)",
             Method::Frozen { refresh: false } => "file copy of the frozen copy of the template",
@@ -83,90 +118,274 @@ impl ClonePlan {
     }
 }
 
-/// The template's state as the frozen-copy check sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Probe {
-    pub oid: i64,
-    pub writes: i64,
-    pub stats_reset: String,
-    pub sequences: String,
-    /// Server time of the probe.
-    pub now: String,
-    pub tracking: bool,
-    /// Other backends on the template, and those whose state changed at/after `since`.
-    pub connections: i64,
-    pub active_since: i64,
+#[derive(Debug, Clone)]
+pub struct ClonePlan {
+    pub method: Method,
+    pub why: String,
+    pub frozen: String,
+    pub spare: Option<String>,
+    /// Chosen by `auto`: a direct copy that finds the template busy after all falls back.
+    pub auto: bool,
 }
 
-/// What the frozen copy's marker records about the template it was made from.
+impl ClonePlan {
+    pub fn describe(&self) -> &'static str {
+        self.method.describe()
+    }
+}
+
+/// A backend connected to the template, as `pg_stat_activity` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backend {
+    pub pid: i64,
+    pub started: String,
+    pub state_change: String,
+    pub state: String,
+    pub kind: String,
+    #[serde(default)]
+    pub app: String,
+}
+
+impl Backend {
+    /// Idle, a plain client, and visible to us: it is not running anything right now.
+    fn quiet(&self) -> bool {
+        self.kind == "client backend"
+            && !self.state_change.is_empty()
+            && matches!(self.state.as_str(), "idle" | "idle in transaction" | "idle in transaction (aborted)")
+    }
+    fn same(&self, other: &Backend) -> bool {
+        (self.pid, &self.started, &self.state_change, &self.state)
+            == (other.pid, &other.started, &other.state_change, &other.state)
+    }
+}
+
+/// The template's counters, as `pg_stat_database` and friends show them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub oid: i64,
+    pub sessions: i64,
+    pub xacts: i64,
+    pub writes: i64,
+    pub stats_reset: String,
+    pub shared_reset: String,
+    pub server_start: String,
+    pub prepared: String,
+    pub feeds: i64,
+    pub now: String,
+}
+
+/// What a copy of the template records about the template it was made from: see the module
+/// documentation for why comparing it with the present is enough.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FrozenState {
     pub template: String,
-    pub oid: i64,
-    pub writes: i64,
-    pub stats_reset: String,
-    pub sequences: String,
+    /// Backends on the template right after the copy, then the counters.
+    pub backends: Vec<Backend>,
+    pub counters: Option<Counters>,
+    /// Why this copy can never be taken as current, when it cannot.
+    pub unverified: Option<String>,
     pub frozen_at: String,
 }
 
-impl FrozenState {
-    /// What a copy made after `probe` records about `template`.
-    fn of(template: &str, probe: Probe) -> FrozenState {
-        FrozenState {
-            template: template.to_string(),
-            oid: probe.oid,
-            writes: probe.writes,
-            stats_reset: probe.stats_reset,
-            sequences: probe.sequences,
-            frozen_at: probe.now,
-        }
-    }
+fn activity_sql(template: &str) -> String {
+    format!(
+        "SELECT a.pid::bigint AS pid, coalesce(a.backend_start::text, '') AS started, \
+         coalesce(a.state_change::text, '') AS state_change, coalesce(a.state, '') AS state, \
+         coalesce(a.backend_type, '') AS kind, coalesce(a.application_name, '') AS app \
+         FROM pg_stat_activity a JOIN pg_database d ON d.oid = a.datid \
+         WHERE d.datname = {} AND a.pid <> pg_backend_pid() \
+         AND a.backend_type IS DISTINCT FROM 'autovacuum worker' ORDER BY a.pid",
+        literal(template)
+    )
 }
 
-/// Probes the template from a session connected to it (our own session excluded).
-pub fn probe(server: &Server, template: &str, since: Option<&str>) -> Result<Probe> {
-    let since = literal(since.unwrap_or("infinity"));
+fn counters_sql(template: &str) -> String {
+    format!(
+        "SELECT d.oid::bigint AS oid, s.sessions::bigint AS sessions, \
+         (s.xact_commit + s.xact_rollback)::bigint AS xacts, \
+         (s.tup_inserted + s.tup_updated + s.tup_deleted)::bigint AS writes, \
+         coalesce(s.stats_reset::text, '') AS stats_reset, \
+         (SELECT coalesce(stats_reset::text, '') FROM pg_stat_archiver) AS shared_reset, \
+         pg_postmaster_start_time()::text AS server_start, \
+         (SELECT coalesce(string_agg(format('%s@%s', p.gid, p.prepared), ',' ORDER BY p.gid), '') \
+            FROM pg_prepared_xacts p WHERE p.database = d.datname) AS prepared, \
+         (SELECT count(u.subdbid) FROM pg_subscription u WHERE u.subdbid = d.oid) \
+           + (SELECT count(*) FROM pg_replication_slots r WHERE r.database = d.datname) AS feeds, \
+         now()::text AS now \
+         FROM pg_database d JOIN pg_stat_database s ON s.datid = d.oid WHERE d.datname = {}",
+        literal(template)
+    )
+}
+
+/// Backends on the template (never ourselves: we look from the maintenance database).
+pub fn activity(server: &Server, template: &str) -> Result<Vec<Backend>> {
     server
-        .query_one(
-            template,
-            &format!(
-                "SELECT d.oid::bigint AS oid, \
-                 (s.tup_inserted + s.tup_updated + s.tup_deleted)::bigint AS writes, \
-                 coalesce(s.stats_reset::text, '') AS stats_reset, \
-                 (SELECT md5(coalesce(string_agg(format('%I.%I=%s', schemaname, sequencename, last_value), ',' \
-                    ORDER BY schemaname, sequencename), '')) FROM pg_sequences) AS sequences, \
-                 now()::text AS now, \
-                 current_setting('track_counts') = 'on' AND current_setting('track_activities') = 'on' AS tracking, \
-                 (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid AND a.pid <> pg_backend_pid()) AS connections, \
-                 (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid AND a.pid <> pg_backend_pid() \
-                    AND (a.state_change IS NULL OR a.state_change >= {since}::timestamptz)) AS active_since \
-                 FROM pg_database d JOIN pg_stat_database s ON s.datid = d.oid WHERE d.datname = current_database()"
-            ),
-        )
+        .query(&server.maintenance_db, &activity_sql(template))
         .with_context(|| format!("inspecting the template `{template}`"))
 }
 
-/// Why the frozen copy is not current, or `None` when it is.
-pub fn staleness(frozen: &FrozenState, now: &Probe) -> Option<String> {
-    if !now.tracking {
-        return Some("statistics or activity tracking is off on the server, so changes cannot be ruled out".into());
+/// The template's counters. Read them after [`activity`], never before (see the module docs).
+pub fn counters(server: &Server, template: &str) -> Result<Counters> {
+    server
+        .query_one(&server.maintenance_db, &counters_sql(template))
+        .with_context(|| format!("inspecting the template `{template}`"))
+}
+
+/// Why a copy whose record is `frozen` is not current now, or `None` when it is.
+pub fn staleness(server: &Server, frozen: &FrozenState) -> Result<Option<String>> {
+    if let Some(why) = too_old(server) {
+        return Ok(Some(why));
     }
-    if frozen.oid != now.oid {
+    if let Some(why) = &frozen.unverified {
+        return Ok(Some(format!("it was made while the template was changing ({why})")));
+    }
+    let Some(then) = &frozen.counters else { return Ok(Some("it has no record of the template's state".into())) };
+    let backends = activity(server, &frozen.template)?;
+    let now = counters(server, &frozen.template)?;
+    Ok(compare(then, &frozen.backends, &now, &backends, 0, 0))
+}
+
+/// Before PostgreSQL 15, statistics travel to a collector process asynchronously (and may be
+/// dropped): a counter that did not move proves nothing.
+fn too_old(server: &Server) -> Option<String> {
+    (server.major < 15).then(|| {
+        format!("PostgreSQL {} collects statistics asynchronously, so changes cannot be ruled out", server.major)
+    })
+}
+
+/// Why the template as (`now`, `backends`) may hold a change that (`then`, `before`) did not.
+/// `own_sessions`/`own_xacts`: connections and transactions this tool itself made in between
+/// (a dump's); a negative `own_xacts` means "not known exactly": transactions are not compared.
+fn compare(
+    then: &Counters,
+    before: &[Backend],
+    now: &Counters,
+    backends: &[Backend],
+    own_sessions: i64,
+    own_xacts: i64,
+) -> Option<String> {
+    if then.oid != now.oid {
         return Some("the template was re-created since".into());
     }
-    if frozen.stats_reset != now.stats_reset {
-        return Some("the template's statistics were reset".into());
+    if then.stats_reset != now.stats_reset || then.shared_reset != now.shared_reset {
+        return Some("the server's statistics were reset since".into());
     }
-    if frozen.writes != now.writes {
-        return Some(format!("{} row change(s) were written to the template since", now.writes - frozen.writes));
+    if then.server_start != now.server_start {
+        return Some("the server was restarted since".into());
     }
-    if frozen.sequences != now.sequences {
-        return Some("a sequence of the template advanced since".into());
+    if now.feeds > 0 {
+        return Some(
+            "the template has a subscription or a logical replication slot, so changes can arrive without a session"
+                .into(),
+        );
     }
-    if now.active_since > 0 {
-        return Some(format!("{} session(s) on the template were active since", now.active_since));
+    if then.prepared != now.prepared {
+        return Some("its prepared transactions changed since".into());
+    }
+    let busy = backends.iter().filter(|b| !b.quiet()).count();
+    if busy > 0 {
+        return Some(format!(
+            "{busy} session(s) on the template are running a statement now (or cannot be inspected), and may commit at any moment"
+        ));
+    }
+    let new = backends.iter().filter(|b| !before.iter().any(|o| o.pid == b.pid && o.started == b.started)).count();
+    if new > 0 {
+        return Some(format!("{new} session(s) connected to the template since"));
+    }
+    let gone = before.iter().filter(|o| !backends.iter().any(|b| b.pid == o.pid && b.started == o.started)).count();
+    if gone > 0 {
+        return Some(format!("{gone} session(s) that were connected to the template have disconnected since (they may have committed first)"));
+    }
+    let ran = backends.iter().filter(|b| !before.iter().any(|o| o.same(b))).count();
+    if ran > 0 {
+        return Some(format!("{ran} session(s) on the template ran statements since"));
+    }
+    if now.sessions - then.sessions > own_sessions {
+        return Some(format!(
+            "{} session(s) connected to the template and left since",
+            now.sessions - then.sessions - own_sessions
+        ));
+    }
+    if now.writes != then.writes {
+        return Some(format!("{} row change(s) were written to the template since", now.writes - then.writes));
+    }
+    if own_xacts >= 0 && now.xacts - then.xacts != own_xacts {
+        return Some(format!("{} transaction(s) ended on the template since", now.xacts - then.xacts - own_xacts));
     }
     None
+}
+
+/// Runs `copy` (which makes a copy of the template and connects to it `own_sessions` times) and
+/// returns what the copy records: backends and counters before, the copy, backends and counters
+/// after; unverified when anything happened in between that the copy may have missed.
+fn freeze<T>(
+    server: &Server,
+    template: &str,
+    own_sessions: i64,
+    own_app: Option<&str>,
+    copy: impl FnOnce() -> Result<T>,
+) -> Result<(T, FrozenState)> {
+    if let Some(why) = too_old(server) {
+        let out = copy()?;
+        let state = FrozenState {
+            template: template.into(),
+            backends: vec![],
+            counters: None,
+            unverified: Some(why),
+            frozen_at: String::new(),
+        };
+        return Ok((out, state));
+    }
+    // Counters first, then backends: a backend that leaves in between is still in `before`.
+    let then = counters(server, template)?;
+    let before = activity(server, template)?;
+    let out = copy()?;
+    // Our own dump's backend may still be on its way out.
+    if let Some(app) = own_app {
+        for _ in 0..250 {
+            if !activity(server, template)?.iter().any(|b| b.app == app) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let after = activity(server, template)?.into_iter().filter(|b| Some(b.app.as_str()) != own_app).collect::<Vec<_>>();
+    let now = counters(server, template)?;
+    // Transactions: ours are not counted exactly (pg_dump runs several), so not compared here;
+    // a backend that committed during the copy shows as gone, changed or new, or in `sessions`.
+    let mut unverified =
+        before.iter().find(|b| !b.quiet()).map(|_| "a session was running a statement when the copy began".to_string());
+    if unverified.is_none() {
+        unverified = compare(&then, &before, &now, &after, own_sessions, -1);
+    }
+    let state = FrozenState {
+        template: template.into(),
+        backends: after,
+        unverified,
+        frozen_at: now.now.clone(),
+        counters: Some(now),
+    };
+    Ok((out, state))
+}
+
+/// Whether the template is in use: connections, or prepared transactions (which also make
+/// `CREATE DATABASE … TEMPLATE` refuse).
+fn users(server: &Server, template: &str) -> Result<(i64, i64)> {
+    #[derive(Deserialize)]
+    struct U {
+        connections: i64,
+        prepared: i64,
+    }
+    let u: U = server.query_one(
+        &server.maintenance_db,
+        &format!(
+            "SELECT (SELECT count(*) FROM pg_stat_activity a JOIN pg_database d ON d.oid = a.datid \
+               WHERE d.datname = {t} AND a.backend_type IS DISTINCT FROM 'autovacuum worker') AS connections, \
+             (SELECT count(*) FROM pg_prepared_xacts WHERE database = {t}) AS prepared",
+            t = literal(template)
+        ),
+    )?;
+    Ok((u.connections, u.prepared))
 }
 
 /// Decides how to clone `template` (read-only: looks, changes nothing).
@@ -178,8 +397,9 @@ pub fn plan(
     strategy: Strategy,
 ) -> Result<ClonePlan> {
     let info = server.database(template)?.context("the template disappeared")?;
+    let auto = strategy == Strategy::Auto;
     let plan = |method, why: String| {
-        Ok(ClonePlan { method, why, frozen: frozen.to_string(), spare: spare.map(str::to_string) })
+        Ok(ClonePlan { method, why, frozen: frozen.to_string(), spare: spare.map(str::to_string), auto })
     };
     match strategy {
         Strategy::Template => return plan(Method::Template, "--strategy template".into()),
@@ -189,25 +409,28 @@ pub fn plan(
     // A spare clone, prepared in the background after the previous run, if it is still current.
     let mut spare_note = String::new();
     if let Some(state) = spare.and_then(|name| marked_state(server, name, template).transpose()).transpose()? {
-        let now = probe(server, template, Some(&state.frozen_at))?;
-        match staleness(&state, &now) {
+        match staleness(server, &state)? {
             None => return plan(Method::Spare, format!("a spare clone made at {} is current", state.frozen_at)),
             Some(why) => spare_note = format!(" (the spare clone is stale: {why})"),
         }
     }
     let plan = |method, why: String| plan(method, format!("{why}{spare_note}"));
-    if info.connections == 0 {
+    let (connections, prepared) = users(server, template)?;
+    if connections == 0 && prepared == 0 {
         return plan(Method::Template, "no one is connected to the template, so it is copied directly".into());
     }
-    let busy = format!("the template has {} open connection(s)", info.connections);
+    let busy = match (connections, prepared) {
+        (c, 0) => format!("the template has {c} open connection(s)"),
+        (0, p) => format!("the template has {p} prepared transaction(s)"),
+        (c, p) => format!("the template has {c} open connection(s) and {p} prepared transaction(s)"),
+    };
     if !info.allow_connections {
         return plan(Method::Dump, format!("{busy} and does not allow ours"));
     }
     let Some(state) = marked_state(server, frozen, template)? else {
         return plan(Method::Frozen { refresh: true }, format!("{busy}; there is no frozen copy of it yet"));
     };
-    let now = probe(server, template, Some(&state.frozen_at))?;
-    match staleness(&state, &now) {
+    match staleness(server, &state)? {
         None => plan(
             Method::Frozen { refresh: false },
             format!("{busy}; its frozen copy is current (nothing changed since {})", state.frozen_at),
@@ -218,22 +441,44 @@ pub fn plan(
 
 /// The template state recorded in the marker of a frozen copy or spare clone of `template`.
 fn marked_state(server: &Server, name: &str, template: &str) -> Result<Option<FrozenState>> {
-    let state =
-        server.database(name)?.and_then(|f| f.marker).and_then(|m| serde_json::from_value::<FrozenState>(m).ok());
+    let state = server
+        .database(name)?
+        .and_then(|f| f.marker)
+        .and_then(|m| serde_json::from_value::<FrozenState>(m.get("state")?.clone()).ok());
     Ok(state.filter(|s| s.template == template))
 }
 
-/// Renames the spare clone into place as `target`, open for connections, marked: one transaction.
-pub fn take_spare(server: &Server, spare: &str, target: &str, marker: &serde_json::Value) -> Result<()> {
+fn copy_marker(kind: &str, state: &FrozenState) -> Result<serde_json::Value> {
+    Ok(serde_json::json!({ "kind": kind, "template": state.template, "state": state }))
+}
+
+/// Renames the spare clone into place as `target`, open for connections, marked: one
+/// transaction, under the spare's lock, after checking once more that it is current.
+/// `Ok(false)`: no current spare after all (taken by another run, or stale by now).
+pub fn take_spare(
+    server: &Server,
+    template: &str,
+    spare: &str,
+    target: &str,
+    marker: &serde_json::Value,
+) -> Result<bool> {
+    let _lock = Lock::exclusive(server, &format!("spare:{spare}"), "the spare clone")?;
+    let Some(state) = marked_state(server, spare, template)? else { return Ok(false) };
+    if staleness(server, &state)?.is_some() {
+        return Ok(false);
+    }
     server.transaction(&[
         format!("ALTER DATABASE {} RENAME TO {}", ident(spare), ident(target)),
         format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", ident(target)),
         format!("COMMENT ON DATABASE {} IS {}", ident(target), literal(&format!("{}{marker}", super::MARKER_PREFIX))),
-    ])
+    ])?;
+    Ok(true)
 }
 
-/// Prepares the spare clone of `template` (nothing to do when the current one is up to date):
-/// state probed first, then cloned by the best method now, closed to connections, renamed in.
+/// Prepares the spare clone of `template` (nothing to do when the current one is up to date, or
+/// when another refill is at it): cloned by the best method now, closed to connections, and
+/// swapped in, with the record of what it contains, under the spare's lock (held only for the
+/// swap: a run taking the spare never waits for a refill's copy).
 pub fn refill_spare(
     server: &Server,
     template: &str,
@@ -242,27 +487,21 @@ pub fn refill_spare(
     staging: (String, serde_json::Value),
     frozen_staging: (String, serde_json::Value),
 ) -> Result<bool> {
+    let Some(_refilling) = Lock::try_exclusive(server, &format!("refill:{spare}"))? else {
+        return Ok(false);
+    };
     if let Some(state) = marked_state(server, spare, template)? {
-        if staleness(&state, &probe(server, template, Some(&state.frozen_at))?).is_none() {
+        if staleness(server, &state)?.is_none() {
             return Ok(false);
         }
     }
-    // Whatever the clone below contains is at least as recent as this probe.
-    let before = probe(server, template, None)?;
-    // Let our probe's session leave the template, or the copy would see it as in use.
-    for _ in 0..50 {
-        match server.database(template)? {
-            Some(d) if d.connections > before.connections => std::thread::sleep(Duration::from_millis(20)),
-            _ => break,
-        }
-    }
     let how = plan(server, template, frozen, None, Strategy::Auto)?;
-    let (building, _) = execute(server, template, &staging.0, &how, staging.1, frozen_staging)?;
+    let (building, _, state) = execute(server, template, &staging.0, &how, staging.1, frozen_staging)?;
+    let state = state.context("a spare clone needs a record of the template's state")?;
     server
         .exec(&server.maintenance_db, &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", ident(&staging.0)))?;
-    let mut marker = serde_json::to_value(FrozenState::of(template, before))?;
-    marker["kind"] = "spare".into();
-    // Swap: a run that looks in between finds no spare and takes the ordinary path.
+    let marker = copy_marker("spare", &state)?;
+    let _swapping = Lock::exclusive(server, &format!("spare:{spare}"), "the spare clone")?;
     server.drop_database(spare, true)?;
     server.transaction(&[
         format!("ALTER DATABASE {} RENAME TO {}", ident(&staging.0), ident(spare)),
@@ -272,16 +511,21 @@ pub fn refill_spare(
     Ok(true)
 }
 
-/// Timings of what [`execute`] did.
+/// Timings of what [`execute`] did, and the method it ended up using.
 #[derive(Debug, Default)]
 pub struct Timings {
     pub refresh: Option<Duration>,
     pub copy: Duration,
     pub cow: bool,
+    /// Set when the method differs from the plan's (a direct copy found the template busy).
+    pub fell_back: Option<Method>,
+    /// Why it fell back.
+    pub fallback_why: String,
 }
 
 /// Clones `template` into the new database `target` (created here, guarded: dropped again on any
-/// failure unless the caller keeps it).
+/// failure unless the caller keeps it). Returns, for the file-copy methods, the record of what
+/// the clone contains.
 pub fn execute<'s>(
     server: &'s Server,
     template: &str,
@@ -289,32 +533,75 @@ pub fn execute<'s>(
     plan: &ClonePlan,
     marker: serde_json::Value,
     frozen_staging: (String, serde_json::Value),
-) -> Result<(Creating<'s>, Timings)> {
+) -> Result<(Creating<'s>, Timings, Option<FrozenState>)> {
     let mut t = Timings::default();
-    let source = match plan.method {
+    match plan.method {
         Method::Spare => anyhow::bail!("a spare clone is taken with take_spare, not copied"),
-        Method::Template => template.to_string(),
+        Method::Template => {
+            let start = Instant::now();
+            let copied = freeze(server, template, 0, None, || copy_database(server, template, target, marker.clone()));
+            match copied {
+                Ok(((db, cow), state)) => {
+                    t.copy = start.elapsed();
+                    t.cow = cow;
+                    Ok((db, t, Some(state)))
+                }
+                // Someone connected between the plan and the copy: auto takes the frozen path.
+                Err(e) if plan.auto && format!("{e:#}").contains("is being accessed by other users") => {
+                    let again = ClonePlan { method: Method::Frozen { refresh: true }, ..plan.clone() };
+                    let (db, mut t, state) = execute(server, template, target, &again, marker, frozen_staging)?;
+                    t.fell_back = Some(again.method);
+                    t.fallback_why = "someone connected to the template before the copy began".into();
+                    Ok((db, t, state))
+                }
+                Err(e) => Err(busy_hint(server, e, template)),
+            }
+        }
         Method::Frozen { refresh } => {
             if refresh {
                 let start = Instant::now();
                 refresh_frozen(server, template, &plan.frozen, frozen_staging)?;
                 t.refresh = Some(start.elapsed());
             }
-            plan.frozen.clone()
+            // What is copied is what the marker describes: read both under the lock that keeps
+            // a refresh from replacing it in between.
+            let _reading = Lock::shared(server, &format!("frozen:{}", plan.frozen), "the frozen copy")?;
+            let state = marked_state(server, &plan.frozen, template)?
+                .context("the frozen copy disappeared while it was being copied; run again")?;
+            let start = Instant::now();
+            let (db, cow) = copy_database(server, &plan.frozen, target, marker)?;
+            t.copy = start.elapsed();
+            t.cow = cow;
+            Ok((db, t, Some(state)))
         }
         Method::Dump => {
             let start = Instant::now();
             let db = server.create_database(target, "TEMPLATE template0", marker)?;
-            dump_restore(server, template, target)?;
+            dump_restore(server, template, target, None)?;
             t.copy = start.elapsed();
-            return Ok((db, t));
+            Ok((db, t, None))
         }
+    }
+}
+
+/// A direct copy refused because the template is in use: say what uses it and what to do.
+fn busy_hint(server: &Server, e: anyhow::Error, template: &str) -> anyhow::Error {
+    let text = format!("{e:#}");
+    if !text.contains("is being accessed by other users") {
+        return e;
+    }
+    let (connections, prepared) = users(server, template).unwrap_or((0, 0));
+    let what = match (connections, prepared) {
+        (_, 0) => format!("{connections} open connection(s)"),
+        (0, p) => format!("{p} prepared transaction(s)"),
+        (c, p) => format!("{c} open connection(s) and {p} prepared transaction(s)"),
     };
-    let start = Instant::now();
-    let (db, cow) = copy_database(server, &source, target, marker)?;
-    t.copy = start.elapsed();
-    t.cow = cow;
-    Ok((db, t))
+    let fix = if prepared > 0 {
+        format!("finish the prepared transaction (in `{template}`: SELECT gid FROM pg_prepared_xacts; then COMMIT PREPARED or ROLLBACK PREPARED), or use --strategy auto")
+    } else {
+        "stop what is connected to it, or use --strategy auto (copies it while in use)".to_string()
+    };
+    crate::error::fail(format!("the template `{template}` is in use ({what}), so it cannot be copied directly"), fix)
 }
 
 /// `CREATE DATABASE target TEMPLATE source`, as a copy-on-write clone where the server can.
@@ -342,39 +629,67 @@ fn copy_database<'s>(
 }
 
 /// `pg_dump … source | psql … target`, streamed, in one transaction on the receiving side.
-pub fn dump_restore(server: &Server, source: &str, target: &str) -> Result<()> {
+/// Owners and privileges are kept (as in a file copy); subscriptions are not (a file copy does
+/// not copy them either). `app` names the dump's session (`application_name`).
+pub fn dump_restore(server: &Server, source: &str, target: &str, app: Option<&str>) -> Result<()> {
     let mut dump = Command::new(server.pg_dump()?);
-    dump.args(["--no-owner", "--no-privileges", "--no-publications", "--no-subscriptions", "--format=plain", "-d"])
-        .arg(server.arg_url(source));
+    dump.args(["--no-subscriptions", "--format=plain", "-d"]).arg(server.arg_url(source));
     server.libpq_env(&mut dump);
+    if let Some(app) = app {
+        dump.env("PGAPPNAME", app);
+    }
     let mut load = server.psql(target);
     load.arg("--single-transaction");
-    proc::pipe(&mut dump, &mut load).with_context(|| format!("copying `{source}` into `{target}` with pg_dump | psql"))
+    proc::pipe(&mut dump, &mut load).map_err(|e| {
+        let text = format!("{e:#}");
+        if text.contains("must be able to SET ROLE") || text.contains("must be member of role") {
+            return crate::error::fail(
+                format!("copying `{source}` with pg_dump | psql: {}", text.lines().last().unwrap_or_default()),
+                format!("the template has objects owned by roles that {} cannot hand them to: connect as their owner or a superuser, or use --strategy template when nobody is connected", server.url.user().unwrap_or("this user")),
+            );
+        }
+        e.context(format!("copying `{source}` into `{target}` with pg_dump | psql"))
+    })
 }
 
-/// Re-makes the frozen copy of `template`: probe, dump into a new database, swap it in.
+/// Re-makes the frozen copy of `template` under its exclusive lock: dump into a new database,
+/// swap it in with its record. Nothing to do when another run refreshed it while we waited for
+/// the lock and it is current.
 fn refresh_frozen(
     server: &Server,
     template: &str,
     frozen: &str,
     (staging, staging_marker): (String, serde_json::Value),
 ) -> Result<()> {
-    // Probe first: whatever the dump's snapshot sees is at least this recent.
-    let state = FrozenState::of(template, probe(server, template, None)?);
-    let db = server.create_database(&staging, "TEMPLATE template0", staging_marker)?;
-    dump_restore(server, template, &staging)?;
+    let _lock = Lock::exclusive(server, &format!("frozen:{frozen}"), "the frozen copy")?;
+    if let Some(state) = marked_state(server, frozen, template)? {
+        if staleness(server, &state)?.is_none() {
+            return Ok(());
+        }
+    }
+    let app = format!("xtask-db-dump-{}-{}", std::process::id(), crate::time::now_rfc3339());
+    let (db, state) = freeze(server, template, 1, Some(&app), || {
+        let db = server.create_database(&staging, "TEMPLATE template0", staging_marker)?;
+        dump_restore(server, template, &staging, Some(&app))?;
+        Ok(db)
+    })?;
     server.exec(&server.maintenance_db, &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", ident(&staging)))?;
+    let marker = copy_marker("frozen", &state)?;
+    let mut swap = Vec::new();
     if server.database_exists(frozen)? {
         server.exec(&server.maintenance_db, &format!("ALTER DATABASE {} WITH IS_TEMPLATE false", ident(frozen)))?;
         server.drop_database(frozen, false).context("dropping the old frozen copy")?;
     }
-    server.rename_database(&staging, frozen)?;
-    db.keep();
-    let mut marker = serde_json::to_value(&state)?;
-    marker["kind"] = "frozen".into();
-    server.set_marker(frozen, &marker)?;
+    swap.push(format!("ALTER DATABASE {} RENAME TO {}", ident(&staging), ident(frozen)));
+    swap.push(format!(
+        "COMMENT ON DATABASE {} IS {}",
+        ident(frozen),
+        literal(&format!("{}{marker}", super::MARKER_PREFIX))
+    ));
     // IS_TEMPLATE protects it from a stray DROP DATABASE.
-    server.exec(&server.maintenance_db, &format!("ALTER DATABASE {} WITH IS_TEMPLATE true", ident(frozen)))?;
+    swap.push(format!("ALTER DATABASE {} WITH IS_TEMPLATE true", ident(frozen)));
+    server.transaction(&swap)?;
+    db.keep();
     Ok(())
 }
 
@@ -382,45 +697,70 @@ fn refresh_frozen(
 mod tests {
     use super::*;
 
-    fn state() -> FrozenState {
-        FrozenState {
-            template: "t".into(),
+    fn counters() -> Counters {
+        Counters {
             oid: 1,
+            sessions: 5,
+            xacts: 100,
             writes: 10,
             stats_reset: String::new(),
-            sequences: "abc".into(),
-            frozen_at: "x".into(),
+            shared_reset: "r".into(),
+            server_start: "s".into(),
+            prepared: String::new(),
+            feeds: 0,
+            now: "n".into(),
         }
     }
-    fn probe() -> Probe {
-        Probe {
-            oid: 1,
-            writes: 10,
-            stats_reset: String::new(),
-            sequences: "abc".into(),
-            now: "y".into(),
-            tracking: true,
-            connections: 1,
-            active_since: 0,
+    fn idle(pid: i64) -> Backend {
+        Backend {
+            pid,
+            started: "t0".into(),
+            state_change: "t1".into(),
+            state: "idle".into(),
+            kind: "client backend".into(),
+            app: "psql".into(),
         }
     }
 
     #[test]
     fn staleness_rules() {
-        assert_eq!(staleness(&state(), &probe()), None);
-        type Change = fn(&mut Probe);
-        let cases: [(Change, &str); 6] = [
-            (|p| p.writes = 11, "1 row change"),
-            (|p| p.active_since = 1, "active since"),
-            (|p| p.sequences = "d".into(), "sequence"),
-            (|p| p.oid = 2, "re-created"),
-            (|p| p.stats_reset = "now".into(), "reset"),
-            (|p| p.tracking = false, "tracking is off"),
+        let before = vec![idle(1), idle(2)];
+        assert_eq!(compare(&counters(), &before, &counters(), &before, 0, 0), None);
+        type Change = fn(&mut Counters, &mut Vec<Backend>);
+        let cases: [(Change, &str); 13] = [
+            (|c, _| c.xacts += 1, "1 transaction(s) ended"),
+            (|c, _| c.writes += 1, "row change"),
+            (|c, _| c.sessions += 1, "connected to the template and left"),
+            (|c, _| c.oid = 2, "re-created"),
+            (|c, _| c.stats_reset = "now".into(), "reset"),
+            (|c, _| c.shared_reset = "crash".into(), "reset"),
+            (|c, _| c.server_start = "later".into(), "restarted"),
+            (|c, _| c.prepared = "gid@t".into(), "prepared"),
+            (|c, _| c.feeds = 1, "subscription"),
+            (|_, b| b[0].state = "active".into(), "running a statement"),
+            (|_, b| b[0].state_change = "t2".into(), "ran statements"),
+            (|_, b| b.push(idle(3)), "connected to the template since"),
+            (|_, b| drop(b.remove(1)), "disconnected since"),
         ];
         for (change, why) in cases {
-            let mut p = probe();
-            change(&mut p);
-            assert!(staleness(&state(), &p).is_some_and(|s| s.contains(why)), "{why}");
+            let (mut c, mut b) = (counters(), before.clone());
+            change(&mut c, &mut b);
+            let got = compare(&counters(), &before, &c, &b, 0, 0);
+            assert!(got.as_deref().is_some_and(|s| s.contains(why)), "{why}: {got:?}");
         }
+        // Hidden state (another role's session without pg_read_all_stats) and non-client
+        // backends are never quiet.
+        let mut hidden = before.clone();
+        hidden[0].state_change = String::new();
+        assert!(compare(&counters(), &before, &counters(), &hidden, 0, 0).is_some());
+        let mut walsender = before.clone();
+        walsender[0].kind = "walsender".into();
+        assert!(compare(&counters(), &before, &counters(), &walsender, 0, 0).is_some());
+        // This tool's own dump session is allowed for, when it is.
+        let mut c = counters();
+        c.sessions += 1;
+        assert_eq!(compare(&counters(), &before, &c, &before, 1, -1), None);
+        c.sessions += 1;
+        assert!(compare(&counters(), &before, &c, &before, 1, -1).is_some());
     }
 }

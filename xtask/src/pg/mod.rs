@@ -287,6 +287,67 @@ impl Drop for Creating<'_> {
     }
 }
 
+/// A session-level advisory lock, held by this run's admin session on the maintenance database
+/// until dropped (or until the process dies: its `psql`, and with it the server session, goes
+/// too). Runs and background refills serialise on these where they touch the same databases.
+pub struct Lock<'a> {
+    server: &'a Server,
+    key: String,
+    shared: bool,
+}
+
+impl<'a> Lock<'a> {
+    /// Waits for the lock, saying so when another run holds it.
+    pub fn exclusive(server: &'a Server, key: &str, what: &str) -> Result<Lock<'a>> {
+        Lock::acquire(server, key, false, what)
+    }
+
+    /// Waits for a shared hold (several readers at once, no exclusive holder).
+    pub fn shared(server: &'a Server, key: &str, what: &str) -> Result<Lock<'a>> {
+        Lock::acquire(server, key, true, what)
+    }
+
+    /// Takes the lock only if nobody holds it.
+    pub fn try_exclusive(server: &'a Server, key: &str) -> Result<Option<Lock<'a>>> {
+        let lock = Lock { server, key: key.to_string(), shared: false };
+        Ok(lock.try_take()?.then_some(lock))
+    }
+
+    fn acquire(server: &'a Server, key: &str, shared: bool, what: &str) -> Result<Lock<'a>> {
+        let lock = Lock { server, key: key.to_string(), shared };
+        if !lock.try_take()? {
+            eprintln!("▸ waiting for another run of this tool to finish with {what}");
+            let f = if shared { "pg_advisory_lock_shared" } else { "pg_advisory_lock" };
+            server
+                .exec(&server.maintenance_db, &format!("SELECT {f}({})", lock.id()))
+                .with_context(|| format!("waiting for the lock on {what}"))?;
+        }
+        Ok(lock)
+    }
+
+    fn id(&self) -> String {
+        format!("hashtextextended({}, 0)", literal(&format!("xtask-db {}", self.key)))
+    }
+
+    fn try_take(&self) -> Result<bool> {
+        let f = if self.shared { "pg_try_advisory_lock_shared" } else { "pg_try_advisory_lock" };
+        #[derive(Deserialize)]
+        struct Got {
+            got: bool,
+        }
+        let got: Got =
+            self.server.query_one(&self.server.maintenance_db, &format!("SELECT {f}({}) AS got", self.id()))?;
+        Ok(got.got)
+    }
+}
+
+impl Drop for Lock<'_> {
+    fn drop(&mut self) {
+        let f = if self.shared { "pg_advisory_unlock_shared" } else { "pg_advisory_unlock" };
+        let _ = self.server.exec(&self.server.maintenance_db, &format!("SELECT {f}({})", self.id()));
+    }
+}
+
 /// Environment for a libpq program connecting to `url`: the password (never in argv), a connect
 /// timeout unless one is configured, and our application name.
 pub fn libpq_env(cmd: &mut Command, url: &PgUrl) {

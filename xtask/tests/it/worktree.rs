@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 use crate::support::{git, password, sql, try_sql, url_for, Project, Run};
 
 /// A project with its golden template built.
-fn project(tag: &str) -> Project {
+pub(crate) fn project(tag: &str) -> Project {
     let p = Project::new(tag);
     p.xtask(&["db", "template", "create"]).ok();
     p
 }
 
 /// A linked worktree of `p` on a new branch.
-fn worktree(p: &Project, branch: &str) -> PathBuf {
+pub(crate) fn worktree(p: &Project, branch: &str) -> PathBuf {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let dir = p.dir.with_file_name(format!("{}-wt{n}", p.dir.file_name().unwrap().to_string_lossy()));
@@ -23,7 +23,7 @@ fn worktree(p: &Project, branch: &str) -> PathBuf {
     dir
 }
 
-fn env_value(dir: &Path, key: &str) -> String {
+pub(crate) fn env_value(dir: &Path, key: &str) -> String {
     let text = std::fs::read_to_string(dir.join(".env")).unwrap();
     let value = text
         .lines()
@@ -34,22 +34,22 @@ fn env_value(dir: &Path, key: &str) -> String {
 }
 
 /// The database `.env` points at.
-fn env_db(dir: &Path) -> String {
+pub(crate) fn env_db(dir: &Path) -> String {
     env_value(dir, "DATABASE_URL").rsplit('/').next().unwrap().to_string()
 }
 
-fn run_in(p: &Project, dir: &Path, args: &[&str]) -> Run {
+pub(crate) fn run_in(p: &Project, dir: &Path, args: &[&str]) -> Run {
     let mut all = vec!["db", "worktree"];
     all.extend_from_slice(args);
     p.xtask_in(dir, &all, &[])
 }
 
 /// Row counts of every table, and the schema without volatile lines.
-fn fingerprint(db: &str) -> (String, String) {
+pub(crate) fn fingerprint(db: &str) -> (String, String) {
     let counts = sql(
         db,
         "SELECT string_agg(format('%s.%s=%s', table_schema, table_name, \
-         (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', table_schema, table_name), false, true, '')))[1]::text), ',' ORDER BY 1) \
+         (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', table_schema, table_name), false, true, '')))[1]::text), ',' ORDER BY table_schema, table_name) \
          FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema')",
     );
     let url = url_for(db).replacen(&format!(":{}@", password()), "@", 1);
@@ -68,9 +68,9 @@ fn fingerprint(db: &str) -> (String, String) {
 }
 
 /// An open session on `db` that runs statements on demand and stays connected.
-struct Held(Child);
+pub(crate) struct Held(Child);
 impl Held {
-    fn open(db: &str) -> Held {
+    pub(crate) fn open(db: &str) -> Held {
         let url = url_for(db).replacen(&format!(":{}@", password()), "@", 1);
         let child = Command::new("psql")
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &url])
@@ -85,7 +85,7 @@ impl Held {
     }
     /// Sends `statement` to the held session; it runs asynchronously, so callers wait for its
     /// effect with [`wait_for`].
-    fn run(&mut self, statement: &str) {
+    pub(crate) fn run(&mut self, statement: &str) {
         let stdin = self.0.stdin.as_mut().unwrap();
         stdin.write_all(statement.as_bytes()).unwrap();
         stdin.write_all(b"\n").unwrap();
@@ -99,7 +99,7 @@ impl Drop for Held {
     }
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
         assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");

@@ -1,0 +1,289 @@
+//! The adversarial pass over `db worktree` (issue 10): every way found to get a stale clone, to
+//! lose a database that is not ours, or to make concurrent runs fail each other — each one here,
+//! against the real server.
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::{git, password, sql, try_sql, url_for, Project};
+use crate::worktree::{env_db, fingerprint, project, run_in, wait_for, worktree, Held};
+
+/// A project whose template has an idle connection on it (so `auto` takes the frozen path) and
+/// a current frozen copy.
+fn busy_project(tag: &str) -> (Project, Held) {
+    let p = project(tag);
+    sql(&p.template(), "CREATE TABLE public.probe (id int PRIMARY KEY)");
+    let held = Held::open(&p.template());
+    wait_for("the held connection", || connections(&p.template()) > 0);
+    let wt = worktree(&p, &format!("{tag}-first"));
+    run_in(&p, &wt, &["--skip-generate"]).ok();
+    (p, held)
+}
+
+fn connections(db: &str) -> i64 {
+    sql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'")).parse().unwrap()
+}
+
+fn has_probe(db: &str, id: i64) -> bool {
+    sql(db, &format!("SELECT count(*) FROM public.probe WHERE id = {id}")) == "1"
+}
+
+/// A psql on `db` that runs `script` in the background.
+fn background(db: &str, script: &str) -> std::process::Child {
+    let url = url_for(db).replacen(&format!(":{}@", password()), "@", 1);
+    Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &url, "-c", script])
+        .env("PGPASSWORD", password())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_commit_inside_a_running_do_block_is_never_missed() {
+    let (p, _held) = busy_project("atdo");
+    let t = p.template();
+    // The block starts before the next copy is made and commits while it is being used.
+    let mut block = background(
+        &t,
+        "DO $$ BEGIN PERFORM pg_sleep(1); INSERT INTO public.probe VALUES (1); COMMIT; PERFORM pg_sleep(600); END $$;",
+    );
+    wait_for("the block to run", || {
+        sql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{t}' AND state = 'active'"))
+            == "1"
+    });
+    let during = worktree(&p, "do-during");
+    run_in(&p, &during, &["--skip-generate"]).ok();
+    wait_for("the block's commit", || has_probe(&t, 1));
+    let after = worktree(&p, "do-after");
+    let run = run_in(&p, &after, &["--skip-generate"]).ok();
+    assert!(has_probe(&env_db(&after), 1), "the clone misses the committed row:\n{}", run.stderr);
+    let _ = block.kill();
+    let _ = block.wait();
+}
+
+#[test]
+fn setval_on_a_never_used_sequence_is_never_missed() {
+    let (p, mut held) = busy_project("atseq");
+    let t = p.template();
+    sql(&t, "CREATE SEQUENCE public.fresh_seq");
+    let wt = worktree(&p, "seq-made");
+    run_in(&p, &wt, &["--skip-generate"]).ok();
+    // On the held session (stays connected) ...
+    held.run("SELECT setval('public.fresh_seq', 4242, false);");
+    wait_for("setval", || sql(&t, "SELECT last_value FROM public.fresh_seq") == "4242");
+    let a = worktree(&p, "seq-held");
+    run_in(&p, &a, &["--skip-generate"]).ok();
+    assert_eq!(sql(&env_db(&a), "SELECT nextval('public.fresh_seq')"), "4242");
+    // ... and from a session that leaves right after, in a transaction that rolls back.
+    sql(&t, "BEGIN; SELECT setval('public.fresh_seq', 777, false); ROLLBACK;");
+    let b = worktree(&p, "seq-gone");
+    run_in(&p, &b, &["--skip-generate"]).ok();
+    assert_eq!(sql(&env_db(&b), "SELECT nextval('public.fresh_seq')"), "777");
+}
+
+#[test]
+fn a_session_with_track_counts_off_is_never_missed() {
+    let (p, _held) = busy_project("attrack");
+    let t = p.template();
+    // Connected after the copy, commits with row counting off, leaves.
+    sql(&t, "SET track_counts = off; INSERT INTO public.probe VALUES (1)");
+    let a = worktree(&p, "track-after");
+    run_in(&p, &a, &["--skip-generate"]).ok();
+    assert!(has_probe(&env_db(&a), 1));
+    // Connected before the copy, idle while it is made, then commits and leaves.
+    let mut early = Held::open(&t);
+    early.run("SET track_counts = off;");
+    wait_for("the early session to be idle", || {
+        sql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{t}' AND state = 'idle'"))
+            == "2"
+    });
+    let b = worktree(&p, "track-copy");
+    run_in(&p, &b, &["--skip-generate"]).ok();
+    early.run("INSERT INTO public.probe VALUES (2);");
+    wait_for("the commit", || has_probe(&t, 2));
+    drop(early);
+    wait_for("the early session to leave", || connections(&t) == 1);
+    let c = worktree(&p, "track-left");
+    run_in(&p, &c, &["--skip-generate"]).ok();
+    assert!(has_probe(&env_db(&c), 2));
+}
+
+#[test]
+fn a_prepared_transaction_on_the_template_is_handled() {
+    let p = project("atprep");
+    let t = p.template();
+    sql(&t, "CREATE TABLE public.probe (id int PRIMARY KEY)");
+    let gid = format!("{}px", p.prefix);
+    sql(&t, &format!("BEGIN; INSERT INTO public.probe VALUES (9); PREPARE TRANSACTION '{gid}'"));
+    // Whatever happens below, the prepared transaction must not outlive the test (it would keep
+    // the template from being dropped).
+    struct Finish(String, String);
+    impl Drop for Finish {
+        fn drop(&mut self) {
+            let _ = try_sql(&self.0, &format!("ROLLBACK PREPARED '{}'", self.1));
+        }
+    }
+    let _finish = Finish(t.clone(), gid.clone());
+    // Nobody is connected, yet a direct copy is refused: auto goes another way.
+    let a = worktree(&p, "prep-auto");
+    let run = run_in(&p, &a, &["--skip-generate"]).ok();
+    assert!(run.stderr.contains("prepared transaction"), "{}", run.stderr);
+    // --strategy template names the cause and the fix.
+    let b = worktree(&p, "prep-template");
+    let run = run_in(&p, &b, &["--strategy", "template", "--skip-generate"]).fails(2, "prepared transaction");
+    assert!(run.stderr.contains("COMMIT PREPARED"), "{}", run.stderr);
+    // Committing it later is a change: the next clone has the row.
+    sql(&t, &format!("COMMIT PREPARED '{gid}'"));
+    let c = worktree(&p, "prep-done");
+    run_in(&p, &c, &["--skip-generate"]).ok();
+    assert!(has_probe(&env_db(&c), 9));
+}
+
+#[test]
+fn the_clone_does_not_depend_on_the_path_taken() {
+    let p = project("atpriv");
+    let t = p.template();
+    let role = format!("{}reader", p.prefix);
+    let _ = try_sql("postgres", &format!("CREATE ROLE {role}"));
+    sql(&t, &format!("GRANT USAGE ON SCHEMA crm TO {role}; GRANT SELECT ON crm.organizations TO {role}; CREATE PUBLICATION {role}_pub FOR TABLE crm.organizations"));
+    let acl = |db: &str| {
+        sql(db, "SELECT coalesce(relacl::text, '') FROM pg_class WHERE oid = 'crm.organizations'::regclass")
+            + &sql(db, "SELECT string_agg(pubname, ',') FROM pg_publication")
+    };
+    let direct = worktree(&p, "priv-direct");
+    run_in(&p, &direct, &["--skip-generate"]).ok();
+    let _held = Held::open(&t);
+    wait_for("the held connection", || connections(&t) > 0);
+    let frozen = worktree(&p, "priv-frozen");
+    let run = run_in(&p, &frozen, &["--skip-generate"]).ok();
+    assert!(run.stderr.contains("frozen copy"), "{}", run.stderr);
+    let dump = worktree(&p, "priv-dump");
+    run_in(&p, &dump, &["--strategy", "dump", "--skip-generate"]).ok();
+    for wt in [&frozen, &dump] {
+        assert_eq!(acl(&env_db(wt)), acl(&env_db(&direct)), "privileges and publications differ by path");
+        let (a, b) = (fingerprint(&env_db(wt)), fingerprint(&env_db(&direct)));
+        assert_eq!(a.0, b.0, "row counts differ by path");
+        let diff: Vec<_> = a.1.lines().zip(b.1.lines()).filter(|(x, y)| x != y).take(5).collect();
+        assert!(a.1 == b.1, "schemas differ by path: {diff:?}");
+    }
+    drop(p);
+    let _ = try_sql("postgres", &format!("DROP ROLE IF EXISTS {role}"));
+}
+
+#[test]
+fn prune_keeps_the_database_of_a_moved_worktree() {
+    let p = project("atmove");
+    let wt = worktree(&p, "movable");
+    run_in(&p, &wt, &["--skip-generate"]).ok();
+    let db = env_db(&wt);
+    sql(&db, "INSERT INTO crm.organizations (name, slug) VALUES ('Mine', 'mine')");
+    let moved = wt.with_file_name(format!("{}-moved", wt.file_name().unwrap().to_string_lossy()));
+    git(&p.dir, &["worktree", "move", wt.to_str().unwrap(), moved.to_str().unwrap()]);
+    let list = p.xtask(&["db", "worktrees"]).ok();
+    assert!(!list.stdout.contains("gone"), "{}", list.stdout);
+    p.xtask(&["db", "worktrees", "--prune", "-y"]).ok();
+    assert!(p.databases().contains(&db), "the moved worktree's database was dropped");
+    // The moved worktree still owns it: a run keeps it, --drop may drop it.
+    let run = run_in(&p, &moved, &["--skip-generate"]).ok();
+    assert!(run.stderr.contains("exists: kept as it is"), "{}", run.stderr);
+    assert_eq!(sql(&db, "SELECT count(*) FROM crm.organizations WHERE slug = 'mine'"), "1");
+    run_in(&p, &moved, &["--drop", "-y"]).ok();
+    assert!(!p.databases().contains(&db));
+}
+
+#[test]
+fn two_clones_of_the_repository_never_share_a_database() {
+    let first = project("atrepo");
+    // A second clone of the same repository, same prefix and template, same server.
+    let second_dir = first.dir.with_file_name(format!("{}-second", first.dir.file_name().unwrap().to_string_lossy()));
+    let _ = std::fs::remove_dir_all(&second_dir);
+    git(first.dir.parent().unwrap(), &["clone", "-q", first.dir.to_str().unwrap(), second_dir.to_str().unwrap()]);
+    std::fs::copy(first.dir.join(".env"), second_dir.join(".env")).unwrap();
+    let second = Project { dir: second_dir.clone(), prefix: first.prefix.clone() };
+
+    let a = worktree(&first, "shared-name");
+    run_in(&first, &a, &["--skip-generate"]).ok();
+    let db = env_db(&a);
+    sql(&db, "INSERT INTO crm.organizations (name, slug) VALUES ('First', 'first')");
+
+    let b = worktree(&second, "shared-name");
+    let run = run_in(&second, &b, &["--skip-generate"]).ok();
+    assert_ne!(env_db(&b), db, "the second clone took over the first's database:\n{}", run.stderr);
+    assert!(run.stderr.contains("another clone of the repository"), "{}", run.stderr);
+    // --drop in the second clone drops its own, never the first's.
+    run_in(&second, &b, &["--drop", "-y"]).ok();
+    assert_eq!(sql(&db, "SELECT count(*) FROM crm.organizations WHERE slug = 'first'"), "1");
+    // And running again there keeps using its own name.
+    run_in(&second, &b, &["--skip-generate"]).ok();
+    assert_ne!(env_db(&b), db);
+    std::mem::forget(second); // `first` drops the shared prefix's databases.
+    let _ = std::fs::remove_dir_all(&second_dir);
+}
+
+#[test]
+fn two_runs_for_one_name_take_turns() {
+    let p = project("atsame");
+    let wt = worktree(&p, "same-name");
+    let spawn = || p.command(&wt, &["db", "worktree", "--skip-generate"], &[]).stderr(Stdio::piped()).spawn().unwrap();
+    let (x, y) = (spawn(), spawn());
+    for child in [x, y] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// 20 runs back to back while another session keeps committing to the template and a psql holds
+/// it, with background refills of the spare racing them: every run succeeds and every clone has
+/// every change committed before it started.
+#[test]
+fn stress_back_to_back_runs_on_a_busy_changing_template() {
+    let p = Project::new("atstress");
+    let manifest = std::fs::read_to_string(p.dir.join("Cargo.toml")).unwrap();
+    std::fs::write(p.dir.join("Cargo.toml"), manifest.replace("spare_clone = false", "spare_clone = true")).unwrap();
+    git(&p.dir, &["commit", "-qam", "spares on"]);
+    p.xtask(&["db", "template", "create"]).ok();
+    let t = p.template();
+    sql(&t, "CREATE TABLE public.probe (id int PRIMARY KEY)");
+    let _held = Held::open(&t);
+
+    let committed = Arc::new(AtomicI64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (committed, stop, t) = (Arc::clone(&committed), Arc::clone(&stop), t.clone());
+        std::thread::spawn(move || {
+            let mut id = 0;
+            while !stop.load(Ordering::SeqCst) && id < 5000 {
+                id += 1;
+                sql(&t, &format!("INSERT INTO public.probe VALUES ({id})"));
+                committed.store(id, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(37));
+            }
+        })
+    };
+    wait_for("the first commit", || committed.load(Ordering::SeqCst) > 0);
+    let mut failures = Vec::new();
+    for i in 0..20 {
+        let before = committed.load(Ordering::SeqCst);
+        let wt = worktree(&p, &format!("stress-{i}"));
+        let run = run_in(&p, &wt, &["--skip-generate"]);
+        if run.code != 0 {
+            failures.push(format!("run {i}: {}", run.stderr));
+            continue;
+        }
+        let db = env_db(&wt);
+        let have: i64 = sql(&db, &format!("SELECT count(*) FROM public.probe WHERE id <= {before}")).parse().unwrap();
+        if have != before {
+            failures.push(format!(
+                "run {i}: clone has {have} of the {before} rows committed before it started\n{}",
+                run.stderr
+            ));
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
