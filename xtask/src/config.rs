@@ -12,6 +12,9 @@ use crate::error::fail;
 pub const ENV_OVERRIDES: &[(&str, &str)] =
     &[("WORKTREE_TEMPLATE_DB", "template"), ("XTASK_DB_PREFIX", "prefix"), ("XTASK_DB_DATA_DIR", "data_dir")];
 
+/// The longest `prefix`: see [`Config::validate`].
+pub const MAX_PREFIX: usize = 45;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -218,12 +221,25 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
-        for (key, name) in
-            [("prefix", &self.prefix), ("template", &self.template), ("maintenance_db", &self.maintenance_db)]
+        // The longest name derived from the prefix is a staging name: `tmp_` + 4 hex digits + `_`
+        // + a pid (up to 7 digits on Linux) + a 2-byte suffix = 18 bytes. A longer prefix would
+        // let the server cut names at 63 bytes — and act on a name we did not mean.
+        if self.prefix.is_empty()
+            || self.prefix.len() > MAX_PREFIX
+            || !self.prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         {
-            if name.is_empty() || name.len() > 63 - if key == "prefix" { 8 } else { 0 } {
+            return Err(fail(
+                format!(
+                    "configuration key `prefix` ({:?}) must be 1 to {MAX_PREFIX} bytes of a-z, 0-9 and _ (every name this tool derives from it must fit PostgreSQL's 63 bytes)",
+                    self.prefix
+                ),
+                "shorten `prefix` in [workspace.metadata.db] (or XTASK_DB_PREFIX), e.g. \"app_\"",
+            ));
+        }
+        for (key, name) in [("template", &self.template), ("maintenance_db", &self.maintenance_db)] {
+            if name.is_empty() || name.len() > crate::naming::MAX_NAME {
                 return Err(fail(
-                    format!("configuration key `{key}` must be 1 to {} bytes", if key == "prefix" { 55 } else { 63 }),
+                    format!("configuration key `{key}` must be 1 to 63 bytes (PostgreSQL would cut a longer name and use another database)"),
                     format!("shorten `{key}` in [workspace.metadata.db]"),
                 ));
             }

@@ -395,8 +395,12 @@ pub enum TemplateVerb {
 #[derive(Debug, Args)]
 pub struct TemplateCreate {
     /// Replace an existing template (it is swapped out only once the new one is complete).
+    /// Asks first: its data is gone afterwards.
     #[arg(long)]
     pub force: bool,
+    /// With --force: replace without asking (needed without a terminal).
+    #[arg(short = 'y', long = "yes", requires = "force")]
+    pub yes: bool,
 }
 
 /// Run the whole test suite against a throwaway PostgreSQL server (what CI runs).

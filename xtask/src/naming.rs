@@ -25,7 +25,7 @@ pub fn branch_database(branch: &str, reserved: &Reserved) -> String {
         .flat_map(char::to_lowercase)
         .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' { c } else { '_' })
         .collect();
-    let room = MAX_NAME - prefix.len();
+    let room = MAX_NAME.saturating_sub(prefix.len());
     let plain = format!("{prefix}{sanitized}");
     let internal = |name: &str| {
         reserved.names.contains(&name)
@@ -37,7 +37,7 @@ pub fn branch_database(branch: &str, reserved: &Reserved) -> String {
         return plain;
     }
     let hash = short_hash(branch);
-    let keep = room - 1 - HASH_LEN;
+    let keep = room.saturating_sub(1 + HASH_LEN);
     // `sanitized` is ASCII, so any byte index is a char boundary.
     let body = &sanitized[..sanitized.len().min(keep)];
     format!("{prefix}{body}_{hash}")

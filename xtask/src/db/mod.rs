@@ -263,7 +263,7 @@ fn host_tag() -> String {
 /// The pid in a staging name made on this machine (see [`staging_name`]).
 fn staging_pid(prefix: &str, name: &str) -> Option<i64> {
     let rest = name.strip_prefix(prefix)?.strip_prefix("tmp_")?.strip_prefix(&host_tag())?.strip_prefix('_')?;
-    let digits = ["_f", "_n", "_s"].iter().find_map(|s| rest.strip_suffix(s)).unwrap_or(rest);
+    let digits = ["_f", "_n", "_s", "_o"].iter().find_map(|s| rest.strip_suffix(s)).unwrap_or(rest);
     digits.parse().ok()
 }
 
@@ -273,6 +273,11 @@ pub fn sweep_abandoned(server: &Server, prefix: &str) -> Result<()> {
     for db in server.databases(prefix, &[])? {
         let Some(pid) = staging_pid(prefix, &db.name) else { continue };
         if db.marker.is_some() && db.kind() != Some("staging") {
+            continue;
+        }
+        // A staging marker names the pid that made it: it must be the one in the name.
+        let marked_pid = db.marker.as_ref().and_then(|m| m.get("pid")).and_then(|p| p.as_i64());
+        if marked_pid.is_some_and(|m| m != pid) || db.name.len() >= crate::naming::MAX_NAME {
             continue;
         }
         // SAFETY: signal 0 only checks whether the process exists.

@@ -4,10 +4,10 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use super::{marker, staging_marker, staging_name, step, sweep_abandoned, Ctx};
+use super::{confirm, marker, staging_marker, staging_name, step, sweep_abandoned, Ctx};
 use crate::error::fail;
 use crate::flags::TemplateCreate;
-use crate::pg::{human_size, Server};
+use crate::pg::{human_size, ident, literal, Server};
 use crate::proc;
 
 pub fn create(ctx: &Ctx, flags: TemplateCreate) -> Result<()> {
@@ -30,10 +30,25 @@ pub fn create(ctx: &Ctx, flags: TemplateCreate) -> Result<()> {
                 "stop what is connected to it (the app in the main worktree?) and run again",
             ));
         }
+        // Replacing it is destructive; a database this tool did not build says so.
+        let question = if t.kind() == Some("template") {
+            format!(
+                "Replace the golden template `{name}` ({}) with a new build? Its data will be gone",
+                human_size(t.size_bytes)
+            )
+        } else {
+            format!(
+                "`{name}` ({}) was not built by `db template create` (no marker): replace it with a new build? Its data will be gone",
+                human_size(t.size_bytes)
+            )
+        };
+        if !confirm(&question, flags.yes)? {
+            eprintln!("nothing replaced");
+            return Ok(());
+        }
     }
 
     sweep_abandoned(&server, &ctx.config.prefix)?;
-    let pid = std::process::id();
     let staging = staging_name(&ctx.config.prefix, "");
     let building = step(&format!("creating `{staging}` (becomes `{name}` when complete)"), || {
         server.create_database(&staging, "TEMPLATE template0", staging_marker(&name))
@@ -45,20 +60,35 @@ pub fn create(ctx: &Ctx, flags: TemplateCreate) -> Result<()> {
     }
     proc::check_interrupt()?;
 
+    let template_marker = format!("{}{}", crate::pg::MARKER_PREFIX, marker("template", serde_json::json!({})));
     if existing.is_some() {
-        let old = format!("{}old_{pid}", ctx.config.prefix);
-        server.rename_database(&name, &old).context("moving the old template aside")?;
-        if let Err(e) = server.rename_database(&staging, &name) {
-            let _ = server.rename_database(&old, &name);
-            return Err(e);
-        }
+        // One transaction: the old template is retired (renamed to a staging name of this run,
+        // marked staging, so a later sweep removes it if we die before dropping it) and the new
+        // one takes its name. A psql left behind by a killed run can only roll it back.
+        let old = staging_name(&ctx.config.prefix, "_o");
+        server
+            .transaction(&[
+                format!("ALTER DATABASE {} RENAME TO {}", ident(&name), ident(&old)),
+                format!(
+                    "COMMENT ON DATABASE {} IS {}",
+                    ident(&old),
+                    literal(&format!("{}{}", crate::pg::MARKER_PREFIX, staging_marker(&name)))
+                ),
+                format!("ALTER DATABASE {} RENAME TO {}", ident(&staging), ident(&name)),
+                format!("COMMENT ON DATABASE {} IS {}", ident(&name), literal(&template_marker)),
+            ])
+            .context("swapping the new template in")?;
         building.keep();
         server.drop_database(&old, false).context("dropping the old template")?;
     } else {
-        server.rename_database(&staging, &name)?;
+        server
+            .transaction(&[
+                format!("ALTER DATABASE {} RENAME TO {}", ident(&staging), ident(&name)),
+                format!("COMMENT ON DATABASE {} IS {}", ident(&name), literal(&template_marker)),
+            ])
+            .context("renaming the new template into place")?;
         building.keep();
     }
-    server.set_marker(&name, &marker("template", serde_json::json!({})))?;
     let size = server.database(&name)?.map(|d| human_size(d.size_bytes)).unwrap_or_default();
     eprintln!("golden template `{name}` is ready ({size})");
     Ok(())

@@ -38,8 +38,11 @@ fn template_create_builds_from_migrations_and_seed() {
     p.xtask(&["db", "template", "create"]).fails(2, "already exists");
     assert_eq!(sql(&t, "SELECT count(*) FROM crm.organizations WHERE slug = 'kept'"), "1");
 
-    // --force rebuilds it from scratch, leaving no side databases.
-    p.xtask(&["db", "template", "create", "--force"]).ok();
+    // --force asks first (no terminal here: refused), and with -y rebuilds it from scratch,
+    // leaving no side databases.
+    p.xtask(&["db", "template", "create", "--force"]).fails(2, "pass -y");
+    assert_eq!(sql(&t, "SELECT count(*) FROM crm.organizations WHERE slug = 'kept'"), "1");
+    p.xtask(&["db", "template", "create", "--force", "-y"]).ok();
     assert_eq!(sql(&t, "SELECT count(*) FROM crm.organizations WHERE slug = 'kept'"), "0");
     assert_eq!(p.databases(), vec![t]);
 }
@@ -61,7 +64,7 @@ fn a_failing_rebuild_keeps_the_old_template() {
     p.xtask(&["db", "template", "create"]).ok();
     sql(&t, "INSERT INTO crm.organizations (name, slug) VALUES ('Kept', 'kept')");
     std::fs::write(p.dir.join("seed.sql"), "SELECT 1/0;\n").unwrap();
-    p.xtask(&["db", "template", "create", "--force"]).fails(2, "division by zero");
+    p.xtask(&["db", "template", "create", "--force", "-y"]).fails(2, "division by zero");
     assert_eq!(p.databases(), vec![t.clone()]);
     assert_eq!(sql(&t, "SELECT count(*) FROM crm.organizations WHERE slug = 'kept'"), "1");
 }
@@ -123,4 +126,28 @@ fn migrate_on_a_missing_database() {
     let p = Project::new("tmiss");
     let url = crate::support::url_for(&format!("{}nothere", p.prefix));
     p.xtask_in(&p.dir, &["db", "migrate"], &[("DATABASE_URL", &url)]).fails(2, "does not exist");
+}
+
+#[test]
+fn force_never_drops_a_handmade_database_without_asking() {
+    let p = Project::new("thand");
+    let handmade = format!("{}handmade", p.prefix);
+    sql("postgres", &format!("CREATE DATABASE {handmade}"));
+    sql(&handmade, "CREATE TABLE precious (x int); INSERT INTO precious VALUES (42)");
+    let env = [("WORKTREE_TEMPLATE_DB", handmade.as_str())];
+    let run = p.xtask_in(&p.dir, &["db", "template", "create", "--force"], &env).fails(2, "pass -y");
+    assert!(run.stderr.contains("was not built by `db template create`"), "{}", run.stderr);
+    assert_eq!(sql(&handmade, "SELECT x FROM precious"), "42");
+    p.xtask_in(&p.dir, &["db", "template", "create", "--force", "-y"], &env).ok();
+    assert_eq!(sql(&handmade, "SELECT to_regclass('precious') IS NULL"), "t");
+}
+
+#[test]
+fn a_prefix_too_long_for_its_names_is_refused_not_a_panic() {
+    let p = Project::new("tlong");
+    for prefix in ["a".repeat(46), "a".repeat(55), "a".repeat(80), "Upper_".into()] {
+        let run = p.xtask_in(&p.dir, &["db", "status"], &[("XTASK_DB_PREFIX", prefix.as_str())]);
+        assert_eq!(run.code, 2, "{prefix:?}: {}", run.stderr);
+        assert!(run.stderr.contains("configuration key `prefix`"), "{prefix:?}: {}", run.stderr);
+    }
 }
