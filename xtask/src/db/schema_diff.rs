@@ -187,6 +187,15 @@ fn source(ctx: &Ctx, spec: &str) -> Result<Source> {
         }
         return Ok(Source::File(path));
     }
+    // `host=… dbname=…` is a libpq connection string, not a database name: taken as a name on
+    // DATABASE_URL's server it would be safe (the name travels in the URL's path), but it is
+    // almost surely meant as a server of its own — with credentials of its own.
+    if spec.contains('=') {
+        return Err(fail(
+            format!("`{spec}` looks like a libpq connection string; a side is a database name on DATABASE_URL's server, a postgres:// URL, or a .sql file"),
+            "write it as postgres://user@host:port/database (its own credentials: PGPASSWORD or ~/.pgpass, never DATABASE_URL's)",
+        ));
+    }
     let (url, _) = ctx.database_url()?;
     Ok(Source::Database(url.with_dbname(spec)))
 }
@@ -224,35 +233,19 @@ fn fetch(side: &Source, tools: &Tools, schemas: &[String], opts: Options) -> Res
     Ok(Side { text })
 }
 
-/// Runs [`HIDDEN_PROBLEMS`] on every database side: one psql for all of them when they share a
-/// server and credentials (`\c` between them), else one each.
+/// Runs [`HIDDEN_PROBLEMS`] on every database side, one `psql` each, connected by its own URL
+/// (the database name percent-encoded in the path, where libpq never reads it as connection
+/// parameters). Never `\c NAME`: psql takes a NAME containing `=` as a connection string — with
+/// this side's password in the environment, for any host it names.
 fn hidden_problems(tools: &Tools, sides: &[&Source]) -> Result<Vec<String>> {
-    let urls: Vec<&PgUrl> =
-        sides.iter().filter_map(|s| if let Source::Database(u) = s { Some(u) } else { None }).collect();
     let mut out = Vec::new();
-    let mut groups: Vec<Vec<&PgUrl>> = Vec::new();
-    for u in urls {
-        let same = |g: &Vec<&PgUrl>| g[0].with_dbname("") == u.with_dbname("");
-        match groups.iter_mut().find(|g| same(g)) {
-            Some(g) => g.push(u),
-            None => groups.push(vec![u]),
-        }
-    }
-    for group in groups {
-        let first = group[0];
-        let mut script = String::new();
-        for (i, u) in group.iter().enumerate() {
-            if i > 0 {
-                script.push_str(&format!("\\c {}\n", crate::pg::literal(u.dbname().unwrap_or_default())));
-            }
-            script.push_str(HIDDEN_PROBLEMS);
-            script.push('\n');
-        }
+    for side in sides {
+        let Source::Database(url) = side else { continue };
         let mut query = Command::new(&tools.psql);
-        query.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"]).arg(first.without_password());
-        libpq_env(&mut query, first);
+        query.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"]).arg(url.without_password());
+        libpq_env(&mut query, url);
         // A database the dump cannot reach fails there with the better message; ignore it here.
-        if let Ok(text) = proc::capture(&mut query, Some(script.as_bytes())) {
+        if let Ok(text) = proc::capture(&mut query, Some(HIDDEN_PROBLEMS.as_bytes())) {
             out.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_string));
         }
     }

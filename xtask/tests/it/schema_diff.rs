@@ -198,3 +198,33 @@ fn fresh_and_generate_check() {
     // No temporary database is left behind.
     assert_eq!(p.databases(), vec![format!("{}fresh", p.prefix)]);
 }
+
+/// A side named like a connection string must never send DATABASE_URL's password anywhere else,
+/// and a database really named so is compared safely when the name reaches us as data.
+#[test]
+fn a_side_that_looks_like_a_connection_string_reaches_no_other_server() {
+    use std::io::Read;
+    let p = Project::new("sdconn");
+    let a = create(&p, "a", "CREATE TABLE t (id int);");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let hostile = format!("host=127.0.0.1 port={port} dbname=x");
+    let run = diff(&p, &a, &hostile, &[]).fails(2, "connection string");
+    assert!(!run.all().contains(&password()));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut got = Vec::new();
+    while let Ok((mut conn, _)) = listener.accept() {
+        let mut buf = [0u8; 4096];
+        let n = conn.read(&mut buf).unwrap_or(0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.is_empty(), "the fake server was contacted: {:?}", String::from_utf8_lossy(&got));
+    // A database whose name has `=` in it, given as a URL: compared, nothing else contacted.
+    let odd = format!("{}host=127.0.0.1 port={port} dbname=x", p.prefix);
+    sql("postgres", &format!("CREATE DATABASE \"{odd}\""));
+    sql(&odd, "CREATE TABLE t (id int);");
+    let url = url_for(&odd).replacen(&format!(":{}@", password()), "@", 1);
+    p.xtask_in(&p.dir, &["db", "schema-diff", "--a", &a, "--b", &url], &[("PGPASSWORD", &password())]).ok();
+    assert!(listener.accept().is_err(), "the fake server was contacted");
+}
