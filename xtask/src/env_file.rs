@@ -14,7 +14,7 @@ enum Quote {
     Double,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Entry {
     key: String,
     value: String,
@@ -23,16 +23,19 @@ struct Entry {
     span: (usize, usize),
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Line {
     raw: String,
     entry: Option<Entry>,
 }
 
 /// A parsed `.env` file.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct EnvFile {
+    /// Where it is saved.
     path: PathBuf,
+    /// Where its contents were read from, for messages (differs for a [`EnvFile::copy_to`]).
+    origin: PathBuf,
     lines: Vec<Line>,
     trailing_newline: bool,
 }
@@ -59,16 +62,38 @@ impl EnvFile {
             })?;
             lines.push(Line { raw: raw.to_string(), entry });
         }
-        Ok(EnvFile { path: path.to_path_buf(), lines, trailing_newline: text.is_empty() || text.ends_with('\n') })
+        Ok(EnvFile {
+            path: path.to_path_buf(),
+            origin: path.to_path_buf(),
+            lines,
+            trailing_newline: text.is_empty() || text.ends_with('\n'),
+        })
     }
 
     pub fn exists(&self) -> bool {
         self.path.exists()
     }
 
-    pub fn get(&self, key: &str) -> Option<&str> {
-        // Like a shell sourcing it: the last assignment wins.
-        self.lines.iter().rev().filter_map(|l| l.entry.as_ref()).find(|e| e.key == key).map(|e| e.value.as_str())
+    /// The value of `key`. Assigned more than once with different values, it is an error: the
+    /// app (dotenvy: the first assignment wins) and a shell sourcing the file (the last wins)
+    /// would use different values — for `DATABASE_URL`, different databases.
+    pub fn get(&self, key: &str) -> Result<Option<&str>> {
+        let found: Vec<(usize, &Entry)> = (self.lines.iter().enumerate())
+            .filter_map(|(i, l)| l.entry.as_ref().filter(|e| e.key == key).map(|e| (i, e)))
+            .collect();
+        let Some((_, first)) = found.first() else { return Ok(None) };
+        if found.iter().all(|(_, e)| e.value == first.value) {
+            return Ok(Some(first.value.as_str()));
+        }
+        let lines = found.iter().map(|(i, _)| (i + 1).to_string()).collect::<Vec<_>>().join(", ");
+        Err(fail(
+            format!(
+                "{} assigns {key} {} times with different values (lines {lines}): the app reads the first, a shell the last",
+                self.origin.display(),
+                found.len()
+            ),
+            format!("keep one {key} line in {} and delete the others", self.origin.display()),
+        ))
     }
 
     /// All keys with their values, in file order.
@@ -76,29 +101,34 @@ impl EnvFile {
         self.lines.iter().filter_map(|l| l.entry.as_ref()).map(|e| (e.key.as_str(), e.value.as_str()))
     }
 
-    /// Sets `key`: rewrites the value of its last assignment in place (same quoting style, when
-    /// the value can be written in it), or appends `KEY=value` at the end.
+    /// Sets `key`: rewrites the value of every assignment in place (each in its quoting style,
+    /// when the value can be written in it), so that all agree; or appends `KEY=value` at the end.
     pub fn set(&mut self, key: &str, value: &str) {
-        let found = self.lines.iter_mut().rev().find(|l| l.entry.as_ref().is_some_and(|e| e.key == key));
-        match found {
-            Some(line) => {
-                let entry = line.entry.as_mut().expect("found by entry");
-                let written = render(value, entry.quote);
-                let (start, end) = entry.span;
-                line.raw.replace_range(start..end, &written);
-                entry.span = (start, start + written.len());
-                entry.value = value.to_string();
-            }
-            None => {
-                let written = render(value, Quote::None);
-                let raw = format!("{key}={written}");
-                let span = (key.len() + 1, raw.len());
-                self.lines.push(Line {
-                    raw,
-                    entry: Some(Entry { key: key.to_string(), value: value.to_string(), quote: Quote::None, span }),
-                });
-            }
+        let mut found = false;
+        for line in &mut self.lines {
+            let Some(entry) = line.entry.as_mut().filter(|e| e.key == key) else { continue };
+            let written = render(value, entry.quote);
+            let (start, end) = entry.span;
+            line.raw.replace_range(start..end, &written);
+            entry.span = (start, start + written.len());
+            entry.value = value.to_string();
+            found = true;
         }
+        if !found {
+            let written = render(value, Quote::None);
+            let raw = format!("{key}={written}");
+            let span = (key.len() + 1, raw.len());
+            self.lines.push(Line {
+                raw,
+                entry: Some(Entry { key: key.to_string(), value: value.to_string(), quote: Quote::None, span }),
+            });
+        }
+    }
+
+    /// The same contents, to be saved at `path` (a worktree's `.env` made from the main
+    /// worktree's); errors about the contents still name the file they were read from.
+    pub fn copy_to(&self, path: &Path) -> EnvFile {
+        EnvFile { path: path.to_path_buf(), origin: self.origin.clone(), ..self.clone() }
     }
 
     pub fn render(&self) -> String {
@@ -225,8 +255,8 @@ mod tests {
             env.render(),
             "# app settings\nexport APP_HOST=https://me.ngrok.app # my tunnel\n\nDATABASE_URL=\"postgres://u@h/new\" # main db\nPORT=3001\nEMPTY=\n"
         );
-        assert_eq!(env.get("APP_HOST"), Some("https://me.ngrok.app"));
-        assert_eq!(env.get("EMPTY"), Some(""));
+        assert_eq!(env.get("APP_HOST").unwrap(), Some("https://me.ngrok.app"));
+        assert_eq!(env.get("EMPTY").unwrap(), Some(""));
     }
 
     #[test]
@@ -237,17 +267,37 @@ mod tests {
         env.set("C", "back\\slash");
         assert_eq!(env.render(), "A='has space'\nB=\"needs \\\"quotes\\\" #\"\nC=\"back\\\\slash\"\n");
         let again = parse(&env.render());
-        assert_eq!(again.get("B"), Some("needs \"quotes\" #"));
-        assert_eq!(again.get("C"), Some("back\\slash"));
+        assert_eq!(again.get("B").unwrap(), Some("needs \"quotes\" #"));
+        assert_eq!(again.get("C").unwrap(), Some("back\\slash"));
     }
 
     #[test]
-    fn appends_missing_key_and_last_assignment_wins() {
-        let mut env = parse("PORT=1\nPORT=2");
-        assert_eq!(env.get("PORT"), Some("2"));
-        env.set("PORT", "3");
+    fn appends_missing_key() {
+        let mut env = parse("PORT=1");
         env.set("DATABASE_URL", "postgres://h/d");
-        assert_eq!(env.render(), "PORT=1\nPORT=3\nDATABASE_URL=postgres://h/d");
+        assert_eq!(env.render(), "PORT=1\nDATABASE_URL=postgres://h/d");
+    }
+
+    #[test]
+    fn set_rewrites_every_assignment() {
+        let mut env = parse("PORT=1\nX=y\nexport PORT='1' # again\n");
+        assert_eq!(env.get("PORT").unwrap(), Some("1"), "the same value twice is no conflict");
+        env.set("PORT", "3");
+        assert_eq!(env.render(), "PORT=3\nX=y\nexport PORT='3' # again\n");
+        assert_eq!(env.get("PORT").unwrap(), Some("3"));
+    }
+
+    #[test]
+    fn different_values_for_one_key_are_an_error() {
+        // dotenvy (the app) takes the first, a shell sourcing the file the last: nobody can tell
+        // which database is meant.
+        let env = parse("DATABASE_URL=postgres://h/template\nA=1\nDATABASE_URL=postgres://h/branch\nDATABASE_URL=postgres://h/branch\n");
+        let err = crate::error::report(&env.get("DATABASE_URL").unwrap_err()).line;
+        assert!(err.contains(".env assigns DATABASE_URL 3 times with different values (lines 1, 3, 4)"), "{err}");
+        assert!(err.contains("keep one"), "{err}");
+        assert!(!err.contains("postgres://"), "values may hold passwords: {err}");
+        assert_eq!(env.get("A").unwrap(), Some("1"));
+        assert_eq!(env.get("MISSING").unwrap(), None);
     }
 
     #[test]

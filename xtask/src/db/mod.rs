@@ -100,7 +100,7 @@ impl Ctx {
         }
         let from = |path: &std::path::Path, source| -> Result<Option<(String, UrlSource)>> {
             let env = EnvFile::load(path)?;
-            Ok(env.get("DATABASE_URL").filter(|v| !v.trim().is_empty()).map(|v| (v.to_string(), source)))
+            Ok(env.get("DATABASE_URL")?.filter(|v| !v.trim().is_empty()).map(|v| (v.to_string(), source)))
         };
         match from(&self.env_path(), UrlSource::EnvFile)? {
             Some(found) => Ok(Some(found)),

@@ -308,8 +308,7 @@ fn current_env(ctx: &Ctx) -> Result<EnvFile> {
     if own.exists() || ctx.worktrees.is_main() {
         return Ok(own);
     }
-    let main = EnvFile::load(&ctx.main_env_path())?;
-    EnvFile::parse(&ctx.env_path(), &main.render())
+    Ok(EnvFile::load(&ctx.main_env_path())?.copy_to(&ctx.env_path()))
 }
 
 fn write_env(ctx: &Ctx, plan: &Plan) -> Result<()> {
@@ -329,14 +328,15 @@ fn choose_port(ctx: &Ctx, env: &EnvFile) -> Result<u16> {
             continue;
         }
         let Ok(other) = EnvFile::load(&dir.join(".env")) else { continue };
-        if let Some(p) = other.get("PORT").and_then(|p| p.trim().parse::<u16>().ok()) {
+        // Another worktree's conflicting PORT lines are an error for its own runs, not this one.
+        if let Some(p) = other.get("PORT").ok().flatten().and_then(|p| p.trim().parse::<u16>().ok()) {
             taken.insert(p);
             if dir == ctx.worktrees.main {
                 base = p;
             }
         }
     }
-    if let Some(p) = env.get("PORT").and_then(|p| p.trim().parse::<u16>().ok()) {
+    if let Some(p) = env.get("PORT")?.and_then(|p| p.trim().parse::<u16>().ok()) {
         if !taken.contains(&p) {
             return Ok(p);
         }

@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod env_file;
 mod errors;
 mod justfile;
 mod prod_clone;

@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 use crate::support::{git, password, sql, try_sql, url_for, Project, Run};
 
 /// A project with its golden template built.
-fn project(tag: &str) -> Project {
+pub(crate) fn project(tag: &str) -> Project {
     let p = Project::new(tag);
     p.xtask(&["db", "template", "create"]).ok();
     p
 }
 
 /// A linked worktree of `p` on a new branch.
-fn worktree(p: &Project, branch: &str) -> PathBuf {
+pub(crate) fn worktree(p: &Project, branch: &str) -> PathBuf {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let dir = p.dir.with_file_name(format!("{}-wt{n}", p.dir.file_name().unwrap().to_string_lossy()));
@@ -23,7 +23,7 @@ fn worktree(p: &Project, branch: &str) -> PathBuf {
     dir
 }
 
-fn env_value(dir: &Path, key: &str) -> String {
+pub(crate) fn env_value(dir: &Path, key: &str) -> String {
     let text = std::fs::read_to_string(dir.join(".env")).unwrap();
     let value = text
         .lines()
@@ -34,11 +34,11 @@ fn env_value(dir: &Path, key: &str) -> String {
 }
 
 /// The database `.env` points at.
-fn env_db(dir: &Path) -> String {
+pub(crate) fn env_db(dir: &Path) -> String {
     env_value(dir, "DATABASE_URL").rsplit('/').next().unwrap().to_string()
 }
 
-fn run_in(p: &Project, dir: &Path, args: &[&str]) -> Run {
+pub(crate) fn run_in(p: &Project, dir: &Path, args: &[&str]) -> Run {
     let mut all = vec!["db", "worktree"];
     all.extend_from_slice(args);
     p.xtask_in(dir, &all, &[])
