@@ -1,5 +1,6 @@
 //! `.env` files, edited the way a person would: change one value and keep every other byte —
-//! comments, blank lines, order, `export` prefixes and each value's quoting style.
+//! comments, blank lines, order, `export` prefixes, each value's quoting style and each line's
+//! ending (LF or CRLF). A symlinked file is written through the link, a read-only one not at all.
 
 use std::path::{Path, PathBuf};
 
@@ -25,7 +26,10 @@ struct Entry {
 
 #[derive(Clone, Debug)]
 struct Line {
+    /// The line without its ending.
     raw: String,
+    /// `"\n"`, `"\r\n"`, or `""` for a last line without one.
+    ending: &'static str,
     entry: Option<Entry>,
 }
 
@@ -37,7 +41,6 @@ pub struct EnvFile {
     /// Where its contents were read from, for messages (differs for a [`EnvFile::copy_to`]).
     origin: PathBuf,
     lines: Vec<Line>,
-    trailing_newline: bool,
 }
 
 impl EnvFile {
@@ -53,21 +56,20 @@ impl EnvFile {
 
     pub fn parse(path: &Path, text: &str) -> Result<EnvFile> {
         let mut lines = Vec::new();
-        for (i, raw) in text.lines().enumerate() {
+        for (i, chunk) in text.split_inclusive('\n').enumerate() {
+            let (raw, ending) = match chunk.strip_suffix("\r\n") {
+                Some(raw) => (raw, "\r\n"),
+                None => chunk.strip_suffix('\n').map_or((chunk, ""), |raw| (raw, "\n")),
+            };
             let entry = parse_line(raw).map_err(|why| {
                 fail(
                     format!("malformed {} line {}: {why}", path.display(), i + 1),
                     "fix that line (KEY=value, KEY=\"value\" or KEY='value'; # starts a comment)",
                 )
             })?;
-            lines.push(Line { raw: raw.to_string(), entry });
+            lines.push(Line { raw: raw.to_string(), ending, entry });
         }
-        Ok(EnvFile {
-            path: path.to_path_buf(),
-            origin: path.to_path_buf(),
-            lines,
-            trailing_newline: text.is_empty() || text.ends_with('\n'),
-        })
+        Ok(EnvFile { path: path.to_path_buf(), origin: path.to_path_buf(), lines })
     }
 
     pub fn exists(&self) -> bool {
@@ -118,8 +120,22 @@ impl EnvFile {
             let written = render(value, Quote::None);
             let raw = format!("{key}={written}");
             let span = (key.len() + 1, raw.len());
+            // The new line ends as the file did (with or without a newline); the line before it
+            // gets the file's usual ending if it had none.
+            let usual = self.usual_ending();
+            let ending = match self.lines.last_mut() {
+                Some(last) => {
+                    let ending = last.ending;
+                    if ending.is_empty() {
+                        last.ending = usual;
+                    }
+                    ending
+                }
+                None => usual,
+            };
             self.lines.push(Line {
                 raw,
+                ending,
                 entry: Some(Entry { key: key.to_string(), value: value.to_string(), quote: Quote::None, span }),
             });
         }
@@ -131,32 +147,80 @@ impl EnvFile {
         EnvFile { path: path.to_path_buf(), origin: self.origin.clone(), ..self.clone() }
     }
 
-    pub fn render(&self) -> String {
-        let mut s = self.lines.iter().map(|l| l.raw.as_str()).collect::<Vec<_>>().join("\n");
-        if self.trailing_newline && !s.is_empty() {
-            s.push('\n');
+    /// The ending most lines have: CRLF when they outnumber LF, else LF.
+    fn usual_ending(&self) -> &'static str {
+        let crlf = self.lines.iter().filter(|l| l.ending == "\r\n").count();
+        let lf = self.lines.iter().filter(|l| l.ending == "\n").count();
+        if crlf > lf {
+            "\r\n"
+        } else {
+            "\n"
         }
-        s
     }
 
-    /// Writes the file atomically (temp file + rename; no fsync: losing the very last edit in a
-    /// power cut is harmless, a torn file is not, and rename gives that), mode 0600: it holds
-    /// credentials.
+    pub fn render(&self) -> String {
+        self.lines.iter().flat_map(|l| [l.raw.as_str(), l.ending]).collect()
+    }
+
+    /// Fails unless [`EnvFile::save`] may replace the file: one without any write permission bit
+    /// was made read-only on purpose. The bits are checked, not `access(2)`: as root (containers,
+    /// CI) the OS would let us write anyway.
+    pub fn check_writable(&self) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let target = write_target(&self.path)?;
+        let Ok(meta) = std::fs::metadata(&target) else { return Ok(()) };
+        if meta.permissions().mode() & 0o222 != 0 {
+            return Ok(());
+        }
+        let link = if target == self.path { String::new() } else { format!(" (a link to {})", target.display()) };
+        Err(fail(
+            format!("{}{link} is read-only: not rewriting it", self.path.display()),
+            format!("make it writable (`chmod u+w {}`) and run again", target.display()),
+        ))
+    }
+
+    /// Writes the file atomically: a temp file next to it, renamed onto it (no fsync: losing the
+    /// very last edit in a power cut is harmless, a torn file is not, and rename gives that). A
+    /// symlink is written through: the file it leads to is replaced, the link stays. An existing
+    /// file keeps its permissions; a new one is 0600, as it holds credentials.
     pub fn save(&self) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(".env.tmp.{}", std::process::id()));
+        self.check_writable()?;
+        let target = write_target(&self.path)?;
+        let dir = target.parent().unwrap_or(Path::new("."));
+        let name = target.file_name().map_or(".env".into(), |n| n.to_string_lossy());
+        let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            if let Ok(meta) = std::fs::metadata(&target) {
+                f.set_permissions(meta.permissions())?;
+            }
             std::io::Write::write_all(&mut f, self.render().as_bytes())?;
-            std::fs::rename(&tmp, &self.path)
+            std::fs::rename(&tmp, &target)
         };
         write()
             .inspect_err(|_| {
                 let _ = std::fs::remove_file(&tmp);
             })
-            .with_context(|| format!("writing {}", self.path.display()))
+            .with_context(|| format!("writing {}", target.display()))
     }
+}
+
+/// The file that writing `path` must replace: the end of its chain of symlinks (each relative
+/// target taken from its link's directory, as the OS does), or `path` itself.
+fn write_target(path: &Path) -> Result<PathBuf> {
+    let mut target = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::read_link(&target) {
+            Ok(next) => target = target.parent().unwrap_or(Path::new("")).join(next),
+            // Not a link (EINVAL), or nothing there yet.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::NotFound) => {
+                return Ok(target)
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading the link {}", target.display())),
+        }
+    }
+    Err(fail(format!("{} is a loop of symlinks", path.display()), "point it at a file"))
 }
 
 fn parse_line(raw: &str) -> std::result::Result<Option<Entry>, String> {
@@ -298,6 +362,91 @@ mod tests {
         assert!(!err.contains("postgres://"), "values may hold passwords: {err}");
         assert_eq!(env.get("A").unwrap(), Some("1"));
         assert_eq!(env.get("MISSING").unwrap(), None);
+    }
+
+    #[test]
+    fn line_endings_are_kept_line_by_line() {
+        // Mostly CRLF (one LF line among them): each line keeps its own; an appended line takes the
+        // dominant one, and so does a last line that had none.
+        let mut env = parse("A=1\r\nB=2\nC=3\r\n");
+        assert_eq!(env.get("A").unwrap(), Some("1"));
+        env.set("A", "9");
+        env.set("D", "4");
+        assert_eq!(env.render(), "A=9\r\nB=2\nC=3\r\nD=4\r\n");
+        let mut env = parse("A=1\r\nB='2'");
+        env.set("B", "x");
+        env.set("C", "y");
+        assert_eq!(env.render(), "A=1\r\nB='x'\r\nC=y");
+        let mut env = parse("");
+        env.set("A", "1");
+        assert_eq!(env.render(), "A=1\n");
+    }
+
+    /// A directory of its own under the system temp dir, removed when dropped.
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let dir = std::env::temp_dir().join(format!("xtask-envfile-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+        fn names(&self, sub: &str) -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(self.0.join(sub))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_symlinked_env_is_written_through_the_link() {
+        let tmp = TempDir::new("link");
+        std::fs::create_dir_all(tmp.0.join("wt")).unwrap();
+        std::fs::create_dir_all(tmp.0.join("shared")).unwrap();
+        std::fs::write(tmp.0.join("shared/dev.env"), "# shared\r\nPORT=1\r\n").unwrap();
+        let link = tmp.0.join("wt/.env");
+        std::os::unix::fs::symlink("../shared/dev.env", &link).unwrap();
+        let mut env = EnvFile::load(&link).unwrap();
+        env.set("PORT", "2");
+        env.save().unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link stays a link");
+        assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("../shared/dev.env"));
+        assert_eq!(std::fs::read_to_string(tmp.0.join("shared/dev.env")).unwrap(), "# shared\r\nPORT=2\r\n");
+        assert_eq!(tmp.names("wt"), [".env"], "no temp file left");
+        assert_eq!(tmp.names("shared"), ["dev.env"], "no temp file left");
+    }
+
+    #[test]
+    fn a_read_only_env_is_not_replaced() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = TempDir::new("ro");
+        let path = tmp.0.join(".env");
+        std::fs::write(&path, "PORT=1\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let mut env = EnvFile::load(&path).unwrap();
+        env.set("PORT", "2");
+        // Checked on the mode bits: as root, the OS would let us write anyway.
+        for err in [env.check_writable().unwrap_err(), env.save().unwrap_err()] {
+            let line = crate::error::report(&err).line;
+            assert!(line.contains(&format!("{} is read-only", path.display())), "{line}");
+            assert!(line.contains("chmod u+w"), "{line}");
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "PORT=1\n");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o444);
+        // Through a link, the target's mode counts (a link's own is always 0777).
+        let link = tmp.0.join("link.env");
+        std::os::unix::fs::symlink(".env", &link).unwrap();
+        let err = EnvFile::load(&link).unwrap().save().unwrap_err();
+        assert!(format!("{err:#}").contains("is read-only"), "{err:#}");
+        assert_eq!(tmp.names(""), [".env", "link.env"]);
     }
 
     #[test]

@@ -172,6 +172,8 @@ fn make_plan(ctx: &Ctx, server: &Server, label: &str, db: &str, flags: &Worktree
     let env_path = ctx.env_path();
     let env_from_main = !env_path.exists() && ctx.main_env_path().exists() && !ctx.worktrees.is_main();
     let env = current_env(ctx)?;
+    // Refused now rather than after the clone.
+    env.check_writable()?;
     let port = choose_port(ctx, &env)?;
     Ok(Plan {
         label: label.to_string(),

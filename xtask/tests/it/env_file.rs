@@ -37,3 +37,40 @@ fn database_url_twice_with_different_values_is_refused_and_twice_alike_is_rewrit
         "{written}"
     );
 }
+
+#[test]
+fn a_crlf_env_behind_a_symlink_is_edited_in_place_and_a_read_only_one_not_at_all() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = project("envbytes");
+    // A worktree whose .env is a link to a CRLF file kept elsewhere.
+    let shared = p.dir.join("shared.env");
+    let text =
+        format!("# shared\r\nAPP_HOST=https://me.example.test # tunnel\r\nDATABASE_URL={}\r\n", url_for(&p.template()));
+    std::fs::write(&shared, &text).unwrap();
+    let wt = worktree(&p, "bytes");
+    std::os::unix::fs::symlink(&shared, wt.join(".env")).unwrap();
+    run_in(&p, &wt, &[]).ok();
+    assert!(std::fs::symlink_metadata(wt.join(".env")).unwrap().file_type().is_symlink(), "the link stays a link");
+    let db = env_db(&wt);
+    assert!(db.starts_with(&format!("{}bytes", p.prefix)), "{db}");
+    let written = std::fs::read_to_string(&shared).unwrap();
+    let port = written.rsplit("PORT=").next().unwrap().trim_end().to_string();
+    let expected = format!(
+        "# shared\r\nAPP_HOST=https://me.example.test # tunnel\r\nDATABASE_URL={}\r\nPORT={port}\r\n",
+        url_for(&db)
+    );
+    assert_eq!(written, expected, "CRLF kept, every other byte kept");
+
+    // Read-only: refused before anything is created, the file as it was.
+    let wt = worktree(&p, "readonly");
+    let env = wt.join(".env");
+    let text = format!("DATABASE_URL={}\n", url_for(&p.template()));
+    std::fs::write(&env, &text).unwrap();
+    std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let before = p.databases();
+    let run = run_in(&p, &wt, &[]).fails(2, "chmod u+w");
+    assert!(run.stderr.contains(&format!("{} is read-only", env.display())), "{}", run.stderr);
+    assert_eq!(p.databases(), before, "nothing created");
+    assert_eq!(std::fs::read_to_string(&env).unwrap(), text);
+    assert_eq!(std::fs::metadata(&env).unwrap().permissions().mode() & 0o777, 0o444);
+}
