@@ -131,6 +131,7 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
         eprintln!("{what:>9}  {text}{took}");
     }
     eprintln!("{:>9}  {}", "total", time::elapsed(started.elapsed()));
+    warnings.extend(ctx.shadowed_env_file(&plan.db));
     for w in warnings {
         eprintln!("warning: {w}");
     }

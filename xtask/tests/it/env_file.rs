@@ -74,3 +74,26 @@ fn a_crlf_env_behind_a_symlink_is_edited_in_place_and_a_read_only_one_not_at_all
     assert_eq!(std::fs::read_to_string(&env).unwrap(), text);
     assert_eq!(std::fs::metadata(&env).unwrap().permissions().mode() & 0o777, 0o444);
 }
+
+#[test]
+fn database_url_in_the_environment_is_called_out_after_the_report() {
+    let p = project("envshadow");
+    let wt = worktree(&p, "shadow");
+    // The environment names the golden template: the app (dotenvy never overrides it) would
+    // ignore the branch database that .env now names.
+    let env_url = url_for(&p.template());
+    let run = p.xtask_in(&wt, &["db", "worktree"], &[("DATABASE_URL", &env_url)]).ok();
+    let db = env_db(&wt);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    let total = lines.iter().position(|l| l.trim_start().starts_with("total")).expect("a report");
+    let warning = lines[total..].iter().find(|l| l.starts_with("warning: DATABASE_URL")).unwrap_or_else(|| {
+        panic!("no warning after the report:\n{}", run.stderr);
+    });
+    assert!(warning.contains(&format!("`{}`", p.template())) && warning.contains(&format!("`{db}`")), "{warning}");
+    assert!(warning.contains("unset DATABASE_URL"), "{warning}");
+    assert!(!warning.contains("devpw"), "{warning}");
+
+    // Naming the branch database itself, it shadows nothing.
+    let run = p.xtask_in(&wt, &["db", "worktree"], &[("DATABASE_URL", &url_for(&db))]).ok();
+    assert!(!run.stderr.contains("warning: DATABASE_URL"), "{}", run.stderr);
+}
