@@ -101,13 +101,28 @@ impl Ctx {
         }
         let from = |path: &std::path::Path, source| -> Result<Option<(String, UrlSource)>> {
             let env = EnvFile::load(path)?;
-            Ok(env.get("DATABASE_URL").filter(|v| !v.trim().is_empty()).map(|v| (v.to_string(), source)))
+            Ok(env.get("DATABASE_URL")?.filter(|v| !v.trim().is_empty()).map(|v| (v.to_string(), source)))
         };
         match from(&self.env_path(), UrlSource::EnvFile)? {
             Some(found) => Ok(Some(found)),
             None if !self.worktrees.is_main() => from(&self.main_env_path(), UrlSource::MainEnvFile),
             None => Ok(None),
         }
+    }
+
+    /// A warning for when `DATABASE_URL` in the environment names another database than `db`,
+    /// the one `.env` now names: the app would use the environment's (dotenvy never overrides
+    /// a variable that is set), typically the golden template.
+    pub fn shadowed_env_file(&self, db: &str) -> Option<String> {
+        let raw = std::env::var("DATABASE_URL").ok().filter(|v| !v.trim().is_empty())?;
+        let named = PgUrl::parse(&raw).ok().and_then(|u| u.dbname().map(str::to_string));
+        if named.as_deref() == Some(db) {
+            return None;
+        }
+        let named = named.map_or("another database".to_string(), |n| format!("`{n}`"));
+        Some(format!(
+            "DATABASE_URL is set in this shell's environment, and the app reads it before .env: it will use {named}, not `{db}` — `unset DATABASE_URL` in this shell before starting it"
+        ))
     }
 
     /// `DATABASE_URL`, parsed and complete (it must name a database).

@@ -18,7 +18,7 @@ pub fn up(ctx: &Ctx, flags: Up) -> Result<()> {
     let configured = match std::env::var("DATABASE_URL").ok().filter(|v| !v.trim().is_empty()) {
         Some(v) => Some((v, UrlSource::Environment)),
         None => {
-            main_env.get("DATABASE_URL").filter(|v| !v.trim().is_empty()).map(|v| (v.to_string(), UrlSource::EnvFile))
+            main_env.get("DATABASE_URL")?.filter(|v| !v.trim().is_empty()).map(|v| (v.to_string(), UrlSource::EnvFile))
         }
     };
     let mut keep_db = None;
@@ -69,7 +69,7 @@ pub fn up(ctx: &Ctx, flags: Up) -> Result<()> {
     let db = keep_db.unwrap_or_else(|| ctx.config.template.clone());
     let url = cluster.url(&db)?;
     let mut env = main_env;
-    if env.get("DATABASE_URL") != Some(url.expose_secret().as_str()) {
+    if env.get("DATABASE_URL")? != Some(url.expose_secret().as_str()) {
         env.set("DATABASE_URL", &url.expose_secret());
         env.save()?;
         eprintln!("DATABASE_URL written to {}", ctx.main_env_path().display());

@@ -155,6 +155,7 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
         eprintln!("{what:>9}  {text}{took}");
     }
     eprintln!("{:>9}  {}", "total", time::elapsed(started.elapsed()));
+    warnings.extend(ctx.shadowed_env_file(&plan.db));
     for w in warnings {
         eprintln!("warning: {w}");
     }
@@ -195,6 +196,8 @@ fn make_plan(ctx: &Ctx, server: &Server, label: &str, resolved: owner::Resolved,
     let env_path = ctx.env_path();
     let env_from_main = !env_path.exists() && ctx.main_env_path().exists() && !ctx.worktrees.is_main();
     let env = current_env(ctx)?;
+    // Refused now rather than after the clone.
+    env.check_writable()?;
     let port = choose_port(ctx, &env)?;
     Ok(Plan {
         label: label.to_string(),
@@ -412,8 +415,7 @@ fn current_env(ctx: &Ctx) -> Result<EnvFile> {
     if own.exists() || ctx.worktrees.is_main() {
         return Ok(own);
     }
-    let main = EnvFile::load(&ctx.main_env_path())?;
-    EnvFile::parse(&ctx.env_path(), &main.render())
+    Ok(EnvFile::load(&ctx.main_env_path())?.copy_to(&ctx.env_path()))
 }
 
 fn write_env(ctx: &Ctx, plan: &Plan) -> Result<()> {
@@ -433,14 +435,15 @@ fn choose_port(ctx: &Ctx, env: &EnvFile) -> Result<u16> {
             continue;
         }
         let Ok(other) = EnvFile::load(&dir.join(".env")) else { continue };
-        if let Some(p) = other.get("PORT").and_then(|p| p.trim().parse::<u16>().ok()) {
+        // Another worktree's conflicting PORT lines are an error for its own runs, not this one.
+        if let Some(p) = other.get("PORT").ok().flatten().and_then(|p| p.trim().parse::<u16>().ok()) {
             taken.insert(p);
             if dir == ctx.worktrees.main {
                 base = p;
             }
         }
     }
-    if let Some(p) = env.get("PORT").and_then(|p| p.trim().parse::<u16>().ok()) {
+    if let Some(p) = env.get("PORT")?.and_then(|p| p.trim().parse::<u16>().ok()) {
         if !taken.contains(&p) {
             return Ok(p);
         }

@@ -5,6 +5,7 @@ mod support;
 
 mod attack;
 mod cli;
+mod env_file;
 mod errors;
 mod justfile;
 mod prod_clone;
