@@ -41,11 +41,17 @@ pub struct Live {
 impl Live {
     pub fn of(ctx: &Ctx) -> Result<Live> {
         let paths: Vec<PathBuf> = ctx.worktrees.paths()?.into_iter().filter(|p| p.is_dir()).collect();
+        // Every assignment counts (a .env may, wrongly, have several): a database any of them
+        // names is in use.
         let env_dbs = paths
             .iter()
             .filter_map(|p| EnvFile::load(&p.join(".env")).ok())
-            .filter_map(|env| env.get("DATABASE_URL").and_then(|u| PgUrl::parse(u).ok()))
-            .filter_map(|u| u.dbname().map(str::to_string))
+            .flat_map(|env| {
+                env.entries()
+                    .filter(|(k, _)| *k == "DATABASE_URL")
+                    .filter_map(|(_, v)| PgUrl::parse(v).ok()?.dbname().map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         Ok(Live { paths, ids: ctx.worktrees.live_ids(), env_dbs })
     }
