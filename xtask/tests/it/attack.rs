@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::{git, password, sql, try_sql, url_for, Project};
-use crate::worktree::{env_db, fingerprint, project, run_in, wait_for, worktree, Held};
+use crate::worktree::{env_db, fingerprint, project, run_in, spare_project, wait_for, worktree, Held};
 
 /// A project whose template has an idle connection on it (so `auto` takes the frozen path) and
 /// a current frozen copy.
@@ -241,11 +241,7 @@ fn two_runs_for_one_name_take_turns() {
 /// every change committed before it started.
 #[test]
 fn stress_back_to_back_runs_on_a_busy_changing_template() {
-    let p = Project::new("atstress");
-    let manifest = std::fs::read_to_string(p.dir.join("Cargo.toml")).unwrap();
-    std::fs::write(p.dir.join("Cargo.toml"), manifest.replace("spare_clone = false", "spare_clone = true")).unwrap();
-    git(&p.dir, &["commit", "-qam", "spares on"]);
-    p.xtask(&["db", "template", "create"]).ok();
+    let p = spare_project("atstress");
     let t = p.template();
     sql(&t, "CREATE TABLE public.probe (id int PRIMARY KEY)");
     let _held = Held::open(&t);

@@ -14,6 +14,16 @@ pub(crate) fn project(tag: &str) -> Project {
     p
 }
 
+/// A project with its golden template built and background refills of the spare clone on.
+pub(crate) fn spare_project(tag: &str) -> Project {
+    let p = Project::new(tag);
+    let manifest = std::fs::read_to_string(p.dir.join("Cargo.toml")).unwrap();
+    std::fs::write(p.dir.join("Cargo.toml"), manifest.replace("spare_clone = false", "spare_clone = true")).unwrap();
+    git(&p.dir, &["commit", "-qam", "spares on"]);
+    p.xtask(&["db", "template", "create"]).ok();
+    p
+}
+
 /// A linked worktree of `p` on a new branch.
 pub(crate) fn worktree(p: &Project, branch: &str) -> PathBuf {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -449,11 +459,7 @@ fn pg_dump_older_than_the_server_is_named() {
 
 #[test]
 fn a_spare_clone_is_taken_when_current_and_never_when_stale() {
-    let p = Project::new("wtspare");
-    let manifest = std::fs::read_to_string(p.dir.join("Cargo.toml")).unwrap();
-    std::fs::write(p.dir.join("Cargo.toml"), manifest.replace("spare_clone = false", "spare_clone = true")).unwrap();
-    git(&p.dir, &["commit", "-qam", "spares on"]);
-    p.xtask(&["db", "template", "create"]).ok();
+    let p = spare_project("wtspare");
     let t = p.template();
     let spare_ready = || {
         sql("postgres", &format!("SELECT count(*) FROM pg_database WHERE starts_with(datname, '{}spare_') AND shobj_description(oid, 'pg_database') LIKE '%\"kind\":\"spare\"%'", p.prefix)) == "1"
