@@ -68,6 +68,12 @@ fn sslpassword_reaches_programs_through_a_service_file_only() {
     let db = env_db(&wt).split('?').next().unwrap().to_string();
     assert!(db.starts_with(&format!("{}secret", p.prefix)), "{db}");
 
+    // The secrets came from the environment, not from a file: .env gets the URL without them.
+    let written = std::fs::read_to_string(wt.join(".env")).unwrap();
+    assert_no_secret(".env", &written);
+    assert!(written.contains(&format!("/{db}?application_name=it")), "{written}");
+    assert!(run.stderr.contains("without its password and sslpassword"), "{}", run.stderr);
+
     // Every program run: secret-free argv; the libpq ones got the private service file.
     let mut with_service = 0;
     for entry in std::fs::read_dir(&logs).unwrap() {
