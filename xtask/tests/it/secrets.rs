@@ -109,3 +109,43 @@ fn sslpassword_reaches_programs_through_a_service_file_only() {
     let (run, _) = run_watched(&p, &wt, &["db", "worktree"], &[("DATABASE_URL", &with_service)]);
     assert_no_secret("the error", &run.fails(2, "both `service` and `sslpassword`").all());
 }
+
+#[test]
+fn the_service_file_is_removed_when_interrupted_and_after_sigkill_by_the_next_run() {
+    let p = project("secretsig");
+    // Big enough that the dump takes a moment.
+    crate::support::sql(
+        &p.template(),
+        "CREATE TABLE public.bulk AS SELECT g AS id, md5(g::text) AS t FROM generate_series(1, 600000) g",
+    );
+    let env_url = format!("{}?sslpassword={SSL_SECRET}", url_for(&p.template()));
+    let env = [("DATABASE_URL", env_url.as_str())];
+    let before = p.databases();
+    for signal in [libc::SIGINT, libc::SIGKILL] {
+        let wt = worktree(&p, &format!("sig{signal}"));
+        let mut child =
+            p.command(&wt, &["db", "worktree", "--strategy", "dump"], &env).stderr(Stdio::null()).spawn().unwrap();
+        let dir = std::env::temp_dir().join(format!("xtask-pgservice-{}", child.id()));
+        wait_for_databases(&p, before.len() + 1);
+        assert!(dir.join("service-0.conf").exists(), "the service file is there while the clone runs");
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = child.wait().unwrap();
+        if signal == libc::SIGKILL {
+            assert!(dir.exists(), "nothing runs after SIGKILL");
+            // The next run that needs a service file removes it.
+            let (status, _) = run_watched(&p, &p.dir, &["db", "status"], &env);
+            status.ok();
+        } else {
+            assert_eq!(status.code(), Some(128 + signal));
+        }
+        assert!(!dir.exists(), "after signal {signal}");
+    }
+}
+
+fn wait_for_databases(p: &Project, n: usize) {
+    let start = std::time::Instant::now();
+    while p.databases().len() < n {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "timed out waiting for the clone to start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
