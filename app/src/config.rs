@@ -111,7 +111,11 @@ pub fn effective_database_url(url: &str, db_name_override: Option<&str>) -> anyh
     Ok(parsed.into())
 }
 
-/// Returns `url` with its password (if any) replaced by `***`, for logging.
+/// Query parameters that hold secrets, as libpq knows them.
+const SECRET_PARAMS: &[&str] = &["password", "sslpassword"];
+
+/// Returns `url` with its password and secret query parameters (if any) replaced
+/// by `***`, for logging.
 ///
 /// A string that does not parse as a URL is not echoed at all, since it might
 /// contain a password in a form this function does not recognise.
@@ -121,6 +125,16 @@ pub fn redact_url(url: &str) -> String {
             if parsed.password().is_some() {
                 // Cannot fail: a URL with a password has a host.
                 let _ = parsed.set_password(Some("***"));
+            }
+            if parsed.query_pairs().any(|(k, _)| SECRET_PARAMS.contains(&k.as_ref())) {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if SECRET_PARAMS.contains(&k.as_ref()) { "***".into() } else { v.into_owned() };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
             }
             parsed.into()
         }
@@ -217,6 +231,10 @@ mod tests {
             "postgres://app:***@db:5432/app_main?sslmode=require"
         );
         assert_eq!(redact_url("postgres://app@db/app_main"), "postgres://app@db/app_main");
+        assert_eq!(
+            redact_url("postgres://app@db/app_main?sslpassword=k%20pw&sslmode=require&password=pw"),
+            "postgres://app@db/app_main?sslpassword=***&sslmode=require&password=***"
+        );
         assert_eq!(redact_url("::not a url:secret@"), "<unparseable URL>");
     }
 

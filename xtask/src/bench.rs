@@ -95,7 +95,7 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
     // The seed's pipeline, verbatim (it is a shell pipeline, so a shell runs it), with `programs`.
     let seed = |programs: &[PathBuf; 3], template: &str| -> Result<Duration> {
         let target = format!("seed_{}", SEED.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
-        let url = |db: &str| admin_url.with_dbname(db).without_password();
+        let url = |db: &str| admin_url.with_dbname(db).without_secrets();
         let [createdb, pg_dump, psql] = programs.each_ref().map(|p| p.display());
         let script = format!(
             "{createdb} --maintenance-db='{}' {target} && {pg_dump} --no-owner --no-privileges -d '{}' | {psql} -q -v ON_ERROR_STOP=1 -d '{}'",
@@ -295,12 +295,10 @@ fn load_pagila(server: &Server, dir: &Path, db: &str) -> Result<()> {
 struct Held(Child);
 impl Held {
     fn open(psql: &Path, url: &PgUrl) -> Result<Held> {
-        let mut child = Command::new(psql)
-            .args(["-X", "-q", "-d", &url.without_password()])
-            .env("PGPASSWORD", url.password().unwrap_or_default())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()?;
+        let mut cmd = Command::new(psql);
+        crate::pg::libpq_env(&mut cmd, url)?;
+        let mut child =
+            cmd.args(["-X", "-q", "-d", &url.without_secrets()]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn()?;
         use std::io::Write;
         child.stdin.as_mut().expect("piped").write_all(b"SELECT 1;\n")?;
         std::thread::sleep(Duration::from_millis(300));

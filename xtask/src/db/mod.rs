@@ -185,6 +185,35 @@ impl Ctx {
     }
 }
 
+/// The `DATABASE_URL` that `db worktree` writes into `env` for `url`, and, when it leaves secrets
+/// out, a note that says so. Secrets from the environment go into no file that did not already
+/// hold them: then the URL is written without them, unless `env` already names the same ones.
+pub fn url_for_env_file(url: &PgUrl, env: &EnvFile) -> (String, Option<String>) {
+    let from_environment = std::env::var("DATABASE_URL").is_ok_and(|v| !v.trim().is_empty());
+    env_file_url(url, env, from_environment)
+}
+
+fn env_file_url(url: &PgUrl, env: &EnvFile, from_environment: bool) -> (String, Option<String>) {
+    let names = url.secret_names();
+    // Conflicting lines (rewritten all the same) are not taken to hold them.
+    let held = || {
+        env.get("DATABASE_URL")
+            .ok()
+            .flatten()
+            .and_then(|v| PgUrl::parse(v).ok())
+            .is_some_and(|old| old.same_secrets(url))
+    };
+    if !from_environment || names.is_empty() || held() {
+        return (url.expose_secret(), None);
+    }
+    let (they, them) = if names.len() == 1 { ("it", "it") } else { ("they", "them") };
+    let note = format!(
+        "without its {}: {they} came from the environment, not from a file; supply {them} the way you do now",
+        names.join(" and ")
+    );
+    (url.without_secrets(), Some(note))
+}
+
 /// Runs the AWS side (`xtask/aws`, a workspace of its own so the AWS SDK is never part of the
 /// ordinary xtask build) with this very command line; it parses the same flags.
 fn aws_tool(ctx: &Ctx) -> Result<()> {
@@ -314,6 +343,25 @@ pub fn staging_marker(target: &str) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_from_the_environment_go_into_no_file_that_lacks_them() {
+        let url = PgUrl::parse("postgres://u:pw@h/branch?sslpassword=kp").unwrap();
+        let env = |text: &str| EnvFile::parse(std::path::Path::new(".env"), text).unwrap();
+        let empty = env("PORT=1\n");
+        assert_eq!(env_file_url(&url, &empty, false), (url.expose_secret(), None), "from a file: as it was");
+        let (written, note) = env_file_url(&url, &empty, true);
+        assert_eq!(written, "postgres://u@h/branch");
+        assert_eq!(note.unwrap(), "without its password and sslpassword: they came from the environment, not from a file; supply them the way you do now");
+        let holds = env("DATABASE_URL=postgres://u:pw@h/main?sslpassword=kp\n");
+        assert_eq!(env_file_url(&url, &holds, true), (url.expose_secret(), None), "the file already held them");
+        let other = env("DATABASE_URL=postgres://u:old@h/main?sslpassword=kp\n");
+        assert_eq!(env_file_url(&url, &other, true).0, "postgres://u@h/branch");
+        let plain = PgUrl::parse("postgres://u@h/branch").unwrap();
+        assert_eq!(env_file_url(&plain, &empty, true), (plain.expose_secret(), None));
+        let one = PgUrl::parse("postgres://u:pw@h/branch").unwrap();
+        assert!(env_file_url(&one, &empty, true).1.unwrap().starts_with("without its password: it came"));
+    }
 
     #[test]
     fn staging_names_carry_host_and_pid() {

@@ -225,8 +225,8 @@ fn fetch(side: &Source, tools: &Tools, schemas: &[String], opts: Options) -> Res
     for s in schemas {
         dump.arg(format!("--schema={s}"));
     }
-    dump.arg("-d").arg(url.without_password());
-    libpq_env(&mut dump, url);
+    dump.arg("-d").arg(url.without_secrets());
+    libpq_env(&mut dump, url)?;
     let text = proc::capture(&mut dump, None)
         .map_err(|e| explain(e, url, db))
         .with_context(|| format!("dumping the schema of `{db}`"))?;
@@ -242,8 +242,8 @@ fn hidden_problems(tools: &Tools, sides: &[&Source]) -> Result<Vec<String>> {
     for side in sides {
         let Source::Database(url) = side else { continue };
         let mut query = Command::new(&tools.psql);
-        query.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"]).arg(url.without_password());
-        libpq_env(&mut query, url);
+        query.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"]).arg(url.without_secrets());
+        libpq_env(&mut query, url)?;
         // A database the dump cannot reach fails there with the better message; ignore it here.
         if let Ok(text) = proc::capture(&mut query, Some(HIDDEN_PROBLEMS.as_bytes())) {
             out.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_string));

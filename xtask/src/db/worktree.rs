@@ -113,9 +113,13 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
 
     // 2. Point .env at it.
     let step = Instant::now();
-    write_env(ctx, &plan)?;
+    let left_out = write_env(ctx, &plan)?.map(|note| format!(" ({note})")).unwrap_or_default();
     let origin = if plan.env_from_main { " (copied from the main worktree)" } else { "" };
-    report.push((".env", format!("DATABASE_URL → `{}`, PORT={}{origin}", plan.db, plan.port), step.elapsed()));
+    report.push((
+        ".env",
+        format!("DATABASE_URL → `{}`{left_out}, PORT={}{origin}", plan.db, plan.port),
+        step.elapsed(),
+    ));
 
     // 3. Migrate on top.
     let step = Instant::now();
@@ -418,11 +422,14 @@ fn current_env(ctx: &Ctx) -> Result<EnvFile> {
     Ok(EnvFile::load(&ctx.main_env_path())?.copy_to(&ctx.env_path()))
 }
 
-fn write_env(ctx: &Ctx, plan: &Plan) -> Result<()> {
+/// Returns what it left out of `DATABASE_URL`, if anything (see [`super::url_for_env_file`]).
+fn write_env(ctx: &Ctx, plan: &Plan) -> Result<Option<String>> {
     let mut env = current_env(ctx)?;
-    env.set("DATABASE_URL", &plan.url.with_dbname(&plan.db).expose_secret());
+    let (url, left_out) = super::url_for_env_file(&plan.url.with_dbname(&plan.db), &env);
+    env.set("DATABASE_URL", &url);
     env.set("PORT", &plan.port.to_string());
-    env.save()
+    env.save()?;
+    Ok(left_out)
 }
 
 /// This worktree's port: kept if no other worktree's `.env` uses it, else the first port above

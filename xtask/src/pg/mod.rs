@@ -1,18 +1,20 @@
 //! Everything that talks to PostgreSQL: its programs ([`tools`]), the embedded local cluster
 //! ([`cluster`]), URLs ([`url`]), and [`Server`], which runs SQL through `psql`.
 //!
-//! Invariants: identifiers and literals are always quoted ([`ident`], [`literal`]); the password
-//! reaches programs only as `PGPASSWORD` in their environment; URLs in argv and messages are
-//! built with [`PgUrl::without_password`] or [`PgUrl::redacted`].
+//! Invariants: identifiers and literals are always quoted ([`ident`], [`literal`]); secrets reach
+//! programs only through their environment ([`libpq_env`]: the password as `PGPASSWORD`, the other
+//! secret parameters in a [`service`] file); URLs in argv and messages are built with
+//! [`PgUrl::without_secrets`] or [`PgUrl::redacted`].
 
 pub mod clone;
 pub mod cluster;
+pub mod service;
 pub mod session;
 pub mod tools;
 pub mod url;
 
 use std::cell::{OnceCell, RefCell};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
@@ -38,6 +40,8 @@ pub struct Server {
     /// `server_version`, e.g. `15.18 (Debian 15.18-0+deb12u1)`.
     pub version: String,
     pub major: u32,
+    /// The service file with `url`'s secret parameters, if it has any.
+    service: Option<PathBuf>,
     /// The session on the maintenance database, opened on first use.
     admin: RefCell<Option<session::Session>>,
 }
@@ -72,6 +76,7 @@ impl Server {
     pub fn connect(url: PgUrl, maintenance_db: &str) -> Result<Server> {
         let psql = tools::find("psql")?;
         let pg_dump = tools::find("pg_dump")?;
+        let service = service::for_url(&url)?;
         let mut server = Server {
             url,
             maintenance_db: maintenance_db.to_string(),
@@ -80,6 +85,7 @@ impl Server {
             pg_dump_checked: OnceCell::new(),
             version: String::new(),
             major: 0,
+            service,
             admin: RefCell::new(None),
         };
         #[derive(Deserialize)]
@@ -121,14 +127,14 @@ impl Server {
         Ok(&self.pg_dump)
     }
 
-    /// Environment for any libpq program talking to this server.
+    /// Environment for any libpq program talking to this server (see [`libpq_env`]).
     pub fn libpq_env(&self, cmd: &mut Command) {
-        libpq_env(cmd, &self.url);
+        set_libpq_env(cmd, &self.url, self.service.as_deref());
     }
 
-    /// The URL of `db` for a program's argv: no password.
+    /// The URL of `db` for a program's argv: no secrets.
     pub fn arg_url(&self, db: &str) -> String {
-        self.url.with_dbname(db).without_password()
+        self.url.with_dbname(db).without_secrets()
     }
 
     /// `psql` connected to `db`, quiet, stopping at the first error, reading SQL from stdin.
@@ -348,11 +354,21 @@ impl Drop for Lock<'_> {
     }
 }
 
-/// Environment for a libpq program connecting to `url`: the password (never in argv), a connect
-/// timeout unless one is configured, and our application name.
-pub fn libpq_env(cmd: &mut Command, url: &PgUrl) {
+/// Environment for a libpq program connecting to `url`: its secrets, which never go in argv (the
+/// password as `PGPASSWORD`, the other secret parameters in a [`service`] file), a connect timeout
+/// unless one is configured, and our application name.
+pub fn libpq_env(cmd: &mut Command, url: &PgUrl) -> Result<()> {
+    let service = service::for_url(url)?;
+    set_libpq_env(cmd, url, service.as_deref());
+    Ok(())
+}
+
+fn set_libpq_env(cmd: &mut Command, url: &PgUrl, service: Option<&Path>) {
     if let Some(pw) = url.password() {
         cmd.env("PGPASSWORD", pw);
+    }
+    if let Some(file) = service {
+        cmd.env("PGSERVICEFILE", file).env("PGSERVICE", service::SERVICE);
     }
     if url.param("connect_timeout").is_none() && std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
         cmd.env("PGCONNECT_TIMEOUT", "10");

@@ -1,5 +1,6 @@
 //! `postgres://` URLs as libpq reads them, reduced to what this tool needs: pick a database on
-//! the same server, hand tools a URL *without* the password (it goes through `PGPASSWORD`), and
+//! the same server, hand tools a URL *without* its secrets (the password goes through
+//! `PGPASSWORD`, the other secret parameters through a service file: see `pg::service`), and
 //! print a redacted form.
 //!
 //! Hand-written rather than the `url` crate: libpq URLs allow host lists (`h1:5432,h2:5433`),
@@ -19,8 +20,21 @@ pub struct PgUrl {
     /// The raw host list as written (`host:port[,host:port]`), possibly empty.
     hosts: String,
     dbname: Option<String>,
-    /// Decoded query parameters, in order, without `password`.
+    /// Decoded query parameters, in order, without `password` (`sslpassword` included: see
+    /// [`SECRET_PARAMS`]).
     params: Vec<(String, String)>,
+}
+
+/// Query parameters that hold secrets: never in argv or output. (`password` is parsed into a
+/// field of its own, as it may also be in the user info.)
+pub const SECRET_PARAMS: &[&str] = &["password", "sslpassword"];
+
+/// How [`PgUrl::render`] writes the secrets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Secrets {
+    Omit,
+    Mask,
+    Expose,
 }
 
 // Never derive Debug: it would print the password.
@@ -112,6 +126,29 @@ impl PgUrl {
     pub fn param(&self, key: &str) -> Option<&str> {
         self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
+    /// The client key's passphrase; libpq has no environment variable for it.
+    pub fn sslpassword(&self) -> Option<&str> {
+        self.param("sslpassword")
+    }
+
+    /// The secrets this URL holds, by name (`password`, `sslpassword`), sorted.
+    fn secrets(&self) -> Vec<(&str, &str)> {
+        let params = self.params.iter().filter(|(k, _)| SECRET_PARAMS.contains(&k.as_str()));
+        let mut all: Vec<(&str, &str)> = self.password.as_deref().map(|p| ("password", p)).into_iter().collect();
+        all.extend(params.map(|(k, v)| (k.as_str(), v.as_str())));
+        all.sort();
+        all
+    }
+
+    /// The names of the secrets this URL holds, for messages.
+    pub fn secret_names(&self) -> Vec<&str> {
+        self.secrets().into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// Whether `other` holds exactly the same secrets (wherever it points).
+    pub fn same_secrets(&self, other: &PgUrl) -> bool {
+        self.secrets() == other.secrets()
+    }
 
     /// The same server and credentials, another database.
     pub fn with_dbname(&self, dbname: &str) -> PgUrl {
@@ -140,24 +177,30 @@ impl PgUrl {
         (host, port)
     }
 
-    /// The URL without the password: safe for argv, logs and error messages.
-    pub fn without_password(&self) -> String {
-        self.render(None)
+    /// The URL without the password and the other secret parameters: safe for argv, logs and
+    /// error messages (programs get the secrets from [`crate::pg::libpq_env`]).
+    pub fn without_secrets(&self) -> String {
+        self.render(Secrets::Omit)
     }
 
-    /// The URL with the password replaced by `***`, for showing a user what is configured.
+    /// The URL with every secret replaced by `***`, for showing a user what is configured.
     pub fn redacted(&self) -> String {
-        self.render(self.password.as_ref().map(|_| "***"))
+        self.render(Secrets::Mask)
     }
 
-    /// The full URL, password included: only for writing `.env` and the environment of
+    /// The full URL, secrets included: only for writing `.env` and the environment of
     /// child processes, never for argv or output.
     pub fn expose_secret(&self) -> String {
-        let pw = self.password.as_deref().map(encode);
-        self.render(pw.as_deref())
+        self.render(Secrets::Expose)
     }
 
-    fn render(&self, password: Option<&str>) -> String {
+    fn render(&self, secrets: Secrets) -> String {
+        let encoded = self.password.as_deref().map(encode);
+        let password = match secrets {
+            Secrets::Omit => None,
+            Secrets::Mask => self.password.as_ref().map(|_| "***"),
+            Secrets::Expose => encoded.as_deref(),
+        };
         let mut s = format!("{}://", self.scheme);
         if self.user.is_some() || password.is_some() {
             s.push_str(&encode(self.user.as_deref().unwrap_or("")));
@@ -172,11 +215,17 @@ impl PgUrl {
             s.push('/');
             s.push_str(&encode(db));
         }
-        for (i, (k, v)) in self.params.iter().enumerate() {
-            s.push(if i == 0 { '?' } else { '&' });
+        let mut first = true;
+        for (k, v) in &self.params {
+            let secret = SECRET_PARAMS.contains(&k.as_str());
+            if secret && secrets == Secrets::Omit {
+                continue;
+            }
+            s.push(if first { '?' } else { '&' });
+            first = false;
             s.push_str(&encode(k));
             s.push('=');
-            s.push_str(&encode(v));
+            s.push_str(&if secret && secrets == Secrets::Mask { "***".to_string() } else { encode(v) });
         }
         s
     }
@@ -237,7 +286,7 @@ mod tests {
         assert_eq!(url.redacted(), redacted);
         assert_eq!(url.dbname(), db);
         assert_eq!(url.password(), password);
-        assert!(!url.without_password().contains(password.unwrap_or("\0")));
+        assert!(!url.without_secrets().contains(password.unwrap_or("\0")));
         assert_eq!(PgUrl::parse(&url.expose_secret()).unwrap(), url, "round trip");
     }
 
@@ -266,14 +315,35 @@ mod tests {
         assert_eq!(url.password(), Some("p@ss/w:rd"));
         assert_eq!(url.dbname(), Some("d b"));
         assert_eq!(url.expose_secret(), "postgres://me:p%40ss%2Fw%3Ard@h/d%20b");
-        assert_eq!(url.without_password(), "postgres://me@h/d%20b");
+        assert_eq!(url.without_secrets(), "postgres://me@h/d%20b");
     }
 
     #[test]
     fn password_in_query_is_moved_out() {
         let url = PgUrl::parse("postgres://h/db?password=sekret&sslmode=disable").unwrap();
         assert_eq!(url.password(), Some("sekret"));
-        assert_eq!(url.without_password(), "postgres://h/db?sslmode=disable");
+        assert_eq!(url.without_secrets(), "postgres://h/db?sslmode=disable");
+    }
+
+    #[test]
+    fn secret_parameters_are_masked_for_people_and_left_out_of_argv() {
+        let url =
+            PgUrl::parse("postgres://u:pw@h/db?sslmode=verify-full&sslpassword=key%20pw&application_name=x").unwrap();
+        assert_eq!(url.sslpassword(), Some("key pw"));
+        assert_eq!(url.redacted(), "postgres://u:***@h/db?sslmode=verify-full&sslpassword=***&application_name=x");
+        assert_eq!(url.without_secrets(), "postgres://u@h/db?sslmode=verify-full&application_name=x");
+        assert_eq!(format!("{url:?}"), format!("PgUrl({})", url.redacted()));
+        assert_eq!(
+            url.expose_secret(),
+            "postgres://u:pw@h/db?sslmode=verify-full&sslpassword=key%20pw&application_name=x"
+        );
+        assert_eq!(url.secret_names(), ["password", "sslpassword"]);
+        assert_eq!(PgUrl::parse("postgres://h/db").unwrap().secret_names(), Vec::<&str>::new());
+        // Where the secrets were written does not matter, only which they are.
+        let same = PgUrl::parse("postgres://u@h2/other?password=pw&sslpassword=key%20pw").unwrap();
+        assert!(url.same_secrets(&same));
+        assert!(!url.same_secrets(&PgUrl::parse("postgres://u:pw@h/db").unwrap()));
+        assert!(!url.same_secrets(&PgUrl::parse("postgres://u:pw@h/db?sslpassword=other").unwrap()));
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod justfile;
 mod prod_clone;
 mod schema;
 mod schema_diff;
+mod secrets;
 mod template;
 mod up;
 mod worktree;
