@@ -189,7 +189,7 @@ impl EnvFile {
         let target = write_target(&self.path)?;
         let dir = target.parent().unwrap_or(Path::new("."));
         let name = target.file_name().map_or(".env".into(), |n| n.to_string_lossy());
-        let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+        let tmp = dir.join(format!(".{}.tmp.{}", name.trim_start_matches('.'), std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
             if let Ok(meta) = std::fs::metadata(&target) {
