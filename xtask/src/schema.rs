@@ -209,9 +209,13 @@ fn keep(stmt: &str, opts: Options) -> bool {
 /// `CREATE TABLE t (\n    a int,\n    b text\n)…` with the element lines in sorted order.
 fn sort_table_elements(stmt: &str) -> String {
     let Some(open) = stmt.find("(\n") else { return stmt.to_string() };
-    // The matching close paren: the first line that starts with `)` after `open`.
-    let Some(close_rel) = stmt[open..].find("\n)") else { return stmt.to_string() };
-    let close = open + close_rel;
+    // The matching close paren: the first line that starts with `)` after `open`. Searched from
+    // the `\n` after `(`, so a table without columns (`(\n)`) finds its own, empty body.
+    let Some(close_rel) = stmt[open + 1..].find("\n)") else { return stmt.to_string() };
+    let close = open + 1 + close_rel;
+    if close < open + 2 {
+        return stmt.to_string();
+    }
     let body = &stmt[open + 2..close];
     let mut elems: Vec<String> =
         split_top_level_commas(body).into_iter().map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
@@ -381,6 +385,18 @@ pub fn unified_diff(a: &str, b: &str, a_name: &str, b_name: &str, max_lines: usi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_without_columns_is_kept_not_a_panic() {
+        // pg_dump writes `CREATE TABLE t (\n)` for a table whose columns were all dropped.
+        assert_eq!(sort_table_elements("CREATE TABLE public.foobar (\n)"), "CREATE TABLE public.foobar (\n)");
+        let c = canonical(
+            "CREATE TABLE public.foobar (\n);\nCREATE TABLE public.x (\n    b int,\n    a int\n);\n",
+            Options::default(),
+        );
+        assert!(c.iter().any(|s| s.contains("foobar")), "{c:?}");
+        assert!(c.iter().any(|s| s.contains("    a int,\n    b int")), "{c:?}");
+    }
 
     #[test]
     fn split_respects_quotes_dollar_quotes_and_comments() {
