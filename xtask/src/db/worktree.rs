@@ -28,7 +28,9 @@ struct Plan {
     url: PgUrl,
     /// `None`: the database exists and is reused.
     clone: Option<ClonePlan>,
-    /// How the database relates to this worktree when it exists (ours, or an orphan adopted).
+    /// The database as found, when it exists, and how it relates to this worktree (ours, or an
+    /// orphan adopted).
+    existing: Option<crate::pg::DatabaseInfo>,
     claim: Option<Claim>,
     /// Names passed over because they belong to someone else.
     notes: Vec<String>,
@@ -77,15 +79,10 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
     match &plan.clone {
         None => {
             let how = match &plan.claim {
-                Some(Claim::Orphan(why)) => {
-                    adopt(ctx, &server, &plan)?;
-                    format!("`{}` exists: adopted ({why}), kept as it is", plan.db)
-                }
-                _ => {
-                    remark_if_moved(ctx, &server, &plan)?;
-                    format!("`{}` exists: kept as it is", plan.db)
-                }
+                Some(Claim::Orphan(why)) => format!("`{}` exists: adopted ({why}), kept as it is", plan.db),
+                _ => format!("`{}` exists: kept as it is", plan.db),
             };
+            claim_for_this_worktree(ctx, &server, &plan)?;
             report.push(("database", how, step.elapsed()))
         }
         Some(cp) => {
@@ -208,6 +205,7 @@ fn make_plan(ctx: &Ctx, server: &Server, label: &str, resolved: owner::Resolved,
         db: resolved.db,
         url: server.url.clone(),
         clone,
+        existing: resolved.existing,
         claim: resolved.claim,
         notes: resolved.notes,
         env_path,
@@ -230,22 +228,19 @@ fn branch_marker(ctx: &Ctx, plan: &Plan) -> serde_json::Value {
     )
 }
 
-/// An orphan of this repository (its worktree is gone) becomes this worktree's.
-fn adopt(ctx: &Ctx, server: &Server, plan: &Plan) -> Result<()> {
-    server.set_marker(&plan.db, &branch_marker(ctx, plan))
-}
-
-/// Ours, but recorded under the path the worktree had before `git worktree move`: record the
-/// new one (the id stays).
-fn remark_if_moved(ctx: &Ctx, server: &Server, plan: &Plan) -> Result<()> {
-    let Some(info) = server.database(&plan.db)? else { return Ok(()) };
-    let recorded = info.marker.as_ref().and_then(|m| m.get("worktree")).and_then(|v| v.as_str()).unwrap_or_default();
-    if owner::same_path(Path::new(recorded), &ctx.worktrees.current) {
+/// An existing database of this worktree keeps its marker when it already names this worktree;
+/// an orphan of this repository (its worktree gone) or one recorded under the path the worktree
+/// had before `git worktree move` is marked as this worktree's (its `created_at` kept).
+fn claim_for_this_worktree(ctx: &Ctx, server: &Server, plan: &Plan) -> Result<()> {
+    let Some(old) = plan.existing.as_ref().and_then(|i| i.marker.as_ref()) else { return Ok(()) };
+    let mut m = branch_marker(ctx, plan);
+    if let Some(created) = old.get("created_at") {
+        m["created_at"] = created.clone();
+    }
+    let recorded = old.get("worktree").and_then(|v| v.as_str()).unwrap_or_default();
+    if owner::same_path(Path::new(recorded), &ctx.worktrees.current) && old.get("worktree_id") == m.get("worktree_id") {
         return Ok(());
     }
-    let mut m = info.marker.clone().unwrap_or_default();
-    m["worktree"] = serde_json::json!(ctx.worktrees.current);
-    m["worktree_id"] = serde_json::json!(ctx.worktrees.id());
     server.set_marker(&plan.db, &m)
 }
 

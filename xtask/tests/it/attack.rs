@@ -230,10 +230,17 @@ fn two_runs_for_one_name_take_turns() {
     let wt = worktree(&p, "same-name");
     let spawn = || p.command(&wt, &["db", "worktree", "--skip-generate"], &[]).stderr(Stdio::piped()).spawn().unwrap();
     let (x, y) = (spawn(), spawn());
+    let mut kept = 0;
     for child in [x, y] {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        kept += usize::from(stderr.contains("exists: kept as it is"));
     }
+    // One made it, the other waited and found it; one database, the one .env names.
+    assert_eq!(kept, 1);
+    let db = env_db(&wt);
+    assert_eq!(p.databases().iter().filter(|d| d.contains("same_name")).collect::<Vec<_>>(), vec![&db]);
 }
 
 /// 20 runs back to back while another session keeps committing to the template and a psql holds
