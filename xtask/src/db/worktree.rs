@@ -184,12 +184,7 @@ fn make_plan(ctx: &Ctx, server: &Server, label: &str, resolved: owner::Resolved,
         Some(_) => None,
         None => {
             let template = &ctx.config.template;
-            if !server.database_exists(template)? {
-                return Err(fail(
-                    format!("the golden template `{template}` does not exist on {}", server.url.server_label()),
-                    "point WORKTREE_TEMPLATE_DB at an existing database, or build one with `cargo xtask db template create`",
-                ));
-            }
+            // A missing template is refused here, with its fix.
             let spare = ctx.config.spare_clone.then(|| ctx.config.spare_db());
             Some(clone::plan(server, template, &ctx.config.frozen_db(), spare.as_deref(), flags.strategy)?)
         }

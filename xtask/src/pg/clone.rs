@@ -396,7 +396,12 @@ pub fn plan(
     spare: Option<&str>,
     strategy: Strategy,
 ) -> Result<ClonePlan> {
-    let info = server.database(template)?.context("the template disappeared")?;
+    let Some(info) = server.database(template)? else {
+        return Err(crate::error::fail(
+            format!("the golden template `{template}` does not exist on {}", server.url.server_label()),
+            "point WORKTREE_TEMPLATE_DB at an existing database, or build one with `cargo xtask db template create`",
+        ));
+    };
     let auto = strategy == Strategy::Auto;
     let plan = |method, why: String| {
         Ok(ClonePlan { method, why, frozen: frozen.to_string(), spare: spare.map(str::to_string), auto })

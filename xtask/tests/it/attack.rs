@@ -290,3 +290,153 @@ fn stress_back_to_back_runs_on_a_busy_changing_template() {
     writer.join().unwrap();
     assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
 }
+
+/// The pid of the backend of a session waiting for a lock while running a statement like `like`.
+fn waiting_on_a_lock(like: &str) -> bool {
+    sql(
+        "postgres",
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE '{like}' AND pid <> pg_backend_pid()"
+        ),
+    ) != "0"
+}
+
+fn still_running(like: &str) -> bool {
+    sql(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE query ILIKE '{like}' AND pid <> pg_backend_pid()"),
+    ) != "0"
+}
+
+/// A rebuild killed (SIGKILL, no cleanup) while its swap waits on a lock: the psql it leaves
+/// behind must not finish half a swap, and the next run still finds the template it had.
+#[test]
+fn a_rebuild_killed_while_its_swap_waits_never_loses_the_template() {
+    let p = project("atkill");
+    let t = p.template();
+    sql(&t, "INSERT INTO crm.organizations (name, slug) VALUES ('Old', 'old')");
+    // Another session holds a lock on the template (as a COMMENT in an open transaction does):
+    // renaming it waits.
+    let comment = sql(
+        "postgres",
+        &format!(
+            "SELECT format('COMMENT ON DATABASE %I IS %L', datname, shobj_description(oid, 'pg_database')) FROM pg_database WHERE datname = '{t}'"
+        ),
+    );
+    let mut blocker = Held::open("postgres");
+    blocker.run(&format!("BEGIN; {comment};"));
+    wait_for("the blocking lock", || {
+        sql("postgres", "SELECT count(*) FROM pg_locks WHERE locktype = 'object' AND classid = 'pg_database'::regclass AND granted AND pid <> pg_backend_pid()") != "0"
+    });
+    let mut child =
+        p.command(&p.dir, &["db", "template", "create", "--force", "-y"], &[]).stderr(Stdio::null()).spawn().unwrap();
+    wait_for("the swap to wait on the lock", || waiting_on_a_lock("ALTER DATABASE%RENAME%"));
+    child.kill().unwrap(); // SIGKILL: nothing of the run's own cleanup runs.
+    child.wait().unwrap();
+    blocker.run("ROLLBACK;");
+    wait_for("the orphaned psql to finish", || !still_running("ALTER DATABASE%RENAME%"));
+    drop(blocker);
+
+    let wt = worktree(&p, "after-kill");
+    let run = run_in(&p, &wt, &["--skip-generate"]).ok();
+    assert_eq!(
+        sql(&env_db(&wt), "SELECT count(*) FROM crm.organizations WHERE slug = 'old'"),
+        "1",
+        "the clone is not of the old template:\n{}",
+        run.stderr
+    );
+    let marker = sql(
+        "postgres",
+        &format!("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{t}'"),
+    );
+    assert!(marker.contains("\"kind\":\"template\""), "{marker}");
+    // What the killed run left (its unfinished new template) is gone after that run's sweep.
+    assert!(!p.databases().iter().any(|d| d.contains("tmp_")), "{:?}", p.databases());
+}
+
+/// A run's staging database, with the longest prefix allowed, survives sweeps by concurrent
+/// runs: its name is whole (not cut to 63 bytes) and its maker is alive.
+#[test]
+fn a_concurrent_sweep_never_drops_a_live_run_s_staging_database() {
+    let p = Project::new("atsweep");
+    let long = format!("{:x<45}", p.prefix);
+    let template = format!("{long}template");
+    let env = [("XTASK_DB_PREFIX", long.as_str()), ("WORKTREE_TEMPLATE_DB", template.as_str())];
+    let seed = std::fs::read_to_string(p.dir.join("seed.sql")).unwrap();
+    std::fs::write(p.dir.join("seed.sql"), format!("{seed}\nSELECT pg_sleep(4);\n")).unwrap();
+    let child = p.command(&p.dir, &["db", "template", "create"], &env).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for("the staging database", || p.databases().iter().any(|d| d.contains("tmp_")));
+    let staging: Vec<String> = p.databases().into_iter().filter(|d| d.contains("tmp_")).collect();
+    assert!(staging[0].len() < 63, "{staging:?}");
+    for _ in 0..3 {
+        p.xtask_in(&p.dir, &["db", "worktrees", "--prune", "-y"], &env).ok();
+        assert_eq!(p.databases().into_iter().filter(|d| d.contains("tmp_")).collect::<Vec<_>>(), staging);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(p.databases(), vec![template]);
+}
+
+/// A spare found stale at the moment it is taken: the run copies instead, the clone has the
+/// change, and the report says what was used, not "spare".
+#[test]
+fn a_failed_spare_take_reports_what_was_used() {
+    let p = spare_project("attake");
+    let t = p.template();
+    sql(&t, "CREATE TABLE public.probe (id int PRIMARY KEY)");
+    let first = worktree(&p, "take-first");
+    run_in(&p, &first, &["--skip-generate"]).ok();
+    let spares =
+        || sql("postgres", &format!("SELECT datname FROM pg_database WHERE datname LIKE '{}spare%'", p.prefix));
+    wait_for("the spare", || !spares().is_empty());
+    let spare = spares();
+    wait_for("the refill to finish", || {
+        std::fs::read_to_string(p.dir.join(".git/xtask-db/refill.log")).is_ok_and(|l| l.contains("prepared"))
+    });
+    // The next run plans to take the spare; hold the spare's lock so it waits right there, and
+    // change the template meanwhile.
+    let mut lock = Held::open("postgres");
+    lock.run(&format!("SELECT pg_advisory_lock(hashtextextended('xtask-db spare:{spare}', 0));"));
+    wait_for("the lock", || {
+        sql(
+            "postgres",
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()",
+        ) != "0"
+    });
+    let wt = worktree(&p, "take-late");
+    let child = p.command(&wt, &["db", "worktree", "--skip-generate"], &[]).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for("the run to wait for the spare", || {
+        sql("postgres", "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") != "0"
+    });
+    sql(&t, "INSERT INTO public.probe VALUES (1)");
+    drop(lock);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(has_probe(&env_db(&wt), 1), "the clone misses the change:\n{stderr}");
+    assert!(stderr.contains("the spare clone was gone or stale when taken"), "{stderr}");
+    let created = stderr.lines().find(|l| l.contains("created")).unwrap_or_default();
+    assert!(!created.contains("spare"), "the report says spare:\n{stderr}");
+}
+
+/// Background refills log inside the repository's own git directory, and a failure is reported
+/// by the next run, once.
+#[test]
+fn a_failed_refill_is_logged_in_the_repository_and_reported_once() {
+    let p = spare_project("atrefill");
+    let first = worktree(&p, "refill-first");
+    run_in(&p, &first, &["--skip-generate"]).ok();
+    let log = p.dir.join(".git/xtask-db/refill.log");
+    wait_for("the refill's log", || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("spare clone")));
+    // A refill that fails (here: its template is gone from under it) leaves word.
+    let gone = format!("{}gone", p.prefix);
+    p.xtask_in(&first, &["db", "refill-spare"], &[("WORKTREE_TEMPLATE_DB", gone.as_str())]).fails(2, "does not exist");
+    assert!(p.dir.join(".git/xtask-db/refill.failed").is_file());
+    let second = worktree(&p, "refill-second");
+    let run = run_in(&p, &second, &["--skip-generate"]).ok();
+    assert!(run.stderr.contains("the last background refill of the spare clone failed"), "{}", run.stderr);
+    assert!(run.stderr.contains(&log.display().to_string()), "{}", run.stderr);
+    let third = worktree(&p, "refill-third");
+    let run = run_in(&p, &third, &["--skip-generate"]).ok();
+    assert!(!run.stderr.contains("refill of the spare clone failed"), "{}", run.stderr);
+}
