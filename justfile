@@ -7,13 +7,17 @@ set positional-arguments
 default:
     @just --list
 
-# Create the git worktree ../<repo>-NAME on a new branch NAME and give it its own database
-worktree NAME:
-    dir="../$(basename "$PWD")-${1//\//-}"; git worktree add -b "$1" "$dir" && cd "$dir" && cargo xtask db worktree
+# Open the git worktree ../<repo>-NAME on branch NAME (made from HEAD unless it exists), with its own database
+worktree NAME *ARGS:
+    cargo xtask db worktree "${@:2}" -- "$1"
 
-# Drop the database of worktree NAME (created by `just worktree NAME`) and remove the worktree
-worktree-remove NAME:
-    dir="../$(basename "$PWD")-${1//\//-}"; (cd "$dir" && cargo xtask db worktree --drop -y) && git worktree remove "$dir"
+# Re-clone this worktree's database from the golden template (asks first)
+worktree-reset *ARGS:
+    cargo xtask db worktree --reset "$@"
+
+# Drop the database of the worktree of branch NAME and remove that worktree (asks first)
+worktree-remove NAME *ARGS:
+    cargo xtask db worktree --drop "${@:2}" -- "$1"
 
 # Apply pending migrations to this worktree's database (DATABASE_URL)
 migrate:

@@ -61,6 +61,11 @@ pub struct Config {
     /// `db worktree`), so the next new worktree's database is a rename away.
     #[serde(default = "defaults::spare_clone")]
     pub spare_clone: bool,
+    /// `db worktree BRANCH` seeds the new worktree's `target/` from the one of the worktree it
+    /// runs in (hard links to the built dependencies), so its first build compiles only the
+    /// workspace's own crates. Each worktree keeps its own `target/` and binaries.
+    #[serde(default = "defaults::seed_build_cache")]
+    pub seed_build_cache: bool,
     /// Worktree ports are picked above the main worktree's `PORT`, or above this one.
     #[serde(default = "defaults::base_port")]
     pub base_port: u16,
@@ -168,11 +173,14 @@ mod defaults {
     pub fn spare_clone() -> bool {
         true
     }
+    pub fn seed_build_cache() -> bool {
+        true
+    }
     pub fn base_port() -> u16 {
         3000
     }
     pub fn migrate_command() -> Vec<String> {
-        ["cargo", "run", "--quiet", "--package", "app", "--", "migrate"].map(String::from).to_vec()
+        ["cargo", "run", "--package", "app", "--", "migrate"].map(String::from).to_vec()
     }
 }
 

@@ -318,8 +318,27 @@ pub struct Generate {
 /// DATABASE_URL and a PORT no other worktree uses (everything else in it is kept; a worktree
 /// without `.env` starts from a copy of the main worktree's), the branch's pending migrations are
 /// applied, and `generate_commands` run — both with DATABASE_URL and PORT in their environment.
-#[derive(Debug, Args)]
+///
+/// With BRANCH (run from any worktree, usually the main one: `cargo xtask db worktree my-feature`,
+/// or `just worktree my-feature`), the git worktree of BRANCH is made first — in
+/// ../<repo>-<branch> (`/` becomes `-`) or --path, on BRANCH if it exists (a remote branch of that
+/// name is tracked), else on a new branch from this worktree's HEAD — and set up as above by the
+/// xtask already built here: nothing is compiled in the new worktree. Its first build reuses this
+/// worktree's build cache (`seed_build_cache`). If BRANCH already has a worktree, that one is set
+/// up. The last line on stdout is the directory to cd into. If setting up fails before its
+/// database exists, the new worktree (and a branch made for it) is removed again.
+#[derive(Debug, Args, Clone)]
 pub struct Worktree {
+    /// The branch to open a worktree for (see above); without it, the worktree you are in.
+    #[arg(value_name = "BRANCH")]
+    pub branch: Option<String>,
+    /// With BRANCH: where the new worktree goes (default: ../<repo>-<branch>).
+    #[arg(long, value_name = "DIR", requires = "branch")]
+    pub path: Option<PathBuf>,
+    /// Re-clone this worktree's database from the template, keeping its name (asks unless -y;
+    /// offers to end this branch's own open connections).
+    #[arg(long, conflicts_with = "drop")]
+    pub reset: bool,
     /// Name the database after NAME instead of the branch (needed on a detached HEAD).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
@@ -332,7 +351,7 @@ pub struct Worktree {
     /// Do not run `generate_commands`.
     #[arg(long)]
     pub skip_generate: bool,
-    /// Drop this branch's database instead (asks unless -y).
+    /// Drop this worktree's database instead (asks unless -y); with BRANCH, also remove its worktree.
     #[arg(long)]
     pub drop: bool,
     /// Answer yes to the confirmation question (required without a terminal).

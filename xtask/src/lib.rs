@@ -1,6 +1,7 @@
 //! `cargo xtask`: this repository's automation. See `docs/ARCHITECTURE.md` for the codemap.
 
 pub mod bench;
+pub mod build_cache;
 pub mod config;
 pub mod db;
 pub mod dbdoc;

@@ -4,6 +4,7 @@ mod fresh;
 mod generate;
 mod load_clone;
 mod migrate;
+mod open;
 mod owner;
 mod schema_diff;
 mod status;
@@ -77,8 +78,13 @@ impl std::fmt::Display for UrlSource {
 impl Ctx {
     pub fn load(overrides: &[String]) -> Result<Ctx> {
         let cwd = std::env::current_dir().context("reading the current directory")?;
-        let config = Config::load(&cwd, overrides)?;
-        let worktrees = Worktrees::discover(&cwd, &config.root)?;
+        Ctx::load_at(&cwd, overrides)
+    }
+
+    /// As if run in `dir` (`db worktree BRANCH` sets up another worktree than the one it runs in).
+    pub fn load_at(dir: &std::path::Path, overrides: &[String]) -> Result<Ctx> {
+        let config = Config::load(dir, overrides)?;
+        let worktrees = Worktrees::discover(dir, &config.root)?;
         Ok(Ctx { config, worktrees, overrides: overrides.to_vec() })
     }
 

@@ -28,6 +28,8 @@ struct Plan {
     url: PgUrl,
     /// `None`: the database exists and is reused.
     clone: Option<ClonePlan>,
+    /// `--reset`: the existing database is replaced by the new clone once that is complete.
+    replacing: bool,
     /// The database as found, when it exists, and how it relates to this worktree (ours, or an
     /// orphan adopted).
     existing: Option<crate::pg::DatabaseInfo>,
@@ -40,6 +42,9 @@ struct Plan {
 }
 
 pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
+    if let Some(branch) = flags.branch.clone() {
+        return super::open::run(ctx, &branch, flags);
+    }
     let started = Instant::now();
     let label = database_label(ctx, flags.name.as_deref())?;
     let (url, _) = ctx.database_url()?;
@@ -55,7 +60,7 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
     let _turn = Lock::exclusive(&server, &format!("db:{plain}"), &format!("the database of `{label}`"))?;
     let resolved = owner::resolve(ctx, &server, &label)?;
     if flags.drop {
-        return drop_branch(&server, &resolved, &label, flags.yes);
+        return drop_branch(&server, &resolved, &label, flags.yes).map(|_| ());
     }
     sweep_abandoned(&server, &ctx.config.prefix)?;
 
@@ -86,6 +91,10 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
             report.push(("database", how, step.elapsed()))
         }
         Some(cp) => {
+            if plan.replacing && !confirm_reset(&server, &plan, &ctx.config.template, flags.yes)? {
+                eprintln!("nothing changed");
+                return Ok(());
+            }
             eprintln!("▸ cloning `{}` into `{}`: {}", ctx.config.template, plan.db, cp.describe());
             let timings = create(ctx, &server, &plan, cp)?;
             let refresh = timings
@@ -180,12 +189,14 @@ fn database_label(ctx: &Ctx, name: Option<&str>) -> Result<String> {
 }
 
 fn make_plan(ctx: &Ctx, server: &Server, label: &str, resolved: owner::Resolved, flags: &Worktree) -> Result<Plan> {
+    let replacing = flags.reset && resolved.existing.is_some();
     let clone = match &resolved.existing {
-        Some(_) => None,
-        None => {
+        Some(_) if !flags.reset => None,
+        _ => {
             let template = &ctx.config.template;
-            // A missing template is refused here, with its fix.
-            let spare = ctx.config.spare_clone.then(|| ctx.config.spare_db());
+            // A missing template is refused here, with its fix. A reset copies (the spare would
+            // be renamed onto the name still taken).
+            let spare = (ctx.config.spare_clone && !replacing).then(|| ctx.config.spare_db());
             Some(clone::plan(server, template, &ctx.config.frozen_db(), spare.as_deref(), flags.strategy)?)
         }
     };
@@ -200,6 +211,7 @@ fn make_plan(ctx: &Ctx, server: &Server, label: &str, resolved: owner::Resolved,
         db: resolved.db,
         url: server.url.clone(),
         clone,
+        replacing,
         existing: resolved.existing,
         claim: resolved.claim,
         notes: resolved.notes,
@@ -247,6 +259,9 @@ fn print_plan(ctx: &Ctx, plan: &Plan) {
         Some(cp) => {
             println!("clone     from `{}`: {}", ctx.config.template, cp.describe());
             println!("          because {}", cp.why);
+            if plan.replacing {
+                println!("          replacing the existing `{}` once the clone is complete (--reset)", plan.db);
+            }
         }
     }
     println!(
@@ -297,6 +312,11 @@ fn copy_into_place(
     let (building, timings, _) =
         clone::execute(server, &ctx.config.template, &staging, cp, staging_marker(&plan.db), frozen_staging)?;
     proc::check_interrupt()?;
+    if plan.replacing {
+        // The old one goes only now that its replacement is complete (its connections were
+        // offered to be ended, and the user said yes).
+        server.drop_database(&plan.db, true).context("dropping the database being reset")?;
+    }
     server
         .transaction(&[
             format!("ALTER DATABASE {} RENAME TO {}", ident(&staging), ident(&plan.db)),
@@ -452,7 +472,51 @@ fn choose_port(ctx: &Ctx, env: &EnvFile) -> Result<u16> {
 
 /// `db worktree --drop`: only this worktree's own database (checked by its marker: this
 /// repository, this worktree).
-fn drop_branch(server: &Server, resolved: &owner::Resolved, label: &str, yes: bool) -> Result<()> {
+/// `--reset`: asks before the existing database is replaced, naming its open connections (this
+/// branch's own: they are ended when it is dropped).
+fn confirm_reset(server: &Server, plan: &Plan, template: &str, yes: bool) -> Result<bool> {
+    #[derive(serde::Deserialize)]
+    struct Conn {
+        pid: i64,
+        application_name: String,
+        client: String,
+        state: String,
+    }
+    let db = &plan.db;
+    let size = plan.existing.as_ref().map(|i| human_size(i.size_bytes)).unwrap_or_default();
+    let conns: Vec<Conn> = server.query(
+        &server.maintenance_db,
+        &format!(
+            "SELECT pid, application_name, coalesce(host(client_addr), 'local socket') AS client, coalesce(state, '') AS state \
+             FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid() ORDER BY pid",
+            literal(db)
+        ),
+    )?;
+    let question = format!("Re-clone `{db}` ({size}) from `{template}`? Its data will be gone");
+    if conns.is_empty() {
+        return confirm(&question, yes);
+    }
+    eprintln!("`{db}` has {} open connection(s):", conns.len());
+    for c in &conns {
+        let app = if c.application_name.is_empty() { "(no application name)" } else { &c.application_name };
+        eprintln!("  pid {}  {app}  from {}  {}", c.pid, c.client, c.state);
+    }
+    confirm(&format!("{question}, and these connections ended"), yes)
+}
+
+/// `db worktree --drop` in `ctx`'s worktree: whether its database is gone now (dropped, or there
+/// was none).
+pub(super) fn drop_own(ctx: &Ctx, yes: bool) -> Result<bool> {
+    let label = database_label(ctx, None)?;
+    let (url, _) = ctx.database_url()?;
+    let server = Server::connect(url, &ctx.config.maintenance_db)?;
+    let plain = owner::candidates(ctx, &label).remove(0);
+    let _turn = Lock::exclusive(&server, &format!("db:{plain}"), &format!("the database of `{label}`"))?;
+    let resolved = owner::resolve(ctx, &server, &label)?;
+    drop_branch(&server, &resolved, &label, yes)
+}
+
+fn drop_branch(server: &Server, resolved: &owner::Resolved, label: &str, yes: bool) -> Result<bool> {
     let db = &resolved.db;
     let info = match (&resolved.existing, &resolved.claim) {
         (Some(info), Some(Claim::Ours)) => info,
@@ -466,7 +530,7 @@ fn drop_branch(server: &Server, resolved: &owner::Resolved, label: &str, yes: bo
             let others =
                 if resolved.notes.is_empty() { String::new() } else { format!(" ({})", resolved.notes.join("; ")) };
             eprintln!("`{label}` has no database of this worktree{others}: nothing to drop");
-            return Ok(());
+            return Ok(true);
         }
     };
     if info.connections > 0 {
@@ -477,9 +541,9 @@ fn drop_branch(server: &Server, resolved: &owner::Resolved, label: &str, yes: bo
     }
     if !confirm(&format!("Drop database `{db}` ({}) of `{label}`?", human_size(info.size_bytes)), yes)? {
         eprintln!("nothing dropped");
-        return Ok(());
+        return Ok(false);
     }
     server.drop_database(db, false)?;
     eprintln!("dropped `{db}`");
-    Ok(())
+    Ok(true)
 }

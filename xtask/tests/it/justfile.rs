@@ -1,60 +1,193 @@
-//! The justfile's worktree recipes, run by the real `just` (installed by `cargo xtask test`).
+//! The justfile's worktree recipes, run by the real `just` (installed by `cargo xtask test`), and
+//! `db worktree BRANCH` behind them: the git worktree and its database from one command.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{repo_root, sql, Project};
+use crate::support::{git, repo_root, sql, Project, Run};
+use crate::worktree::{env_db, wait_for, Held};
 
 fn just() -> PathBuf {
     let bin = std::env::var_os("XTASK_TEST_VENV_BIN").expect("run through `cargo xtask test`, which installs `just`");
     PathBuf::from(bin).join("just")
 }
 
-#[test]
-fn worktree_recipes_create_and_remove_a_worktree_with_its_database() {
-    let p = Project::new("just");
-    p.xtask(&["db", "template", "create"]).ok();
-    std::fs::copy(repo_root().join("justfile"), p.dir.join("justfile")).unwrap();
-    // As in the real repository: the generated files are committed, so worktrees start current.
-    p.xtask(&["db", "generate"]).ok();
-    crate::support::git(&p.dir, &["add", "-A"]);
-    crate::support::git(&p.dir, &["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "generated"]);
-    // `cargo xtask …` in the recipes reaches the binary under test.
-    let shim = p.dir.join("shim");
-    std::fs::create_dir_all(&shim).unwrap();
-    std::fs::write(
-        shim.join("cargo"),
-        format!("#!/bin/sh\n[ \"$1\" = xtask ] || exit 97\nshift\nexec {} \"$@\"\n", env!("CARGO_BIN_EXE_xtask")),
-    )
-    .unwrap();
-    std::fs::set_permissions(shim.join("cargo"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let path = format!("{}:{}", shim.display(), std::env::var("PATH").unwrap());
-    let run = |args: &[&str]| {
+/// A project with its template, the repository's justfile, and a `cargo` on PATH that runs the
+/// xtask under test for `cargo xtask …` and records the directory it ran in.
+struct JustProject {
+    p: Project,
+    path: String,
+    cargo_log: PathBuf,
+}
+
+impl JustProject {
+    fn new(tag: &str) -> JustProject {
+        let p = Project::new(tag);
+        p.xtask(&["db", "template", "create"]).ok();
+        std::fs::copy(repo_root().join("justfile"), p.dir.join("justfile")).unwrap();
+        // As in the real repository: the generated files are committed, so worktrees start current.
+        p.xtask(&["db", "generate"]).ok();
+        commit(&p.dir, "generated");
+        let shim = p.dir.with_file_name(format!("{}-shim", p.dir.file_name().unwrap().to_string_lossy()));
+        std::fs::create_dir_all(&shim).unwrap();
+        let cargo_log = shim.join("cargo.log");
+        std::fs::write(
+            shim.join("cargo"),
+            format!(
+                "#!/bin/sh\npwd >> '{}'\n[ \"$1\" = xtask ] || exit 97\nshift\nexec {} \"$@\"\n",
+                cargo_log.display(),
+                env!("CARGO_BIN_EXE_xtask")
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(shim.join("cargo"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let path = format!("{}:{}", shim.display(), std::env::var("PATH").unwrap());
+        JustProject { p, path, cargo_log }
+    }
+
+    fn just(&self, args: &[&str]) -> Run {
         let mut just = Command::new(just());
         just.args(args)
-            .current_dir(&p.dir)
-            .env("PATH", &path)
+            .current_dir(&self.p.dir)
+            .env("PATH", &self.path)
+            .stdin(std::process::Stdio::null())
             .env_remove("DATABASE_URL")
-            .env_remove("WORKTREE_TEMPLATE_DB");
-        let out = just.output().unwrap();
-        assert!(
-            out.status.success(),
-            "just {args:?}:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
+            .env_remove("WORKTREE_TEMPLATE_DB")
+            .env_remove("CARGO_TARGET_DIR");
+        Run::from(just.output().unwrap())
+    }
 
+    /// Where `just worktree NAME` puts the worktree.
+    fn dir_of(&self, branch: &str) -> PathBuf {
+        self.p.dir.with_file_name(format!(
+            "{}-{}",
+            self.p.dir.file_name().unwrap().to_string_lossy(),
+            branch.replace('/', "-")
+        ))
+    }
+
+    fn worktree_count(&self) -> usize {
+        git(&self.p.dir, &["worktree", "list", "--porcelain"]).lines().filter(|l| l.starts_with("worktree ")).count()
+    }
+
+    /// The directories `cargo` was run in, one per run.
+    fn cargo_dirs(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.cargo_log).unwrap_or_default().lines().map(str::to_string).collect()
+    }
+}
+
+fn commit(dir: &Path, message: &str) {
+    git(dir, &["add", "-A"]);
+    git(dir, &["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", message]);
+}
+
+#[test]
+fn worktree_recipes_create_and_remove_a_worktree_with_its_database() {
+    let j = JustProject::new("just");
     let branch = "feature/it's-\"odd\"";
-    run(&["worktree", branch]);
-    let dir = p.dir.with_file_name(format!("{}-feature-it's-\"odd\"", p.dir.file_name().unwrap().to_string_lossy()));
-    assert!(dir.join(".env").exists(), "{} has a .env", dir.display());
-    let env = std::fs::read_to_string(dir.join(".env")).unwrap();
-    let db = env.lines().find_map(|l| l.strip_prefix("DATABASE_URL=")).unwrap().rsplit('/').next().unwrap().to_string();
+    let run = j.just(&["worktree", branch]).ok();
+    let dir = j.dir_of(branch);
+    // The command ends with the directory to cd into, on stdout.
+    assert_eq!(run.stdout.lines().last().unwrap(), dir.to_str().unwrap(), "{}", run.stderr);
+    let db = env_db(&dir);
     assert_eq!(sql(&db, "SELECT count(*) > 0 FROM crm.customers"), "t");
+    // Nothing ran (nothing was compiled) in the new worktree: `cargo xtask` ran where `just` did.
+    assert_eq!(j.cargo_dirs(), vec![j.p.dir.to_str().unwrap().to_string()]);
+    assert!(!dir.join("target").exists(), "the command built something in the new worktree");
 
-    run(&["worktree-remove", branch]);
+    // Again: the worktree exists, its database is kept.
+    let again = j.just(&["worktree", branch]).ok();
+    assert!(again.stderr.contains("already has a worktree"), "{}", again.stderr);
+    assert!(again.stderr.contains("exists: kept as it is"), "{}", again.stderr);
+
+    j.just(&["worktree-remove", branch, "-y"]).ok();
     assert!(!dir.exists());
-    assert!(!p.databases().contains(&db), "{:?}", p.databases());
+    assert!(!j.p.databases().contains(&db), "{:?}", j.p.databases());
+}
+
+#[test]
+fn worktree_opens_an_existing_branch() {
+    let j = JustProject::new("jexist");
+    git(&j.p.dir, &["branch", "already-there"]);
+    git(&j.p.dir, &["checkout", "-q", "already-there"]);
+    std::fs::write(j.p.dir.join("only-on-branch.txt"), "yes\n").unwrap();
+    commit(&j.p.dir, "on the branch");
+    git(&j.p.dir, &["checkout", "-q", "main"]);
+
+    let run = j.just(&["worktree", "already-there"]).ok();
+    assert!(run.stderr.contains("on the existing branch `already-there`"), "{}", run.stderr);
+    let dir = j.dir_of("already-there");
+    assert!(dir.join("only-on-branch.txt").exists());
+    assert!(j.p.databases().contains(&env_db(&dir)));
+}
+
+#[test]
+fn bad_input_makes_nothing() {
+    let j = JustProject::new("jbad");
+    let before = (j.worktree_count(), j.p.databases());
+    let check = |run: Run, needle: &str| {
+        assert_eq!(run.code, 2, "{}", run.all());
+        // The tool's one error line (under `just`, followed by just's own "recipe … failed").
+        let ours: Vec<&str> =
+            run.stderr.lines().filter(|l| l.starts_with("error: ") && !l.contains("recipe `")).collect();
+        assert!(ours.len() == 1 && ours[0].contains(needle), "{needle:?} not in one error line:\n{}", run.stderr);
+        assert_eq!((j.worktree_count(), j.p.databases()), before, "something was made:\n{}", run.stderr);
+    };
+    check(j.just(&["worktree", "bad..name"]), "is not a valid branch name");
+    for name in ["has space", "-x", "trailing/", "lock.lock", "x@{1}", "", "tab\there"] {
+        check(j.p.xtask(&["db", "worktree", "--", name]), "is not a valid branch name");
+        assert!(!j.dir_of(name).exists() || name.is_empty(), "{name}");
+    }
+    // The directory is taken.
+    std::fs::create_dir_all(j.dir_of("taken")).unwrap();
+    check(j.just(&["worktree", "taken"]), "already exists");
+    assert_eq!(git(&j.p.dir, &["branch", "--list", "taken"]), "");
+    // The main worktree's own branch.
+    check(j.just(&["worktree", "main"]), "checked out in the main worktree");
+    // The branch is checked out elsewhere (asked for at another place).
+    let elsewhere = j.p.dir.with_file_name(format!("{}-elsewhere", j.p.dir.file_name().unwrap().to_string_lossy()));
+    git(&j.p.dir, &["worktree", "add", "-q", "-b", "busy", elsewhere.to_str().unwrap()]);
+    let before = (j.worktree_count(), j.p.databases());
+    let other = j.p.dir.with_file_name("somewhere-else");
+    let run = j.p.xtask(&["db", "worktree", "busy", "--path", other.to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.stderr.contains("already checked out in"), "{}", run.stderr);
+    assert_eq!((j.worktree_count(), j.p.databases()), before);
+}
+
+#[test]
+fn a_failed_setup_removes_the_new_worktree_and_its_branch() {
+    let j = JustProject::new("jfail");
+    let before = (j.worktree_count(), j.p.databases());
+    let missing = format!("{}missing", j.p.prefix);
+    let run = j.p.xtask_in(&j.p.dir, &["db", "worktree", "doomed"], &[("WORKTREE_TEMPLATE_DB", missing.as_str())]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.stderr.contains("does not exist"), "{}", run.stderr);
+    assert!(run.stderr.contains("removed the new worktree"), "{}", run.stderr);
+    assert!(!j.dir_of("doomed").exists());
+    assert_eq!(git(&j.p.dir, &["branch", "--list", "doomed"]), "");
+    assert_eq!((j.worktree_count(), j.p.databases()), before);
+}
+
+#[test]
+fn reset_re_clones_under_the_same_name() {
+    let j = JustProject::new("jreset");
+    j.just(&["worktree", "resettable"]).ok();
+    let dir = j.dir_of("resettable");
+    let db = env_db(&dir);
+    sql(&db, "INSERT INTO crm.organizations (name, slug) VALUES ('Branch only', 'branch-only')");
+    let _app = Held::open(&db);
+    wait_for("the app's connection", || {
+        sql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'")) == "1"
+    });
+    // Without a terminal it asks for -y, and changes nothing.
+    let run = j.p.xtask_in(&dir, &["db", "worktree", "--reset"], &[]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.stderr.contains("1 open connection"), "{}", run.stderr);
+    assert_eq!(sql(&db, "SELECT count(*) FROM crm.organizations WHERE slug = 'branch-only'"), "1");
+    // With -y: the connection is ended, the name kept, the branch-only row gone.
+    j.p.xtask_in(&dir, &["db", "worktree", "--reset", "-y"], &[]).ok();
+    assert_eq!(env_db(&dir), db);
+    assert_eq!(sql(&db, "SELECT count(*) FROM crm.organizations WHERE slug = 'branch-only'"), "0");
+    assert_eq!(sql(&db, "SELECT count(*) > 0 FROM crm.customers"), "t");
 }

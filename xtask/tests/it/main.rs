@@ -4,6 +4,7 @@
 mod support;
 
 mod attack;
+mod build_cache;
 mod cli;
 mod env_file;
 mod errors;

@@ -60,7 +60,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(out: Output) -> Run {
+    pub fn from(out: Output) -> Run {
         use std::os::unix::process::ExitStatusExt;
         Run {
             code: out.status.code().unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0)),

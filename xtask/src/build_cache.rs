@@ -1,0 +1,241 @@
+//! Seeding a new worktree's `target/` from the worktree the xtask runs in, so that its first
+//! `cargo build` compiles only the workspace's own crates instead of every dependency.
+//!
+//! Why not one `CARGO_TARGET_DIR` for all worktrees: cargo names a workspace crate's artifacts by
+//! its path *relative to the workspace root*, so `app` in worktree A and `app` in worktree B are
+//! the same file in a shared directory — B's build overwrites A's, and A's `cargo run` can then
+//! judge it fresh and run B's binary. Each worktree keeps its own `target/` here.
+//!
+//! What is seeded: for every unit (a `.fingerprint/<name>-<hash>/` directory) that is not one of
+//! the workspace's own crates, its fingerprint and build-script directories are copied (small;
+//! cargo rewrites files there in place) and its artifacts in `deps/` are hard-linked (rustc and
+//! the linkers write a rebuilt artifact to a new file and rename it over the old, so a link is
+//! never written through; a dependency's artifact name changes with its version, features and
+//! flags). Modification times are kept: cargo's freshness check compares them. Incremental
+//! caches and the workspace's own crates are left out; cargo builds those in the new worktree.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::db::Ctx;
+use crate::time;
+
+/// Seeds `new`'s (a new worktree's) `target/` from `from`'s, the worktree the command runs in.
+/// Returns the line for the report, if any.
+pub fn seed(from: &Ctx, new: &Ctx) -> Result<Option<String>> {
+    if !new.config.seed_build_cache {
+        return Ok(None);
+    }
+    if std::env::var_os("CARGO_TARGET_DIR").is_some() || std::env::var_os("CARGO_BUILD_TARGET_DIR").is_some() {
+        return Ok(Some("CARGO_TARGET_DIR is set: every worktree builds there (not seeded)".into()));
+    }
+    if configures_target_dir(&new.config.root) || configures_target_dir(&from.config.root) {
+        return Ok(Some("a .cargo/config.toml sets target-dir: not seeded".into()));
+    }
+    let source = from.config.root.join("target");
+    let to = new.config.root.join("target");
+    let profile = "debug";
+    if !source.join(profile).join(".fingerprint").is_dir() {
+        return Ok(Some(format!("nothing built in {} yet: not seeded", source.display())));
+    }
+    if same_file(&source, &to) {
+        return Ok(None);
+    }
+    if to.exists() {
+        return Ok(Some(format!("{} exists: left as it is", to.display())));
+    }
+    let start = Instant::now();
+    let own = workspace_crates(&new.config.root);
+    let staging = new.config.root.join(format!("target.seeding-{}", std::process::id()));
+    let stats = match copy_profile(&source.join(profile), &staging.join(profile), &own) {
+        Ok(stats) => stats,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    // Complete or absent: a `cargo build` started meanwhile made its own `target/`, which wins.
+    if std::fs::rename(&staging, &to).is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Ok(Some(format!("{} appeared meanwhile: left as it is", to.display())));
+    }
+    Ok(Some(format!(
+        "target/ seeded from {} ({} built dependencies, {} files hard-linked) in {}: its first build compiles only this workspace's crates",
+        source.display(),
+        stats.units,
+        stats.linked,
+        time::elapsed(start.elapsed())
+    )))
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Whether a `.cargo/config.toml` from `root` upwards sets `target-dir` (then cargo does not use
+/// `<root>/target`, and what it uses may be shared on purpose).
+fn configures_target_dir(root: &Path) -> bool {
+    root.ancestors().any(|d| {
+        ["config.toml", "config"].iter().any(|f| {
+            std::fs::read_to_string(d.join(".cargo").join(f))
+                .is_ok_and(|t| t.lines().any(|l| l.trim_start().starts_with("target-dir")))
+        })
+    })
+}
+
+/// Names under which the crates built from this repository's sources appear in `target/`: the
+/// packages of the workspace's members and of the workspaces it excludes (e.g. `xtask/aws`),
+/// with `-` and `_` both, and their `[lib]` and `[[bin]]` names.
+fn workspace_crates(root: &Path) -> HashSet<String> {
+    let mut names = HashSet::new();
+    let mut manifests = vec![root.join("Cargo.toml")];
+    let mut seen = HashSet::new();
+    while let Some(manifest) = manifests.pop() {
+        if !seen.insert(manifest.clone()) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&manifest) else { continue };
+        let Ok(doc) = text.parse::<toml::Table>() else { continue };
+        let dir = manifest.parent().unwrap_or(root).to_path_buf();
+        let table_name =
+            |v: Option<&toml::Value>| v.and_then(|t| t.get("name")).and_then(|n| n.as_str()).map(str::to_string);
+        names.extend(table_name(doc.get("package")));
+        names.extend(table_name(doc.get("lib")));
+        for bin in doc.get("bin").and_then(|b| b.as_array()).into_iter().flatten() {
+            names.extend(table_name(Some(bin)));
+        }
+        let Some(ws) = doc.get("workspace") else { continue };
+        for key in ["members", "exclude"] {
+            for pattern in ws.get(key).and_then(|m| m.as_array()).into_iter().flatten().filter_map(|m| m.as_str()) {
+                for member in expand(&dir, pattern) {
+                    manifests.push(member.join("Cargo.toml"));
+                }
+            }
+        }
+    }
+    let underscored: Vec<String> = names.iter().map(|n| n.replace('-', "_")).collect();
+    names.extend(underscored);
+    names
+}
+
+/// A member path, with a trailing `/*` expanded (the glob cargo's workspaces mostly use).
+fn expand(dir: &Path, pattern: &str) -> Vec<PathBuf> {
+    match pattern.strip_suffix("/*") {
+        Some(parent) => std::fs::read_dir(dir.join(parent))
+            .map(|entries| entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+            .unwrap_or_default(),
+        None => vec![dir.join(pattern)],
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    units: usize,
+    linked: usize,
+}
+
+/// `<name>-<16 hex digits>` → the hash.
+fn unit_hash(name: &str) -> Option<(&str, &str)> {
+    let (crate_name, hash) = name.rsplit_once('-')?;
+    (hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some((crate_name, hash))
+}
+
+fn copy_profile(from: &Path, to: &Path, own: &HashSet<String>) -> Result<Stats> {
+    let mut stats = Stats::default();
+    let mut hashes = HashSet::new();
+    std::fs::create_dir_all(to.join(".fingerprint")).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from.join(".fingerprint")).context("reading the build's fingerprints")?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((crate_name, hash)) = unit_hash(&name) else { continue };
+        if own.contains(crate_name) {
+            continue;
+        }
+        copy_tree(&entry.path(), &to.join(".fingerprint").join(&name))?;
+        let build = from.join("build").join(&name);
+        if build.is_dir() {
+            copy_tree(&build, &to.join("build").join(&name))?;
+        }
+        hashes.insert(hash.to_string());
+        stats.units += 1;
+    }
+    std::fs::create_dir_all(to.join("deps"))?;
+    for entry in std::fs::read_dir(from.join("deps")).context("reading the build's artifacts")?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stem = name.split('.').next().unwrap_or(&name);
+        let Some((_, hash)) = unit_hash(stem) else { continue };
+        if !hashes.contains(hash) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        // Never a copy: artifacts are large, and a seed is only worth it when it is instant.
+        std::fs::hard_link(entry.path(), to.join("deps").join(&name))
+            .with_context(|| format!("hard-linking {} (another file system?)", entry.path().display()))?;
+        stats.linked += 1;
+    }
+    Ok(stats)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))?.flatten() {
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if kind.is_file() {
+            copy_file(&entry.path(), &target)?;
+        } else if kind.is_symlink() {
+            let link = std::fs::read_link(entry.path())?;
+            std::os::unix::fs::symlink(link, &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// A copy with the source's modification time (cargo's freshness check compares them).
+fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    std::fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
+    let modified = std::fs::metadata(from)?.modified()?;
+    std::fs::File::options().write(true).open(to)?.set_modified(modified)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_names_split_at_the_hash() {
+        assert_eq!(unit_hash("serde_json-0c9538b8be19a9ac"), Some(("serde_json", "0c9538b8be19a9ac")));
+        assert_eq!(unit_hash("libserde_json-0c9538b8be19a9ac"), Some(("libserde_json", "0c9538b8be19a9ac")));
+        assert_eq!(unit_hash("build-script-build"), None);
+        assert_eq!(unit_hash("app"), None);
+    }
+
+    #[test]
+    fn the_workspace_s_own_crates_are_found_with_both_spellings() {
+        let dir = std::env::temp_dir().join(format!("xtask-bc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("crates/my-lib")).unwrap();
+        std::fs::create_dir_all(dir.join("tools/aws")).unwrap();
+        std::fs::write(dir.join("Cargo.toml"), "[workspace]\nmembers = [\"crates/*\"]\nexclude = [\"tools/aws\"]\n")
+            .unwrap();
+        std::fs::write(
+            dir.join("crates/my-lib/Cargo.toml"),
+            "[package]\nname = \"my-lib\"\n[[bin]]\nname = \"serve-it\"\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("tools/aws/Cargo.toml"), "[package]\nname = \"tool-aws\"\n[workspace]\n").unwrap();
+        let names = workspace_crates(&dir);
+        for n in ["my-lib", "my_lib", "serve-it", "serve_it", "tool-aws", "tool_aws"] {
+            assert!(names.contains(n), "{n} in {names:?}");
+        }
+        assert!(!names.contains("serde"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,310 @@
+//! `db worktree BRANCH`: the git worktree of a branch *and* its database, from one command run in
+//! a worktree where the xtask is already built (usually the main one).
+//!
+//! Why a form of `db worktree` rather than a recipe that `cd`s into the new worktree and runs
+//! `cargo xtask` there: a new worktree's `target/` is empty, and `cargo xtask` there compiles the
+//! xtask and its dependencies (13 s) before the 0.1 s of database work. Here the running xtask
+//! makes the worktree, then sets it up exactly as `db worktree` run inside it would (same code,
+//! with the new worktree as its context), then seeds its build cache so that its first build is
+//! incremental. The flow: check the name and the place → `git worktree add` → `db worktree` for it
+//! → seed the build cache → print the directory. Until its database exists, a failure (or Ctrl-C)
+//! removes the new worktree and a branch made for it: no worktree without a database.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use super::Ctx;
+use crate::error::fail;
+use crate::flags::Worktree;
+use crate::{build_cache, proc, time};
+
+pub fn run(ctx: &Ctx, branch: &str, flags: Worktree) -> Result<()> {
+    let started = Instant::now();
+    check_branch_name(&ctx.worktrees.current, branch)?;
+    let listed = list(&ctx.worktrees.current)?;
+    let (dir, made) = match listed.iter().find(|w| w.branch.as_deref() == Some(branch)) {
+        None if flags.drop => {
+            return Err(fail(
+                format!("no worktree has `{branch}` checked out: there is no database of it to drop"),
+                "list the branch databases with `cargo xtask db worktrees`",
+            ))
+        }
+        Some(w) => {
+            if w.path == ctx.worktrees.main {
+                return Err(fail(
+                    format!("`{branch}` is checked out in the main worktree, whose database is the golden template"),
+                    "check out another branch there first, or open a worktree for another branch",
+                ));
+            }
+            if let Some(p) = &flags.path {
+                if std::path::absolute(p).ok().as_deref() != Some(w.path.as_path()) {
+                    return Err(fail(
+                        format!("`{branch}` is already checked out in {}", w.path.display()),
+                        "leave out --path to set that worktree up, or remove it first with `git worktree remove`",
+                    ));
+                }
+            }
+            if flags.drop {
+                return drop_and_remove(ctx, &w.path, flags.yes);
+            }
+            eprintln!("▸ `{branch}` already has a worktree: {}", w.path.display());
+            (w.path.clone(), None)
+        }
+        None => {
+            let dir = match &flags.path {
+                Some(p) => std::path::absolute(p).context("resolving --path")?,
+                None => default_dir(&ctx.worktrees.main, branch)?,
+            };
+            if dir.exists() || dir.symlink_metadata().is_ok() {
+                return Err(fail(
+                    format!("{} already exists", dir.display()),
+                    "remove it, or put the worktree elsewhere with --path DIR",
+                ));
+            }
+            let made = add(&ctx.worktrees.current, branch, &dir)?;
+            eprintln!("  {} ({})", made_line(branch, &dir, &made), time::elapsed(started.elapsed()));
+            (dir, Some(made))
+        }
+    };
+    let env_before = std::fs::read(dir.join(".env")).ok();
+
+    let sub = Ctx::load_at(&dir, &ctx.overrides);
+    let result = sub.and_then(|sub| {
+        super::worktree::run(&sub, Worktree { branch: None, path: None, ..flags.clone() }).map(|()| sub)
+    });
+    let sub = match result {
+        Ok(sub) => sub,
+        Err(e) => {
+            if let Some(made) = made {
+                // Its database exists once `.env` names it (written right after the clone).
+                if std::fs::read(dir.join(".env")).ok() != env_before {
+                    eprintln!(
+                        "note: the new worktree {} and its database are kept; fix the cause and run `cargo xtask db worktree` there",
+                        dir.display()
+                    );
+                } else {
+                    made.undo();
+                }
+            }
+            return Err(e);
+        }
+    };
+    if let Some(made) = made {
+        made.keep();
+    }
+    if !flags.drop {
+        match build_cache::seed(ctx, &sub) {
+            Ok(Some(line)) => eprintln!("{:>9}  {line}", "target"),
+            Ok(None) => {}
+            Err(e) => eprintln!("warning: the build cache was not seeded ({e:#}); the first build there is a full one"),
+        }
+    }
+    eprintln!("ready: cd {}", dir.display());
+    println!("{}", dir.display());
+    Ok(())
+}
+
+/// `--drop BRANCH`: its worktree's database, then the worktree (`git worktree remove`, which
+/// refuses one with uncommitted changes).
+fn drop_and_remove(ctx: &Ctx, dir: &Path, yes: bool) -> Result<()> {
+    let sub = Ctx::load_at(dir, &ctx.overrides)?;
+    if !super::worktree::drop_own(&sub, yes)? {
+        return Ok(());
+    }
+    let mut cmd = Command::new("git");
+    cmd.current_dir(&ctx.worktrees.current).arg("worktree").arg("remove").arg("--end-of-options").arg(dir);
+    match proc::output(&mut cmd, None)? {
+        (status, _, _) if status.success() => {
+            eprintln!("removed the worktree {}", dir.display());
+            Ok(())
+        }
+        (_, _, stderr) => {
+            let text = String::from_utf8_lossy(&stderr);
+            let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+            Err(fail(
+                format!("its database is dropped, but git kept the worktree {}: {last}", dir.display()),
+                format!("commit or discard its changes, then `git worktree remove {}`", dir.display()),
+            ))
+        }
+    }
+}
+
+/// `../<main worktree's directory name>-<branch, '/' as '-'>`.
+fn default_dir(main: &Path, branch: &str) -> Result<PathBuf> {
+    let parent = main.parent().context("the main worktree has no parent directory")?;
+    let name = main.file_name().context("the main worktree has no directory name")?.to_string_lossy();
+    Ok(parent.join(format!("{name}-{}", branch.replace('/', "-"))))
+}
+
+/// Refuses what git would refuse as a branch name, before anything is made.
+fn check_branch_name(cwd: &Path, branch: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(fail(
+            format!("`{}` is not a valid branch name ({why})", branch.escape_debug()),
+            "pick a name git accepts, e.g. `feature/login` (see `git check-ref-format --help`)",
+        ))
+    };
+    if branch.is_empty() {
+        return bad("it is empty");
+    }
+    if branch.starts_with('-') {
+        return bad("it starts with `-`");
+    }
+    if branch.chars().any(char::is_control) {
+        return bad("it contains a control character");
+    }
+    let mut cmd = Command::new("git");
+    cmd.current_dir(cwd).args(["check-ref-format", "--branch", branch]);
+    match proc::output(&mut cmd, None)? {
+        (status, _, _) if status.success() => Ok(()),
+        _ => bad("git check-ref-format refuses it"),
+    }
+}
+
+struct Listed {
+    path: PathBuf,
+    branch: Option<String>,
+}
+
+/// `git worktree list --porcelain`, with a line per worktree's path and branch.
+fn list(cwd: &Path) -> Result<Vec<Listed>> {
+    let mut cmd = Command::new("git");
+    cmd.current_dir(cwd).args(["worktree", "list", "--porcelain", "-z"]);
+    let out = proc::capture(&mut cmd, None).context("listing git worktrees")?;
+    let mut found = Vec::new();
+    for field in out.split('\0') {
+        if let Some(p) = field.strip_prefix("worktree ") {
+            found.push(Listed { path: PathBuf::from(p), branch: None });
+        } else if let (Some(b), Some(last)) = (field.strip_prefix("branch refs/heads/"), found.last_mut()) {
+            last.branch = Some(b.to_string());
+        }
+    }
+    Ok(found)
+}
+
+/// A worktree this run made: removed again (with a branch made for it) unless kept.
+struct Made {
+    cwd: PathBuf,
+    dir: PathBuf,
+    branch: String,
+    /// `None`: the branch existed; else what it was made from.
+    new_branch_from: Option<String>,
+    tracking: Option<String>,
+    kept: bool,
+}
+
+impl Made {
+    fn keep(mut self) {
+        self.kept = true;
+    }
+    fn undo(self) {}
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        let git = |args: &[&str]| {
+            let mut cmd = Command::new("git");
+            cmd.current_dir(&self.cwd).args(args);
+            proc::output(&mut cmd, None).map(|(s, _, _)| s.success()).unwrap_or(false)
+        };
+        let dir = self.dir.to_string_lossy();
+        let removed = git(&["worktree", "remove", "--force", "--force", &dir]);
+        if !removed {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            git(&["worktree", "prune"]);
+        }
+        if self.new_branch_from.is_some() || self.tracking.is_some() {
+            git(&["branch", "-D", "--", &self.branch]);
+        }
+        eprintln!("removed the new worktree {} again", self.dir.display());
+    }
+}
+
+fn made_line(branch: &str, dir: &Path, made: &Made) -> String {
+    match (&made.new_branch_from, &made.tracking) {
+        (_, Some(remote)) => format!("{} on `{branch}`, tracking `{remote}`", dir.display()),
+        (Some(from), None) => format!("{} on the new branch `{branch}` (from {from})", dir.display()),
+        (None, None) => format!("{} on the existing branch `{branch}`", dir.display()),
+    }
+}
+
+/// `git worktree add`: on the local branch if it exists, else tracking the one remote branch of
+/// that name, else on a new branch from HEAD.
+fn add(cwd: &Path, branch: &str, dir: &Path) -> Result<Made> {
+    let exists = |r: &str| {
+        let mut cmd = Command::new("git");
+        cmd.current_dir(cwd).args(["rev-parse", "--verify", "--quiet", "--end-of-options", r]);
+        proc::output(&mut cmd, None).map(|(s, _, _)| s.success())
+    };
+    let local = exists(&format!("refs/heads/{branch}^{{commit}}"))?;
+    let remotes: Vec<String> = if local {
+        Vec::new()
+    } else {
+        let mut cmd = Command::new("git");
+        cmd.current_dir(cwd).args(["for-each-ref", "--format=%(refname:short)", "refs/remotes/*/"]);
+        let pattern = format!("/{branch}");
+        proc::capture(&mut cmd, None)?
+            .lines()
+            .filter(|r| r.ends_with(&pattern) && r.len() > pattern.len() && !r[..r.len() - pattern.len()].contains('/'))
+            .map(str::to_string)
+            .collect()
+    };
+    let mut made = Made {
+        cwd: cwd.to_path_buf(),
+        dir: dir.to_path_buf(),
+        branch: branch.to_string(),
+        new_branch_from: None,
+        tracking: None,
+        kept: false,
+    };
+    let mut cmd = Command::new("git");
+    cmd.current_dir(cwd).args(["worktree", "add", "--quiet"]);
+    let d = dir.as_os_str();
+    if local {
+        cmd.arg("--end-of-options").arg(d).arg(branch);
+    } else if let [remote] = remotes.as_slice() {
+        cmd.args(["--track", "-b", branch, "--end-of-options"]).arg(d).arg(remote);
+        made.tracking = Some(remote.clone());
+    } else {
+        if remotes.len() > 1 {
+            return Err(fail(
+                format!("`{branch}` is a branch of several remotes ({})", remotes.join(", ")),
+                format!("make the local branch first: `git branch --track {branch} <remote>/{branch}`"),
+            ));
+        }
+        let mut head = Command::new("git");
+        head.current_dir(cwd).args(["rev-parse", "--abbrev-ref", "HEAD"]);
+        let from = proc::capture(&mut head, None).map(|h| h.trim().to_string()).unwrap_or_default();
+        cmd.args(["-b", branch, "--end-of-options"]).arg(d).arg("HEAD");
+        made.new_branch_from =
+            Some(if from.is_empty() || from == "HEAD" { "HEAD".into() } else { format!("`{from}`") });
+    }
+    eprintln!("▸ git worktree add {}", dir.display());
+    match proc::output(&mut cmd, None) {
+        Ok((status, _, _)) if status.success() => Ok(made),
+        Ok((status, _, stderr)) => {
+            let text = String::from_utf8_lossy(&stderr);
+            let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+            // Nothing was made if git refused: do not undo another's branch or directory.
+            made.kept = !dir.exists();
+            if made.kept {
+                made.new_branch_from = None;
+                made.tracking = None;
+            }
+            Err(fail(
+                format!("git worktree add failed ({}): {last}", proc::describe(status)),
+                "fix what git says and run again",
+            ))
+        }
+        Err(e) => {
+            proc::check_interrupt()?;
+            Err(e)
+        }
+    }
+}
