@@ -226,15 +226,23 @@ fn aws_tool(ctx: &Ctx) -> Result<()> {
     let root = &ctx.config.root;
     let manifest = root.join("xtask/aws/Cargo.toml");
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let first = !target.join("debug/xtask-aws").exists();
-    if first {
+    let built = std::fs::metadata(target.join("debug/xtask-aws")).and_then(|m| m.modified()).ok();
+    // Its sources: its own, and the xtask library it uses.
+    let changed = built.is_some_and(|built| {
+        ["xtask/aws/src", "xtask/aws/Cargo.toml", "xtask/aws/Cargo.lock", "xtask/src", "xtask/Cargo.toml"]
+            .iter()
+            .any(|p| newer_than(&root.join(p), built))
+    });
+    if built.is_none() {
         eprintln!("▸ building the AWS tooling (xtask/aws; the first build takes a few minutes)");
+    } else if changed {
+        eprintln!("▸ rebuilding the AWS tooling (its sources or the xtask library changed since its last build)");
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.arg("run");
-    // The first build shows cargo's progress; later runs only the tool's own output.
-    if !first {
+    // A build shows cargo's progress; otherwise only the tool's own output.
+    if built.is_some() && !changed {
         cmd.arg("--quiet");
     }
     cmd.arg("--manifest-path")
@@ -253,6 +261,15 @@ fn aws_tool(ctx: &Ctx) -> Result<()> {
             Err(fail("the AWS tooling was killed by a signal", "run it again"))
         }
     }
+}
+
+/// Whether `path` (a file, or any file under a directory) was modified after `than`.
+fn newer_than(path: &std::path::Path, than: std::time::SystemTime) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return false };
+    if meta.is_dir() {
+        return std::fs::read_dir(path).is_ok_and(|entries| entries.flatten().any(|e| newer_than(&e.path(), than)));
+    }
+    meta.modified().is_ok_and(|m| m > than)
 }
 
 /// Prints a step's start, runs it, prints how long it took.
