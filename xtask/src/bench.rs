@@ -182,6 +182,68 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
     rows.push(measure(label, t_pagila, true, None, &mut ours)?);
     drop_clones(&server)?;
 
+    // The user's path: a brand-new git worktree per run, made by the command the README gives.
+    let mut user_rows = Vec::new();
+    let mut scenarios = vec![("pagila", t_pagila)];
+    if !flags.skip_big {
+        scenarios.push(("pgbench -s 20", t_big));
+    }
+    let user = UserPath { root: &root, cargo: &cargo, dir: &dir, admin_url: &admin_url, server: &server, real: &real };
+    // Whatever ends the benchmark, the worktrees and branches it made go.
+    struct Clean<'a, 'b>(&'a UserPath<'b>);
+    impl Drop for Clean<'_, '_> {
+        fn drop(&mut self) {
+            let _ = self.0.clean();
+        }
+    }
+    let _clean = Clean(&user);
+    user.warm_up()?;
+    for (label, template) in scenarios {
+        // The baseline reads an identical copy: its pg_dump connecting to and leaving our template
+        // would rightly make the next run refresh (a session that came and went may have written).
+        let copy = format!("{template}_copy");
+        server.exec("postgres", &format!("CREATE DATABASE {} TEMPLATE {}", ident(&copy), ident(template)))?;
+        let held = Held::open(&psql, &admin_url.with_dbname(template))?;
+        let held_copy = Held::open(&psql, &admin_url.with_dbname(&copy))?;
+        eprintln!("▸ {label}, template in use: a brand-new worktree per run, {runs} runs each");
+        let (mut base, mut mine) = (Vec::new(), Vec::new());
+        // Untimed: the frozen copy and the spare, as after any earlier run.
+        user.ours(template, verbose)?;
+        for _ in 0..runs {
+            base.push(user.baseline(&copy)?);
+            wait_for_spare(&server, template)?;
+            mine.push(user.ours(template, verbose)?.0);
+        }
+        user_rows.push((format!("{label}, template in use"), median(&base), median(&mine)));
+        drop((held, held_copy));
+        user.clean()?;
+        server.drop_database(&copy, true)?;
+        drop_clones(&server)?;
+    }
+    let builds = if flags.skip_build { None } else { Some(user.builds(t_pagila)?) };
+    user.clean()?;
+    drop_clones(&server)?;
+
+    println!("The user's path: each run makes a brand-new git worktree (nothing built in it) and ends when its database and `.env` are ready.\n");
+    println!("| scenario | `git worktree add` + seed pipeline + `.env` rewrite | `cargo xtask db worktree NAME` (from the main worktree) | ratio |");
+    println!("| --- | ---: | ---: | ---: |");
+    for (label, b, m) in &user_rows {
+        println!(
+            "| {label} | {} | {} | {:.2}x |",
+            time::elapsed(*b),
+            time::elapsed(*m),
+            m.as_secs_f64() / b.as_secs_f64()
+        );
+    }
+    if let Some((cold, seeded)) = builds {
+        println!(
+            "| first `cargo build -p app` in a new worktree: cold (empty `target/`) vs. seeded by the command | {} | {} | {:.2}x |",
+            time::elapsed(cold),
+            time::elapsed(seeded),
+            seeded.as_secs_f64() / cold.as_secs_f64()
+        );
+    }
+    println!("\nThe inner loop: `db worktree` in a worktree that exists and is built.\n");
     println!("| scenario | seed pipeline as written (PATH) | seed pipeline, real binaries | `cargo xtask db worktree` | ratio (as written) | ratio (real binaries) |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     for r in &rows {
@@ -203,11 +265,131 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
         server.version,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
-    drop(server);
     Ok(())
 }
 
 static SEED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The user's path: `cargo xtask db worktree NAME` run in this repository (its own `target/`, as
+/// a developer's checkout has it) makes a new worktree per run; the baseline is what it replaces,
+/// by hand: `git worktree add`, the seed pipeline, and writing `.env`.
+struct UserPath<'a> {
+    root: &'a Path,
+    cargo: &'a std::ffi::OsStr,
+    dir: &'a Path,
+    admin_url: &'a PgUrl,
+    server: &'a Server,
+    real: &'a [PathBuf; 3],
+}
+
+static USER_RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl UserPath<'_> {
+    /// The repository's default `target/` (not a CARGO_TARGET_DIR), as a developer's checkout.
+    fn cargo(&self, dir: &Path) -> Command {
+        let mut cmd = Command::new(self.cargo);
+        cmd.current_dir(dir).env_remove("CARGO_TARGET_DIR").env_remove("CARGO_BUILD_TARGET_DIR");
+        cmd
+    }
+
+    fn warm_up(&self) -> Result<()> {
+        step("building the app and the xtask in the repository's own target/ (the main worktree's build)", || {
+            proc::show(self.cargo(self.root).args(["build", "--package", "app", "--package", "xtask"]))
+        })
+    }
+
+    fn next(&self, kind: &str) -> (String, PathBuf) {
+        let n = USER_RUN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let branch = format!("xtask-bench-{}-{kind}{n}", std::process::id());
+        (branch.clone(), self.dir.join(branch))
+    }
+
+    fn ours(&self, template: &str, verbose: bool) -> Result<(Duration, PathBuf)> {
+        let (branch, path) = self.next("u");
+        let mut cmd = self.cargo(self.root);
+        cmd.args(["xtask", "db", "worktree", &branch, "--path"])
+            .arg(&path)
+            .env("DATABASE_URL", self.admin_url.with_dbname(template).expose_secret())
+            .env("WORKTREE_TEMPLATE_DB", template)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        settle(self.server)?;
+        let start = Instant::now();
+        let out = cmd.output()?;
+        let took = start.elapsed();
+        if !out.status.success() {
+            return Err(fail(
+                format!("`cargo xtask db worktree {branch}` failed: {}", String::from_utf8_lossy(&out.stderr)),
+                "see above",
+            ));
+        }
+        if verbose {
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok((took, path))
+    }
+
+    fn baseline(&self, template: &str) -> Result<Duration> {
+        let (branch, path) = self.next("b");
+        let target = format!("seed_{}", SEED.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        let url = |db: &str| self.admin_url.with_dbname(db).without_secrets();
+        let [createdb, pg_dump, psql] = self.real.each_ref().map(|p| p.display());
+        let script = format!(
+            "git worktree add -q -b {branch} '{path}' HEAD && {createdb} --maintenance-db='{}' {target} && {pg_dump} --no-owner --no-privileges -d '{}' | {psql} -q -v ON_ERROR_STOP=1 -d '{}' && printf 'DATABASE_URL=%s\\nPORT=%s\\n' '{}' 3999 > '{path}/.env'",
+            url("postgres"),
+            url(template),
+            url(&target),
+            url(&target),
+            path = path.display(),
+        );
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &script]).current_dir(self.root).stdout(Stdio::null());
+        self.server.libpq_env(&mut cmd);
+        settle(self.server)?;
+        let start = Instant::now();
+        proc::capture(&mut cmd, None)?;
+        Ok(start.elapsed())
+    }
+
+    /// The first `cargo build -p app` in a new worktree: cold (a plain `git worktree add`, empty
+    /// `target/`) and seeded (made by the command).
+    fn builds(&self, template: &str) -> Result<(Duration, Duration)> {
+        let (branch, cold) = self.next("c");
+        let mut add = Command::new("git");
+        add.current_dir(self.root).args(["worktree", "add", "-q", "-b", &branch]).arg(&cold).arg("HEAD");
+        proc::capture(&mut add, None)?;
+        let build = |dir: &Path| -> Result<Duration> {
+            let start = Instant::now();
+            proc::capture(self.cargo(dir).args(["build", "--package", "app"]), None)?;
+            Ok(start.elapsed())
+        };
+        let cold_took =
+            step("first `cargo build -p app` in a plain new worktree (cold; a minute or more)", || build(&cold))?;
+        let (_, seeded) = self.ours(template, false)?;
+        let seeded_took =
+            step("first `cargo build -p app` in a worktree the command made (seeded)", || build(&seeded))?;
+        Ok((cold_took, seeded_took))
+    }
+
+    /// Removes the worktrees and branches of the runs so far.
+    fn clean(&self) -> Result<()> {
+        let prefix = format!("xtask-bench-{}-", std::process::id());
+        let Ok(entries) = std::fs::read_dir(self.dir) else { return Ok(()) };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(&prefix) {
+                continue;
+            }
+            let mut rm = Command::new("git");
+            rm.current_dir(self.root).args(["worktree", "remove", "--force", "--force"]).arg(e.path());
+            let _ = proc::output(&mut rm, None);
+            let mut del = Command::new("git");
+            del.current_dir(self.root).args(["branch", "-D", &name]);
+            let _ = proc::output(&mut del, None);
+        }
+        Ok(())
+    }
+}
 
 struct Row {
     label: String,

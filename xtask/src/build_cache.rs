@@ -23,8 +23,10 @@ use anyhow::{Context, Result};
 use crate::db::Ctx;
 use crate::time;
 
-/// Seeds `new`'s (a new worktree's) `target/` from `from`'s, the worktree the command runs in.
-/// Returns the line for the report, if any.
+/// Seeds `new`'s (a new worktree's) `target/` from `from`'s, the worktree the command runs in:
+/// in the background, holding cargo's own lock on the new build directory, so that a `cargo
+/// build` started there meanwhile waits for it ("Blocking waiting for file lock on build
+/// directory") instead of racing it. Returns the line for the report, if any.
 pub fn seed(from: &Ctx, new: &Ctx) -> Result<Option<String>> {
     if !new.config.seed_build_cache {
         return Ok(None);
@@ -35,40 +37,102 @@ pub fn seed(from: &Ctx, new: &Ctx) -> Result<Option<String>> {
     if configures_target_dir(&new.config.root) || configures_target_dir(&from.config.root) {
         return Ok(Some("a .cargo/config.toml sets target-dir: not seeded".into()));
     }
-    let source = from.config.root.join("target");
+    let source = from.config.root.join("target").join(PROFILE);
     let to = new.config.root.join("target");
-    let profile = "debug";
-    if !source.join(profile).join(".fingerprint").is_dir() {
+    if !source.join(".fingerprint").is_dir() {
         return Ok(Some(format!("nothing built in {} yet: not seeded", source.display())));
     }
-    if same_file(&source, &to) {
+    if same_file(&source, &to.join(PROFILE)) {
         return Ok(None);
     }
     if to.exists() {
         return Ok(Some(format!("{} exists: left as it is", to.display())));
     }
-    let start = Instant::now();
-    let own = workspace_crates(&new.config.root);
-    let staging = new.config.root.join(format!("target.seeding-{}", std::process::id()));
-    let stats = match copy_profile(&source.join(profile), &staging.join(profile), &own) {
-        Ok(stats) => stats,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-    };
-    // Complete or absent: a `cargo build` started meanwhile made its own `target/`, which wins.
-    if std::fs::rename(&staging, &to).is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Ok(Some(format!("{} appeared meanwhile: left as it is", to.display())));
+    std::fs::create_dir_all(to.join(PROFILE)).with_context(|| format!("creating {}", to.display()))?;
+    let lock = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(to.join(PROFILE).join(".cargo-lock"))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Ok(Some(format!("{} is being built already: not seeded", to.display())));
     }
-    Ok(Some(format!(
-        "target/ seeded from {} ({} built dependencies, {} files hard-linked) in {}: its first build compiles only this workspace's crates",
-        source.display(),
+    match spawn_seeder(new, &source, &to.join(PROFILE), &lock) {
+        Ok(()) => Ok(Some(format!(
+            "target/ is being seeded from {} in the background (a `cargo build` there waits for it, a second or two): its first build compiles only this workspace's crates",
+            source.display()
+        ))),
+        // Could not start it: do it here.
+        Err(_) => {
+            let start = Instant::now();
+            let stats = copy_profile(&source, &to.join(PROFILE), &workspace_crates(&new.config.root))?;
+            Ok(Some(format!(
+                "target/ seeded from {} ({} built dependencies, {} files hard-linked) in {}",
+                source.display(),
+                stats.units,
+                stats.linked,
+                time::elapsed(start.elapsed())
+            )))
+        }
+    }
+}
+
+/// The profile seeded: the one `cargo build` and `cargo run` use.
+const PROFILE: &str = "debug";
+
+/// Starts `db seed-build-cache FROM TO` detached (its own session), with `lock` — cargo's lock
+/// on TO, held — as its descriptor 3: the lock is released when it exits, whatever ends it.
+fn spawn_seeder(new: &Ctx, from: &Path, to: &Path, lock: &std::fs::File) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()?;
+    let log = match new.worktrees.common_dir() {
+        Some(git) => git.join("xtask-db"),
+        None => std::env::temp_dir(),
+    };
+    std::fs::create_dir_all(&log)?;
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log.join("seed-build-cache.log"))?;
+    let err = out.try_clone()?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(lock);
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["db", "seed-build-cache"])
+        .arg(from)
+        .arg(to)
+        .current_dir(&new.config.root)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    // SAFETY: setsid and dup2 are async-signal-safe and touch nothing of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()?;
+    Ok(())
+}
+
+/// `db seed-build-cache FROM TO` (hidden; started by [`seed`]): seeds TO, a profile directory,
+/// from FROM. Run in the new worktree, which names the workspace's own crates.
+pub fn seed_into(from: &Path, to: &Path) -> Result<()> {
+    let root = crate::config::find_workspace_root(&std::env::current_dir()?)?;
+    let start = Instant::now();
+    let stats = copy_profile(from, to, &workspace_crates(&root))?;
+    eprintln!(
+        "{}: {} seeded from {} ({} built dependencies, {} files hard-linked) in {}",
+        time::now_rfc3339(),
+        to.display(),
+        from.display(),
         stats.units,
         stats.linked,
         time::elapsed(start.elapsed())
-    )))
+    );
+    Ok(())
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -146,36 +210,49 @@ fn unit_hash(name: &str) -> Option<(&str, &str)> {
     (hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some((crate_name, hash))
 }
 
+/// Unit by unit, in an order that never shows cargo a fresh-looking unit without its files:
+/// its artifacts (hard links), its build-script directory, and last its fingerprint directory,
+/// renamed into place complete. An interrupted seed leaves units that are either whole or absent
+/// (cargo builds those).
 fn copy_profile(from: &Path, to: &Path, own: &HashSet<String>) -> Result<Stats> {
     let mut stats = Stats::default();
-    let mut hashes = HashSet::new();
-    std::fs::create_dir_all(to.join(".fingerprint")).with_context(|| format!("creating {}", to.display()))?;
-    for entry in std::fs::read_dir(from.join(".fingerprint")).context("reading the build's fingerprints")?.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some((crate_name, hash)) = unit_hash(&name) else { continue };
-        if own.contains(crate_name) {
-            continue;
-        }
-        copy_tree(&entry.path(), &to.join(".fingerprint").join(&name))?;
-        let build = from.join("build").join(&name);
-        if build.is_dir() {
-            copy_tree(&build, &to.join("build").join(&name))?;
-        }
-        hashes.insert(hash.to_string());
-        stats.units += 1;
-    }
-    std::fs::create_dir_all(to.join("deps"))?;
+    let mut artifacts: std::collections::HashMap<String, Vec<PathBuf>> = std::collections::HashMap::new();
     for entry in std::fs::read_dir(from.join("deps")).context("reading the build's artifacts")?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let stem = name.split('.').next().unwrap_or(&name);
-        let Some((_, hash)) = unit_hash(stem) else { continue };
-        if !hashes.contains(hash) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+        if let Some((_, hash)) = unit_hash(stem) {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                artifacts.entry(hash.to_string()).or_default().push(entry.path());
+            }
+        }
+    }
+    for dir in [".fingerprint", "deps", "build"] {
+        std::fs::create_dir_all(to.join(dir)).with_context(|| format!("creating {}", to.join(dir).display()))?;
+    }
+    for entry in std::fs::read_dir(from.join(".fingerprint")).context("reading the build's fingerprints")?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((crate_name, hash)) = unit_hash(&name) else { continue };
+        if own.contains(crate_name) || to.join(".fingerprint").join(&name).exists() {
             continue;
         }
-        // Never a copy: artifacts are large, and a seed is only worth it when it is instant.
-        std::fs::hard_link(entry.path(), to.join("deps").join(&name))
-            .with_context(|| format!("hard-linking {} (another file system?)", entry.path().display()))?;
-        stats.linked += 1;
+        for file in artifacts.get(hash).into_iter().flatten() {
+            // Never a copy: artifacts are large, and a seed is only worth it when it is instant.
+            let link = to.join("deps").join(file.file_name().unwrap_or_default());
+            if !link.exists() {
+                std::fs::hard_link(file, &link)
+                    .with_context(|| format!("hard-linking {} (another file system?)", file.display()))?;
+                stats.linked += 1;
+            }
+        }
+        let build = from.join("build").join(&name);
+        if build.is_dir() && !to.join("build").join(&name).exists() {
+            copy_tree(&build, &to.join("build").join(&name))?;
+        }
+        let partial = to.join(".fingerprint").join(format!("{name}.seeding"));
+        let _ = std::fs::remove_dir_all(&partial);
+        copy_tree(&entry.path(), &partial)?;
+        std::fs::rename(&partial, to.join(".fingerprint").join(&name))?;
+        stats.units += 1;
     }
     Ok(stats)
 }

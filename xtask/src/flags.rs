@@ -59,6 +59,9 @@ pub struct BenchWorktree {
     /// Measure without the spare clone (`spare_clone = false`): every run copies.
     #[arg(long)]
     pub no_spare: bool,
+    /// Leave out the first-build comparison (a cold `cargo build -p app`: a minute or more).
+    #[arg(long)]
+    pub skip_build: bool,
 }
 
 /// Databases: the local server, the golden template, migrations.
@@ -118,6 +121,8 @@ pub enum DbVerb {
     /// Stop the embedded local PostgreSQL; its data is kept.
     Down,
     Status(Status),
+    Url(Url),
+    Psql(Psql),
     /// Apply pending migrations to DATABASE_URL with the app's migrator.
     Migrate,
     /// Manage the golden template that branch databases are cloned from.
@@ -134,6 +139,13 @@ pub enum DbVerb {
     /// Prepare the ready-made spare clone of the template (run in the background by `db worktree`).
     #[command(hide = true)]
     RefillSpare,
+    /// Seed a new worktree's build directory TO from FROM (run in the background by `db worktree
+    /// BRANCH`, holding cargo's lock on TO).
+    #[command(hide = true)]
+    SeedBuildCache {
+        from: PathBuf,
+        to: PathBuf,
+    },
     SchemaDiff(SchemaDiff),
     Generate(Generate),
 }
@@ -392,6 +404,27 @@ pub struct Up {
     /// Listen on this port instead of the one chosen on first use.
     #[arg(long)]
     pub port: Option<u16>,
+}
+
+/// Print this worktree's DATABASE_URL (the environment's, else .env's), password redacted.
+#[derive(Debug, Args)]
+pub struct Url {
+    /// Print the password too (the URL then is a secret: keep it out of logs and shell history).
+    #[arg(long)]
+    pub show_password: bool,
+}
+
+/// Open psql on this worktree's database; the password goes in its environment, never in argv.
+///
+/// Open `psql` on the database DATABASE_URL names (the environment's, else .env's). Arguments
+/// after `--` go to psql: `cargo xtask db psql -- -c 'SELECT 1'`. The password (and any other
+/// secret URL parameter) reaches psql through its environment, never its command line. Exits
+/// with psql's exit code.
+#[derive(Debug, Args)]
+pub struct Psql {
+    /// Arguments for psql.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+    pub args: Vec<std::ffi::OsString>,
 }
 
 /// Show the server, the golden template and the per-branch databases.

@@ -6,6 +6,7 @@ mod load_clone;
 mod migrate;
 mod open;
 mod owner;
+mod reach;
 mod schema_diff;
 mod status;
 mod template;
@@ -34,11 +35,14 @@ pub fn run(db: Db) -> Result<()> {
         DbVerb::Up(up) => up::up(&ctx, up),
         DbVerb::Down => up::down(&ctx),
         DbVerb::Status(s) => status::run(&ctx, s),
+        DbVerb::Url(u) => reach::url(&ctx, u),
+        DbVerb::Psql(p) => reach::psql(&ctx, p),
         DbVerb::Migrate => migrate::run(&ctx),
         DbVerb::Template(TemplateVerb::Create(t)) => template::create(&ctx, t),
         DbVerb::Worktree(w) => worktree::run(&ctx, w),
         DbVerb::Worktrees(w) => worktrees::run(&ctx, w),
         DbVerb::RefillSpare => worktree::refill_spare(&ctx),
+        DbVerb::SeedBuildCache { from, to } => crate::build_cache::seed_into(&from, &to),
         DbVerb::CloneProd(_) | DbVerb::ListClones(_) => aws_tool(&ctx),
         DbVerb::LoadClone(l) => load_clone::load(&ctx, l),
         DbVerb::DropClone(d) => load_clone::drop(&ctx, d),

@@ -15,7 +15,8 @@ struct Report {
     server: ServerReport,
     embedded: Option<Embedded>,
     template: Option<TemplateReport>,
-    databases: Vec<Database>,
+    /// `None`: unknown (the server did not answer).
+    databases: Option<Vec<Database>>,
 }
 
 #[derive(Serialize)]
@@ -53,6 +54,18 @@ struct Database {
     kind: String,
     size_bytes: i64,
     connections: i64,
+    /// For a branch database: its branch, worktree, that worktree's `PORT`, and whether the
+    /// worktree still exists (as `db worktrees` judges it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    branch: Option<BranchInfo>,
+}
+
+#[derive(Serialize)]
+struct BranchInfo {
+    branch: String,
+    worktree: String,
+    port: Option<u16>,
+    worktree_exists: bool,
 }
 
 pub fn run(ctx: &Ctx, flags: Status) -> Result<()> {
@@ -72,7 +85,7 @@ pub fn run(ctx: &Ctx, flags: Status) -> Result<()> {
 
     let mut server_report = ServerReport { url: None, source: None, up: false, version: None, error: None };
     let mut template = None;
-    let mut databases = Vec::new();
+    let mut databases = None;
     // A malformed .env or URL is an error; a server that does not answer is a status.
     let connected = match ctx.configured_url()? {
         None => Err(ctx.database_url().unwrap_err()),
@@ -106,19 +119,37 @@ pub fn run(ctx: &Ctx, flags: Status) -> Result<()> {
                 migrations: comparison,
                 name,
             });
+            let live = super::owner::Live::of(ctx)?;
+            let mut found = Vec::new();
             for d in server.databases(&ctx.config.prefix, &[])? {
                 if d.name == ctx.config.template {
                     continue;
                 }
-                if let Some(kind) = d.kind() {
-                    databases.push(Database {
-                        kind: kind.to_string(),
-                        name: d.name,
-                        size_bytes: d.size_bytes,
-                        connections: d.connections,
-                    });
-                }
+                let Some(kind) = d.kind() else { continue };
+                let branch = (kind == "branch").then(|| {
+                    let text = |k: &str| {
+                        d.marker
+                            .as_ref()
+                            .and_then(|m| m.get(k))
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    let worktree = text("worktree");
+                    let port = crate::env_file::EnvFile::load(&std::path::Path::new(&worktree).join(".env"))
+                        .ok()
+                        .and_then(|e| e.get("PORT").ok().flatten().and_then(|p| p.trim().parse().ok()));
+                    BranchInfo { branch: text("branch"), worktree, port, worktree_exists: live.owns(&d) }
+                });
+                found.push(Database {
+                    kind: kind.to_string(),
+                    name: d.name.clone(),
+                    size_bytes: d.size_bytes,
+                    connections: d.connections,
+                    branch,
+                });
             }
+            databases = Some(found);
         }
     }
     let report = Report { server: server_report, embedded, template, databases };
@@ -177,18 +208,25 @@ fn print_text(r: &Report) {
             }
         }
     }
-    if r.databases.is_empty() {
-        println!("databases (none besides the template)");
-    } else {
-        println!("databases");
-        for d in &r.databases {
-            println!(
-                "  {:<40} {:<10} {:>10}  {} connection(s)",
-                d.name,
-                d.kind,
-                human_size(d.size_bytes),
-                d.connections
-            );
+    match &r.databases {
+        None => println!("databases unknown: the server did not answer"),
+        Some(dbs) if dbs.is_empty() => println!("databases (none besides the template)"),
+        Some(dbs) => {
+            println!("databases");
+            for d in dbs {
+                println!(
+                    "  {:<40} {:<10} {:>10}  {} connection(s)",
+                    d.name,
+                    d.kind,
+                    human_size(d.size_bytes),
+                    d.connections
+                );
+                if let Some(b) = &d.branch {
+                    let port = b.port.map(|p| format!(", PORT {p}")).unwrap_or_default();
+                    let gone = if b.worktree_exists { "" } else { " — gone (`db worktrees --prune` drops it)" };
+                    println!("    branch {}, worktree {}{port}{gone}", b.branch, b.worktree);
+                }
+            }
         }
     }
 }

@@ -58,6 +58,12 @@ pub fn create(ctx: &Ctx, flags: TemplateCreate) -> Result<()> {
     for seed in &ctx.config.seed_files {
         step(&format!("loading seed data from {}", seed.display()), || load_sql(ctx, &server, &staging, seed))?;
     }
+    // Statistics and visibility now: left to autovacuum, its worker would connect to the new
+    // template a minute later, and a session that came and went makes every copy made before it
+    // stale (the spare made right after this was wasted).
+    step("VACUUM (FREEZE, ANALYZE): statistics now, nothing left for autovacuum", || {
+        server.exec(&staging, "VACUUM (FREEZE, ANALYZE)")
+    })?;
     proc::check_interrupt()?;
 
     let template_marker = format!("{}{}", crate::pg::MARKER_PREFIX, marker("template", serde_json::json!({})));

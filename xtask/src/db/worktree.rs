@@ -60,7 +60,20 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
     let _turn = Lock::exclusive(&server, &format!("db:{plain}"), &format!("the database of `{label}`"))?;
     let resolved = owner::resolve(ctx, &server, &label)?;
     if flags.drop {
-        return drop_branch(&server, &resolved, &label, flags.yes).map(|_| ());
+        if drop_branch(&server, &resolved, &label, flags.yes)? && !server.database_exists(&resolved.db)? {
+            // `.env` is the user's file: it is left as it is, and we say so.
+            let named = EnvFile::load(&ctx.env_path())?
+                .get("DATABASE_URL")?
+                .and_then(|u| PgUrl::parse(u).ok())
+                .and_then(|u| u.dbname().map(str::to_string));
+            if named.as_deref() == Some(resolved.db.as_str()) {
+                eprintln!(
+                    "note: .env still names `{}`, which no longer exists: `cargo xtask db worktree` makes it again",
+                    resolved.db
+                );
+            }
+        }
+        return Ok(());
     }
     sweep_abandoned(&server, &ctx.config.prefix)?;
 

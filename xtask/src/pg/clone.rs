@@ -62,7 +62,17 @@
 //! not counted in `sessions`, and row counters do not move). No extension does that to a
 //! development template; `--strategy dump` takes the template's own snapshot every time.
 //!
-//! Autovacuum workers are ignored: they change no contents.
+//! Autovacuum workers are ignored: they change no contents. They are not in the backends
+//! compared, and the transactions they end (a worker visits every database each
+//! `autovacuum_naptime`, doing a few even when it finds nothing to do) are allowed for when
+//! nothing else can have ended them: no session connected, no row changed, row changes counted
+//! for every backend (`track_counts` on, set nowhere per role or database), and no preloaded
+//! library that could start a background worker of its own (see [`only_autovacuum`]). Otherwise
+//! any transaction that ended means "stale". This widens the blind spot above to: a walsender
+//! (a `replication=database` connection, which needs the REPLICATION attribute) that changes
+//! only sequences at any time between a copy and a check. `template create` ends with
+//! `VACUUM (FREEZE, ANALYZE)`, so autovacuum finds nothing to analyze (which writes
+//! `pg_statistic` rows: a row change) in a template nobody changed.
 //!
 //! # Concurrency
 //!
@@ -172,6 +182,13 @@ pub struct Counters {
     pub prepared: String,
     pub feeds: i64,
     pub now: String,
+    /// Row changes are counted for every backend: `track_counts` is on, and no per-role or
+    /// per-database setting names it. (Absent in older records: then not known.)
+    #[serde(default)]
+    pub counted: bool,
+    /// `shared_preload_libraries`: what could start background workers of its own.
+    #[serde(default)]
+    pub preload: String,
 }
 
 /// What a copy of the template records about the template it was made from: see the module
@@ -211,7 +228,10 @@ fn counters_sql(template: &str) -> String {
             FROM pg_prepared_xacts p WHERE p.database = d.datname) AS prepared, \
          (SELECT count(u.subdbid) FROM pg_subscription u WHERE u.subdbid = d.oid) \
            + (SELECT count(*) FROM pg_replication_slots r WHERE r.database = d.datname) AS feeds, \
-         now()::text AS now \
+         now()::text AS now, \
+         (current_setting('track_counts') = 'on' AND NOT EXISTS (SELECT 1 FROM pg_db_role_setting r \
+            WHERE array_to_string(r.setconfig, ',') ILIKE '%track_counts%')) AS counted, \
+         current_setting('shared_preload_libraries') AS preload \
          FROM pg_database d JOIN pg_stat_database s ON s.datid = d.oid WHERE d.datname = {}",
         literal(template)
     )
@@ -309,10 +329,36 @@ fn compare(
     if now.writes != then.writes {
         return Some(format!("{} row change(s) were written to the template since", now.writes - then.writes));
     }
-    if own_xacts >= 0 && now.xacts - then.xacts != own_xacts {
+    if own_xacts >= 0 && now.xacts - then.xacts != own_xacts && !only_autovacuum(then, now, own_sessions) {
         return Some(format!("{} transaction(s) ended on the template since", now.xacts - then.xacts - own_xacts));
     }
     None
+}
+
+/// Libraries in `shared_preload_libraries` known to start no background worker that writes to a
+/// database (`pg_prewarm`'s reads; the others start none).
+const QUIET_PRELOADS: &[&str] = &["pg_stat_statements", "auto_explain", "pg_prewarm", "plpgsql", "pg_hint_plan"];
+
+/// Whether transactions that ended since, without a session connecting and without a row
+/// changing, can only be autovacuum's (a worker visits every database each
+/// `autovacuum_naptime`, and its transactions count, even when it finds nothing to do). Then
+/// they changed no contents. Everything else that ends transactions without being counted in
+/// `sessions` is ruled out: a client backend is counted; logical replication workers and logical
+/// walsenders need a subscription or slot (`feeds`, already refused); parallel workers belong to a
+/// client that is running a statement (refused); a dynamic background worker is started by a
+/// client session (counted); other background workers need a library preloaded, and only
+/// [`QUIET_PRELOADS`] are allowed. Row changes must be counted for every backend (`counted`)
+/// then and now, or an uncounted write could hide here.
+fn only_autovacuum(then: &Counters, now: &Counters, own_sessions: i64) -> bool {
+    let preload_quiet = |p: &str| {
+        p.split(',').map(|l| l.trim().trim_matches('"')).filter(|l| !l.is_empty()).all(|l| QUIET_PRELOADS.contains(&l))
+    };
+    now.sessions - then.sessions == own_sessions
+        && now.writes == then.writes
+        && then.counted
+        && now.counted
+        && then.preload == now.preload
+        && preload_quiet(&now.preload)
 }
 
 /// Runs `copy` (which makes a copy of the template and connects to it `own_sessions` times) and
@@ -714,6 +760,8 @@ mod tests {
             prepared: String::new(),
             feeds: 0,
             now: "n".into(),
+            counted: true,
+            preload: String::new(),
         }
     }
     fn idle(pid: i64) -> Backend {
@@ -732,8 +780,12 @@ mod tests {
         let before = vec![idle(1), idle(2)];
         assert_eq!(compare(&counters(), &before, &counters(), &before, 0, 0), None);
         type Change = fn(&mut Counters, &mut Vec<Backend>);
-        let cases: [(Change, &str); 13] = [
-            (|c, _| c.xacts += 1, "1 transaction(s) ended"),
+        let cases: [(Change, &str); 15] = [
+            // Transactions that only autovacuum can have ended are allowed for (below); with a
+            // preloaded library that may run workers, or uncounted rows, they are not.
+            (|c, _| (c.xacts += 1, c.preload = "pg_cron".into()).0, "1 transaction(s) ended"),
+            (|c, _| (c.xacts += 1, c.counted = false).0, "1 transaction(s) ended"),
+            (|c, _| (c.xacts += 1, c.preload = "pg_stat_statements".into()).0, "1 transaction(s) ended"),
             (|c, _| c.writes += 1, "row change"),
             (|c, _| c.sessions += 1, "connected to the template and left"),
             (|c, _| c.oid = 2, "re-created"),
@@ -761,6 +813,14 @@ mod tests {
         let mut walsender = before.clone();
         walsender[0].kind = "walsender".into();
         assert!(compare(&counters(), &before, &counters(), &walsender, 0, 0).is_some());
+        // Autovacuum's visits: transactions, no session, no row.
+        let mut c = counters();
+        c.xacts += 7;
+        assert_eq!(compare(&counters(), &before, &c, &before, 0, 0), None);
+        let mut both = counters();
+        (both.preload, c.preload) =
+            ("pg_stat_statements, auto_explain".into(), "pg_stat_statements, auto_explain".into());
+        assert_eq!(compare(&both, &before, &c, &before, 0, 0), None);
         // This tool's own dump session is allowed for, when it is.
         let mut c = counters();
         c.sessions += 1;

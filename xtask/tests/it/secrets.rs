@@ -149,3 +149,50 @@ fn wait_for_databases(p: &Project, n: usize) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Every process's command line, as `/proc/*/cmdline` shows it to anyone on the machine.
+fn all_cmdlines() -> String {
+    let mut all = String::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            all.push_str(&String::from_utf8_lossy(&c).replace('\0', " "));
+            all.push('\n');
+        }
+    }
+    all
+}
+
+#[test]
+fn db_url_and_db_psql_keep_the_password_out_of_argv_and_output() {
+    let p = project("reach");
+    let wt = worktree(&p, "reach");
+    crate::worktree::run_in(&p, &wt, &["--skip-generate"]).ok();
+    let db = env_db(&wt);
+    // `db url`: redacted unless asked.
+    let shown = p.xtask_in(&wt, &["db", "url"], &[]).ok();
+    assert_no_secret("db url", &shown.all());
+    assert!(shown.stdout.trim().ends_with(&format!("/{db}")), "{}", shown.stdout);
+    let full = p.xtask_in(&wt, &["db", "url", "--show-password"], &[]).ok();
+    assert!(full.stdout.contains(&password()), "{}", full.stdout);
+    // `db psql`: its arguments pass through; while it runs, no command line holds the password.
+    let child = p
+        .command(&wt, &["db", "psql", "--", "-X", "-A", "-t", "-c", "SELECT current_database(), pg_sleep(2)"], &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    for _ in 0..15 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        seen.push_str(&all_cmdlines());
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("{db}|")), "{out:?}");
+    assert!(seen.contains("pg_sleep(2)"), "psql was never seen running");
+    assert!(!seen.contains(&password()), "the password is in a command line");
+    // psql's exit code is ours.
+    let bad = p.xtask_in(&wt, &["db", "psql", "--", "-X", "-v", "ON_ERROR_STOP=1", "-c", "SELECT 1/0"], &[]);
+    assert_eq!(bad.code, 1, "{}", bad.all());
+    assert_no_secret("db psql", &bad.all());
+}

@@ -38,11 +38,28 @@ fn up_template_status_down_up_keeps_data_and_the_app_answers() {
     assert_eq!(json["template"]["exists"], true);
     assert_eq!(json["template"]["migrations"]["pending"], serde_json::json!([]));
 
+    // A branch database shows its branch, worktree and PORT.
+    let wt = crate::worktree::worktree(&p, "shown");
+    p.xtask_in(&wt, &["db", "--set", &set, "worktree", "--skip-generate"], &[]).ok();
+    let port = crate::worktree::env_value(&wt, "PORT");
+    let status = db(&["status"]).ok();
+    let line = format!("branch shown, worktree {}, PORT {port}", wt.display());
+    assert!(status.stdout.contains(&line), "{line:?} not in\n{}", status.stdout);
+    let json: serde_json::Value = serde_json::from_str(&db(&["status", "--json"]).ok().stdout).unwrap();
+    let branch = json["databases"].as_array().unwrap().iter().find(|d| d["kind"] == "branch").unwrap().clone();
+    assert_eq!(branch["branch"]["worktree_exists"], true, "{json}");
+
     // Up again is a no-op; down then up keeps the data.
     assert!(db(&["up"]).ok().stderr.contains("already running"));
     db(&["down"]).ok();
+    // Down: it says so, and does not claim there are no databases.
     let down = db(&["status"]).ok();
     assert!(down.stdout.contains("server    down"), "{}", down.stdout);
+    assert!(down.stdout.contains("databases unknown"), "{}", down.stdout);
+    assert!(!down.stdout.contains("none besides the template"), "{}", down.stdout);
+    let json: serde_json::Value = serde_json::from_str(&db(&["status", "--json"]).ok().stdout).unwrap();
+    assert_eq!(json["server"]["up"], false);
+    assert!(json["databases"].is_null(), "{json}");
     db(&["up"]).ok();
     let json: serde_json::Value = serde_json::from_str(&db(&["status", "--json"]).ok().stdout).unwrap();
     assert_eq!(json["template"]["exists"], true, "the template survived down/up");

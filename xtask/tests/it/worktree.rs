@@ -469,6 +469,10 @@ fn a_spare_clone_is_taken_when_current_and_never_when_stale() {
     let a = worktree(&p, "spare-a");
     run_in(&p, &a, &["--skip-generate"]).ok();
     wait_for("the background refill", spare_ready);
+    // Autovacuum (each second on the test server) has visited the new template by now; it must
+    // have found nothing to do there (`template create` vacuums and analyzes): a worker that came
+    // and went would make the spare stale.
+    std::thread::sleep(Duration::from_secs(4));
 
     let b = worktree(&p, "spare-b");
     let run = run_in(&p, &b, &["--skip-generate"]).ok();

@@ -1,0 +1,28 @@
+//! `db url` and `db psql`: reaching this worktree's database (the one `DATABASE_URL` names: the
+//! environment's, else `.env`'s).
+
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use super::Ctx;
+use crate::flags::{Psql, Url};
+
+pub fn url(ctx: &Ctx, flags: Url) -> Result<()> {
+    let (url, _) = ctx.database_url()?;
+    println!("{}", if flags.show_password { url.expose_secret() } else { url.redacted() });
+    Ok(())
+}
+
+/// Runs `psql` on it, the password (and any other secret) in its environment, never in argv;
+/// exits with psql's exit code.
+pub fn psql(ctx: &Ctx, flags: Psql) -> Result<()> {
+    let (url, _) = ctx.database_url()?;
+    let mut cmd = Command::new(crate::pg::tools::find("psql")?);
+    cmd.arg("-d").arg(url.without_secrets()).args(&flags.args);
+    crate::pg::libpq_env(&mut cmd, &url)?;
+    // Not registered with the signal thread: psql answers Ctrl-C itself (it cancels the running
+    // query and stays), and a second SIGINT from us would be one too many.
+    let status = cmd.status().context("starting psql")?;
+    std::process::exit(status.code().unwrap_or(1))
+}
