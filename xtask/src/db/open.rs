@@ -24,6 +24,9 @@ use crate::{build_cache, proc, time};
 pub fn run(ctx: &Ctx, branch: &str, flags: Worktree) -> Result<()> {
     let started = Instant::now();
     check_branch_name(&ctx.worktrees.current, branch)?;
+    // Runs of this repository look and add one at a time (released once the worktree is there):
+    // a second run for the same branch then finds the first one's worktree, complete.
+    let adding = RepoLock::take(ctx)?;
     let listed = list(&ctx.worktrees.current)?;
     let (dir, made) = match listed.iter().find(|w| w.branch.as_deref() == Some(branch)) {
         None if flags.drop => {
@@ -69,6 +72,7 @@ pub fn run(ctx: &Ctx, branch: &str, flags: Worktree) -> Result<()> {
             (dir, Some(made))
         }
     };
+    drop(adding);
     let env_before = std::fs::read(dir.join(".env")).ok();
 
     let sub = Ctx::load_at(&dir, &ctx.overrides);
@@ -105,6 +109,41 @@ pub fn run(ctx: &Ctx, branch: &str, flags: Worktree) -> Result<()> {
     eprintln!("ready: cd {}", dir.display());
     println!("{}", dir.display());
     Ok(())
+}
+
+/// An exclusive `flock` on `<git dir>/xtask-db/worktree-add.lock`, held while a run looks at
+/// the worktrees and adds one (gone with the process, whatever ends it).
+struct RepoLock(#[allow(dead_code)] std::fs::File);
+
+impl RepoLock {
+    fn take(ctx: &Ctx) -> Result<RepoLock> {
+        use std::os::fd::AsRawFd;
+        let dir = match ctx.worktrees.common_dir() {
+            Some(git) => git.join("xtask-db"),
+            None => return Ok(RepoLock(tempfile_placeholder()?)),
+        };
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("worktree-add.lock"))
+            .context("opening the worktree lock")?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            eprintln!("▸ waiting for another run of this tool to finish adding a worktree");
+            // SAFETY: as above; blocking.
+            while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                proc::check_interrupt()?;
+            }
+        }
+        Ok(RepoLock(file))
+    }
+}
+
+/// Outside a git checkout nothing is added (git itself refuses first); a lock on nothing.
+fn tempfile_placeholder() -> Result<std::fs::File> {
+    Ok(std::fs::File::open("/dev/null")?)
 }
 
 /// `--drop BRANCH`: its worktree's database, then the worktree (`git worktree remove`, which
@@ -291,12 +330,9 @@ fn add(cwd: &Path, branch: &str, dir: &Path) -> Result<Made> {
         Ok((status, _, stderr)) => {
             let text = String::from_utf8_lossy(&stderr);
             let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-            // Nothing was made if git refused: do not undo another's branch or directory.
-            made.kept = !dir.exists();
-            if made.kept {
-                made.new_branch_from = None;
-                made.tracking = None;
-            }
+            // git cleans up after itself when it fails; what is there now is another's (a run
+            // for the same branch at the same moment): never undo it.
+            made.kept = true;
             Err(fail(
                 format!("git worktree add failed ({}): {last}", proc::describe(status)),
                 "fix what git says and run again",

@@ -114,7 +114,11 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
                 .refresh
                 .map(|d| format!(" (frozen copy refreshed in {})", time::elapsed(d)))
                 .unwrap_or_default();
-            let cow = if timings.cow { ", copy-on-write" } else { "" };
+            let cow = if timings.cow {
+                ", by file_copy_method = clone (copy-on-write where the file system can)"
+            } else {
+                ""
+            };
             let used = timings.fell_back.as_ref().unwrap_or(&cp.method);
             report.push((
                 "database",

@@ -191,3 +191,30 @@ fn reset_re_clones_under_the_same_name() {
     assert_eq!(sql(&db, "SELECT count(*) FROM crm.organizations WHERE slug = 'branch-only'"), "0");
     assert_eq!(sql(&db, "SELECT count(*) > 0 FROM crm.customers"), "t");
 }
+
+#[test]
+fn two_runs_for_one_new_branch_at_once_leave_one_worktree_and_its_database() {
+    let j = JustProject::new("jtwice");
+    let spawn = || {
+        j.p.command(&j.p.dir, &["db", "worktree", "--skip-generate", "twice"], &[])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    let ok = outs.iter().filter(|o| o.status.success()).count();
+    let all: String = outs.iter().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).collect();
+    // They take turns: the second finds the first one's worktree and sets it up after it.
+    assert_eq!(ok, 2, "{all}");
+    assert!(all.contains("exists: kept as it is"), "{all}");
+    let dir = j.dir_of("twice");
+    assert!(dir.join(".env").is_file(), "{all}");
+    assert!(j.p.databases().contains(&env_db(&dir)), "{all}");
+    assert_eq!(
+        git(&j.p.dir, &["branch", "--list", "twice"]).trim().trim_start_matches(['*', '+', ' ']),
+        "twice",
+        "{all}"
+    );
+}
