@@ -112,7 +112,8 @@ pub fn report(err: &anyhow::Error) -> Report {
             parts.push(text.to_string());
         }
     }
-    let mut line = format!("error: {}", parts.join(": "));
+    // A negative verdict (exit 1) is an answer, not an error.
+    let mut line = if code == EXIT_VERDICT { parts.join(": ") } else { format!("error: {}", parts.join(": ")) };
     if let Some(fix) = fix {
         line.push_str(" — ");
         line.push_str(&fix);

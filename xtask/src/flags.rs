@@ -158,7 +158,9 @@ pub enum DbVerb {
 /// Both sides are dumped at once and put in a canonical form: `\restrict` lines, SET and
 /// set_config, comments, sequence positions, owners and privileges are dropped; statements are
 /// sorted (creation order does not matter), and so are the columns of each table unless
-/// --strict-column-order. Function bodies are compared verbatim. The canonical forms are written
+/// --strict-column-order. Function bodies are compared verbatim. Publications are compared;
+/// extension versions too when both sides are databases (a .sql file carries none);
+/// subscriptions and security labels are not compared. The canonical forms are written
 /// to dump/schema-diff/. Invalid indexes and NOT VALID constraints, which pg_dump does not show,
 /// are reported as warnings. Exit 0 equal, 1 different (with a diff), 2 on errors.
 #[derive(Debug, Args)]

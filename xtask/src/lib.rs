@@ -22,6 +22,11 @@ use clap::Parser;
 
 /// Parses the command line and runs it; returns the process exit code.
 pub fn main() -> i32 {
+    // `cargo xtask db schema-diff … | head -1`: a reader that leaves ends us quietly (exit
+    // 128+SIGPIPE), as it does any Unix filter, instead of a panic in `println!`. Output to
+    // stdout is data, written last, after the work is done.
+    // SAFETY: restoring a default disposition before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     proc::install_signal_handlers();
     let flags = match flags::Xtask::try_parse() {
         Ok(f) => f,

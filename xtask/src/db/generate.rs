@@ -106,7 +106,6 @@ fn render(ctx: &Ctx, server: &Server, db: &str, repo: &[Migration]) -> Result<Ve
         "--no-privileges",
         "--no-tablespaces",
         "--no-security-labels",
-        "--no-publications",
         "--no-subscriptions",
         "-d",
     ])

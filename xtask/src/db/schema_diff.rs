@@ -70,8 +70,12 @@ pub fn run(ctx: &Ctx, flags: SchemaDiff) -> Result<()> {
         let w = hidden_problems(&tools, &[&a, &b]);
         (ha.join().expect("side thread"), hb.join().expect("side thread"), w)
     });
-    let (sa, sb) = (sa?, sb?);
-    let warnings = warnings?;
+    let (mut sa, mut sb) = (sa?, sb?);
+    let (warnings, versions) = warnings?;
+    if let [Some(va), Some(vb)] = versions.as_slice() {
+        sa.text = with_extension_versions(&sa.text, va);
+        sb.text = with_extension_versions(&sb.text, vb);
+    }
 
     // Versions, from the dumps' headers: deparsed SQL differs between majors.
     let (va, vb) = (dumped_from(&sa.text), dumped_from(&sb.text));
@@ -211,14 +215,7 @@ fn fetch(side: &Source, tools: &Tools, schemas: &[String], opts: Options) -> Res
     };
     let db = url.dbname().unwrap_or_default();
     let mut dump = Command::new(&tools.pg_dump);
-    dump.args([
-        "--schema-only",
-        "--no-owner",
-        "--no-tablespaces",
-        "--no-security-labels",
-        "--no-publications",
-        "--no-subscriptions",
-    ]);
+    dump.args(["--schema-only", "--no-owner", "--no-tablespaces", "--no-security-labels", "--no-subscriptions"]);
     if !opts.with_privileges {
         dump.arg("--no-privileges");
     }
@@ -233,23 +230,73 @@ fn fetch(side: &Source, tools: &Tools, schemas: &[String], opts: Options) -> Res
     Ok(Side { text })
 }
 
-/// Runs [`HIDDEN_PROBLEMS`] on every database side, one `psql` each, connected by its own URL
+/// Per side: the installed extensions and their versions (`None` for a file side).
+type ExtensionVersions = Vec<Option<Vec<(String, String)>>>;
+
+/// Runs [`HIDDEN_PROBLEMS`] (and [`EXTENSION_VERSIONS`]) on every database side, one `psql` each, connected by its own URL
 /// (the database name percent-encoded in the path, where libpq never reads it as connection
 /// parameters). Never `\c NAME`: psql takes a NAME containing `=` as a connection string — with
 /// this side's password in the environment, for any host it names.
-fn hidden_problems(tools: &Tools, sides: &[&Source]) -> Result<Vec<String>> {
+fn hidden_problems(tools: &Tools, sides: &[&Source]) -> Result<(Vec<String>, ExtensionVersions)> {
     let mut out = Vec::new();
+    let mut versions = Vec::new();
     for side in sides {
-        let Source::Database(url) = side else { continue };
+        let Source::Database(url) = side else {
+            versions.push(None);
+            continue;
+        };
         let mut query = Command::new(&tools.psql);
         query.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"]).arg(url.without_secrets());
         libpq_env(&mut query, url)?;
         // A database the dump cannot reach fails there with the better message; ignore it here.
-        if let Ok(text) = proc::capture(&mut query, Some(HIDDEN_PROBLEMS.as_bytes())) {
-            out.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_string));
+        let mut found = Vec::new();
+        if let Ok(text) = proc::capture(&mut query, Some(format!("{HIDDEN_PROBLEMS}\n{EXTENSION_VERSIONS}").as_bytes()))
+        {
+            for line in text.lines().filter(|l| !l.is_empty()) {
+                match line.strip_prefix("\u{1}extension\t").and_then(|l| l.split_once('\t')) {
+                    Some((name, version)) => found.push((name.to_string(), version.to_string())),
+                    None => out.push(line.to_string()),
+                }
+            }
+        }
+        versions.push(Some(found));
+    }
+    Ok((out, versions))
+}
+
+/// Installed extensions and their versions: `pg_dump` writes `CREATE EXTENSION` without one.
+const EXTENSION_VERSIONS: &str =
+    "SELECT E'\\x01extension\\t' || extname || E'\\t' || extversion FROM pg_extension ORDER BY extname;";
+
+/// Writes each extension's version into its `CREATE EXTENSION` statement (as `VERSION '…'`), so
+/// that an upgraded extension is a difference. Only when both sides are databases: a `.sql` file
+/// (a committed snapshot) carries no versions, and comparing against one must not differ by that.
+fn with_extension_versions(text: &str, versions: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        let named = body
+            .strip_prefix("CREATE EXTENSION IF NOT EXISTS ")
+            .and_then(|rest| rest.strip_suffix(';').map(|r| (rest, r)))
+            .and_then(|(_, r)| {
+                let name = r.split(' ').next()?;
+                let bare = name.trim_matches('"');
+                versions.iter().find(|(n, _)| n == bare).map(|(_, v)| (r.to_string(), v.clone()))
+            });
+        match named {
+            Some((stmt, version)) => {
+                out.push_str(&format!(
+                    "CREATE EXTENSION IF NOT EXISTS {stmt} VERSION {};",
+                    crate::pg::literal(&version)
+                ));
+                if line.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            None => out.push_str(line),
         }
     }
-    Ok(out)
+    out
 }
 
 /// What a schema-only dump does not show but a migration reviewer needs to know.
@@ -278,4 +325,17 @@ fn dumped_from(text: &str) -> Option<String> {
 
 fn major(version: &str) -> &str {
     version.split(['.', ' ']).next().unwrap_or(version)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn extension_versions_go_into_their_create_statements() {
+        let text = "SET x = 1;\nCREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public;\nCREATE EXTENSION IF NOT EXISTS \"uuid-ossp\" WITH SCHEMA public;\nCREATE TABLE t ();\n";
+        let v = vec![("pg_trgm".to_string(), "1.6".to_string()), ("uuid-ossp".to_string(), "1.1".to_string())];
+        assert_eq!(
+            super::with_extension_versions(text, &v),
+            "SET x = 1;\nCREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public VERSION '1.6';\nCREATE EXTENSION IF NOT EXISTS \"uuid-ossp\" WITH SCHEMA public VERSION '1.1';\nCREATE TABLE t ();\n"
+        );
+    }
 }

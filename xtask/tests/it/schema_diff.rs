@@ -86,7 +86,7 @@ CREATE SEQUENCE seq1 INCREMENT 1 START 1;
     );
 
     // Column order is ignored by default and compared on request.
-    let strict = diff(&p, &a, &b, &["--strict-column-order"]).fails(1, "schemas differ");
+    let strict = diff(&p, &a, &b, &["--strict-column-order"]).verdict("schemas differ");
     assert!(strict.stdout.contains("amount"), "{}", strict.stdout);
 
     // A dump → restore round trip, and a plain `pg_dump -s` file against the database.
@@ -136,25 +136,62 @@ fn each_kind_of_difference_is_found_and_named() {
         ("sequence", "ALTER SEQUENCE seq1 INCREMENT BY 5", "sequence public.seq1"),
         ("extension", "CREATE EXTENSION IF NOT EXISTS pg_trgm", "extension pg_trgm"),
         ("othercol", "ALTER TABLE s2.other ADD COLUMN x integer", "table s2.other"),
+        ("publication", "CREATE PUBLICATION pub_parent FOR TABLE parent", "PUBLICATION pub_parent"),
     ];
     for (name, change, named) in cases {
         let b = format!("{}{name}", p.prefix);
         sql("postgres", &format!("CREATE DATABASE {b} TEMPLATE {a}"));
         sql(&b, change);
-        let run = diff(&p, &a, &b, &[]).fails(1, "schemas differ");
+        let run = diff(&p, &a, &b, &[]).verdict("schemas differ");
         assert!(run.stdout.contains(named), "{name}: {named:?} not named in:\n{}", run.stdout);
         assert!(run.stdout.contains("@@"), "{name}: a unified diff is shown");
     }
     // --schema restricts the comparison: the change is in public, not in s2.
     let b = format!("{}coltype", p.prefix);
     diff(&p, &a, &b, &["--schema", "s2"]).ok();
-    diff(&p, &a, &b, &["--schema", "s2", "--schema", "public"]).fails(1, "schemas differ");
+    diff(&p, &a, &b, &["--schema", "s2", "--schema", "public"]).verdict("schemas differ");
     // JSON for machines.
     let run = diff(&p, &a, &b, &["--format", "json"]);
     assert_eq!(run.code, 1);
     let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(json["equal"], false);
     assert_eq!(json["changed"], serde_json::json!(["table public.child"]));
+}
+
+/// The same extension at two versions on two databases is a difference (pg_dump writes no
+/// version; the tool asks each database).
+#[test]
+fn an_upgraded_extension_is_a_difference() {
+    let p = Project::new("sdext");
+    let a = create(&p, "old", "CREATE EXTENSION pg_trgm WITH VERSION '1.5'");
+    let b = create(&p, "new", "CREATE EXTENSION pg_trgm WITH VERSION '1.6'");
+    let run = diff(&p, &a, &b, &[]).verdict("schemas differ");
+    assert!(run.stdout.contains("changed: extension pg_trgm"), "{}", run.stdout);
+    assert!(run.stdout.contains("VERSION '1.6'"), "{}", run.stdout);
+}
+
+/// `… | head -1`: the reader leaves after one line; the tool ends quietly, never with a panic.
+#[test]
+fn a_reader_that_leaves_early_is_no_panic() {
+    let p = Project::new("sdpipe");
+    let a = create(&p, "few", "CREATE TABLE t0 (id int)");
+    let many: String = (0..400).map(|i| format!("CREATE TABLE t{i} (id int, name text, n bigint);\n")).collect();
+    let b = create(&p, "many", &many);
+    let mut child = p
+        .command(&p.dir, &["db", "schema-diff", "--a", &a, "--b", &b, "--max-lines", "100000"], &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first).unwrap();
+    // The read end is closed here (the reader dropped).
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(first.starts_with("changed: ") || first.starts_with("only in b: "), "{first}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert!(out.status.code() == Some(1) || out.status.signal() == Some(libc::SIGPIPE), "{:?}: {stderr}", out.status);
 }
 
 #[test]
@@ -192,7 +229,7 @@ fn fresh_and_generate_check() {
     // A new migration without regenerating: the check fails and says what to run.
     std::fs::write(p.dir.join("migrations/0011_add_column.sql"), "ALTER TABLE crm.tags ADD COLUMN hint text;\n")
         .unwrap();
-    let run = p.xtask(&["db", "generate", "--check"]).fails(1, "run `cargo xtask db generate`");
+    let run = p.xtask(&["db", "generate", "--check"]).verdict("run `cargo xtask db generate`");
     assert!(run.stdout.contains("hint"), "{}", run.stdout);
     assert_eq!(git(&p.dir, &["status", "--porcelain", "docs"]), "", "--check writes nothing");
     // No temporary database is left behind.

@@ -82,6 +82,15 @@ impl Run {
         assert!(last.contains(needle), "{needle:?} not in {last:?}");
         self
     }
+    /// A negative verdict: exit 1, the last stderr line says so (and is not an error line).
+    #[track_caller]
+    pub fn verdict(self, needle: &str) -> Run {
+        assert_eq!(self.code, 1, "exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        let last = self.stderr.lines().last().unwrap_or("");
+        assert!(!last.starts_with("error: "), "a verdict printed as an error: {last:?}");
+        assert!(last.contains(needle), "{needle:?} not in {last:?}");
+        self
+    }
     pub fn all(&self) -> String {
         format!("{}{}", self.stdout, self.stderr)
     }
