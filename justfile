@@ -29,7 +29,7 @@ generate:
 
 # Compare two schemas (database names, postgres:// URLs or .sql files); exit 1 when they differ
 schema-diff A B *ARGS:
-    cargo xtask db schema-diff --a "$1" --b "$2" "${@:3}"
+    cargo xtask db schema-diff "${@:3}" -- "$1" "$2"
 
 # Show the server, the golden template and the per-branch databases
 db-status:

@@ -165,12 +165,19 @@ pub enum DbVerb {
 /// are reported as warnings. Exit 0 equal, 1 different (with a diff), 2 on errors.
 #[derive(Debug, Args)]
 pub struct SchemaDiff {
-    /// One side: a database name, a postgres:// URL, or a .sql file.
+    /// One side: a database name, `fresh` (this worktree's `db fresh` database), `current` (the
+    /// database DATABASE_URL names), a postgres:// URL, or a .sql file. Or give it as --a.
+    #[arg(value_name = "A", conflicts_with = "a")]
+    pub first: Option<String>,
+    /// The other side (or --b).
+    #[arg(value_name = "B", conflicts_with = "b")]
+    pub second: Option<String>,
+    /// One side, as a flag (the same as the first argument).
     #[arg(long, value_name = "A")]
-    pub a: String,
-    /// The other side.
+    pub a: Option<String>,
+    /// The other side, as a flag.
     #[arg(long, value_name = "B")]
-    pub b: String,
+    pub b: Option<String>,
     /// Compare only this schema of database sides (repeatable; default: the whole database).
     #[arg(long = "schema", value_name = "NAME")]
     pub schema: Vec<String>,

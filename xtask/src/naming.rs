@@ -29,7 +29,7 @@ pub fn branch_database(branch: &str, reserved: &Reserved) -> String {
     let plain = format!("{prefix}{sanitized}");
     let internal = |name: &str| {
         reserved.names.contains(&name)
-            || ["tmp_", "old_", "frozen_", "spare_"]
+            || ["tmp_", "old_", "frozen_", "spare_", "fresh_"]
                 .iter()
                 .any(|p| name.strip_prefix(prefix).and_then(|n| n.strip_prefix(p)).is_some())
     };

@@ -1,5 +1,5 @@
-//! `db fresh`: the HEAD-schema baseline, `<prefix>fresh`, built from an empty database and
-//! every migration.
+//! `db fresh`: the HEAD-schema baseline, `<prefix>fresh` (per worktree: see [`Ctx::fresh_db`]),
+//! built from an empty database and every migration.
 
 use anyhow::{Context, Result};
 
@@ -10,7 +10,7 @@ use crate::pg::{Creating, Server};
 pub fn run(ctx: &Ctx) -> Result<()> {
     let server = ctx.server()?;
     sweep_abandoned(&server, &ctx.config.prefix)?;
-    let name = ctx.config.fresh_db();
+    let name = ctx.fresh_db();
     if let Some(old) = server.database(&name)? {
         if old.marker.is_none() {
             return Err(fail(
@@ -40,7 +40,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 pub fn build<'s>(ctx: &Ctx, server: &'s Server) -> Result<Creating<'s>> {
     let staging = staging_name(&ctx.config.prefix, "_n");
     let db = step("creating an empty database and applying every migration", || {
-        let db = server.create_database(&staging, "TEMPLATE template0", staging_marker(&ctx.config.fresh_db()))?;
+        let db = server.create_database(&staging, "TEMPLATE template0", staging_marker(&ctx.fresh_db()))?;
         ctx.run_migrator(&server.url.with_dbname(&staging), None)?;
         Ok(db)
     })?;

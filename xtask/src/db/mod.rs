@@ -92,6 +92,20 @@ impl Ctx {
         Ok(Ctx { config, worktrees, overrides: overrides.to_vec() })
     }
 
+    /// This worktree's `db fresh` database: `<prefix>fresh` in the main worktree,
+    /// `<prefix>fresh_<hash of the worktree's path>` in a linked one, so that gates run in two
+    /// worktrees never compare against each other's.
+    pub fn fresh_db(&self) -> String {
+        if self.worktrees.is_main() {
+            return self.config.fresh_db();
+        }
+        format!(
+            "{}_{}",
+            self.config.fresh_db(),
+            crate::naming::short_hash(&self.worktrees.current.display().to_string())
+        )
+    }
+
     /// This worktree's `.env`.
     pub fn env_path(&self) -> PathBuf {
         self.config.root.join(".env")

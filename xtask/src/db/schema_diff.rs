@@ -59,8 +59,14 @@ struct JsonReport<'a> {
 pub fn run(ctx: &Ctx, flags: SchemaDiff) -> Result<()> {
     let started = std::time::Instant::now();
     let opts = Options { with_privileges: flags.with_privileges, strict_column_order: flags.strict_column_order };
-    let a = source(ctx, &flags.a)?;
-    let b = source(ctx, &flags.b)?;
+    let missing = || {
+        fail(
+            "schema-diff compares two sides, and was given fewer",
+            "name both: `cargo xtask db schema-diff A B` (or --a A --b B), e.g. `fresh docs/schema.sql`",
+        )
+    };
+    let a = source(ctx, flags.a.as_deref().or(flags.first.as_deref()).ok_or_else(missing)?)?;
+    let b = source(ctx, flags.b.as_deref().or(flags.second.as_deref()).ok_or_else(missing)?)?;
     let tools = Tools { pg_dump: tools::find("pg_dump")?, psql: tools::find("psql")? };
 
     // Both dumps and the hidden-problems query at once.
@@ -167,6 +173,20 @@ struct Tools {
 
 /// `postgres://…` (any server), a `.sql` file, or a database on DATABASE_URL's server.
 fn source(ctx: &Ctx, spec: &str) -> Result<Source> {
+    // Words for this worktree's own databases (a database literally named so: give its URL).
+    if spec == "fresh" || spec == "current" {
+        let (url, _) = ctx.database_url()?;
+        if spec == "fresh" {
+            return Ok(Source::Database(url.with_dbname(&ctx.fresh_db())));
+        }
+        if url.dbname().is_none() {
+            return Err(fail(
+                "DATABASE_URL names no database: there is no `current` one",
+                "end it with the database name",
+            ));
+        }
+        return Ok(Source::Database(url));
+    }
     if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
         let url = PgUrl::parse(spec).map_err(|e| {
             let shown = PgUrl::parse(spec).map(|u| u.redacted()).unwrap_or_else(|_| "(unparsable URL)".into());

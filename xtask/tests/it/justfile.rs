@@ -218,3 +218,17 @@ fn two_runs_for_one_new_branch_at_once_leave_one_worktree_and_its_database() {
         "{all}"
     );
 }
+
+#[test]
+fn the_schema_diff_recipe_takes_its_sides_as_the_verb_does() {
+    let j = JustProject::new("jdiff");
+    let t = j.p.template();
+    let other = format!("{}other", j.p.prefix);
+    sql("postgres", &format!("CREATE DATABASE {other} TEMPLATE {t}"));
+    j.just(&["schema-diff", &t, &other]).ok();
+    sql(&other, "CREATE TABLE extra (x int)");
+    let run = j.just(&["schema-diff", &t, &other, "--format", "json"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["added"], serde_json::json!(["table public.extra"]), "{json}");
+}

@@ -265,3 +265,26 @@ fn a_side_that_looks_like_a_connection_string_reaches_no_other_server() {
     p.xtask_in(&p.dir, &["db", "schema-diff", "--a", &a, "--b", &url], &[("PGPASSWORD", &password())]).ok();
     assert!(listener.accept().is_err(), "the fake server was contacted");
 }
+
+/// `db fresh` in two worktrees builds two databases: a gate in one never compares against what
+/// the other just built. `fresh` names this worktree's; sides may be given without flags.
+#[test]
+fn two_worktrees_fresh_databases_do_not_collide() {
+    let p = Project::new("sdfresh");
+    let (a, b) = (crate::worktree::worktree(&p, "fresh-a"), crate::worktree::worktree(&p, "fresh-b"));
+    let fa = p.xtask_in(&a, &["db", "fresh"], &[]).ok().stdout.trim().to_string();
+    let fb = p.xtask_in(&b, &["db", "fresh"], &[]).ok().stdout.trim().to_string();
+    assert_ne!(fa, fb);
+    assert!(fa.starts_with(&format!("{}fresh_", p.prefix)), "{fa}");
+    let dbs = p.databases();
+    assert!(dbs.contains(&fa) && dbs.contains(&fb), "{dbs:?}");
+    // Rebuilding one leaves the other as it was.
+    sql(&fb, "CREATE TABLE only_in_b (x int)");
+    p.xtask_in(&a, &["db", "fresh"], &[]).ok();
+    assert_eq!(sql(&fb, "SELECT to_regclass('only_in_b') IS NOT NULL"), "t");
+    // Positional sides and the word `fresh`.
+    let run = p.xtask_in(&a, &["db", "schema-diff", "fresh", &fb], &[]).verdict("schemas differ");
+    assert!(run.stdout.contains("only in b: table public.only_in_b"), "{}", run.stdout);
+    p.xtask_in(&a, &["db", "schema-diff", "--a", "fresh", "--b", &fa], &[]).ok();
+    p.xtask_in(&a, &["db", "schema-diff", "fresh"], &[]).fails(2, "fewer");
+}
