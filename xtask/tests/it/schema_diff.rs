@@ -288,3 +288,25 @@ fn two_worktrees_fresh_databases_do_not_collide() {
     p.xtask_in(&a, &["db", "schema-diff", "--a", "fresh", "--b", &fa], &[]).ok();
     p.xtask_in(&a, &["db", "schema-diff", "fresh"], &[]).fails(2, "fewer");
 }
+
+/// A newer pg_dump (18) against this server: its dump of a database compares equal to the
+/// snapshot the server's own pg_dump wrote (set by `cargo xtask test`; skipped without it).
+#[test]
+fn a_newer_pg_dump_against_this_server_compares_equal() {
+    let Some(bindir) = std::env::var_os("XTASK_TEST_PG18_BINDIR") else { return };
+    let p = Project::new("sdnewer");
+    let a = create(&p, "base", BASE);
+    let file = p.dir.join("base.sql");
+    let url = crate::support::url_for(&a).replacen(&format!(":{}@", crate::support::password()), "@", 1);
+    let out = std::process::Command::new("pg_dump")
+        .args(["-s", "-d", &url])
+        .env("PGPASSWORD", crate::support::password())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(&file, &out.stdout).unwrap();
+    let bindir = bindir.to_string_lossy().into_owned();
+    let run =
+        p.xtask_in(&p.dir, &["db", "schema-diff", &a, file.to_str().unwrap()], &[("XTASK_PG_BINDIR", &bindir)]).ok();
+    assert!(run.stderr.contains("pg_dump 18."), "{}", run.stderr);
+}
