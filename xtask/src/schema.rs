@@ -324,12 +324,72 @@ pub struct Difference {
     pub added: Vec<String>,
     pub removed: Vec<String>,
     pub changed: Vec<String>,
+    /// For a changed table: what changed inside it, one line per column or constraint
+    /// (`column amount: integer → bigint NOT NULL`, `column note: added (text)`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, Vec<String>>,
 }
 
 impl Difference {
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
     }
+}
+
+/// The columns and constraints of a `CREATE TABLE` statement, by name, in order.
+fn table_elements(stmt: &str) -> Option<Vec<(String, String)>> {
+    let head = stmt.trim_start();
+    if !(head.starts_with("CREATE ") && head.split_whitespace().take(4).any(|w| w == "TABLE")) {
+        return None;
+    }
+    let open = stmt.find("(\n")?;
+    let close = open + 1 + stmt[open + 1..].find("\n)")?;
+    // `(\n)`: no columns (the body is empty, and `close` is right after `open`).
+    let body = stmt.get(open + 2..close).unwrap_or_default();
+    let mut out = Vec::new();
+    for line in body.lines() {
+        let line = line.trim().trim_end_matches(',');
+        if line.is_empty() {
+            continue;
+        }
+        let (name, rest) = if let Some(quoted) = line.strip_prefix('"') {
+            let end = quoted.find('"')?;
+            (format!("\"{}\"", &quoted[..end]), quoted[end + 1..].trim())
+        } else {
+            let (n, r) = line.split_once(' ').unwrap_or((line, ""));
+            (n.to_string(), r.trim())
+        };
+        if name == "CONSTRAINT" {
+            let (cname, def) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.push((format!("constraint {cname}"), def.to_string()));
+        } else {
+            out.push((format!("column {name}"), rest.to_string()));
+        }
+    }
+    Some(out)
+}
+
+/// What differs inside a table between two `CREATE TABLE` statements, one line per element.
+fn table_changes(a: &str, b: &str) -> Vec<String> {
+    let (Some(ea), Some(eb)) = (table_elements(a), table_elements(b)) else { return Vec::new() };
+    let mut out = Vec::new();
+    for (name, def) in &ea {
+        match eb.iter().find(|(n, _)| n == name) {
+            None => out.push(format!("{name}: removed ({def})")),
+            Some((_, new)) if new != def => out.push(format!("{name}: {def} → {new}")),
+            Some(_) => {}
+        }
+    }
+    for (name, def) in &eb {
+        if !ea.iter().any(|(n, _)| n == name) {
+            out.push(format!("{name}: added ({def})"));
+        }
+    }
+    let (oa, ob) = (a.lines().next().unwrap_or(""), b.lines().next().unwrap_or(""));
+    if out.is_empty() && oa != ob {
+        out.push(format!("definition: {} → {}", oa.trim_end_matches(" ("), ob.trim_end_matches(" (")));
+    }
+    out
 }
 
 /// Objects only in `b` (added), only in `a` (removed), or defined differently (changed).
@@ -346,7 +406,15 @@ pub fn compare(a: &[String], b: &[String]) -> Difference {
     for (k, va) in &ga {
         match gb.get(k) {
             None => d.removed.push(k.clone()),
-            Some(vb) if va != vb => d.changed.push(k.clone()),
+            Some(vb) if va != vb => {
+                d.changed.push(k.clone());
+                if let ([x], [y]) = (va.as_slice(), vb.as_slice()) {
+                    let inside = table_changes(x, y);
+                    if !inside.is_empty() {
+                        d.details.insert(k.clone(), inside);
+                    }
+                }
+            }
             Some(_) => {}
         }
     }
@@ -385,6 +453,25 @@ pub fn unified_diff(a: &str, b: &str, a_name: &str, b_name: &str, max_lines: usi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_changed_table_names_its_changed_columns_and_constraints() {
+        let a = "CREATE TABLE public.t (\n    amount integer NOT NULL,\n    \"Odd Name\" text,\n    gone integer,\n    CONSTRAINT t_check CHECK ((amount > 0))\n)";
+        let b = "CREATE TABLE public.t (\n    amount bigint DEFAULT 0 NOT NULL,\n    \"Odd Name\" text,\n    note text,\n    CONSTRAINT t_check CHECK ((amount > 1))\n)";
+        let d = compare(&[a.to_string()], &[b.to_string()]);
+        assert_eq!(d.changed, vec!["table public.t"]);
+        assert_eq!(
+            d.details["table public.t"],
+            vec![
+                "column amount: integer NOT NULL → bigint DEFAULT 0 NOT NULL",
+                "column gone: removed (integer)",
+                "constraint t_check: CHECK ((amount > 0)) → CHECK ((amount > 1))",
+                "column note: added (text)",
+            ]
+        );
+        // Nothing inside differs (e.g. only the partitioning clause): the definition line says.
+        assert!(table_changes("CREATE TABLE t (\n)", "CREATE TABLE t (\n)").is_empty());
+    }
 
     #[test]
     fn a_table_without_columns_is_kept_not_a_panic() {

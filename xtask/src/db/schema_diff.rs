@@ -128,6 +128,9 @@ pub fn run(ctx: &Ctx, flags: SchemaDiff) -> Result<()> {
             {
                 for k in keys {
                     println!("{what}: {k}");
+                    for inside in difference.details.get(k).into_iter().flatten() {
+                        println!("    {inside}");
+                    }
                 }
             }
             if difference.is_empty() {

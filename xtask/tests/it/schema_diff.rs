@@ -156,6 +156,16 @@ fn each_kind_of_difference_is_found_and_named() {
     let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(json["equal"], false);
     assert_eq!(json["changed"], serde_json::json!(["table public.child"]));
+    // Which column, old → new, in JSON and in text.
+    let inside = json["details"]["table public.child"].as_array().unwrap();
+    assert!(
+        inside
+            .iter()
+            .any(|l| l.as_str().unwrap().starts_with("column id: integer") && l.as_str().unwrap().contains("→ bigint")),
+        "{json}"
+    );
+    let run = diff(&p, &a, &b, &[]).verdict("schemas differ");
+    assert!(run.stdout.contains("changed: table public.child\n    column id: integer"), "{}", run.stdout);
 }
 
 /// The same extension at two versions on two databases is a difference (pg_dump writes no
