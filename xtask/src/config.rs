@@ -72,9 +72,22 @@ pub struct Config {
     /// The production-clone procedure (`db clone-prod`, `list-clones`, `load-clone`).
     #[serde(default)]
     pub aws: AwsConfig,
+    /// `db schema-diff`'s settings.
+    #[serde(default)]
+    pub schema_diff: SchemaDiffConfig,
     /// The workspace root of the worktree we run in (not a key: where the file was found).
     #[serde(skip)]
     pub root: PathBuf,
+}
+
+/// `[workspace.metadata.db.schema_diff]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchemaDiffConfig {
+    /// Objects never compared, by the name the report gives them (`table public.spatial_ref_sys`,
+    /// `extension postgis`); `*` matches any run of characters (`* tiger.*` is everything in the
+    /// schema `tiger`). `--ignore` adds to these.
+    pub ignore: Vec<String>,
 }
 
 /// `[workspace.metadata.db.aws]`: defaults of the production-clone verbs (each has a flag).

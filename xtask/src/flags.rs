@@ -181,6 +181,11 @@ pub struct SchemaDiff {
     /// Compare only this schema of database sides (repeatable; default: the whole database).
     #[arg(long = "schema", value_name = "NAME")]
     pub schema: Vec<String>,
+    /// Do not compare objects whose name in the report matches PATTERN (`*` matches anything:
+    /// `'table public.spatial_ref_sys'`, `'* tiger.*'`); adds to `schema_diff.ignore` in
+    /// [workspace.metadata.db]. The report says how many objects were ignored.
+    #[arg(long = "ignore", value_name = "PATTERN")]
+    pub ignore: Vec<String>,
     /// Also compare privileges (GRANT/REVOKE).
     #[arg(long)]
     pub with_privileges: bool,

@@ -318,6 +318,39 @@ pub fn object_key(stmt: &str) -> String {
     }
 }
 
+/// Whether `name` matches `pattern`, where `*` matches any run of characters (and nothing else
+/// is special).
+pub fn matches(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || !name[first.len()..].ends_with(last) || name.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// `stmts` without the objects whose key matches one of `patterns`; and how many were left out.
+pub fn without_ignored(stmts: Vec<String>, patterns: &[String]) -> (Vec<String>, usize) {
+    if patterns.is_empty() {
+        return (stmts, 0);
+    }
+    let before = stmts.len();
+    let kept: Vec<String> =
+        stmts.into_iter().filter(|s| !patterns.iter().any(|p| matches(p, &object_key(s)))).collect();
+    let n = before - kept.len();
+    (kept, n)
+}
+
 /// How two canonical schemas differ, by object.
 #[derive(Debug, Default, Serialize)]
 pub struct Difference {
@@ -453,6 +486,24 @@ pub fn unified_diff(a: &str, b: &str, a_name: &str, b_name: &str, max_lines: usi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ignore_patterns_match_report_names() {
+        assert!(matches("table public.spatial_ref_sys", "table public.spatial_ref_sys"));
+        assert!(!matches("table public.spatial_ref_sys", "table public.spatial_ref_sys2"));
+        assert!(matches("* tiger.*", "table tiger.addr"));
+        assert!(matches("* tiger.*", "function tiger.f(integer)"));
+        assert!(!matches("* tiger.*", "table public.tiger"));
+        assert!(matches("extension *", "extension postgis"));
+        assert!(matches("*", "anything"));
+        assert!(matches("a*b*c", "axxbyyc") && !matches("a*b*c", "axxcyyb") && !matches("ab*ba", "aba"));
+        let stmts = vec![
+            "CREATE TABLE tiger.addr (\n    x integer\n)".to_string(),
+            "CREATE TABLE public.t (\n    x integer\n)".to_string(),
+        ];
+        let (kept, n) = without_ignored(stmts, &["* tiger.*".to_string()]);
+        assert_eq!((kept.len(), n), (1, 1));
+    }
 
     #[test]
     fn a_changed_table_names_its_changed_columns_and_constraints() {

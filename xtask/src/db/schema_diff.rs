@@ -104,7 +104,16 @@ pub fn run(ctx: &Ctx, flags: SchemaDiff) -> Result<()> {
         }
     }
 
-    let (ca, cb) = (schema::canonical(&sa.text, opts), schema::canonical(&sb.text, opts));
+    let ignore: Vec<String> = ctx.config.schema_diff.ignore.iter().chain(&flags.ignore).cloned().collect();
+    let (ca, ignored_a) = schema::without_ignored(schema::canonical(&sa.text, opts), &ignore);
+    let (cb, ignored_b) = schema::without_ignored(schema::canonical(&sb.text, opts), &ignore);
+    if ignored_a + ignored_b > 0 {
+        eprintln!(
+            "ignored (schema_diff.ignore, --ignore): {ignored_a} statement(s) of {} and {ignored_b} of {}",
+            a.label(),
+            b.label()
+        );
+    }
     let (ra, rb) = (schema::render(&ca), schema::render(&cb));
     let dir = ctx.config.root.join("dump/schema-diff");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

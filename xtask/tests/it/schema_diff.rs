@@ -320,3 +320,23 @@ fn a_newer_pg_dump_against_this_server_compares_equal() {
         p.xtask_in(&p.dir, &["db", "schema-diff", &a, file.to_str().unwrap()], &[("XTASK_PG_BINDIR", &bindir)]).ok();
     assert!(run.stderr.contains("pg_dump 18."), "{}", run.stderr);
 }
+
+/// What a team accepts as noise is left out, by the config key and by the flag, and said.
+#[test]
+fn ignored_objects_are_not_compared_and_are_counted() {
+    let p = Project::new("sdignore");
+    let a = create(&p, "plain", "CREATE TABLE t (id int)");
+    let b = create(&p, "noisy", "CREATE TABLE t (id int); CREATE SCHEMA tiger; CREATE TABLE tiger.addr (x int); CREATE TABLE public.spatial_ref_sys (srid int)");
+    diff(&p, &a, &b, &[]).verdict("schemas differ");
+    let manifest = std::fs::read_to_string(p.dir.join("Cargo.toml")).unwrap();
+    std::fs::write(
+        p.dir.join("Cargo.toml"),
+        format!("{manifest}\n[workspace.metadata.db.schema_diff]\nignore = [\"* tiger.*\", \"schema tiger\"]\n"),
+    )
+    .unwrap();
+    let run = diff(&p, &a, &b, &[]).verdict("schemas differ");
+    assert!(run.stdout.contains("spatial_ref_sys") && !run.stdout.contains("tiger"), "{}", run.stdout);
+    let run = diff(&p, &a, &b, &["--ignore", "table public.spatial_ref_sys"]).ok();
+    assert!(run.stderr.contains("ignored (schema_diff.ignore, --ignore): 0 statement(s)"), "{}", run.stderr);
+    assert!(run.stderr.contains("and 3 of"), "{}", run.stderr);
+}
