@@ -22,11 +22,20 @@ use clap::Parser;
 
 /// Parses the command line and runs it; returns the process exit code.
 pub fn main() -> i32 {
-    // `cargo xtask db schema-diff … | head -1`: a reader that leaves ends us quietly (exit
-    // 128+SIGPIPE), as it does any Unix filter, instead of a panic in `println!`. Output to
-    // stdout is data, written last, after the work is done.
-    // SAFETY: restoring a default disposition before any thread starts.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // `cargo xtask db schema-diff … | head -1`: a reader of stdout that leaves ends us quietly
+    // (exit 128+SIGPIPE, as a filter ends), not with `println!`'s panic. Stdout is data, written
+    // after the work is done. SIGPIPE itself stays ignored: the default action would also kill us
+    // when a child we feed (psql on stdin) exits early, before cleanup and the error message.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg =
+            payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied());
+        if msg.is_some_and(|m| m.starts_with("failed printing to stdout") && m.contains("Broken pipe")) {
+            std::process::exit(128 + libc::SIGPIPE);
+        }
+        default_hook(info);
+    }));
     proc::install_signal_handlers();
     let flags = match flags::Xtask::try_parse() {
         Ok(f) => f,

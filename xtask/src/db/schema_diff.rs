@@ -336,6 +336,11 @@ const HIDDEN_PROBLEMS: &str = "SELECT format('`%s`: invalid index %s (a failed C
     current_database(), i.indexrelid::regclass) FROM pg_index i WHERE NOT i.indisvalid \
     UNION ALL SELECT format('`%s`: constraint %s on %s is NOT VALID (existing rows are not checked)', \
     current_database(), c.conname, c.conrelid::regclass) FROM pg_constraint c WHERE NOT c.convalidated AND c.conrelid <> 0 \
+    UNION ALL SELECT format('`%s`: %s subscription(s), not compared (their connection strings hold credentials)', \
+    current_database(), count(*)) FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid \
+    WHERE d.datname = current_database() HAVING count(*) > 0 \
+    UNION ALL SELECT format('`%s`: %s security label(s), not compared', current_database(), count(*)) \
+    FROM pg_seclabels HAVING count(*) > 0 \
     ORDER BY 1;";
 
 /// pg_dump's failures, in the words of the fix.
