@@ -69,15 +69,18 @@ pub fn run(ctx: &Ctx, flags: SchemaDiff) -> Result<()> {
     let b = source(ctx, flags.b.as_deref().or(flags.second.as_deref()).ok_or_else(missing)?)?;
     let tools = Tools { pg_dump: tools::find("pg_dump")?, psql: tools::find("psql")? };
 
-    // Both dumps and the hidden-problems query at once.
-    let (sa, sb, warnings) = std::thread::scope(|s| {
+    // Both dumps and both sides' hidden-problems queries at once.
+    let (sa, sb, wa, wb) = std::thread::scope(|s| {
         let ha = s.spawn(|| fetch(&a, &tools, &flags.schema, opts));
         let hb = s.spawn(|| fetch(&b, &tools, &flags.schema, opts));
-        let w = hidden_problems(&tools, &[&a, &b]);
-        (ha.join().expect("side thread"), hb.join().expect("side thread"), w)
+        let qb = s.spawn(|| hidden_problems(&tools, &[&b]));
+        let wa = hidden_problems(&tools, &[&a]);
+        (ha.join().expect("side thread"), hb.join().expect("side thread"), wa, qb.join().expect("side thread"))
     });
     let (mut sa, mut sb) = (sa?, sb?);
-    let (warnings, versions) = warnings?;
+    let ((mut warnings, mut versions), (more, more_versions)) = (wa?, wb?);
+    warnings.extend(more);
+    versions.extend(more_versions);
     if let [Some(va), Some(vb)] = versions.as_slice() {
         sa.text = with_extension_versions(&sa.text, va);
         sb.text = with_extension_versions(&sb.text, vb);
@@ -340,7 +343,7 @@ const HIDDEN_PROBLEMS: &str = "SELECT format('`%s`: invalid index %s (a failed C
     current_database(), count(*)) FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid \
     WHERE d.datname = current_database() HAVING count(*) > 0 \
     UNION ALL SELECT format('`%s`: %s security label(s), not compared', current_database(), count(*)) \
-    FROM pg_seclabels HAVING count(*) > 0 \
+    FROM pg_seclabel HAVING count(*) > 0 \
     ORDER BY 1;";
 
 /// pg_dump's failures, in the words of the fix.
