@@ -314,8 +314,45 @@ pub fn object_key(stmt: &str) -> String {
             let (kind, name) = target.split_at(n.min(target.len()));
             format!("comment on {} {}", kind.join(" ").to_lowercase(), name.join(" "))
         }
+        ("ALTER", "PUBLICATION", _) => format!("publication {} ({})", w(2), words[3..].join(" ")),
+        ("CREATE", ..) => generic_key(&words),
         _ => stmt.lines().next().unwrap_or("").chars().take(80).collect(),
     }
+}
+
+/// `CREATE <KIND WORDS> <name> …` for the kinds without a rule of their own (event triggers,
+/// statistics, collations, casts, operators, text search objects, rules, foreign servers, tables
+/// and wrappers, publications, …): "<kind> <name>", the kind in lower case. A rule's name is
+/// followed by its table (`rule r on public.t`); a cast is named by its `(source AS target)`.
+fn generic_key(words: &[&str]) -> String {
+    let mut i = 1;
+    while matches!(words.get(i), Some(&("OR" | "REPLACE" | "DEFAULT"))) {
+        i += 1;
+    }
+    let start = i;
+    while words.get(i).is_some_and(|w| w.len() > 1 && w.bytes().all(|b| b.is_ascii_uppercase())) {
+        i += 1;
+    }
+    let kind = words[start..i].join(" ").to_lowercase();
+    let Some(first) = words.get(i) else { return kind };
+    if first.starts_with('(') {
+        // CAST (integer AS text)
+        let mut parts = Vec::new();
+        for w in &words[i..] {
+            parts.push(*w);
+            if w.ends_with(')') {
+                break;
+            }
+        }
+        return format!("{kind} {}", parts.join(" "));
+    }
+    let name = first.split('(').next().unwrap_or(first);
+    if kind == "rule" {
+        if let Some(to) = words.iter().position(|w| *w == "TO") {
+            return format!("rule {name} on {}", words.get(to + 1).unwrap_or(&""));
+        }
+    }
+    format!("{kind} {name}")
 }
 
 /// Whether `name` matches `pattern`, where `*` matches any run of characters (and nothing else
@@ -486,6 +523,38 @@ pub fn unified_diff(a: &str, b: &str, a_name: &str, b_name: &str, max_lines: usi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_pg_dump_creates_gets_a_name() {
+        for (stmt, key) in [
+            (
+                "CREATE EVENT TRIGGER audit_ddl ON ddl_command_end\n   EXECUTE FUNCTION public.f()",
+                "event trigger audit_ddl",
+            ),
+            ("CREATE STATISTICS public.s1 (ndistinct) ON a, b FROM public.t", "statistics public.s1"),
+            (
+                "CREATE COLLATION public.\"numeric\" (provider = icu, locale = 'en-u-kn-true')",
+                "collation public.\"numeric\"",
+            ),
+            ("CREATE CAST (integer AS public.mood) WITH FUNCTION public.f(integer)", "cast (integer AS public.mood)"),
+            ("CREATE OPERATOR public.=== (\n    FUNCTION = public.eq\n)", "operator public.==="),
+            (
+                "CREATE TEXT SEARCH CONFIGURATION public.cfg (\n    PARSER = pg_catalog.\"default\" )",
+                "text search configuration public.cfg",
+            ),
+            ("CREATE RULE r_ins AS\n    ON INSERT TO public.t DO INSTEAD NOTHING", "rule r_ins on public.t"),
+            ("CREATE SERVER films FOREIGN DATA WRAPPER postgres_fdw", "server films"),
+            ("CREATE FOREIGN DATA WRAPPER w", "foreign data wrapper w"),
+            ("CREATE FOREIGN TABLE public.ft (\n    a integer\n)\nSERVER films", "foreign table public.ft"),
+            ("CREATE PUBLICATION pub WITH (publish = 'insert')", "publication pub"),
+            ("CREATE DEFAULT CONVERSION public.c FOR 'LATIN1' TO 'UTF8' FROM f", "conversion public.c"),
+            ("CREATE OPERATOR FAMILY public.fam USING btree", "operator family public.fam"),
+            ("CREATE ACCESS METHOD heap2 TYPE TABLE HANDLER h", "access method heap2"),
+            ("ALTER PUBLICATION pub ADD TABLE ONLY public.t", "publication pub (ADD TABLE ONLY public.t)"),
+        ] {
+            assert_eq!(object_key(stmt), key, "{stmt}");
+        }
+    }
 
     #[test]
     fn ignore_patterns_match_report_names() {
