@@ -131,22 +131,8 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
         }
         counter += 1;
         let name = format!("b{counter}");
-        let mut cmd = xtask(&name, template, full);
-        cmd.stderr(Stdio::piped()).stdout(Stdio::null());
         settle(&server)?;
-        let start = Instant::now();
-        let out = cmd.output()?;
-        let took = start.elapsed();
-        if !out.status.success() {
-            return Err(fail(
-                format!("`cargo xtask db worktree` failed: {}", String::from_utf8_lossy(&out.stderr)),
-                "see above",
-            ));
-        }
-        if verbose {
-            eprint!("{}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(took)
+        time_ours(&mut xtask(&name, template, full), verbose)
     };
 
     let runs = flags.runs.max(1);
@@ -277,6 +263,25 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
     Ok(())
 }
 
+/// Runs one timed `cargo xtask db worktree …` (its report shown with --verbose); a failure
+/// ends the benchmark with its output.
+fn time_ours(cmd: &mut Command, verbose: bool) -> Result<Duration> {
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let start = Instant::now();
+    let out = cmd.output()?;
+    let took = start.elapsed();
+    if !out.status.success() {
+        return Err(fail(
+            format!("`{}` failed: {}", proc::display(cmd), String::from_utf8_lossy(&out.stderr)),
+            "see above",
+        ));
+    }
+    if verbose {
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(took)
+}
+
 static SEED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// The user's path: `cargo xtask db worktree NAME` run in this repository (its own `target/`, as
@@ -319,23 +324,9 @@ impl UserPath<'_> {
         cmd.args(["xtask", "db", "worktree", &branch, "--path"])
             .arg(&path)
             .env("DATABASE_URL", self.admin_url.with_dbname(template).expose_secret())
-            .env("WORKTREE_TEMPLATE_DB", template)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .env("WORKTREE_TEMPLATE_DB", template);
         settle(self.server)?;
-        let start = Instant::now();
-        let out = cmd.output()?;
-        let took = start.elapsed();
-        if !out.status.success() {
-            return Err(fail(
-                format!("`cargo xtask db worktree {branch}` failed: {}", String::from_utf8_lossy(&out.stderr)),
-                "see above",
-            ));
-        }
-        if verbose {
-            eprint!("{}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok((took, path))
+        Ok((time_ours(&mut cmd, verbose)?, path))
     }
 
     fn baseline(&self, template: &str) -> Result<Duration> {

@@ -85,36 +85,10 @@ const PROFILE: &str = "debug";
 /// Starts `db seed-build-cache FROM TO` detached (its own session), with `lock` — cargo's lock
 /// on TO, held — as its descriptor 3: the lock is released when it exits, whatever ends it.
 fn spawn_seeder(new: &Ctx, from: &Path, to: &Path, lock: &std::fs::File) -> Result<()> {
-    use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe()?;
-    let log = match new.worktrees.common_dir() {
-        Some(git) => git.join("xtask-db"),
-        None => std::env::temp_dir(),
-    };
-    std::fs::create_dir_all(&log)?;
-    let out = std::fs::OpenOptions::new().create(true).append(true).open(log.join("seed-build-cache.log"))?;
-    let err = out.try_clone()?;
-    let fd = std::os::fd::AsRawFd::as_raw_fd(lock);
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args(["db", "seed-build-cache"])
-        .arg(from)
-        .arg(to)
-        .current_dir(&new.config.root)
-        .stdin(std::process::Stdio::null())
-        .stdout(out)
-        .stderr(err);
-    // SAFETY: setsid and dup2 are async-signal-safe and touch nothing of the parent.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::setsid();
-            if libc::dup2(fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn()?;
-    Ok(())
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args(["db", "seed-build-cache"]).arg(from).arg(to).current_dir(&new.config.root);
+    let log = new.state_dir().join("seed-build-cache.log");
+    crate::proc::spawn_detached(&mut cmd, &log, Some(std::os::fd::AsRawFd::as_raw_fd(lock)))
 }
 
 /// `db seed-build-cache FROM TO` (hidden; started by [`seed`]): seeds TO, a profile directory,

@@ -170,6 +170,32 @@ pub fn output(cmd: &mut Command, stdin: Option<&[u8]>) -> Result<(ExitStatus, Ve
     Ok((status, out, err))
 }
 
+/// Starts `cmd` detached — in a session of its own, so a Ctrl-C here does not reach it — with
+/// stdin closed and stdout and stderr appended to `log`; `keep_fd`, if any, becomes its
+/// descriptor 3 (e.g. a held lock, released only when it exits). Not registered: it outlives us.
+pub fn spawn_detached(cmd: &mut Command, log: &std::path::Path, keep_fd: Option<i32>) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+    // SAFETY: setsid and dup2 are async-signal-safe and touch nothing of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            if let Some(fd) = keep_fd {
+                if libc::dup2(fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()?;
+    Ok(())
+}
+
 /// Runs to completion, its stdout and stderr going to our stderr (stdout is for data).
 pub fn show(cmd: &mut Command) -> Result<()> {
     let to_stderr = std::io::stderr().as_fd().try_clone_to_owned()?;

@@ -106,6 +106,17 @@ impl Ctx {
         )
     }
 
+    /// Where this tool keeps what belongs to the repository but is never committed (background
+    /// logs, word of a failed refill, locks): `.git/xtask-db/`, else the temp directory under a
+    /// name of this repository.
+    pub fn state_dir(&self) -> PathBuf {
+        match self.worktrees.common_dir() {
+            Some(git) => git.join("xtask-db"),
+            None => std::env::temp_dir()
+                .join(format!("xtask-db-{}", crate::naming::short_hash(&self.worktrees.main.display().to_string()))),
+        }
+    }
+
     /// This worktree's `.env`.
     pub fn env_path(&self) -> PathBuf {
         self.config.root.join(".env")

@@ -90,7 +90,7 @@ pub fn run(ctx: &Ctx, branch: &str, flags: Worktree) -> Result<()> {
                         dir.display()
                     );
                 } else {
-                    made.undo();
+                    drop(made);
                 }
             }
             return Err(e);
@@ -111,17 +111,14 @@ pub fn run(ctx: &Ctx, branch: &str, flags: Worktree) -> Result<()> {
     Ok(())
 }
 
-/// An exclusive `flock` on `<git dir>/xtask-db/worktree-add.lock`, held while a run looks at
+/// An exclusive `flock` on `worktree-add.lock` in [`Ctx::state_dir`], held while a run looks at
 /// the worktrees and adds one (gone with the process, whatever ends it).
 struct RepoLock(#[allow(dead_code)] std::fs::File);
 
 impl RepoLock {
     fn take(ctx: &Ctx) -> Result<RepoLock> {
         use std::os::fd::AsRawFd;
-        let dir = match ctx.worktrees.common_dir() {
-            Some(git) => git.join("xtask-db"),
-            None => return Ok(RepoLock(tempfile_placeholder()?)),
-        };
+        let dir = ctx.state_dir();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let file = std::fs::File::options()
             .create(true)
@@ -141,9 +138,10 @@ impl RepoLock {
     }
 }
 
-/// Outside a git checkout nothing is added (git itself refuses first); a lock on nothing.
-fn tempfile_placeholder() -> Result<std::fs::File> {
-    Ok(std::fs::File::open("/dev/null")?)
+/// What git said last on stderr (its one-line reason).
+fn git_says(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
 }
 
 /// `--drop BRANCH`: its worktree's database, then the worktree (`git worktree remove`, which
@@ -161,8 +159,7 @@ fn drop_and_remove(ctx: &Ctx, dir: &Path, yes: bool) -> Result<()> {
             Ok(())
         }
         (_, _, stderr) => {
-            let text = String::from_utf8_lossy(&stderr);
-            let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+            let last = git_says(&stderr);
             Err(fail(
                 format!("its database is dropped, but git kept the worktree {}: {last}", dir.display()),
                 format!("commit or discard its changes, then `git worktree remove {}`", dir.display()),
@@ -239,7 +236,6 @@ impl Made {
     fn keep(mut self) {
         self.kept = true;
     }
-    fn undo(self) {}
 }
 
 impl Drop for Made {
@@ -328,8 +324,7 @@ fn add(cwd: &Path, branch: &str, dir: &Path) -> Result<Made> {
     match proc::output(&mut cmd, None) {
         Ok((status, _, _)) if status.success() => Ok(made),
         Ok((status, _, stderr)) => {
-            let text = String::from_utf8_lossy(&stderr);
-            let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+            let last = git_says(&stderr);
             // git cleans up after itself when it fails; what is there now is another's (a run
             // for the same branch at the same moment): never undo it.
             made.kept = true;

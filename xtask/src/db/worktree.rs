@@ -348,52 +348,23 @@ fn copy_into_place(
     Ok(timings)
 }
 
-/// Where background refills of this repository log, and leave word of a failure for the next
-/// run: inside the repository's git directory (private to it, never committed), else the temp
-/// directory under a name of this repository.
-fn refill_dir(ctx: &Ctx) -> PathBuf {
-    match ctx.worktrees.common_dir() {
-        Some(git) => git.join("xtask-db"),
-        None => std::env::temp_dir()
-            .join(format!("xtask-db-{}", crate::naming::short_hash(&ctx.worktrees.main.display().to_string()))),
-    }
-}
-
-/// Starts `db refill-spare` detached (its own session, so Ctrl-C here does not reach it), logging
-/// to `refill.log` in [`refill_dir`]. Best effort: without a spare the next run simply copies.
+/// Starts `db refill-spare` detached, logging to `refill.log` in [`Ctx::state_dir`]. Best
+/// effort: without a spare the next run simply copies.
 fn spawn_refill(ctx: &Ctx) {
-    use std::os::unix::process::CommandExt;
     let Ok(exe) = std::env::current_exe() else { return };
-    let dir = refill_dir(ctx);
-    if std::fs::create_dir_all(&dir).is_err() {
-        return;
-    }
-    let Ok(out) = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("refill.log")) else { return };
-    let Ok(err) = out.try_clone() else { return };
     let mut cmd = Command::new(exe);
     cmd.arg("db");
     for o in &ctx.overrides {
         cmd.arg("--set").arg(o);
     }
-    cmd.arg("refill-spare")
-        .current_dir(&ctx.worktrees.current)
-        .stdin(std::process::Stdio::null())
-        .stdout(out)
-        .stderr(err);
-    // SAFETY: setsid is async-signal-safe and touches nothing of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let _ = cmd.spawn();
+    cmd.arg("refill-spare").current_dir(&ctx.worktrees.current);
+    let _ = proc::spawn_detached(&mut cmd, &ctx.state_dir().join("refill.log"), None);
 }
 
 /// `db refill-spare`: prepare the spare clone of the template. A failure is logged and left in
 /// `refill.failed` for the next `db worktree` to report.
 pub fn refill_spare(ctx: &Ctx) -> Result<()> {
-    let failed = refill_dir(ctx).join("refill.failed");
+    let failed = ctx.state_dir().join("refill.failed");
     let result = (|| {
         let server = ctx.server()?;
         let spare = ctx.config.spare_db();
@@ -430,7 +401,7 @@ pub fn refill_spare(ctx: &Ctx) -> Result<()> {
 
 /// The last background refill's failure, once (the file is removed as it is reported).
 fn take_refill_failure(ctx: &Ctx) -> Option<String> {
-    let dir = refill_dir(ctx);
+    let dir = ctx.state_dir();
     let text = std::fs::read_to_string(dir.join("refill.failed")).ok()?;
     let _ = std::fs::remove_file(dir.join("refill.failed"));
     Some(format!(
