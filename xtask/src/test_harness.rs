@@ -149,6 +149,7 @@ fn second_major(
         .env(APP_BIN_ENV, app_bin)
         .env(VENV_BIN_ENV, venv_bin)
         .env("PATH", path)
+        .env(PG18_BINDIR_ENV, &bindir)
         .env_remove("DATABASE_URL")
         .env_remove("WORKTREE_TEMPLATE_DB");
     let result = run_counting(&mut test, totals).context("the tests failed on PostgreSQL 18");
