@@ -9,6 +9,7 @@ mod cli;
 mod env_file;
 mod errors;
 mod justfile;
+mod peer_corpus;
 mod prod_clone;
 mod schema;
 mod schema_diff;
