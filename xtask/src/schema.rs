@@ -388,21 +388,48 @@ pub fn without_ignored(stmts: Vec<String>, patterns: &[String]) -> (Vec<String>,
     (kept, n)
 }
 
-/// How two canonical schemas differ, by object.
+/// How two canonical schemas differ, by object. The JSON keys are the report's words:
+/// `changed`, `only_in_b`, `only_in_a`; inside a changed object, each element's `a` and `b`.
 #[derive(Debug, Default, Serialize)]
 pub struct Difference {
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
-    pub changed: Vec<String>,
-    /// For a changed table: what changed inside it, one line per column or constraint
-    /// (`column amount: integer → bigint NOT NULL`, `column note: added (text)`).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub details: BTreeMap<String, Vec<String>>,
+    pub changed: Vec<Changed>,
+    pub only_in_b: Vec<String>,
+    pub only_in_a: Vec<String>,
+}
+
+/// A changed object and, where the tool can say, what changed inside it: for a table each column,
+/// constraint, index, trigger, policy, default, comment on a column and row-level security
+/// switch; for a short single-statement object its definition.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Changed {
+    pub object: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inside: Vec<Element>,
+}
+
+/// One element of a changed object, as each side defines it (`None`: not on that side).
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Element {
+    pub name: String,
+    pub a: Option<String>,
+    pub b: Option<String>,
+}
+
+impl std::fmt::Display for Element {
+    /// `column amount: integer → bigint`, `index t_a_idx: only in b (USING btree (a))`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.a, &self.b) {
+            (Some(a), Some(b)) => write!(f, "{}: {a} → {b}", self.name),
+            (None, Some(b)) => write!(f, "{}: only in b ({b})", self.name),
+            (Some(a), None) => write!(f, "{}: only in a ({a})", self.name),
+            (None, None) => write!(f, "{}", self.name),
+        }
+    }
 }
 
 impl Difference {
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+        self.only_in_b.is_empty() && self.only_in_a.is_empty() && self.changed.is_empty()
     }
 }
 
@@ -439,30 +466,93 @@ fn table_elements(stmt: &str) -> Option<Vec<(String, String)>> {
     Some(out)
 }
 
-/// What differs inside a table between two `CREATE TABLE` statements, one line per element.
-fn table_changes(a: &str, b: &str) -> Vec<String> {
+/// What differs inside a table between two `CREATE TABLE` statements, one element each.
+fn table_changes(a: &str, b: &str) -> Vec<Element> {
     let (Some(ea), Some(eb)) = (table_elements(a), table_elements(b)) else { return Vec::new() };
     let mut out = Vec::new();
     for (name, def) in &ea {
         match eb.iter().find(|(n, _)| n == name) {
-            None => out.push(format!("{name}: removed ({def})")),
-            Some((_, new)) if new != def => out.push(format!("{name}: {def} → {new}")),
+            None => out.push(Element { name: name.clone(), a: Some(def.clone()), b: None }),
+            Some((_, new)) if new != def => {
+                out.push(Element { name: name.clone(), a: Some(def.clone()), b: Some(new.clone()) })
+            }
             Some(_) => {}
         }
     }
     for (name, def) in &eb {
         if !ea.iter().any(|(n, _)| n == name) {
-            out.push(format!("{name}: added ({def})"));
+            out.push(Element { name: name.clone(), a: None, b: Some(def.clone()) });
         }
     }
     let (oa, ob) = (a.lines().next().unwrap_or(""), b.lines().next().unwrap_or(""));
-    if out.is_empty() && oa != ob {
-        out.push(format!("definition: {} → {}", oa.trim_end_matches(" ("), ob.trim_end_matches(" (")));
+    let tail = |s: &str| s.rsplit_once("\n)").map(|(_, t)| t.trim().to_string()).unwrap_or_default();
+    if oa != ob {
+        let head = |s: &str| s.trim_end_matches(" (").to_string();
+        out.push(Element { name: "definition".into(), a: Some(head(oa)), b: Some(head(ob)) });
+    } else if tail(a) != tail(b) {
+        // After the columns: PARTITION BY, INHERITS, WITH (…), a partition's bounds.
+        out.push(Element { name: "definition".into(), a: Some(tail(a)), b: Some(tail(b)) });
     }
     out
 }
 
-/// Objects only in `b` (added), only in `a` (removed), or defined differently (changed).
+/// For an object that belongs to a table (`index i on T`, `constraint c on T`, `trigger t on T`,
+/// `policy p on T`, `row level security on T`, `column T.c (SET DEFAULT)`, `comment on column
+/// T.c`): the table's key and the element's name within it.
+fn member_of(key: &str) -> Option<(String, String)> {
+    for kind in ["index ", "constraint ", "trigger ", "policy "] {
+        if let Some((name, table)) = key.strip_prefix(kind).and_then(|r| r.split_once(" on ")) {
+            return Some((format!("table {table}"), format!("{kind}{name}")));
+        }
+    }
+    if let Some(table) = key.strip_prefix("row level security on ") {
+        return Some((format!("table {table}"), "row level security".into()));
+    }
+    if let Some(rest) = key.strip_prefix("column ") {
+        let (target, what) = rest.split_once(" (")?;
+        let (table, column) = target.rsplit_once('.')?;
+        return Some((format!("table {table}"), format!("column {column} ({}", what)));
+    }
+    if let Some(target) = key.strip_prefix("comment on column ") {
+        let (table, column) = target.rsplit_once('.')?;
+        return Some((format!("table {table}"), format!("comment on column {column}")));
+    }
+    None
+}
+
+/// A statement as the element's line shows it: without what its name already says (`CREATE
+/// INDEX i ON public.t`, `ALTER TABLE ONLY public.t ADD CONSTRAINT c`), on one line.
+fn element_definition(stmts: &[&String]) -> String {
+    let one = |s: &str| -> String {
+        let flat = s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let words: Vec<&str> = flat.split(' ').collect();
+        let cut = match (words.first().copied(), words.get(1).copied()) {
+            (Some("CREATE"), Some("INDEX" | "UNIQUE" | "POLICY")) => {
+                words.iter().position(|w| *w == "ON").map(|p| p + 2 + usize::from(words.get(p + 1) == Some(&"ONLY")))
+            }
+            (Some("CREATE"), Some("TRIGGER" | "CONSTRAINT")) => {
+                words.iter().position(|w| *w == "TRIGGER").map(|p| p + 2)
+            }
+            (Some("ALTER"), Some("TABLE")) => words
+                .iter()
+                .position(|w| *w == "CONSTRAINT" || *w == "COLUMN")
+                .map(|p| p + 2)
+                .or(Some(3 + usize::from(words.get(2) == Some(&"ONLY")))),
+            (Some("COMMENT"), _) => words.iter().position(|w| *w == "IS").map(|p| p + 1),
+            _ => None,
+        };
+        let unique = if words.get(1) == Some(&"UNIQUE") { "UNIQUE " } else { "" };
+        match cut {
+            Some(i) if i < words.len() => format!("{unique}{}", words[i..].join(" ")),
+            _ => flat,
+        }
+    };
+    stmts.iter().map(|s| one(s)).collect::<Vec<_>>().join("; ")
+}
+
+/// Objects only in `b`, only in `a`, or defined differently (changed). What belongs to a table
+/// that both sides have is reported inside that table; what belongs to a table only one side
+/// has goes with it.
 pub fn compare(a: &[String], b: &[String]) -> Difference {
     fn group(stmts: &[String]) -> BTreeMap<String, Vec<&String>> {
         let mut m: BTreeMap<String, Vec<&String>> = BTreeMap::new();
@@ -472,27 +562,54 @@ pub fn compare(a: &[String], b: &[String]) -> Difference {
         m
     }
     let (ga, gb) = (group(a), group(b));
+    // A table's own elements (columns, inline constraints) first, then what belongs to it.
+    let (mut own, mut members): (BTreeMap<String, Vec<Element>>, BTreeMap<String, Vec<Element>>) = Default::default();
     let mut d = Difference::default();
-    for (k, va) in &ga {
-        match gb.get(k) {
-            None => d.removed.push(k.clone()),
-            Some(vb) if va != vb => {
-                d.changed.push(k.clone());
-                if let ([x], [y]) = (va.as_slice(), vb.as_slice()) {
-                    let inside = table_changes(x, y);
-                    if !inside.is_empty() {
-                        d.details.insert(k.clone(), inside);
-                    }
+    let keys: std::collections::BTreeSet<&String> = ga.keys().chain(gb.keys()).collect();
+    for k in keys {
+        let (va, vb) = (ga.get(k), gb.get(k));
+        if va == vb {
+            continue;
+        }
+        if let Some((table, name)) = member_of(k) {
+            match (ga.contains_key(&table), gb.contains_key(&table)) {
+                (true, true) => {
+                    members.entry(table).or_default().push(Element {
+                        name,
+                        a: va.map(|v| element_definition(v)),
+                        b: vb.map(|v| element_definition(v)),
+                    });
+                    continue;
                 }
+                // Goes with its table, which only one side has.
+                (true, false) | (false, true) => continue,
+                (false, false) => {}
             }
-            Some(_) => {}
+        }
+        match (va, vb) {
+            (None, _) => d.only_in_b.push(k.clone()),
+            (_, None) => d.only_in_a.push(k.clone()),
+            (Some(x), Some(y)) => {
+                let mut elements = match (x.as_slice(), y.as_slice()) {
+                    ([x], [y]) => table_changes(x, y),
+                    _ => Vec::new(),
+                };
+                let short = |v: &[&String]| v.iter().all(|s| !s.contains('\n') && s.len() <= 300);
+                if elements.is_empty() && !k.starts_with("table ") && short(x) && short(y) {
+                    elements.push(Element {
+                        name: "definition".into(),
+                        a: Some(element_definition(x)),
+                        b: Some(element_definition(y)),
+                    });
+                }
+                own.insert(k.clone(), elements);
+            }
         }
     }
-    for k in gb.keys() {
-        if !ga.contains_key(k) {
-            d.added.push(k.clone());
-        }
+    for (object, theirs) in members {
+        own.entry(object).or_default().extend(theirs);
     }
+    d.changed = own.into_iter().map(|(object, inside)| Changed { object, inside }).collect();
     d
 }
 
@@ -574,23 +691,81 @@ mod tests {
         assert_eq!((kept.len(), n), (1, 1));
     }
 
+    fn lines(d: &Difference, object: &str) -> Vec<String> {
+        let c = d.changed.iter().find(|c| c.object == object).unwrap_or_else(|| panic!("{object} not changed: {d:?}"));
+        c.inside.iter().map(|e| e.to_string()).collect()
+    }
+
     #[test]
     fn a_changed_table_names_its_changed_columns_and_constraints() {
         let a = "CREATE TABLE public.t (\n    amount integer NOT NULL,\n    \"Odd Name\" text,\n    gone integer,\n    CONSTRAINT t_check CHECK ((amount > 0))\n)";
         let b = "CREATE TABLE public.t (\n    amount bigint DEFAULT 0 NOT NULL,\n    \"Odd Name\" text,\n    note text,\n    CONSTRAINT t_check CHECK ((amount > 1))\n)";
         let d = compare(&[a.to_string()], &[b.to_string()]);
-        assert_eq!(d.changed, vec!["table public.t"]);
         assert_eq!(
-            d.details["table public.t"],
+            lines(&d, "table public.t"),
             vec![
                 "column amount: integer NOT NULL → bigint DEFAULT 0 NOT NULL",
-                "column gone: removed (integer)",
+                "column gone: only in a (integer)",
                 "constraint t_check: CHECK ((amount > 0)) → CHECK ((amount > 1))",
-                "column note: added (text)",
+                "column note: only in b (text)",
             ]
         );
-        // Nothing inside differs (e.g. only the partitioning clause): the definition line says.
+        assert_eq!(d.changed.len(), 1);
+        // Nothing inside differs: no element (the unified diff shows the rest).
         assert!(table_changes("CREATE TABLE t (\n)", "CREATE TABLE t (\n)").is_empty());
+        // After the columns: the partitioning clause.
+        let p = |by: &str| format!("CREATE TABLE t (\n    a integer\n)\nPARTITION BY {by}");
+        let e = table_changes(&p("RANGE (a)"), &p("LIST (a)"));
+        assert_eq!(e[0].to_string(), "definition: PARTITION BY RANGE (a) → PARTITION BY LIST (a)");
+    }
+
+    #[test]
+    fn what_belongs_to_a_table_is_named_inside_it() {
+        let t = "CREATE TABLE public.t (\n    a integer,\n    b text\n)".to_string();
+        let a = vec![
+            t.clone(),
+            "CREATE INDEX t_a_idx ON public.t USING btree (a)".to_string(),
+            "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (a)".to_string(),
+            "CREATE TRIGGER tr BEFORE INSERT ON public.t FOR EACH ROW EXECUTE FUNCTION public.f()".to_string(),
+            "CREATE POLICY p ON public.t USING ((a > 0))".to_string(),
+            "CREATE TABLE public.gone (\n    x integer\n)".to_string(),
+            "CREATE INDEX gone_x ON public.gone USING btree (x)".to_string(),
+            "CREATE INDEX mv_i ON public.mv USING btree (c)".to_string(),
+        ];
+        let b = vec![
+            t,
+            "CREATE INDEX t_a_idx ON public.t USING btree (a, b)".to_string(),
+            "CREATE UNIQUE INDEX t_b_key ON public.t USING btree (b)".to_string(),
+            "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (a, b)".to_string(),
+            "CREATE TRIGGER tr AFTER INSERT ON public.t FOR EACH ROW EXECUTE FUNCTION public.f()".to_string(),
+            "ALTER TABLE public.t ENABLE ROW LEVEL SECURITY".to_string(),
+            "ALTER TABLE ONLY public.t ALTER COLUMN a SET DEFAULT 1".to_string(),
+            "CREATE INDEX mv_i ON public.mv USING hash (c)".to_string(),
+        ];
+        let d = compare(&a, &b);
+        assert_eq!(
+            lines(&d, "table public.t"),
+            vec![
+                "column a (SET DEFAULT): only in b (SET DEFAULT 1)",
+                "constraint t_pkey: PRIMARY KEY (a) → PRIMARY KEY (a, b)",
+                "index t_a_idx: USING btree (a) → USING btree (a, b)",
+                "index t_b_key: only in b (UNIQUE USING btree (b))",
+                "policy p: only in a (USING ((a > 0)))",
+                "row level security: only in b (ENABLE ROW LEVEL SECURITY)",
+                "trigger tr: BEFORE INSERT ON public.t FOR EACH ROW EXECUTE FUNCTION public.f() → AFTER INSERT ON public.t FOR EACH ROW EXECUTE FUNCTION public.f()",
+            ]
+        );
+        // A table only one side has takes its index along; an index on what is not a table is an
+        // object of its own, with its definition.
+        assert_eq!(d.only_in_a, vec!["table public.gone"]);
+        assert_eq!(lines(&d, "index mv_i on public.mv"), vec!["definition: USING btree (c) → USING hash (c)"]);
+        assert_eq!(d.changed.len(), 2);
+        // JSON keys are the report's words.
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["only_in_a"], serde_json::json!(["table public.gone"]));
+        assert_eq!(json["changed"][1]["inside"][1]["name"], "constraint t_pkey");
+        assert_eq!(json["changed"][1]["inside"][1]["a"], "PRIMARY KEY (a)");
+        assert_eq!(json["changed"][1]["inside"][1]["b"], "PRIMARY KEY (a, b)");
     }
 
     #[test]
@@ -676,9 +851,10 @@ mod tests {
         let b =
             vec!["CREATE TABLE a (\n    x bigint\n)".to_string(), "CREATE INDEX i ON a USING btree (x)".to_string()];
         let d = compare(&a, &b);
-        assert_eq!(d.changed, vec!["table a"]);
-        assert_eq!(d.removed, vec!["view v"]);
-        assert_eq!(d.added, vec!["index i on a"]);
+        assert_eq!(d.changed.iter().map(|c| c.object.as_str()).collect::<Vec<_>>(), vec!["table a"]);
+        assert_eq!(lines(&d, "table a"), vec!["column x: int → bigint", "index i: only in b (USING btree (x))"]);
+        assert_eq!(d.only_in_a, vec!["view v"]);
+        assert!(d.only_in_b.is_empty());
     }
 
     #[test]

@@ -135,14 +135,15 @@ pub fn run(ctx: &Ctx, flags: SchemaDiff) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         DiffFormat::Text if !equal => {
-            for (what, keys) in
-                [("changed", &difference.changed), ("only in b", &difference.added), ("only in a", &difference.removed)]
-            {
+            for c in &difference.changed {
+                println!("changed: {}", c.object);
+                for element in &c.inside {
+                    println!("    {element}");
+                }
+            }
+            for (what, keys) in [("only in b", &difference.only_in_b), ("only in a", &difference.only_in_a)] {
                 for k in keys {
                     println!("{what}: {k}");
-                    for inside in difference.details.get(k).into_iter().flatten() {
-                        println!("    {inside}");
-                    }
                 }
             }
             if difference.is_empty() {
@@ -171,12 +172,12 @@ pub fn run(ctx: &Ctx, flags: SchemaDiff) -> Result<()> {
         return Ok(());
     }
     let d = &difference;
-    let n = d.changed.len() + d.added.len() + d.removed.len();
+    let n = d.changed.len() + d.only_in_b.len() + d.only_in_a.len();
     Err(Verdict(format!(
         "schemas differ: {n} object(s) ({} changed, {} only in b, {} only in a)",
         d.changed.len(),
-        d.added.len(),
-        d.removed.len()
+        d.only_in_b.len(),
+        d.only_in_a.len()
     ))
     .into())
 }

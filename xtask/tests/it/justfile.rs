@@ -230,5 +230,5 @@ fn the_schema_diff_recipe_takes_its_sides_as_the_verb_does() {
     let run = j.just(&["schema-diff", &t, &other, "--format", "json"]);
     assert_eq!(run.code, 1, "{}", run.all());
     let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(json["added"], serde_json::json!(["table public.extra"]), "{json}");
+    assert_eq!(json["only_in_b"], serde_json::json!(["table public.extra"]), "{json}");
 }

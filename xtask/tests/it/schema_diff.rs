@@ -130,7 +130,7 @@ fn each_kind_of_difference_is_found_and_named() {
         ("matview", "DROP MATERIALIZED VIEW mv; CREATE MATERIALIZED VIEW mv AS SELECT count(*) + 1 AS c FROM child", "materialized view public.mv"),
         ("fk", "ALTER TABLE child DROP CONSTRAINT child_parent_id_fkey; ALTER TABLE child ADD CONSTRAINT child_parent_id_fkey FOREIGN KEY (parent_id) REFERENCES parent(id) ON DELETE SET NULL", "constraint child_parent_id_fkey"),
         ("policy", "DROP POLICY p_all ON parent; CREATE POLICY p_all ON parent USING (id > 1)", "policy p_all"),
-        ("rlsoff", "ALTER TABLE parent DISABLE ROW LEVEL SECURITY", "row level security on public.parent"),
+        ("rlsoff", "ALTER TABLE parent DISABLE ROW LEVEL SECURITY", "changed: table public.parent\n    row level security: only in a"),
         ("partition", "CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')", "events_2026"),
         ("domain", "ALTER DOMAIN posint DROP CONSTRAINT posint_check; ALTER DOMAIN posint ADD CONSTRAINT posint_check CHECK (VALUE > 1)", "domain public.posint"),
         ("sequence", "ALTER SEQUENCE seq1 INCREMENT BY 5", "sequence public.seq1"),
@@ -155,17 +155,54 @@ fn each_kind_of_difference_is_found_and_named() {
     assert_eq!(run.code, 1);
     let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(json["equal"], false);
-    assert_eq!(json["changed"], serde_json::json!(["table public.child"]));
+    assert_eq!(json["changed"][0]["object"], "table public.child", "{json}");
+    assert_eq!(json["changed"].as_array().unwrap().len(), 1, "{json}");
     // Which column, old → new, in JSON and in text.
-    let inside = json["details"]["table public.child"].as_array().unwrap();
-    assert!(
-        inside
-            .iter()
-            .any(|l| l.as_str().unwrap().starts_with("column id: integer") && l.as_str().unwrap().contains("→ bigint")),
-        "{json}"
-    );
+    let column = &json["changed"][0]["inside"][0];
+    assert_eq!(column["name"], "column id", "{json}");
+    assert!(column["a"].as_str().unwrap().starts_with("integer"), "{json}");
+    assert!(column["b"].as_str().unwrap().starts_with("bigint"), "{json}");
     let run = diff(&p, &a, &b, &[]).verdict("schemas differ");
     assert!(run.stdout.contains("changed: table public.child\n    column id: integer"), "{}", run.stdout);
+}
+
+/// What changed inside a table is named with its old and new definition: an index, a
+/// constraint, a trigger, a policy and a column's default, in text and JSON.
+#[test]
+fn changes_inside_a_table_are_named_with_old_and_new() {
+    let p = Project::new("sdinside");
+    let a = create(&p, "a", BASE);
+    let b = format!("{}b", p.prefix);
+    sql("postgres", &format!("CREATE DATABASE {b} TEMPLATE {a}"));
+    sql(
+        &b,
+        "DROP INDEX child_n_idx; CREATE UNIQUE INDEX child_n_idx ON child (n, parent_id);
+         ALTER TABLE child DROP CONSTRAINT child_parent_id_fkey;
+         ALTER TABLE child ADD CONSTRAINT child_parent_id_fkey FOREIGN KEY (parent_id) REFERENCES parent(id) ON DELETE SET NULL;
+         DROP TRIGGER parent_touch ON parent;
+         CREATE TRIGGER parent_touch BEFORE INSERT OR UPDATE ON parent FOR EACH ROW EXECUTE FUNCTION touch();
+         DROP POLICY p_all ON parent; CREATE POLICY p_all ON parent USING (id > 1);
+         CREATE INDEX parent_name_idx ON parent (lower(name));",
+    );
+    let run = diff(&p, &a, &b, &[]).verdict("schemas differ: 2 object(s) (2 changed, 0 only in b, 0 only in a)");
+    for line in [
+        "changed: table public.child\n",
+        "    constraint child_parent_id_fkey: FOREIGN KEY (parent_id) REFERENCES public.parent(id) ON DELETE CASCADE → FOREIGN KEY (parent_id) REFERENCES public.parent(id) ON DELETE SET NULL\n",
+        "    index child_n_idx: UNIQUE USING btree (n) → UNIQUE USING btree (n, parent_id)\n",
+        "changed: table public.parent\n",
+        "    index parent_name_idx: only in b (USING btree (lower(name)))\n",
+        "    policy p_all: USING ((id > 0)) → USING ((id > 1))\n",
+        "    trigger parent_touch: BEFORE INSERT ON public.parent",
+    ] {
+        assert!(run.stdout.contains(line), "{line:?} not in:\n{}", run.stdout);
+    }
+    let run = diff(&p, &a, &b, &["--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let parent = json["changed"].as_array().unwrap().iter().find(|c| c["object"] == "table public.parent").unwrap();
+    let policy = parent["inside"].as_array().unwrap().iter().find(|e| e["name"] == "policy p_all").unwrap();
+    assert_eq!((policy["a"].as_str(), policy["b"].as_str()), (Some("USING ((id > 0))"), Some("USING ((id > 1))")));
+    let index = parent["inside"].as_array().unwrap().iter().find(|e| e["name"] == "index parent_name_idx").unwrap();
+    assert!(index["a"].is_null() && index["b"] == "USING btree (lower(name))", "{index}");
 }
 
 /// The same extension at two versions on two databases is a difference (pg_dump writes no
