@@ -520,38 +520,56 @@ pub fn schema_diff(flags: crate::flags::BenchSchemaDiff) -> Result<()> {
 
     let pg_dump = tools::find("pg_dump")?;
     let runs = flags.runs.max(1);
-    let (mut base, mut mine) = (Vec::new(), Vec::new());
-    let baseline = || -> Result<Duration> {
-        let start = Instant::now();
-        for db in ["bench_a", "bench_b"] {
-            let mut cmd = Command::new(&pg_dump);
-            cmd.args(["--schema-only", "-d", &server.arg_url(db)]);
-            server.libpq_env(&mut cmd);
+    let pair = |a: &str, b: &str, runs: usize| -> Result<(Duration, Duration)> {
+        let (mut base, mut mine) = (Vec::new(), Vec::new());
+        let baseline = || -> Result<Duration> {
+            let start = Instant::now();
+            for db in [a, b] {
+                let mut cmd = Command::new(&pg_dump);
+                cmd.args(["--schema-only", "-d", &server.arg_url(db)]);
+                server.libpq_env(&mut cmd);
+                proc::capture(&mut cmd, None)?;
+            }
+            Ok(start.elapsed())
+        };
+        let ours = || -> Result<Duration> {
+            // The xtask binary itself: `cargo run`'s own ~0.1 s check is not the diff's work.
+            let mut cmd = Command::new(&xtask);
+            cmd.current_dir(&root)
+                .args(["db", "schema-diff", "--a", a, "--b", b])
+                .env("DATABASE_URL", admin_url.expose_secret());
+            let start = Instant::now();
             proc::capture(&mut cmd, None)?;
+            Ok(start.elapsed())
+        };
+        for i in 0..runs {
+            // Alternate which goes first, so neither always runs on a warmer machine.
+            if i % 2 == 0 {
+                base.push(baseline()?);
+                mine.push(ours()?);
+            } else {
+                mine.push(ours()?);
+                base.push(baseline()?);
+            }
         }
-        Ok(start.elapsed())
+        Ok((median(&base), median(&mine)))
     };
-    let ours = || -> Result<Duration> {
-        // The xtask binary itself: `cargo run`'s own ~0.1 s check is not the diff's work.
-        let mut cmd = Command::new(&xtask);
-        cmd.current_dir(&root)
-            .args(["db", "schema-diff", "--a", "bench_a", "--b", "bench_b"])
-            .env("DATABASE_URL", admin_url.expose_secret());
-        let start = Instant::now();
-        proc::capture(&mut cmd, None)?;
-        Ok(start.elapsed())
-    };
-    for i in 0..runs {
-        // Alternate which goes first, so neither always runs on a warmer machine.
-        if i % 2 == 0 {
-            base.push(baseline()?);
-            mine.push(ours()?);
-        } else {
-            mine.push(ours()?);
-            base.push(baseline()?);
-        }
+    let (b, m) = pair("bench_a", "bench_b", runs)?;
+
+    // How it grows with the number of objects: schemas of many tables, each with a primary key,
+    // a foreign key to the one before, an index, a default and a comment (5 objects a table).
+    let mut wide = Vec::new();
+    for n in flags.tables.iter().copied() {
+        let (a, bb) = (format!("bench_wide{n}_a"), format!("bench_wide{n}_b"));
+        step(&format!("two databases of {n} tables"), || {
+            server.exec("postgres", &format!("CREATE DATABASE {a}"))?;
+            server.exec(&a, &wide_schema(n))?;
+            server.exec("postgres", &format!("CREATE DATABASE {bb} TEMPLATE {a}"))
+        })?;
+        let runs = (runs / 4).max(3);
+        let (wb, wm) = pair(&a, &bb, runs)?;
+        wide.push((n, wb, wm, runs));
     }
-    let (b, m) = (median(&base), median(&mine));
 
     // Canonicalizing a ~5 MB dump: the app's schema repeated under other schema names.
     let mut one = Command::new(&pg_dump);
@@ -582,6 +600,37 @@ pub fn schema_diff(flags: crate::flags::BenchSchemaDiff) -> Result<()> {
         n,
         time::elapsed(c)
     );
-    println!("\n{runs} runs per cell (medians); PostgreSQL {}; debug build, as `cargo xtask` runs it.", server.version);
+    for (n, wb, wm, r) in &wide {
+        println!(
+            "| the same, {n} tables ({} objects; {r} runs) | {} | {} | {:.2}x | {} |",
+            n * 5,
+            time::elapsed(*wb),
+            time::elapsed(*wm),
+            wm.as_secs_f64() / wb.as_secs_f64(),
+            if *n >= 2000 { "≤ 0.6x" } else { "" }
+        );
+    }
+    println!(
+        "\n{runs} runs per cell (medians) unless said; PostgreSQL {}; debug build, as `cargo xtask` runs it.",
+        server.version
+    );
     Ok(())
+}
+
+/// `n` tables in schema `wide`, each with a primary key, a foreign key to the one before, an
+/// index, a default and a comment: one DO block, so the server builds them without round trips.
+fn wide_schema(n: usize) -> String {
+    format!(
+        "CREATE SCHEMA wide;
+DO $wide$
+BEGIN
+  FOR i IN 1..{n} LOOP
+    EXECUTE format('CREATE TABLE wide.t%s (id bigint PRIMARY KEY, name text NOT NULL, amount numeric(10,2) DEFAULT 0, created_at timestamptz DEFAULT now(), prev_id bigint %s)',
+                   i, CASE WHEN i > 1 THEN format('REFERENCES wide.t%s (id)', i - 1) ELSE '' END);
+    EXECUTE format('CREATE INDEX t%s_created_at_idx ON wide.t%s (created_at)', i, i);
+    EXECUTE format('COMMENT ON TABLE wide.t%s IS %L', i, 'table number ' || i);
+  END LOOP;
+END
+$wide$;"
+    )
 }

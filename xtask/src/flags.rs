@@ -35,9 +35,12 @@ pub enum Bench {
 /// runs one after the other, and the canonicalization of a 5 MB schema dump.
 #[derive(Debug, Args)]
 pub struct BenchSchemaDiff {
-    /// Runs per cell (the median is reported).
+    /// Runs per cell (the median is reported; the many-table cells take a quarter, at least 3).
     #[arg(long, default_value_t = 21)]
     pub runs: usize,
+    /// Table counts for the many-table cells (comma-separated; 5 objects a table).
+    #[arg(long, value_delimiter = ',', default_value = "250,500,1000,2000")]
+    pub tables: Vec<usize>,
 }
 
 /// Time `cargo xtask db worktree` against `createdb && pg_dump --no-owner --no-privileges | psql`

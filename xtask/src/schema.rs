@@ -253,7 +253,8 @@ fn split_top_level_commas(s: &str) -> Vec<&str> {
 
 /// What a statement defines, for reports: `table crm.customers`, `index crm.x_idx`, ….
 pub fn object_key(stmt: &str) -> String {
-    let words: Vec<&str> = stmt.split_whitespace().collect();
+    // A statement's name is in its first words; a function body or a wide table need not be read.
+    let words: Vec<&str> = stmt.split_whitespace().take(64).collect();
     let w = |i: usize| words.get(i).copied().unwrap_or("");
     let name = |s: &str| s.split('(').next().unwrap_or(s).to_string();
     let after = |kw: &str| words.iter().position(|x| *x == kw).map(|p| w(p + 1)).unwrap_or("");
@@ -299,7 +300,7 @@ pub fn object_key(stmt: &str) -> String {
                 format!(
                     "column {table}.{} ({})",
                     w(c + 1),
-                    words[c + 2..].iter().take(2).copied().collect::<Vec<_>>().join(" ")
+                    words.get(c + 2..).unwrap_or_default().iter().take(2).copied().collect::<Vec<_>>().join(" ")
                 )
             } else {
                 format!("table {table} ({})", words.iter().skip(3).take(3).copied().collect::<Vec<_>>().join(" "))
@@ -314,7 +315,9 @@ pub fn object_key(stmt: &str) -> String {
             let (kind, name) = target.split_at(n.min(target.len()));
             format!("comment on {} {}", kind.join(" ").to_lowercase(), name.join(" "))
         }
-        ("ALTER", "PUBLICATION", _) => format!("publication {} ({})", w(2), words[3..].join(" ")),
+        ("ALTER", "PUBLICATION", _) => {
+            format!("publication {} ({})", w(2), words.get(3..).unwrap_or_default().join(" "))
+        }
         ("CREATE", ..) => generic_key(&words),
         _ => stmt.lines().next().unwrap_or("").chars().take(80).collect(),
     }
@@ -843,6 +846,10 @@ mod tests {
         assert_eq!(k("COMMENT ON TABLE crm.t IS 'x'"), "comment on table crm.t");
         assert_eq!(k("COMMENT ON FUNCTION f(a integer, b text) IS 'x'"), "comment on function f(a integer, b text)");
         assert_eq!(k("COMMENT ON MATERIALIZED VIEW m IS 'x'"), "comment on materialized view m");
+        // Truncated or odd statements get a name, never a panic.
+        for odd in ["ALTER PUBLICATION", "ALTER TABLE t ALTER COLUMN", "CREATE", "COMMENT ON", "CREATE INDEX", ""] {
+            let _ = k(odd);
+        }
     }
 
     #[test]

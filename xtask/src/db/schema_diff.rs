@@ -69,18 +69,30 @@ pub fn run(ctx: &Ctx, flags: SchemaDiff) -> Result<()> {
     let b = source(ctx, flags.b.as_deref().or(flags.second.as_deref()).ok_or_else(missing)?)?;
     let tools = Tools { pg_dump: tools::find("pg_dump")?, psql: tools::find("psql")? };
 
-    // Both dumps and both sides' hidden-problems queries at once.
-    let (sa, sb, wa, wb) = std::thread::scope(|s| {
+    // Both dumps and both sides' hidden-problems queries at once: one psql for both when they
+    // share a server and credentials (the usual case; a process fewer competing with the dumps).
+    let (sa, sb, problems) = std::thread::scope(|s| {
         let ha = s.spawn(|| fetch(&a, &tools, &flags.schema, opts));
         let hb = s.spawn(|| fetch(&b, &tools, &flags.schema, opts));
-        let qb = s.spawn(|| hidden_problems(&tools, &[&b]));
-        let wa = hidden_problems(&tools, &[&a]);
-        (ha.join().expect("side thread"), hb.join().expect("side thread"), wa, qb.join().expect("side thread"))
+        let problems = match (&a, &b) {
+            (Source::Database(x), Source::Database(y)) if x.with_dbname("") == y.with_dbname("") => {
+                hidden_problems(&tools, &[&a, &b])
+            }
+            _ => {
+                let qb = s.spawn(|| hidden_problems(&tools, &[&b]));
+                let wa = hidden_problems(&tools, &[&a]);
+                wa.and_then(|(mut w, mut v)| {
+                    let (more, more_v) = qb.join().expect("side thread")?;
+                    w.extend(more);
+                    v.extend(more_v);
+                    Ok((w, v))
+                })
+            }
+        };
+        (ha.join().expect("side thread"), hb.join().expect("side thread"), problems)
     });
     let (mut sa, mut sb) = (sa?, sb?);
-    let ((mut warnings, mut versions), (more, more_versions)) = (wa?, wb?);
-    warnings.extend(more);
-    versions.extend(more_versions);
+    let (warnings, versions) = problems?;
     if let [Some(va), Some(vb)] = versions.as_slice() {
         sa.text = with_extension_versions(&sa.text, va);
         sb.text = with_extension_versions(&sb.text, vb);
@@ -124,8 +136,8 @@ pub fn run(ctx: &Ctx, flags: SchemaDiff) -> Result<()> {
     std::fs::write(&fa, &ra)?;
     std::fs::write(&fb, &rb)?;
 
-    let difference = schema::compare(&ca, &cb);
     let equal = ra == rb;
+    let difference = if equal { schema::Difference::default() } else { schema::compare(&ca, &cb) };
     for w in &warnings {
         eprintln!("warning: {w}");
     }
@@ -269,33 +281,42 @@ fn fetch(side: &Source, tools: &Tools, schemas: &[String], opts: Options) -> Res
 /// Per side: the installed extensions and their versions (`None` for a file side).
 type ExtensionVersions = Vec<Option<Vec<(String, String)>>>;
 
-/// Runs [`HIDDEN_PROBLEMS`] (and [`EXTENSION_VERSIONS`]) on every database side, one `psql` each, connected by its own URL
-/// (the database name percent-encoded in the path, where libpq never reads it as connection
-/// parameters). Never `\c NAME`: psql takes a NAME containing `=` as a connection string — with
-/// this side's password in the environment, for any host it names.
+/// Runs [`HIDDEN_PROBLEMS`] and [`EXTENSION_VERSIONS`] on the database `sides`, in one `psql`
+/// connected by each side's own URL in turn (the database name percent-encoded in the path, where
+/// libpq never reads it as connection parameters): give it several sides only when they share a
+/// server and credentials, which the process's environment carries. Never `\c NAME`: psql takes
+/// a NAME containing `=` as a connection string — with this side's password in the environment,
+/// for any host it names. A URL (`\connect postgresql://…`) is parsed as a URL.
 fn hidden_problems(tools: &Tools, sides: &[&Source]) -> Result<(Vec<String>, ExtensionVersions)> {
+    const NEXT: &str = "\u{2}next side";
+    let urls: Vec<Option<&PgUrl>> =
+        sides.iter().map(|s| if let Source::Database(url) = s { Some(url) } else { None }).collect();
+    let mut versions: ExtensionVersions = urls.iter().map(|u| u.map(|_| Vec::new())).collect();
     let mut out = Vec::new();
-    let mut versions = Vec::new();
-    for side in sides {
-        let Source::Database(url) = side else {
-            versions.push(None);
-            continue;
-        };
-        let mut query = Command::new(&tools.psql);
-        query.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"]).arg(url.without_secrets());
-        libpq_env(&mut query, url)?;
-        // A database the dump cannot reach fails there with the better message; ignore it here.
-        let mut found = Vec::new();
-        if let Ok(text) = proc::capture(&mut query, Some(format!("{HIDDEN_PROBLEMS}\n{EXTENSION_VERSIONS}").as_bytes()))
-        {
-            for line in text.lines().filter(|l| !l.is_empty()) {
-                match line.strip_prefix("\u{1}extension\t").and_then(|l| l.split_once('\t')) {
-                    Some((name, version)) => found.push((name.to_string(), version.to_string())),
-                    None => out.push(line.to_string()),
-                }
-            }
+    let Some(first) = urls.iter().flatten().next() else { return Ok((out, versions)) };
+    let mut script = String::new();
+    for (i, url) in urls.iter().flatten().enumerate() {
+        if i > 0 {
+            script.push_str(&format!("\\echo '{NEXT}'\n\\connect {}\n", crate::pg::literal(&url.without_secrets())));
         }
-        versions.push(Some(found));
+        script.push_str(&format!("{HIDDEN_PROBLEMS}\n{EXTENSION_VERSIONS}\n"));
+    }
+    let mut query = Command::new(&tools.psql);
+    query.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"]).arg(first.without_secrets());
+    libpq_env(&mut query, first)?;
+    // A database the dump cannot reach fails there with the better message; ignore it here.
+    let Ok(text) = proc::capture(&mut query, Some(script.as_bytes())) else { return Ok((out, versions)) };
+    let mut slots = versions.iter_mut().flatten();
+    let mut found = slots.next();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if line == NEXT {
+            found = slots.next();
+            continue;
+        }
+        match line.strip_prefix("\u{1}extension\t").and_then(|l| l.split_once('\t')) {
+            Some((name, version)) => found.iter_mut().for_each(|f| f.push((name.to_string(), version.to_string()))),
+            None => out.push(line.to_string()),
+        }
     }
     Ok((out, versions))
 }

@@ -262,6 +262,16 @@ fn warnings_and_errors() {
     let run = diff(&p, &a, &a, &[]).ok();
     assert!(run.stderr.contains("1 subscription(s), not compared"), "{}", run.stderr);
     sql(&a, &format!("ALTER SUBSCRIPTION {}sub SET (slot_name = NONE); DROP SUBSCRIPTION {}sub", p.prefix, p.prefix));
+    // Two databases of one server are asked in one psql, one after the other: each side's
+    // problems are found, whatever its name (a quote, a space, a percent sign).
+    let odd = format!("{}b' q%20", p.prefix);
+    sql("postgres", &format!("CREATE DATABASE \"{odd}\""));
+    sql(&odd, "CREATE TABLE u (x integer); INSERT INTO u VALUES (1), (1);");
+    assert!(crate::support::try_sql(&odd, "CREATE UNIQUE INDEX CONCURRENTLY u_x ON u (x)").is_err());
+    let run = diff(&p, &a, &odd, &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("invalid index u_x"), "{}", run.stderr);
+    assert!(run.stderr.contains("constraint pos on t is NOT VALID"), "{}", run.stderr);
     diff(&p, &a, &format!("{}missing", p.prefix), &[]).fails(2, "does not exist");
     diff(&p, "no/such/file.sql", &a, &[]).fails(2, "does not exist");
     let secret = format!("postgres://u:s3cret-pw@127.0.0.1:{}/db", crate::support::free_port());
