@@ -366,6 +366,9 @@ const HIDDEN_PROBLEMS: &str = "SELECT format('`%s`: invalid index %s (a failed C
     WHERE d.datname = current_database() HAVING count(*) > 0 \
     UNION ALL SELECT format('`%s`: %s security label(s), not compared', current_database(), count(*)) \
     FROM pg_seclabel HAVING count(*) > 0 \
+    UNION ALL SELECT format('`%s`: %s relation(s) in tablespace(s) %s, placement not compared', current_database(), \
+    count(*), string_agg(DISTINCT t.spcname, ', ')) FROM pg_class c JOIN pg_tablespace t ON t.oid = c.reltablespace WHERE NOT c.relisshared \
+    HAVING count(*) > 0 \
     ORDER BY 1;";
 
 /// pg_dump's failures, in the words of the fix.

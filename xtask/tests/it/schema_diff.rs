@@ -137,6 +137,16 @@ fn each_kind_of_difference_is_found_and_named() {
         ("extension", "CREATE EXTENSION IF NOT EXISTS pg_trgm", "extension pg_trgm"),
         ("othercol", "ALTER TABLE s2.other ADD COLUMN x integer", "table s2.other"),
         ("publication", "CREATE PUBLICATION pub_parent FOR TABLE parent", "PUBLICATION pub_parent"),
+        // The kinds without a rule of their own are compared too, and named by kind and name.
+        ("eventtrigger", "CREATE FUNCTION et() RETURNS event_trigger LANGUAGE plpgsql AS $$BEGIN END$$; CREATE EVENT TRIGGER et ON ddl_command_start EXECUTE FUNCTION et()", "only in b: event trigger et"),
+        ("statistics", "CREATE STATISTICS st ON id, name FROM parent", "only in b: statistics public.st"),
+        ("collation", "CREATE COLLATION c1 FROM \"C\"", "only in b: collation public.c1"),
+        ("cast", "CREATE CAST (mood AS integer) WITH INOUT", "only in b: cast (public.mood AS integer)"),
+        ("operator", "CREATE FUNCTION mood_eq(mood, mood) RETURNS boolean LANGUAGE sql AS 'SELECT $1 = $2'; CREATE OPERATOR === (LEFTARG = mood, RIGHTARG = mood, FUNCTION = mood_eq)", "only in b: operator public.==="),
+        ("aggregate", "CREATE AGGREGATE mysum(integer) (SFUNC = int4pl, STYPE = integer)", "only in b: aggregate public.mysum"),
+        ("tsconfig", "CREATE TEXT SEARCH CONFIGURATION tsc (COPY = simple)", "only in b: text search configuration public.tsc"),
+        ("rule", "CREATE RULE r AS ON INSERT TO s2.other DO INSTEAD NOTHING", "only in b: rule r on s2.other"),
+        ("foreign", "CREATE FOREIGN DATA WRAPPER w; CREATE SERVER srv FOREIGN DATA WRAPPER w; CREATE FOREIGN TABLE ft (x integer) SERVER srv", "only in b: foreign table public.ft"),
     ];
     for (name, change, named) in cases {
         let b = format!("{}{name}", p.prefix);
@@ -245,6 +255,10 @@ fn a_reader_that_leaves_early_is_no_panic() {
     );
 }
 
+fn run_as_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
 #[test]
 fn warnings_and_errors() {
     let p = Project::new("sderr");
@@ -272,6 +286,31 @@ fn warnings_and_errors() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("invalid index u_x"), "{}", run.stderr);
     assert!(run.stderr.contains("constraint pos on t is NOT VALID"), "{}", run.stderr);
+    // Where a table lives (pg_dump --no-tablespaces) is not compared: said, with a count.
+    let dir = std::env::temp_dir().join(format!("{}ts", p.prefix));
+    std::fs::create_dir_all(&dir).unwrap();
+    let owner = std::process::Command::new("id").args(["-u", "postgres"]).output().unwrap();
+    if run_as_root() && owner.status.success() {
+        let uid: u32 = String::from_utf8_lossy(&owner.stdout).trim().parse().unwrap();
+        std::os::unix::fs::chown(&dir, Some(uid), None).unwrap();
+    }
+    let ts = format!("{}ts", p.prefix);
+    sql("postgres", &format!("CREATE TABLESPACE {ts} LOCATION '{}'", dir.display()));
+    sql(
+        &odd,
+        &format!(
+            "CREATE TABLE placed (x integer) TABLESPACE {ts}; CREATE INDEX placed_x ON placed (x) TABLESPACE {ts}"
+        ),
+    );
+    let run = diff(&p, &a, &odd, &[]);
+    let _ = crate::support::try_sql(&odd, "DROP TABLE placed");
+    let _ = crate::support::try_sql("postgres", &format!("DROP TABLESPACE {ts}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        run.stderr.contains(&format!("2 relation(s) in tablespace(s) {ts}, placement not compared")),
+        "{}",
+        run.stderr
+    );
     diff(&p, &a, &format!("{}missing", p.prefix), &[]).fails(2, "does not exist");
     diff(&p, "no/such/file.sql", &a, &[]).fails(2, "does not exist");
     let secret = format!("postgres://u:s3cret-pw@127.0.0.1:{}/db", crate::support::free_port());
