@@ -253,16 +253,20 @@ fn split_top_level_commas(s: &str) -> Vec<&str> {
 
 /// What a statement defines, for reports: `table crm.customers`, `index crm.x_idx`, ….
 pub fn object_key(stmt: &str) -> String {
-    // A statement's name is in its first words; a function body or a wide table need not be read.
-    let words: Vec<&str> = stmt.split_whitespace().take(64).collect();
+    let words: Vec<&str> = stmt.split_whitespace().collect();
     let w = |i: usize| words.get(i).copied().unwrap_or("");
     let name = |s: &str| s.split('(').next().unwrap_or(s).to_string();
     let after = |kw: &str| words.iter().position(|x| *x == kw).map(|p| w(p + 1)).unwrap_or("");
+    let on_table = || match after("ON") {
+        "ONLY" => words.iter().position(|x| *x == "ON").map(|p| w(p + 2)).unwrap_or(""),
+        t => t,
+    };
     match (w(0), w(1), w(2)) {
         ("CREATE", "TABLE", _) => format!("table {}", name(w(2))),
         ("CREATE", "UNLOGGED", "TABLE") => format!("table {}", name(w(3))),
-        ("CREATE", "INDEX", _) => format!("index {} on {}", w(2), after("ON").trim_start_matches("ONLY")),
-        ("CREATE", "UNIQUE", "INDEX") => format!("index {} on {}", w(3), after("ON")),
+        // `ON ONLY t`: an index on a partitioned table.
+        ("CREATE", "INDEX", _) => format!("index {} on {}", w(2), on_table()),
+        ("CREATE", "UNIQUE", "INDEX") => format!("index {} on {}", w(3), on_table()),
         ("CREATE", "VIEW", _) => format!("view {}", w(2)),
         ("CREATE", "MATERIALIZED", "VIEW") => format!("materialized view {}", w(3)),
         ("CREATE", "FUNCTION", _) | ("CREATE", "PROCEDURE", _) => {
@@ -487,6 +491,13 @@ fn table_changes(a: &str, b: &str) -> Vec<Element> {
             out.push(Element { name: name.clone(), a: None, b: Some(def.clone()) });
         }
     }
+    if out.is_empty() && ea.iter().map(|(n, _)| n).ne(eb.iter().map(|(n, _)| n)) {
+        // Only the order differs (compared with --strict-column-order).
+        let order = |e: &[(String, String)]| {
+            e.iter().map(|(n, _)| n.trim_start_matches("column ")).collect::<Vec<_>>().join(", ")
+        };
+        out.push(Element { name: "column order".into(), a: Some(order(&ea)), b: Some(order(&eb)) });
+    }
     let (oa, ob) = (a.lines().next().unwrap_or(""), b.lines().next().unwrap_or(""));
     let tail = |s: &str| s.rsplit_once("\n)").map(|(_, t)| t.trim().to_string()).unwrap_or_default();
     if oa != ob {
@@ -584,9 +595,10 @@ pub fn compare(a: &[String], b: &[String]) -> Difference {
                     });
                     continue;
                 }
-                // Goes with its table, which only one side has.
-                (true, false) | (false, true) => continue,
-                (false, false) => {}
+                // Goes with its table, which only that side has.
+                (true, false) if vb.is_none() => continue,
+                (false, true) if va.is_none() => continue,
+                _ => {}
             }
         }
         match (va, vb) {
@@ -763,6 +775,35 @@ mod tests {
         assert_eq!(d.only_in_a, vec!["table public.gone"]);
         assert_eq!(lines(&d, "index mv_i on public.mv"), vec!["definition: USING btree (c) → USING hash (c)"]);
         assert_eq!(d.changed.len(), 2);
+        // An index on a partitioned table (`ON ONLY`) belongs to it too.
+        let p = |cols: &str| {
+            vec![
+                "CREATE TABLE public.p (\n    a integer\n)\nPARTITION BY RANGE (a)".to_string(),
+                format!("CREATE UNIQUE INDEX p_a_idx ON ONLY public.p USING btree ({cols})"),
+            ]
+        };
+        assert_eq!(object_key(&p("a")[1]), "index p_a_idx on public.p");
+        assert_eq!(
+            lines(&compare(&p("a"), &p("a, a")), "table public.p"),
+            vec!["index p_a_idx: UNIQUE USING btree (a) → UNIQUE USING btree (a, a)"]
+        );
+        // A table on one side and a view of that name on the other: what belongs to the view is
+        // still reported.
+        let v = compare(
+            &["CREATE TABLE public.t (\n    a integer\n)".to_string()],
+            &[
+                "CREATE VIEW public.t AS\n SELECT 1 AS a".to_string(),
+                "CREATE TRIGGER tr INSTEAD OF INSERT ON public.t FOR EACH ROW EXECUTE FUNCTION public.f()".to_string(),
+            ],
+        );
+        assert_eq!(v.only_in_b, vec!["trigger tr on public.t", "view public.t"]);
+        assert_eq!(v.only_in_a, vec!["table public.t"]);
+        // Only the column order differs (--strict-column-order): said.
+        let e = table_changes(
+            "CREATE TABLE t (\n    a integer,\n    b text\n)",
+            "CREATE TABLE t (\n    b text,\n    a integer\n)",
+        );
+        assert_eq!(e[0].to_string(), "column order: a, b → b, a");
         // JSON keys are the report's words.
         let json = serde_json::to_value(&d).unwrap();
         assert_eq!(json["only_in_a"], serde_json::json!(["table public.gone"]));

@@ -297,18 +297,26 @@ fn hidden_problems(tools: &Tools, sides: &[&Source]) -> Result<(Vec<String>, Ext
     let mut script = String::new();
     for (i, url) in urls.iter().flatten().enumerate() {
         if i > 0 {
-            script.push_str(&format!("\\echo '{NEXT}'\n\\connect {}\n", crate::pg::literal(&url.without_secrets())));
+            script.push_str(&format!("\\echo '{NEXT}'\n\\connect {}\n", crate::pg::meta_arg(&url.without_secrets())));
         }
         script.push_str(&format!("{HIDDEN_PROBLEMS}\n{EXTENSION_VERSIONS}\n"));
     }
     let mut query = Command::new(&tools.psql);
-    query.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"]).arg(first.without_secrets());
+    // -w: never a password prompt (a side whose password the environment lacks fails instead).
+    query.args(["-X", "-q", "-w", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"]).arg(first.without_secrets());
     libpq_env(&mut query, first)?;
-    // A database the dump cannot reach fails there with the better message; ignore it here.
-    let Ok(text) = proc::capture(&mut query, Some(script.as_bytes())) else { return Ok((out, versions)) };
+    // A database the dump cannot reach fails there with the better message: here, what was
+    // printed before the failure is kept, and no side's extension versions are used.
+    let (status, text, _) = proc::output(&mut query, Some(script.as_bytes()))?;
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    let sides_asked = urls.iter().flatten().count();
+    if !status.success() || lines.iter().filter(|l| **l == NEXT).count() + 1 != sides_asked {
+        versions.iter_mut().for_each(|v| *v = None);
+    }
     let mut slots = versions.iter_mut().flatten();
     let mut found = slots.next();
-    for line in text.lines().filter(|l| !l.is_empty()) {
+    for line in lines {
         if line == NEXT {
             found = slots.next();
             continue;
@@ -323,7 +331,8 @@ fn hidden_problems(tools: &Tools, sides: &[&Source]) -> Result<(Vec<String>, Ext
 
 /// Installed extensions and their versions: `pg_dump` writes `CREATE EXTENSION` without one.
 const EXTENSION_VERSIONS: &str =
-    "SELECT E'\\x01extension\\t' || extname || E'\\t' || extversion FROM pg_extension ORDER BY extname;";
+    "SELECT E'\\x01extension\\t' || translate(extname || E'\\t' || extversion, E'\\n\\r\\x01\\x02', '    ') \
+     FROM pg_extension ORDER BY extname;";
 
 /// Writes each extension's version into its `CREATE EXTENSION` statement (as `VERSION '…'`), so
 /// that an upgraded extension is a difference. Only when both sides are databases: a `.sql` file
@@ -356,8 +365,11 @@ fn with_extension_versions(text: &str, versions: &[(String, String)]) -> String 
     out
 }
 
-/// What a schema-only dump does not show but a migration reviewer needs to know.
-const HIDDEN_PROBLEMS: &str = "SELECT format('`%s`: invalid index %s (a failed CREATE INDEX CONCURRENTLY?): pg_dump omits it', \
+/// What a schema-only dump does not show but a migration reviewer needs to know. One line each:
+/// line breaks and the control characters this tool's output markers use are taken out of the
+/// names, so no object name can forge a marker or a line of another side.
+const HIDDEN_PROBLEMS: &str = "SELECT translate(problem, E'\\n\\r\\x01\\x02', '    ') FROM ( \
+    SELECT format('`%s`: invalid index %s (a failed CREATE INDEX CONCURRENTLY?): pg_dump omits it', \
     current_database(), i.indexrelid::regclass) FROM pg_index i WHERE NOT i.indisvalid \
     UNION ALL SELECT format('`%s`: constraint %s on %s is NOT VALID (existing rows are not checked)', \
     current_database(), c.conname, c.conrelid::regclass) FROM pg_constraint c WHERE NOT c.convalidated AND c.conrelid <> 0 \
@@ -367,9 +379,9 @@ const HIDDEN_PROBLEMS: &str = "SELECT format('`%s`: invalid index %s (a failed C
     UNION ALL SELECT format('`%s`: %s security label(s), not compared', current_database(), count(*)) \
     FROM pg_seclabel HAVING count(*) > 0 \
     UNION ALL SELECT format('`%s`: %s relation(s) in tablespace(s) %s, placement not compared', current_database(), \
-    count(*), string_agg(DISTINCT t.spcname, ', ')) FROM pg_class c JOIN pg_tablespace t ON t.oid = c.reltablespace WHERE NOT c.relisshared \
-    HAVING count(*) > 0 \
-    ORDER BY 1;";
+    count(*), string_agg(DISTINCT t.spcname, ', ')) FROM pg_class c JOIN pg_tablespace t ON t.oid = c.reltablespace \
+    WHERE NOT c.relisshared AND c.relnamespace <> 'pg_toast'::regnamespace HAVING count(*) > 0 \
+    ) p(problem) ORDER BY 1;";
 
 /// pg_dump's failures, in the words of the fix.
 fn explain(err: anyhow::Error, url: &PgUrl, db: &str) -> anyhow::Error {

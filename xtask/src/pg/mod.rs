@@ -416,7 +416,16 @@ pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// A quoted SQL string literal, correct whatever `standard_conforming_strings` says.
+/// `value` as one single-quoted argument of a psql meta-command (`\\connect 'postgresql://…'`).
+/// Not [`literal`]: psql reads no `E'…'` there, but a backslash is an escape inside the quotes
+/// and a line break would end the command, so both are escaped, and `''` is a quote.
+pub fn meta_arg(value: &str) -> String {
+    let escaped = value.replace('\\', "\\\\").replace('\'', "''").replace('\n', "\\n").replace('\r', "\\r");
+    format!("'{escaped}'")
+}
+
+/// A quoted SQL string literal, correct whatever `standard_conforming_strings` says (for
+/// statements; psql meta-commands take [`meta_arg`]).
 pub fn literal(value: &str) -> String {
     assert!(!value.contains('\0'), "literal contains NUL");
     if value.contains('\\') {
@@ -452,6 +461,9 @@ mod tests {
         assert_eq!(ident("x\"; DROP DATABASE y; --"), "\"x\"\"; DROP DATABASE y; --\"");
         assert_eq!(literal("it's"), "'it''s'");
         assert_eq!(literal("a\\'b"), "E'a\\\\''b'");
+        // A meta-command argument stays one argument on one line.
+        assert_eq!(meta_arg("postgres://h/db"), "'postgres://h/db'");
+        assert_eq!(meta_arg("a'b\\c\nd\re"), "'a''b\\\\c\\nd\\re'");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //!
 //! A case is two SQL files loaded into two fresh databases; the tool must answer with the peer's
 //! verdict: exit 0 for `equal`, 1 for `different`. Anything else (a panic's 101, an error's 2, a
-//! signal) is an error. The output ends with the same SUMMARY line `run.sh` prints.
+//! signal) is an error. It prints a `peer corpus SUMMARY:` line with `run.sh`'s counts.
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -220,11 +220,22 @@ fn changes_inside_a_table_are_named_with_old_and_new() {
 #[test]
 fn an_upgraded_extension_is_a_difference() {
     let p = Project::new("sdext");
-    let a = create(&p, "old", "CREATE EXTENSION pg_trgm WITH VERSION '1.5'");
-    let b = create(&p, "new", "CREATE EXTENSION pg_trgm WITH VERSION '1.6'");
+    // Side a also has an object whose name holds a line break and the marker between sides'
+    // answers: it must not move a's extension versions to b.
+    let a = create(
+        &p,
+        "old",
+        "CREATE EXTENSION pg_trgm WITH VERSION '1.5'; CREATE TABLE t (x integer);
+         ALTER TABLE t ADD CONSTRAINT U&\"x\\000A\\0002next side\\000Ay\" CHECK (x > 0) NOT VALID",
+    );
+    let b = create(&p, "new", "CREATE EXTENSION pg_trgm WITH VERSION '1.6'; CREATE TABLE t (x integer)");
     let run = diff(&p, &a, &b, &[]).verdict("schemas differ");
-    assert!(run.stdout.contains("changed: extension pg_trgm"), "{}", run.stdout);
-    assert!(run.stdout.contains("VERSION '1.6'"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("changed: extension pg_trgm\n    definition: CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public VERSION '1.5' → CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public VERSION '1.6'"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stderr.contains("next side y on t is NOT VALID"), "{}", run.stderr);
 }
 
 /// `… | head -1`: the reader leaves after one line; the tool ends quietly, never with a panic.
