@@ -17,6 +17,53 @@ pub struct Reserved<'a> {
     pub names: &'a [&'a str],
 }
 
+/// What a staging database is being built as: the suffix of its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Staging {
+    /// A branch database, a template, a loaded production copy.
+    Build,
+    /// A fresh build (`db fresh`).
+    Fresh,
+    /// The frozen copy of a template.
+    Frozen,
+    /// The spare clone.
+    Spare,
+    /// A template retired by a rebuild, until it is dropped.
+    Retired,
+}
+
+impl Staging {
+    const ALL: [Staging; 5] = [Staging::Build, Staging::Fresh, Staging::Frozen, Staging::Spare, Staging::Retired];
+    fn suffix(self) -> &'static str {
+        match self {
+            Staging::Build => "",
+            Staging::Fresh => "_n",
+            Staging::Frozen => "_f",
+            Staging::Spare => "_s",
+            Staging::Retired => "_o",
+        }
+    }
+}
+
+/// The temporary name a database is built under: `<prefix>tmp_<host>_<pid><suffix>`, where
+/// `<host>` is a short tag of the machine. Name and pid let a later run on the same machine
+/// recognise leftovers of a run that was killed outright (SIGKILL, power loss), even if it died
+/// before it could mark the database.
+pub fn staging_name(prefix: &str, host: &str, pid: u32, what: Staging) -> String {
+    format!("{prefix}tmp_{host}_{pid}{}", what.suffix())
+}
+
+/// The pid in a staging name made on the machine tagged `host` (see [`staging_name`]).
+pub fn staging_pid(prefix: &str, host: &str, name: &str) -> Option<i64> {
+    let rest = name.strip_prefix(prefix)?.strip_prefix("tmp_")?.strip_prefix(host)?.strip_prefix('_')?;
+    let digits = Staging::ALL
+        .iter()
+        .filter(|s| **s != Staging::Build)
+        .find_map(|s| rest.strip_suffix(s.suffix()))
+        .unwrap_or(rest);
+    digits.parse().ok()
+}
+
 /// The database name for `branch`.
 pub fn branch_database(branch: &str, reserved: &Reserved) -> String {
     let prefix = reserved.prefix;
@@ -51,6 +98,18 @@ pub fn short_hash(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staging_names_carry_host_and_pid() {
+        for what in Staging::ALL {
+            let name = staging_name("app_", "ab12", 4242, what);
+            assert_eq!(staging_pid("app_", "ab12", &name), Some(4242), "{name}");
+            assert_eq!(staging_pid("app_", "cd34", &name), None, "another machine's: {name}");
+        }
+        assert_eq!(staging_name("app_", "ab12", 7, Staging::Fresh), "app_tmp_ab12_7_n");
+        assert_eq!(staging_pid("app_", "ab12", "app_tmp_zzzz_12"), None);
+        assert_eq!(staging_pid("app_", "ab12", "app_feature"), None);
+    }
 
     fn name(branch: &str) -> String {
         branch_database(branch, &Reserved { prefix: "app_", names: &["app_template", "app_fresh", "app_prod_clone"] })

@@ -1,10 +1,12 @@
 //! `db fresh`: the HEAD-schema baseline, `<prefix>fresh` (per worktree: see [`Ctx::fresh_db`]),
 //! built from an empty database and every migration.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use super::{marker, staging_marker, staging_name, step, sweep_abandoned, Ctx};
+use super::{step, Ctx};
 use crate::error::fail;
+use crate::naming::Staging;
+use crate::pg::staging::{self, sweep_abandoned, Old};
 use crate::pg::{Creating, Server};
 
 pub fn run(ctx: &Ctx) -> Result<()> {
@@ -26,10 +28,10 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         }
     }
     let built = build(ctx, &server)?;
-    server.drop_database(&name, false).with_context(|| format!("dropping the previous `{name}`"))?;
-    server.rename_database(&built.name, &name)?;
+    let previous = format!("the previous `{name}`");
+    let old = Old::Drop { force: false, what: &previous };
+    staging::publish(&server, &built.name, &name, &staging::marker("fresh", serde_json::json!({})), old, &[])?;
     built.keep();
-    server.set_marker(&name, &marker("fresh", serde_json::json!({})))?;
     eprintln!("fresh database ready (every migration on an empty database)");
     println!("{name}");
     Ok(())
@@ -38,9 +40,9 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 /// A database built from nothing by every migration, under a temporary name (dropped again unless
 /// the caller keeps the guard).
 pub fn build<'s>(ctx: &Ctx, server: &'s Server) -> Result<Creating<'s>> {
-    let staging = staging_name(&ctx.config.prefix, "_n");
+    let staging = staging::name(&ctx.config.prefix, Staging::Fresh);
     let db = step("creating an empty database and applying every migration", || {
-        let db = server.create_database(&staging, "TEMPLATE template0", staging_marker(&ctx.fresh_db()))?;
+        let db = staging::create(server, &staging, "TEMPLATE template0", &ctx.fresh_db())?;
         ctx.run_migrator(&server.url.with_dbname(&staging), None)?;
         Ok(db)
     })?;

@@ -8,9 +8,10 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use super::{fresh, sweep_abandoned, Ctx};
+use super::{fresh, Ctx};
 use crate::error::Verdict;
 use crate::migrations::{self, Migration};
+use crate::pg::staging::sweep_abandoned;
 use crate::pg::Server;
 use crate::schema::{self, Options};
 use crate::{dbdoc, proc};

@@ -3,11 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use super::{confirm, marker, staging_marker, staging_name, step, sweep_abandoned, Ctx};
+use super::{confirm, step, Ctx};
 use crate::error::fail;
 use crate::flags::{DropClone, LoadClone};
+use crate::naming::Staging;
+use crate::pg::staging::{self, sweep_abandoned, Old};
 use crate::pg::{human_size, tools, Server};
 use crate::proc;
 
@@ -34,18 +36,16 @@ pub fn load(ctx: &Ctx, flags: LoadClone) -> Result<()> {
         }
     }
     let size = std::fs::metadata(&dump).map(|m| human_size(m.len() as i64)).unwrap_or_default();
-    let staging = staging_name(&ctx.config.prefix, "");
-    let db = server.create_database(&staging, "TEMPLATE template0", staging_marker(&name))?;
+    let staging = staging::name(&ctx.config.prefix, Staging::Build);
+    let db = staging::create(&server, &staging, "TEMPLATE template0", &name)?;
     let warnings =
         step(&format!("restoring {} ({size}) with pg_restore", dump.display()), || restore(&server, &staging, &dump))?;
     proc::check_interrupt()?;
     // Only now, with the new copy complete, does the old one go.
-    if server.database_exists(&name)? {
-        server.drop_database(&name, true).with_context(|| format!("replacing the previous `{name}`"))?;
-    }
-    server.rename_database(&staging, &name)?;
+    let previous = format!("the previous `{name}`");
+    let marker = staging::marker("prod_clone", serde_json::json!({ "dump": dump }));
+    staging::publish(&server, &staging, &name, &marker, Old::Drop { force: true, what: &previous }, &[])?;
     db.keep();
-    server.set_marker(&name, &marker("prod_clone", serde_json::json!({ "dump": dump })))?;
     for w in &warnings {
         eprintln!("warning: {w}");
     }

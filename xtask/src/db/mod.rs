@@ -311,23 +311,6 @@ pub fn step<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     Ok(out)
 }
 
-/// The marker this tool puts on databases it creates.
-pub fn marker(kind: &str, extra: serde_json::Value) -> serde_json::Value {
-    let mut m = serde_json::json!({ "kind": kind, "created_at": time::now_rfc3339() });
-    if let (Some(m), serde_json::Value::Object(extra)) = (m.as_object_mut(), extra) {
-        m.extend(extra);
-    }
-    m
-}
-
-/// The host name, for markers of in-progress work (a pid means nothing on another machine).
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
-}
-
 /// Asks before destroying something. `yes` answers for the user; without a terminal to ask on,
 /// refuses. Returns whether to go ahead.
 pub fn confirm(question: &str, yes: bool) -> Result<bool> {
@@ -342,54 +325,6 @@ pub fn confirm(question: &str, yes: bool) -> Result<bool> {
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
     Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
-}
-
-/// The temporary name a database is built under: `<prefix>tmp_<host>_<pid><suffix>`, where
-/// `<host>` is 4 hex digits of a hash of the host name. Name and pid let a later run on the same
-/// machine recognise leftovers of a run that was killed outright (SIGKILL, power loss), even if it
-/// died before it could mark the database.
-pub fn staging_name(prefix: &str, suffix: &str) -> String {
-    format!("{prefix}tmp_{}_{}{suffix}", host_tag(), std::process::id())
-}
-
-fn host_tag() -> String {
-    crate::naming::short_hash(&hostname())[..4].to_string()
-}
-
-/// The pid in a staging name made on this machine (see [`staging_name`]).
-fn staging_pid(prefix: &str, name: &str) -> Option<i64> {
-    let rest = name.strip_prefix(prefix)?.strip_prefix("tmp_")?.strip_prefix(&host_tag())?.strip_prefix('_')?;
-    let digits = ["_f", "_n", "_s", "_o"].iter().find_map(|s| rest.strip_suffix(s)).unwrap_or(rest);
-    digits.parse().ok()
-}
-
-/// Drops staging databases left by runs of this tool on this machine that died before their
-/// cleanup could run. Never touches a database marked as anything but staging.
-pub fn sweep_abandoned(server: &Server, prefix: &str) -> Result<()> {
-    for db in server.databases(prefix, &[])? {
-        let Some(pid) = staging_pid(prefix, &db.name) else { continue };
-        if db.marker.is_some() && db.kind() != Some("staging") {
-            continue;
-        }
-        // A staging marker names the pid that made it: it must be the one in the name.
-        let marked_pid = db.marker.as_ref().and_then(|m| m.get("pid")).and_then(|p| p.as_i64());
-        if marked_pid.is_some_and(|m| m != pid) || db.name.len() >= crate::naming::MAX_NAME {
-            continue;
-        }
-        // SAFETY: signal 0 only checks whether the process exists.
-        let alive = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        if !alive && pid != i64::from(std::process::id()) {
-            eprintln!("removing `{}`, left unfinished by an interrupted run (pid {pid})", db.name);
-            server.drop_database(&db.name, true)?;
-        }
-    }
-    Ok(())
-}
-
-/// The marker of a database being built by this process.
-pub fn staging_marker(target: &str) -> serde_json::Value {
-    marker("staging", serde_json::json!({ "for": target, "pid": std::process::id(), "host": hostname() }))
 }
 
 #[cfg(test)]
@@ -413,15 +348,5 @@ mod tests {
         assert_eq!(env_file_url(&plain, &empty, true), (plain.expose_secret(), None));
         let one = PgUrl::parse("postgres://u:pw@h/branch").unwrap();
         assert!(env_file_url(&one, &empty, true).1.unwrap().starts_with("without its password: it came"));
-    }
-
-    #[test]
-    fn staging_names_carry_host_and_pid() {
-        let name = staging_name("app_", "");
-        assert_eq!(staging_pid("app_", &name), Some(i64::from(std::process::id())));
-        assert_eq!(staging_pid("app_", &staging_name("app_", "_f")), Some(i64::from(std::process::id())));
-        assert_eq!(staging_pid("app_", "app_tmp_zzzz_12"), None);
-        assert_eq!(staging_pid("app_", "app_feature"), None);
-        assert!(name.len() <= 63);
     }
 }

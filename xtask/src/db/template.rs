@@ -4,10 +4,12 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use super::{confirm, marker, staging_marker, staging_name, step, sweep_abandoned, Ctx};
+use super::{confirm, step, Ctx};
 use crate::error::fail;
 use crate::flags::TemplateCreate;
-use crate::pg::{human_size, ident, literal, Server};
+use crate::naming::Staging;
+use crate::pg::staging::{self, sweep_abandoned, Old};
+use crate::pg::{human_size, Server};
 use crate::proc;
 
 pub fn create(ctx: &Ctx, flags: TemplateCreate) -> Result<()> {
@@ -49,9 +51,9 @@ pub fn create(ctx: &Ctx, flags: TemplateCreate) -> Result<()> {
     }
 
     sweep_abandoned(&server, &ctx.config.prefix)?;
-    let staging = staging_name(&ctx.config.prefix, "");
+    let staging = staging::name(&ctx.config.prefix, Staging::Build);
     let building = step(&format!("creating `{staging}` (becomes `{name}` when complete)"), || {
-        server.create_database(&staging, "TEMPLATE template0", staging_marker(&name))
+        staging::create(&server, &staging, "TEMPLATE template0", &name)
     })?;
     let url = server.url.with_dbname(&staging);
     step("applying every migration (the app's migrator)", || ctx.run_migrator(&url, None))?;
@@ -66,32 +68,18 @@ pub fn create(ctx: &Ctx, flags: TemplateCreate) -> Result<()> {
     })?;
     proc::check_interrupt()?;
 
-    let template_marker = format!("{}{}", crate::pg::MARKER_PREFIX, marker("template", serde_json::json!({})));
+    let template_marker = staging::marker("template", serde_json::json!({}));
     if existing.is_some() {
         // One transaction: the old template is retired (renamed to a staging name of this run,
         // marked staging, so a later sweep removes it if we die before dropping it) and the new
         // one takes its name. A psql left behind by a killed run can only roll it back.
-        let old = staging_name(&ctx.config.prefix, "_o");
-        server
-            .transaction(&[
-                format!("ALTER DATABASE {} RENAME TO {}", ident(&name), ident(&old)),
-                format!(
-                    "COMMENT ON DATABASE {} IS {}",
-                    ident(&old),
-                    literal(&format!("{}{}", crate::pg::MARKER_PREFIX, staging_marker(&name)))
-                ),
-                format!("ALTER DATABASE {} RENAME TO {}", ident(&staging), ident(&name)),
-                format!("COMMENT ON DATABASE {} IS {}", ident(&name), literal(&template_marker)),
-            ])
+        let old = staging::name(&ctx.config.prefix, Staging::Retired);
+        staging::publish(&server, &staging, &name, &template_marker, Old::Retire { to: &old }, &[])
             .context("swapping the new template in")?;
         building.keep();
         server.drop_database(&old, false).context("dropping the old template")?;
     } else {
-        server
-            .transaction(&[
-                format!("ALTER DATABASE {} RENAME TO {}", ident(&staging), ident(&name)),
-                format!("COMMENT ON DATABASE {} IS {}", ident(&name), literal(&template_marker)),
-            ])
+        staging::publish(&server, &staging, &name, &template_marker, Old::None, &[])
             .context("renaming the new template into place")?;
         building.keep();
     }

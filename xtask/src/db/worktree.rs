@@ -13,12 +13,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::owner::{self, Claim};
-use super::{confirm, marker, migrate, staging_marker, staging_name, sweep_abandoned, Ctx};
+use super::{confirm, migrate, Ctx};
 use crate::env_file::EnvFile;
 use crate::error::fail;
 use crate::flags::Worktree;
+use crate::naming::Staging;
 use crate::pg::clone::{self, ClonePlan};
-use crate::pg::{human_size, ident, literal, Lock, PgUrl, Server, MARKER_PREFIX};
+use crate::pg::staging::{self, marker, staging_marker, sweep_abandoned, Old};
+use crate::pg::{human_size, literal, Lock, PgUrl, Server};
 use crate::{proc, time};
 
 /// What `db worktree` is about to do.
@@ -324,26 +326,15 @@ fn copy_into_place(
     cp: &ClonePlan,
     branch_marker: &serde_json::Value,
 ) -> Result<clone::Timings> {
-    let staging = staging_name(&ctx.config.prefix, "");
-    let frozen_staging = (staging_name(&ctx.config.prefix, "_f"), staging_marker(&ctx.config.frozen_db()));
+    let staging = staging::name(&ctx.config.prefix, Staging::Build);
+    let frozen_staging = (staging::name(&ctx.config.prefix, Staging::Frozen), staging_marker(&ctx.config.frozen_db()));
     let (building, timings, _) =
         clone::execute(server, &ctx.config.template, &staging, cp, staging_marker(&plan.db), frozen_staging)?;
     proc::check_interrupt()?;
-    if plan.replacing {
-        // The old one goes only now that its replacement is complete (its connections were
-        // offered to be ended, and the user said yes).
-        server.drop_database(&plan.db, true).context("dropping the database being reset")?;
-    }
-    server
-        .transaction(&[
-            format!("ALTER DATABASE {} RENAME TO {}", ident(&staging), ident(&plan.db)),
-            format!(
-                "COMMENT ON DATABASE {} IS {}",
-                ident(&plan.db),
-                literal(&format!("{MARKER_PREFIX}{branch_marker}"))
-            ),
-        ])
-        .with_context(|| format!("renaming the finished clone to `{}`", plan.db))?;
+    // A database being reset goes only now that its replacement is complete (its connections
+    // were offered to be ended, and the user said yes).
+    let old = if plan.replacing { Old::Drop { force: true, what: "the database being reset" } } else { Old::None };
+    staging::publish(server, &staging, &plan.db, branch_marker, old, &[])?;
     building.keep();
     Ok(timings)
 }
@@ -368,8 +359,9 @@ pub fn refill_spare(ctx: &Ctx) -> Result<()> {
     let result = (|| {
         let server = ctx.server()?;
         let spare = ctx.config.spare_db();
-        let staging = (staging_name(&ctx.config.prefix, "_s"), staging_marker(&spare));
-        let frozen_staging = (staging_name(&ctx.config.prefix, "_f"), staging_marker(&ctx.config.frozen_db()));
+        let staging = (staging::name(&ctx.config.prefix, Staging::Spare), staging_marker(&spare));
+        let frozen_staging =
+            (staging::name(&ctx.config.prefix, Staging::Frozen), staging_marker(&ctx.config.frozen_db()));
         let made = clone::refill_spare(
             &server,
             &ctx.config.template,

@@ -6,9 +6,10 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::owner::same_path;
-use super::{confirm, sweep_abandoned, Ctx};
+use super::{confirm, Ctx};
 use crate::flags::Worktrees;
 use crate::pg::human_size;
+use crate::pg::staging::sweep_abandoned;
 
 #[derive(Debug, Serialize)]
 struct Row {

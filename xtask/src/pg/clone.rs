@@ -90,6 +90,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::staging::{self, Old};
 use super::{ident, literal, Creating, Lock, Server};
 use crate::proc;
 
@@ -518,11 +519,7 @@ pub fn take_spare(
     if staleness(server, &state)?.is_some() {
         return Ok(false);
     }
-    server.transaction(&[
-        format!("ALTER DATABASE {} RENAME TO {}", ident(spare), ident(target)),
-        format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", ident(target)),
-        format!("COMMENT ON DATABASE {} IS {}", ident(target), literal(&format!("{}{marker}", super::MARKER_PREFIX))),
-    ])?;
+    staging::publish(server, spare, target, marker, Old::None, &["ALLOW_CONNECTIONS true"])?;
     Ok(true)
 }
 
@@ -553,11 +550,7 @@ pub fn refill_spare(
         .exec(&server.maintenance_db, &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", ident(&staging.0)))?;
     let marker = copy_marker("spare", &state)?;
     let _swapping = Lock::exclusive(server, &format!("spare:{spare}"), "the spare clone")?;
-    server.drop_database(spare, true)?;
-    server.transaction(&[
-        format!("ALTER DATABASE {} RENAME TO {}", ident(&staging.0), ident(spare)),
-        format!("COMMENT ON DATABASE {} IS {}", ident(spare), literal(&format!("{}{marker}", super::MARKER_PREFIX))),
-    ])?;
+    staging::publish(server, &staging.0, spare, &marker, Old::Drop { force: true, what: "the old spare clone" }, &[])?;
     building.keep();
     Ok(true)
 }
@@ -726,20 +719,12 @@ fn refresh_frozen(
     })?;
     server.exec(&server.maintenance_db, &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", ident(&staging)))?;
     let marker = copy_marker("frozen", &state)?;
-    let mut swap = Vec::new();
     if server.database_exists(frozen)? {
         server.exec(&server.maintenance_db, &format!("ALTER DATABASE {} WITH IS_TEMPLATE false", ident(frozen)))?;
-        server.drop_database(frozen, false).context("dropping the old frozen copy")?;
     }
-    swap.push(format!("ALTER DATABASE {} RENAME TO {}", ident(&staging), ident(frozen)));
-    swap.push(format!(
-        "COMMENT ON DATABASE {} IS {}",
-        ident(frozen),
-        literal(&format!("{}{marker}", super::MARKER_PREFIX))
-    ));
     // IS_TEMPLATE protects it from a stray DROP DATABASE.
-    swap.push(format!("ALTER DATABASE {} WITH IS_TEMPLATE true", ident(frozen)));
-    server.transaction(&swap)?;
+    let old = Old::Drop { force: false, what: "the old frozen copy" };
+    staging::publish(server, &staging, frozen, &marker, old, &["IS_TEMPLATE true"])?;
     db.keep();
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod clone;
 pub mod cluster;
 pub mod service;
 pub mod session;
+pub mod staging;
 pub mod tools;
 pub mod url;
 
