@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::config::find_workspace_root;
-use crate::db::step;
 use crate::error::fail;
 use crate::flags::BenchWorktree;
 use crate::pg::cluster::Throwaway;
 use crate::pg::{ident, tools, PgUrl, Server};
+use crate::term::step;
 use crate::{proc, time};
 
 pub fn worktree(flags: BenchWorktree) -> Result<()> {

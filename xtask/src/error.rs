@@ -45,6 +45,17 @@ impl fmt::Display for Verdict {
 }
 impl std::error::Error for Verdict {}
 
+/// A program this run handed the terminal to (psql, the AWS tooling) exited with this code and
+/// said why itself: the run exits with the same code and prints nothing more.
+#[derive(Debug)]
+pub struct ChildExit(pub i32);
+impl fmt::Display for ChildExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "exited with status {}", self.0)
+    }
+}
+impl std::error::Error for ChildExit {}
+
 /// The run was stopped by a signal; everything it created has been removed.
 #[derive(Debug)]
 pub struct Interrupted(pub i32);
@@ -87,6 +98,9 @@ pub struct Report {
 }
 
 pub fn report(err: &anyhow::Error) -> Report {
+    if let Some(ChildExit(code)) = err.downcast_ref::<ChildExit>() {
+        return Report { line: String::new(), code: *code };
+    }
     // Context layers are found with `anyhow::Error::downcast_ref`; root errors through the chain.
     let fix_only = err.downcast_ref::<FixOnly>().map(|f| f.0.clone());
     let mut fix = fix_only.clone();

@@ -14,6 +14,7 @@ pub mod naming;
 pub mod pg;
 pub mod proc;
 pub mod schema;
+pub mod term;
 pub mod test_harness;
 pub mod time;
 
@@ -48,7 +49,9 @@ pub fn main() -> i32 {
         Ok(()) => 0,
         Err(err) => {
             let report = error::report(&err);
-            eprintln!("{}", report.line);
+            if !report.line.is_empty() {
+                eprintln!("{}", report.line);
+            }
             report.code
         }
     }

@@ -108,7 +108,8 @@ async fn list_clones(ctx: &xtask::db::Ctx, flags: ListClones) -> Result<()> {
         return Ok(());
     }
     let names: Vec<&str> = expired.iter().map(|c| c.id.as_str()).collect();
-    if !xtask::db::confirm(&format!("Delete {} expired instance(s): {}?", names.len(), names.join(", ")), flags.yes)? {
+    if !xtask::term::confirm(&format!("Delete {} expired instance(s): {}?", names.len(), names.join(", ")), flags.yes)?
+    {
         eprintln!("nothing deleted");
         return Ok(());
     }

@@ -3,11 +3,12 @@
 
 use anyhow::Result;
 
-use super::{step, Ctx};
+use super::Ctx;
 use crate::error::fail;
 use crate::naming::Staging;
 use crate::pg::staging::{self, sweep_abandoned, Old};
 use crate::pg::{Creating, Server};
+use crate::term::step;
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     let server = ctx.server()?;

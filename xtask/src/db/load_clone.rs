@@ -5,13 +5,14 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use super::{confirm, step, Ctx};
+use super::Ctx;
 use crate::error::fail;
 use crate::flags::{DropClone, LoadClone};
 use crate::naming::Staging;
 use crate::pg::staging::{self, sweep_abandoned, Old};
 use crate::pg::{human_size, tools, Server};
 use crate::proc;
+use crate::term::{confirm, step};
 
 pub fn load(ctx: &Ctx, flags: LoadClone) -> Result<()> {
     let dump = match flags.dump {

@@ -15,7 +15,7 @@ pub fn url(ctx: &Ctx, flags: Url) -> Result<()> {
 }
 
 /// Runs `psql` on it, the password (and any other secret) in its environment, never in argv;
-/// exits with psql's exit code.
+/// exits with psql's exit code (128 + the signal that ended it).
 pub fn psql(ctx: &Ctx, flags: Psql) -> Result<()> {
     let (url, _) = ctx.database_url()?;
     let mut cmd = Command::new(crate::pg::tools::find("psql")?);
@@ -24,5 +24,10 @@ pub fn psql(ctx: &Ctx, flags: Psql) -> Result<()> {
     // Not registered with the signal thread: psql answers Ctrl-C itself (it cancels the running
     // query and stays), and a second SIGINT from us would be one too many.
     let status = cmd.status().context("starting psql")?;
-    std::process::exit(status.code().unwrap_or(1))
+    use std::os::unix::process::ExitStatusExt;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(code) => Err(crate::error::ChildExit(code).into()),
+        None => Err(crate::error::ChildExit(128 + status.signal().unwrap_or(0)).into()),
+    }
 }

@@ -4,13 +4,14 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use super::{confirm, step, Ctx};
+use super::Ctx;
 use crate::error::fail;
 use crate::flags::TemplateCreate;
 use crate::naming::Staging;
 use crate::pg::staging::{self, sweep_abandoned, Old};
 use crate::pg::{human_size, Server};
 use crate::proc;
+use crate::term::{confirm, step};
 
 pub fn create(ctx: &Ctx, flags: TemplateCreate) -> Result<()> {
     let server = ctx.server()?;

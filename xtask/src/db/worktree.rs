@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::owner::{self, Claim};
-use super::{confirm, migrate, Ctx};
+use super::{migrate, Ctx};
 use crate::env_file::EnvFile;
 use crate::error::fail;
 use crate::flags::Worktree;
@@ -21,6 +21,7 @@ use crate::naming::Staging;
 use crate::pg::clone::{self, ClonePlan};
 use crate::pg::staging::{self, marker, staging_marker, sweep_abandoned, Old};
 use crate::pg::{human_size, literal, Lock, PgUrl, Server};
+use crate::term::confirm;
 use crate::{proc, time};
 
 /// What `db worktree` is about to do.

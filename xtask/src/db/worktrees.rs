@@ -6,10 +6,11 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::owner::same_path;
-use super::{confirm, Ctx};
+use super::Ctx;
 use crate::flags::Worktrees;
 use crate::pg::human_size;
 use crate::pg::staging::sweep_abandoned;
+use crate::term::confirm;
 
 #[derive(Debug, Serialize)]
 struct Row {

@@ -194,5 +194,7 @@ fn db_url_and_db_psql_keep_the_password_out_of_argv_and_output() {
     // psql's exit code is ours.
     let bad = p.xtask_in(&wt, &["db", "psql", "--", "-X", "-v", "ON_ERROR_STOP=1", "-c", "SELECT 1/0"], &[]);
     assert_eq!(bad.code, 1, "{}", bad.all());
+    assert!(bad.stderr.contains("division by zero"), "psql says why: {}", bad.stderr);
+    assert!(!bad.stderr.contains("error: exited"), "nothing added to psql's own words: {}", bad.stderr);
     assert_no_secret("db psql", &bad.all());
 }

@@ -1,0 +1,63 @@
+//! `clone-prod` and `list-clones`: handed to the AWS tooling in `xtask/aws`, a workspace of its
+//! own so that the AWS SDK is never part of the ordinary xtask build.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::Result;
+
+use super::Ctx;
+use crate::error::{fail, ChildExit};
+use crate::proc;
+
+/// Runs the AWS side (`xtask/aws`, a workspace of its own so the AWS SDK is never part of the
+/// ordinary xtask build) with this very command line; it parses the same flags.
+pub fn run(ctx: &Ctx) -> Result<()> {
+    let root = &ctx.config.root;
+    let manifest = root.join("xtask/aws/Cargo.toml");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let built = std::fs::metadata(target.join("debug/xtask-aws")).and_then(|m| m.modified()).ok();
+    // Its sources: its own, and the xtask library it uses.
+    let changed = built.is_some_and(|built| {
+        ["xtask/aws/src", "xtask/aws/Cargo.toml", "xtask/aws/Cargo.lock", "xtask/src", "xtask/Cargo.toml"]
+            .iter()
+            .any(|p| newer_than(&root.join(p), built))
+    });
+    if built.is_none() {
+        eprintln!("▸ building the AWS tooling (xtask/aws; the first build takes a few minutes)");
+    } else if changed {
+        eprintln!("▸ rebuilding the AWS tooling (its sources or the xtask library changed since its last build)");
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("run");
+    // A build shows cargo's progress; otherwise only the tool's own output.
+    if built.is_some() && !changed {
+        cmd.arg("--quiet");
+    }
+    cmd.arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--")
+        .args(std::env::args_os().skip(1))
+        .env("CARGO_TARGET_DIR", &target);
+    let status = proc::Registered::spawn(&mut cmd)?.wait()?;
+    match status.code() {
+        // It may have finished its work before a signal arrived.
+        Some(0) => Ok(()),
+        // The AWS tool printed its own one-line error (an interruption too); keep its exit code.
+        Some(code) => Err(ChildExit(code).into()),
+        None => {
+            proc::check_interrupt()?;
+            Err(fail("the AWS tooling was killed by a signal", "run it again"))
+        }
+    }
+}
+
+/// Whether `path` (a file, or any file under a directory) was modified after `than`.
+fn newer_than(path: &std::path::Path, than: std::time::SystemTime) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return false };
+    if meta.is_dir() {
+        return std::fs::read_dir(path).is_ok_and(|entries| entries.flatten().any(|e| newer_than(&e.path(), than)));
+    }
+    meta.modified().is_ok_and(|m| m > than)
+}
