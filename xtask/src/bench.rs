@@ -446,7 +446,7 @@ fn app_template(server: &Server, app: &Path, root: &Path, name: &str) -> Result<
     let mut migrate = Command::new(app);
     migrate.arg("migrate").current_dir(root).env("DATABASE_URL", server.url.with_dbname(name).expose_secret());
     proc::capture(&mut migrate, None)?;
-    let mut seed = server.psql(name);
+    let mut seed = server.psql(name)?;
     seed.arg("--single-transaction").arg("-f").arg(root.join("app/seed.sql"));
     proc::capture(&mut seed, None).map(drop)
 }
@@ -466,7 +466,7 @@ fn load_pagila(server: &Server, dir: &Path, db: &str) -> Result<()> {
             .map(|l| l.replace("public.", "pagila."))
             .collect::<Vec<_>>()
             .join("\n");
-        let mut psql = server.psql(db);
+        let mut psql = server.psql(db)?;
         psql.arg("--single-transaction");
         proc::capture(&mut psql, Some(text.as_bytes())).with_context(|| format!("loading {file}"))?;
     }
@@ -477,10 +477,10 @@ fn load_pagila(server: &Server, dir: &Path, db: &str) -> Result<()> {
 struct Held(Child);
 impl Held {
     fn open(psql: &Path, url: &PgUrl) -> Result<Held> {
-        let mut cmd = Command::new(psql);
-        crate::pg::libpq_env(&mut cmd, url)?;
-        let mut child =
-            cmd.args(["-X", "-q", "-d", &url.without_secrets()]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn()?;
+        let mut child = crate::pg::client::command(psql, &["-X", "-q"], url, &[])?
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()?;
         use std::io::Write;
         child.stdin.as_mut().expect("piped").write_all(b"SELECT 1;\n")?;
         std::thread::sleep(Duration::from_millis(300));
@@ -525,10 +525,7 @@ pub fn schema_diff(flags: crate::flags::BenchSchemaDiff) -> Result<()> {
         let baseline = || -> Result<Duration> {
             let start = Instant::now();
             for db in [a, b] {
-                let mut cmd = Command::new(&pg_dump);
-                cmd.args(["--schema-only", "-d", &server.arg_url(db)]);
-                server.libpq_env(&mut cmd);
-                proc::capture(&mut cmd, None)?;
+                proc::capture(&mut server.command(&pg_dump, &["--schema-only"], db, &[])?, None)?;
             }
             Ok(start.elapsed())
         };
@@ -572,10 +569,7 @@ pub fn schema_diff(flags: crate::flags::BenchSchemaDiff) -> Result<()> {
     }
 
     // Canonicalizing a ~5 MB dump: the app's schema repeated under other schema names.
-    let mut one = Command::new(&pg_dump);
-    one.args(["--schema-only", "-d", &server.arg_url("bench_a")]);
-    server.libpq_env(&mut one);
-    let text = proc::capture(&mut one, None)?;
+    let text = proc::capture(&mut server.command(&pg_dump, &["--schema-only"], "bench_a", &[])?, None)?;
     let mut big = String::new();
     let mut n = 0;
     while big.len() < 5 * 1024 * 1024 {

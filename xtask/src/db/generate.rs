@@ -3,7 +3,6 @@
 //! reference, then the project's own generators.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -100,18 +99,8 @@ fn generate(ctx: &Ctx, server: &Server, check: bool, port: Option<u16>) -> Resul
 
 /// The generated files' contents (paths relative to the workspace root).
 fn render(ctx: &Ctx, server: &Server, db: &str, repo: &[Migration]) -> Result<Vec<(PathBuf, String)>> {
-    let mut dump = Command::new(server.pg_dump()?);
-    dump.args([
-        "--schema-only",
-        "--no-owner",
-        "--no-privileges",
-        "--no-tablespaces",
-        "--no-security-labels",
-        "--no-subscriptions",
-        "-d",
-    ])
-    .arg(server.arg_url(db));
-    server.libpq_env(&mut dump);
+    let args = [crate::pg::client::SCHEMA_ONLY, &["--no-privileges"]].concat();
+    let mut dump = server.command(server.pg_dump()?, &args, db, &[])?;
     let text = proc::capture(&mut dump, None).context("dumping the fresh schema")?;
     let statements = schema::canonical(&text, Options::default());
     let snapshot = format!(

@@ -1,7 +1,6 @@
 //! `db load-clone [DUMP]` and `db drop-clone`: the local copy of a production dump.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::Result;
 
@@ -106,9 +105,8 @@ fn newest_dump(dir: &Path) -> Result<PathBuf> {
 fn restore(server: &Server, db: &str, dump: &Path) -> Result<Vec<String>> {
     let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
     // Not --exit-on-error: a missing role would be fatal too. Restore everything, then judge.
-    let mut cmd = Command::new(tools::find("pg_restore")?);
-    cmd.args(["--no-owner", "--no-privileges", "-j", &jobs, "-d"]).arg(server.arg_url(db)).arg(dump);
-    server.libpq_env(&mut cmd);
+    let mut cmd =
+        server.command(&tools::find("pg_restore")?, &["--no-owner", "--no-privileges", "-j", &jobs], db, &[dump])?;
     let (status, _, stderr) = proc::output(&mut cmd, None)?;
     proc::check_interrupt()?;
     let stderr = String::from_utf8_lossy(&stderr);

@@ -1,8 +1,6 @@
 //! `db url` and `db psql`: reaching this worktree's database (the one `DATABASE_URL` names: the
 //! environment's, else `.env`'s).
 
-use std::process::Command;
-
 use anyhow::{Context, Result};
 
 use super::Ctx;
@@ -18,9 +16,7 @@ pub fn url(ctx: &Ctx, flags: Url) -> Result<()> {
 /// exits with psql's exit code (128 + the signal that ended it).
 pub fn psql(ctx: &Ctx, flags: Psql) -> Result<()> {
     let (url, _) = ctx.database_url()?;
-    let mut cmd = Command::new(crate::pg::tools::find("psql")?);
-    cmd.arg("-d").arg(url.without_secrets()).args(&flags.args);
-    crate::pg::libpq_env(&mut cmd, &url)?;
+    let mut cmd = crate::pg::client::command(&crate::pg::tools::find("psql")?, &flags.args, &url, &[])?;
     // Not registered with the signal thread: psql answers Ctrl-C itself (it cancels the running
     // query and stays), and a second SIGINT from us would be one too many.
     let status = cmd.status().context("starting psql")?;

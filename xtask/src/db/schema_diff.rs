@@ -5,7 +5,6 @@
 //! read from the dump's own header, and a missing database shows up as pg_dump's error.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -13,7 +12,7 @@ use serde::Serialize;
 use super::Ctx;
 use crate::error::{fail, Verdict};
 use crate::flags::{DiffFormat, SchemaDiff};
-use crate::pg::{classify, libpq_env, tools, PgUrl};
+use crate::pg::{classify, client, tools, PgUrl};
 use crate::schema::{self, Options};
 use crate::{proc, time};
 
@@ -262,16 +261,13 @@ fn fetch(side: &Source, tools: &Tools, schemas: &[String], opts: Options) -> Res
         Source::Database(url) => url,
     };
     let db = url.dbname().unwrap_or_default();
-    let mut dump = Command::new(&tools.pg_dump);
-    dump.args(["--schema-only", "--no-owner", "--no-tablespaces", "--no-security-labels", "--no-subscriptions"]);
+    let mut args: Vec<String> = client::SCHEMA_ONLY.iter().map(|a| a.to_string()).collect();
     if !opts.with_privileges {
-        dump.arg("--no-privileges");
+        args.push("--no-privileges".into());
     }
-    for s in schemas {
-        dump.arg(format!("--schema={s}"));
-    }
-    dump.arg("-d").arg(url.without_secrets());
-    libpq_env(&mut dump, url)?;
+    args.extend(schemas.iter().map(|s| format!("--schema={s}")));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut dump = client::command(&tools.pg_dump, &args, url, &[])?;
     let text = proc::capture(&mut dump, None)
         .map_err(|e| explain(e, url, db))
         .with_context(|| format!("dumping the schema of `{db}`"))?;
@@ -301,10 +297,8 @@ fn hidden_problems(tools: &Tools, sides: &[&Source]) -> Result<(Vec<String>, Ext
         }
         script.push_str(&format!("{HIDDEN_PROBLEMS}\n{EXTENSION_VERSIONS}\n"));
     }
-    let mut query = Command::new(&tools.psql);
     // -w: never a password prompt (a side whose password the environment lacks fails instead).
-    query.args(["-X", "-q", "-w", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"]).arg(first.without_secrets());
-    libpq_env(&mut query, first)?;
+    let mut query = client::command(&tools.psql, &["-X", "-q", "-w", "-A", "-t", "-v", "ON_ERROR_STOP=1"], first, &[])?;
     // A database the dump cannot reach fails there with the better message: here, what was
     // printed before the failure is kept, and no side's extension versions are used.
     let (status, text, _) = proc::output(&mut query, Some(script.as_bytes()))?;

@@ -98,7 +98,7 @@ fn load_sql(ctx: &Ctx, server: &Server, db: &str, file: &std::path::Path) -> Res
             "fix `seed_files` in [workspace.metadata.db]",
         ));
     }
-    let mut cmd: Command = server.psql(db);
+    let mut cmd: Command = server.psql(db)?;
     cmd.arg("--single-transaction").arg("-f").arg(&path);
     proc::capture(&mut cmd, None).with_context(|| format!("loading {}", file.display()))?;
     Ok(())

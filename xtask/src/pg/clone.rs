@@ -84,7 +84,6 @@
 //! copy-on-write clone on filesystems that support it (size-independent); where it fails, the
 //! default strategy is used.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -676,13 +675,11 @@ fn copy_database<'s>(
 /// Owners and privileges are kept (as in a file copy); subscriptions are not (a file copy does
 /// not copy them either). `app` names the dump's session (`application_name`).
 pub fn dump_restore(server: &Server, source: &str, target: &str, app: Option<&str>) -> Result<()> {
-    let mut dump = Command::new(server.pg_dump()?);
-    dump.args(["--no-subscriptions", "--format=plain", "-d"]).arg(server.arg_url(source));
-    server.libpq_env(&mut dump);
+    let mut dump = server.command(server.pg_dump()?, &["--no-subscriptions", "--format=plain"], source, &[])?;
     if let Some(app) = app {
         dump.env("PGAPPNAME", app);
     }
-    let mut load = server.psql(target);
+    let mut load = server.psql(target)?;
     load.arg("--single-transaction");
     proc::pipe(&mut dump, &mut load).map_err(|e| {
         let text = format!("{e:#}");

@@ -6,6 +6,7 @@
 //! secret parameters in a [`service`] file); URLs in argv and messages are built with
 //! [`PgUrl::without_secrets`] or [`PgUrl::redacted`].
 
+pub mod client;
 pub mod clone;
 pub mod cluster;
 pub mod service;
@@ -138,19 +139,15 @@ impl Server {
         self.url.with_dbname(db).without_secrets()
     }
 
-    /// `psql` connected to `db`, quiet, stopping at the first error, reading SQL from stdin.
-    pub fn psql(&self, db: &str) -> Command {
-        let mut cmd = self.psql_session(db);
-        cmd.args(["-v", "ON_ERROR_STOP=1"]);
-        cmd
+    /// `psql` connected to `db`, quiet, unaligned, stopping at the first error, reading SQL from
+    /// stdin.
+    pub fn psql(&self, db: &str) -> Result<Command> {
+        self.command(&self.psql, &["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"], db, &[])
     }
 
     /// `psql` connected to `db`, quiet, unaligned; error handling left to the caller.
-    fn psql_session(&self, db: &str) -> Command {
-        let url = self.arg_url(db);
-        let mut cmd: Command = xshell_cmd(&self.psql, &["-X", "-q", "-A", "-t", "-d", &url]);
-        self.libpq_env(&mut cmd);
-        cmd
+    fn psql_session(&self, db: &str) -> Result<Command> {
+        self.command(&self.psql, &["-X", "-q", "-A", "-t"], db, &[])
     }
 
     /// Runs SQL in `db`. On the maintenance database: one statement, in the run's session.
@@ -180,15 +177,15 @@ impl Server {
 
     /// Runs a psql script (meta-commands allowed) in `db` in a new session; returns its output.
     pub fn script(&self, db: &str, script: &str) -> Result<String> {
-        proc::capture(&mut self.psql(db), Some(script.as_bytes())).map_err(|e| classify(e, &self.url, db))
+        proc::capture(&mut self.psql(db)?, Some(script.as_bytes())).map_err(|e| classify(e, &self.url, db))
     }
 
     fn run_sql(&self, db: &str, sql: &str) -> Result<String> {
         let out = if db == self.maintenance_db {
-            let open = || session::Session::open(self.psql_session(db));
+            let open = || session::Session::open(self.psql_session(db)?);
             session::run_on(&mut self.admin.borrow_mut(), open, sql)
         } else {
-            proc::capture(&mut self.psql(db), Some(format!("{sql};").as_bytes()))
+            proc::capture(&mut self.psql(db)?, Some(format!("{sql};").as_bytes()))
         };
         out.map_err(|e| classify(e, &self.url, db))
     }
@@ -375,12 +372,6 @@ fn set_libpq_env(cmd: &mut Command, url: &PgUrl, service: Option<&Path>) {
         cmd.env("PGCONNECT_TIMEOUT", "10");
     }
     cmd.env("PGAPPNAME", "xtask-db");
-}
-
-/// A `Command` for `program args...`, argv assembled by xshell (no shell, no word splitting).
-fn xshell_cmd(program: &std::path::Path, args: &[&str]) -> Command {
-    let sh = xshell::Shell::new().expect("current directory is readable");
-    xshell::cmd!(sh, "{program} {args...}").into()
 }
 
 /// Turns libpq's connection failures into errors that say what to do.
