@@ -34,6 +34,7 @@ pub enum Bench {
 /// Time `db schema-diff` of two databases with the app's schema against the two `pg_dump -s`
 /// runs one after the other, and the canonicalization of a 5 MB schema dump.
 #[derive(Debug, Args)]
+#[command(after_help = BENCH_SCHEMA_DIFF_HELP)]
 pub struct BenchSchemaDiff {
     /// Runs per cell (the median is reported; the many-table cells take a quarter, at least 3).
     #[arg(long, default_value_t = 21)]
@@ -46,6 +47,7 @@ pub struct BenchSchemaDiff {
 /// Time `cargo xtask db worktree` against `createdb && pg_dump --no-owner --no-privileges | psql`
 /// on a throwaway cluster, with and without an open connection to the template.
 #[derive(Debug, Args)]
+#[command(after_help = BENCH_WORKTREE_HELP)]
 pub struct BenchWorktree {
     /// Runs per cell (the median is reported).
     #[arg(long, default_value_t = 5)]
@@ -96,10 +98,10 @@ Environment:
 pub struct ConfigArgs {
     /// Override a configuration key for this run, e.g. `--set template=my_golden` (repeatable;
     /// values in TOML syntax: `--set 'seed_files=["a.sql"]'`).
-    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
+    #[arg(long = "set", value_name = "KEY=VALUE", global = true, help_heading = "Configuration (every db verb)")]
     pub set: Vec<String>,
     /// The golden template's name (same as `--set template=NAME` or WORKTREE_TEMPLATE_DB).
-    #[arg(long, value_name = "NAME", global = true)]
+    #[arg(long, value_name = "NAME", global = true, help_heading = "Configuration (every db verb)")]
     pub template: Option<String>,
 }
 
@@ -118,15 +120,103 @@ fn toml_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
+// What every verb's --help ends with: examples (each a command line the tests parse) and the
+// exit codes.
+macro_rules! exit_done {
+    () => {
+        "Exit status: 0 done; 2 an error (its one line says what failed and how to fix it); 128+N
+stopped by signal N (130: Ctrl-C), nothing left half-made."
+    };
+}
+macro_rules! exit_verdict {
+    ($yes:literal, $no:literal) => {
+        concat!(
+            "Exit status: 0 ",
+            $yes,
+            "; 1 ",
+            $no,
+            " (a verdict, not an error); 2 an error; 128+N stopped by signal N."
+        )
+    };
+}
+
+macro_rules! help {
+    ($exit:expr, $($example:literal),+ $(,)?) => {
+        concat!("Examples:\n", $("  ", $example, "\n",)+ "\n", $exit)
+    };
+}
+
+const UP_HELP: &str = help!(exit_done!(), "cargo xtask db up", "cargo xtask db up --port 55432");
+const DOWN_HELP: &str = help!(exit_done!(), "cargo xtask db down");
+const STATUS_HELP: &str = help!(exit_done!(), "cargo xtask db status", "cargo xtask db status --format json");
+const URL_HELP: &str = help!(exit_done!(), "cargo xtask db url", "cargo xtask db url --show-password");
+const PSQL_HELP: &str = concat!(
+    "Examples:\n  cargo xtask db psql\n  cargo xtask db psql -- -c 'SELECT count(*) FROM crm.customers'\n\n",
+    "Exit status: psql's (2 when psql cannot be started)."
+);
+const MIGRATE_HELP: &str = help!(exit_done!(), "cargo xtask db migrate");
+const TEMPLATE_HELP: &str =
+    help!(exit_done!(), "cargo xtask db template create", "cargo xtask db template create --force -y");
+const WORKTREE_HELP: &str = help!(
+    exit_done!(),
+    "cargo xtask db worktree",
+    "cargo xtask db worktree my-feature",
+    "cargo xtask db worktree my-feature --path ../my-feature",
+    "cargo xtask db worktree --reset -y",
+    "cargo xtask db worktree --drop --dry-run",
+);
+const WORKTREES_HELP: &str = help!(
+    exit_done!(),
+    "cargo xtask db worktrees",
+    "cargo xtask db worktrees --format json",
+    "cargo xtask db worktrees --prune --dry-run",
+    "cargo xtask db worktrees --prune -y",
+);
+const FRESH_HELP: &str = help!(exit_done!(), "cargo xtask db fresh");
+const CLONE_PROD_HELP: &str = help!(
+    exit_done!(),
+    "cargo xtask db clone-prod --dry-run",
+    "cargo xtask db clone-prod --source-instance prod-db --bastion bastion-1",
+);
+const LIST_CLONES_HELP: &str = help!(
+    exit_done!(),
+    "cargo xtask db list-clones",
+    "cargo xtask db list-clones --prune --dry-run",
+    "cargo xtask db list-clones --prune -y",
+);
+const LOAD_CLONE_HELP: &str =
+    help!(exit_done!(), "cargo xtask db load-clone", "cargo xtask db load-clone dump/prod-20261203120000.dump");
+const DROP_CLONE_HELP: &str =
+    help!(exit_done!(), "cargo xtask db drop-clone --dry-run", "cargo xtask db drop-clone -y");
+const SCHEMA_DIFF_HELP: &str = help!(
+    exit_verdict!("equal", "different"),
+    "cargo xtask db schema-diff fresh docs/schema.sql",
+    "cargo xtask db schema-diff current fresh --format json",
+    "cargo xtask db schema-diff app_prod_clone fresh --ignore 'schema tiger'",
+);
+const GENERATE_HELP: &str = help!(
+    exit_verdict!("written, or current with --check", "stale, with --check"),
+    "cargo xtask db generate",
+    "cargo xtask db generate --check"
+);
+const TEST_HELP: &str =
+    help!(exit_done!(), "cargo xtask test", "cargo xtask test -- schema_diff::", "cargo xtask test --keep");
+const BENCH_WORKTREE_HELP: &str =
+    help!(exit_done!(), "cargo xtask bench worktree", "cargo xtask bench worktree --skip-big --runs 3");
+const BENCH_SCHEMA_DIFF_HELP: &str =
+    help!(exit_done!(), "cargo xtask bench schema-diff", "cargo xtask bench schema-diff --tables 500,2000");
+
 #[derive(Debug, Subcommand)]
 pub enum DbVerb {
     Up(Up),
     /// Stop the embedded local PostgreSQL; its data is kept.
+    #[command(after_help = DOWN_HELP)]
     Down,
     Status(Status),
     Url(Url),
     Psql(Psql),
     /// Apply pending migrations to DATABASE_URL with the app's migrator.
+    #[command(after_help = MIGRATE_HELP)]
     Migrate,
     /// Manage the golden template that branch databases are cloned from.
     #[command(subcommand)]
@@ -134,6 +224,7 @@ pub enum DbVerb {
     Worktree(Worktree),
     Worktrees(Worktrees),
     /// (Re)create `<prefix>fresh` from an empty database and every migration; print its name.
+    #[command(after_help = FRESH_HELP)]
     Fresh,
     CloneProd(CloneProd),
     ListClones(ListClones),
@@ -167,6 +258,7 @@ pub enum DbVerb {
 /// to dump/schema-diff/. Invalid indexes and NOT VALID constraints, which pg_dump does not show,
 /// are reported as warnings. Exit 0 equal, 1 different (with a diff), 2 on errors.
 #[derive(Debug, Args)]
+#[command(after_help = SCHEMA_DIFF_HELP)]
 pub struct SchemaDiff {
     /// One side: a database name, `fresh` (this worktree's `db fresh` database), `current` (the
     /// database DATABASE_URL names), a postgres:// URL, or a .sql file. Or give it as --a.
@@ -196,8 +288,8 @@ pub struct SchemaDiff {
     #[arg(long)]
     pub strict_column_order: bool,
     /// Output: a unified diff for people, or JSON (objects added/removed/changed) for machines.
-    #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
-    pub format: DiffFormat,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
     /// Show at most this many diff lines.
     #[arg(long, default_value_t = 200)]
     pub max_lines: usize,
@@ -209,6 +301,7 @@ pub struct SchemaDiff {
 /// -j <cores>`, under a temporary name that replaces the previous copy only when complete.
 /// Errors about missing roles are warnings; any other error is fatal (nothing is left behind).
 #[derive(Debug, Args, Clone)]
+#[command(after_help = LOAD_CLONE_HELP)]
 pub struct LoadClone {
     /// The dump (`pg_dump -Fc`); default: the newest dump/prod-*.dump.
     pub dump: Option<PathBuf>,
@@ -218,10 +311,14 @@ pub struct LoadClone {
 ///
 /// Drop `<prefix>prod_clone` (only if `db load-clone` made it). The dump files stay.
 #[derive(Debug, Args, Clone)]
+#[command(after_help = DROP_CLONE_HELP)]
 pub struct DropClone {
     /// Answer yes to the confirmation question (required without a terminal).
     #[arg(short = 'y', long)]
     pub yes: bool,
+    /// Say what would be dropped, and drop nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Where the AWS verbs look (defaults from `[workspace.metadata.db.aws]`; credentials come from the
@@ -258,6 +355,7 @@ pub struct AwsArgs {
 ///
 /// Then: `cargo xtask db load-clone` (see docs/runbooks/prod-clone-refactor-testing.md).
 #[derive(Debug, Args, Clone)]
+#[command(after_help = CLONE_PROD_HELP)]
 pub struct CloneProd {
     #[command(flatten)]
     pub aws: AwsArgs,
@@ -300,29 +398,49 @@ pub struct CloneProd {
     pub dry_run: bool,
 }
 
-/// List the throwaway RDS instances this tool created; --delete-expired deletes the overdue ones.
+/// List the throwaway RDS instances this tool created; --prune deletes the overdue ones.
 ///
 /// List the throwaway RDS instances `db clone-prod` created (they carry the tag
 /// `CreatedBy=xtask-db clone-prod`): id, status, age, expiry, overdue ones flagged.
 #[derive(Debug, Args, Clone)]
+#[command(after_help = LIST_CLONES_HELP)]
 pub struct ListClones {
     #[command(flatten)]
     pub aws: AwsArgs,
-    /// Print JSON on stdout instead of a table.
-    #[arg(long)]
+    /// Output: a table, or JSON on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// The old spelling of --format json.
+    #[arg(long, hide = true)]
     pub json: bool,
-    /// Delete the instances past their `ExpiresAt` tag (only ours; never the source; asks unless -y).
-    #[arg(long)]
-    pub delete_expired: bool,
+    /// Delete the instances past their `ExpiresAt` tag (only ours; never the source; asks unless
+    /// -y). Formerly --delete-expired, which still works.
+    #[arg(long, alias = "delete-expired")]
+    pub prune: bool,
+    /// With --prune: say what would be deleted, and delete nothing.
+    #[arg(long, requires = "prune")]
+    pub dry_run: bool,
     /// Answer yes to the confirmation question (required without a terminal).
     #[arg(short = 'y', long)]
     pub yes: bool,
 }
 
+/// How a verb prints its result: for people, or JSON on stdout for machines (`--format json`
+/// on every verb that has a result to print).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DiffFormat {
+pub enum Format {
     Text,
     Json,
+}
+
+impl Format {
+    /// `--format json`, or the old `--json` (kept for one release, with a line saying so).
+    pub fn json(self, old_json_flag: bool) -> bool {
+        if old_json_flag {
+            eprintln!("warning: --json is deprecated and will be removed: use --format json");
+        }
+        old_json_flag || self == Format::Json
+    }
 }
 
 /// Regenerate the schema snapshot and docs/database.md from a fresh database (--check: verify).
@@ -332,6 +450,7 @@ pub enum DiffFormat {
 /// `docs/database.md` (`database_doc`), then `generate_commands` with DATABASE_URL set.
 /// `db worktree` runs this last, and only when the migrations changed since the snapshot.
 #[derive(Debug, Args)]
+#[command(after_help = GENERATE_HELP)]
 pub struct Generate {
     /// Write nothing; exit 1 with a diff when a generated file is stale.
     #[arg(long)]
@@ -357,6 +476,7 @@ pub struct Generate {
 /// up. The last line on stdout is the directory to cd into. If setting up fails before its
 /// database exists, the new worktree (and a branch made for it) is removed again.
 #[derive(Debug, Args, Clone)]
+#[command(after_help = WORKTREE_HELP)]
 pub struct Worktree {
     /// The branch to open a worktree for (see above); without it, the worktree you are in.
     #[arg(value_name = "BRANCH")]
@@ -397,15 +517,22 @@ pub struct Worktree {
 /// exists. Only databases `db worktree` created are listed or ever dropped; the template and its
 /// frozen copy never are.
 #[derive(Debug, Args)]
+#[command(after_help = WORKTREES_HELP)]
 pub struct Worktrees {
     /// Drop the databases whose worktree is gone (asks unless -y).
     #[arg(long)]
     pub prune: bool,
+    /// With --prune: say what would be dropped, and drop nothing.
+    #[arg(long, requires = "prune")]
+    pub dry_run: bool,
     /// Answer yes to the confirmation question (required without a terminal).
     #[arg(short = 'y', long)]
     pub yes: bool,
-    /// Print JSON on stdout instead of a table.
-    #[arg(long)]
+    /// Output: a table, or JSON on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// The old spelling of --format json.
+    #[arg(long, hide = true)]
     pub json: bool,
 }
 
@@ -417,6 +544,7 @@ pub struct Worktrees {
 /// golden template) into the main worktree's `.env`. Later runs reuse the data. When run as root
 /// the server runs as `server_user` (default `postgres`), since PostgreSQL refuses root.
 #[derive(Debug, Args)]
+#[command(after_help = UP_HELP)]
 pub struct Up {
     /// Listen on this port instead of the one chosen on first use.
     #[arg(long)]
@@ -425,6 +553,7 @@ pub struct Up {
 
 /// Print this worktree's DATABASE_URL (the environment's, else .env's), password redacted.
 #[derive(Debug, Args)]
+#[command(after_help = URL_HELP)]
 pub struct Url {
     /// Print the password too (the URL then is a secret: keep it out of logs and shell history).
     #[arg(long)]
@@ -438,6 +567,7 @@ pub struct Url {
 /// secret URL parameter) reaches psql through its environment, never its command line. Exits
 /// with psql's exit code.
 #[derive(Debug, Args)]
+#[command(after_help = PSQL_HELP)]
 pub struct Psql {
     /// Arguments for psql.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
@@ -446,15 +576,20 @@ pub struct Psql {
 
 /// Show the server, the golden template and the per-branch databases.
 #[derive(Debug, Args)]
+#[command(after_help = STATUS_HELP)]
 pub struct Status {
-    /// Print JSON on stdout instead of text.
-    #[arg(long)]
+    /// Output: text, or JSON on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// The old spelling of --format json.
+    #[arg(long, hide = true)]
     pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum TemplateVerb {
     /// Build the golden template from an empty database, every migration and the seed data.
+    #[command(after_help = TEMPLATE_HELP)]
     Create(TemplateCreate),
 }
 
@@ -477,6 +612,7 @@ pub struct TemplateCreate {
 /// Run the test suite: start a throwaway PostgreSQL server, build the app, run
 /// `cargo test --workspace` against it, then remove the server.
 #[derive(Debug, Args)]
+#[command(after_help = TEST_HELP)]
 pub struct Test {
     /// Arguments passed on to `cargo test` (after `--`), e.g. `cargo xtask test -- template`.
     #[arg(last = true)]

@@ -79,7 +79,7 @@ pub async fn connect(ctx: &xtask::db::Ctx, args: &AwsArgs) -> Result<Aws> {
 async fn list_clones(ctx: &xtask::db::Ctx, flags: ListClones) -> Result<()> {
     let aws = connect(ctx, &flags.aws).await?;
     let clones = rds::list(&aws.rds, SystemTime::now()).await?;
-    if flags.json {
+    if flags.format.json(flags.json) {
         println!("{}", serde_json::to_string_pretty(&clones)?);
     } else if clones.is_empty() {
         println!("no throwaway instances (none carries {}={})", rds::CREATED_BY_KEY, rds::CREATED_BY_VALUE);
@@ -99,8 +99,11 @@ async fn list_clones(ctx: &xtask::db::Ctx, flags: ListClones) -> Result<()> {
             );
         }
     }
-    if !flags.delete_expired {
+    if !flags.prune {
         return Ok(());
+    }
+    if std::env::args().any(|a| a == "--delete-expired") {
+        eprintln!("warning: --delete-expired is deprecated and will be removed: use --prune");
     }
     let expired: Vec<&rds::Throwaway> = clones.iter().filter(|c| c.overdue).collect();
     if expired.is_empty() {
@@ -108,6 +111,10 @@ async fn list_clones(ctx: &xtask::db::Ctx, flags: ListClones) -> Result<()> {
         return Ok(());
     }
     let names: Vec<&str> = expired.iter().map(|c| c.id.as_str()).collect();
+    if flags.dry_run {
+        eprintln!("--dry-run: would delete {} expired instance(s): {}", names.len(), names.join(", "));
+        return Ok(());
+    }
     if !xtask::term::confirm(&format!("Delete {} expired instance(s): {}?", names.len(), names.join(", ")), flags.yes)?
     {
         eprintln!("nothing deleted");

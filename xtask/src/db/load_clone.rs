@@ -67,6 +67,10 @@ pub fn drop(ctx: &Ctx, flags: DropClone) -> Result<()> {
             "drop it yourself if you mean to",
         ));
     }
+    if flags.dry_run {
+        eprintln!("--dry-run: would drop `{name}` ({}), the local copy of production", human_size(info.size_bytes));
+        return Ok(());
+    }
     if !confirm(&format!("Drop `{name}` ({}), the local copy of production?", human_size(info.size_bytes)), flags.yes)?
     {
         eprintln!("nothing dropped");

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::Ctx;
 use crate::error::{fail, Verdict};
-use crate::flags::{DiffFormat, SchemaDiff};
+use crate::flags::{Format, SchemaDiff};
 use crate::pg::{classify, client, tools, PgUrl};
 use crate::schema::{self, Options};
 use crate::{proc, time};
@@ -141,11 +141,11 @@ pub fn run(ctx: &Ctx, flags: SchemaDiff) -> Result<()> {
         eprintln!("warning: {w}");
     }
     match flags.format {
-        DiffFormat::Json => {
+        Format::Json => {
             let report = JsonReport { equal, a: a.label(), b: b.label(), difference: &difference, warnings: &warnings };
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
-        DiffFormat::Text if !equal => {
+        Format::Text if !equal => {
             for c in &difference.changed {
                 println!("changed: {}", c.object);
                 for element in &c.inside {
@@ -175,7 +175,7 @@ pub fn run(ctx: &Ctx, flags: SchemaDiff) -> Result<()> {
                 )
             );
         }
-        DiffFormat::Text => {}
+        Format::Text => {}
     }
     eprintln!("canonical forms: {} and {} ({})", fa.display(), fb.display(), time::elapsed(started.elapsed()));
     if equal {

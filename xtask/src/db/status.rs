@@ -153,7 +153,7 @@ pub fn run(ctx: &Ctx, flags: Status) -> Result<()> {
         }
     }
     let report = Report { server: server_report, embedded, template, databases };
-    if flags.json {
+    if flags.format.json(flags.json) {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_text(&report);

@@ -53,7 +53,7 @@ pub fn run(ctx: &Ctx, flags: Worktrees) -> Result<()> {
         });
     }
 
-    if flags.json && !flags.prune {
+    if flags.format.json(flags.json) && !flags.prune {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
@@ -70,6 +70,10 @@ pub fn run(ctx: &Ctx, flags: Worktrees) -> Result<()> {
     eprintln!("databases whose worktree is gone:");
     for r in &orphans {
         eprintln!("  {}  (branch {}, {}, worktree {})", r.name, r.branch, human_size(r.size_bytes), r.worktree);
+    }
+    if flags.dry_run {
+        eprintln!("--dry-run: nothing dropped");
+        return Ok(());
     }
     if !confirm(&format!("Drop these {} database(s)?", orphans.len()), flags.yes)? {
         eprintln!("nothing dropped");

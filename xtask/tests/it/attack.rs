@@ -174,6 +174,21 @@ fn the_clone_does_not_depend_on_the_path_taken() {
     let _ = try_sql("postgres", &format!("DROP ROLE IF EXISTS {role}"));
 }
 
+/// `--prune --dry-run` names what it would drop and drops nothing; `--prune -y` then drops it.
+#[test]
+fn prune_dry_run_drops_nothing() {
+    let p = project("atdry");
+    let wt = worktree(&p, "gone-soon");
+    run_in(&p, &wt, &["--skip-generate"]).ok();
+    let db = env_db(&wt);
+    git(&p.dir, &["worktree", "remove", "--force", wt.to_str().unwrap()]);
+    let dry = p.xtask(&["db", "worktrees", "--prune", "--dry-run"]).ok();
+    assert!(dry.stderr.contains(&db) && dry.stderr.contains("--dry-run: nothing dropped"), "{}", dry.stderr);
+    assert!(p.databases().contains(&db), "--dry-run dropped it");
+    p.xtask(&["db", "worktrees", "--prune", "-y"]).ok();
+    assert!(!p.databases().contains(&db), "--prune left it");
+}
+
 #[test]
 fn prune_keeps_the_database_of_a_moved_worktree() {
     let p = project("atmove");

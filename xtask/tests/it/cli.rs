@@ -80,3 +80,111 @@ fn the_worktree_build_contains_no_aws_crate() {
     let aws: Vec<&str> = tree.lines().filter(|l| l.starts_with("aws-")).collect();
     assert!(aws.is_empty(), "AWS crates in the worktree build: {aws:?}");
 }
+
+/// Every command's leaves (`db worktree`, `db template create`, `bench schema-diff`, `test`).
+fn leaves() -> Vec<(String, clap::Command)> {
+    fn walk(prefix: &str, cmd: &clap::Command, out: &mut Vec<(String, clap::Command)>) {
+        let subs: Vec<&clap::Command> = cmd.get_subcommands().filter(|c| !c.is_hide_set()).collect();
+        if subs.is_empty() {
+            out.push((prefix.trim().to_string(), cmd.clone()));
+        }
+        for sub in subs {
+            walk(&format!("{prefix} {}", sub.get_name()), sub, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk("", &xtask::flags::command(), &mut out);
+    out
+}
+
+/// `a 'b c' d` → `["a", "b c", "d"]`: enough of a shell for the examples.
+fn words(line: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quoted, mut any) = (Vec::new(), String::new(), false, false);
+    for c in line.chars() {
+        match c {
+            '\'' => (quoted, any) = (!quoted, true),
+            ' ' if !quoted => {
+                if any || !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                any = false;
+            }
+            c => cur.push(c),
+        }
+    }
+    if any || !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Every verb's --help ends with examples and its exit codes, and every example is a command
+/// line this version accepts.
+#[test]
+fn every_help_has_examples_that_parse_and_the_exit_codes() {
+    use clap::Parser;
+    let leaves = leaves();
+    assert!(leaves.len() >= 18, "{:?}", leaves.iter().map(|l| &l.0).collect::<Vec<_>>());
+    for (path, cmd) in leaves {
+        let after = cmd.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+        assert!(after.contains("Examples:\n"), "`cargo xtask {path} --help` has no examples");
+        assert!(after.contains("Exit status: "), "`cargo xtask {path} --help` does not give the exit codes");
+        let examples: Vec<&str> = after.lines().filter_map(|l| l.strip_prefix("  cargo xtask ")).collect();
+        assert!(!examples.is_empty(), "{path}");
+        for example in examples {
+            assert!(example.starts_with(&path), "an example of `{path}` runs another verb: {example}");
+            let argv = std::iter::once("cargo xtask".to_string()).chain(words(example));
+            if let Err(e) = xtask::flags::Xtask::try_parse_from(argv) {
+                panic!("the example `cargo xtask {example}` does not parse:\n{e}");
+            }
+        }
+    }
+}
+
+/// The justfile calls only verbs that exist, and the README's table names every verb (above).
+#[test]
+fn the_justfile_calls_only_verbs_that_exist() {
+    let justfile = std::fs::read_to_string(repo_root().join("justfile")).unwrap();
+    let verbs: Vec<String> = db_verbs().into_iter().map(|(v, _)| v).collect();
+    let mut called = 0;
+    for line in justfile.lines() {
+        let Some(rest) = line.split("cargo xtask db ").nth(1) else { continue };
+        let verb = rest.split_whitespace().next().unwrap_or_default();
+        assert!(
+            verbs.iter().any(|v| v.split(' ').next() == Some(verb)),
+            "the justfile calls `db {verb}`: no such verb\n{line}"
+        );
+        called += 1;
+    }
+    assert!(called >= 3, "the justfile was expected to call db verbs");
+}
+
+/// One way to ask for JSON: `--format json`; the old `--json` still works for now and says so.
+#[test]
+fn json_is_asked_for_one_way_and_the_old_spelling_still_works() {
+    use clap::Parser;
+    let p = Project::new("fmt");
+    let new = p.xtask(&["db", "status", "--format", "json"]).ok();
+    let old = p.xtask(&["db", "status", "--json"]).ok();
+    let (a, b): (serde_json::Value, serde_json::Value) =
+        (serde_json::from_str(&new.stdout).unwrap(), serde_json::from_str(&old.stdout).unwrap());
+    assert_eq!(a["template"], b["template"]);
+    assert!(old.stderr.contains("--json is deprecated") && old.stderr.contains("--format json"), "{}", old.stderr);
+    assert!(!new.stderr.contains("deprecated"), "{}", new.stderr);
+    // list-clones: --prune, formerly --delete-expired (the AWS tool warns when it is used).
+    for spelling in ["--prune", "--delete-expired"] {
+        let f = xtask::flags::Xtask::try_parse_from(["cargo xtask", "db", "list-clones", spelling, "--dry-run"]);
+        assert!(f.is_ok(), "{spelling}: {:?}", f.err());
+    }
+    // A --dry-run on every verb that drops or deletes.
+    for argv in [
+        &["db", "worktree", "--drop", "--dry-run"][..],
+        &["db", "worktrees", "--prune", "--dry-run"],
+        &["db", "drop-clone", "--dry-run"],
+        &["db", "list-clones", "--prune", "--dry-run"],
+        &["db", "clone-prod", "--dry-run"],
+    ] {
+        let f = xtask::flags::Xtask::try_parse_from(std::iter::once("cargo xtask").chain(argv.iter().copied()));
+        assert!(f.is_ok(), "{argv:?}: {:?}", f.err());
+    }
+}
