@@ -21,6 +21,19 @@ pub enum Command {
     /// Benchmarks that print ratios against their baseline measured in the same run.
     #[command(subcommand)]
     Bench(Bench),
+    Completions(Completions),
+}
+
+/// Print shell completions for every command and flag (for `xtask`: `alias xtask='cargo xtask'`).
+///
+/// The script completes the command `xtask`; with `alias xtask='cargo xtask'` in your shell's rc
+/// file, `xtask db wor<Tab>` completes. Install it where your shell looks for completions.
+#[derive(Debug, Args)]
+#[command(after_help = COMPLETIONS_HELP)]
+pub struct Completions {
+    /// The shell to write completions for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,6 +158,9 @@ macro_rules! help {
         concat!("Examples:\n", $("  ", $example, "\n",)+ "\n", $exit)
     };
 }
+
+const COMPLETIONS_HELP: &str =
+    help!(exit_done!(), "cargo xtask completions bash", "cargo xtask completions zsh", "cargo xtask completions fish",);
 
 const UP_HELP: &str = help!(exit_done!(), "cargo xtask db up", "cargo xtask db up --port 55432");
 const DOWN_HELP: &str = help!(exit_done!(), "cargo xtask db down");

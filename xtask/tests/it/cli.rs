@@ -188,3 +188,19 @@ fn json_is_asked_for_one_way_and_the_old_spelling_still_works() {
         assert!(f.is_ok(), "{argv:?}: {:?}", f.err());
     }
 }
+
+/// Completions come from the same definition as the parser: every verb and flag is in them.
+#[test]
+fn completions_cover_every_verb() {
+    let p = Project::new("compl");
+    let bash = p.xtask(&["completions", "bash"]).ok();
+    assert!(bash.stdout.contains("complete -F _xtask"), "{}", &bash.stdout[..bash.stdout.len().min(400)]);
+    for (verb, _) in db_verbs() {
+        let last = verb.split(' ').next_back().unwrap();
+        assert!(bash.stdout.contains(last), "`{verb}` is not completed");
+    }
+    assert!(bash.stdout.contains("--dry-run") && bash.stdout.contains("--format"));
+    let unknown = p.xtask(&["completions", "nushell"]);
+    assert_eq!(unknown.code, 2, "{}", unknown.stderr);
+    assert!(unknown.stderr.contains("possible values"), "{}", unknown.stderr);
+}
