@@ -23,6 +23,13 @@ use clap::Parser;
 
 /// Parses the command line and runs it; returns the process exit code.
 pub fn main() -> i32 {
+    entry(run)
+}
+
+/// The entry routine of both binaries (`xtask`, and `xtask-aws`, which runs the AWS verbs with
+/// the same command line): stdout's broken pipe, the signal handlers, parsing, and the one-line
+/// error report with its exit code.
+pub fn entry(run: impl FnOnce(flags::Xtask) -> Result<()>) -> i32 {
     // `cargo xtask db schema-diff … | head -1`: a reader of stdout that leaves ends us quietly
     // (exit 128+SIGPIPE, as a filter ends), not with `println!`'s panic. Stdout is data, written
     // after the work is done. SIGPIPE itself stays ignored: the default action would also kill us

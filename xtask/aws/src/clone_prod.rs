@@ -6,14 +6,13 @@
 //! deletion runs after the pipeline whatever ended it: success, an error, a signal (the pipeline
 //! notices within 100 ms; a pipeline that does not end within 20 s is aborted), or a panic (the
 //! pipeline runs as its own task, whose panic is caught). Only SIGKILL escapes it; the
-//! instance's `ExpiresAt` tag and `list-clones --delete-expired` are the backstop.
+//! instance's `ExpiresAt` tag and `list-clones --prune` are the backstop.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
-use xtask::config::TunnelKind;
 use xtask::db::Ctx;
 use xtask::error::{fail, report, Interrupted};
 use xtask::flags::CloneProd;
@@ -23,9 +22,10 @@ use xtask::time::{compact, elapsed, rfc3339};
 
 use crate::credentials::{self, Credentials};
 use crate::dump::{self, Target};
+use crate::kit::{connect, Aws};
 use crate::rds::{self, SnapshotChoice, Source};
+use crate::settings::{self, Route};
 use crate::tunnel::{self, SessionSlot, Tunnel};
-use crate::{connect, Aws};
 
 /// Everything decided before AWS is changed.
 struct Plan {
@@ -53,53 +53,14 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
     let ts = compact(now);
 
     // Local checks first: nothing in AWS is touched when these fail.
-    let tunnel_kind = flags.tunnel.unwrap_or(conf.tunnel);
-    // A flag wins (clap refuses both); else the configuration, which must not name both.
-    let credentials = match (&flags.credentials_parameter, &flags.credentials_secret) {
-        (Some(p), _) => credentials::Source::Parameter(p.clone()),
-        (None, Some(s)) => credentials::Source::Secret(s.clone()),
-        (None, None) => match (&conf.credentials_parameter, &conf.credentials_secret) {
-            (Some(p), None) => credentials::Source::Parameter(p.clone()),
-            (None, Some(s)) => credentials::Source::Secret(s.clone()),
-            (Some(_), Some(_)) => {
-                return Err(fail(
-                    "both `credentials_parameter` and `credentials_secret` are configured",
-                    "keep one of them in [workspace.metadata.db.aws], or pass the one to use as a flag",
-                ))
-            }
-            (None, None) => {
-                return Err(fail(
-                    "no database credentials are configured",
-                    "pass --credentials-parameter NAME (SSM) or --credentials-secret ID (Secrets Manager), or set one in [workspace.metadata.db.aws]",
-                ))
-            }
-        },
-    };
+    let settings = settings::resolve(&flags, conf)?;
     let dump_dir = root.join(&conf.dump_dir);
     dump::check_ignored(root, &dump_dir)?;
     let pg_dump = tools::find("pg_dump")?;
     let psql = tools::find("psql")?;
     let pg_dump_major = tools::major_version(&pg_dump)?;
-    let plugin = match tunnel_kind {
-        TunnelKind::Ssm => Some(tunnel::find_plugin()?),
-        _ => None,
-    };
-    let tunnel_command = match tunnel_kind {
-        TunnelKind::Command => Some(flags.tunnel_command.clone().or_else(|| conf.tunnel_command.clone()).ok_or_else(|| {
-            fail(
-                "--tunnel command needs --tunnel-command",
-                "e.g. --tunnel-command 'ssh -N -L {local_port}:{host}:{port} bastion' (or `tunnel_command` in [workspace.metadata.db.aws])",
-            )
-        })?),
-        _ => None,
-    };
-    let bastion_name = match tunnel_kind {
-        TunnelKind::Ssm => Some(flags.bastion.clone().or_else(|| conf.bastion.clone()).ok_or_else(|| {
-            fail(
-                "the ssm tunnel needs a bastion",
-                "pass --bastion NAME (the EC2 instance's Name tag), or set `bastion` in [workspace.metadata.db.aws]",
-            )
-        })?),
+    let plugin = match settings.tunnel {
+        Route::Ssm { .. } => Some(tunnel::find_plugin()?),
         _ => None,
     };
 
@@ -121,7 +82,7 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
             format!("install the PostgreSQL {} client programs (or point XTASK_PG_BINDIR at them)", source.major),
         ));
     }
-    let freshness = Duration::from_secs(flags.freshness_hours.unwrap_or(conf.freshness_hours) * 3600);
+    let freshness = settings.freshness;
     let snaps = rds::snapshots(&aws.rds, &source_id).await?;
     let snapshot = rds::choose(
         &snaps,
@@ -130,12 +91,11 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
         flags.fresh_snapshot,
         &rds::identifier(&source_id, &format!("-xtask-{ts}")),
     );
-    let tunnel = match tunnel_kind {
-        TunnelKind::Direct => tunnel::Plan::Direct,
-        TunnelKind::Command => tunnel::Plan::Command { template: tunnel_command.unwrap_or_default() },
-        TunnelKind::Ssm => {
-            let name = bastion_name.unwrap_or_default();
-            let id = tunnel::find_bastion(&aws.sdk, &name).await?;
+    let tunnel = match &settings.tunnel {
+        Route::Direct => tunnel::Plan::Direct,
+        Route::Command(template) => tunnel::Plan::Command { template: template.clone() },
+        Route::Ssm { bastion: name } => {
+            let id = tunnel::find_bastion(&aws.sdk, name).await?;
             eprintln!("bastion: {id} (Name={name})");
             tunnel::Plan::Ssm {
                 plugin: plugin.unwrap_or_default(),
@@ -147,11 +107,11 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
     };
     let plan = Plan {
         clone_id: rds::identifier(&source_id, &format!("-clone-{ts}")),
-        class: flags.instance_class.clone().unwrap_or_else(|| conf.instance_class.clone()),
-        ttl: Duration::from_secs(conf.clone_ttl_hours.max(1) * 3600),
+        class: settings.instance_class.clone(),
+        ttl: settings.ttl,
         tunnel,
-        tunnel_timeout: Duration::from_secs(flags.tunnel_timeout.max(1)),
-        credentials,
+        tunnel_timeout: settings.tunnel_timeout,
+        credentials: settings.credentials.clone(),
         dump: dump_dir.join(format!("prod-{ts}.dump")),
         pg_dump,
         pg_dump_major,
@@ -166,8 +126,7 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
         return Ok(());
     }
     // Read before anything is created: a missing or malformed parameter costs nothing.
-    let fallback_db = flags.dbname.clone().or_else(|| conf.dbname.clone());
-    let creds = credentials::fetch(&aws.sdk, &plan.credentials, fallback_db.as_deref()).await?;
+    let creds = credentials::fetch(&aws.sdk, &plan.credentials, settings.dbname.as_deref()).await?;
     proc::check_interrupt()?;
 
     // From here on AWS is changed: the pipeline runs as a task of its own; the cleanup always runs.

@@ -8,10 +8,10 @@ use anyhow::Result;
 use serde::Deserialize;
 use xtask::error::fail;
 
-use crate::aws_error;
+use crate::kit::aws_error;
 
 /// Where the credentials are read from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Parameter(String),
     Secret(String),

@@ -9,7 +9,7 @@ use aws_sdk_rds::Client;
 use serde::Serialize;
 use xtask::error::fail;
 
-use crate::aws_error;
+use crate::kit::aws_error;
 use crate::wait::{self, Poll};
 
 /// The tag every instance this tool creates carries, and nothing else does.

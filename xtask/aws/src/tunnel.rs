@@ -19,7 +19,7 @@ use std::os::unix::process::CommandExt;
 use xtask::error::fail;
 use xtask::proc;
 
-use crate::aws_error;
+use crate::kit::aws_error;
 use crate::rds::Endpoint;
 use crate::wait::pause;
 
