@@ -112,7 +112,7 @@ fn render(ctx: &Ctx, server: &Server, db: &str, repo: &[Migration]) -> Result<Ve
         inputs_hash(repo),
         schema::render(&statements)
     );
-    let doc = dbdoc::render(server, db, repo.len())?;
+    let doc = dbdoc::render(server, db, repo.len(), &ctx.config.ledger_table)?;
     Ok(vec![(ctx.config.schema_snapshot.clone(), snapshot), (ctx.config.database_doc.clone(), doc)])
 }
 
