@@ -266,18 +266,19 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
 /// Runs one timed `cargo xtask db worktree …` (its report shown with --verbose); a failure
 /// ends the benchmark with its output.
 fn time_ours(cmd: &mut Command, verbose: bool) -> Result<Duration> {
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let start = Instant::now();
-    let out = cmd.output()?;
+    // Registered: a Ctrl-C reaches it, and the benchmark stops instead of timing an interrupted run.
+    let (status, _, stderr) = proc::output(cmd, None)?;
     let took = start.elapsed();
-    if !out.status.success() {
+    proc::check_interrupt()?;
+    if !status.success() {
         return Err(fail(
-            format!("`{}` failed: {}", proc::display(cmd), String::from_utf8_lossy(&out.stderr)),
+            format!("`{}` failed: {}", proc::display(cmd), String::from_utf8_lossy(&stderr)),
             "see above",
         ));
     }
     if verbose {
-        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        eprint!("{}", String::from_utf8_lossy(&stderr));
     }
     Ok(took)
 }

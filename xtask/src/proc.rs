@@ -3,11 +3,12 @@
 //! Every child is registered while it runs. On SIGINT, SIGTERM or SIGHUP the signal thread
 //! records the signal and interrupts the registered children (SIGINT, then SIGTERM after 5 s); the code waiting on them then
 //! fails with [`Interrupted`], and the guards on the way up remove whatever was half-made
-//! (see `pg::Server::create_database_guarded`). Nothing is left to the default signal action,
-//! which would kill us before cleanup.
+//! (`pg::Creating`, which every database build holds until `pg::staging::publish`). Nothing is
+//! left to the default signal action, which would kill us before cleanup.
 //!
-//! Arguments are built with `xshell::cmd!` (argv split at compile time: no shell, no injection)
-//! and converted into a `std::process::Command` here. Secrets go in the environment, never argv.
+//! The PostgreSQL programs' command lines are built in `pg::client` with `xshell::cmd!` (no
+//! shell, no word splitting) and run here as `std::process::Command`s; the rest (git, cargo,
+//! the app's migrator) are argv vectors. Secrets go in the environment, never argv.
 
 use std::io::{Read, Write};
 use std::os::fd::AsFd;

@@ -45,7 +45,12 @@ pub async fn run(ctx: &xtask::db::Ctx, flags: ListClones) -> Result<()> {
     }
     let names: Vec<&str> = expired.iter().map(|c| c.id.as_str()).collect();
     if flags.dry_run {
-        eprintln!("--dry-run: would delete {} expired instance(s): {}", names.len(), names.join(", "));
+        let source = |id: &str| aws.source.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(id));
+        let shown: Vec<String> = names
+            .iter()
+            .map(|id| if source(id) { format!("{id} (the source instance: refused)") } else { id.to_string() })
+            .collect();
+        eprintln!("--dry-run: would delete {} expired instance(s): {}", names.len(), shown.join(", "));
         return Ok(());
     }
     if !xtask::term::confirm(&format!("Delete {} expired instance(s): {}?", names.len(), names.join(", ")), flags.yes)?

@@ -75,9 +75,17 @@ async fn delete_expired_deletes_only_expired_instances_of_ours_and_never_the_sou
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("pass -y"), "{err}");
     assert_eq!(ids(&rds).await.len(), 4);
+    // --prune (the new spelling) with --dry-run: names them, deletes nothing.
+    let (code, _, err) = xtask(&moto, &["list-clones", "--prune", "--dry-run", "--source-instance", "prod-db"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("--dry-run: would delete") && err.contains("prod-db-clone-20260101000000"), "{err}");
+    assert!(err.contains("prod-db (the source instance: refused)"), "{err}");
+    assert!(!err.contains("deprecated"), "{err}");
+    assert_eq!(ids(&rds).await.len(), 4, "--dry-run deleted something");
 
     let (code, _, err) = xtask(&moto, &["list-clones", "--delete-expired", "-y", "--source-instance", "PROD-DB"]);
     assert_eq!(code, 2, "the refused source makes the run fail: {err}");
+    assert!(err.contains("--delete-expired is deprecated"), "the old spelling still works, and says so: {err}");
     assert!(err.contains("is the source instance"), "{err}");
     assert_eq!(
         ids(&rds).await,
