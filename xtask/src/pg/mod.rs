@@ -57,7 +57,9 @@ pub struct DatabaseInfo {
     pub marker: Option<serde_json::Value>,
     pub allow_connections: bool,
     pub is_template: bool,
-    /// Backends connected to it right now.
+    /// Client sessions connected to it right now. Not autovacuum's workers: DROP DATABASE ends
+    /// those itself, and one visiting a database a moment after it was made must not make a
+    /// rebuild refuse "1 open connection".
     pub connections: i64,
 }
 
@@ -205,7 +207,8 @@ impl Server {
                 "SELECT d.datname AS name, coalesce(pg_database_size(d.oid), 0) AS size_bytes, \
                  shobj_description(d.oid, 'pg_database') AS comment, d.datallowconn AS allow_connections, \
                  d.datistemplate AS is_template, \
-                 (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid) AS connections \
+                 (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid \
+                  AND a.backend_type = 'client backend') AS connections \
                  FROM pg_database d WHERE starts_with(d.datname, {}) OR d.datname IN ({also}) ORDER BY d.datname",
                 literal(prefix)
             ),
