@@ -55,9 +55,7 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
     if !flags.skip_big {
         step("template: app schema + seed + pgbench -s 20", || {
             app_template(&server, &app, &root, t_big)?;
-            let mut cmd = Command::new(bindir.join("pgbench"));
-            cmd.args(["-i", "-s", "20", "-q", "-d"]).arg(server.arg_url(t_big));
-            server.libpq_env(&mut cmd);
+            let mut cmd = server.command(&bindir.join("pgbench"), &["-i", "-s", "20", "-q"], t_big, &[])?;
             proc::capture(&mut cmd, None).map(drop)
         })?;
         server.exec("postgres", "VACUUM")?;

@@ -44,11 +44,16 @@ pub async fn run(ctx: &xtask::db::Ctx, flags: ListClones) -> Result<()> {
         return Ok(());
     }
     let names: Vec<&str> = expired.iter().map(|c| c.id.as_str()).collect();
+    let protected: Vec<&str> = aws.source.iter().map(String::as_str).collect();
     if flags.dry_run {
-        let source = |id: &str| aws.source.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(id));
+        // The listed instances carry our tag; what else the deletion refuses, it says.
+        let ours = [(rds::CREATED_BY_KEY.to_string(), rds::CREATED_BY_VALUE.to_string())];
         let shown: Vec<String> = names
             .iter()
-            .map(|id| if source(id) { format!("{id} (the source instance: refused)") } else { id.to_string() })
+            .map(|id| match rds::refusal(id, &ours, &protected) {
+                Some(why) => format!("{id} (refused: {why})"),
+                None => id.to_string(),
+            })
             .collect();
         eprintln!("--dry-run: would delete {} expired instance(s): {}", names.len(), shown.join(", "));
         return Ok(());
@@ -58,7 +63,6 @@ pub async fn run(ctx: &xtask::db::Ctx, flags: ListClones) -> Result<()> {
         eprintln!("nothing deleted");
         return Ok(());
     }
-    let protected: Vec<&str> = aws.source.iter().map(String::as_str).collect();
     let mut failures = Vec::new();
     for id in names {
         match rds::delete(&aws.rds, id, &protected, &aws.region, Duration::from_secs(300)).await {

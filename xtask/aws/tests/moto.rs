@@ -79,7 +79,7 @@ async fn delete_expired_deletes_only_expired_instances_of_ours_and_never_the_sou
     let (code, _, err) = xtask(&moto, &["list-clones", "--prune", "--dry-run", "--source-instance", "prod-db"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("--dry-run: would delete") && err.contains("prod-db-clone-20260101000000"), "{err}");
-    assert!(err.contains("prod-db (the source instance: refused)"), "{err}");
+    assert!(err.contains("prod-db (refused: `prod-db` is the source instance"), "{err}");
     assert!(!err.contains("deprecated"), "{err}");
     assert_eq!(ids(&rds).await.len(), 4, "--dry-run deleted something");
 

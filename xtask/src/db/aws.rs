@@ -7,7 +7,7 @@ use std::process::Command;
 use anyhow::Result;
 
 use super::Ctx;
-use crate::error::{fail, ChildExit};
+use crate::error::ChildExit;
 use crate::proc;
 
 /// Runs the AWS side (`xtask/aws`, a workspace of its own so the AWS SDK is never part of the
@@ -48,7 +48,10 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         Some(code) => Err(ChildExit(code).into()),
         None => {
             proc::check_interrupt()?;
-            Err(fail("the AWS tooling was killed by a signal", "run it again"))
+            use std::os::unix::process::ExitStatusExt;
+            let signal = status.signal().unwrap_or(0);
+            eprintln!("error: the AWS tooling was killed by signal {signal} — run it again");
+            Err(ChildExit(128 + signal).into())
         }
     }
 }

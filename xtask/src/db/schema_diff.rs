@@ -266,7 +266,6 @@ fn fetch(side: &Source, tools: &Tools, schemas: &[String], opts: Options) -> Res
         args.push("--no-privileges".into());
     }
     args.extend(schemas.iter().map(|s| format!("--schema={s}")));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut dump = client::command(&tools.pg_dump, &args, url, &[])?;
     let text = proc::capture(&mut dump, None)
         .map_err(|e| explain(e, url, db))

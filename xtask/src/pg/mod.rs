@@ -144,7 +144,9 @@ impl Server {
     /// `psql` connected to `db`, quiet, unaligned, stopping at the first error, reading SQL from
     /// stdin.
     pub fn psql(&self, db: &str) -> Result<Command> {
-        self.command(&self.psql, &["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"], db, &[])
+        let mut cmd = self.psql_session(db)?;
+        cmd.args(["-v", "ON_ERROR_STOP=1"]);
+        Ok(cmd)
     }
 
     /// `psql` connected to `db`, quiet, unaligned; error handling left to the caller.
@@ -234,8 +236,7 @@ impl Server {
     }
 
     pub fn set_marker(&self, name: &str, marker: &serde_json::Value) -> Result<()> {
-        let comment = format!("{MARKER_PREFIX}{marker}");
-        self.exec(&self.maintenance_db, &format!("COMMENT ON DATABASE {} IS {}", ident(name), literal(&comment)))
+        self.exec(&self.maintenance_db, &mark_statement(name, marker))
             .with_context(|| format!("marking database `{name}`"))
     }
 
@@ -246,11 +247,12 @@ impl Server {
         self.exec(&self.maintenance_db, &format!("DROP DATABASE IF EXISTS {}{with}", ident(name)))
             .with_context(|| format!("dropping database `{name}`"))
     }
+}
 
-    pub fn rename_database(&self, from: &str, to: &str) -> Result<()> {
-        self.exec(&self.maintenance_db, &format!("ALTER DATABASE {} RENAME TO {}", ident(from), ident(to)))
-            .with_context(|| format!("renaming database `{from}` to `{to}`"))
-    }
+/// `COMMENT ON DATABASE name IS 'xtask-db {marker}'`: how a database is marked, alone or inside
+/// a publishing transaction.
+pub fn mark_statement(name: &str, marker: &serde_json::Value) -> String {
+    format!("COMMENT ON DATABASE {} IS {}", ident(name), literal(&format!("{MARKER_PREFIX}{marker}")))
 }
 
 /// A database being built: dropped when this goes out of scope without [`Creating::keep`].

@@ -3,13 +3,13 @@
 //! one transaction — or dropped by its guard ([`Creating`]). A run killed outright leaves a
 //! staging database that [`sweep_abandoned`] recognises by name, pid and marker.
 //!
-//! Markers are the JSON in a database's comment (`xtask-db {…}`, [`MARKER_PREFIX`]): `kind`
+//! Markers are the JSON in a database's comment (`xtask-db {…}`, [`super::MARKER_PREFIX`]): `kind`
 //! (`staging`, `template`, `branch`, `fresh`, `prod_clone`, `frozen`, `spare`), `created_at`,
 //! and what that kind records.
 
 use anyhow::{Context, Result};
 
-use super::{ident, literal, Creating, Server, MARKER_PREFIX};
+use super::{ident, mark_statement, Creating, Server};
 use crate::naming::{self, Staging};
 
 /// A database's marker: `kind`, `created_at` and `fields`.
@@ -73,23 +73,20 @@ pub fn publish(
     old: Old,
     settings: &[&str],
 ) -> Result<()> {
-    let comment = |db: &str, m: &serde_json::Value| {
-        format!("COMMENT ON DATABASE {} IS {}", ident(db), literal(&format!("{MARKER_PREFIX}{m}")))
-    };
     let mut tx = Vec::new();
     match old {
         Old::None => {}
         Old::Drop { force, what } => server.drop_database(target, force).with_context(|| format!("dropping {what}"))?,
         Old::Retire { to } => {
             tx.push(format!("ALTER DATABASE {} RENAME TO {}", ident(target), ident(to)));
-            tx.push(comment(to, &staging_marker(target)));
+            tx.push(mark_statement(to, &staging_marker(target)));
         }
     }
     tx.push(format!("ALTER DATABASE {} RENAME TO {}", ident(staging), ident(target)));
     for s in settings {
         tx.push(format!("ALTER DATABASE {} WITH {s}", ident(target)));
     }
-    tx.push(comment(target, marker));
+    tx.push(mark_statement(target, marker));
     server.transaction(&tx).with_context(|| format!("renaming the finished `{staging}` to `{target}`"))
 }
 

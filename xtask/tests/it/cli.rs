@@ -45,6 +45,11 @@ fn readme_verb_table_lists_every_verb() {
         assert!(readme.contains(&row), "README.md's verb table has no row starting with {row:?}");
     }
     assert!(readme.contains("| `cargo xtask test`"), "README.md's verb table lacks `cargo xtask test`");
+    // Every command, not only db's: bench, completions, test.
+    for (path, _) in leaves() {
+        let row = format!("| `cargo xtask {path}");
+        assert!(readme.contains(&row), "README.md's verb table has no row starting with {row:?}");
+    }
 }
 
 #[test]
@@ -164,13 +169,16 @@ fn the_justfile_calls_only_verbs_that_exist() {
 fn json_is_asked_for_one_way_and_the_old_spelling_still_works() {
     use clap::Parser;
     let p = Project::new("fmt");
-    let new = p.xtask(&["db", "status", "--format", "json"]).ok();
-    let old = p.xtask(&["db", "status", "--json"]).ok();
-    let (a, b): (serde_json::Value, serde_json::Value) =
-        (serde_json::from_str(&new.stdout).unwrap(), serde_json::from_str(&old.stdout).unwrap());
-    assert_eq!(a["template"], b["template"]);
-    assert!(old.stderr.contains("--json is deprecated") && old.stderr.contains("--format json"), "{}", old.stderr);
-    assert!(!new.stderr.contains("deprecated"), "{}", new.stderr);
+    for verb in ["status", "worktrees"] {
+        let new = p.xtask(&["db", verb, "--format", "json"]).ok();
+        let old = p.xtask(&["db", verb, "--json"]).ok();
+        let (a, b): (serde_json::Value, serde_json::Value) =
+            (serde_json::from_str(&new.stdout).unwrap(), serde_json::from_str(&old.stdout).unwrap());
+        assert!(a.is_object() || a.is_array(), "{verb}: {a}");
+        assert_eq!(a, b, "{verb}: the two spellings give the same JSON");
+        assert!(old.stderr.contains("--json is deprecated") && old.stderr.contains("--format json"), "{}", old.stderr);
+        assert!(!new.stderr.contains("deprecated"), "{}", new.stderr);
+    }
     // list-clones: --prune, formerly --delete-expired (the AWS tool warns when it is used).
     for spelling in ["--prune", "--delete-expired"] {
         let f = xtask::flags::Xtask::try_parse_from(["cargo xtask", "db", "list-clones", spelling, "--dry-run"]);
@@ -195,11 +203,14 @@ fn completions_cover_every_verb() {
     let p = Project::new("compl");
     let bash = p.xtask(&["completions", "bash"]).ok();
     assert!(bash.stdout.contains("complete -F _xtask"), "{}", &bash.stdout[..bash.stdout.len().min(400)]);
-    for (verb, _) in db_verbs() {
-        let last = verb.split(' ').next_back().unwrap();
-        assert!(bash.stdout.contains(last), "`{verb}` is not completed");
+    for (path, cmd) in leaves() {
+        // clap_complete's bash names each command's case arm `xtask__subcmd__db__subcmd__…`.
+        let arm = format!("xtask__subcmd__{}", path.replace([' ', '-'], "__subcmd__"));
+        assert!(bash.stdout.contains(&arm), "`{path}` is not completed (no {arm})");
+        for long in cmd.get_arguments().filter(|a| !a.is_hide_set()).filter_map(|a| a.get_long()) {
+            assert!(bash.stdout.contains(&format!("--{long}")), "`{path} --{long}` is not completed");
+        }
     }
-    assert!(bash.stdout.contains("--dry-run") && bash.stdout.contains("--format"));
     let unknown = p.xtask(&["completions", "nushell"]);
     assert_eq!(unknown.code, 2, "{}", unknown.stderr);
     assert!(unknown.stderr.contains("possible values"), "{}", unknown.stderr);
