@@ -417,7 +417,7 @@ fn wait_for_spare(server: &Server, template: &str) -> Result<()> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(60) {
         let dbs = server.databases("app_", &[])?;
-        let ready = dbs.iter().any(|d| d.name == spare && d.kind() == Some("spare"));
+        let ready = dbs.iter().any(|d| d.name == spare && matches!(d.kind(), Some(crate::pg::Kind::Spare(_))));
         let refilling = dbs.iter().any(|d| d.name.starts_with("app_tmp_") && d.name.ends_with("_s"));
         if ready && !refilling {
             return Ok(());

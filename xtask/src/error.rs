@@ -77,6 +77,21 @@ pub fn fail(message: impl Into<String>, fix: impl Into<String>) -> anyhow::Error
     Fix { message: message.into(), fix: fix.into() }.into()
 }
 
+/// The line of a program's stderr that says what went wrong: the first `error:`/`fatal:` line
+/// (libpq's `detail:` lines after it repeat the query; git's hints follow it), else the last
+/// line that is not empty.
+pub fn telling_line(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .find(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("error:") || l.starts_with("fatal:")
+        })
+        .or_else(|| stderr.lines().rev().find(|l| !l.trim().is_empty()))
+        .unwrap_or("")
+        .trim()
+}
+
 pub trait WithFix<T> {
     /// Attaches the way out to an error (keeps its message and chain).
     fn fix(self, fix: impl Into<String>) -> anyhow::Result<T>;

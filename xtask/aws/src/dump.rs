@@ -8,8 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use xtask::error::fail;
-use xtask::pg::human_size;
+use xtask::error::{fail, telling_line};
+use xtask::pg::url::encode;
+use xtask::pg::{client, human_size, PgUrl};
 use xtask::proc;
 use xtask::time::elapsed;
 
@@ -56,22 +57,33 @@ pub struct Target {
 }
 
 impl Target {
-    /// The connection goes in the environment, TLS required; nothing of it in argv.
-    fn apply(&self, cmd: &mut Command) {
+    /// The instance's URL through the tunnel, TLS required.
+    fn url(&self) -> Result<PgUrl> {
+        let c = &self.credentials;
+        PgUrl::parse(&format!(
+            "postgres://{}:{}@{}:{}/{}?sslmode=require&connect_timeout=20&application_name=xtask-db%20clone-prod",
+            encode(&c.username),
+            encode(&c.password),
+            self.host,
+            self.port,
+            encode(&c.dbname)
+        ))
+        .context("the instance's connection details do not make a URL")
+    }
+
+    /// `program args… -d <URL without the password>`, built by [`client::command`] (the password
+    /// in the environment, never in argv). Nothing of the user's own `PG*` environment reaches
+    /// it: it talks to the throwaway instance and nothing else.
+    fn command(&self, program: &Path, args: &[&str]) -> Result<Command> {
+        let mut cmd = client::command(program, args, &self.url()?, &[])?;
+        let set: Vec<_> = cmd.get_envs().map(|(k, _)| k.to_os_string()).collect();
         for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("PG") {
+            if k.to_string_lossy().starts_with("PG") && !set.contains(&k) {
                 cmd.env_remove(k);
             }
         }
-        cmd.env("PGHOST", &self.host)
-            .env("PGPORT", self.port.to_string())
-            .env("PGUSER", &self.credentials.username)
-            .env("PGPASSWORD", &self.credentials.password)
-            .env("PGDATABASE", &self.credentials.dbname)
-            .env("PGSSLMODE", "require")
-            .env("PGCONNECT_TIMEOUT", "20")
-            .env("PGAPPNAME", "xtask-db clone-prod")
-            .stdin(Stdio::null());
+        cmd.stdin(Stdio::null());
+        Ok(cmd)
     }
 }
 
@@ -100,9 +112,8 @@ fn advice(stderr: &str, target: &Target) -> String {
 pub async fn probe(psql: &Path, target: &Target, pg_dump_major: u32) -> Result<u32> {
     let start = Instant::now();
     loop {
-        let mut cmd = Command::new(psql);
-        cmd.args(["-X", "-A", "-t", "-w", "-c", "SELECT current_setting('server_version_num')"]);
-        target.apply(&mut cmd);
+        let mut cmd =
+            target.command(psql, &["-X", "-A", "-t", "-w", "-c", "SELECT current_setting('server_version_num')"])?;
         let (status, out, err) = tokio::task::spawn_blocking(move || proc::output(&mut cmd, None)).await??;
         proc::check_interrupt()?;
         let stderr = String::from_utf8_lossy(&err).trim().to_string();
@@ -129,14 +140,9 @@ pub async fn probe(psql: &Path, target: &Target, pg_dump_major: u32) -> Result<u
     }
 }
 
-/// The line of a libpq program's stderr that says what went wrong: the first `error:` line (the
-/// `detail:` lines after it repeat the query), else the last line.
+/// What went wrong, in the program's words.
 fn last_line(s: &str) -> &str {
-    s.lines()
-        .find(|l| l.contains("error:"))
-        .or_else(|| s.lines().rev().find(|l| !l.trim().is_empty()))
-        .unwrap_or("no message")
-        .trim()
+    Some(telling_line(s)).filter(|l| !l.is_empty()).unwrap_or("no message")
 }
 
 /// The dump being written: removed unless complete.
@@ -170,9 +176,9 @@ pub async fn dump(pg_dump: &Path, target: &Target, dest: &Path) -> Result<u64> {
         .with_context(|| format!("creating {}", tmp.display()))?;
     let partial = Partial(tmp.clone());
 
-    let mut cmd = Command::new(pg_dump);
-    cmd.args(["--format=custom", "--no-password", "--file"]).arg(&tmp).stdout(Stdio::null()).stderr(Stdio::piped());
-    target.apply(&mut cmd);
+    let tmp_arg = tmp.to_string_lossy();
+    let mut cmd = target.command(pg_dump, &["--format=custom", "--no-password", "--file", &tmp_arg])?;
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = proc::Registered::spawn(&mut cmd)?;
     let mut stderr = child.child.stderr.take().expect("piped");
     let reader = std::thread::spawn(move || {

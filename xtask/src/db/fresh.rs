@@ -7,7 +7,7 @@ use super::Ctx;
 use crate::error::fail;
 use crate::naming::Staging;
 use crate::pg::staging::{self, sweep_abandoned, Old};
-use crate::pg::{Creating, Server};
+use crate::pg::{Creating, Kind, Marker, Server};
 use crate::term::step;
 
 pub fn run(ctx: &Ctx) -> Result<()> {
@@ -28,11 +28,16 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             ));
         }
     }
-    let built = build(ctx, &server)?;
     let previous = format!("the previous `{name}`");
-    let old = Old::Drop { force: false, what: &previous };
-    staging::publish(&server, &built.name, &name, &staging::marker("fresh", serde_json::json!({})), old, &[])?;
-    built.keep();
+    let build = staging::Build {
+        prefix: &ctx.config.prefix,
+        what: Staging::Fresh,
+        target: &name,
+        marker: Marker::new(Kind::Fresh {}),
+        old: Old::Drop { force: false, what: &previous },
+        settings: &[],
+    };
+    staging::build(&server, build, |staging, marker| Ok((build_into(ctx, &server, staging, &marker)?, ())))?;
     eprintln!("fresh database ready (every migration on an empty database)");
     println!("{name}");
     Ok(())
@@ -42,11 +47,16 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 /// the caller keeps the guard).
 pub fn build<'s>(ctx: &Ctx, server: &'s Server) -> Result<Creating<'s>> {
     let staging = staging::name(&ctx.config.prefix, Staging::Fresh);
+    build_into(ctx, server, &staging, &staging::staging_marker(&ctx.fresh_db()))
+}
+
+/// Creates `staging` (marked `marker`) and applies every migration to it.
+fn build_into<'s>(ctx: &Ctx, server: &'s Server, staging: &str, marker: &Marker) -> Result<Creating<'s>> {
     let db = step("creating an empty database and applying every migration", || {
-        let db = staging::create(server, &staging, "TEMPLATE template0", &ctx.fresh_db())?;
-        ctx.run_migrator(&server.url.with_dbname(&staging), None)?;
+        let db = server.create_database(staging, "TEMPLATE template0", marker)?;
+        ctx.run_migrator(&server.url.with_dbname(staging), None)?;
         Ok(db)
     })?;
-    super::migrate::verify_applied(ctx, server, &staging)?;
+    super::migrate::verify_applied(ctx, server, staging)?;
     Ok(db)
 }

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use super::Ctx;
-use crate::error::fail;
+use crate::error::{fail, telling_line};
 use crate::flags::{DropClone, LoadClone};
 use crate::naming::Staging;
 use crate::pg::staging::{self, sweep_abandoned, Old};
-use crate::pg::{human_size, tools, Server};
+use crate::pg::{human_size, tools, Kind, Marker, Server};
 use crate::proc;
 use crate::term::{confirm, step};
 
@@ -28,7 +28,7 @@ pub fn load(ctx: &Ctx, flags: LoadClone) -> Result<()> {
     sweep_abandoned(&server, &ctx.config.prefix)?;
     let name = ctx.config.prod_clone_db();
     if let Some(old) = server.database(&name)? {
-        if old.kind() != Some("prod_clone") {
+        if !matches!(old.kind(), Some(Kind::ProdClone { .. })) {
             return Err(fail(
                 format!("`{name}` exists and was not made by `db load-clone`; it is left alone"),
                 "drop or rename it yourself",
@@ -36,16 +36,19 @@ pub fn load(ctx: &Ctx, flags: LoadClone) -> Result<()> {
         }
     }
     let size = std::fs::metadata(&dump).map(|m| human_size(m.len() as i64)).unwrap_or_default();
-    let staging = staging::name(&ctx.config.prefix, Staging::Build);
-    let db = staging::create(&server, &staging, "TEMPLATE template0", &name)?;
-    let warnings =
-        step(&format!("restoring {} ({size}) with pg_restore", dump.display()), || restore(&server, &staging, &dump))?;
-    proc::check_interrupt()?;
-    // Only now, with the new copy complete, does the old one go.
+    // Only once the new copy is complete does the old one go.
     let previous = format!("the previous `{name}`");
-    let marker = staging::marker("prod_clone", serde_json::json!({ "dump": dump }));
-    staging::publish(&server, &staging, &name, &marker, Old::Drop { force: true, what: &previous }, &[])?;
-    db.keep();
+    let build = staging::Build {
+        prefix: &ctx.config.prefix,
+        what: Staging::Build,
+        target: &name,
+        marker: Marker::new(Kind::ProdClone { dump: dump.clone() }),
+        old: Old::Drop { force: true, what: &previous },
+        settings: &[],
+    };
+    let warnings = staging::build_empty(&server, build, |staging| {
+        step(&format!("restoring {} ({size}) with pg_restore", dump.display()), || restore(&server, staging, &dump))
+    })?;
     for w in &warnings {
         eprintln!("warning: {w}");
     }
@@ -61,7 +64,7 @@ pub fn drop(ctx: &Ctx, flags: DropClone) -> Result<()> {
         eprintln!("there is no `{name}`: nothing to drop");
         return Ok(());
     };
-    if info.kind() != Some("prod_clone") {
+    if !matches!(info.kind(), Some(Kind::ProdClone { .. })) {
         return Err(fail(
             format!("`{name}` was not made by `db load-clone`; it is left alone"),
             "drop it yourself if you mean to",
@@ -116,8 +119,9 @@ fn restore(server: &Server, db: &str, dump: &Path) -> Result<Vec<String>> {
     let stderr = String::from_utf8_lossy(&stderr);
     let (warnings, fatal) = judge(&stderr);
     if !fatal.is_empty() || (!status.success() && warnings.is_empty()) {
-        let first =
-            fatal.first().cloned().unwrap_or_else(|| stderr.lines().last().unwrap_or("pg_restore failed").to_string());
+        let first = fatal.first().cloned().unwrap_or_else(|| {
+            Some(telling_line(&stderr)).filter(|l| !l.is_empty()).unwrap_or("pg_restore failed").to_string()
+        });
         return Err(fail(
             format!("pg_restore failed ({} error(s)); first: {first}", fatal.len().max(1)),
             "check that the dump is complete and that this pg_restore is not older than the pg_dump that made it",

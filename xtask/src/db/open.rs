@@ -140,8 +140,7 @@ impl RepoLock {
 
 /// What git said last on stderr (its one-line reason).
 fn git_says(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
-    text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
+    crate::error::telling_line(&String::from_utf8_lossy(stderr)).to_string()
 }
 
 /// `--drop BRANCH`: its worktree's database, then the worktree (`git worktree remove`, which

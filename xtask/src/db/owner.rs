@@ -14,6 +14,7 @@ use anyhow::Result;
 
 use super::Ctx;
 use crate::env_file::EnvFile;
+use crate::pg::marker::Branch;
 use crate::pg::{DatabaseInfo, PgUrl, Server};
 
 /// How a database relates to this worktree.
@@ -27,8 +28,9 @@ pub enum Claim {
     Foreign(String),
 }
 
-fn text(info: &DatabaseInfo, key: &str) -> String {
-    info.marker.as_ref().and_then(|m| m.get(key)).and_then(|v| v.as_str()).unwrap_or_default().to_string()
+/// The worktree record of a branch database (empty for any other).
+fn record(info: &DatabaseInfo) -> Branch {
+    info.branch().cloned().unwrap_or_default()
 }
 
 /// The live worktrees of this repository, and the databases their `.env` files name.
@@ -59,35 +61,33 @@ impl Live {
     /// The database's worktree still exists: by path, by git id (moved), or a live worktree's
     /// `.env` names it.
     pub fn owns(&self, info: &DatabaseInfo) -> bool {
-        let path = PathBuf::from(text(info, "worktree"));
-        let id = text(info, "worktree_id");
-        self.paths.iter().any(|p| same_path(p, &path))
-            || (!id.is_empty() && self.ids.contains(&id))
+        let b = record(info);
+        self.paths.iter().any(|p| same_path(p, &b.worktree))
+            || b.worktree_id.is_some_and(|id| !id.is_empty() && self.ids.contains(&id))
             || self.env_dbs.contains(&info.name)
     }
 }
 
 /// Whether `info` belongs to this repository at all (its marker names our main worktree).
 pub fn same_repo(ctx: &Ctx, info: &DatabaseInfo) -> bool {
-    same_path(Path::new(&text(info, "repo")), &ctx.worktrees.main)
+    same_path(&record(info).repo, &ctx.worktrees.main)
 }
 
 pub fn claim(ctx: &Ctx, live: &Live, info: &DatabaseInfo) -> Claim {
-    if info.kind() != Some("branch") {
+    let Some(b) = info.branch() else {
         return Claim::Foreign("was not created by `cargo xtask db worktree`".into());
-    }
+    };
     if !same_repo(ctx, info) {
-        return Claim::Foreign(format!("belongs to another clone of the repository ({})", text(info, "repo")));
+        return Claim::Foreign(format!("belongs to another clone of the repository ({})", b.repo.display()));
     }
-    let path = PathBuf::from(text(info, "worktree"));
-    let id = text(info, "worktree_id");
-    if same_path(&path, &ctx.worktrees.current) || (!id.is_empty() && Some(&id) == ctx.worktrees.id().as_ref()) {
+    let same_id = b.worktree_id.as_ref().is_some_and(|id| !id.is_empty() && Some(id) == ctx.worktrees.id().as_ref());
+    if same_path(&b.worktree, &ctx.worktrees.current) || same_id {
         return Claim::Ours;
     }
     if live.owns(info) {
-        return Claim::Foreign(format!("belongs to the worktree {}", path.display()));
+        return Claim::Foreign(format!("belongs to the worktree {}", b.worktree.display()));
     }
-    Claim::Orphan(format!("its worktree {} is gone", path.display()))
+    Claim::Orphan(format!("its worktree {} is gone", b.worktree.display()))
 }
 
 /// The names this worktree's database may have, in order: the plain one derived from the label,

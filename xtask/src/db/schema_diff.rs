@@ -381,7 +381,7 @@ fn explain(err: anyhow::Error, url: &PgUrl, db: &str) -> anyhow::Error {
     let text = format!("{err:#}");
     if text.contains("server version mismatch") {
         return fail(
-            format!("pg_dump is older than the server of `{db}`: {}", text.lines().last().unwrap_or_default()),
+            format!("pg_dump is older than the server of `{db}`: {}", crate::error::telling_line(&text)),
             "install the server's version of the PostgreSQL client programs and put them first on PATH (or set XTASK_PG_BINDIR)",
         );
     }

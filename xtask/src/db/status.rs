@@ -126,23 +126,19 @@ pub fn run(ctx: &Ctx, flags: Status) -> Result<()> {
                     continue;
                 }
                 let Some(kind) = d.kind() else { continue };
-                let branch = (kind == "branch").then(|| {
-                    let text = |k: &str| {
-                        d.marker
-                            .as_ref()
-                            .and_then(|m| m.get(k))
-                            .and_then(|v| v.as_str())
-                            .unwrap_or_default()
-                            .to_string()
-                    };
-                    let worktree = text("worktree");
-                    let port = crate::env_file::EnvFile::load(&std::path::Path::new(&worktree).join(".env"))
+                let branch = d.branch().map(|b| {
+                    let port = crate::env_file::EnvFile::load(&b.worktree.join(".env"))
                         .ok()
                         .and_then(|e| e.get("PORT").ok().flatten().and_then(|p| p.trim().parse().ok()));
-                    BranchInfo { branch: text("branch"), worktree, port, worktree_exists: live.owns(&d) }
+                    BranchInfo {
+                        branch: b.branch.clone(),
+                        worktree: b.worktree.display().to_string(),
+                        port,
+                        worktree_exists: live.owns(&d),
+                    }
                 });
                 found.push(Database {
-                    kind: kind.to_string(),
+                    kind: kind.name().to_string(),
                     name: d.name.clone(),
                     size_bytes: d.size_bytes,
                     connections: d.connections,

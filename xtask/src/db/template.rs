@@ -9,7 +9,7 @@ use crate::error::fail;
 use crate::flags::TemplateCreate;
 use crate::naming::Staging;
 use crate::pg::staging::{self, sweep_abandoned, Old};
-use crate::pg::{human_size, Server};
+use crate::pg::{human_size, Kind, Marker, Server};
 use crate::proc;
 use crate::term::{confirm, step};
 
@@ -34,7 +34,7 @@ pub fn create(ctx: &Ctx, flags: TemplateCreate) -> Result<()> {
             ));
         }
         // Replacing it is destructive; a database this tool did not build says so.
-        let question = if t.kind() == Some("template") {
+        let question = if matches!(t.kind(), Some(Kind::Template {})) {
             format!(
                 "Replace the golden template `{name}` ({}) with a new build? Its data will be gone",
                 human_size(t.size_bytes)
@@ -52,37 +52,37 @@ pub fn create(ctx: &Ctx, flags: TemplateCreate) -> Result<()> {
     }
 
     sweep_abandoned(&server, &ctx.config.prefix)?;
-    let staging = staging::name(&ctx.config.prefix, Staging::Build);
-    let building = step(&format!("creating `{staging}` (becomes `{name}` when complete)"), || {
-        staging::create(&server, &staging, "TEMPLATE template0", &name)
+    // An existing template is retired in the publishing transaction (renamed to a staging name
+    // of this run, marked staging, so a later sweep removes it if we die before dropping it) as
+    // the new one takes its name. A psql left behind by a killed run can only roll it back.
+    let retired = staging::name(&ctx.config.prefix, Staging::Retired);
+    let build = staging::Build {
+        prefix: &ctx.config.prefix,
+        what: Staging::Build,
+        target: &name,
+        marker: Marker::new(Kind::Template {}),
+        old: if existing.is_some() { Old::Retire { to: &retired } } else { Old::None },
+        settings: &[],
+    };
+    staging::build(&server, build, |staging, marker| {
+        let building = step(&format!("creating `{staging}` (becomes `{name}` when complete)"), || {
+            server.create_database(staging, "TEMPLATE template0", &marker)
+        })?;
+        let url = server.url.with_dbname(staging);
+        step("applying every migration (the app's migrator)", || ctx.run_migrator(&url, None))?;
+        for seed in &ctx.config.seed_files {
+            step(&format!("loading seed data from {}", seed.display()), || load_sql(ctx, &server, staging, seed))?;
+        }
+        // Statistics and visibility now: left to autovacuum, its worker would connect to the
+        // new template a minute later, and a session that came and went makes every copy made
+        // before it stale (the spare made right after this was wasted).
+        step("VACUUM (FREEZE, ANALYZE): statistics now, nothing left for autovacuum", || {
+            server.exec(staging, "VACUUM (FREEZE, ANALYZE)")
+        })?;
+        Ok((building, ()))
     })?;
-    let url = server.url.with_dbname(&staging);
-    step("applying every migration (the app's migrator)", || ctx.run_migrator(&url, None))?;
-    for seed in &ctx.config.seed_files {
-        step(&format!("loading seed data from {}", seed.display()), || load_sql(ctx, &server, &staging, seed))?;
-    }
-    // Statistics and visibility now: left to autovacuum, its worker would connect to the new
-    // template a minute later, and a session that came and went makes every copy made before it
-    // stale (the spare made right after this was wasted).
-    step("VACUUM (FREEZE, ANALYZE): statistics now, nothing left for autovacuum", || {
-        server.exec(&staging, "VACUUM (FREEZE, ANALYZE)")
-    })?;
-    proc::check_interrupt()?;
-
-    let template_marker = staging::marker("template", serde_json::json!({}));
     if existing.is_some() {
-        // One transaction: the old template is retired (renamed to a staging name of this run,
-        // marked staging, so a later sweep removes it if we die before dropping it) and the new
-        // one takes its name. A psql left behind by a killed run can only roll it back.
-        let old = staging::name(&ctx.config.prefix, Staging::Retired);
-        staging::publish(&server, &staging, &name, &template_marker, Old::Retire { to: &old }, &[])
-            .context("swapping the new template in")?;
-        building.keep();
-        server.drop_database(&old, false).context("dropping the old template")?;
-    } else {
-        staging::publish(&server, &staging, &name, &template_marker, Old::None, &[])
-            .context("renaming the new template into place")?;
-        building.keep();
+        server.drop_database(&retired, false).context("dropping the old template")?;
     }
     let size = server.database(&name)?.map(|d| human_size(d.size_bytes)).unwrap_or_default();
     eprintln!("golden template `{name}` is ready ({size})");

@@ -6,7 +6,7 @@
 //! run carries out.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,8 @@ use crate::error::fail;
 use crate::flags::Worktree;
 use crate::naming::Staging;
 use crate::pg::clone::{self, ClonePlan};
-use crate::pg::staging::{self, marker, staging_marker, sweep_abandoned, Old};
+use crate::pg::marker::{self, Kind, Marker};
+use crate::pg::staging::{self, sweep_abandoned, Old};
 use crate::pg::{human_size, literal, Lock, PgUrl, Server};
 use crate::term::confirm;
 use crate::{proc, time};
@@ -242,17 +243,14 @@ fn make_plan(ctx: &Ctx, server: &Server, label: &str, resolved: owner::Resolved,
 }
 
 /// The marker of this worktree's database.
-fn branch_marker(ctx: &Ctx, plan: &Plan) -> serde_json::Value {
-    marker(
-        "branch",
-        serde_json::json!({
-            "branch": plan.label,
-            "worktree": ctx.worktrees.current,
-            "worktree_id": ctx.worktrees.id(),
-            "repo": ctx.worktrees.main,
-            "template": ctx.config.template,
-        }),
-    )
+fn branch_marker(ctx: &Ctx, plan: &Plan) -> Marker {
+    Marker::new(Kind::Branch(marker::Branch {
+        branch: plan.label.clone(),
+        worktree: ctx.worktrees.current.clone(),
+        worktree_id: ctx.worktrees.id(),
+        repo: ctx.worktrees.main.clone(),
+        template: ctx.config.template.clone(),
+    }))
 }
 
 /// An existing database of this worktree keeps its marker when it already names this worktree;
@@ -260,14 +258,13 @@ fn branch_marker(ctx: &Ctx, plan: &Plan) -> serde_json::Value {
 /// had before `git worktree move` is marked as this worktree's (its `created_at` kept).
 fn claim_for_this_worktree(ctx: &Ctx, server: &Server, plan: &Plan) -> Result<()> {
     let Some(old) = plan.existing.as_ref().and_then(|i| i.marker.as_ref()) else { return Ok(()) };
+    if let Kind::Branch(b) = &old.kind {
+        if owner::same_path(&b.worktree, &ctx.worktrees.current) && b.worktree_id == ctx.worktrees.id() {
+            return Ok(());
+        }
+    }
     let mut m = branch_marker(ctx, plan);
-    if let Some(created) = old.get("created_at") {
-        m["created_at"] = created.clone();
-    }
-    let recorded = old.get("worktree").and_then(|v| v.as_str()).unwrap_or_default();
-    if owner::same_path(Path::new(recorded), &ctx.worktrees.current) && old.get("worktree_id") == m.get("worktree_id") {
-        return Ok(());
-    }
+    m.created_at.clone_from(&old.created_at);
     server.set_marker(&plan.db, &m)
 }
 
@@ -320,24 +317,30 @@ fn create(ctx: &Ctx, server: &Server, plan: &Plan, cp: &ClonePlan) -> Result<clo
     Ok(timings)
 }
 
+/// The clone, built under this run's staging name and published as the worktree's database.
 fn copy_into_place(
     ctx: &Ctx,
     server: &Server,
     plan: &Plan,
     cp: &ClonePlan,
-    branch_marker: &serde_json::Value,
+    branch_marker: &Marker,
 ) -> Result<clone::Timings> {
-    let staging = staging::name(&ctx.config.prefix, Staging::Build);
-    let frozen_staging = (staging::name(&ctx.config.prefix, Staging::Frozen), staging_marker(&ctx.config.frozen_db()));
-    let (building, timings, _) =
-        clone::execute(server, &ctx.config.template, &staging, cp, staging_marker(&plan.db), frozen_staging)?;
-    proc::check_interrupt()?;
     // A database being reset goes only now that its replacement is complete (its connections
     // were offered to be ended, and the user said yes).
     let old = if plan.replacing { Old::Drop { force: true, what: "the database being reset" } } else { Old::None };
-    staging::publish(server, &staging, &plan.db, branch_marker, old, &[])?;
-    building.keep();
-    Ok(timings)
+    let prefix = &ctx.config.prefix;
+    let build = staging::Build {
+        prefix,
+        what: Staging::Build,
+        target: &plan.db,
+        marker: branch_marker.clone(),
+        old,
+        settings: &[],
+    };
+    staging::build(server, build, |staging, marker| {
+        let (building, timings, _) = clone::execute(server, prefix, &ctx.config.template, staging, cp, marker)?;
+        Ok((building, timings))
+    })
 }
 
 /// Starts `db refill-spare` detached, logging to `refill.log` in [`Ctx::state_dir`]. Best
@@ -360,17 +363,8 @@ pub fn refill_spare(ctx: &Ctx) -> Result<()> {
     let result = (|| {
         let server = ctx.server()?;
         let spare = ctx.config.spare_db();
-        let staging = (staging::name(&ctx.config.prefix, Staging::Spare), staging_marker(&spare));
-        let frozen_staging =
-            (staging::name(&ctx.config.prefix, Staging::Frozen), staging_marker(&ctx.config.frozen_db()));
-        let made = clone::refill_spare(
-            &server,
-            &ctx.config.template,
-            &ctx.config.frozen_db(),
-            &spare,
-            staging,
-            frozen_staging,
-        )?;
+        let made =
+            clone::refill_spare(&server, &ctx.config.template, &ctx.config.frozen_db(), &spare, &ctx.config.prefix)?;
         eprintln!(
             "{} {}: spare clone `{spare}` of `{}`",
             time::now_rfc3339(),

@@ -1,7 +1,5 @@
 //! `db worktrees`: the per-branch databases, and `--prune` for those whose worktree is gone.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use serde::Serialize;
 
@@ -32,19 +30,17 @@ pub fn run(ctx: &Ctx, flags: Worktrees) -> Result<()> {
     let live = super::owner::Live::of(ctx)?;
     let mut rows = Vec::new();
     for db in server.databases(&ctx.config.prefix, &[])? {
-        if db.kind() != Some("branch") || db.name == ctx.config.template || db.name == ctx.config.frozen_db() {
+        let Some(b) = db.branch().filter(|_| db.name != ctx.config.template && db.name != ctx.config.frozen_db())
+        else {
             continue;
-        }
-        let m = db.marker.as_ref().expect("kind() implies a marker");
-        let text = |k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-        let worktree = PathBuf::from(text("worktree"));
-        let other_repo = !same_path(&PathBuf::from(text("repo")), &ctx.worktrees.main);
+        };
+        let other_repo = !same_path(&b.repo, &ctx.worktrees.main);
         // By path, by git id (a moved worktree keeps it), or named by a live worktree's .env.
         let worktree_exists = live.owns(&db);
         rows.push(Row {
-            branch: text("branch"),
-            created_at: text("created_at"),
-            worktree: worktree.display().to_string(),
+            branch: b.branch.clone(),
+            created_at: db.marker.as_ref().map(|m| m.created_at.clone()).unwrap_or_default(),
+            worktree: b.worktree.display().to_string(),
             name: db.name,
             size_bytes: db.size_bytes,
             worktree_exists,

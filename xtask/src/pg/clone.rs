@@ -89,8 +89,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::staging::{self, Old};
+use super::marker::{Copy, Kind, Marker};
+use super::staging::{self, staging_marker, Old};
 use super::{ident, literal, Creating, Lock, Server};
+use crate::naming::Staging;
 use crate::proc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -492,27 +494,23 @@ pub fn plan(
 
 /// The template state recorded in the marker of a frozen copy or spare clone of `template`.
 fn marked_state(server: &Server, name: &str, template: &str) -> Result<Option<FrozenState>> {
-    let state = server
-        .database(name)?
-        .and_then(|f| f.marker)
-        .and_then(|m| serde_json::from_value::<FrozenState>(m.get("state")?.clone()).ok());
+    let state = server.database(name)?.and_then(|f| f.marker).and_then(|m| match m.kind {
+        Kind::Frozen(copy) | Kind::Spare(copy) => copy.state,
+        _ => None,
+    });
     Ok(state.filter(|s| s.template == template))
 }
 
-fn copy_marker(kind: &str, state: &FrozenState) -> Result<serde_json::Value> {
-    Ok(serde_json::json!({ "kind": kind, "template": state.template, "state": state }))
+/// The marker of a copy of the template whose state is `state`: [`Kind::Frozen`] or
+/// [`Kind::Spare`].
+fn copy_marker(kind: fn(Copy) -> Kind, state: FrozenState) -> Marker {
+    Marker::new(kind(Copy { template: state.template.clone(), state: Some(state) }))
 }
 
 /// Renames the spare clone into place as `target`, open for connections, marked: one
 /// transaction, under the spare's lock, after checking once more that it is current.
 /// `Ok(false)`: no current spare after all (taken by another run, or stale by now).
-pub fn take_spare(
-    server: &Server,
-    template: &str,
-    spare: &str,
-    target: &str,
-    marker: &serde_json::Value,
-) -> Result<bool> {
+pub fn take_spare(server: &Server, template: &str, spare: &str, target: &str, marker: &Marker) -> Result<bool> {
     let _lock = Lock::exclusive(server, &format!("spare:{spare}"), "the spare clone")?;
     let Some(state) = marked_state(server, spare, template)? else { return Ok(false) };
     if staleness(server, &state)?.is_some() {
@@ -526,14 +524,7 @@ pub fn take_spare(
 /// when another refill is at it): cloned by the best method now, closed to connections, and
 /// swapped in, with the record of what it contains, under the spare's lock (held only for the
 /// swap: a run taking the spare never waits for a refill's copy).
-pub fn refill_spare(
-    server: &Server,
-    template: &str,
-    frozen: &str,
-    spare: &str,
-    staging: (String, serde_json::Value),
-    frozen_staging: (String, serde_json::Value),
-) -> Result<bool> {
+pub fn refill_spare(server: &Server, template: &str, frozen: &str, spare: &str, prefix: &str) -> Result<bool> {
     let Some(_refilling) = Lock::try_exclusive(server, &format!("refill:{spare}"))? else {
         return Ok(false);
     };
@@ -543,13 +534,13 @@ pub fn refill_spare(
         }
     }
     let how = plan(server, template, frozen, None, Strategy::Auto)?;
-    let (building, _, state) = execute(server, template, &staging.0, &how, staging.1, frozen_staging)?;
+    let staging = staging::name(prefix, Staging::Spare);
+    let (building, _, state) = execute(server, prefix, template, &staging, &how, staging_marker(spare))?;
     let state = state.context("a spare clone needs a record of the template's state")?;
-    server
-        .exec(&server.maintenance_db, &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", ident(&staging.0)))?;
-    let marker = copy_marker("spare", &state)?;
+    server.exec(&server.maintenance_db, &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", ident(&staging)))?;
+    let marker = copy_marker(Kind::Spare, state);
     let _swapping = Lock::exclusive(server, &format!("spare:{spare}"), "the spare clone")?;
-    staging::publish(server, &staging.0, spare, &marker, Old::Drop { force: true, what: "the old spare clone" }, &[])?;
+    staging::publish(server, &staging, spare, &marker, Old::Drop { force: true, what: "the old spare clone" }, &[])?;
     building.keep();
     Ok(true)
 }
@@ -566,16 +557,17 @@ pub struct Timings {
     pub fallback_why: String,
 }
 
-/// Clones `template` into the new database `target` (created here, guarded: dropped again on any
-/// failure unless the caller keeps it). Returns, for the file-copy methods, the record of what
-/// the clone contains.
+/// Clones `template` into the new database `target` (created here, marked `marker`, guarded:
+/// dropped again on any failure unless the caller keeps it). A frozen copy it refreshes is built
+/// under a staging name of `prefix`. Returns, for the file-copy methods, the record of what the
+/// clone contains.
 pub fn execute<'s>(
     server: &'s Server,
+    prefix: &str,
     template: &str,
     target: &str,
     plan: &ClonePlan,
-    marker: serde_json::Value,
-    frozen_staging: (String, serde_json::Value),
+    marker: Marker,
 ) -> Result<(Creating<'s>, Timings, Option<FrozenState>)> {
     let mut t = Timings::default();
     match plan.method {
@@ -592,7 +584,7 @@ pub fn execute<'s>(
                 // Someone connected between the plan and the copy: auto takes the frozen path.
                 Err(e) if plan.auto && format!("{e:#}").contains("is being accessed by other users") => {
                     let again = ClonePlan { method: Method::Frozen { refresh: true }, ..plan.clone() };
-                    let (db, mut t, state) = execute(server, template, target, &again, marker, frozen_staging)?;
+                    let (db, mut t, state) = execute(server, prefix, template, target, &again, marker)?;
                     t.fell_back = Some(again.method);
                     t.fallback_why = "someone connected to the template before the copy began".into();
                     Ok((db, t, state))
@@ -603,7 +595,7 @@ pub fn execute<'s>(
         Method::Frozen { refresh } => {
             if refresh {
                 let start = Instant::now();
-                refresh_frozen(server, template, &plan.frozen, frozen_staging)?;
+                refresh_frozen(server, prefix, template, &plan.frozen)?;
                 t.refresh = Some(start.elapsed());
             }
             // What is copied is what the marker describes: read both under the lock that keeps
@@ -619,7 +611,7 @@ pub fn execute<'s>(
         }
         Method::Dump => {
             let start = Instant::now();
-            let db = server.create_database(target, "TEMPLATE template0", marker)?;
+            let db = server.create_database(target, "TEMPLATE template0", &marker)?;
             dump_restore(server, template, target, None)?;
             t.copy = start.elapsed();
             Ok((db, t, None))
@@ -648,12 +640,7 @@ fn busy_hint(server: &Server, e: anyhow::Error, template: &str) -> anyhow::Error
 }
 
 /// `CREATE DATABASE target TEMPLATE source`, as a copy-on-write clone where the server can.
-fn copy_database<'s>(
-    server: &'s Server,
-    source: &str,
-    target: &str,
-    marker: serde_json::Value,
-) -> Result<(Creating<'s>, bool)> {
+fn copy_database<'s>(server: &'s Server, source: &str, target: &str, marker: Marker) -> Result<(Creating<'s>, bool)> {
     if server.major >= 18 {
         let sql = format!(
             "SET file_copy_method = clone; CREATE DATABASE {} TEMPLATE {} STRATEGY = FILE_COPY",
@@ -666,7 +653,7 @@ fn copy_database<'s>(
         }
     }
     let db = server
-        .create_database(target, &format!("TEMPLATE {}", ident(source)), marker)
+        .create_database(target, &format!("TEMPLATE {}", ident(source)), &marker)
         .with_context(|| format!("copying `{source}`"))?;
     Ok((db, false))
 }
@@ -685,7 +672,7 @@ pub fn dump_restore(server: &Server, source: &str, target: &str, app: Option<&st
         let text = format!("{e:#}");
         if text.contains("must be able to SET ROLE") || text.contains("must be member of role") {
             return crate::error::fail(
-                format!("copying `{source}` with pg_dump | psql: {}", text.lines().last().unwrap_or_default()),
+                format!("copying `{source}` with pg_dump | psql: {}", crate::error::telling_line(&text)),
                 format!("the template has objects owned by roles that {} cannot hand them to: connect as their owner or a superuser, or use --strategy template when nobody is connected", server.url.user().unwrap_or("this user")),
             );
         }
@@ -696,12 +683,7 @@ pub fn dump_restore(server: &Server, source: &str, target: &str, app: Option<&st
 /// Re-makes the frozen copy of `template` under its exclusive lock: dump into a new database,
 /// swap it in with its record. Nothing to do when another run refreshed it while we waited for
 /// the lock and it is current.
-fn refresh_frozen(
-    server: &Server,
-    template: &str,
-    frozen: &str,
-    (staging, staging_marker): (String, serde_json::Value),
-) -> Result<()> {
+fn refresh_frozen(server: &Server, prefix: &str, template: &str, frozen: &str) -> Result<()> {
     let _lock = Lock::exclusive(server, &format!("frozen:{frozen}"), "the frozen copy")?;
     if let Some(state) = marked_state(server, frozen, template)? {
         if staleness(server, &state)?.is_none() {
@@ -709,13 +691,14 @@ fn refresh_frozen(
         }
     }
     let app = format!("xtask-db-dump-{}-{}", std::process::id(), crate::time::now_rfc3339());
+    let staging = staging::name(prefix, Staging::Frozen);
     let (db, state) = freeze(server, template, 1, Some(&app), || {
-        let db = server.create_database(&staging, "TEMPLATE template0", staging_marker)?;
+        let db = server.create_database(&staging, "TEMPLATE template0", &staging_marker(frozen))?;
         dump_restore(server, template, &staging, Some(&app))?;
         Ok(db)
     })?;
     server.exec(&server.maintenance_db, &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", ident(&staging)))?;
-    let marker = copy_marker("frozen", &state)?;
+    let marker = copy_marker(Kind::Frozen, state);
     if server.database_exists(frozen)? {
         server.exec(&server.maintenance_db, &format!("ALTER DATABASE {} WITH IS_TEMPLATE false", ident(frozen)))?;
     }

@@ -9,6 +9,7 @@
 pub mod client;
 pub mod clone;
 pub mod cluster;
+pub mod marker;
 pub mod service;
 pub mod session;
 pub mod staging;
@@ -27,9 +28,7 @@ use crate::error::fail;
 use crate::proc;
 pub use url::PgUrl;
 
-/// Marks a database as created by this tool: `COMMENT ON DATABASE … IS 'xtask-db {json}'`.
-/// Nothing without it is ever dropped by a cleanup verb.
-pub const MARKER_PREFIX: &str = "xtask-db ";
+pub use marker::{Kind, Marker};
 
 /// A PostgreSQL server reached through `psql`.
 pub struct Server {
@@ -54,7 +53,7 @@ pub struct DatabaseInfo {
     pub size_bytes: i64,
     /// Parsed from the database comment when this tool made it.
     #[serde(deserialize_with = "marker_from_comment", rename = "comment")]
-    pub marker: Option<serde_json::Value>,
+    pub marker: Option<Marker>,
     pub allow_connections: bool,
     pub is_template: bool,
     /// Client sessions connected to it right now. Not autovacuum's workers: DROP DATABASE ends
@@ -63,14 +62,23 @@ pub struct DatabaseInfo {
     pub connections: i64,
 }
 
-fn marker_from_comment<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+fn marker_from_comment<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Marker>, D::Error> {
     let comment: Option<String> = Option::deserialize(d)?;
-    Ok(comment.and_then(|c| c.strip_prefix(MARKER_PREFIX).and_then(|j| serde_json::from_str(j).ok())))
+    Ok(comment.as_deref().and_then(Marker::from_comment))
 }
 
 impl DatabaseInfo {
-    pub fn kind(&self) -> Option<&str> {
-        self.marker.as_ref()?.get("kind")?.as_str()
+    /// What this tool made it as; `None`: not made by this tool.
+    pub fn kind(&self) -> Option<&Kind> {
+        self.marker.as_ref().map(|m| &m.kind)
+    }
+
+    /// Its record as a worktree's database, if it is one.
+    pub fn branch(&self) -> Option<&marker::Branch> {
+        match self.kind()? {
+            Kind::Branch(b) => Some(b),
+            _ => None,
+        }
     }
 }
 
@@ -227,15 +235,15 @@ impl Server {
 
     /// `CREATE DATABASE name [clause]`, marked as ours. The returned guard drops it again unless
     /// [`Creating::keep`] is called: on an error, an interrupt or a panic alike.
-    pub fn create_database(&self, name: &str, clause: &str, marker: serde_json::Value) -> Result<Creating<'_>> {
+    pub fn create_database(&self, name: &str, clause: &str, marker: &Marker) -> Result<Creating<'_>> {
         self.exec(&self.maintenance_db, &format!("CREATE DATABASE {} {clause}", ident(name)))
             .with_context(|| format!("creating database `{name}`"))?;
         let guard = Creating { server: self, name: name.to_string(), keep: false };
-        self.set_marker(name, &marker)?;
+        self.set_marker(name, marker)?;
         Ok(guard)
     }
 
-    pub fn set_marker(&self, name: &str, marker: &serde_json::Value) -> Result<()> {
+    pub fn set_marker(&self, name: &str, marker: &Marker) -> Result<()> {
         self.exec(&self.maintenance_db, &mark_statement(name, marker))
             .with_context(|| format!("marking database `{name}`"))
     }
@@ -251,8 +259,8 @@ impl Server {
 
 /// `COMMENT ON DATABASE name IS 'xtask-db {marker}'`: how a database is marked, alone or inside
 /// a publishing transaction.
-pub fn mark_statement(name: &str, marker: &serde_json::Value) -> String {
-    format!("COMMENT ON DATABASE {} IS {}", ident(name), literal(&format!("{MARKER_PREFIX}{marker}")))
+pub fn mark_statement(name: &str, marker: &Marker) -> String {
+    format!("COMMENT ON DATABASE {} IS {}", ident(name), literal(&marker.to_comment()))
 }
 
 /// A database being built: dropped when this goes out of scope without [`Creating::keep`].

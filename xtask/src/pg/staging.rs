@@ -3,27 +3,24 @@
 //! one transaction — or dropped by its guard ([`Creating`]). A run killed outright leaves a
 //! staging database that [`sweep_abandoned`] recognises by name, pid and marker.
 //!
-//! Markers are the JSON in a database's comment (`xtask-db {…}`, [`super::MARKER_PREFIX`]): `kind`
-//! (`staging`, `template`, `branch`, `fresh`, `prod_clone`, `frozen`, `spare`), `created_at`,
-//! and what that kind records.
+//! [`build`] is the whole of it in one call; [`publish`] is its last step, for the template's
+//! copies, which publish under locks of their own ([`super::clone`]). What a database is marked
+//! with is a [`Marker`].
 
 use anyhow::{Context, Result};
 
+use super::marker::{Kind, Marker};
 use super::{ident, mark_statement, Creating, Server};
 use crate::naming::{self, Staging};
-
-/// A database's marker: `kind`, `created_at` and `fields`.
-pub fn marker(kind: &str, fields: serde_json::Value) -> serde_json::Value {
-    let mut m = serde_json::json!({ "kind": kind, "created_at": crate::time::now_rfc3339() });
-    if let (Some(m), serde_json::Value::Object(fields)) = (m.as_object_mut(), fields) {
-        m.extend(fields);
-    }
-    m
-}
+use crate::proc;
 
 /// The marker of a database this process is building to become `target`.
-pub fn staging_marker(target: &str) -> serde_json::Value {
-    marker("staging", serde_json::json!({ "for": target, "pid": std::process::id(), "host": hostname() }))
+pub fn staging_marker(target: &str) -> Marker {
+    Marker::new(Kind::Staging {
+        target: target.to_string(),
+        pid: Some(i64::from(std::process::id())),
+        host: hostname(),
+    })
 }
 
 /// The host name, for markers of in-progress work (a pid means nothing on another machine).
@@ -44,10 +41,42 @@ pub fn name(prefix: &str, what: Staging) -> String {
     naming::staging_name(prefix, &host_tag(), std::process::id(), what)
 }
 
-/// Creates `staging` (`CREATE DATABASE … clause`) marked as being built for `target`; the guard
-/// drops it unless it is kept.
-pub fn create<'s>(server: &'s Server, staging: &str, clause: &str, target: &str) -> Result<Creating<'s>> {
-    server.create_database(staging, clause, staging_marker(target))
+/// A database to build: published as `target`, marked `marker`, replacing what `old` says.
+pub struct Build<'a> {
+    pub prefix: &'a str,
+    /// Which of this run's staging names it is built under.
+    pub what: Staging,
+    pub target: &'a str,
+    pub marker: Marker,
+    pub old: Old<'a>,
+    /// `ALTER DATABASE … WITH` settings published with it.
+    pub settings: &'a [&'a str],
+}
+
+/// The lifecycle in one call: `make` creates and fills the staging database (it is given the
+/// staging name and the staging marker to create it with, and returns the guard that drops it),
+/// then — unless the run was interrupted meanwhile — it is published as `b.target`
+/// ([`publish`]). On any error or interrupt nothing is published and the staging database is
+/// gone.
+pub fn build<'s, T>(
+    server: &'s Server,
+    b: Build,
+    make: impl FnOnce(&str, Marker) -> Result<(Creating<'s>, T)>,
+) -> Result<T> {
+    let staging = name(b.prefix, b.what);
+    let (building, made) = make(&staging, staging_marker(b.target))?;
+    proc::check_interrupt()?;
+    publish(server, &staging, b.target, &b.marker, b.old, b.settings)?;
+    building.keep();
+    Ok(made)
+}
+
+/// [`build`] from an empty database (`TEMPLATE template0`) that `fill` fills.
+pub fn build_empty<T>(server: &Server, b: Build, fill: impl FnOnce(&str) -> Result<T>) -> Result<T> {
+    build(server, b, |staging, marker| {
+        let db = server.create_database(staging, "TEMPLATE template0", &marker)?;
+        Ok((db, fill(staging)?))
+    })
 }
 
 /// What happens to a database already named like the one being published.
@@ -69,7 +98,7 @@ pub fn publish(
     server: &Server,
     staging: &str,
     target: &str,
-    marker: &serde_json::Value,
+    marker: &Marker,
     old: Old,
     settings: &[&str],
 ) -> Result<()> {
@@ -97,11 +126,12 @@ pub fn sweep_abandoned(server: &Server, prefix: &str) -> Result<()> {
     let host = host_tag();
     for db in server.databases(prefix, &[])? {
         let Some(pid) = naming::staging_pid(prefix, &host, &db.name) else { continue };
-        if db.marker.is_some() && db.kind() != Some("staging") {
-            continue;
-        }
-        // A staging marker names the pid that made it: it must be the one in the name.
-        let marked_pid = db.marker.as_ref().and_then(|m| m.get("pid")).and_then(|p| p.as_i64());
+        // Unmarked (killed between CREATE and COMMENT), or marked staging by the pid in its name.
+        let marked_pid = match db.kind() {
+            None => None,
+            Some(Kind::Staging { pid, .. }) => *pid,
+            Some(_) => continue,
+        };
         if marked_pid.is_some_and(|m| m != pid) || db.name.len() >= naming::MAX_NAME {
             continue;
         }
