@@ -14,6 +14,7 @@ pub mod naming;
 pub mod pg;
 pub mod proc;
 pub mod schema;
+pub mod sql;
 pub mod term;
 pub mod test_harness;
 pub mod time;

@@ -18,143 +18,15 @@ pub struct Options {
     pub strict_column_order: bool,
 }
 
-/// Top-level statements of a SQL script, each without its terminating `;`, comments removed
-/// (outside quoted text), surrounding whitespace trimmed. A psql meta-command (a line starting
-/// with `\`) is a statement of its own.
+/// Top-level statements of a SQL script ([`crate::sql::split`]), each without its terminating
+/// `;`, comments removed (outside quoted text), surrounding whitespace trimmed. A psql
+/// meta-command (a line starting with `\`) is a statement of its own.
 pub fn split(sql: &str) -> Vec<String> {
-    let b = sql.as_bytes();
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut i = 0;
-    // Byte index where the current literal chunk (not yet copied into `cur`) started.
-    let mut chunk = 0;
-    let mut at_line_start = true;
-    macro_rules! flush_chunk {
-        ($end:expr) => {
-            cur.push_str(&sql[chunk..$end]);
-        };
-    }
-    while i < b.len() {
-        let c = b[i];
-        match c {
-            b'\\' if at_line_start && cur.trim().is_empty() && sql[chunk..i].trim().is_empty() => {
-                let end = sql[i..].find('\n').map_or(b.len(), |n| i + n);
-                out.push(sql[i..end].trim_end().to_string());
-                cur.clear();
-                i = end;
-                chunk = i;
-                continue;
-            }
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                flush_chunk!(i);
-                let mut end = sql[i..].find('\n').map_or(b.len(), |n| i + n);
-                // A comment on a line of its own goes with its line break.
-                let trimmed = cur.trim_end_matches([' ', '\t']).len();
-                if cur[..trimmed].ends_with('\n') || trimmed == 0 {
-                    cur.truncate(trimmed);
-                    end = (end + 1).min(b.len());
-                }
-                i = end;
-                chunk = i;
-                continue;
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                flush_chunk!(i);
-                let mut depth = 0;
-                while i < b.len() {
-                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
-                        depth += 1;
-                        i += 2;
-                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
-                        depth -= 1;
-                        i += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        i += 1;
-                    }
-                }
-                chunk = i;
-                continue;
-            }
-            b'\'' | b'"' => {
-                // E'...' strings allow backslash escapes; otherwise a doubled quote is a quote.
-                let escapes = c == b'\'' && i > 0 && matches!(b[i - 1], b'E' | b'e') && (i < 2 || !is_ident(b[i - 2]));
-                i = past_quoted(b, i, escapes);
-                at_line_start = false;
-                continue;
-            }
-            b'$' if i == 0 || !is_ident(b[i - 1]) => {
-                // $tag$ … $tag$ (tag: letters, digits, underscores; not starting with a digit).
-                let tag_end = sql[i + 1..].find(|ch: char| !(ch.is_alphanumeric() || ch == '_')).map(|n| i + 1 + n);
-                if let Some(te) = tag_end {
-                    if b[te] == b'$' && !b.get(i + 1).is_some_and(u8::is_ascii_digit) {
-                        let tag = &sql[i..=te];
-                        let body_start = te + 1;
-                        let close = sql[body_start..].find(tag).map_or(b.len(), |n| body_start + n + tag.len());
-                        i = close;
-                        at_line_start = false;
-                        continue;
-                    }
-                }
-                i += 1;
-                continue;
-            }
-            b';' => {
-                flush_chunk!(i);
-                let stmt = cur.trim();
-                if !stmt.is_empty() {
-                    out.push(stmt.to_string());
-                }
-                cur.clear();
-                i += 1;
-                chunk = i;
-                continue;
-            }
-            b'\n' => {
-                at_line_start = true;
-                i += 1;
-                continue;
-            }
-            b' ' | b'\t' | b'\r' => {
-                i += 1;
-                continue;
-            }
-            _ => {
-                at_line_start = false;
-                i += 1;
-            }
-        }
-    }
-    flush_chunk!(b.len());
-    let stmt = cur.trim();
-    if !stmt.is_empty() {
-        out.push(stmt.to_string());
-    }
-    out
-}
-
-/// The index just past the quoted text that starts at `start` (a `'` or `"`).
-fn past_quoted(b: &[u8], start: usize, backslash_escapes: bool) -> usize {
-    let quote = b[start];
-    let mut i = start + 1;
-    while i < b.len() {
-        let escaped = backslash_escapes && b[i] == b'\\';
-        let doubled = b[i] == quote && b.get(i + 1) == Some(&quote);
-        if escaped || doubled {
-            i += 2;
-        } else if b[i] == quote {
-            return i + 1;
-        } else {
-            i += 1;
-        }
-    }
-    b.len()
-}
-
-fn is_ident(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
+    crate::sql::split(sql)
+        .into_iter()
+        .map(|s| if s.meta { s.sql } else { crate::sql::strip_comments(&s.sql).trim().to_string() })
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// The canonical statements of a dump, sorted.

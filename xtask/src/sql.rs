@@ -1,0 +1,326 @@
+//! SQL text split into its statements, as PostgreSQL's and psql's lexers would: semicolons inside
+//! strings (`'…'`, `E'…'`), quoted identifiers, dollar-quoted bodies (`$$…$$`, `$tag$…$tag$`),
+//! comments (`--`, nested `/* */`) and SQL-standard function bodies (`BEGIN ATOMIC … END`) do not
+//! end a statement; a psql meta-command (a line starting with `\` between statements) is one of
+//! its own. The one lexer of the tool: migrations ([`split`]) and dumps
+//! ([`crate::schema::split`]) alike. Pure: no I/O.
+
+/// One statement of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// The statement from its first token to its last, without the terminating semicolon
+    /// (comments inside it kept).
+    pub sql: String,
+    /// The 1-based line of its first token.
+    pub line: usize,
+    /// A psql meta-command (`\restrict …`): the line, not SQL.
+    pub meta: bool,
+}
+
+impl Statement {
+    /// The statement on one line, comments out and whitespace collapsed, at most `max` characters
+    /// (for reports).
+    pub fn summary(&self, max: usize) -> String {
+        let text = strip_comments(&self.sql).split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.chars().count() <= max {
+            return text;
+        }
+        let cut: String = text.chars().take(max.saturating_sub(1)).collect();
+        format!("{}…", cut.trim_end())
+    }
+
+    /// The first keywords, upper-cased: `CREATE INDEX CONCURRENTLY`, `ALTER TABLE`, …
+    pub fn keywords(&self, n: usize) -> String {
+        strip_comments(&self.sql)
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .filter(|w| !w.is_empty())
+            .take(n)
+            .map(str::to_ascii_uppercase)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// The statements of `text`, in order; empty ones (only whitespace or comments) are left out.
+pub fn split(text: &str) -> Vec<Statement> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut start: Option<usize> = None;
+    // Words of the current statement seen so far (upper-cased), for BEGIN ATOMIC … END.
+    let mut words: Vec<String> = Vec::new();
+    let mut atomic_depth = 0usize;
+    let mut at_line_start = true;
+    let line_of = |at: usize| text[..at].matches('\n').count() + 1;
+    let push = |out: &mut Vec<Statement>, start: Option<usize>, end: usize| {
+        if let Some(s) = start {
+            let sql = text[s..end].trim_end().to_string();
+            if !sql.is_empty() {
+                out.push(Statement { sql, line: line_of(s), meta: false });
+            }
+        }
+    };
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\\' && at_line_start && start.is_none() {
+            let end = text[i..].find('\n').map_or(b.len(), |n| i + n);
+            out.push(Statement { sql: text[i..end].trim_end().to_string(), line: line_of(i), meta: true });
+            i = end;
+            continue;
+        }
+        if c == b'\n' {
+            at_line_start = true;
+            i += 1;
+            continue;
+        }
+        if matches!(c, b' ' | b'\t' | b'\r') {
+            i += 1;
+            continue;
+        }
+        at_line_start = false;
+        // Comments are skipped without starting a statement.
+        if c == b'-' && b.get(i + 1) == Some(&b'-') {
+            i = text[i..].find('\n').map_or(b.len(), |n| i + n);
+            continue;
+        }
+        if c == b'/' && b.get(i + 1) == Some(&b'*') {
+            i = skip_block_comment(b, i);
+            continue;
+        }
+        if c.is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        if c == b';' && atomic_depth == 0 {
+            push(&mut out, start.take(), i);
+            words.clear();
+            i += 1;
+            continue;
+        }
+        if start.is_none() {
+            start = Some(i);
+        }
+        i = match c {
+            b'\'' => {
+                let escapes = i > 0 && matches!(b[i - 1], b'e' | b'E') && !is_word(b.get(i.wrapping_sub(2)).copied());
+                skip_quoted(b, i, b'\'', escapes)
+            }
+            b'"' => skip_quoted(b, i, b'"', false),
+            b'$' => match dollar_tag(b, i) {
+                Some(tag) => {
+                    let body = i + tag.len();
+                    text[body..].find(tag).map_or(b.len(), |n| body + n + tag.len())
+                }
+                None => i + 1,
+            },
+            c if is_word(Some(c)) => {
+                let end = (i..b.len()).find(|&j| !is_word(Some(b[j]))).unwrap_or(b.len());
+                let word = text[i..end].to_ascii_uppercase();
+                match word.as_str() {
+                    "ATOMIC" if words.last().is_some_and(|w| w == "BEGIN") && is_routine(&words) => atomic_depth += 1,
+                    "CASE" if atomic_depth > 0 => atomic_depth += 1,
+                    "END" if atomic_depth > 0 => atomic_depth -= 1,
+                    _ => {}
+                }
+                words.push(word);
+                end
+            }
+            _ => i + 1,
+        };
+    }
+    push(&mut out, start, b.len());
+    out
+}
+
+/// `CREATE [OR REPLACE] FUNCTION|PROCEDURE …`: the only statements with a `BEGIN ATOMIC` body.
+fn is_routine(words: &[String]) -> bool {
+    let mut w = words.iter().map(String::as_str);
+    w.next() == Some("CREATE") && words.iter().take(4).any(|x| x == "FUNCTION" || x == "PROCEDURE")
+}
+
+fn is_word(c: Option<u8>) -> bool {
+    c.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80)
+}
+
+/// Past the end of a `/* … */` comment (they nest), or the end of the input.
+fn skip_block_comment(b: &[u8], mut i: usize) -> usize {
+    let mut depth = 0;
+    while i < b.len() {
+        if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+            depth += 1;
+            i += 2;
+        } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                return i;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    b.len()
+}
+
+/// Past the closing quote of a string or quoted identifier starting at `i` (a doubled quote is
+/// one quote; with `escapes`, a backslash escapes the next character).
+fn skip_quoted(b: &[u8], mut i: usize, quote: u8, escapes: bool) -> usize {
+    i += 1;
+    while i < b.len() {
+        if escapes && b[i] == b'\\' {
+            i += 2;
+            continue;
+        }
+        if b[i] == quote {
+            if b.get(i + 1) == Some(&quote) {
+                i += 2;
+                continue;
+            }
+            return i + 1;
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+/// `$tag$` starting at `i`, if it is one (not `$1`, not part of an identifier like `a$b`).
+fn dollar_tag(b: &[u8], i: usize) -> Option<&str> {
+    if i > 0 && is_word(Some(b[i - 1])) {
+        return None;
+    }
+    let rest = &b[i + 1..];
+    let len = rest.iter().position(|&c| c == b'$')?;
+    let tag = &rest[..len];
+    if tag.first().is_some_and(u8::is_ascii_digit) || !tag.iter().all(|&c| is_word(Some(c))) {
+        return None;
+    }
+    std::str::from_utf8(&b[i..i + len + 2]).ok()
+}
+
+/// `text` with its comments taken out, strings and quoted bodies kept as they are. A `--`
+/// comment on a line of its own goes with its line break; a block comment leaves nothing. (The
+/// canonical form of a schema is built with this: changing it changes every snapshot.)
+pub fn strip_comments(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::new();
+    let mut i = 0;
+    let mut from = 0;
+    while i < b.len() {
+        match b[i] {
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                out.push_str(&text[from..i]);
+                let mut end = text[i..].find('\n').map_or(b.len(), |n| i + n);
+                let trimmed = out.trim_end_matches([' ', '\t']).len();
+                if out[..trimmed].ends_with('\n') || trimmed == 0 {
+                    out.truncate(trimmed);
+                    end = (end + 1).min(b.len());
+                }
+                i = end;
+                from = i;
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                out.push_str(&text[from..i]);
+                i = skip_block_comment(b, i);
+                from = i;
+            }
+            b'\'' => {
+                let escapes = i > 0 && matches!(b[i - 1], b'e' | b'E') && !is_word(b.get(i.wrapping_sub(2)).copied());
+                i = skip_quoted(b, i, b'\'', escapes);
+            }
+            b'"' => i = skip_quoted(b, i, b'"', false),
+            b'$' => {
+                i = match dollar_tag(b, i) {
+                    Some(tag) => {
+                        let body = i + tag.len();
+                        text[body..].find(tag).map_or(b.len(), |n| body + n + tag.len())
+                    }
+                    None => i + 1,
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    out.push_str(&text[from.min(b.len())..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqls(text: &str) -> Vec<String> {
+        split(text).into_iter().map(|s| s.sql).collect()
+    }
+
+    #[test]
+    fn semicolons_inside_quotes_bodies_and_comments_do_not_split() {
+        let text = "-- a; comment\nCREATE TABLE \"a;b\" (x text DEFAULT 'it''s; fine');\n\
+                    /* outer /* nested; */ still; */ SELECT E'\\'; still' AS x;\n\
+                    DO $$ BEGIN PERFORM 1; END $$;\n\
+                    CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $body$ SELECT 1; $body$;\n\
+                    SELECT $1, a$b FROM t";
+        assert_eq!(
+            sqls(text),
+            [
+                "CREATE TABLE \"a;b\" (x text DEFAULT 'it''s; fine')",
+                "SELECT E'\\'; still' AS x",
+                "DO $$ BEGIN PERFORM 1; END $$",
+                "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $body$ SELECT 1; $body$",
+                "SELECT $1, a$b FROM t",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_begin_atomic_body_is_one_statement() {
+        let text = "CREATE OR REPLACE FUNCTION g(a int) RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT CASE WHEN a > 0 THEN 1 ELSE 0 END;\n  SELECT 2;\nEND;\nBEGIN;\nSELECT 3;\nEND;";
+        let s = sqls(text);
+        assert_eq!(s.len(), 4, "{s:?}");
+        assert!(s[0].ends_with("SELECT 2;\nEND"), "{s:?}");
+        assert_eq!(&s[1..], ["BEGIN", "SELECT 3", "END"]);
+    }
+
+    #[test]
+    fn lines_summaries_and_keywords() {
+        let text = "-- header\n\nALTER TABLE t\n  ADD COLUMN c int; -- trailing\n\n  ;\n/* only a comment */\nCREATE INDEX CONCURRENTLY i ON t (c)";
+        let s = split(text);
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].line, s[1].line), (3, 8));
+        assert_eq!(s[0].summary(80), "ALTER TABLE t ADD COLUMN c int");
+        assert_eq!(s[0].summary(12), "ALTER TABLE…");
+        assert_eq!(s[1].keywords(3), "CREATE INDEX CONCURRENTLY");
+        let commented = Statement { sql: "ALTER /* x */ TABLE t -- y\n RENAME TO u".into(), line: 1, meta: false };
+        assert_eq!(commented.keywords(2), "ALTER TABLE");
+        assert_eq!(commented.summary(80), "ALTER TABLE t RENAME TO u");
+    }
+
+    #[test]
+    fn a_meta_command_between_statements_is_one_of_its_own() {
+        let s = split("\\restrict abc\nSET x = 1;\n  \\connect db\nSELECT 'a\n\\b';\n");
+        let got: Vec<(&str, bool)> = s.iter().map(|s| (s.sql.as_str(), s.meta)).collect();
+        assert_eq!(
+            got,
+            [("\\restrict abc", true), ("SET x = 1", false), ("\\connect db", true), ("SELECT 'a\n\\b'", false)]
+        );
+    }
+
+    #[test]
+    fn unterminated_input_is_one_statement_not_a_panic() {
+        for text in ["SELECT 'open", "SELECT $$ open", "/* open", "SELECT \"open", "$", "E'\\", "--", "$a"] {
+            let s = split(text);
+            assert!(s.len() <= 1, "{text}: {s:?}");
+        }
+    }
+
+    #[test]
+    fn the_apps_migrations_split_as_expected() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+        let text = std::fs::read_to_string(dir.join("0009_rename_contacts_to_customers.sql")).unwrap();
+        let s = split(&text);
+        // The DO block and both function bodies stay whole.
+        assert!(s.iter().any(|s| s.sql.starts_with("DO $$") && s.sql.ends_with("$$")));
+        assert!(s.iter().any(|s| s.sql.starts_with("CREATE OR REPLACE FUNCTION audit.record_customer_change()")));
+        assert_eq!(s.first().unwrap().sql, "DROP VIEW crm.contact_overview");
+        assert!(s.iter().all(|s| !s.sql.trim_start().starts_with("--")));
+    }
+}
