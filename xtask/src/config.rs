@@ -75,6 +75,9 @@ pub struct Config {
     /// `db schema-diff`'s settings.
     #[serde(default)]
     pub schema_diff: SchemaDiffConfig,
+    /// `db rehearse`'s thresholds and smoke test.
+    #[serde(default)]
+    pub rehearse: RehearseConfig,
     /// The workspace root of the worktree we run in (not a key: where the file was found).
     #[serde(skip)]
     pub root: PathBuf,
@@ -88,6 +91,39 @@ pub struct SchemaDiffConfig {
     /// `extension postgis`); `*` matches any run of characters (`* tiger.*` is everything in the
     /// schema `tiger`). `--ignore` adds to these.
     pub ignore: Vec<String>,
+}
+
+/// `[workspace.metadata.db.rehearse]`: what `db rehearse` calls a finding, and its smoke test.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RehearseConfig {
+    /// A lock that blocks reads or writes of a table that existed before, held longer than
+    /// this (until the migration's commit), is a finding: exit 1. `--max-lock-ms`.
+    pub max_lock_ms: u64,
+    /// A statement that runs longer than this is a finding. `--max-statement-ms`.
+    pub max_statement_ms: u64,
+    /// The smoke test, run with `DATABASE_URL` (the copy) and `PORT` (a free port) in its
+    /// environment, before and after migrating; exit 0 passes. Empty: the app's server
+    /// (`serve_command`) must answer `GET health_path` with 200.
+    pub smoke_command: Vec<String>,
+    /// The app's server for the default smoke test.
+    pub serve_command: Vec<String>,
+    pub health_path: String,
+    /// How long the smoke test may take (a first build of the app included).
+    pub smoke_timeout_secs: u64,
+}
+
+impl Default for RehearseConfig {
+    fn default() -> Self {
+        RehearseConfig {
+            max_lock_ms: 1000,
+            max_statement_ms: 60_000,
+            smoke_command: Vec::new(),
+            serve_command: ["cargo", "run", "--package", "app", "--", "serve"].map(String::from).to_vec(),
+            health_path: "/health".into(),
+            smoke_timeout_secs: 600,
+        }
+    }
 }
 
 /// `[workspace.metadata.db.aws]`: defaults of the production-clone verbs (each has a flag).
@@ -228,7 +264,23 @@ impl Config {
                 .ok()
                 .and_then(|mut t| t.remove("v"))
                 .unwrap_or_else(|| toml::Value::String(v.to_string()));
-            table.insert(k.trim().to_string(), value);
+            // `rehearse.max_lock_ms=200`: a key of a sub-table.
+            let mut path: Vec<&str> = k.trim().split('.').map(str::trim).collect();
+            let last = path.pop().unwrap_or_default().to_string();
+            let mut at = &mut table;
+            for part in path {
+                let entry = at.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                at = match entry {
+                    toml::Value::Table(t) => t,
+                    _ => {
+                        return Err(fail(
+                            format!("`--set {k}=…`: `{part}` is not a table of keys"),
+                            "write a key of [workspace.metadata.db] or of one of its tables, e.g. `--set rehearse.max_lock_ms=200`",
+                        ))
+                    }
+                };
+            }
+            at.insert(last, value);
         }
         let mut config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
             fail(
@@ -278,6 +330,11 @@ impl Config {
     pub fn fresh_db(&self) -> String {
         format!("{}fresh", self.prefix)
     }
+    /// `db rehearse --keep`: the migrated copy, kept for a look.
+    pub fn rehearsal_db(&self) -> String {
+        format!("{}rehearsal", self.prefix)
+    }
+
     /// The local copy of a production dump (`db load-clone`).
     pub fn prod_clone_db(&self) -> String {
         format!("{}prod_clone", self.prefix)

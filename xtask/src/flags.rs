@@ -202,6 +202,12 @@ const LIST_CLONES_HELP: &str = help!(
 );
 const LOAD_CLONE_HELP: &str =
     help!(exit_done!(), "cargo xtask db load-clone", "cargo xtask db load-clone dump/prod-20261203120000.dump");
+const REHEARSE_HELP: &str = help!(
+    exit_verdict!("all clear", "a finding: a lock or statement over its threshold, a failed migration, a failed smoke test or a gate difference"),
+    "cargo xtask db rehearse",
+    "cargo xtask db rehearse --from dump/prod-20261201093000.dump",
+    "cargo xtask db rehearse --max-lock-ms 200 --format json --no-smoke",
+);
 const DROP_CLONE_HELP: &str =
     help!(exit_done!(), "cargo xtask db drop-clone --dry-run", "cargo xtask db drop-clone -y");
 const SCHEMA_DIFF_HELP: &str = help!(
@@ -246,6 +252,7 @@ pub enum DbVerb {
     ListClones(ListClones),
     LoadClone(LoadClone),
     DropClone(DropClone),
+    Rehearse(Rehearse),
     /// Prepare the ready-made spare clone of the template (run in the background by `db worktree`).
     #[command(hide = true)]
     RefillSpare,
@@ -321,6 +328,48 @@ pub struct SchemaDiff {
 pub struct LoadClone {
     /// The dump (`pg_dump -Fc`); default: the newest dump/prod-*.dump.
     pub dump: Option<PathBuf>,
+}
+
+/// Rehearse this branch's pending migrations on a copy of the production copy: traced, gated, smoked.
+///
+/// Rehearse this branch's pending migrations on a file copy (`CREATE DATABASE … TEMPLATE`) of the
+/// loaded production copy, `<prefix>prod_clone`, which is never modified: every iteration starts
+/// again in seconds. Steps: the smoke test on the unmigrated copy; every pending migration applied
+/// as the app's migrator (sqlx) applies it — one transaction each, the same ledger rows — one
+/// statement at a time, with the locks the migrating transaction holds after each (and which of
+/// SELECT and INSERT/UPDATE/DELETE they block, for how long: until commit), table rewrites, rows,
+/// WAL and sizes; the gate (`schema-diff` against a fresh build of this branch); the smoke test
+/// on the migrated copy. The report: Markdown for the pull request (written to
+/// dump/rehearse/, git-ignored: error messages can quote production rows) and --format json.
+/// Thresholds: [workspace.metadata.db.rehearse] and the flags below.
+#[derive(Debug, Args, Clone)]
+#[command(after_help = REHEARSE_HELP)]
+pub struct Rehearse {
+    /// Rehearse from this database on the server (default `<prefix>prod_clone`), or from this
+    /// dump file (`pg_dump -Fc`), loaded first into `<prefix>prod_clone` as `db load-clone` does.
+    #[arg(long, value_name = "DB|DUMP")]
+    pub from: Option<String>,
+    /// Where the Markdown report goes (default: dump/rehearse/rehearse-<UTC time>.md).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Output on stdout: the summary for people, or the whole report as JSON.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// A lock blocking reads or writes of an existing table held longer than this is a finding
+    /// (default: `rehearse.max_lock_ms`, 1000).
+    #[arg(long, value_name = "MS")]
+    pub max_lock_ms: Option<u64>,
+    /// A statement running longer than this is a finding (default: `rehearse.max_statement_ms`,
+    /// 60000).
+    #[arg(long, value_name = "MS")]
+    pub max_statement_ms: Option<u64>,
+    /// Leave out both smoke tests.
+    #[arg(long)]
+    pub no_smoke: bool,
+    /// Keep the migrated copy as `<prefix>rehearsal` (replacing the previous one) instead of
+    /// dropping it.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// Drop `<prefix>prod_clone`, the local copy of production.

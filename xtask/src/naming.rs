@@ -30,10 +30,13 @@ pub enum Staging {
     Spare,
     /// A template retired by a rebuild, until it is dropped.
     Retired,
+    /// The copy `db rehearse` migrates.
+    Rehearsal,
 }
 
 impl Staging {
-    const ALL: [Staging; 5] = [Staging::Build, Staging::Fresh, Staging::Frozen, Staging::Spare, Staging::Retired];
+    const ALL: [Staging; 6] =
+        [Staging::Build, Staging::Fresh, Staging::Frozen, Staging::Spare, Staging::Retired, Staging::Rehearsal];
     fn suffix(self) -> &'static str {
         match self {
             Staging::Build => "",
@@ -41,6 +44,7 @@ impl Staging {
             Staging::Frozen => "_f",
             Staging::Spare => "_s",
             Staging::Retired => "_o",
+            Staging::Rehearsal => "_r",
         }
     }
 }

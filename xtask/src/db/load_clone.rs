@@ -47,7 +47,12 @@ pub fn load(ctx: &Ctx, flags: LoadClone) -> Result<()> {
         settings: &[],
     };
     let warnings = staging::build_empty(&server, build, |staging| {
-        step(&format!("restoring {} ({size}) with pg_restore", dump.display()), || restore(&server, staging, &dump))
+        let warnings = step(&format!("restoring {} ({size}) with pg_restore", dump.display()), || {
+            restore(&server, staging, &dump)
+        })?;
+        // pg_restore leaves the statistics empty: the planner (and `db rehearse`'s row counts) need them.
+        step("ANALYZE (pg_restore leaves no statistics)", || server.exec(staging, "ANALYZE"))?;
+        Ok(warnings)
     })?;
     for w in &warnings {
         eprintln!("warning: {w}");

@@ -11,6 +11,7 @@ mod migrate;
 mod open;
 mod owner;
 mod reach;
+mod rehearse;
 mod schema_diff;
 mod status;
 mod template;
@@ -41,6 +42,7 @@ pub fn run(db: Db) -> Result<()> {
         DbVerb::CloneProd(_) | DbVerb::ListClones(_) => aws::run(&ctx),
         DbVerb::LoadClone(l) => load_clone::load(&ctx, l),
         DbVerb::DropClone(d) => load_clone::drop(&ctx, d),
+        DbVerb::Rehearse(r) => rehearse::run(&ctx, r),
         DbVerb::Fresh => fresh::run(&ctx),
         DbVerb::SchemaDiff(d) => schema_diff::run(&ctx, d),
         DbVerb::Generate(g) => generate::run(&ctx, g.check),

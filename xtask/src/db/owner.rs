@@ -95,7 +95,7 @@ pub fn claim(ctx: &Ctx, live: &Live, info: &DatabaseInfo) -> Claim {
 pub fn candidates(ctx: &Ctx, label: &str) -> Vec<String> {
     let reserved = crate::naming::Reserved {
         prefix: &ctx.config.prefix,
-        names: &[&ctx.config.template, &ctx.config.fresh_db(), &ctx.config.prod_clone_db()],
+        names: &[&ctx.config.template, &ctx.config.fresh_db(), &ctx.config.prod_clone_db(), &ctx.config.rehearsal_db()],
     };
     let owner = format!(
         "{}\n{}",

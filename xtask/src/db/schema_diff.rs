@@ -55,8 +55,101 @@ struct JsonReport<'a> {
     warnings: &'a [String],
 }
 
+/// What a comparison found.
+pub struct Outcome {
+    pub equal: bool,
+    pub a: String,
+    pub b: String,
+    pub difference: schema::Difference,
+    pub warnings: Vec<String>,
+    /// The canonical forms, as written to `dump/schema-diff/`.
+    pub files: (PathBuf, PathBuf),
+    rendered: (String, String),
+    statements: usize,
+}
+
 pub fn run(ctx: &Ctx, flags: SchemaDiff) -> Result<()> {
     let started = std::time::Instant::now();
+    let o = compare(ctx, &flags)?;
+    let (difference, warnings, (fa, fb), (ra, rb)) = (&o.difference, &o.warnings, &o.files, &o.rendered);
+    let equal = o.equal;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    match flags.format {
+        Format::Json => {
+            let report = JsonReport { equal, a: o.a.clone(), b: o.b.clone(), difference, warnings };
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Format::Text if !equal => {
+            for line in o.lines() {
+                println!("{line}");
+            }
+            println!();
+            // SAFETY: isatty has no preconditions.
+            let color = std::env::var_os("NO_COLOR").is_none() && unsafe { libc::isatty(1) } == 1;
+            print!(
+                "{}",
+                schema::unified_diff(
+                    ra,
+                    rb,
+                    &fa.display().to_string(),
+                    &fb.display().to_string(),
+                    flags.max_lines,
+                    color
+                )
+            );
+        }
+        Format::Text => {}
+    }
+    eprintln!("canonical forms: {} and {} ({})", fa.display(), fb.display(), time::elapsed(started.elapsed()));
+    if equal {
+        eprintln!("schemas are equal ({} statements)", o.statements);
+        return Ok(());
+    }
+    Err(Verdict(o.summary()).into())
+}
+
+impl Outcome {
+    /// `schemas differ: N object(s) (…)`.
+    pub fn summary(&self) -> String {
+        let d = &self.difference;
+        let n = d.changed.len() + d.only_in_b.len() + d.only_in_a.len();
+        format!(
+            "schemas differ: {n} object(s) ({} changed, {} only in b, {} only in a)",
+            d.changed.len(),
+            d.only_in_b.len(),
+            d.only_in_a.len()
+        )
+    }
+
+    /// The objects that differ, a line each (members of a changed table indented under it).
+    pub fn lines(&self) -> Vec<String> {
+        let d = &self.difference;
+        let mut out = Vec::new();
+        for c in &d.changed {
+            out.push(format!("changed: {}", c.object));
+            for element in &c.inside {
+                out.push(format!("    {element}"));
+            }
+        }
+        for (what, keys) in [("only in b", &d.only_in_b), ("only in a", &d.only_in_a)] {
+            for k in keys {
+                out.push(format!("{what}: {k}"));
+            }
+        }
+        if !self.equal && d.is_empty() {
+            out.push(
+                "changed: the order of columns (compared with --strict-column-order) or of statements within an object"
+                    .into(),
+            );
+        }
+        out
+    }
+}
+
+/// Dumps both sides at once and compares their canonical forms (written to `dump/schema-diff/`).
+pub fn compare(ctx: &Ctx, flags: &SchemaDiff) -> Result<Outcome> {
     let opts = Options { with_privileges: flags.with_privileges, strict_column_order: flags.strict_column_order };
     let missing = || {
         fail(
@@ -137,60 +230,16 @@ pub fn run(ctx: &Ctx, flags: SchemaDiff) -> Result<()> {
 
     let equal = ra == rb;
     let difference = if equal { schema::Difference::default() } else { schema::compare(&ca, &cb) };
-    for w in &warnings {
-        eprintln!("warning: {w}");
-    }
-    match flags.format {
-        Format::Json => {
-            let report = JsonReport { equal, a: a.label(), b: b.label(), difference: &difference, warnings: &warnings };
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        }
-        Format::Text if !equal => {
-            for c in &difference.changed {
-                println!("changed: {}", c.object);
-                for element in &c.inside {
-                    println!("    {element}");
-                }
-            }
-            for (what, keys) in [("only in b", &difference.only_in_b), ("only in a", &difference.only_in_a)] {
-                for k in keys {
-                    println!("{what}: {k}");
-                }
-            }
-            if difference.is_empty() {
-                println!("changed: the order of columns (compared with --strict-column-order) or of statements within an object");
-            }
-            println!();
-            // SAFETY: isatty has no preconditions.
-            let color = std::env::var_os("NO_COLOR").is_none() && unsafe { libc::isatty(1) } == 1;
-            print!(
-                "{}",
-                schema::unified_diff(
-                    &ra,
-                    &rb,
-                    &fa.display().to_string(),
-                    &fb.display().to_string(),
-                    flags.max_lines,
-                    color
-                )
-            );
-        }
-        Format::Text => {}
-    }
-    eprintln!("canonical forms: {} and {} ({})", fa.display(), fb.display(), time::elapsed(started.elapsed()));
-    if equal {
-        eprintln!("schemas are equal ({} statements)", ca.len());
-        return Ok(());
-    }
-    let d = &difference;
-    let n = d.changed.len() + d.only_in_b.len() + d.only_in_a.len();
-    Err(Verdict(format!(
-        "schemas differ: {n} object(s) ({} changed, {} only in b, {} only in a)",
-        d.changed.len(),
-        d.only_in_b.len(),
-        d.only_in_a.len()
-    ))
-    .into())
+    Ok(Outcome {
+        equal,
+        a: a.label(),
+        b: b.label(),
+        difference,
+        warnings,
+        files: (fa, fb),
+        rendered: (ra, rb),
+        statements: ca.len(),
+    })
 }
 
 struct Tools {

@@ -50,6 +50,11 @@ pub enum Kind {
         #[serde(default)]
         dump: PathBuf,
     },
+    /// A migrated copy of the production copy, kept by `db rehearse --keep`.
+    Rehearsal {
+        #[serde(default)]
+        from: String,
+    },
     /// The frozen copy of the template: what clones copy while the template is in use.
     Frozen(Copy),
     /// The spare clone of the template, ready to be renamed into place.
@@ -125,6 +130,7 @@ impl Kind {
             Kind::Branch(_) => "branch",
             Kind::Fresh {} => "fresh",
             Kind::ProdClone { .. } => "prod_clone",
+            Kind::Rehearsal { .. } => "rehearsal",
             Kind::Frozen(_) => "frozen",
             Kind::Spare(_) => "spare",
             Kind::Other => "other",
@@ -148,6 +154,7 @@ mod tests {
             Kind::Branch(Branch { branch: "b".into(), worktree: "/w".into(), ..Branch::default() }),
             Kind::Fresh {},
             Kind::ProdClone { dump: "/d.dump".into() },
+            Kind::Rehearsal { from: "app_prod_clone".into() },
             Kind::Frozen(Copy { template: "t".into(), state: None }),
             Kind::Spare(Copy { template: "t".into(), state: None }),
         ];

@@ -158,7 +158,7 @@ impl Server {
     }
 
     /// `psql` connected to `db`, quiet, unaligned; error handling left to the caller.
-    fn psql_session(&self, db: &str) -> Result<Command> {
+    pub fn psql_session(&self, db: &str) -> Result<Command> {
         self.command(&self.psql, &["-X", "-q", "-A", "-t"], db, &[])
     }
 

@@ -2,7 +2,7 @@
 //! new process and connection (~15 ms, ~40 ms through Debian's `pg_wrapper`).
 //!
 //! Protocol: each call sends one SQL statement, then
-//! `\if :ERROR \echo <sentinel>ERR :LAST_ERROR_MESSAGE \else \echo <sentinel>OK \endif`, and reads
+//! `\if :ERROR \echo <sentinel>ERR :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE \else \echo <sentinel>OK :ROW_COUNT \endif`, and reads
 //! stdout up to the sentinel. Statements run in autocommit, one at a time, so `:ERROR` speaks for
 //! exactly the statement sent. If `psql` dies (lost connection, a signal), the session is gone and
 //! the error says why; the owner opens a new one on the next call.
@@ -25,6 +25,10 @@ pub struct Session {
     description: String,
     /// Set while a statement runs: only then do signals reach psql (to cancel the statement).
     busy: Arc<AtomicBool>,
+    /// Rows the last statement affected or returned (psql's `ROW_COUNT`).
+    rows: Option<u64>,
+    /// The SQLSTATE of the last statement's error.
+    sqlstate: String,
 }
 
 /// How a statement failed.
@@ -59,7 +63,7 @@ impl Session {
             }
         });
         let sentinel = format!("__xtask_{}_{:x}__", std::process::id(), std::ptr::addr_of!(reg) as usize);
-        Ok(Session { reg, stdin, stdout, stderr, sentinel, description, busy })
+        Ok(Session { reg, stdin, stdout, stderr, sentinel, description, busy, rows: None, sqlstate: String::new() })
     }
 
     /// Runs one statement; returns what it printed (rows, unaligned, tuples only).
@@ -76,7 +80,7 @@ impl Session {
     fn send(&mut self, sql: &str) -> std::result::Result<String, Failure> {
         let s = &self.sentinel;
         let script = format!(
-            "{}\n;\n\\if :ERROR\n\\echo {s}ERR :LAST_ERROR_MESSAGE\n\\else\n\\echo {s}OK\n\\endif\n",
+            "{}\n;\n\\if :ERROR\n\\echo {s}ERR :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE\n\\else\n\\echo {s}OK :ROW_COUNT\n\\endif\n",
             sql.trim_end().trim_end_matches(';')
         );
         if self.stdin.write_all(script.as_bytes()).and_then(|_| self.stdin.flush()).is_err() {
@@ -92,12 +96,30 @@ impl Session {
             if let Some(rest) = line.strip_prefix(s.as_str()) {
                 let rest = rest.trim_end();
                 return match rest.strip_prefix("ERR") {
-                    Some(msg) => Err(Failure::Sql(msg.trim().to_string())),
-                    None => Ok(out),
+                    Some(msg) => {
+                        let (state, msg) = msg.trim().split_once(' ').unwrap_or((msg.trim(), ""));
+                        self.sqlstate = state.to_string();
+                        self.rows = None;
+                        Err(Failure::Sql(msg.trim().to_string()))
+                    }
+                    None => {
+                        self.rows = rest.strip_prefix("OK").and_then(|n| n.trim().parse().ok());
+                        Ok(out)
+                    }
                 };
             }
             out.push_str(&line);
         }
+    }
+
+    /// Rows the last statement affected or returned, when it succeeded.
+    pub fn row_count(&self) -> Option<u64> {
+        self.rows
+    }
+
+    /// The SQLSTATE of the last statement's error (`23514`: a CHECK violated, …).
+    pub fn sqlstate(&self) -> &str {
+        &self.sqlstate
     }
 
     /// Why `psql` ended: its exit and the tail of what it printed on stderr.

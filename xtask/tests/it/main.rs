@@ -11,6 +11,7 @@ mod errors;
 mod justfile;
 mod peer_corpus;
 mod prod_clone;
+mod rehearse;
 mod schema;
 mod schema_diff;
 mod secrets;

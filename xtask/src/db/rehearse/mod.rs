@@ -1,0 +1,250 @@
+//! `db rehearse`: this branch's pending migrations on a file copy of the production copy —
+//! smoke test, traced migration ([`trace`]), the gate (schema-diff against a fresh build), smoke
+//! test again — and the report ([`report`]) for the pull request.
+//!
+//! The pristine copy is only ever the source of `CREATE DATABASE … TEMPLATE`: nothing connects to
+//! it, nothing writes to it. The rehearsal database is built under this run's staging name
+//! (`Staging::Rehearsal`), so an error, Ctrl-C or a panic drops it and a run killed outright
+//! leaves a name the next run's sweep removes; `--keep` publishes it as `<prefix>rehearsal`.
+
+mod report;
+mod smoke;
+mod trace;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use super::Ctx;
+use crate::error::{fail, Verdict};
+use crate::flags::{Format, LoadClone, Rehearse, SchemaDiff};
+use crate::migrations;
+use crate::naming::Staging;
+use crate::pg::marker::{Kind, Marker};
+use crate::pg::session::Session;
+use crate::pg::staging::{self, staging_marker, sweep_abandoned, Old};
+use crate::pg::{ident, Server};
+use crate::term::step;
+
+pub use report::Report;
+
+pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
+    let started = Instant::now();
+    let server = ctx.server()?;
+    sweep_abandoned(&server, &ctx.config.prefix)?;
+    let thresholds = report::Thresholds {
+        max_lock_ms: flags.max_lock_ms.unwrap_or(ctx.config.rehearse.max_lock_ms),
+        max_statement_ms: flags.max_statement_ms.unwrap_or(ctx.config.rehearse.max_statement_ms),
+    };
+    let pristine = pristine(ctx, &server, flags.from.as_deref())?;
+
+    // The copy: a file copy of the pristine one, dropped at the end unless --keep.
+    let copy = staging::name(&ctx.config.prefix, Staging::Rehearsal);
+    let target = if flags.keep { ctx.config.rehearsal_db() } else { copy.clone() };
+    let building = step(&format!("copying `{pristine}` (CREATE DATABASE … TEMPLATE; it is not modified)"), || {
+        server
+            .create_database(&copy, &format!("TEMPLATE {}", ident(&pristine)), &staging_marker(&target))
+            .map_err(|e| busy(&server, e, &pristine))
+    })?;
+
+    let repo = migrations::in_repo(&ctx.config.migrations_path())?;
+    let ledger = &ctx.config.ledger_table;
+    let applied = migrations::ledger(&server, &copy, ledger)?;
+    let comparison = migrations::compare(&repo, &applied);
+    let mut r = Report::new(&pristine, &copy, thresholds, &server.version);
+    if let Some(refusal) = refusal(ctx, &comparison) {
+        r.refused = Some(refusal);
+    }
+    let pending: Vec<&migrations::Migration> =
+        repo.iter().filter(|m| comparison.pending.contains(&m.version)).collect();
+    r.pending = pending.iter().map(|m| file_name(&m.file)).collect();
+
+    let smoke = !flags.no_smoke;
+    if smoke {
+        r.smoke_before = Some(smoke::run(ctx, &server, &copy, "before migrating")?);
+    }
+    if r.refused.is_none() {
+        analyze_if_needed(&server, &copy)?;
+        let mut session = Session::open(server.psql_session(&copy)?)?;
+        let pid: i64 = session
+            .run("SELECT pg_backend_pid()")
+            .map_err(|_| anyhow::anyhow!("the migrating session did not answer"))?
+            .trim()
+            .parse()
+            .context("reading the migrating session's pid")?;
+        if !pending.is_empty() {
+            trace::ensure_ledger(&mut session, ledger)?;
+        }
+        let mut t = trace::Target { server: &server, db: &copy, session: &mut session, pid, ledger };
+        for m in &pending {
+            let name = file_name(&m.file);
+            let traced =
+                step(&format!("migrating: {name}, traced statement by statement"), || trace::migration(&mut t, m))?;
+            let failed = traced.failure.is_some();
+            r.migrations.push(traced);
+            if failed {
+                break;
+            }
+        }
+    }
+    let migrated = r.refused.is_none() && r.migrations.iter().all(|m| m.failure.is_none());
+    if migrated {
+        let fresh = super::fresh::build(ctx, &server)?;
+        let diff = SchemaDiff {
+            first: None,
+            second: None,
+            a: Some(copy.clone()),
+            b: Some(fresh.name.clone()),
+            schema: Vec::new(),
+            ignore: Vec::new(),
+            with_privileges: false,
+            strict_column_order: false,
+            format: Format::Text,
+            max_lines: 0,
+        };
+        let outcome = step("the gate: schema-diff of the migrated copy against a fresh build of this branch", || {
+            super::schema_diff::compare(ctx, &diff)
+        })?;
+        r.gate = Some(report::Gate::from(&outcome));
+        fresh.discard()?;
+        if smoke {
+            r.smoke_after = Some(smoke::run(ctx, &server, &copy, "after migrating")?);
+        }
+    }
+    r.duration_ms = started.elapsed().as_millis() as u64;
+
+    if flags.keep {
+        let marker = Marker::new(Kind::Rehearsal { from: pristine.clone() });
+        let previous = format!("the previous `{target}`");
+        staging::publish(&server, &copy, &target, &marker, Old::Drop { force: true, what: &previous }, &[])?;
+        building.keep();
+        r.database = target.clone();
+    } else {
+        building.discard()?;
+    }
+
+    let path = match &flags.report {
+        Some(p) => p.clone(),
+        None => ctx
+            .config
+            .root
+            .join(&ctx.config.aws.dump_dir)
+            .join("rehearse")
+            .join(format!("rehearse-{}.md", crate::time::compact(std::time::SystemTime::now()))),
+    };
+    write_report(&path, &r.markdown())?;
+    match flags.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+        Format::Text => print!("{}", r.summary_text()),
+    }
+    eprintln!("report: {}", path.display());
+    if flags.keep {
+        eprintln!("the migrated copy is kept as `{target}`");
+    }
+    match r.verdict() {
+        report::Verdict::Clear => Ok(()),
+        report::Verdict::Findings(n) => Err(Verdict(format!("{n} finding(s): see the report")).into()),
+    }
+}
+
+/// The database to rehearse from: `--from` a database or a dump (loaded into `<prefix>prod_clone`
+/// first), or `<prefix>prod_clone`.
+fn pristine(ctx: &Ctx, server: &Server, from: Option<&str>) -> Result<String> {
+    let prod_clone = ctx.config.prod_clone_db();
+    let name = match from {
+        Some(f) if Path::new(f).is_file() => {
+            super::load_clone::load(ctx, LoadClone { dump: Some(PathBuf::from(f)) })?;
+            prod_clone
+        }
+        Some(f) if f.contains('/') || f.ends_with(".dump") => {
+            return Err(fail(
+                format!("dump {f} does not exist"),
+                "name an existing dump file, or a database on the server",
+            ));
+        }
+        Some(f) => f.to_string(),
+        None => prod_clone,
+    };
+    let Some(info) = server.database(&name)? else {
+        let fix = if from.is_none() {
+            "load a production dump first: `cargo xtask db load-clone` (or pass --from DUMP)".to_string()
+        } else {
+            format!("name a database on {} or a dump file", server.url.server_label())
+        };
+        return Err(fail(format!("there is no database `{name}` to rehearse from"), fix));
+    };
+    if name == ctx.config.template || matches!(info.kind(), Some(Kind::Staging { .. })) {
+        return Err(fail(
+            format!("`{name}` is not a copy to rehearse on"),
+            "rehearse from the production copy (`db load-clone`) or another database of production's data",
+        ));
+    }
+    Ok(name)
+}
+
+/// `CREATE DATABASE … TEMPLATE` refused: the pristine copy is in use.
+fn busy(server: &Server, e: anyhow::Error, pristine: &str) -> anyhow::Error {
+    if !format!("{e:#}").contains("is being accessed by other users") {
+        return e;
+    }
+    let n = server.database(pristine).ok().flatten().map_or(0, |i| i.connections);
+    fail(
+        format!("`{pristine}` is in use ({n} open connection(s)), so it cannot be copied"),
+        format!("close what is connected to it (an app server started on `{pristine}`? a psql?) and run again"),
+    )
+}
+
+/// What sqlx would refuse before migrating anything: an applied migration changed, one that
+/// failed part-way, or one this branch does not have.
+fn refusal(ctx: &Ctx, c: &migrations::Comparison) -> Option<String> {
+    if let Some((version, file)) = c.modified.first() {
+        let file = file.strip_prefix(&ctx.config.root).unwrap_or(file);
+        return Some(format!(
+            "migration {version} ({}) was changed after production applied it: the migrator refuses to run (checksum mismatch)",
+            file.display()
+        ));
+    }
+    if let Some(v) = c.failed.first() {
+        return Some(format!("migration {v} is marked failed in production's ledger: the migrator refuses to run"));
+    }
+    if let Some(v) = c.unknown.first() {
+        return Some(format!(
+            "production has migration {v} applied, which this branch does not have: merge the branch it came from first"
+        ));
+    }
+    None
+}
+
+/// A restored dump has no statistics (pg_restore does not ANALYZE): row counts in the report
+/// come from them, so the copy is analyzed first when any table lacks them.
+fn analyze_if_needed(server: &Server, db: &str) -> Result<()> {
+    let unknown: i64 = server.query_one::<serde_json::Value>(
+        db,
+        "SELECT count(*) AS n FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'm') AND c.reltuples < 0 AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+         AND n.nspname NOT LIKE 'pg\\_toast%'",
+    )?["n"]
+        .as_i64()
+        .unwrap_or(0);
+    if unknown > 0 {
+        step(
+            &format!("ANALYZE: {unknown} table(s) of the copy have no statistics (row counts for the report)"),
+            || server.exec(db, "ANALYZE"),
+        )?;
+    }
+    Ok(())
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn write_report(path: &Path, text: &str) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("md.partial");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,376 @@
+//! The rehearsal's report: findings first (the verdict, what is dangerous, the gate, both smoke
+//! tests), then each migration, statement by statement. Markdown for the pull request, JSON for
+//! machines (the same data).
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::smoke::Smoke;
+use super::trace::MigrationTrace;
+use crate::pg::human_size;
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Thresholds {
+    pub max_lock_ms: u64,
+    pub max_statement_ms: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Gate {
+    pub equal: bool,
+    pub summary: String,
+    /// The objects that differ.
+    pub differences: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl From<&crate::db::schema_diff::Outcome> for Gate {
+    fn from(o: &crate::db::schema_diff::Outcome) -> Gate {
+        Gate {
+            equal: o.equal,
+            summary: if o.equal { "the migrated copy equals a fresh build of this branch".into() } else { o.summary() },
+            differences: o.lines(),
+            warnings: o.warnings.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Finding {
+    /// `danger`: over a threshold or failed (exit 1); `warning`: worth a look.
+    pub severity: &'static str,
+    pub text: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub verdict: &'static str,
+    pub from: String,
+    pub database: String,
+    pub server_version: String,
+    pub thresholds: Thresholds,
+    pub pending: Vec<String>,
+    /// Why the migrator would not start at all.
+    pub refused: Option<String>,
+    pub findings: Vec<Finding>,
+    pub smoke_before: Option<Smoke>,
+    pub gate: Option<Gate>,
+    pub smoke_after: Option<Smoke>,
+    pub migrations: Vec<MigrationTrace>,
+    pub duration_ms: u64,
+}
+
+pub enum Verdict {
+    Clear,
+    Findings(usize),
+}
+
+impl Report {
+    pub fn new(from: &str, database: &str, thresholds: Thresholds, server_version: &str) -> Report {
+        Report {
+            verdict: "clear",
+            from: from.to_string(),
+            database: database.to_string(),
+            server_version: server_version.to_string(),
+            thresholds,
+            pending: Vec::new(),
+            refused: None,
+            findings: Vec::new(),
+            smoke_before: None,
+            gate: None,
+            smoke_after: None,
+            migrations: Vec::new(),
+            duration_ms: 0,
+        }
+    }
+
+    /// Fills in the findings and the verdict; how many are dangers.
+    fn judge(&mut self) -> usize {
+        let mut f = Vec::new();
+        let danger = |text: String| Finding { severity: "danger", text };
+        if let Some(why) = &self.refused {
+            f.push(danger(why.clone()));
+        }
+        for m in &self.migrations {
+            if let Some(e) = &m.failure {
+                let rows =
+                    e.violating_rows.map(|n| format!(" — {} existing row(s) violate it", count(n))).unwrap_or_default();
+                f.push(danger(format!(
+                    "{} failed at statement {} (line {}): {} [{}]{rows}; none of it was applied",
+                    m.file, e.statement, e.line, e.error, e.sqlstate
+                )));
+            }
+            for l in &m.locks {
+                let (blocked, what) = match (l.blocks_reads_ms, l.blocks_writes_ms) {
+                    (Some(r), _) => (r, "blocks reads and writes"),
+                    (None, Some(w)) => (w, "blocks writes"),
+                    _ => continue,
+                };
+                let about = match l.rows {
+                    Some(n) => format!("{}, {}", rows(n), human_size(l.size_bytes)),
+                    None => l.kind.to_string(),
+                };
+                let text = format!(
+                    "{} on {} ({about}) held {} — {what} ({}, statement {})",
+                    l.mode,
+                    l.relation,
+                    duration(blocked),
+                    m.file,
+                    l.statement
+                );
+                if blocked > self.thresholds.max_lock_ms as f64 {
+                    f.push(danger(text));
+                }
+            }
+            for s in &m.statements {
+                if s.duration_ms > self.thresholds.max_statement_ms as f64 {
+                    f.push(danger(format!(
+                        "{} statement {} ran {} (over {}): {}",
+                        m.file,
+                        s.index,
+                        duration(s.duration_ms),
+                        duration(self.thresholds.max_statement_ms as f64),
+                        s.sql
+                    )));
+                }
+                for r in &s.rewrites {
+                    f.push(Finding {
+                        severity: "warning",
+                        text: format!(
+                            "{} statement {} rewrote {} ({}{})",
+                            m.file,
+                            s.index,
+                            r.relation,
+                            r.rows.map(|n| format!("{}, ", rows(n))).unwrap_or_default(),
+                            human_size(r.size_before)
+                        ),
+                    });
+                }
+            }
+        }
+        if let Some(g) = self.gate.as_ref().filter(|g| !g.equal) {
+            f.push(danger(format!("the gate: {} (the migrated copy against a fresh build)", g.summary)));
+        }
+        for s in [&self.smoke_before, &self.smoke_after].into_iter().flatten() {
+            if !s.passed {
+                f.push(danger(format!("the smoke test {} failed: {}", s.when, s.detail)));
+            }
+        }
+        let dangers = f.iter().filter(|x| x.severity == "danger").count();
+        self.findings = f;
+        self.verdict = if dangers == 0 { "clear" } else { "findings" };
+        dangers
+    }
+
+    pub fn verdict(&mut self) -> Verdict {
+        match self.judge() {
+            0 => Verdict::Clear,
+            n => Verdict::Findings(n),
+        }
+    }
+
+    /// The summary: the verdict, the findings, the gate and the smoke tests.
+    fn summary_lines(&mut self) -> Vec<String> {
+        let dangers = self.judge();
+        let mut out = Vec::new();
+        let applied = self.migrations.iter().filter(|m| m.failure.is_none()).count();
+        out.push(if dangers == 0 {
+            format!(
+                "**All clear**: {applied} of {} pending migration(s) applied on a copy of `{}`.",
+                self.pending.len(),
+                self.from
+            )
+        } else {
+            format!(
+                "**{dangers} finding(s)**: {applied} of {} pending migration(s) applied on a copy of `{}`.",
+                self.pending.len(),
+                self.from
+            )
+        });
+        for f in &self.findings {
+            let mark = if f.severity == "danger" { "⛔" } else { "⚠️" };
+            out.push(format!("- {mark} {}", f.text));
+        }
+        match &self.gate {
+            Some(g) if g.equal => out.push(format!("- ✅ gate: {}", g.summary)),
+            Some(_) => {}
+            None => out.push("- gate: not run (the migrations did not all apply)".into()),
+        }
+        for s in [&self.smoke_before, &self.smoke_after].into_iter().flatten().filter(|s| s.passed) {
+            out.push(format!("- ✅ smoke test {}: {}", s.when, s.detail));
+        }
+        out
+    }
+
+    pub fn summary_text(&mut self) -> String {
+        let mut s = self.summary_lines().join("\n").replace("**", "");
+        s.push('\n');
+        s
+    }
+
+    pub fn markdown(&mut self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(md, "## Migration rehearsal on a copy of `{}`\n", self.from);
+        for line in self.summary_lines() {
+            let _ = writeln!(md, "{line}");
+        }
+        let _ = writeln!(
+            md,
+            "\nPostgreSQL {}; thresholds: locks that block reads or writes {}, statements {}; {} in all.",
+            self.server_version.split_whitespace().next().unwrap_or(""),
+            duration(self.thresholds.max_lock_ms as f64),
+            duration(self.thresholds.max_statement_ms as f64),
+            duration(self.duration_ms as f64)
+        );
+        if let Some(g) = self.gate.as_ref().filter(|g| !g.equal) {
+            let _ = writeln!(md, "\n### The gate\n\n```");
+            for d in &g.differences {
+                let _ = writeln!(md, "{d}");
+            }
+            let _ = writeln!(md, "```");
+        }
+        for m in &self.migrations {
+            let how = if m.transaction {
+                "one transaction; locks read from it"
+            } else {
+                "no transaction; locks sampled from a second session"
+            };
+            let _ = writeln!(
+                md,
+                "\n### {}\n\n{} · {} · WAL {} · {how}\n",
+                m.file,
+                if m.failure.is_some() { "**failed**" } else { "applied" },
+                duration(m.duration_ms),
+                human_size(m.wal_bytes)
+            );
+            if !m.locks.is_empty() {
+                let _ = writeln!(md, "| Lock | On | Held | Blocks | From statement |\n|---|---|---|---|---|");
+                for l in &m.locks {
+                    let blocks = match (l.blocks_reads_ms, l.blocks_writes_ms) {
+                        (Some(_), _) => "reads, writes",
+                        (None, Some(_)) => "writes",
+                        _ => "—",
+                    };
+                    let rows = l.rows.map(|n| format!(", {}", rows(n))).unwrap_or_default();
+                    let _ = writeln!(
+                        md,
+                        "| {} | {} ({}{rows}) | {} | {blocks} | {} |",
+                        l.mode,
+                        cell(&l.relation),
+                        l.kind,
+                        duration(l.held_ms),
+                        l.statement
+                    );
+                }
+                md.push('\n');
+            }
+            let _ = writeln!(md, "| # | Line | Statement | Time | Rows | WAL | Notes |\n|---|---|---|---|---|---|---|");
+            for s in &m.statements {
+                let mut notes: Vec<String> = s.locks.iter().map(|l| format!("{} on {}", l.mode, l.relation)).collect();
+                notes.extend(
+                    s.rewrites.iter().map(|r| format!("**rewrote** {} ({})", r.relation, human_size(r.size_before))),
+                );
+                notes.extend(s.hints.iter().map(|h| format!("hint: {h}")));
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | `{}` | {} | {} | {} | {} |",
+                    s.index,
+                    s.line,
+                    cell(&s.sql).replace('`', "'"),
+                    duration(s.duration_ms),
+                    s.rows.map(|r| r.to_string()).unwrap_or_default(),
+                    human_size(s.wal_bytes),
+                    cell(&notes.join("; "))
+                );
+            }
+            if let Some(e) = &m.failure {
+                let rows =
+                    e.violating_rows.map(|n| format!(" ({} existing row(s) violate it)", count(n))).unwrap_or_default();
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | **failed** | | | | {}{rows} |",
+                    e.statement,
+                    e.line,
+                    cell(&format!("{} [{}]", e.error, e.sqlstate))
+                );
+            }
+            let sizes: Vec<_> = m
+                .sizes
+                .iter()
+                .filter(|s| s.table_after != Some(s.table_before) || s.indexes_after != Some(s.indexes_before))
+                .collect();
+            if !sizes.is_empty() {
+                let _ = writeln!(md, "\n| Relation | Table before → after | Indexes before → after |\n|---|---|---|");
+                for s in sizes {
+                    let after = |v: Option<i64>| v.map(human_size).unwrap_or_else(|| "dropped".into());
+                    let _ = writeln!(
+                        md,
+                        "| {} | {} → {} | {} → {} |",
+                        cell(&s.relation),
+                        human_size(s.table_before),
+                        after(s.table_after),
+                        human_size(s.indexes_before),
+                        after(s.indexes_after)
+                    );
+                }
+            }
+        }
+        if self.pending.is_empty() {
+            let _ = writeln!(md, "\nNo migration was pending: the copy is at this branch's latest migration.");
+        }
+        md
+    }
+}
+
+/// `1.2 M rows`, `104 k rows`, `1 row`.
+fn rows(n: i64) -> String {
+    if n == 1 {
+        "1 row".into()
+    } else {
+        format!("{} rows", count(n))
+    }
+}
+
+/// `1.2 M`, `104 k`, `950`.
+fn count(n: i64) -> String {
+    match n {
+        n if n >= 1_000_000 => format!("{:.1} M", n as f64 / 1e6),
+        n if n >= 10_000 => format!("{} k", n / 1000),
+        n => n.to_string(),
+    }
+}
+
+/// `4.8 s`, `120 ms`, `0.4 ms`.
+fn duration(ms: f64) -> String {
+    if ms >= 10_000.0 {
+        format!("{:.0} s", ms / 1000.0)
+    } else if ms >= 1000.0 {
+        format!("{:.1} s", ms / 1000.0)
+    } else if ms >= 10.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{ms:.1} ms")
+    }
+}
+
+/// Text for a Markdown table cell: no line breaks, no column separators.
+fn cell(s: &str) -> String {
+    s.replace('\n', " ").replace('|', "\\|")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_as_people_say_them() {
+        assert_eq!(count(1_234_567), "1.2 M");
+        assert_eq!(count(104_000), "104 k");
+        assert_eq!(count(950), "950");
+        assert_eq!(duration(4800.0), "4.8 s");
+        assert_eq!(duration(120.4), "120 ms");
+        assert_eq!(duration(0.42), "0.4 ms");
+        assert_eq!(cell("a|b\nc"), "a\\|b c");
+    }
+}

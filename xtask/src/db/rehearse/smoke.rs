@@ -1,0 +1,147 @@
+//! The smoke test of `db rehearse`: `rehearse.smoke_command` (exit 0 passes), or by default the
+//! app's server (`rehearse.serve_command`) started on a free port against the copy, passing when
+//! `GET health_path` answers 200. Either runs with `DATABASE_URL` and `PORT` in its environment.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::Ctx;
+use crate::pg::Server;
+use crate::proc::{self, Registered};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Smoke {
+    /// `before migrating` or `after migrating`.
+    pub when: String,
+    pub passed: bool,
+    /// What was run, and what it answered or why it failed.
+    pub detail: String,
+    pub duration_ms: u64,
+}
+
+pub fn run(ctx: &Ctx, server: &Server, db: &str, when: &str) -> Result<Smoke> {
+    let started = Instant::now();
+    let rc = &ctx.config.rehearse;
+    let port = crate::pg::cluster::free_port()?;
+    let custom = !rc.smoke_command.is_empty();
+    let argv = if custom { &rc.smoke_command } else { &rc.serve_command };
+    let Some((program, args)) = argv.split_first() else {
+        anyhow::bail!("`rehearse.serve_command` is empty: set it, or `rehearse.smoke_command`")
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(&ctx.config.root)
+        .env("DATABASE_URL", server.url.with_dbname(db).expose_secret())
+        .env("PORT", port.to_string())
+        .env_remove("APP_DB_NAME_OVERRIDE")
+        .stdin(Stdio::null());
+    // Its output (a build's progress, the server's log) goes to our stderr; stdout is for data.
+    let to_stderr = std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned()?;
+    cmd.stdout(Stdio::from(to_stderr));
+    let shown = proc::display(&cmd);
+    eprintln!(
+        "▸ smoke test {when}: {}",
+        if custom { shown.clone() } else { format!("{shown}, then GET {} on port {port}", rc.health_path) }
+    );
+    let mut child = Registered::spawn(&mut cmd)?;
+    let timeout = Duration::from_secs(rc.smoke_timeout_secs);
+    let result = if custom {
+        wait_exit(&mut child, timeout)
+    } else {
+        let r = wait_health(&mut child, port, &rc.health_path, timeout);
+        stop(&mut child);
+        r
+    };
+    proc::check_interrupt()?;
+    let (passed, detail) = match result {
+        Ok(detail) => (true, detail),
+        Err(why) => (false, why),
+    };
+    eprintln!("  smoke test {when}: {} ({detail})", if passed { "passed" } else { "FAILED" });
+    Ok(Smoke { when: when.to_string(), passed, detail, duration_ms: started.elapsed().as_millis() as u64 })
+}
+
+fn wait_exit(child: &mut Registered, timeout: Duration) -> std::result::Result<String, String> {
+    let start = Instant::now();
+    loop {
+        match child.child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok("exit 0".into()),
+            Ok(Some(status)) => return Err(format!("it failed ({})", proc::describe(status))),
+            Ok(None) if start.elapsed() > timeout => {
+                return Err(format!("no result within {} s (rehearse.smoke_timeout_secs)", timeout.as_secs()))
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(e.to_string()),
+        }
+        if proc::interrupted().is_some() {
+            return Err("interrupted".into());
+        }
+    }
+}
+
+/// Polls `GET path` until the server answers (the first answer is the verdict: 200 passes), the
+/// server exits, or the time is up.
+fn wait_health(
+    child: &mut Registered,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> std::result::Result<String, String> {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.child.try_wait() {
+            return Err(format!("the server exited before answering ({})", proc::describe(status)));
+        }
+        if proc::interrupted().is_some() {
+            return Err("interrupted".into());
+        }
+        if let Some((code, body)) = get(port, path) {
+            let body: String = body.trim().chars().take(300).collect();
+            return if code == 200 {
+                Ok(format!("200 {body}"))
+            } else {
+                Err(format!("GET {path} answered {code} {body}"))
+            };
+        }
+        if start.elapsed() > timeout {
+            return Err(format!(
+                "GET {path} got no answer within {} s (rehearse.smoke_timeout_secs)",
+                timeout.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `GET path` on 127.0.0.1:port: the status code and body, or `None` when nothing answers yet.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// SIGTERM (the server shuts down gracefully), then SIGKILL after 10 s.
+fn stop(child: &mut Registered) {
+    if matches!(child.child.try_wait(), Ok(None)) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.child.id() as libc::pid_t, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if !matches!(child.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // Registered's drop kills what is left.
+}

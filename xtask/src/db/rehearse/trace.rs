@@ -1,0 +1,680 @@
+//! The traced migrator: what sqlx's migrator does — each migration in its own transaction (or
+//! none, with `-- no-transaction`), its row in the ledger in the same transaction, the
+//! execution time set after — one statement at a time, with a look at the migrating transaction
+//! after each: the locks it holds (they are held until commit), the relations whose file changed
+//! (a rewrite), the WAL written, the rows affected.
+//!
+//! A statement that cannot run in a transaction (a `-- no-transaction` migration of one
+//! statement: `CREATE INDEX CONCURRENTLY`) runs on its own and is traced from a second session,
+//! which samples the locks of the first while it runs. sqlx sends a migration as one query
+//! string, which PostgreSQL runs as one implicit transaction when it holds several statements;
+//! such a migration is run in one transaction here too, so a statement that refuses a
+//! transaction fails here as it would there.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::migrations::Migration;
+use crate::pg::session::{Failure, Session};
+use crate::pg::{literal, Server};
+use crate::proc;
+use crate::sql::{self, Statement};
+
+/// User relations, as `json_agg` rows: what is compared before and after.
+const RELATIONS: &str = "SELECT c.oid::bigint AS oid, format('%I.%I', n.nspname, c.relname) AS name, \
+     c.relname::text AS relname, c.relkind::text AS kind, \
+     CASE WHEN c.relkind IN ('r','m','t') THEN pg_table_size(c.oid) ELSE 0 END AS size, \
+     CASE WHEN c.relkind IN ('r','m','p') THEN pg_indexes_size(c.oid) ELSE 0 END AS index_size, \
+     CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END AS rows \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE c.relkind IN ('r','p','m','v','f','S') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+     AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'";
+
+/// After each statement: the WAL position, `lock_timeout`, the relation locks this session
+/// holds in this database, and the file of every table.
+const TRACE: &str = "SELECT json_build_object(\
+     'wal', pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0'), \
+     'lock_timeout', current_setting('lock_timeout'), \
+     'locks', (SELECT coalesce(json_agg(json_build_object('oid', relation::bigint, 'mode', mode)), '[]') \
+        FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'relation' AND granted \
+        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())), \
+     'files', (SELECT coalesce(json_object_agg(c.oid::bigint, c.relfilenode::bigint), '{}') FROM pg_class c \
+        WHERE c.relkind IN ('r', 'm') AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)))";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Relation {
+    pub oid: i64,
+    pub name: String,
+    relname: String,
+    pub kind: String,
+    pub size: i64,
+    pub index_size: i64,
+    pub rows: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Trace {
+    wal: f64,
+    lock_timeout: String,
+    locks: Vec<HeldLock>,
+    files: HashMap<String, i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+struct HeldLock {
+    oid: i64,
+    mode: String,
+}
+
+/// One migration, rehearsed.
+#[derive(Debug, Serialize)]
+pub struct MigrationTrace {
+    pub version: i64,
+    pub file: String,
+    /// Ran in one transaction (sqlx's default), or statement by statement (`-- no-transaction`).
+    pub transaction: bool,
+    /// `transaction`: locks read from the migrating transaction itself; `sampled`: from a second
+    /// session while the statement ran (a statement that cannot run in a transaction).
+    pub traced: &'static str,
+    pub duration_ms: f64,
+    pub wal_bytes: i64,
+    pub statements: Vec<StatementTrace>,
+    /// Every relation that existed before and was locked, with how long reads and writes of it
+    /// were blocked (until commit).
+    pub locks: Vec<LockTrace>,
+    /// Size of every relation that was locked, rewritten or changed size: before and after.
+    pub sizes: Vec<SizeChange>,
+    pub failure: Option<MigrationFailure>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatementTrace {
+    /// 1-based, in the file.
+    pub index: usize,
+    pub line: usize,
+    pub sql: String,
+    pub duration_ms: f64,
+    pub rows: Option<u64>,
+    pub wal_bytes: i64,
+    /// Locks on existing relations this statement took first.
+    pub locks: Vec<LockTrace>,
+    pub rewrites: Vec<Rewrite>,
+    pub hints: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LockTrace {
+    #[serde(skip)]
+    oid: i64,
+    pub relation: String,
+    pub kind: &'static str,
+    /// The strongest mode held, as the documentation names it (`ACCESS EXCLUSIVE`).
+    pub mode: String,
+    /// The statement that took it.
+    pub statement: usize,
+    /// From the start of that statement until the commit (or, sampled, the statement's end).
+    pub held_ms: f64,
+    /// How long `SELECT` on it was blocked (only ACCESS EXCLUSIVE blocks reads).
+    pub blocks_reads_ms: Option<f64>,
+    /// How long `INSERT`/`UPDATE`/`DELETE` on it were blocked (SHARE and stronger).
+    pub blocks_writes_ms: Option<f64>,
+    pub rows: Option<i64>,
+    pub size_bytes: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Rewrite {
+    pub relation: String,
+    pub rows: Option<i64>,
+    pub size_before: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SizeChange {
+    pub relation: String,
+    pub table_before: i64,
+    pub table_after: Option<i64>,
+    pub indexes_before: i64,
+    pub indexes_after: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrationFailure {
+    pub statement: usize,
+    pub line: usize,
+    pub sqlstate: String,
+    pub error: String,
+    /// For a constraint existing rows violate: how many do.
+    pub violating_rows: Option<i64>,
+}
+
+/// The lock modes in order of strength, with what they block.
+const MODES: &[(&str, &str, bool, bool)] = &[
+    ("AccessShareLock", "ACCESS SHARE", false, false),
+    ("RowShareLock", "ROW SHARE", false, false),
+    ("RowExclusiveLock", "ROW EXCLUSIVE", false, false),
+    ("ShareUpdateExclusiveLock", "SHARE UPDATE EXCLUSIVE", false, false),
+    ("ShareLock", "SHARE", false, true),
+    ("ShareRowExclusiveLock", "SHARE ROW EXCLUSIVE", false, true),
+    ("ExclusiveLock", "EXCLUSIVE", false, true),
+    ("AccessExclusiveLock", "ACCESS EXCLUSIVE", true, true),
+];
+
+fn mode(name: &str) -> (usize, &'static str, bool, bool) {
+    MODES
+        .iter()
+        .enumerate()
+        .find(|(_, m)| m.0 == name)
+        .map(|(i, m)| (i, m.1, m.2, m.3))
+        .unwrap_or((0, "unknown", false, false))
+}
+
+fn kind_name(relkind: &str) -> &'static str {
+    match relkind {
+        "r" => "table",
+        "p" => "partitioned table",
+        "m" => "materialized view",
+        "v" => "view",
+        "f" => "foreign table",
+        "S" => "sequence",
+        _ => "relation",
+    }
+}
+
+/// sqlx's `-- no-transaction` marker: the file's first line.
+pub fn no_transaction(text: &str) -> bool {
+    text.starts_with("-- no-transaction")
+}
+
+/// sqlx's ledger, as sqlx creates it.
+pub fn ensure_ledger(session: &mut Session, ledger: &str) -> Result<()> {
+    run_ok(
+        session,
+        &format!(
+            "CREATE TABLE IF NOT EXISTS {ledger} (version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
+             installed_on TIMESTAMPTZ NOT NULL DEFAULT now(), success BOOLEAN NOT NULL, checksum BYTEA NOT NULL, \
+             execution_time BIGINT NOT NULL)"
+        ),
+    )
+    .map(drop)
+}
+
+/// Runs a statement that must succeed.
+fn run_ok(session: &mut Session, sql: &str) -> Result<String> {
+    match session.run(sql) {
+        Ok(out) => Ok(out),
+        Err(Failure::Sql(msg)) => {
+            proc::check_interrupt()?;
+            bail!("ERROR: {msg}")
+        }
+        Err(Failure::Dead(e)) => Err(e),
+        Err(Failure::NotSent) => bail!("psql exited before the statement was sent"),
+    }
+}
+
+/// Runs a statement of a migration: `Ok(Err(message))` when the server rejected it.
+fn run_statement(session: &mut Session, sql: &str) -> Result<std::result::Result<String, String>> {
+    match session.run(sql) {
+        Ok(out) => Ok(Ok(out)),
+        Err(Failure::Sql(msg)) => {
+            proc::check_interrupt()?;
+            Ok(Err(msg))
+        }
+        Err(Failure::Dead(e)) => Err(e),
+        Err(Failure::NotSent) => bail!("psql exited before the statement was sent"),
+    }
+}
+
+fn json<T: for<'de> Deserialize<'de>>(out: &str, what: &str) -> Result<T> {
+    serde_json::from_str(out.trim()).with_context(|| format!("reading {what}"))
+}
+
+fn relations(session: &mut Session) -> Result<Vec<Relation>> {
+    let out = run_ok(session, &format!("SELECT coalesce(json_agg(q), '[]') FROM ({RELATIONS}) q"))?;
+    json(&out, "the relations")
+}
+
+fn trace(session: &mut Session) -> Result<Trace> {
+    json(&run_ok(session, TRACE)?, "the trace")
+}
+
+/// Where a traced migration runs: the rehearsal database, its session, and what is needed to
+/// sample it from a second one.
+pub struct Target<'a> {
+    pub server: &'a Server,
+    pub db: &'a str,
+    pub session: &'a mut Session,
+    pub pid: i64,
+    pub ledger: &'a str,
+}
+
+/// Applies `m` as sqlx would, traced. A statement the server rejects is not an `Err`: the
+/// migration is rolled back and the trace says which statement failed and why.
+pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
+    let text = std::fs::read_to_string(&m.file).with_context(|| format!("reading {}", m.file.display()))?;
+    let statements = sql::split(&text);
+    if let Some(meta) = statements.iter().find(|s| s.meta) {
+        bail!(
+            "{} line {}: `{}` is a psql meta-command, not SQL; sqlx sends it to the server, which rejects it",
+            m.file.display(),
+            meta.line,
+            meta.sql
+        );
+    }
+    let file = m.file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let transaction = !no_transaction(&text) || statements.len() > 1;
+    let before = relations(t.session)?;
+    let by_oid: HashMap<i64, &Relation> = before.iter().map(|r| (r.oid, r)).collect();
+    let start = Instant::now();
+    let mut out = MigrationTrace {
+        version: m.version,
+        file,
+        transaction,
+        traced: if transaction { "transaction" } else { "sampled" },
+        duration_ms: 0.0,
+        wal_bytes: 0,
+        statements: Vec::new(),
+        locks: Vec::new(),
+        sizes: Vec::new(),
+        failure: None,
+    };
+    if transaction {
+        run_ok(t.session, "BEGIN")?;
+    }
+    let mut last = trace(t.session)?;
+    let wal_start = last.wal;
+    // (oid, mode) → (statement index, its start).
+    let mut first_taken: BTreeMap<(i64, String), (usize, Instant)> = BTreeMap::new();
+    // The strongest mode held on each relation so far: a statement's locks are those it adds.
+    let mut strongest: HashMap<i64, usize> = HashMap::new();
+    let mut hinted_lock_timeout = false;
+    for (i, stmt) in statements.iter().enumerate() {
+        let index = i + 1;
+        proc::check_interrupt()?;
+        let began = Instant::now();
+        let (result, sampled) = if transaction {
+            (run_statement(t.session, &stmt.sql)?, None)
+        } else {
+            let (r, seen) = sampled(t.server, t.db, t.pid, || run_statement(t.session, &stmt.sql))?;
+            (r?, Some(seen))
+        };
+        let took = began.elapsed();
+        let rows = t.session.row_count();
+        if let Err(error) = result {
+            let sqlstate = t.session.sqlstate().to_string();
+            if transaction {
+                run_ok(t.session, "ROLLBACK")?;
+            }
+            let violating_rows =
+                violating_rows(t.session, &statements[..i], stmt, &sqlstate, &error, &before).unwrap_or(None);
+            out.failure = Some(MigrationFailure { statement: index, line: stmt.line, sqlstate, error, violating_rows });
+            out.duration_ms = ms(start.elapsed());
+            return Ok(out);
+        }
+        let now = trace(t.session)?;
+        let held: Vec<HeldLock> = match &sampled {
+            Some(seen) => seen.iter().cloned().collect(),
+            None => now.locks.clone(),
+        };
+        let mut locks = Vec::new();
+        for l in held {
+            let Some(rel) = by_oid.get(&l.oid) else { continue };
+            if first_taken.contains_key(&(l.oid, l.mode.clone())) {
+                continue;
+            }
+            first_taken.insert((l.oid, l.mode.clone()), (index, began));
+            let (strength, name, reads, writes) = mode(&l.mode);
+            if strongest.get(&l.oid).is_some_and(|s| *s >= strength) {
+                continue;
+            }
+            strongest.insert(l.oid, strength);
+            locks.push(LockTrace {
+                oid: l.oid,
+                relation: rel.name.clone(),
+                kind: kind_name(&rel.kind),
+                mode: name.to_string(),
+                statement: index,
+                held_ms: 0.0,
+                blocks_reads_ms: reads.then_some(0.0),
+                blocks_writes_ms: writes.then_some(0.0),
+                rows: rel.rows.filter(|_| matches!(rel.kind.as_str(), "r" | "m" | "p" | "f")),
+                size_bytes: rel.size,
+            });
+        }
+        // One line a relation: its strongest lock (a weaker one, e.g. the ACCESS SHARE of a
+        // foreign key's validating scan, adds nothing to what is blocked).
+        locks.sort_by_key(|l: &LockTrace| (l.relation.clone(), std::cmp::Reverse(mode(&mode_key(&l.mode)).0)));
+        locks.dedup_by(|later, first| later.relation == first.relation);
+        let mut rewrites = Vec::new();
+        for (oid, node) in &now.files {
+            let Ok(oid) = oid.parse::<i64>() else { continue };
+            let (Some(rel), Some(prev)) = (by_oid.get(&oid), last.files.get(&oid.to_string())) else { continue };
+            if prev != node {
+                rewrites.push(Rewrite { relation: rel.name.clone(), rows: rel.rows, size_before: rel.size });
+            }
+        }
+        rewrites.sort_by(|a, b| a.relation.cmp(&b.relation));
+        let blocking = locks.iter().any(|l| l.blocks_writes_ms.is_some());
+        let mut hints = hints(stmt, &locks, &rewrites);
+        if blocking && transaction && !hinted_lock_timeout && now.lock_timeout == "0" {
+            hinted_lock_timeout = true;
+            hints.push(
+                "SET lock_timeout = '2s' at the top of the migration: behind a long-running query this statement waits for its lock, and every query on the table queues behind it; with a timeout it fails fast and can be retried".into(),
+            );
+        }
+        out.statements.push(StatementTrace {
+            index,
+            line: stmt.line,
+            sql: stmt.summary(200),
+            duration_ms: ms(took),
+            rows,
+            wal_bytes: (now.wal - last.wal) as i64,
+            locks,
+            rewrites,
+            hints,
+        });
+        last = now;
+    }
+    let ledger_row = format!(
+        "INSERT INTO {} (version, description, success, checksum, execution_time) VALUES ({}, {}, TRUE, decode({}, 'hex'), -1)",
+        t.ledger,
+        m.version,
+        literal(&m.description),
+        literal(&m.checksum)
+    );
+    run_ok(t.session, &ledger_row)?;
+    if transaction {
+        run_ok(t.session, "COMMIT")?;
+    }
+    let ended = Instant::now();
+    let elapsed = ended - start;
+    run_ok(
+        t.session,
+        &format!("UPDATE {} SET execution_time = {} WHERE version = {}", t.ledger, elapsed.as_nanos(), m.version),
+    )?;
+    out.duration_ms = ms(elapsed);
+    out.wal_bytes = (last.wal - wal_start) as i64;
+
+    // How long each relation was locked, and in which modes: until the commit.
+    let mut per_relation: BTreeMap<String, LockTrace> = BTreeMap::new();
+    for s in &mut out.statements {
+        for l in &mut s.locks {
+            let taken = first_taken.get(&(l.oid, mode_key(&l.mode))).map(|(_, at)| *at);
+            let held = match (transaction, taken) {
+                (true, Some(at)) => ms(ended - at),
+                _ => s.duration_ms,
+            };
+            l.held_ms = held;
+            l.blocks_reads_ms = l.blocks_reads_ms.map(|_| held);
+            l.blocks_writes_ms = l.blocks_writes_ms.map(|_| held);
+            let e = per_relation.entry(l.relation.clone()).or_insert_with(|| l.clone());
+            if mode(&mode_key(&l.mode)).0 > mode(&mode_key(&e.mode)).0 {
+                let (reads, writes) = (e.blocks_reads_ms, e.blocks_writes_ms);
+                *e = l.clone();
+                e.blocks_reads_ms = max_opt(reads, l.blocks_reads_ms);
+                e.blocks_writes_ms = max_opt(writes, l.blocks_writes_ms);
+            } else {
+                e.blocks_reads_ms = max_opt(e.blocks_reads_ms, l.blocks_reads_ms);
+                e.blocks_writes_ms = max_opt(e.blocks_writes_ms, l.blocks_writes_ms);
+            }
+        }
+    }
+    out.locks = per_relation.into_values().collect();
+    // A slow statement after blocking locks were taken keeps them held all the while.
+    for s in &mut out.statements {
+        if !transaction || s.duration_ms < 100.0 {
+            continue;
+        }
+        let held: Vec<&LockTrace> = out
+            .locks
+            .iter()
+            .filter(|l| l.statement < s.index && (l.blocks_reads_ms.is_some() || l.blocks_writes_ms.is_some()))
+            .collect();
+        if let Some(first) = held.first() {
+            let more = if held.len() > 1 { format!(" (and {} more)", held.len() - 1) } else { String::new() };
+            s.hints.push(format!(
+                "{} on {}{more} was held all through this statement ({:.0} ms), since statement {}: in a migration of its own, after this one, it would not hold those locks",
+                first.mode, first.relation, s.duration_ms, first.statement
+            ));
+        }
+    }
+
+    let after: HashMap<i64, Relation> = relations(t.session)?.into_iter().map(|r| (r.oid, r)).collect();
+    let touched: HashSet<&str> = out
+        .locks
+        .iter()
+        .map(|l| l.relation.as_str())
+        .chain(out.statements.iter().flat_map(|s| s.rewrites.iter().map(|r| r.relation.as_str())))
+        .collect();
+    for r in before.iter().filter(|r| matches!(r.kind.as_str(), "r" | "m" | "p")) {
+        let now = after.get(&r.oid);
+        let changed = now.map_or(true, |n| n.size != r.size || n.index_size != r.index_size);
+        if changed || touched.contains(r.name.as_str()) {
+            out.sizes.push(SizeChange {
+                relation: r.name.clone(),
+                table_before: r.size,
+                table_after: now.map(|n| n.size),
+                indexes_before: r.index_size,
+                indexes_after: now.map(|n| n.index_size),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn mode_key(display: &str) -> String {
+    MODES.iter().find(|m| m.1 == display).map_or(display.to_string(), |m| m.0.to_string())
+}
+
+fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
+}
+
+/// Runs `f` (a statement on the session whose backend is `pid`) while a second session samples
+/// the relation locks that backend holds, every few milliseconds.
+fn sampled<T>(server: &Server, db: &str, pid: i64, f: impl FnOnce() -> T) -> Result<(T, HashSet<HeldLock>)> {
+    let mut sampler = Session::open(server.psql_session(db)?)?;
+    let query = format!(
+        "SELECT coalesce(json_agg(json_build_object('oid', relation::bigint, 'mode', mode)), '[]') FROM pg_locks \
+         WHERE pid = {pid} AND locktype = 'relation' AND granted"
+    );
+    // One sample before the statement: the sampler is connected and answering.
+    sampler.run(&query).map_err(|_| anyhow::anyhow!("the sampling session did not answer"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = std::thread::spawn({
+        let stop = Arc::clone(&stop);
+        move || {
+            let mut seen = HashSet::new();
+            while !stop.load(Ordering::SeqCst) {
+                match sampler.run(&query) {
+                    Ok(out) => seen.extend(serde_json::from_str::<Vec<HeldLock>>(out.trim()).unwrap_or_default()),
+                    Err(_) => break,
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            seen
+        }
+    });
+    let result = f();
+    stop.store(true, Ordering::SeqCst);
+    let seen = handle.join().unwrap_or_default();
+    Ok((result, seen))
+}
+
+/// Safer forms of what a statement did, where one is known.
+fn hints(stmt: &Statement, locks: &[LockTrace], rewrites: &[Rewrite]) -> Vec<String> {
+    let text = sql::strip_comments(&stmt.sql).to_ascii_uppercase();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let has = |phrase: &str| {
+        let p: Vec<&str> = phrase.split(' ').collect();
+        words.windows(p.len()).any(|w| w == p.as_slice())
+    };
+    let on_existing = |m: &str| locks.iter().any(|l| l.mode == m);
+    let mut out = Vec::new();
+    let kw = stmt.keywords(3);
+    if (kw.starts_with("CREATE INDEX") || kw.starts_with("CREATE UNIQUE INDEX"))
+        && !has("CONCURRENTLY")
+        && on_existing("SHARE")
+    {
+        out.push("CREATE INDEX CONCURRENTLY, in a migration of its own that starts with `-- no-transaction`, builds the index without blocking writes (SHARE UPDATE EXCLUSIVE)".into());
+    }
+    if kw.starts_with("ALTER TABLE") && (has("FOREIGN KEY") || has("REFERENCES")) && !has("NOT VALID") {
+        out.push("ADD CONSTRAINT … FOREIGN KEY … NOT VALID, then ALTER TABLE … VALIDATE CONSTRAINT in a later migration: the check of existing rows then takes only SHARE UPDATE EXCLUSIVE (reads and writes go on)".into());
+    }
+    if kw.starts_with("ALTER TABLE") && has("ADD CONSTRAINT") && text.contains(" CHECK") && !has("NOT VALID") {
+        out.push("ADD CONSTRAINT … CHECK (…) NOT VALID, then VALIDATE CONSTRAINT in a later migration: existing rows are checked without blocking writes".into());
+    }
+    if kw.starts_with("ALTER TABLE") && has("SET NOT NULL") {
+        out.push("add CHECK (col IS NOT NULL) NOT VALID, VALIDATE it, then SET NOT NULL: PostgreSQL 12+ uses the valid constraint and skips the full scan under ACCESS EXCLUSIVE".into());
+    }
+    if !rewrites.is_empty() {
+        if has("TYPE") || has("SET DATA TYPE") {
+            out.push("the type change rewrote the table under ACCESS EXCLUSIVE: add a column of the new type, backfill it in batches, then swap (or pick a binary-compatible type, e.g. varchar(n) → text)".into());
+        } else if has("ADD COLUMN") || has("ADD") {
+            out.push("the new column's default is volatile (or the column is a stored generated one), so every row was rewritten under ACCESS EXCLUSIVE: add the column without a default, backfill in batches, then SET DEFAULT".into());
+        } else {
+            out.push(
+                "the table was rewritten under ACCESS EXCLUSIVE: every read and write waited for the whole rewrite"
+                    .into(),
+            );
+        }
+    }
+    out
+}
+
+/// Makes the query that counts the violating rows (run in the replaying transaction).
+type Probe = dyn Fn(&mut Session) -> Result<Option<String>>;
+
+/// How many existing rows violate the constraint a failed statement tried to add: the statement
+/// is replayed (after the ones before it, in a transaction rolled back afterwards) with
+/// `NOT VALID`, and the rows it would have rejected are counted. `None` when the failure is of
+/// another kind.
+fn violating_rows(
+    session: &mut Session,
+    earlier: &[Statement],
+    stmt: &Statement,
+    sqlstate: &str,
+    error: &str,
+    before: &[Relation],
+) -> Result<Option<i64>> {
+    let quoted = |after: &str| error.split(after).nth(1).and_then(|r| r.split('"').nth(1)).map(str::to_string);
+    let probe: Box<Probe> = match sqlstate {
+        // "check constraint "c" of relation "t" is violated by some row"
+        "23514" if error.contains("is violated by some row") => {
+            let Some(name) = quoted("check constraint") else { return Ok(None) };
+            let not_valid = format!("{} NOT VALID", stmt.sql.trim_end());
+            Box::new(move |s: &mut Session| {
+                if run_statement(s, &not_valid)?.is_err() {
+                    return Ok(None);
+                }
+                let q = format!(
+                    "SELECT format('SELECT count(*) FROM %s WHERE NOT coalesce((%s), true)', conrelid::regclass, pg_get_expr(conbin, conrelid)) \
+                     FROM pg_constraint WHERE conname = {} AND contype = 'c' AND NOT convalidated LIMIT 1",
+                    literal(&name)
+                );
+                Ok(Some(run_ok(s, &q)?.trim().to_string()).filter(|q| !q.is_empty()))
+            })
+        }
+        // "insert or update on table "t" violates foreign key constraint "c""
+        "23503" if error.contains("violates foreign key constraint") => {
+            let Some(name) = quoted("foreign key constraint") else { return Ok(None) };
+            let not_valid = format!("{} NOT VALID", stmt.sql.trim_end());
+            Box::new(move |s: &mut Session| {
+                if run_statement(s, &not_valid)?.is_err() {
+                    return Ok(None);
+                }
+                let q = format!(
+                    "SELECT format('SELECT count(*) FROM %s x WHERE %s AND NOT EXISTS (SELECT 1 FROM %s y WHERE %s)', \
+                       c.conrelid::regclass, string_agg(format('x.%I IS NOT NULL', a.attname), ' AND '), \
+                       c.confrelid::regclass, string_agg(format('y.%I = x.%I', b.attname, a.attname), ' AND ')) \
+                     FROM pg_constraint c CROSS JOIN LATERAL unnest(c.conkey, c.confkey) k(ck, fk) \
+                     JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.ck \
+                     JOIN pg_attribute b ON b.attrelid = c.confrelid AND b.attnum = k.fk \
+                     WHERE c.conname = {} AND c.contype = 'f' AND NOT c.convalidated GROUP BY c.conrelid, c.confrelid LIMIT 1",
+                    literal(&name)
+                );
+                Ok(Some(run_ok(s, &q)?.trim().to_string()).filter(|q| !q.is_empty()))
+            })
+        }
+        // "column "c" of relation "t" contains null values"
+        "23502" if error.contains("contains null values") => {
+            let (Some(column), Some(table)) = (quoted("column"), quoted("of relation")) else { return Ok(None) };
+            let matches: Vec<&Relation> = before.iter().filter(|r| r.relname == table).collect();
+            let relation = match matches.as_slice() {
+                [one] => one.name.clone(),
+                _ => format!("\"{}\"", table.replace('"', "\"\"")),
+            };
+            let q = format!("SELECT count(*) FROM {relation} WHERE \"{}\" IS NULL", column.replace('"', "\"\""));
+            Box::new(move |_: &mut Session| Ok(Some(q.clone())))
+        }
+        _ => return Ok(None),
+    };
+    run_ok(session, "BEGIN")?;
+    let result = (|| -> Result<Option<i64>> {
+        for e in earlier {
+            if run_statement(session, &e.sql)?.is_err() {
+                return Ok(None);
+            }
+        }
+        let Some(count) = probe(session)? else { return Ok(None) };
+        Ok(run_statement(session, &count)?.ok().and_then(|n| n.trim().parse().ok()))
+    })();
+    run_ok(session, "ROLLBACK")?;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_know_what_they_block() {
+        assert_eq!(mode("AccessExclusiveLock"), (7, "ACCESS EXCLUSIVE", true, true));
+        assert_eq!(mode("ShareLock").2..=mode("ShareLock").3, false..=true);
+        assert_eq!(mode("ShareUpdateExclusiveLock").1, "SHARE UPDATE EXCLUSIVE");
+        assert!(!mode("ShareUpdateExclusiveLock").3 && !mode("RowExclusiveLock").3);
+        assert_eq!(mode_key("SHARE ROW EXCLUSIVE"), "ShareRowExclusiveLock");
+    }
+
+    #[test]
+    fn no_transaction_is_sqlx_s_first_line() {
+        assert!(no_transaction("-- no-transaction\nCREATE INDEX CONCURRENTLY i ON t (c);"));
+        assert!(!no_transaction("CREATE INDEX i ON t (c);\n-- no-transaction"));
+    }
+
+    #[test]
+    fn hints_name_the_safer_form() {
+        let st = |sql: &str| Statement { sql: sql.into(), line: 1, meta: false };
+        let share = vec![LockTrace {
+            oid: 1,
+            relation: "t".into(),
+            kind: "table",
+            mode: "SHARE".into(),
+            statement: 1,
+            held_ms: 1.0,
+            blocks_reads_ms: None,
+            blocks_writes_ms: Some(1.0),
+            rows: None,
+            size_bytes: 0,
+        }];
+        assert!(hints(&st("CREATE INDEX i ON t (c)"), &share, &[])[0].contains("CONCURRENTLY"));
+        assert!(hints(&st("CREATE INDEX CONCURRENTLY i ON t (c)"), &share, &[]).is_empty());
+        assert!(hints(&st("ALTER TABLE t ADD FOREIGN KEY (a) REFERENCES u (id)"), &[], &[])[0].contains("NOT VALID"));
+        assert!(hints(&st("ALTER TABLE t ADD FOREIGN KEY (a) REFERENCES u (id) NOT VALID"), &[], &[]).is_empty());
+        let rw = vec![Rewrite { relation: "t".into(), rows: None, size_before: 0 }];
+        assert!(hints(&st("ALTER TABLE t ALTER COLUMN c TYPE bigint"), &[], &rw)[0].contains("backfill"));
+    }
+}
