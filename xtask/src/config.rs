@@ -396,6 +396,17 @@ mod tests {
     }
 
     #[test]
+    fn a_dotted_key_sets_a_key_of_a_table_and_keeps_its_others() {
+        let dir = workspace("[workspace.metadata.db.rehearse]\nmax_statement_ms = 5");
+        let c = Config::load(dir.path(), &["rehearse.max_lock_ms=200".into()]).unwrap();
+        assert_eq!((c.rehearse.max_lock_ms, c.rehearse.max_statement_ms), (200, 5));
+        let err = format!("{:#}", Config::load(dir.path(), &["rehearse.max_statement_ms.x=1".into()]).unwrap_err());
+        assert!(err.contains("`max_statement_ms` is not a table"), "{err}");
+        let err = format!("{:#}", Config::load(dir.path(), &["rehearse.max_lok_ms=1".into()]).unwrap_err());
+        assert!(err.contains("max_lok_ms"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_named() {
         let dir = workspace("templat = \"x\"");
         let err = format!("{:#}", Config::load(dir.path(), &[]).unwrap_err());

@@ -42,6 +42,21 @@ pub enum Bench {
     Worktree(BenchWorktree),
     /// `db schema-diff` against two sequential `pg_dump -s`; canonicalizing a 5 MB dump.
     SchemaDiff(BenchSchemaDiff),
+    /// `db rehearse`: its traced migration against `app migrate`, its file copy against pg_restore.
+    Rehearse(BenchRehearse),
+}
+
+/// Time `db rehearse`'s traced migration against the app's migrator alone on an identical copy,
+/// and its start of an iteration (a file copy) against `createdb` + `pg_restore -j` of a dump.
+#[derive(Debug, Args)]
+#[command(after_help = BENCH_REHEARSE_HELP)]
+pub struct BenchRehearse {
+    /// Runs per cell (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Contacts in the production copy (each with its audit event, which 0009 rewrites).
+    #[arg(long, default_value_t = 200_000)]
+    pub contacts: usize,
 }
 
 /// Time `db schema-diff` of two databases with the app's schema against the two `pg_dump -s`
@@ -225,6 +240,8 @@ const TEST_HELP: &str =
     help!(exit_done!(), "cargo xtask test", "cargo xtask test -- schema_diff::", "cargo xtask test --keep");
 const BENCH_WORKTREE_HELP: &str =
     help!(exit_done!(), "cargo xtask bench worktree", "cargo xtask bench worktree --skip-big --runs 3");
+const BENCH_REHEARSE_HELP: &str =
+    help!(exit_done!(), "cargo xtask bench rehearse", "cargo xtask bench rehearse --runs 3 --contacts 50000");
 const BENCH_SCHEMA_DIFF_HELP: &str =
     help!(exit_done!(), "cargo xtask bench schema-diff", "cargo xtask bench schema-diff --tables 500,2000");
 

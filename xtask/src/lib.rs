@@ -71,6 +71,7 @@ fn run(flags: flags::Xtask) -> Result<()> {
         flags::Command::Test(t) => test_harness::run(t),
         flags::Command::Bench(flags::Bench::Worktree(b)) => bench::worktree(b),
         flags::Command::Bench(flags::Bench::SchemaDiff(b)) => bench::schema_diff(b),
+        flags::Command::Bench(flags::Bench::Rehearse(b)) => bench::rehearse::run(b),
         flags::Command::Completions(c) => {
             clap_complete::generate(c.shell, &mut flags::command(), "xtask", &mut std::io::stdout());
             Ok(())

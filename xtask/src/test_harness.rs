@@ -114,9 +114,10 @@ pub fn run(flags: Test) -> Result<()> {
     result
 }
 
-/// The tests that clone, sweep and make worktrees, run once more against PostgreSQL 18.
+/// The tests that clone, sweep, make worktrees and read the server's lock and catalog views, run
+/// once more against PostgreSQL 18.
 const SECOND_MAJOR_TESTS: &[&str] =
-    &["worktree::", "attack::", "justfile::", "build_cache::", "template::", "schema_diff::"];
+    &["worktree::", "attack::", "justfile::", "build_cache::", "template::", "schema_diff::", "rehearse::"];
 
 fn second_major(
     root: &Path,

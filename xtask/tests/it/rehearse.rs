@@ -302,3 +302,28 @@ fn ctrl_c_leaves_the_pristine_copy_intact_and_no_rehearsal_database() {
             || std::fs::read_dir(p.dir.join("dump/rehearse")).unwrap().count() == 0
     );
 }
+
+#[test]
+fn bad_sources_are_refused_with_the_fix_and_nothing_is_made() {
+    let (p, prod) = with_production("rhbad");
+    p.xtask(&["db", "rehearse", "--no-smoke"]).fails(2, "load a production dump first: `cargo xtask db load-clone`");
+    p.xtask(&["db", "rehearse", "--from", &p.template(), "--no-smoke"]).fails(2, "is not a copy to rehearse on");
+    p.xtask(&["db", "rehearse", "--from", "postgres", "--no-smoke"]).fails(2, "is not a copy to rehearse on");
+    p.xtask(&["db", "rehearse", "--from", "dump/prod-1.dump", "--no-smoke"])
+        .fails(2, "dump dump/prod-1.dump does not exist");
+    p.xtask(&["db", "rehearse", "--from", "no'such\"db", "--no-smoke"]).fails(2, "there is no database `no'such\"db`");
+    p.xtask(&["db", "rehearse", "--from", &prod, "--report", "/proc/no/such/dir/r.md"])
+        .fails(2, "cannot write the report");
+    // Someone connected to the pristine copy: it cannot be copied, and it says what to do.
+    let mut holder = crate::support::psql(&prod).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    while sql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{prod}'")) == "0" {
+        assert!(start.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    p.xtask(&["db", "rehearse", "--from", &prod, "--no-smoke"])
+        .fails(2, "is in use (1 open connection(s)), so it cannot be copied");
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(!p.databases().iter().any(|d| d.contains("tmp_") || d.ends_with("rehearsal")), "{:?}", p.databases());
+}

@@ -37,22 +37,43 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
         max_lock_ms: flags.max_lock_ms.unwrap_or(ctx.config.rehearse.max_lock_ms),
         max_statement_ms: flags.max_statement_ms.unwrap_or(ctx.config.rehearse.max_statement_ms),
     };
+    let report_path = match &flags.report {
+        Some(p) => p.clone(),
+        None => ctx
+            .config
+            .root
+            .join(&ctx.config.aws.dump_dir)
+            .join("rehearse")
+            .join(format!("rehearse-{}.md", crate::time::compact(std::time::SystemTime::now()))),
+    };
+    // Where the report goes is checked before anything is made, not after minutes of work.
+    if let Some(dir) = report_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            fail(
+                format!("cannot write the report to {}: {e}", dir.display()),
+                "pass --report FILE in a writable directory",
+            )
+        })?;
+    }
     let pristine = pristine(ctx, &server, flags.from.as_deref())?;
 
     // The copy: a file copy of the pristine one, dropped at the end unless --keep.
     let copy = staging::name(&ctx.config.prefix, Staging::Rehearsal);
     let target = if flags.keep { ctx.config.rehearsal_db() } else { copy.clone() };
+    let copy_started = Instant::now();
     let building = step(&format!("copying `{pristine}` (CREATE DATABASE … TEMPLATE; it is not modified)"), || {
         server
-            .create_database(&copy, &format!("TEMPLATE {}", ident(&pristine)), &staging_marker(&target))
+            .create_database(&copy, &copy_clause(&server, &pristine)?, &staging_marker(&target))
             .map_err(|e| busy(&server, e, &pristine))
     })?;
 
+    let copy_ms = copy_started.elapsed().as_millis() as u64;
     let repo = migrations::in_repo(&ctx.config.migrations_path())?;
     let ledger = &ctx.config.ledger_table;
     let applied = migrations::ledger(&server, &copy, ledger)?;
     let comparison = migrations::compare(&repo, &applied);
     let mut r = Report::new(&pristine, &copy, thresholds, &server.version);
+    r.copy_ms = copy_ms;
     if let Some(refusal) = refusal(ctx, &comparison) {
         r.refused = Some(refusal);
     }
@@ -66,6 +87,7 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
     }
     if r.refused.is_none() {
         analyze_if_needed(&server, &copy)?;
+        let migrate_started = Instant::now();
         let mut session = Session::open(server.psql_session(&copy)?)?;
         let pid: i64 = session
             .run("SELECT pg_backend_pid()")
@@ -87,6 +109,7 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
                 break;
             }
         }
+        r.migrate_ms = migrate_started.elapsed().as_millis() as u64;
     }
     let migrated = r.refused.is_none() && r.migrations.iter().all(|m| m.failure.is_none());
     if migrated {
@@ -124,15 +147,7 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
         building.discard()?;
     }
 
-    let path = match &flags.report {
-        Some(p) => p.clone(),
-        None => ctx
-            .config
-            .root
-            .join(&ctx.config.aws.dump_dir)
-            .join("rehearse")
-            .join(format!("rehearse-{}.md", crate::time::compact(std::time::SystemTime::now()))),
-    };
+    let path = report_path;
     write_report(&path, &r.markdown())?;
     match flags.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
@@ -174,13 +189,29 @@ fn pristine(ctx: &Ctx, server: &Server, from: Option<&str>) -> Result<String> {
         };
         return Err(fail(format!("there is no database `{name}` to rehearse from"), fix));
     };
-    if name == ctx.config.template || matches!(info.kind(), Some(Kind::Staging { .. })) {
+    if name == ctx.config.template
+        || name == ctx.config.maintenance_db
+        || matches!(info.kind(), Some(Kind::Staging { .. }))
+    {
         return Err(fail(
             format!("`{name}` is not a copy to rehearse on"),
             "rehearse from the production copy (`db load-clone`) or another database of production's data",
         ));
     }
     Ok(name)
+}
+
+/// How the pristine copy is copied. PostgreSQL 15+ copies through the WAL by default
+/// (`STRATEGY = WAL_LOG`): every byte written twice, fine for a small template, slow for a
+/// production copy. Above 64 MB the files are copied instead (`FILE_COPY`: a checkpoint, then a
+/// file copy — on PostgreSQL 18 a copy-on-write clone where the file system can).
+fn copy_clause(server: &Server, pristine: &str) -> Result<String> {
+    let size = server.database(pristine)?.map_or(0, |d| d.size_bytes);
+    let mut clause = format!("TEMPLATE {}", ident(pristine));
+    if server.major >= 15 && size > 64 << 20 {
+        clause.push_str(" STRATEGY = FILE_COPY");
+    }
+    Ok(clause)
 }
 
 /// `CREATE DATABASE … TEMPLATE` refused: the pristine copy is in use.

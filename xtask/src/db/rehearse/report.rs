@@ -58,6 +58,10 @@ pub struct Report {
     pub gate: Option<Gate>,
     pub smoke_after: Option<Smoke>,
     pub migrations: Vec<MigrationTrace>,
+    /// The file copy of the pristine database: what a new iteration costs.
+    pub copy_ms: u64,
+    /// The traced migration, from opening its session to the last commit.
+    pub migrate_ms: u64,
     pub duration_ms: u64,
 }
 
@@ -81,6 +85,8 @@ impl Report {
             gate: None,
             smoke_after: None,
             migrations: Vec::new(),
+            copy_ms: 0,
+            migrate_ms: 0,
             duration_ms: 0,
         }
     }
