@@ -389,9 +389,10 @@ pub struct Rehearse {
     pub keep: bool,
 }
 
-/// Drop `<prefix>prod_clone`, the local copy of production.
+/// Drop `<prefix>prod_clone` and `<prefix>rehearsal`, the local copies of production.
 ///
-/// Drop `<prefix>prod_clone` (only if `db load-clone` made it). The dump files stay.
+/// Drop `<prefix>prod_clone` (only if `db load-clone` made it) and `<prefix>rehearsal` (only if
+/// `db rehearse --keep` made it). The dump files stay.
 #[derive(Debug, Args, Clone)]
 #[command(after_help = DROP_CLONE_HELP)]
 pub struct DropClone {

@@ -62,31 +62,49 @@ pub fn load(ctx: &Ctx, flags: LoadClone) -> Result<()> {
     Ok(())
 }
 
+/// `db drop-clone`: the local copies of production — `<prefix>prod_clone` and a migrated copy
+/// kept by `db rehearse --keep` — each only if this tool made it as that.
 pub fn drop(ctx: &Ctx, flags: DropClone) -> Result<()> {
     let server = ctx.server()?;
-    let name = ctx.config.prod_clone_db();
-    let Some(info) = server.database(&name)? else {
-        eprintln!("there is no `{name}`: nothing to drop");
-        return Ok(());
-    };
-    if !matches!(info.kind(), Some(Kind::ProdClone { .. })) {
-        return Err(fail(
-            format!("`{name}` was not made by `db load-clone`; it is left alone"),
-            "drop it yourself if you mean to",
-        ));
-    }
-    if flags.dry_run {
-        eprintln!("--dry-run: would drop `{name}` ({}), the local copy of production", human_size(info.size_bytes));
-        return Ok(());
-    }
-    if !confirm(&format!("Drop `{name}` ({}), the local copy of production?", human_size(info.size_bytes)), flags.yes)?
+    let mut found = Vec::new();
+    for (name, made_by) in
+        [(ctx.config.prod_clone_db(), "db load-clone"), (ctx.config.rehearsal_db(), "db rehearse --keep")]
     {
+        let Some(info) = server.database(&name)? else { continue };
+        let ours = match made_by {
+            "db load-clone" => matches!(info.kind(), Some(Kind::ProdClone { .. })),
+            _ => matches!(info.kind(), Some(Kind::Rehearsal { .. })),
+        };
+        if !ours {
+            return Err(fail(
+                format!("`{name}` was not made by `{made_by}`; it is left alone"),
+                "drop it yourself if you mean to",
+            ));
+        }
+        found.push((name, info.size_bytes));
+    }
+    if found.is_empty() {
+        eprintln!(
+            "there is no `{}` and no `{}`: nothing to drop",
+            ctx.config.prod_clone_db(),
+            ctx.config.rehearsal_db()
+        );
+        return Ok(());
+    }
+    let list = found.iter().map(|(n, size)| format!("`{n}` ({})", human_size(*size))).collect::<Vec<_>>().join(" and ");
+    if flags.dry_run {
+        eprintln!("--dry-run: would drop {list}, the local copies of production");
+        return Ok(());
+    }
+    if !confirm(&format!("Drop {list}, the local copies of production?"), flags.yes)? {
         eprintln!("nothing dropped");
         return Ok(());
     }
-    server.drop_database(&name, true)?;
+    for (name, _) in &found {
+        server.drop_database(name, true)?;
+    }
     eprintln!(
-        "dropped `{name}`; the dump files in {} remain (they hold production data: delete them when done)",
+        "dropped {list}; the dump files in {} remain (they hold production data: delete them when done)",
         ctx.config.aws.dump_dir.display()
     );
     Ok(())

@@ -327,3 +327,49 @@ fn bad_sources_are_refused_with_the_fix_and_nothing_is_made() {
     let _ = holder.wait();
     assert!(!p.databases().iter().any(|d| d.contains("tmp_") || d.ends_with("rehearsal")), "{:?}", p.databases());
 }
+
+#[test]
+fn a_dump_is_loaded_first_and_drop_clone_removes_both_copies() {
+    let (p, prod) = with_production("rhdump");
+    let dump = p.dir.join("dump/prod-20261201000000.dump");
+    std::fs::create_dir_all(dump.parent().unwrap()).unwrap();
+    let url = url_for(&prod).replacen(&format!(":{}@", crate::support::password()), "@", 1);
+    let out = std::process::Command::new("pg_dump")
+        .args(["-Fc", "-f"])
+        .arg(&dump)
+        .args(["-d", &url])
+        .env("PGPASSWORD", crate::support::password())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    write(&p, "0012_add_nullable_column.sql", "ALTER TABLE big.t ADD COLUMN note text;\n");
+    let run = p.xtask(&[
+        "db",
+        "rehearse",
+        "--from",
+        "dump/prod-20261201000000.dump",
+        "--no-smoke",
+        "--keep",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let clone = format!("{}prod_clone", p.prefix);
+    assert_eq!(report(&run.stdout)["from"], clone.as_str());
+    assert_eq!(sql(&clone, "SELECT count(*) FROM big.t"), "100000", "the dump was loaded");
+    assert_eq!(
+        sql(&clone, "SELECT count(*) FROM information_schema.columns WHERE table_name = 't' AND column_name = 'note'"),
+        "0",
+        "and not modified"
+    );
+    let kept = format!("{}rehearsal", p.prefix);
+    assert_eq!(
+        sql(&kept, "SELECT count(*) FROM information_schema.columns WHERE table_name = 't' AND column_name = 'note'"),
+        "1"
+    );
+    let status = p.xtask(&["db", "status", "--format", "json"]).ok();
+    assert!(status.stdout.contains("\"rehearsal\""), "db status names the kept copy's kind: {}", status.stdout);
+    p.xtask(&["db", "drop-clone", "-y"]).ok();
+    let left = p.databases();
+    assert!(!left.contains(&clone) && !left.contains(&kept), "{left:?}");
+}
