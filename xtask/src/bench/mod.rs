@@ -37,15 +37,8 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
     let bindir = tools::server_bindir()?;
     let client = |p: &str| -> Result<PathBuf> { tools::find(p) };
 
-    let cluster = Throwaway::start(&std::env::temp_dir(), "xtask-bench", &["max_wal_size = 4GB"])?;
+    let Bench { cluster, admin_url, server, app } = Bench::start(&root, &cargo)?;
     let dir = cluster.dir().to_path_buf();
-    let admin_url = cluster.cluster.url("postgres")?;
-    let server = Server::connect(admin_url.clone(), "postgres")?;
-    eprintln!("▸ benchmark server: PostgreSQL {} (throwaway cluster, fsync on)", server.version);
-
-    eprintln!("▸ building the app and the xtask");
-    proc::show(Command::new(&cargo).current_dir(&root).args(["build", "--package", "app", "--package", "xtask"]))?;
-    let app = crate::test_harness::target_dir(&cargo, &root)?.join("debug/app");
 
     // Templates.
     let t_pagila = "bench_tpl_pagila";
@@ -427,6 +420,28 @@ fn wait_for_spare(server: &Server, template: &str) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
+}
+
+/// What every benchmark starts with: a throwaway cluster (default durability, fsync on), its
+/// admin URL and server, and the app built (its binary's path).
+struct Bench {
+    cluster: Throwaway,
+    admin_url: PgUrl,
+    server: Server,
+    app: PathBuf,
+}
+
+impl Bench {
+    fn start(root: &Path, cargo: &std::ffi::OsStr) -> Result<Bench> {
+        let cluster = Throwaway::start(&std::env::temp_dir(), "xtask-bench", &["max_wal_size = 4GB"])?;
+        let admin_url = cluster.cluster.url("postgres")?;
+        let server = Server::connect(admin_url.clone(), "postgres")?;
+        eprintln!("▸ benchmark server: PostgreSQL {} (throwaway cluster, fsync on)", server.version);
+        eprintln!("▸ building the app and the xtask");
+        proc::show(Command::new(cargo).current_dir(root).args(["build", "--package", "app", "--package", "xtask"]))?;
+        let app = crate::test_harness::target_dir(cargo, root)?.join("debug/app");
+        Ok(Bench { cluster, admin_url, server, app })
+    }
 }
 
 /// Every timed run starts from the same state: no dirty buffers left by the previous run for the

@@ -19,7 +19,6 @@ use super::median;
 use crate::config::find_workspace_root;
 use crate::error::fail;
 use crate::flags::BenchRehearse;
-use crate::pg::cluster::Throwaway;
 use crate::pg::{ident, tools, Server};
 use crate::term::step;
 use crate::{proc, time};
@@ -27,14 +26,8 @@ use crate::{proc, time};
 pub fn run(flags: BenchRehearse) -> Result<()> {
     let root = find_workspace_root(&std::env::current_dir()?)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let cluster = Throwaway::start(&std::env::temp_dir(), "xtask-bench", &["max_wal_size = 4GB"])?;
+    let super::Bench { cluster, admin_url, server, app } = super::Bench::start(&root, &cargo)?;
     let dir = cluster.dir().to_path_buf();
-    let admin_url = cluster.cluster.url("postgres")?;
-    let server = Server::connect(admin_url.clone(), "postgres")?;
-    eprintln!("▸ benchmark server: PostgreSQL {} (throwaway cluster, fsync on)", server.version);
-    eprintln!("▸ building the app and the xtask");
-    proc::show(Command::new(&cargo).current_dir(&root).args(["build", "--package", "app", "--package", "xtask"]))?;
-    let app = crate::test_harness::target_dir(&cargo, &root)?.join("debug/app");
 
     // Production at 0008, with data.
     let early = dir.join("migrations-0008");

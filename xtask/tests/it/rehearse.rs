@@ -31,6 +31,17 @@ fn with_production(tag: &str) -> (Project, String) {
     (p, prod)
 }
 
+/// The app's own migrator on `db`, with the migrations in `dir`.
+fn app_migrate(db: &str, dir: &Path) {
+    let out = std::process::Command::new(app_bin())
+        .arg("migrate")
+        .env("DATABASE_URL", url_for(db))
+        .env("APP_MIGRATIONS_DIR", dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 fn write(p: &Project, name: &str, text: &str) {
     std::fs::write(p.dir.join("migrations").join(name), text).unwrap();
 }
@@ -190,13 +201,7 @@ fn the_result_is_what_the_apps_migrator_makes_and_a_passing_run_is_clear() {
     // The app's own migrator on another copy of production.
     let other = format!("{}prod2", p.prefix);
     sql("postgres", &format!("CREATE DATABASE \"{other}\" TEMPLATE \"{prod}\""));
-    let out = std::process::Command::new(app_bin())
-        .arg("migrate")
-        .env("DATABASE_URL", url_for(&other))
-        .env("APP_MIGRATIONS_DIR", p.dir.join("migrations"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    app_migrate(&other, &p.dir.join("migrations"));
     assert_eq!(ledger(&kept), ledger(&other), "the same ledger rows");
     assert!(ledger(&kept).lines().count() == 18);
     p.xtask(&["db", "schema-diff", &kept, &other]).ok();
@@ -220,13 +225,7 @@ fn the_apps_own_rename_is_rehearsed_on_a_seeded_copy() {
     }
     let prod = format!("{}prod", p.prefix);
     sql("postgres", &format!("CREATE DATABASE \"{prod}\""));
-    let out = std::process::Command::new(app_bin())
-        .arg("migrate")
-        .env("DATABASE_URL", url_for(&prod))
-        .env("APP_MIGRATIONS_DIR", p.dir.join("migrations"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    app_migrate(&prod, &p.dir.join("migrations"));
     sql(
         &prod,
         "INSERT INTO crm.organizations (name, slug) VALUES ('Acme', 'acme'); \
