@@ -78,6 +78,9 @@ pub struct Config {
     /// `db rehearse`'s thresholds and smoke test.
     #[serde(default)]
     pub rehearse: RehearseConfig,
+    /// Masking personal data (`db mask`, `load-clone --mask`).
+    #[serde(default)]
+    pub mask: MaskConfig,
     /// The workspace root of the worktree we run in (not a key: where the file was found).
     #[serde(skip)]
     pub root: PathBuf,
@@ -91,6 +94,22 @@ pub struct SchemaDiffConfig {
     /// `extension postgis`); `*` matches any run of characters (`* tiger.*` is everything in the
     /// schema `tiger`). `--ignore` adds to these.
     pub ignore: Vec<String>,
+}
+
+/// `[workspace.metadata.db.mask]`: the secret key's source and a rule for every column.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaskConfig {
+    /// The environment variable holding the secret key (at least 16 bytes).
+    pub key_env: String,
+    /// `"schema.table.column"` (or `"schema.table.*"`) → a rule (`crate::mask::RULE_NAMES`).
+    pub rules: std::collections::BTreeMap<String, crate::mask::RuleSpec>,
+}
+
+impl Default for MaskConfig {
+    fn default() -> Self {
+        MaskConfig { key_env: "XTASK_MASK_KEY".into(), rules: Default::default() }
+    }
 }
 
 /// `[workspace.metadata.db.rehearse]`: what `db rehearse` calls a finding, and its smoke test.

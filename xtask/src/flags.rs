@@ -223,6 +223,11 @@ const REHEARSE_HELP: &str = help!(
     "cargo xtask db rehearse --from dump/prod-20261201093000.dump",
     "cargo xtask db rehearse --max-lock-ms 200 --format json --no-smoke",
 );
+const MASK_HELP: &str = help!(
+    exit_verdict!("every column classified", "a column unreviewed, a rule stale or invalid (with --check)"),
+    "cargo xtask db mask --check",
+    "cargo xtask db mask app_prod_clone",
+);
 const DROP_CLONE_HELP: &str =
     help!(exit_done!(), "cargo xtask db drop-clone --dry-run", "cargo xtask db drop-clone -y");
 const SCHEMA_DIFF_HELP: &str = help!(
@@ -270,6 +275,7 @@ pub enum DbVerb {
     LoadClone(LoadClone),
     DropClone(DropClone),
     Rehearse(Rehearse),
+    Mask(Mask),
     /// Prepare the ready-made spare clone of the template (run in the background by `db worktree`).
     #[command(hide = true)]
     RefillSpare,
@@ -345,6 +351,32 @@ pub struct SchemaDiff {
 pub struct LoadClone {
     /// The dump (`pg_dump -Fc`); default: the newest dump/prod-*.dump.
     pub dump: Option<PathBuf>,
+    /// Mask personal data by `[workspace.metadata.db.mask]` before the copy takes its name (for a
+    /// dump taken without rules): every column classified first, the key from `mask.key_env`.
+    #[arg(long)]
+    pub mask: bool,
+}
+
+/// Check that every column has a masking rule (`--check`, for CI), or list what the rules do.
+///
+/// Every column of every table must be classified in `[workspace.metadata.db.mask.rules]`:
+/// `"schema.table.column" = RULE` (or `"schema.table.*"` for the rest of a table). A column
+/// without a rule — one a migration added since the rules were written — a personal-looking
+/// column (email, phone, name, address, birth, ip, token, …) covered only by a table's `*` keep,
+/// a rule naming no column, or a rule its column cannot take stops the run, naming each with the
+/// line to add. Rules: email, phone, first_name, last_name, name, redact, ip, null, hash, keep,
+/// { date_shift = DAYS }, { fixed = "VALUE" }. Masking itself runs in `load-clone --mask` (and on
+/// the throwaway instance in `clone-prod`).
+#[derive(Debug, Args, Clone)]
+#[command(after_help = MASK_HELP)]
+pub struct Mask {
+    /// The database to classify: a database on the server, or `fresh` (this worktree's `db fresh`;
+    /// build it first, e.g. in CI: `cargo xtask db fresh && cargo xtask db mask --check`).
+    #[arg(value_name = "DB", default_value = "fresh")]
+    pub db: String,
+    /// Exit 1 when a column is unreviewed or a rule is stale or invalid (the CI gate).
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Rehearse this branch's pending migrations on a copy of the production copy: traced, gated, smoked.

@@ -9,6 +9,7 @@ pub mod env_file;
 pub mod error;
 pub mod flags;
 pub mod git;
+pub mod mask;
 pub mod migrations;
 pub mod naming;
 pub mod pg;

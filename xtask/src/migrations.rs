@@ -26,6 +26,12 @@ pub fn in_repo(dir: &Path) -> Result<Vec<Migration>> {
         let path = entry?.path();
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
         let Some(stem) = name.strip_suffix(".sql") else { continue };
+        // As sqlx reads them: `.down.sql` is a reverting script, never applied forwards;
+        // `.up.sql` is the migration, its description without the suffix.
+        if stem.ends_with(".down") {
+            continue;
+        }
+        let stem = stem.strip_suffix(".up").unwrap_or(stem);
         let Some((version, description)) = stem.split_once('_') else { continue };
         let Ok(version) = version.parse::<i64>() else { continue };
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;

@@ -47,24 +47,37 @@ pub fn split(text: &str) -> Vec<Statement> {
     let mut out = Vec::new();
     let mut i = 0;
     let mut start: Option<usize> = None;
-    // Words of the current statement seen so far (upper-cased), for BEGIN ATOMIC … END.
+    // The first words of the current statement and its last one (upper-cased), for
+    // BEGIN ATOMIC … END.
     let mut words: Vec<String> = Vec::new();
+    let mut last_word = String::new();
     let mut atomic_depth = 0usize;
+    // psql splits only outside parentheses: `CREATE RULE … DO ALSO (INSERT …; INSERT …)`.
+    let mut parens = 0usize;
     let mut at_line_start = true;
-    let line_of = |at: usize| text[..at].matches('\n').count() + 1;
-    let push = |out: &mut Vec<Statement>, start: Option<usize>, end: usize| {
+    // Lines are counted as the scan goes (positions only grow): linear, not a count from the start
+    // for every statement.
+    let mut lines = (0usize, 1usize);
+    let mut line_of = |at: usize| {
+        lines.1 += text.as_bytes()[lines.0..at].iter().filter(|&&c| c == b'\n').count();
+        lines.0 = at;
+        lines.1
+    };
+    let push = |out: &mut Vec<Statement>, start: Option<usize>, end: usize, line: usize| {
         if let Some(s) = start {
             let sql = text[s..end].trim_end().to_string();
             if !sql.is_empty() {
-                out.push(Statement { sql, line: line_of(s), meta: false });
+                out.push(Statement { sql, line, meta: false });
             }
         }
     };
+    let mut start_line = 0;
     while i < b.len() {
         let c = b[i];
         if c == b'\\' && at_line_start && start.is_none() {
             let end = text[i..].find('\n').map_or(b.len(), |n| i + n);
-            out.push(Statement { sql: text[i..end].trim_end().to_string(), line: line_of(i), meta: true });
+            let line = line_of(i);
+            out.push(Statement { sql: text[i..end].trim_end().to_string(), line, meta: true });
             i = end;
             continue;
         }
@@ -91,14 +104,16 @@ pub fn split(text: &str) -> Vec<Statement> {
             i += 1;
             continue;
         }
-        if c == b';' && atomic_depth == 0 {
-            push(&mut out, start.take(), i);
+        if c == b';' && atomic_depth == 0 && parens == 0 {
+            push(&mut out, start.take(), i, start_line);
             words.clear();
+            last_word.clear();
             i += 1;
             continue;
         }
         if start.is_none() {
             start = Some(i);
+            start_line = line_of(i);
         }
         i = match c {
             b'\'' => {
@@ -117,18 +132,29 @@ pub fn split(text: &str) -> Vec<Statement> {
                 let end = (i..b.len()).find(|&j| !is_word(Some(b[j]))).unwrap_or(b.len());
                 let word = text[i..end].to_ascii_uppercase();
                 match word.as_str() {
-                    "ATOMIC" if words.last().is_some_and(|w| w == "BEGIN") && is_routine(&words) => atomic_depth += 1,
+                    "ATOMIC" if last_word == "BEGIN" && is_routine(&words) => atomic_depth += 1,
                     "CASE" if atomic_depth > 0 => atomic_depth += 1,
                     "END" if atomic_depth > 0 => atomic_depth -= 1,
                     _ => {}
                 }
-                words.push(word);
+                if words.len() < 4 {
+                    words.push(word.clone());
+                }
+                last_word = word;
                 end
+            }
+            b'(' => {
+                parens += 1;
+                i + 1
+            }
+            b')' => {
+                parens = parens.saturating_sub(1);
+                i + 1
             }
             _ => i + 1,
         };
     }
-    push(&mut out, start, b.len());
+    push(&mut out, start, b.len(), start_line);
     out
 }
 
@@ -195,6 +221,55 @@ fn dollar_tag(b: &[u8], i: usize) -> Option<&str> {
         return None;
     }
     std::str::from_utf8(&b[i..i + len + 2]).ok()
+}
+
+/// What would make the server (or psql, which the traced migrator sends statements through)
+/// read `sql` differently from one whole statement: a string, quoted identifier, dollar-quoted
+/// body or comment left open, or a backslash outside them (psql would take it for a
+/// meta-command; the server rejects it).
+pub fn lexical_problem(sql: &str) -> Option<String> {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let (next, open) = match b[i] {
+            b'-' if b.get(i + 1) == Some(&b'-') => (sql[i..].find('\n').map_or(b.len(), |n| i + n), None),
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let end = skip_block_comment(b, i);
+                (end, (end == b.len() && !sql.ends_with("*/")).then_some("a /* comment"))
+            }
+            b'\'' => {
+                let escapes = i > 0 && matches!(b[i - 1], b'e' | b'E') && !is_word(b.get(i.wrapping_sub(2)).copied());
+                let end = skip_quoted(b, i, b'\'', escapes);
+                (end, (end == b.len() && (end - i < 2 || b[end - 1] != b'\'')).then_some("a quoted string"))
+            }
+            b'"' => {
+                let end = skip_quoted(b, i, b'"', false);
+                (end, (end == b.len() && (end - i < 2 || b[end - 1] != b'"')).then_some("a quoted identifier"))
+            }
+            b'$' => match dollar_tag(b, i) {
+                Some(tag) => {
+                    let body = i + tag.len();
+                    match sql[body..].find(tag) {
+                        Some(n) => (body + n + tag.len(), None),
+                        None => (b.len(), Some("a dollar-quoted body")),
+                    }
+                }
+                None => (i + 1, None),
+            },
+            b'\\' => {
+                let word: String = sql[i..].chars().take_while(|c| !c.is_whitespace()).take(20).collect();
+                return Some(format!(
+                    "`{word}` outside quotes: a psql meta-command, not SQL (the server rejects a backslash here)"
+                ));
+            }
+            _ => (i + 1, None),
+        };
+        if let Some(what) = open {
+            return Some(format!("{what} is never closed"));
+        }
+        i = next;
+    }
+    None
 }
 
 /// `text` with its comments taken out, strings and quoted bodies kept as they are. A `--`
@@ -272,6 +347,23 @@ mod tests {
     }
 
     #[test]
+    fn semicolons_inside_parentheses_do_not_split() {
+        let s = sqls(
+            "CREATE RULE r AS ON INSERT TO t DO ALSO (INSERT INTO a VALUES (1); INSERT INTO b VALUES (2));\nSELECT 1;",
+        );
+        assert_eq!(s.len(), 2, "{s:?}");
+        assert!(s[0].ends_with("VALUES (2))"));
+    }
+
+    #[test]
+    fn lines_are_counted_across_many_statements() {
+        // (Its speed is `bench schema-diff`'s to watch: a 5 MB dump is canonicalized there.)
+        let text = "CREATE TABLE t (a int);\n-- x\n".repeat(50_000);
+        let s = split(&text);
+        assert_eq!((s.len(), s[0].line, s[49_999].line), (50_000, 1, 99_999));
+    }
+
+    #[test]
     fn a_begin_atomic_body_is_one_statement() {
         let text = "CREATE OR REPLACE FUNCTION g(a int) RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT CASE WHEN a > 0 THEN 1 ELSE 0 END;\n  SELECT 2;\nEND;\nBEGIN;\nSELECT 3;\nEND;";
         let s = sqls(text);
@@ -302,6 +394,17 @@ mod tests {
             got,
             [("\\restrict abc", true), ("SET x = 1", false), ("\\connect db", true), ("SELECT 'a\n\\b'", false)]
         );
+    }
+
+    #[test]
+    fn what_psql_or_the_server_would_read_otherwise_is_named() {
+        assert_eq!(lexical_problem("SELECT 'a;b', \"x\", $$ \\ $$ -- \\ \n /* \\ */"), None);
+        assert!(lexical_problem("SELECT 'open").unwrap().contains("a quoted string is never closed"));
+        assert!(lexical_problem("SELECT $f$ open").unwrap().contains("dollar-quoted body"));
+        assert!(lexical_problem("SELECT 1 /* open").unwrap().contains("comment"));
+        assert!(lexical_problem("SELECT 'DROP TABLE t'\n\\gexec").unwrap().contains("`\\gexec`"));
+        assert_eq!(lexical_problem("SELECT E'it\\'s'"), None);
+        assert_eq!(lexical_problem("SELECT ''"), None);
     }
 
     #[test]

@@ -15,9 +15,9 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     sweep_abandoned(&server, &ctx.config.prefix)?;
     let name = ctx.fresh_db();
     if let Some(old) = server.database(&name)? {
-        if old.marker.is_none() {
+        if !matches!(old.kind(), Some(Kind::Fresh {})) {
             return Err(fail(
-                format!("`{name}` exists and was not made by this tool; it is left alone"),
+                format!("`{name}` exists and was not made by `db fresh`; it is left alone"),
                 "drop or rename it, or change `prefix`",
             ));
         }

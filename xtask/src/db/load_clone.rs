@@ -24,6 +24,8 @@ pub fn load(ctx: &Ctx, flags: LoadClone) -> Result<()> {
             "run `cargo xtask db clone-prod` first, or name a dump file",
         ));
     }
+    // The key first: a missing one fails before minutes of restoring.
+    let key = if flags.mask { Some(super::mask::key(ctx)?) } else { None };
     let server = ctx.server()?;
     sweep_abandoned(&server, &ctx.config.prefix)?;
     let name = ctx.config.prod_clone_db();
@@ -50,6 +52,9 @@ pub fn load(ctx: &Ctx, flags: LoadClone) -> Result<()> {
         let warnings = step(&format!("restoring {} ({size}) with pg_restore", dump.display()), || {
             restore(&server, staging, &dump)
         })?;
+        if let Some(key) = &key {
+            super::mask::apply(ctx, &server, staging, key)?;
+        }
         // pg_restore leaves the statistics empty: the planner (and `db rehearse`'s row counts) need them.
         step("ANALYZE (pg_restore leaves no statistics)", || server.exec(staging, "ANALYZE"))?;
         Ok(warnings)

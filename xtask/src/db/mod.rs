@@ -7,6 +7,7 @@ mod ctx;
 mod fresh;
 mod generate;
 mod load_clone;
+mod mask;
 mod migrate;
 mod open;
 mod owner;
@@ -43,6 +44,7 @@ pub fn run(db: Db) -> Result<()> {
         DbVerb::LoadClone(l) => load_clone::load(&ctx, l),
         DbVerb::DropClone(d) => load_clone::drop(&ctx, d),
         DbVerb::Rehearse(r) => rehearse::run(&ctx, r),
+        DbVerb::Mask(m) => mask::check(&ctx, m),
         DbVerb::Fresh => fresh::run(&ctx),
         DbVerb::SchemaDiff(d) => schema_diff::run(&ctx, d),
         DbVerb::Generate(g) => generate::run(&ctx, g.check),

@@ -114,10 +114,12 @@ impl Marker {
         Some(serde_json::from_value(value).unwrap_or(Marker { kind: Kind::Other, created_at: String::new() }))
     }
 
-    /// The comment that carries this marker.
-    pub fn to_comment(&self) -> String {
-        let json = serde_json::to_string(self).unwrap_or_else(|_| r#"{"kind":"other"}"#.to_string());
-        format!("{MARKER_PREFIX}{json}")
+    /// The comment that carries this marker. Fails on what JSON cannot hold (a path that is not
+    /// UTF-8): a marker written wrong would make the database a stranger's, or never swept.
+    pub fn to_comment(&self) -> anyhow::Result<String> {
+        let json = serde_json::to_string(self)
+            .map_err(|e| anyhow::anyhow!("recording what this database is: {e} (a path that is not UTF-8?)"))?;
+        Ok(format!("{MARKER_PREFIX}{json}"))
     }
 }
 
@@ -160,7 +162,7 @@ mod tests {
         ];
         for kind in kinds {
             let m = Marker::new(kind);
-            let back = Marker::from_comment(&m.to_comment()).expect("our own marker reads back");
+            let back = Marker::from_comment(&m.to_comment().unwrap()).expect("our own marker reads back");
             assert_eq!(back.kind.name(), m.kind.name());
             assert_eq!(back.created_at, m.created_at);
             assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&m).unwrap());
@@ -180,6 +182,21 @@ mod tests {
         let m = read(r#"{"kind":"frozen","template":"app","state":{"unexpected":1}}"#).unwrap();
         assert!(matches!(m.kind, Kind::Frozen(Copy { state: None, .. })));
         assert!(matches!(read(r#"{"kind":"fresh","created_at":"t","added_later":[1]}"#).unwrap().kind, Kind::Fresh {}));
+        // A frozen copy and a spare with a current record, as the previous version wrote them
+        // (no created_at): still read with their state, so they are still taken as current.
+        let state = r#"{"template":"app","backends":[{"pid":7,"started":"s","state_change":"c","state":"idle","kind":"client backend","app":"psql"}],"counters":null,"unverified":null,"frozen_at":"2026-12-01T00:00:00Z"}"#;
+        for kind in ["frozen", "spare"] {
+            let m = read(&format!(r#"{{"kind":"{kind}","template":"app","state":{state}}}"#)).unwrap();
+            let (Kind::Frozen(c) | Kind::Spare(c)) = &m.kind else { panic!("{m:?}") };
+            let s = c.state.as_ref().expect("the record survives the upgrade");
+            assert_eq!(
+                (s.template.as_str(), s.backends.len(), s.frozen_at.as_str()),
+                ("app", 1, "2026-12-01T00:00:00Z")
+            );
+        }
+        assert!(matches!(read(r#"{"kind":"template","created_at":"t"}"#).unwrap().kind, Kind::Template {}));
+        let m = read(r#"{"kind":"prod_clone","created_at":"t","dump":"/r/dump/prod-1.dump"}"#).unwrap();
+        assert!(matches!(m.kind, Kind::ProdClone { ref dump } if dump.ends_with("prod-1.dump")));
     }
 
     #[test]

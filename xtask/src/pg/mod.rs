@@ -244,7 +244,7 @@ impl Server {
     }
 
     pub fn set_marker(&self, name: &str, marker: &Marker) -> Result<()> {
-        self.exec(&self.maintenance_db, &mark_statement(name, marker))
+        self.exec(&self.maintenance_db, &mark_statement(name, marker)?)
             .with_context(|| format!("marking database `{name}`"))
     }
 
@@ -259,8 +259,8 @@ impl Server {
 
 /// `COMMENT ON DATABASE name IS 'xtask-db {marker}'`: how a database is marked, alone or inside
 /// a publishing transaction.
-pub fn mark_statement(name: &str, marker: &Marker) -> String {
-    format!("COMMENT ON DATABASE {} IS {}", ident(name), literal(&marker.to_comment()))
+pub fn mark_statement(name: &str, marker: &Marker) -> Result<String> {
+    Ok(format!("COMMENT ON DATABASE {} IS {}", ident(name), literal(&marker.to_comment()?)))
 }
 
 /// A database being built: dropped when this goes out of scope without [`Creating::keep`].
@@ -276,10 +276,12 @@ impl<'a> Creating<'a> {
         Creating { server, name: name.to_string(), keep: false }
     }
 
-    /// Drops the database now, quietly (it was temporary by design).
+    /// Drops the database now, quietly (it was temporary by design). If that fails (a second
+    /// Ctrl-C during the drop), the guard's own drop tries once more, and says so.
     pub fn discard(mut self) -> Result<()> {
-        self.keep = true;
-        self.server.drop_database(&self.name, true)
+        let dropped = self.server.drop_database(&self.name, true);
+        self.keep = dropped.is_ok();
+        dropped
     }
 
     pub fn keep(mut self) {

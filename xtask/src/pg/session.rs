@@ -68,16 +68,26 @@ impl Session {
 
     /// Runs one statement; returns what it printed (rows, unaligned, tuples only).
     pub fn run(&mut self, sql: &str) -> std::result::Result<String, Failure> {
+        self.run_keeping(sql, true)
+    }
+
+    /// Runs one statement and throws away what it printed (a migration's `SELECT` of a million
+    /// rows is not held in memory).
+    pub fn run_discarding(&mut self, sql: &str) -> std::result::Result<(), Failure> {
+        self.run_keeping(sql, false).map(drop)
+    }
+
+    fn run_keeping(&mut self, sql: &str, keep: bool) -> std::result::Result<String, Failure> {
         if !matches!(self.reg.child.try_wait(), Ok(None)) {
             return Err(Failure::NotSent);
         }
         self.busy.store(true, Ordering::SeqCst);
-        let result = self.send(sql);
+        let result = self.send(sql, keep);
         self.busy.store(false, Ordering::SeqCst);
         result
     }
 
-    fn send(&mut self, sql: &str) -> std::result::Result<String, Failure> {
+    fn send(&mut self, sql: &str, keep: bool) -> std::result::Result<String, Failure> {
         let s = &self.sentinel;
         let script = format!(
             "{}\n;\n\\if :ERROR\n\\echo {s}ERR :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE\n\\else\n\\echo {s}OK :ROW_COUNT\n\\endif\n",
@@ -87,12 +97,16 @@ impl Session {
             return Err(Failure::Dead(self.death()));
         }
         let mut out = String::new();
+        let mut raw = Vec::new();
         loop {
-            let mut line = String::new();
-            match self.stdout.read_line(&mut line) {
+            raw.clear();
+            // Bytes, not a String: a statement's output in another client encoding is no reason
+            // to lose the session.
+            match self.stdout.read_until(b'\n', &mut raw) {
                 Ok(0) | Err(_) => return Err(Failure::Dead(self.death())),
                 Ok(_) => {}
             }
+            let line = String::from_utf8_lossy(&raw);
             if let Some(rest) = line.strip_prefix(s.as_str()) {
                 let rest = rest.trim_end();
                 return match rest.strip_prefix("ERR") {
@@ -108,7 +122,9 @@ impl Session {
                     }
                 };
             }
-            out.push_str(&line);
+            if keep {
+                out.push_str(&line);
+            }
         }
     }
 
@@ -124,6 +140,10 @@ impl Session {
 
     /// Why `psql` ended: its exit and the tail of what it printed on stderr.
     fn death(&mut self) -> anyhow::Error {
+        // Still running with its output unreadable: it is of no more use.
+        if matches!(self.reg.child.try_wait(), Ok(None)) {
+            let _ = self.reg.child.kill();
+        }
         let status = self.reg.wait();
         // Let the stderr thread catch the last bytes.
         std::thread::sleep(std::time::Duration::from_millis(20));

@@ -108,14 +108,14 @@ pub fn publish(
         Old::Drop { force, what } => server.drop_database(target, force).with_context(|| format!("dropping {what}"))?,
         Old::Retire { to } => {
             tx.push(format!("ALTER DATABASE {} RENAME TO {}", ident(target), ident(to)));
-            tx.push(mark_statement(to, &staging_marker(target)));
+            tx.push(mark_statement(to, &staging_marker(target))?);
         }
     }
     tx.push(format!("ALTER DATABASE {} RENAME TO {}", ident(staging), ident(target)));
     for s in settings {
         tx.push(format!("ALTER DATABASE {} WITH {s}", ident(target)));
     }
-    tx.push(mark_statement(target, marker));
+    tx.push(mark_statement(target, marker)?);
     server.transaction(&tx).with_context(|| format!("renaming the finished `{staging}` to `{target}`"))
 }
 

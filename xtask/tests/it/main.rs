@@ -9,6 +9,7 @@ mod cli;
 mod env_file;
 mod errors;
 mod justfile;
+mod mask;
 mod peer_corpus;
 mod prod_clone;
 mod rehearse;

@@ -372,3 +372,112 @@ fn a_dump_is_loaded_first_and_drop_clone_removes_both_copies() {
     let left = p.databases();
     assert!(!left.contains(&clone) && !left.contains(&kept), "{left:?}");
 }
+
+/// One pending migration, 0012, with `text`; a rehearsal of it, its JSON report and exit code.
+fn rehearse_one(p: &Project, prod: &str, text: &str) -> (i32, Value) {
+    write(p, "0012_case.sql", text);
+    let run = p.xtask(&["db", "rehearse", "--from", prod, "--no-smoke", "--format", "json", "--max-lock-ms", "600000"]);
+    assert!(matches!(run.code, 0 | 1), "{}", run.all());
+    assert!(!run.all().contains("panicked"), "{}", run.all());
+    (run.code, report(&run.stdout))
+}
+
+fn failure(r: &Value) -> &Value {
+    &r["migrations"][0]["failure"]
+}
+
+#[test]
+fn what_sqlx_would_fail_on_fails_here_and_counts_are_of_the_right_rows() {
+    let (p, prod) = with_production("rhhard");
+    // Left open, a string would swallow the rest of the session: reported, not sent.
+    let (code, r) = rehearse_one(&p, &prod, "ALTER TABLE big.t ADD COLUMN note text;\nSELECT 'unterminated;\n");
+    assert_eq!(
+        (code, failure(&r)["statement"].as_i64(), failure(&r)["sqlstate"].as_str()),
+        (1, Some(2), Some("42601")),
+        "{r:#}"
+    );
+    assert!(failure(&r)["error"].as_str().unwrap().contains("never closed"), "{r:#}");
+    let (_, r) = rehearse_one(&p, &prod, "COPY big.parent FROM STDIN;\n");
+    assert_eq!(failure(&r)["sqlstate"], "0A000", "{r:#}");
+    // A psql meta-command is never run (it would drop the table here; sqlx sends it to the server).
+    let (_, r) = rehearse_one(&p, &prod, "SELECT 'DROP TABLE big.parent'\n\\gexec\n");
+    assert!(failure(&r)["error"].as_str().unwrap().contains("psql meta-command"), "{r:#}");
+    // SET TRANSACTION must be the transaction's first statement: it is.
+    let (code, r) = rehearse_one(
+        &p,
+        &prod,
+        "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE;\nUPDATE big.t SET payload = 'y' WHERE id = 1;\n",
+    );
+    assert_eq!(code, 0, "{r:#}");
+    // `-- no-transaction`: one statement that can run in a transaction is traced from inside it
+    // (its lock is always seen); several run as sqlx's one implicit transaction.
+    let (_, r) = rehearse_one(&p, &prod, "-- no-transaction\nALTER TABLE big.t ADD COLUMN note2 text;\n");
+    let m = &r["migrations"][0];
+    assert_eq!((m["traced"].as_str(), lock(m, 1, "big.t")), (Some("transaction"), vec!["ACCESS EXCLUSIVE"]), "{m:#}");
+    let (_, r) = rehearse_one(
+        &p,
+        &prod,
+        "-- no-transaction\nALTER TABLE big.t ADD COLUMN a int;\nALTER TABLE big.t ADD COLUMN b int;\n",
+    );
+    assert_eq!(r["migrations"][0]["transaction"], true, "{r:#}");
+    // Foreign key: the orphans, counted after the statements before it (a trailing comment does
+    // not swallow the NOT VALID of the replay).
+    let (_, r) = rehearse_one(
+        &p,
+        &prod,
+        "DELETE FROM big.parent WHERE id = 100;\nALTER TABLE big.t ADD CONSTRAINT t_parent_fk FOREIGN KEY (parent_id) REFERENCES big.parent (id) -- why\n;\n",
+    );
+    assert_eq!(
+        (failure(&r)["sqlstate"].as_str(), failure(&r)["violating_rows"].as_i64()),
+        (Some("23503"), Some(1000)),
+        "{r:#}"
+    );
+    // NOT NULL on the table the statement names (a `t` elsewhere is not it), and a column added
+    // NOT NULL: every row.
+    sql(&prod, "CREATE TABLE public.t (payload text); INSERT INTO public.t VALUES (NULL), (NULL)");
+    let (_, r) = rehearse_one(
+        &p,
+        &prod,
+        "UPDATE big.t SET payload = NULL WHERE id <= 7;\nALTER TABLE big.t ALTER COLUMN payload SET NOT NULL;\n",
+    );
+    assert_eq!(failure(&r)["violating_rows"].as_i64(), Some(7), "{r:#}");
+    let (_, r) = rehearse_one(&p, &prod, "ALTER TABLE big.t ADD COLUMN z int NOT NULL;\n");
+    assert_eq!(failure(&r)["violating_rows"].as_i64(), Some(100_000), "{r:#}");
+    // CHECK: the constraint just made, not an older NOT VALID one of the same name elsewhere.
+    sql(&prod, "ALTER TABLE big.parent ADD CONSTRAINT chk CHECK (id < 10) NOT VALID");
+    let (_, r) = rehearse_one(&p, &prod, "ALTER TABLE big.t ADD CONSTRAINT chk CHECK (n < 99990);\n");
+    assert_eq!(failure(&r)["violating_rows"].as_i64(), Some(11), "{r:#}");
+    // Explicit transaction control: no replay (it would commit), and the report says what stays.
+    let (_, r) = rehearse_one(&p, &prod, "COMMIT;\nALTER TABLE big.t ADD CONSTRAINT c2 CHECK (n < 10);\n");
+    assert!(
+        failure(&r)["violating_rows"].is_null() && failure(&r)["applied"].as_str().unwrap().contains("stay applied"),
+        "{r:#}"
+    );
+    // The fresh build failing is the gate's finding, with a report: not "could not run".
+    sql(&prod, "CREATE TABLE public.handmade (x int)");
+    let (code, r) = rehearse_one(&p, &prod, "DROP TABLE public.handmade;\n");
+    assert_eq!(code, 1, "{r:#}");
+    assert!(r["gate"]["summary"].as_str().unwrap().contains("fail on an empty database"), "{r:#}");
+    assert!(!p.databases().iter().any(|d| d.contains("tmp_")), "{:?}", p.databases());
+}
+
+#[test]
+fn keep_never_replaces_a_stranger_or_the_source_and_bad_flags_are_refused() {
+    let (p, prod) = with_production("rhkeep");
+    write(&p, "0012_add_nullable_column.sql", "ALTER TABLE big.t ADD COLUMN note text;\n");
+    let kept = format!("{}rehearsal", p.prefix);
+    sql("postgres", &format!("CREATE DATABASE \"{kept}\""));
+    sql(&kept, "CREATE TABLE precious (x int)");
+    p.xtask(&["db", "rehearse", "--from", &prod, "--no-smoke", "--keep"])
+        .fails(2, "was not kept by `db rehearse --keep`; it is left alone");
+    assert_eq!(sql(&kept, "SELECT count(*) FROM precious"), "0", "the stranger is untouched");
+    sql("postgres", &format!("DROP DATABASE \"{kept}\""));
+    p.xtask(&["db", "rehearse", "--from", &prod, "--no-smoke", "--keep", "--max-lock-ms", "600000"]).ok();
+    p.xtask(&["db", "rehearse", "--from", &kept, "--no-smoke", "--keep"]).fails(2, "the database rehearsed from");
+    let url = url_for(&prod);
+    let run = p.xtask(&["db", "rehearse", "--from", &url, "--no-smoke"]).fails(2, "not a URL");
+    assert!(!run.all().contains(&crate::support::password()), "{}", run.all());
+    std::fs::create_dir_all(p.dir.join("reports")).unwrap();
+    p.xtask(&["db", "rehearse", "--from", &prod, "--report", "reports"]).fails(2, "is a directory");
+    p.xtask(&["db", "rehearse", "--from", "template1"]).fails(2, "is not a copy to rehearse on");
+}

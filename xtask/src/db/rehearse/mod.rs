@@ -25,6 +25,7 @@ use crate::pg::marker::{Kind, Marker};
 use crate::pg::session::Session;
 use crate::pg::staging::{self, staging_marker, sweep_abandoned, Old};
 use crate::pg::{ident, Server};
+use crate::proc;
 use crate::term::step;
 
 pub use report::Report;
@@ -37,25 +38,11 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
         max_lock_ms: flags.max_lock_ms.unwrap_or(ctx.config.rehearse.max_lock_ms),
         max_statement_ms: flags.max_statement_ms.unwrap_or(ctx.config.rehearse.max_statement_ms),
     };
-    let report_path = match &flags.report {
-        Some(p) => p.clone(),
-        None => ctx
-            .config
-            .root
-            .join(&ctx.config.aws.dump_dir)
-            .join("rehearse")
-            .join(format!("rehearse-{}.md", crate::time::compact(std::time::SystemTime::now()))),
-    };
-    // Where the report goes is checked before anything is made, not after minutes of work.
-    if let Some(dir) = report_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            fail(
-                format!("cannot write the report to {}: {e}", dir.display()),
-                "pass --report FILE in a writable directory",
-            )
-        })?;
-    }
+    let report_path = report_path(ctx, flags.report.as_deref())?;
     let pristine = pristine(ctx, &server, flags.from.as_deref())?;
+    if flags.keep {
+        keepable(ctx, &server, &pristine)?;
+    }
 
     // The copy: a file copy of the pristine one, dropped at the end unless --keep.
     let copy = staging::name(&ctx.config.prefix, Staging::Rehearsal);
@@ -112,8 +99,19 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
         r.migrate_ms = migrate_started.elapsed().as_millis() as u64;
     }
     let migrated = r.refused.is_none() && r.migrations.iter().all(|m| m.failure.is_none());
-    if migrated {
-        let fresh = super::fresh::build(ctx, &server)?;
+    let fresh = if migrated {
+        match super::fresh::build(ctx, &server) {
+            Ok(fresh) => Some(fresh),
+            Err(e) => {
+                proc::check_interrupt()?;
+                r.gate = Some(report::Gate::fresh_failed(&e));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(fresh) = fresh {
         let diff = SchemaDiff {
             first: None,
             second: None,
@@ -131,9 +129,9 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
         })?;
         r.gate = Some(report::Gate::from(&outcome));
         fresh.discard()?;
-        if smoke {
-            r.smoke_after = Some(smoke::run(ctx, &server, &copy, "after migrating")?);
-        }
+    }
+    if migrated && smoke {
+        r.smoke_after = Some(smoke::run(ctx, &server, &copy, "after migrating")?);
     }
     r.duration_ms = started.elapsed().as_millis() as u64;
 
@@ -145,6 +143,7 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
         r.database = target.clone();
     } else {
         building.discard()?;
+        r.database = String::new();
     }
 
     let path = report_path;
@@ -163,13 +162,78 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
     }
 }
 
+/// Where the report goes (default `dump/rehearse/rehearse-<UTC time>-<pid>.md`: two runs at
+/// once write two files), checked before anything is made, not after minutes of work.
+fn report_path(ctx: &Ctx, given: Option<&Path>) -> Result<PathBuf> {
+    let path = match given {
+        Some(p) => {
+            if p.is_dir() || p.as_os_str().to_string_lossy().ends_with('/') {
+                return Err(fail(
+                    format!("--report {} is a directory", p.display()),
+                    "name the file to write, e.g. --report dump/rehearse/my-migration.md",
+                ));
+            }
+            p.to_path_buf()
+        }
+        None => ctx.config.root.join(&ctx.config.aws.dump_dir).join("rehearse").join(format!(
+            "rehearse-{}-{}.md",
+            crate::time::compact(std::time::SystemTime::now()),
+            std::process::id()
+        )),
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            fail(
+                format!("cannot write the report to {}: {e}", dir.display()),
+                "pass --report FILE in a writable directory",
+            )
+        })?;
+    }
+    Ok(path)
+}
+
+/// `--keep` replaces `<prefix>rehearsal`: only one this tool kept, never the source itself.
+fn keepable(ctx: &Ctx, server: &Server, pristine: &str) -> Result<()> {
+    let target = ctx.config.rehearsal_db();
+    if pristine == target {
+        return Err(fail(
+            format!("--keep would replace `{target}`, the database rehearsed from"),
+            "rehearse from the production copy, or leave out --keep",
+        ));
+    }
+    if let Some(info) = server.database(&target)? {
+        if !matches!(info.kind(), Some(Kind::Rehearsal { .. })) {
+            return Err(fail(
+                format!("`{target}` exists and was not kept by `db rehearse --keep`; it is left alone"),
+                "drop or rename it, or leave out --keep",
+            ));
+        }
+        if info.connections > 0 {
+            return Err(fail(
+                format!("`{target}`, which --keep replaces, has {} open connection(s)", info.connections),
+                "close them and run again",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The database to rehearse from: `--from` a database or a dump (loaded into `<prefix>prod_clone`
 /// first), or `<prefix>prod_clone`.
 fn pristine(ctx: &Ctx, server: &Server, from: Option<&str>) -> Result<String> {
     let prod_clone = ctx.config.prod_clone_db();
     let name = match from {
+        Some(f) if f.starts_with("postgres://") || f.starts_with("postgresql://") => {
+            return Err(fail(
+                "--from takes a database on this server or a dump file, not a URL",
+                "name the database (DATABASE_URL says which server), or dump it and pass the file",
+            ));
+        }
+        Some(f) if Path::new(f).is_dir() => {
+            return Err(fail(format!("--from {f} is a directory"), "name a dump file (pg_dump -Fc) or a database"));
+        }
         Some(f) if Path::new(f).is_file() => {
-            super::load_clone::load(ctx, LoadClone { dump: Some(PathBuf::from(f)) })?;
+            super::load_clone::load(ctx, LoadClone { dump: Some(PathBuf::from(f)), mask: false })?;
             prod_clone
         }
         Some(f) if f.contains('/') || f.ends_with(".dump") => {
@@ -191,6 +255,7 @@ fn pristine(ctx: &Ctx, server: &Server, from: Option<&str>) -> Result<String> {
     };
     if name == ctx.config.template
         || name == ctx.config.maintenance_db
+        || info.is_template
         || matches!(info.kind(), Some(Kind::Staging { .. }))
     {
         return Err(fail(
@@ -275,7 +340,7 @@ fn write_report(path: &Path, text: &str) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let tmp = path.with_extension("md.partial");
+    let tmp = path.with_extension(format!("md.{}.partial", std::process::id()));
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }

@@ -27,11 +27,35 @@ pub struct Gate {
 
 impl From<&crate::db::schema_diff::Outcome> for Gate {
     fn from(o: &crate::db::schema_diff::Outcome) -> Gate {
+        // a is the migrated copy, b the fresh build: say so.
+        let sides = |s: String| {
+            s.replace("only in a", "only in the migrated copy").replace("only in b", "only in the fresh build")
+        };
         Gate {
             equal: o.equal,
-            summary: if o.equal { "the migrated copy equals a fresh build of this branch".into() } else { o.summary() },
-            differences: o.lines(),
+            summary: if o.equal {
+                "the migrated copy equals a fresh build of this branch".into()
+            } else {
+                sides(o.summary())
+            },
+            differences: o.lines().into_iter().map(sides).collect(),
             warnings: o.warnings.clone(),
+        }
+    }
+}
+
+impl Gate {
+    /// The fresh build itself failed: this branch's migrations do not apply to an empty database.
+    pub fn fresh_failed(error: &anyhow::Error) -> Gate {
+        let line = crate::error::report(error).line;
+        Gate {
+            equal: false,
+            summary: format!(
+                "this branch's migrations fail on an empty database ({})",
+                line.trim_start_matches("error: ")
+            ),
+            differences: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -103,8 +127,8 @@ impl Report {
                 let rows =
                     e.violating_rows.map(|n| format!(" — {} existing row(s) violate it", count(n))).unwrap_or_default();
                 f.push(danger(format!(
-                    "{} failed at statement {} (line {}): {} [{}]{rows}; none of it was applied",
-                    m.file, e.statement, e.line, e.error, e.sqlstate
+                    "{} failed at statement {} (line {}): {} [{}]{rows}; {}",
+                    m.file, e.statement, e.line, e.error, e.sqlstate, e.applied
                 )));
             }
             for l in &m.locks {

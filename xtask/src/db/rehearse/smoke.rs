@@ -40,6 +40,8 @@ pub fn run(ctx: &Ctx, server: &Server, db: &str, when: &str) -> Result<Smoke> {
         .env("PORT", port.to_string())
         .env_remove("APP_DB_NAME_OVERRIDE")
         .stdin(Stdio::null());
+    // Its own process group: whatever it starts (a psql, a sleep) is stopped with it.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     // Its output (a build's progress, the server's log) goes to our stderr; stdout is for data.
     let to_stderr = std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned()?;
     cmd.stdout(Stdio::from(to_stderr));
@@ -50,13 +52,9 @@ pub fn run(ctx: &Ctx, server: &Server, db: &str, when: &str) -> Result<Smoke> {
     );
     let mut child = Registered::spawn(&mut cmd)?;
     let timeout = Duration::from_secs(rc.smoke_timeout_secs);
-    let result = if custom {
-        wait_exit(&mut child, timeout)
-    } else {
-        let r = wait_health(&mut child, port, &rc.health_path, timeout);
-        stop(&mut child);
-        r
-    };
+    let result =
+        if custom { wait_exit(&mut child, timeout) } else { wait_health(&mut child, port, &rc.health_path, timeout) };
+    stop(&mut child);
     proc::check_interrupt()?;
     let (passed, detail) = match result {
         Ok(detail) => (true, detail),
@@ -130,18 +128,18 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((code, body.to_string()))
 }
 
-/// SIGTERM (the server shuts down gracefully), then SIGKILL after 10 s.
+/// SIGTERM to its process group (a server shuts down gracefully), SIGKILL to what is left of
+/// the group after 10 s — or at once, for what a finished command left running.
 fn stop(child: &mut Registered) {
+    let group = -(child.child.id() as libc::pid_t);
     if matches!(child.child.try_wait(), Ok(None)) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.child.id() as libc::pid_t, libc::SIGTERM) };
+        // SAFETY: kill(2) on the process group our own child leads.
+        unsafe { libc::kill(group, libc::SIGTERM) };
         let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if !matches!(child.child.try_wait(), Ok(None)) {
-                return;
-            }
+        while start.elapsed() < Duration::from_secs(10) && matches!(child.child.try_wait(), Ok(None)) {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    // Registered's drop kills what is left.
+    // SAFETY: as above; the group may be gone already (ESRCH is fine).
+    unsafe { libc::kill(group, libc::SIGKILL) };
 }

@@ -81,6 +81,9 @@ pub struct MigrationTrace {
     /// `transaction`: locks read from the migrating transaction itself; `sampled`: from a second
     /// session while the statement ran (a statement that cannot run in a transaction).
     pub traced: &'static str,
+    /// For `sampled`: how many samples the second session took while the statement ran (a lock
+    /// held for less than a sample's ~1 ms can go unseen).
+    pub samples: Option<usize>,
     pub duration_ms: f64,
     pub wal_bytes: i64,
     pub statements: Vec<StatementTrace>,
@@ -151,6 +154,8 @@ pub struct MigrationFailure {
     pub error: String,
     /// For a constraint existing rows violate: how many do.
     pub violating_rows: Option<i64>,
+    /// What of the migration stays applied.
+    pub applied: String,
 }
 
 /// The lock modes in order of strength, with what they block.
@@ -217,10 +222,11 @@ fn run_ok(session: &mut Session, sql: &str) -> Result<String> {
     }
 }
 
-/// Runs a statement of a migration: `Ok(Err(message))` when the server rejected it.
-fn run_statement(session: &mut Session, sql: &str) -> Result<std::result::Result<String, String>> {
-    match session.run(sql) {
-        Ok(out) => Ok(Ok(out)),
+/// Runs a statement of a migration (what it prints is thrown away): `Ok(Err(message))` when the
+/// server rejected it.
+fn run_statement(session: &mut Session, sql: &str) -> Result<std::result::Result<(), String>> {
+    match session.run_discarding(sql) {
+        Ok(()) => Ok(Ok(())),
         Err(Failure::Sql(msg)) => {
             proc::check_interrupt()?;
             Ok(Err(msg))
@@ -253,29 +259,80 @@ pub struct Target<'a> {
     pub ledger: &'a str,
 }
 
-/// Applies `m` as sqlx would, traced. A statement the server rejects is not an `Err`: the
-/// migration is rolled back and the trace says which statement failed and why.
-pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
-    let text = std::fs::read_to_string(&m.file).with_context(|| format!("reading {}", m.file.display()))?;
-    let statements = sql::split(&text);
-    if let Some(meta) = statements.iter().find(|s| s.meta) {
-        bail!(
-            "{} line {}: `{}` is a psql meta-command, not SQL; sqlx sends it to the server, which rejects it",
-            m.file.display(),
-            meta.line,
-            meta.sql
-        );
+/// Statements that refuse a transaction block: a `-- no-transaction` migration of one of these
+/// runs on its own, traced from a second session. Any other statement alone is its own
+/// transaction either way, so it is traced from inside one.
+fn refuses_transaction(stmt: &Statement) -> bool {
+    let k = stmt.keywords(4);
+    let text = sql::strip_comments(&stmt.sql).to_ascii_uppercase();
+    let concurrently =
+        text.split_whitespace().any(|w| w == "CONCURRENTLY") && !k.starts_with("REFRESH MATERIALIZED VIEW");
+    concurrently
+        || k.starts_with("VACUUM")
+        || k.starts_with("CREATE DATABASE")
+        || k.starts_with("DROP DATABASE")
+        || k.starts_with("ALTER SYSTEM")
+        || k.starts_with("CREATE TABLESPACE")
+        || k.starts_with("DROP TABLESPACE")
+        || k == "CLUSTER"
+}
+
+/// Transaction control inside a migration: sqlx has already opened the migration's
+/// transaction, so a COMMIT here commits part of it.
+fn controls_transaction(stmt: &Statement) -> bool {
+    let k = stmt.keywords(2);
+    ["BEGIN", "COMMIT", "END", "ROLLBACK", "ABORT", "START TRANSACTION", "SAVEPOINT", "RELEASE", "PREPARE TRANSACTION"]
+        .iter()
+        .any(|w| k == *w || k.starts_with(&format!("{w} ")))
+}
+
+/// What sqlx would fail on before the server runs anything of the statement (or what psql,
+/// which the statements go through here, would read otherwise): `(sqlstate, message)`.
+fn unsendable(stmt: &Statement) -> Option<(String, String)> {
+    if let Some(problem) = sql::lexical_problem(&stmt.sql) {
+        return Some(("42601".into(), format!("syntax error: {problem}")));
     }
+    let k = stmt.keywords(8);
+    let text = sql::strip_comments(&stmt.sql).to_ascii_uppercase();
+    if k.starts_with("COPY") && text.split_whitespace().any(|w| w == "STDIN") {
+        return Some((
+            "0A000".into(),
+            "COPY … FROM STDIN needs data the migrator does not send: load data with INSERT … SELECT, or COPY FROM a server-side file".into(),
+        ));
+    }
+    None
+}
+
+/// Applies `m` as sqlx would, traced. A statement the server rejects is not an `Err`: the
+/// trace says which statement failed and why, and what stays applied.
+pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
+    let bytes = std::fs::read(&m.file).with_context(|| format!("reading {}", m.file.display()))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        crate::error::fail(
+            format!("{} is not UTF-8", m.file.display()),
+            "save the migration as UTF-8 (sqlx reads migrations as UTF-8 and refuses anything else)",
+        )
+    })?;
+    let statements = sql::split(&text);
     let file = m.file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-    let transaction = !no_transaction(&text) || statements.len() > 1;
+    let no_tx = no_transaction(&text);
+    let sampled_alone = no_tx && statements.len() == 1 && refuses_transaction(&statements[0]);
+    // sqlx sends the file as one query string: several statements run as one implicit
+    // transaction, so a no-transaction migration of more than one statement runs in one here too.
+    let transaction = !sampled_alone;
+    // The look before the migration is taken outside its transaction, so the migration's first
+    // statement is the transaction's first (SET TRANSACTION ISOLATION LEVEL must be).
     let before = relations(t.session)?;
     let by_oid: HashMap<i64, &Relation> = before.iter().map(|r| (r.oid, r)).collect();
+    let mut last = trace(t.session)?;
+    let wal_start = last.wal;
     let start = Instant::now();
     let mut out = MigrationTrace {
         version: m.version,
         file,
         transaction,
         traced: if transaction { "transaction" } else { "sampled" },
+        samples: None,
         duration_ms: 0.0,
         wal_bytes: 0,
         statements: Vec::new(),
@@ -286,35 +343,66 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
     if transaction {
         run_ok(t.session, "BEGIN")?;
     }
-    let mut last = trace(t.session)?;
-    let wal_start = last.wal;
-    // (oid, mode) → (statement index, its start).
-    let mut first_taken: BTreeMap<(i64, String), (usize, Instant)> = BTreeMap::new();
+    // (oid, mode) → when the statement that took it first began.
+    let mut first_taken: BTreeMap<(i64, String), Instant> = BTreeMap::new();
     // The strongest mode held on each relation so far: a statement's locks are those it adds.
     let mut strongest: HashMap<i64, usize> = HashMap::new();
     let mut hinted_lock_timeout = false;
+    let mut committed_early = None;
     for (i, stmt) in statements.iter().enumerate() {
         let index = i + 1;
         proc::check_interrupt()?;
         let began = Instant::now();
-        let (result, sampled) = if transaction {
-            (run_statement(t.session, &stmt.sql)?, None)
-        } else {
-            let (r, seen) = sampled(t.server, t.db, t.pid, || run_statement(t.session, &stmt.sql))?;
-            (r?, Some(seen))
+        let (result, sampled) = match unsendable(stmt) {
+            Some((state, msg)) => (Err((state, msg)), None),
+            None if transaction => {
+                (run_statement(t.session, &stmt.sql)?.map_err(|e| (t.session.sqlstate().to_string(), e)), None)
+            }
+            None => {
+                let (r, seen, n) = sampled(t.server, t.db, t.pid, || run_statement(t.session, &stmt.sql))?;
+                out.samples = Some(n);
+                (r?.map_err(|e| (t.session.sqlstate().to_string(), e)), Some(seen))
+            }
         };
         let took = began.elapsed();
         let rows = t.session.row_count();
-        if let Err(error) = result {
-            let sqlstate = t.session.sqlstate().to_string();
+        if let Err((sqlstate, error)) = result {
+            let failed_at = Instant::now();
             if transaction {
                 run_ok(t.session, "ROLLBACK")?;
             }
-            let violating_rows =
-                violating_rows(t.session, &statements[..i], stmt, &sqlstate, &error, &before).unwrap_or(None);
-            out.failure = Some(MigrationFailure { statement: index, line: stmt.line, sqlstate, error, violating_rows });
-            out.duration_ms = ms(start.elapsed());
+            out.duration_ms = ms(failed_at - start);
+            out.wal_bytes = (last.wal - wal_start) as i64;
+            let replayable = !statements[..i].iter().any(controls_transaction);
+            let violating_rows = if replayable {
+                match violating_rows(t.session, &statements[..i], stmt, &sqlstate, &error, &before) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        proc::check_interrupt()?;
+                        eprintln!("  (could not count the violating rows: {e:#})");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let applied = if transaction {
+                match committed_early {
+                    Some(c) => format!("statements 1 to {c} stay applied (the migration's own COMMIT at statement {c}); the rest was rolled back"),
+                    None => "rolled back: none of it was applied".into(),
+                }
+            } else if stmt.keywords(3).contains("CONCURRENTLY") {
+                "a failed CONCURRENTLY build leaves an INVALID index behind, in production too: drop it before the next attempt".into()
+            } else {
+                "nothing of it was applied".into()
+            };
+            out.failure =
+                Some(MigrationFailure { statement: index, line: stmt.line, sqlstate, error, violating_rows, applied });
+            settle_locks(&mut out, &first_taken, failed_at, transaction);
             return Ok(out);
+        }
+        if transaction && matches!(stmt.keywords(1).as_str(), "COMMIT" | "END") {
+            committed_early.get_or_insert(index);
         }
         let now = trace(t.session)?;
         let held: Vec<HeldLock> = match &sampled {
@@ -327,7 +415,7 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
             if first_taken.contains_key(&(l.oid, l.mode.clone())) {
                 continue;
             }
-            first_taken.insert((l.oid, l.mode.clone()), (index, began));
+            first_taken.insert((l.oid, l.mode.clone()), began);
             let (strength, name, reads, writes) = mode(&l.mode);
             if strongest.get(&l.oid).is_some_and(|s| *s >= strength) {
                 continue;
@@ -350,17 +438,22 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
         // foreign key's validating scan, adds nothing to what is blocked).
         locks.sort_by_key(|l: &LockTrace| (l.relation.clone(), std::cmp::Reverse(mode(&mode_key(&l.mode)).0)));
         locks.dedup_by(|later, first| later.relation == first.relation);
+        let truncate = stmt.keywords(1) == "TRUNCATE";
         let mut rewrites = Vec::new();
         for (oid, node) in &now.files {
             let Ok(oid) = oid.parse::<i64>() else { continue };
             let (Some(rel), Some(prev)) = (by_oid.get(&oid), last.files.get(&oid.to_string())) else { continue };
-            if prev != node {
+            // TRUNCATE gives a table a new, empty file: not a rewrite of its rows.
+            if prev != node && !truncate {
                 rewrites.push(Rewrite { relation: rel.name.clone(), rows: rel.rows, size_before: rel.size });
             }
         }
         rewrites.sort_by(|a, b| a.relation.cmp(&b.relation));
         let blocking = locks.iter().any(|l| l.blocks_writes_ms.is_some());
         let mut hints = hints(stmt, &locks, &rewrites);
+        if controls_transaction(stmt) && transaction {
+            hints.push("the migrator already runs the migration in a transaction: a COMMIT or ROLLBACK here ends it part-way (and sqlx's own COMMIT then finds none)".into());
+        }
         if blocking && transaction && !hinted_lock_timeout && now.lock_timeout == "0" {
             hinted_lock_timeout = true;
             hints.push(
@@ -380,6 +473,7 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
         });
         last = now;
     }
+    // sqlx inserts the ledger row in the migration's transaction, or after a no-transaction one.
     let ledger_row = format!(
         "INSERT INTO {} (version, description, success, checksum, execution_time) VALUES ({}, {}, TRUE, decode({}, 'hex'), -1)",
         t.ledger,
@@ -399,50 +493,7 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
     )?;
     out.duration_ms = ms(elapsed);
     out.wal_bytes = (last.wal - wal_start) as i64;
-
-    // How long each relation was locked, and in which modes: until the commit.
-    let mut per_relation: BTreeMap<String, LockTrace> = BTreeMap::new();
-    for s in &mut out.statements {
-        for l in &mut s.locks {
-            let taken = first_taken.get(&(l.oid, mode_key(&l.mode))).map(|(_, at)| *at);
-            let held = match (transaction, taken) {
-                (true, Some(at)) => ms(ended - at),
-                _ => s.duration_ms,
-            };
-            l.held_ms = held;
-            l.blocks_reads_ms = l.blocks_reads_ms.map(|_| held);
-            l.blocks_writes_ms = l.blocks_writes_ms.map(|_| held);
-            let e = per_relation.entry(l.relation.clone()).or_insert_with(|| l.clone());
-            if mode(&mode_key(&l.mode)).0 > mode(&mode_key(&e.mode)).0 {
-                let (reads, writes) = (e.blocks_reads_ms, e.blocks_writes_ms);
-                *e = l.clone();
-                e.blocks_reads_ms = max_opt(reads, l.blocks_reads_ms);
-                e.blocks_writes_ms = max_opt(writes, l.blocks_writes_ms);
-            } else {
-                e.blocks_reads_ms = max_opt(e.blocks_reads_ms, l.blocks_reads_ms);
-                e.blocks_writes_ms = max_opt(e.blocks_writes_ms, l.blocks_writes_ms);
-            }
-        }
-    }
-    out.locks = per_relation.into_values().collect();
-    // A slow statement after blocking locks were taken keeps them held all the while.
-    for s in &mut out.statements {
-        if !transaction || s.duration_ms < 100.0 {
-            continue;
-        }
-        let held: Vec<&LockTrace> = out
-            .locks
-            .iter()
-            .filter(|l| l.statement < s.index && (l.blocks_reads_ms.is_some() || l.blocks_writes_ms.is_some()))
-            .collect();
-        if let Some(first) = held.first() {
-            let more = if held.len() > 1 { format!(" (and {} more)", held.len() - 1) } else { String::new() };
-            s.hints.push(format!(
-                "{} on {}{more} was held all through this statement ({:.0} ms), since statement {}: in a migration of its own, after this one, it would not hold those locks",
-                first.mode, first.relation, s.duration_ms, first.statement
-            ));
-        }
-    }
+    settle_locks(&mut out, &first_taken, ended, transaction);
 
     let after: HashMap<i64, Relation> = relations(t.session)?.into_iter().map(|r| (r.oid, r)).collect();
     let touched: HashSet<&str> = out
@@ -467,6 +518,64 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
     Ok(out)
 }
 
+/// How long each lock was held — from the start of the statement that took it until `ended`
+/// (the commit, or the rollback of a failed migration; a sampled statement's locks for the
+/// statement only) — and, per relation, the strongest mode and how long reads and writes were
+/// blocked. Then the hint for a slow statement that ran with blocking locks already held.
+fn settle_locks(
+    out: &mut MigrationTrace,
+    first_taken: &BTreeMap<(i64, String), Instant>,
+    ended: Instant,
+    transaction: bool,
+) {
+    let mut per_relation: BTreeMap<String, LockTrace> = BTreeMap::new();
+    for s in &mut out.statements {
+        for l in &mut s.locks {
+            let taken = first_taken.get(&(l.oid, mode_key(&l.mode)));
+            let held = match (transaction, taken) {
+                (true, Some(at)) => ms(ended - *at),
+                _ => s.duration_ms,
+            };
+            l.held_ms = held;
+            l.blocks_reads_ms = l.blocks_reads_ms.map(|_| held);
+            l.blocks_writes_ms = l.blocks_writes_ms.map(|_| held);
+            let e = per_relation.entry(l.relation.clone()).or_insert_with(|| l.clone());
+            let (reads, writes, longest) = (
+                max_opt(e.blocks_reads_ms, l.blocks_reads_ms),
+                max_opt(e.blocks_writes_ms, l.blocks_writes_ms),
+                e.held_ms.max(l.held_ms),
+            );
+            if mode(&mode_key(&l.mode)).0 > mode(&mode_key(&e.mode)).0 {
+                *e = l.clone();
+            }
+            (e.blocks_reads_ms, e.blocks_writes_ms, e.held_ms) = (reads, writes, longest);
+        }
+    }
+    out.locks = per_relation.into_values().collect();
+    // A slow statement after blocking locks were taken keeps them held all the while: any
+    // blocking lock a statement before it took counts, not only each relation's strongest.
+    let blocking: Vec<(usize, String, String)> = out
+        .statements
+        .iter()
+        .flat_map(|s| s.locks.iter())
+        .filter(|l| l.blocks_reads_ms.is_some() || l.blocks_writes_ms.is_some())
+        .map(|l| (l.statement, l.mode.clone(), l.relation.clone()))
+        .collect();
+    for s in &mut out.statements {
+        if !transaction || s.duration_ms < 100.0 {
+            continue;
+        }
+        let held: Vec<&(usize, String, String)> = blocking.iter().filter(|(at, _, _)| *at < s.index).collect();
+        if let Some((at, mode, relation)) = held.first() {
+            let more = if held.len() > 1 { format!(" (and {} more)", held.len() - 1) } else { String::new() };
+            s.hints.push(format!(
+                "{mode} on {relation}{more} was held all through this statement ({:.0} ms), since statement {at}: in a migration of its own, after this one, it would not hold those locks",
+                s.duration_ms
+            ));
+        }
+    }
+}
+
 fn mode_key(display: &str) -> String {
     MODES.iter().find(|m| m.1 == display).map_or(display.to_string(), |m| m.0.to_string())
 }
@@ -485,7 +594,7 @@ fn ms(d: Duration) -> f64 {
 
 /// Runs `f` (a statement on the session whose backend is `pid`) while a second session samples
 /// the relation locks that backend holds, every few milliseconds.
-fn sampled<T>(server: &Server, db: &str, pid: i64, f: impl FnOnce() -> T) -> Result<(T, HashSet<HeldLock>)> {
+fn sampled<T>(server: &Server, db: &str, pid: i64, f: impl FnOnce() -> T) -> Result<(T, HashSet<HeldLock>, usize)> {
     let mut sampler = Session::open(server.psql_session(db)?)?;
     let query = format!(
         "SELECT coalesce(json_agg(json_build_object('oid', relation::bigint, 'mode', mode)), '[]') FROM pg_locks \
@@ -497,21 +606,22 @@ fn sampled<T>(server: &Server, db: &str, pid: i64, f: impl FnOnce() -> T) -> Res
     let handle = std::thread::spawn({
         let stop = Arc::clone(&stop);
         move || {
-            let mut seen = HashSet::new();
+            let (mut seen, mut n) = (HashSet::new(), 0);
+            // As often as the session answers (about once a millisecond): no sleep in between.
             while !stop.load(Ordering::SeqCst) {
                 match sampler.run(&query) {
                     Ok(out) => seen.extend(serde_json::from_str::<Vec<HeldLock>>(out.trim()).unwrap_or_default()),
                     Err(_) => break,
                 }
-                std::thread::sleep(Duration::from_millis(2));
+                n += 1;
             }
-            seen
+            (seen, n)
         }
     });
     let result = f();
     stop.store(true, Ordering::SeqCst);
-    let seen = handle.join().unwrap_or_default();
-    Ok((result, seen))
+    let (seen, n) = handle.join().unwrap_or_default();
+    Ok((result, seen, n))
 }
 
 /// Safer forms of what a statement did, where one is known.
@@ -571,18 +681,21 @@ fn violating_rows(
     before: &[Relation],
 ) -> Result<Option<i64>> {
     let quoted = |after: &str| error.split(after).nth(1).and_then(|r| r.split('"').nth(1)).map(str::to_string);
+    // The statement without its comments: `… -- why` would swallow an appended NOT VALID.
+    let not_valid = format!("{} NOT VALID", sql::strip_comments(&stmt.sql).trim_end());
+    // Only the constraint the replayed statement just made: one made in this transaction.
+    let made_now = "c.xmin::text = (pg_current_xact_id()::text::bigint % 4294967296)::text";
     let probe: Box<Probe> = match sqlstate {
         // "check constraint "c" of relation "t" is violated by some row"
         "23514" if error.contains("is violated by some row") => {
             let Some(name) = quoted("check constraint") else { return Ok(None) };
-            let not_valid = format!("{} NOT VALID", stmt.sql.trim_end());
             Box::new(move |s: &mut Session| {
                 if run_statement(s, &not_valid)?.is_err() {
                     return Ok(None);
                 }
                 let q = format!(
-                    "SELECT format('SELECT count(*) FROM %s WHERE NOT coalesce((%s), true)', conrelid::regclass, pg_get_expr(conbin, conrelid)) \
-                     FROM pg_constraint WHERE conname = {} AND contype = 'c' AND NOT convalidated LIMIT 1",
+                    "SELECT format('SELECT count(*) FROM %s WHERE NOT coalesce((%s), true)', c.conrelid::regclass, pg_get_expr(c.conbin, c.conrelid)) \
+                     FROM pg_constraint c WHERE c.conname = {} AND c.contype = 'c' AND NOT c.convalidated AND {made_now} LIMIT 1",
                     literal(&name)
                 );
                 Ok(Some(run_ok(s, &q)?.trim().to_string()).filter(|q| !q.is_empty()))
@@ -591,7 +704,6 @@ fn violating_rows(
         // "insert or update on table "t" violates foreign key constraint "c""
         "23503" if error.contains("violates foreign key constraint") => {
             let Some(name) = quoted("foreign key constraint") else { return Ok(None) };
-            let not_valid = format!("{} NOT VALID", stmt.sql.trim_end());
             Box::new(move |s: &mut Session| {
                 if run_statement(s, &not_valid)?.is_err() {
                     return Ok(None);
@@ -603,22 +715,40 @@ fn violating_rows(
                      FROM pg_constraint c CROSS JOIN LATERAL unnest(c.conkey, c.confkey) k(ck, fk) \
                      JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.ck \
                      JOIN pg_attribute b ON b.attrelid = c.confrelid AND b.attnum = k.fk \
-                     WHERE c.conname = {} AND c.contype = 'f' AND NOT c.convalidated GROUP BY c.conrelid, c.confrelid LIMIT 1",
+                     WHERE c.conname = {} AND c.contype = 'f' AND NOT c.convalidated AND {made_now} \
+                     GROUP BY c.conrelid, c.confrelid LIMIT 1",
                     literal(&name)
                 );
                 Ok(Some(run_ok(s, &q)?.trim().to_string()).filter(|q| !q.is_empty()))
             })
         }
-        // "column "c" of relation "t" contains null values"
+        // "column "c" of relation "t" contains null values": the table as the statement names
+        // it (the message's is unqualified), else the only one of that name.
         "23502" if error.contains("contains null values") => {
             let (Some(column), Some(table)) = (quoted("column"), quoted("of relation")) else { return Ok(None) };
             let matches: Vec<&Relation> = before.iter().filter(|r| r.relname == table).collect();
-            let relation = match matches.as_slice() {
-                [one] => one.name.clone(),
-                _ => format!("\"{}\"", table.replace('"', "\"\"")),
+            let relation = match (alter_target(stmt), matches.as_slice()) {
+                (Some(named), _) => named,
+                (None, [one]) => one.name.clone(),
+                _ => return Ok(None),
             };
-            let q = format!("SELECT count(*) FROM {relation} WHERE \"{}\" IS NULL", column.replace('"', "\"\""));
-            Box::new(move |_: &mut Session| Ok(Some(q.clone())))
+            let column = format!("\"{}\"", column.replace('"', "\"\""));
+            Box::new(move |s: &mut Session| {
+                // A column being added NOT NULL does not exist yet: every row violates it.
+                let exists = run_ok(
+                    s,
+                    &format!(
+                        "SELECT count(*) FROM pg_attribute WHERE attrelid = {}::regclass AND attname = {} AND NOT attisdropped",
+                        literal(&relation),
+                        literal(column.trim_matches('"'))
+                    ),
+                )?;
+                Ok(Some(if exists.trim() == "1" {
+                    format!("SELECT count(*) FROM {relation} WHERE {column} IS NULL")
+                } else {
+                    format!("SELECT count(*) FROM {relation}")
+                }))
+            })
         }
         _ => return Ok(None),
     };
@@ -630,10 +760,36 @@ fn violating_rows(
             }
         }
         let Some(count) = probe(session)? else { return Ok(None) };
-        Ok(run_statement(session, &count)?.ok().and_then(|n| n.trim().parse().ok()))
+        Ok(session.run(&count).ok().and_then(|n| n.trim().parse().ok()))
     })();
     run_ok(session, "ROLLBACK")?;
     result
+}
+
+/// The table an `ALTER TABLE [ONLY] [IF EXISTS] name …` statement names, as written.
+fn alter_target(stmt: &Statement) -> Option<String> {
+    let text = sql::strip_comments(&stmt.sql);
+    let mut rest = text.trim_start();
+    for word in ["ALTER", "TABLE", "IF", "EXISTS", "ONLY"] {
+        let (head, tail) = rest.split_at(rest.find(char::is_whitespace).unwrap_or(rest.len()));
+        if head.eq_ignore_ascii_case(word) {
+            rest = tail.trim_start();
+        } else if word == "ALTER" || word == "TABLE" {
+            return None;
+        }
+    }
+    // The name: identifiers and dots, quoted parts kept whole.
+    let mut name = String::new();
+    let mut quoted = false;
+    for c in rest.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if !quoted && (c.is_whitespace() || c == ';') => break,
+            _ => {}
+        }
+        name.push(c);
+    }
+    Some(name).filter(|n| !n.is_empty() && !quoted)
 }
 
 #[cfg(test)]
@@ -653,6 +809,38 @@ mod tests {
     fn no_transaction_is_sqlx_s_first_line() {
         assert!(no_transaction("-- no-transaction\nCREATE INDEX CONCURRENTLY i ON t (c);"));
         assert!(!no_transaction("CREATE INDEX i ON t (c);\n-- no-transaction"));
+    }
+
+    #[test]
+    fn the_table_an_alter_names() {
+        let st = |sql: &str| Statement { sql: sql.into(), line: 1, meta: false };
+        assert_eq!(
+            alter_target(&st("ALTER TABLE crm.customers ALTER COLUMN email SET NOT NULL")).as_deref(),
+            Some("crm.customers")
+        );
+        assert_eq!(
+            alter_target(&st("alter table only \"My T\".x add column z int not null")).as_deref(),
+            Some("\"My T\".x")
+        );
+        assert_eq!(alter_target(&st("ALTER TABLE IF EXISTS t -- c\n ADD c int")).as_deref(), Some("t"));
+        assert_eq!(alter_target(&st("UPDATE t SET x = 1")), None);
+    }
+
+    #[test]
+    fn what_cannot_be_sent_or_run_in_a_transaction_is_known() {
+        let st = |sql: &str| Statement { sql: sql.into(), line: 1, meta: false };
+        assert!(refuses_transaction(&st("CREATE INDEX CONCURRENTLY i ON t (c)")));
+        assert!(refuses_transaction(&st("VACUUM t")));
+        assert!(!refuses_transaction(&st("REFRESH MATERIALIZED VIEW CONCURRENTLY m")));
+        assert!(!refuses_transaction(&st("ALTER TABLE t ADD COLUMN c int")));
+        assert!(
+            controls_transaction(&st("COMMIT"))
+                && controls_transaction(&st("begin"))
+                && !controls_transaction(&st("BEGINNER"))
+        );
+        assert!(unsendable(&st("COPY t FROM STDIN")).is_some());
+        assert!(unsendable(&st("SELECT 'open")).is_some());
+        assert!(unsendable(&st("COPY t TO STDOUT")).is_none());
     }
 
     #[test]

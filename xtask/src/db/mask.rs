@@ -1,0 +1,156 @@
+//! `db mask [DB] --check`: every column classified by `[workspace.metadata.db.mask.rules]`; and
+//! [`apply`], which masks a database in place (`load-clone --mask`, before the copy takes its
+//! name). The rules and the SQL are [`crate::mask`]'s.
+
+use anyhow::{Context, Result};
+
+use super::Ctx;
+use crate::error::{fail, Verdict};
+use crate::flags::Mask;
+use crate::mask::{self, Classified, Column};
+use crate::pg::{literal, Server};
+use crate::proc;
+use crate::term::step;
+
+/// Every column of the tables an application writes: not the system's, not an extension's, not
+/// the migrator's ledger; partitions through their parent.
+fn columns(server: &Server, db: &str, ledger: &str) -> Result<Vec<Column>> {
+    server.query(
+        db,
+        &format!(
+            "SELECT n.nspname AS schema, c.relname AS \"table\", a.attname AS \"column\", \
+               format_type(a.atttypid, a.atttypmod) AS \"type\", \
+               format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, NULL) AS base, \
+               (a.attnotnull OR t.typnotnull) AS not_null, (a.attgenerated <> '' OR a.attidentity <> '') AS generated \
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_type t ON t.oid = a.atttypid \
+             WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' \
+               AND c.oid <> coalesce(to_regclass({}), 0) \
+               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e') \
+             ORDER BY 1, 2, a.attnum",
+            literal(ledger)
+        ),
+    )
+}
+
+/// The columns of `db` against the rules.
+fn classified(ctx: &Ctx, server: &Server, db: &str) -> Result<Classified> {
+    let rules = mask::parse_rules(&ctx.config.mask.rules)
+        .map_err(|e| fail(format!("{e:#}"), "fix [workspace.metadata.db.mask.rules] in Cargo.toml"))?;
+    Ok(mask::classify(&columns(server, db, &ctx.config.ledger_table)?, &rules))
+}
+
+/// What stops a masking run, one line each with its fix; empty when every column is classified.
+fn problems(c: &Classified) -> Vec<String> {
+    let mut out = Vec::new();
+    for (col, line) in &c.unreviewed {
+        out.push(format!("unreviewed column {} ({}): add  {line}", col.key(), col.type_name));
+    }
+    for k in &c.stale {
+        out.push(format!("rule `{k}` names no column: remove it (or fix the name)"));
+    }
+    for why in &c.invalid {
+        out.push(format!("invalid rule {why}"));
+    }
+    out
+}
+
+pub fn check(ctx: &Ctx, flags: Mask) -> Result<()> {
+    let server = ctx.server()?;
+    let db = if flags.db == "fresh" { ctx.fresh_db() } else { flags.db.clone() };
+    if !server.database_exists(&db)? {
+        let fix = if flags.db == "fresh" {
+            "build it first: `cargo xtask db fresh`"
+        } else {
+            "name a database on the server"
+        };
+        return Err(fail(format!("there is no database `{db}` to classify"), fix));
+    }
+    let c = classified(ctx, &server, &db)?;
+    for (col, rule) in &c.masked {
+        println!("mask  {}  {}", col.key(), rule.describe());
+    }
+    let problems = problems(&c);
+    for p in &problems {
+        println!("{p}");
+    }
+    eprintln!(
+        "`{db}`: {} column(s) masked, {} kept, {} unreviewed, {} stale rule(s), {} invalid",
+        c.masked.len(),
+        c.kept,
+        c.unreviewed.len(),
+        c.stale.len(),
+        c.invalid.len()
+    );
+    if !problems.is_empty() && flags.check {
+        return Err(Verdict(format!(
+            "{} masking problem(s): add a rule for each unreviewed column in [workspace.metadata.db.mask.rules]",
+            problems.len()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The secret key, from the environment variable `mask.key_env`.
+pub fn key(ctx: &Ctx) -> Result<Vec<u8>> {
+    let var = &ctx.config.mask.key_env;
+    let key = std::env::var(var).unwrap_or_default();
+    if key.len() < 16 {
+        return Err(fail(
+            format!("no masking key: `{var}` is {}", if key.is_empty() { "not set" } else { "shorter than 16 bytes" }),
+            format!("export {var}=<a secret of at least 16 bytes, the same for every run whose output must match> (e.g. from your password manager)"),
+        ));
+    }
+    Ok(key.into_bytes())
+}
+
+/// Masks `db` in place, every column classified first (strict: anything unreviewed stops it
+/// before a row is touched). One transaction, the application's triggers off.
+pub fn apply(ctx: &Ctx, server: &Server, db: &str, key: &[u8]) -> Result<()> {
+    if ctx.config.mask.rules.is_empty() {
+        return Err(fail(
+            "there are no masking rules",
+            "write [workspace.metadata.db.mask.rules] in Cargo.toml (`cargo xtask db mask` lists the columns)",
+        ));
+    }
+    let c = classified(ctx, server, db)?;
+    let problems = problems(&c);
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("  {p}");
+        }
+        return Err(fail(
+            format!("{} column(s) or rule(s) not reviewed: nothing was masked", problems.len()),
+            "add the rules listed above to [workspace.metadata.db.mask.rules]",
+        ));
+    }
+    let script = mask::script(&c.masked, key);
+    let tables: std::collections::BTreeSet<_> = c.masked.iter().map(|(col, _)| (&col.schema, &col.table)).collect();
+    step(&format!("masking {} column(s) in {} table(s) (triggers off)", c.masked.len(), tables.len()), || {
+        let mut cmd = server.psql(db)?;
+        proc::capture(&mut cmd, Some(script.as_bytes())).map(drop).map_err(explain)
+    })
+    .context("masking")
+}
+
+/// A masked value that collides under a UNIQUE constraint, in the words of the fix.
+fn explain(e: anyhow::Error) -> anyhow::Error {
+    let text = format!("{e:#}");
+    if text.contains("duplicate key value violates unique constraint") {
+        let line = crate::error::telling_line(&text).to_string();
+        return fail(
+            format!("masked values collide under a UNIQUE constraint ({line}): nothing was masked"),
+            "give that column a rule with more distinct outputs (email, hash), or keep it",
+        );
+    }
+    if text.contains("violates check constraint") {
+        let line = crate::error::telling_line(&text).to_string();
+        return fail(
+            format!("masked values break a CHECK constraint ({line}): nothing was masked"),
+            "give that column a rule whose values pass it (a `fixed` value keeps NULL as NULL)",
+        );
+    }
+    e
+}

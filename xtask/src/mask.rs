@@ -1,0 +1,499 @@
+//! Masking personal data: the rules (`[workspace.metadata.db.mask.rules]`), the strict
+//! classification of every column against them, and the SQL that applies them. Pure: the caller
+//! reads the columns from a database and runs the script.
+//!
+//! Every transformer that replaces a value derives the replacement from HMAC-SHA-256 of the
+//! value under the secret key, computed by the server (`sha256()`, built in since PostgreSQL 11;
+//! no extension): the same input and key give the same output in every table and every run, so
+//! joins over masked columns still match; another key gives other output; without the key the
+//! map cannot be rebuilt, even over a small set of values. The key reaches the server as COPY
+//! data on psql's standard input, never in argv, a statement's text or a file.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Result};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::pg::literal;
+
+/// What a column becomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// `user_<16 hex>@example.com`: an e-mail address, unique for unique inputs (case-insensitive).
+    Email,
+    /// `+1` and 13 digits: an E.164 phone number.
+    Phone,
+    FirstName,
+    LastName,
+    /// First and last name.
+    Name,
+    /// `[redacted]` (free text).
+    Redact,
+    /// An address in 10.0.0.0/8.
+    Ip,
+    /// Moved by up to this many days either way (the same date moves the same way).
+    DateShift(u32),
+    Null,
+    /// This value (in the column's type).
+    Fixed(String),
+    /// The keyed hash, hex.
+    Hash,
+    /// Reviewed: not personal.
+    Keep,
+}
+
+impl Rule {
+    /// The rule as it is written in the configuration.
+    pub fn describe(&self) -> String {
+        match self {
+            Rule::Email => "email".into(),
+            Rule::Phone => "phone".into(),
+            Rule::FirstName => "first_name".into(),
+            Rule::LastName => "last_name".into(),
+            Rule::Name => "name".into(),
+            Rule::Redact => "redact".into(),
+            Rule::Ip => "ip".into(),
+            Rule::DateShift(d) => format!("{{ date_shift = {d} }}"),
+            Rule::Null => "null".into(),
+            Rule::Fixed(v) => format!("{{ fixed = {v:?} }}"),
+            Rule::Hash => "hash".into(),
+            Rule::Keep => "keep".into(),
+        }
+    }
+}
+
+/// A rule as written: `"email"` or `{ date_shift = 30 }` / `{ fixed = "…" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RuleSpec {
+    Name(String),
+    Table(BTreeMap<String, toml::Value>),
+}
+
+pub const RULE_NAMES: &str =
+    "email, phone, first_name, last_name, name, redact, ip, null, hash, keep, { date_shift = DAYS }, { fixed = \"VALUE\" }";
+
+impl RuleSpec {
+    pub fn rule(&self) -> Result<Rule> {
+        Ok(match self {
+            RuleSpec::Name(n) => match n.as_str() {
+                "email" => Rule::Email,
+                "phone" => Rule::Phone,
+                "first_name" => Rule::FirstName,
+                "last_name" => Rule::LastName,
+                "name" => Rule::Name,
+                "redact" => Rule::Redact,
+                "ip" => Rule::Ip,
+                "null" => Rule::Null,
+                "hash" => Rule::Hash,
+                "keep" => Rule::Keep,
+                "date_shift" => Rule::DateShift(30),
+                other => bail!("`{other}` is not a rule (one of {RULE_NAMES})"),
+            },
+            RuleSpec::Table(t) => match (t.get("date_shift"), t.get("fixed"), t.len()) {
+                (Some(toml::Value::Integer(d)), None, 1) if (1..=36_500).contains(d) => Rule::DateShift(*d as u32),
+                (None, Some(toml::Value::String(v)), 1) => Rule::Fixed(v.clone()),
+                _ => bail!("a table rule is {{ date_shift = DAYS }} (1 to 36500) or {{ fixed = \"VALUE\" }}"),
+            },
+        })
+    }
+}
+
+/// A column as the server describes it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Column {
+    pub schema: String,
+    pub table: String,
+    pub column: String,
+    /// `format_type`: `text`, `crm.email_address`, `timestamp with time zone`, …
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// The base type when `type_name` is a domain.
+    pub base: String,
+    pub not_null: bool,
+    /// A generated or identity column is never written.
+    pub generated: bool,
+}
+
+impl Column {
+    pub fn key(&self) -> String {
+        format!("{}.{}.{}", self.schema, self.table, self.column)
+    }
+}
+
+/// Names that look personal, and the rule to suggest for each.
+const PERSONAL: &[(&str, &str)] = &[
+    ("email", "email"),
+    ("e_mail", "email"),
+    ("mail", "email"),
+    ("phone", "phone"),
+    ("mobile", "phone"),
+    ("fax", "phone"),
+    ("first_name", "first_name"),
+    ("firstname", "first_name"),
+    ("given_name", "first_name"),
+    ("last_name", "last_name"),
+    ("lastname", "last_name"),
+    ("surname", "last_name"),
+    ("family_name", "last_name"),
+    ("full_name", "name"),
+    ("name", "name"),
+    ("address", "redact"),
+    ("street", "redact"),
+    ("city", "redact"),
+    ("zip", "redact"),
+    ("postal", "redact"),
+    ("birth", "{ date_shift = 365 }"),
+    ("dob", "{ date_shift = 365 }"),
+    ("ssn", "hash"),
+    ("passport", "hash"),
+    ("iban", "hash"),
+    ("card", "hash"),
+    ("ip", "ip"),
+    ("token", "null"),
+    ("secret", "null"),
+    ("password", "null"),
+    ("body", "redact"),
+    ("note", "redact"),
+    ("comment", "redact"),
+    ("message", "redact"),
+];
+
+/// The rule to suggest when `c` looks personal by its name or type. Names count only for
+/// columns that can hold personal data (text, dates, JSON, bytes): `phone_number_id bigint` is a
+/// key, not a number.
+pub fn looks_personal(c: &Column) -> Option<&'static str> {
+    let t = format!("{} {}", c.type_name, c.base).to_ascii_lowercase();
+    if t.contains("inet") || t.contains("cidr") {
+        return Some("ip");
+    }
+    if t.contains("email") {
+        return Some("email");
+    }
+    if t.contains("phone") {
+        return Some("phone");
+    }
+    let holds_text = ["text", "char", "citext", "json", "bytea", "date", "time"].iter().any(|k| c.base.contains(k));
+    if !holds_text {
+        return None;
+    }
+    let words: Vec<&str> = c.column.split(|ch: char| !ch.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let name = c.column.to_ascii_lowercase();
+    for (pattern, rule) in PERSONAL {
+        let hit = if pattern.contains('_') || pattern.len() > 4 {
+            name.contains(pattern)
+        } else {
+            words.iter().any(|w| w.eq_ignore_ascii_case(pattern))
+        };
+        if hit {
+            return Some(rule);
+        }
+    }
+    None
+}
+
+/// The rules of `config`, parsed: `schema.table.column` or `schema.table.*` → rule.
+pub fn parse_rules(config: &BTreeMap<String, RuleSpec>) -> Result<BTreeMap<String, Rule>> {
+    let mut out = BTreeMap::new();
+    for (k, spec) in config {
+        if k.split('.').count() != 3 || k.split('.').any(str::is_empty) {
+            bail!("mask rule `{k}`: name a column as schema.table.column (or schema.table.* for the rest of a table)");
+        }
+        let rule = spec.rule().map_err(|e| anyhow::anyhow!("mask rule `{k}`: {e}"))?;
+        out.insert(k.clone(), rule);
+    }
+    Ok(out)
+}
+
+/// Every column with its rule, or the columns that stop the run.
+pub struct Classified {
+    pub masked: Vec<(Column, Rule)>,
+    /// Kept: reviewed as not personal.
+    pub kept: usize,
+    /// Columns without a rule (new since the rules were written), or personal-looking ones
+    /// covered only by a `schema.table.*` keep: each with the line to add.
+    pub unreviewed: Vec<(Column, String)>,
+    /// Rules naming a column that does not exist (a typo, or the column was dropped).
+    pub stale: Vec<String>,
+    /// Rules that cannot apply to their column (`null` on NOT NULL, `redact` on a number, …).
+    pub invalid: Vec<String>,
+}
+
+pub fn classify(columns: &[Column], rules: &BTreeMap<String, Rule>) -> Classified {
+    let mut c =
+        Classified { masked: Vec::new(), kept: 0, unreviewed: Vec::new(), stale: Vec::new(), invalid: Vec::new() };
+    let mut used = std::collections::BTreeSet::new();
+    for col in columns {
+        let exact = col.key();
+        let wildcard = format!("{}.{}.*", col.schema, col.table);
+        let rule = match (rules.get(&exact), rules.get(&wildcard)) {
+            (Some(r), _) => {
+                used.insert(exact.clone());
+                Some((r.clone(), true))
+            }
+            (None, Some(r)) => {
+                used.insert(wildcard.clone());
+                Some((r.clone(), false))
+            }
+            (None, None) => None,
+        };
+        match rule {
+            None => {
+                let suggestion = looks_personal(col).unwrap_or("keep");
+                c.unreviewed.push((col.clone(), format!("\"{exact}\" = {}", quote_rule(suggestion))));
+            }
+            Some((Rule::Keep, exact_rule)) => {
+                if let (false, Some(s)) = (exact_rule, looks_personal(col)) {
+                    c.unreviewed.push((col.clone(), format!("\"{exact}\" = {}", quote_rule(s))));
+                } else {
+                    c.kept += 1;
+                }
+            }
+            Some((rule, _)) => match fits(col, &rule) {
+                Ok(()) => c.masked.push((col.clone(), rule)),
+                Err(why) => c.invalid.push(format!("`{exact}`: {why}")),
+            },
+        }
+    }
+    c.stale = rules.keys().filter(|k| !used.contains(*k)).cloned().collect();
+    c
+}
+
+fn quote_rule(s: &str) -> String {
+    if s.starts_with('{') {
+        s.to_string()
+    } else {
+        format!("\"{s}\"")
+    }
+}
+
+/// Whether `rule` can be written into `col`.
+fn fits(col: &Column, rule: &Rule) -> std::result::Result<(), String> {
+    let base = col.base.as_str();
+    let textual = matches!(base, "text" | "citext" | "public.citext") || base.starts_with("character");
+    if col.generated {
+        return Err("a generated or identity column cannot be written; mask what it is computed from".into());
+    }
+    match rule {
+        Rule::Null if col.not_null => Err("`null` on a NOT NULL column: use another rule".into()),
+        Rule::Email | Rule::Phone | Rule::FirstName | Rule::LastName | Rule::Name | Rule::Redact | Rule::Hash
+            if !textual =>
+        {
+            Err(format!("this rule writes text; the column is {}", col.type_name))
+        }
+        Rule::Ip if !matches!(base, "inet" | "cidr") && !textual => {
+            Err(format!("`ip` needs an inet or text column, not {}", col.type_name))
+        }
+        Rule::DateShift(_) if !(base == "date" || base.starts_with("timestamp")) => {
+            Err(format!("`date_shift` needs a date or timestamp column, not {}", col.type_name))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Syllables of made-up names: three of them make a name no one has (8 000 of them), so a
+/// masked name never reads as a real person's.
+const SYLLABLES: &[&str] = &[
+    "ba", "ce", "di", "fo", "gu", "ka", "le", "mi", "no", "pu", "ra", "se", "ti", "vo", "zu", "xa", "qe", "wy", "jo",
+    "hu",
+];
+
+/// The keyed hash of `v` (text) as SQL, the key's pads in the row `k`.
+fn h(v: &str) -> String {
+    format!("sha256(k.opad || sha256(k.ipad || convert_to({v}, 'UTF8')))")
+}
+
+/// Helpers of the script, in `pg_temp` (gone with the session): each takes the keyed hash once,
+/// so a value is hashed once however many bytes of the hash its replacement uses.
+fn helpers() -> String {
+    let syllables: Vec<String> = SYLLABLES.iter().map(|s| literal(s)).collect();
+    let n = SYLLABLES.len();
+    format!(
+        "CREATE FUNCTION pg_temp.xtask_n(h bytea, at int, n int) RETURNS int LANGUAGE sql IMMUTABLE \
+           AS $$ SELECT (get_byte(h, at) * 65536 + get_byte(h, at + 1) * 256 + get_byte(h, at + 2)) % n $$;\n\
+         CREATE FUNCTION pg_temp.xtask_name(h bytea, at int) RETURNS text LANGUAGE sql IMMUTABLE \
+           AS $$ SELECT initcap(s[1 + pg_temp.xtask_n(h, at, {n})] || s[1 + pg_temp.xtask_n(h, at + 3, {n})] || s[1 + pg_temp.xtask_n(h, at + 6, {n})]) \
+           FROM (SELECT ARRAY[{}] AS s) a $$;\n\
+         CREATE FUNCTION pg_temp.xtask_full_name(h bytea) RETURNS text LANGUAGE sql IMMUTABLE \
+           AS $$ SELECT pg_temp.xtask_name(h, 0) || ' ' || pg_temp.xtask_name(h, 9) $$;\n\
+         CREATE FUNCTION pg_temp.xtask_ip(h bytea) RETURNS text LANGUAGE sql IMMUTABLE \
+           AS $$ SELECT '10.' || get_byte(h, 0) || '.' || get_byte(h, 1) || '.' || get_byte(h, 2) $$;\n",
+        syllables.join(", ")
+    )
+}
+
+/// The SQL expression `col` becomes under `rule` (`None`: not written), for `UPDATE … FROM
+/// <key> k` after [`helpers`]. NULL stays NULL.
+pub fn expression(col: &Column, rule: &Rule) -> Option<String> {
+    let c = crate::pg::ident(&col.column);
+    let text = format!("{c}::text");
+    let value = match rule {
+        Rule::Keep => return None,
+        Rule::Null => return Some("NULL".into()),
+        Rule::Fixed(v) => format!("{}::{}", literal(v), col.type_name),
+        Rule::Email => format!("'user_' || substr(encode({}, 'hex'), 1, 16) || '@example.com'", h(&format!("lower({text})"))),
+        Rule::Phone => format!(
+            "'+1' || lpad(((('x' || substr(encode({}, 'hex'), 1, 15))::bit(60)::bigint) % 10000000000000)::text, 13, '0')",
+            h(&text)
+        ),
+        Rule::FirstName => format!("pg_temp.xtask_name({}, 0)", h(&text)),
+        Rule::LastName => format!("pg_temp.xtask_name({}, 9)", h(&text)),
+        Rule::Name => format!("pg_temp.xtask_full_name({})", h(&text)),
+        Rule::Redact => "'[redacted]'".into(),
+        Rule::Hash => format!("encode({}, 'hex')", h(&text)),
+        Rule::Ip => format!("pg_temp.xtask_ip({})", h(&text)),
+        Rule::DateShift(days) => {
+            format!("({c} + make_interval(days => pg_temp.xtask_n({}, 0, {}) - {days}))", h(&text), 2 * *days + 1)
+        }
+    };
+    Some(format!("CASE WHEN {c} IS NULL THEN NULL ELSE ({value})::{} END", col.type_name))
+}
+
+/// The masking script: the key's pads as COPY data, then one UPDATE a table, with the
+/// application's triggers (and audit writes) off for this session only
+/// (`session_replication_role = replica`), in one transaction.
+pub fn script(masked: &[(Column, Rule)], key: &[u8]) -> String {
+    let (ipad, opad) = pads(key);
+    let mut s = String::from(
+        "\\set ON_ERROR_STOP 1\nBEGIN;\nSET LOCAL session_replication_role = replica;\n\
+         CREATE TEMP TABLE xtask_mask_key (ipad bytea, opad bytea) ON COMMIT DROP;\n\
+         COPY xtask_mask_key FROM STDIN;\n",
+    );
+    s.push_str(&format!("\\\\x{}\t\\\\x{}\n\\.\n", hex(&ipad), hex(&opad)));
+    s.push_str(&helpers());
+    let mut by_table: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for (col, rule) in masked {
+        if let Some(e) = expression(col, rule) {
+            by_table
+                .entry((col.schema.clone(), col.table.clone()))
+                .or_default()
+                .push(format!("{} = {e}", crate::pg::ident(&col.column)));
+        }
+    }
+    for ((schema, table), sets) in by_table {
+        s.push_str(&format!(
+            "\\echo masking {schema}.{table}\nUPDATE {}.{} SET {} FROM xtask_mask_key k;\n",
+            crate::pg::ident(&schema),
+            crate::pg::ident(&table),
+            sets.join(", ")
+        ));
+    }
+    s.push_str("COMMIT;\n");
+    s
+}
+
+/// HMAC-SHA-256's inner and outer pads of `key` (RFC 2104: a key longer than the block is hashed
+/// first).
+fn pads(key: &[u8]) -> ([u8; 64], [u8; 64]) {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let (mut ipad, mut opad) = ([0u8; 64], [0u8; 64]);
+    for i in 0..64 {
+        ipad[i] = k[i] ^ 0x36;
+        opad[i] = k[i] ^ 0x5c;
+    }
+    (ipad, opad)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The keyed hash as this module has the server compute it, for tests: HMAC-SHA-256.
+pub fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let (ipad, opad) = pads(key);
+    let inner = Sha256::new().chain_update(ipad).chain_update(message).finalize();
+    Sha256::new().chain_update(opad).chain_update(inner).finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(column: &str, type_name: &str, base: &str) -> Column {
+        Column {
+            schema: "crm".into(),
+            table: "customers".into(),
+            column: column.into(),
+            type_name: type_name.into(),
+            base: base.into(),
+            not_null: false,
+            generated: false,
+        }
+    }
+
+    fn rules(pairs: &[(&str, &str)]) -> BTreeMap<String, Rule> {
+        let specs: BTreeMap<String, RuleSpec> =
+            pairs.iter().map(|(k, v)| (k.to_string(), RuleSpec::Name(v.to_string()))).collect();
+        parse_rules(&specs).unwrap()
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // RFC 4231, test case 2.
+        let mac = hmac(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(hex(&mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        // Test case 6: a key longer than the block.
+        let mac = hmac(&[0xaa; 131], b"Test Using Larger Than Block-Size Key - Hash Key First");
+        assert_eq!(hex(&mac), "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+    }
+
+    #[test]
+    fn every_column_is_classified_and_the_unreviewed_are_named_with_their_rule() {
+        let cols = [
+            col("id", "bigint", "bigint"),
+            col("email", "crm.email_address", "citext"),
+            col("phone", "crm.phone_e164", "text"),
+            col("lifecycle_stage", "text", "text"),
+            col("last_seen_ip", "inet", "inet"),
+            Column { table: "tags".into(), ..col("label", "text", "text") },
+        ];
+        let r = rules(&[("crm.customers.email", "email"), ("crm.customers.*", "keep"), ("crm.gone.x", "null")]);
+        let c = classify(&cols, &r);
+        assert_eq!(c.masked.len(), 1);
+        let unreviewed: Vec<&str> = c.unreviewed.iter().map(|(_, s)| s.as_str()).collect();
+        assert_eq!(
+            unreviewed,
+            [
+                "\"crm.customers.phone\" = \"phone\"",
+                "\"crm.customers.last_seen_ip\" = \"ip\"",
+                "\"crm.tags.label\" = \"keep\""
+            ],
+            "a personal-looking column needs its own rule; a new column any rule"
+        );
+        assert_eq!(c.kept, 2);
+        assert_eq!(c.stale, ["crm.gone.x"]);
+    }
+
+    #[test]
+    fn rules_that_cannot_apply_are_refused() {
+        let mut nn = col("first_name", "text", "text");
+        nn.not_null = true;
+        let c = classify(
+            &[nn, col("n", "integer", "integer")],
+            &rules(&[("crm.customers.first_name", "null"), ("crm.customers.n", "email")]),
+        );
+        assert_eq!(c.invalid.len(), 2, "{:?}", c.invalid);
+        assert!(parse_rules(&BTreeMap::from([("a.b".to_string(), RuleSpec::Name("keep".into()))])).is_err());
+        assert!(parse_rules(&BTreeMap::from([("a.b.c".to_string(), RuleSpec::Name("scramble".into()))])).is_err());
+        let t = |v: toml::Value| RuleSpec::Table(BTreeMap::from([("date_shift".to_string(), v)])).rule();
+        assert_eq!(t(toml::Value::Integer(30)).unwrap(), Rule::DateShift(30));
+        assert!(t(toml::Value::Integer(0)).is_err());
+    }
+
+    #[test]
+    fn the_key_is_never_in_a_statement() {
+        let key = b"s3cret-key-material";
+        let s = script(&[(col("email", "crm.email_address", "citext"), Rule::Email)], key);
+        assert!(!s.contains("s3cret"));
+        let (ipad, _) = pads(key);
+        let data_line = s.lines().find(|l| l.contains(&hex(&ipad))).unwrap();
+        assert!(data_line.starts_with("\\\\x"), "the pads are COPY data, not SQL: {data_line}");
+        assert!(s.contains("SET LOCAL session_replication_role = replica"));
+    }
+}
