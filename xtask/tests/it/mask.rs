@@ -1,10 +1,9 @@
 //! Masking on a real server: `db mask --check` (strict classification) and `load-clone --mask`
 //! with the repository's rules for the app's schema.
 
-use std::path::Path;
 use std::process::Command;
 
-use crate::support::{password, sql, url_for, Project};
+use crate::support::{dump, password, sql, url_for, Project};
 
 const KEY: &str = "a-test-key-of-more-than-16-bytes";
 
@@ -19,19 +18,6 @@ fn project(tag: &str) -> Project {
     toml.push_str(&root[start..end]);
     std::fs::write(p.dir.join("Cargo.toml"), toml).unwrap();
     p
-}
-
-fn dump(db: &str, file: &Path) {
-    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    let url = url_for(db).replacen(&format!(":{}@", password()), "@", 1);
-    let out = Command::new("pg_dump")
-        .args(["-Fc", "-f"])
-        .arg(file)
-        .args(["-d", &url])
-        .env("PGPASSWORD", password())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Every masked column's values, in a stable order.

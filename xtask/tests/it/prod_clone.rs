@@ -1,23 +1,6 @@
 //! `db load-clone` and `db drop-clone` with real `pg_dump -Fc` files on a real server.
 
-use std::path::Path;
-use std::process::Command;
-
-use crate::support::{password, sql, url_for, Project};
-
-/// `pg_dump -Fc` of `db` into `file` (the password through the environment).
-fn dump(db: &str, file: &Path) {
-    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    let url = url_for(db).replacen(&format!(":{}@", password()), "@", 1);
-    let out = Command::new("pg_dump")
-        .args(["-Fc", "-f"])
-        .arg(file)
-        .args(["-d", &url])
-        .env("PGPASSWORD", password())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
+use crate::support::{dump, sql, Project};
 
 fn counts(db: &str) -> String {
     sql(db, "SELECT (SELECT count(*) FROM crm.customers) || '/' || (SELECT count(*) FROM audit.events) || '/' || (SELECT count(*) FROM crm.messages)")

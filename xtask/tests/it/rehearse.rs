@@ -330,17 +330,7 @@ fn bad_sources_are_refused_with_the_fix_and_nothing_is_made() {
 #[test]
 fn a_dump_is_loaded_first_and_drop_clone_removes_both_copies() {
     let (p, prod) = with_production("rhdump");
-    let dump = p.dir.join("dump/prod-20261201000000.dump");
-    std::fs::create_dir_all(dump.parent().unwrap()).unwrap();
-    let url = url_for(&prod).replacen(&format!(":{}@", crate::support::password()), "@", 1);
-    let out = std::process::Command::new("pg_dump")
-        .args(["-Fc", "-f"])
-        .arg(&dump)
-        .args(["-d", &url])
-        .env("PGPASSWORD", crate::support::password())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    crate::support::dump(&prod, &p.dir.join("dump/prod-20261201000000.dump"));
     write(&p, "0012_add_nullable_column.sql", "ALTER TABLE big.t ADD COLUMN note text;\n");
     let run = p.xtask(&[
         "db",

@@ -192,6 +192,20 @@ impl Drop for Project {
     }
 }
 
+/// `pg_dump -Fc` of `db` into `file` (the password through the environment).
+pub fn dump(db: &str, file: &Path) {
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let url = url_for(db).replacen(&format!(":{}@", password()), "@", 1);
+    let out = Command::new("pg_dump")
+        .args(["-Fc", "-f"])
+        .arg(file)
+        .args(["-d", &url])
+        .env("PGPASSWORD", password())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Runs SQL on the test server; rows as `|`-separated lines.
 #[track_caller]
 pub fn sql(db: &str, query: &str) -> String {
