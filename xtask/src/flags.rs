@@ -44,6 +44,21 @@ pub enum Bench {
     SchemaDiff(BenchSchemaDiff),
     /// `db rehearse`: its traced migration against `app migrate`, its file copy against pg_restore.
     Rehearse(BenchRehearse),
+    /// Masking three columns of a table against a plain `UPDATE … SET col = md5(col)`.
+    Mask(BenchMask),
+}
+
+/// Time the masking script on a table of `--rows` rows with three masked columns against
+/// `UPDATE … SET col = md5(col)` of the same columns, on identical copies.
+#[derive(Debug, Args)]
+#[command(after_help = BENCH_MASK_HELP)]
+pub struct BenchMask {
+    /// Runs per side (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Rows in the table.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: usize,
 }
 
 /// Time `db rehearse`'s traced migration against the app's migrator alone on an identical copy,
@@ -245,6 +260,8 @@ const TEST_HELP: &str =
     help!(exit_done!(), "cargo xtask test", "cargo xtask test -- schema_diff::", "cargo xtask test --keep");
 const BENCH_WORKTREE_HELP: &str =
     help!(exit_done!(), "cargo xtask bench worktree", "cargo xtask bench worktree --skip-big --runs 3");
+const BENCH_MASK_HELP: &str =
+    help!(exit_done!(), "cargo xtask bench mask", "cargo xtask bench mask --rows 200000 --runs 5");
 const BENCH_REHEARSE_HELP: &str =
     help!(exit_done!(), "cargo xtask bench rehearse", "cargo xtask bench rehearse --runs 3 --contacts 50000");
 const BENCH_SCHEMA_DIFF_HELP: &str =

@@ -6,6 +6,7 @@
 //! template plus `pgbench -i -s 20` (~300 MB). `db worktree` runs as users run it — `cargo xtask
 //! db worktree …` in a linked git worktree of this repository, after a warm-up build.
 
+pub mod mask;
 pub mod rehearse;
 
 use std::path::{Path, PathBuf};
