@@ -528,6 +528,10 @@ pub struct CloneProd {
     /// create, change and delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Dump production as it is, personal data included, although masking rules exist (by
+    /// default they are applied on the throwaway instance before pg_dump).
+    #[arg(long)]
+    pub unmasked: bool,
 }
 
 /// List the throwaway RDS instances this tool created; --prune deletes the overdue ones.

@@ -196,6 +196,53 @@ pub fn looks_personal(c: &Column) -> Option<&'static str> {
     None
 }
 
+/// The query listing every column of the tables an application writes, as one JSON array of
+/// [`Column`]: not the system's, not an extension's, not the migrator's `ledger`; partitions
+/// through their parent.
+pub fn columns_query(ledger: &str) -> String {
+    format!(
+        "SELECT coalesce(json_agg(q), '[]') FROM (SELECT n.nspname AS schema, c.relname AS \"table\", a.attname AS \"column\", \
+           format_type(a.atttypid, a.atttypmod) AS \"type\", \
+           format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, NULL) AS base, \
+           (a.attnotnull OR t.typnotnull) AS not_null, (a.attgenerated <> '' OR a.attidentity <> '') AS generated \
+         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_type t ON t.oid = a.atttypid \
+         WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' \
+           AND c.oid <> coalesce(to_regclass({}), 0) \
+           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e') \
+         ORDER BY 1, 2, a.attnum) q",
+        literal(ledger)
+    )
+}
+
+/// The secret key from the environment variable `var` (at least 16 bytes).
+pub fn key_from_env(var: &str) -> Result<Vec<u8>> {
+    let key = std::env::var(var).unwrap_or_default();
+    if key.len() < 16 {
+        return Err(crate::error::fail(
+            format!("no masking key: `{var}` is {}", if key.is_empty() { "not set" } else { "shorter than 16 bytes" }),
+            format!("export {var}=<a secret of at least 16 bytes, the same for every run whose output must match> (e.g. from your password manager), or pass --unmasked to clone-prod to take production as it is"),
+        ));
+    }
+    Ok(key.into_bytes())
+}
+
+/// What stops a masking run, one line each with its fix; empty when every column is classified.
+pub fn problems(c: &Classified) -> Vec<String> {
+    let mut out = Vec::new();
+    for (col, line) in &c.unreviewed {
+        out.push(format!("unreviewed column {} ({}): add  {line}", col.key(), col.type_name));
+    }
+    for k in &c.stale {
+        out.push(format!("rule `{k}` names no column: remove it (or fix the name)"));
+    }
+    for why in &c.invalid {
+        out.push(format!("invalid rule {why}"));
+    }
+    out
+}
+
 /// The rules of `config`, parsed: `schema.table.column` or `schema.table.*` → rule.
 pub fn parse_rules(config: &BTreeMap<String, RuleSpec>) -> Result<BTreeMap<String, Rule>> {
     let mut out = BTreeMap::new();
@@ -365,17 +412,13 @@ pub fn expression(col: &Column, rule: &Rule) -> Option<String> {
     Some(format!("CASE WHEN {c} IS NULL THEN NULL ELSE ({value})::{} END", col.type_name))
 }
 
-/// The masking script: the derived key as COPY data, then one UPDATE a table, with the
-/// application's triggers (and audit writes) off for this session only
-/// (`session_replication_role = replica`), in one transaction.
+/// The masking script: the derived key as COPY data, then one UPDATE a table, in one
+/// transaction, with the application's triggers (and audit writes) off: for this session only
+/// (`session_replication_role = replica`) where the role may set it (a superuser, RDS's master
+/// user); else, as the tables' owner, the enabled user triggers of the masked tables are disabled
+/// and enabled again before the commit — the same transaction, so no one ever sees them off and
+/// the dump has them as they were.
 pub fn script(masked: &[(Column, Rule)], key: &[u8]) -> String {
-    let mut s = String::from(
-        "\\set ON_ERROR_STOP 1\nBEGIN;\nSET LOCAL session_replication_role = replica;\n\
-         CREATE TEMP TABLE xtask_mask_key (prefix bytea) ON COMMIT DROP;\n\
-         COPY xtask_mask_key FROM STDIN;\n",
-    );
-    s.push_str(&format!("\\\\x{}\n\\.\n", hex(&derived(key))));
-    s.push_str(&helpers());
     let mut by_table: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for (col, rule) in masked {
         if let Some(e) = expression(col, rule) {
@@ -385,6 +428,32 @@ pub fn script(masked: &[(Column, Rule)], key: &[u8]) -> String {
                 .push(format!("{} = {e}", crate::pg::ident(&col.column)));
         }
     }
+    let tables: Vec<String> = by_table
+        .keys()
+        .map(|(schema, table)| literal(&format!("{}.{}", crate::pg::ident(schema), crate::pg::ident(table))))
+        .collect();
+    let mut s = String::from(
+        "\\set ON_ERROR_STOP 1\nBEGIN;\n\
+         CREATE TEMP TABLE xtask_mask_key (prefix bytea) ON COMMIT DROP;\n\
+         COPY xtask_mask_key FROM STDIN;\n",
+    );
+    s.push_str(&format!("\\\\x{}\n\\.\n", hex(&derived(key))));
+    s.push_str(&format!(
+        "CREATE TEMP TABLE xtask_mask_triggers (tbl regclass, name name) ON COMMIT DROP;\n\
+         DO $xtask$ BEGIN\n\
+           SET LOCAL session_replication_role = replica;\n\
+         EXCEPTION WHEN insufficient_privilege THEN\n\
+           INSERT INTO xtask_mask_triggers SELECT t.tgrelid::regclass, t.tgname FROM pg_trigger t\n\
+             WHERE t.tgrelid = ANY (ARRAY[{}]::regclass[]) AND NOT t.tgisinternal AND t.tgenabled = 'O';\n\
+         END $xtask$;\n\
+         DO $xtask$ DECLARE r record; BEGIN\n\
+           FOR r IN SELECT * FROM xtask_mask_triggers LOOP\n\
+             EXECUTE format('ALTER TABLE %s DISABLE TRIGGER %I', r.tbl, r.name);\n\
+           END LOOP;\n\
+         END $xtask$;\n",
+        if tables.is_empty() { "NULL".to_string() } else { tables.join(", ") }
+    ));
+    s.push_str(&helpers());
     for ((schema, table), sets) in by_table {
         s.push_str(&format!(
             "\\echo masking {schema}.{table}\nUPDATE {}.{} SET {} FROM xtask_mask_key k;\n",
@@ -393,7 +462,14 @@ pub fn script(masked: &[(Column, Rule)], key: &[u8]) -> String {
             sets.join(", ")
         ));
     }
-    s.push_str("COMMIT;\n");
+    s.push_str(
+        "DO $xtask$ DECLARE r record; BEGIN\n\
+           FOR r IN SELECT * FROM xtask_mask_triggers LOOP\n\
+             EXECUTE format('ALTER TABLE %s ENABLE TRIGGER %I', r.tbl, r.name);\n\
+           END LOOP;\n\
+         END $xtask$;\n\
+         COMMIT;\n",
+    );
     s
 }
 
@@ -495,5 +571,9 @@ mod tests {
         let data_line = s.lines().find(|l| l.contains(&hex(&derived(key)))).unwrap();
         assert!(data_line.starts_with("\\\\x"), "the key is COPY data, not SQL: {data_line}");
         assert!(s.contains("SET LOCAL session_replication_role = replica"));
+        assert!(
+            s.contains("DISABLE TRIGGER") && s.contains("ENABLE TRIGGER"),
+            "the owner's way, when the role may not set it"
+        );
     }
 }

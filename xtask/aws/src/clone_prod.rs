@@ -43,6 +43,8 @@ struct Plan {
     pg_dump_major: u32,
     psql: PathBuf,
     now: SystemTime,
+    /// Masking on the throwaway instance before pg_dump (`None`: no rules, or --unmasked).
+    mask: Option<dump::Masking>,
 }
 
 pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
@@ -59,6 +61,19 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
     let pg_dump = tools::find("pg_dump")?;
     let psql = tools::find("psql")?;
     let pg_dump_major = tools::major_version(&pg_dump)?;
+    // The rules and the key before anything: a missing key costs nothing.
+    let rules = xtask::mask::parse_rules(&ctx.config.mask.rules)
+        .map_err(|e| fail(format!("{e:#}"), "fix [workspace.metadata.db.mask.rules] in Cargo.toml"))?;
+    let mask = if rules.is_empty() || flags.unmasked {
+        None
+    } else {
+        Some(dump::Masking {
+            rules,
+            key: xtask::mask::key_from_env(&ctx.config.mask.key_env)?,
+            key_env: ctx.config.mask.key_env.clone(),
+            ledger: ctx.config.ledger_table.clone(),
+        })
+    };
     let plugin = match settings.tunnel {
         Route::Ssm { .. } => Some(tunnel::find_plugin()?),
         _ => None,
@@ -119,6 +134,7 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
         now,
         source,
         snapshot,
+        mask,
     };
     show(&plan, root, &aws.region);
     if flags.dry_run {
@@ -186,6 +202,16 @@ fn show(plan: &Plan, root: &std::path::Path, region: &str) {
         tunnel::Plan::Ssm { bastion, .. } => eprintln!("  tunnel       ssm through {bastion} ({})", tunnel::DOCUMENT),
     }
     eprintln!("  credentials  {} (read at run time; TLS required)", plan.credentials);
+    match &plan.mask {
+        Some(m) => eprintln!(
+            "  masking      {} rule(s), key from {}: applied on the throwaway instance before pg_dump (the dump never holds the originals)",
+            m.rules.len(),
+            m.key_env
+        ),
+        None => eprintln!(
+            "  masking      NONE: the dump holds production data as it is, personal data included (no rules in [workspace.metadata.db.mask.rules], or --unmasked)"
+        ),
+    }
     eprintln!("  dump         {}", plan.dump.strip_prefix(root).unwrap_or(&plan.dump).display());
 }
 
@@ -232,6 +258,12 @@ async fn pipeline(plan: Arc<Plan>, aws: Aws, creds: Credentials, state: Arc<Clea
     let mut tunnel = Tunnel::open(&plan.tunnel, &endpoint, plan.tunnel_timeout, &state.session).await?;
     let target = Target { host: tunnel.host.clone(), port: tunnel.port, credentials: creds };
     let major = dump::probe(&plan.psql, &target, plan.pg_dump_major).await?;
+    if let Some(m) = &plan.mask {
+        // Never the source: the target is the throwaway this run restored (the tunnel leads to its
+        // endpoint, and the instance id is the clone's).
+        anyhow::ensure!(plan.clone_id != plan.source.id, "refusing to mask the source instance");
+        dump::mask(&plan.psql, &target, m).await?;
+    }
     eprintln!(
         "▸ dumping `{}` (PostgreSQL {major}) as `{}` with pg_dump -Fc",
         target.credentials.dbname, target.credentials.username

@@ -145,6 +145,55 @@ fn last_line(s: &str) -> &str {
     Some(telling_line(s)).filter(|l| !l.is_empty()).unwrap_or("no message")
 }
 
+/// Masking on the throwaway instance: the rules, the key, where it came from, the ledger (never
+/// classified).
+pub struct Masking {
+    pub rules: std::collections::BTreeMap<String, xtask::mask::Rule>,
+    pub key: Vec<u8>,
+    pub key_env: String,
+    pub ledger: String,
+}
+
+/// Classifies every column of the throwaway's database (strict: anything unreviewed stops the
+/// run before a row is touched or dumped), then masks it in one transaction, triggers off.
+pub async fn mask(psql: &Path, target: &Target, m: &Masking) -> Result<()> {
+    let query = xtask::mask::columns_query(&m.ledger);
+    let mut cmd = target.command(psql, &["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", &query])?;
+    let out = tokio::task::spawn_blocking(move || proc::capture(&mut cmd, None)).await??;
+    proc::check_interrupt()?;
+    let columns: Vec<xtask::mask::Column> =
+        serde_json::from_str(out.trim()).context("reading the columns of the throwaway's database")?;
+    let classified = xtask::mask::classify(&columns, &m.rules);
+    let problems = xtask::mask::problems(&classified);
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("  {p}");
+        }
+        return Err(fail(
+            format!("{} column(s) or rule(s) of production are not reviewed: nothing was masked or dumped", problems.len()),
+            "add the rules listed above to [workspace.metadata.db.mask.rules] (or pass --unmasked, to take production as it is)",
+        ));
+    }
+    eprintln!(
+        "▸ masking {} column(s) on the throwaway instance ({} kept), before anything leaves AWS",
+        classified.masked.len(),
+        classified.kept
+    );
+    let script = xtask::mask::script(&classified.masked, &m.key);
+    let start = Instant::now();
+    let mut cmd = target.command(psql, &["-X", "-q", "-A", "-t"])?;
+    tokio::task::spawn_blocking(move || proc::capture(&mut cmd, Some(script.as_bytes()))).await?.map_err(|e| {
+        let text = format!("{e:#}");
+        fail(
+            format!("masking on the throwaway instance failed: {}", last_line(&text)),
+            "fix the rule the error names (a UNIQUE or CHECK constraint its values break?)",
+        )
+    })?;
+    proc::check_interrupt()?;
+    eprintln!("  masked in {}", elapsed(start.elapsed()));
+    Ok(())
+}
+
 /// The dump being written: removed unless complete.
 struct Partial(PathBuf);
 impl Drop for Partial {

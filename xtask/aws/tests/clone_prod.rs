@@ -543,3 +543,113 @@ async fn bad_credentials_and_sources_are_clear_errors_before_anything_is_created
     assert!(mutating.is_empty(), "{mutating:?}");
     assert!(s.project.dumps().is_empty());
 }
+
+const MASK_KEY: &str = "the-masking-key-of-this-test-run";
+
+impl Scene {
+    /// Rules for the stand-in's schema, in the project's configuration.
+    fn with_mask_rules(&self) {
+        let path = self.project.dir.join("Cargo.toml");
+        let mut toml = std::fs::read_to_string(&path).unwrap();
+        toml.push_str(
+            "\n[workspace.metadata.db.mask.rules]\n\"crm.customer.*\" = \"keep\"\n\"crm.customer.name\" = \"name\"\n\
+             \"crm.customer.email\" = \"email\"\n\"crm.orders.*\" = \"keep\"\n\"public.events.*\" = \"keep\"\n",
+        );
+        std::fs::write(path, toml).unwrap();
+    }
+
+    /// `clone-prod` through the forwarder with the masking key in the environment.
+    fn clone_prod_keyed(&self, extra: &[&str]) -> Run {
+        let tunnel = forwarder(&self.db, &self.log);
+        let mut args = vec!["clone-prod", "--tunnel", "command", "--tunnel-command", &tunnel];
+        args.extend_from_slice(extra);
+        let out = self.command(&args, &[("XTASK_MASK_KEY", MASK_KEY.to_string())]).output().unwrap();
+        finish(out, &[&self.db.password, MASK_KEY])
+    }
+}
+
+/// Every value of the stand-in's masked columns.
+fn personal(url: &str) -> Vec<String> {
+    psql(url, "SELECT name FROM crm.customer UNION ALL SELECT email FROM crm.customer")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn masking_runs_on_the_throwaway_before_the_dump_and_load_clone_mask_gives_the_same_values() {
+    let s = scene("mask").await;
+    s.with_mask_rules();
+    let originals = personal(&s.db.admin_url());
+    assert_eq!(originals.len(), 1000);
+
+    // Rules but no key: refused before anything is created.
+    let run = s.clone_prod(&[]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.stderr.contains("no masking key: `XTASK_MASK_KEY` is not set"), "{}", run.stderr);
+    assert_eq!(ids(&s.moto.rds()).await, vec![SOURCE.to_string()]);
+
+    // --unmasked: production as it is (loudly), for the comparison below.
+    let run = s.clone_prod_keyed(&["--unmasked"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stderr.contains("masking      NONE"), "{}", run.stderr);
+    let unmasked = s.project.dumps().pop().unwrap();
+    std::thread::sleep(Duration::from_millis(1100)); // the next dump's timestamp differs
+
+    // Masked at the source: the dump never holds an original value.
+    let run = s.clone_prod_keyed(&[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stderr.contains("masking 2 column(s) on the throwaway instance"), "{}", run.stderr);
+    assert!(run.stderr.contains("deletion requested"), "{}", run.stderr);
+    let masked_dump = s.project.dumps().into_iter().find(|d| *d != unmasked).unwrap();
+    let sql = Command::new(xtask::pg::tools::find("pg_restore").unwrap())
+        .args(["-f", "-"])
+        .arg(s.project.dump_dir().join(&masked_dump))
+        .output()
+        .unwrap();
+    assert!(sql.status.success());
+    let text = String::from_utf8_lossy(&sql.stdout);
+    assert!(text.contains("@example.com") && text.contains("user_"), "the masked values are in it");
+    for o in &originals {
+        // Names as whole fields (a made-up name may contain a short original's letters).
+        assert!(
+            !text.contains(&format!("\t{o}\t")) && !text.contains(&format!("\t{o}\n")),
+            "{o:?} is in the masked dump"
+        );
+    }
+    let at_source = personal(&s.db.admin_url());
+    assert!(at_source.iter().all(|v| !originals.contains(v)));
+
+    // load-clone --mask of the unmasked dump: the same values as masking at the source.
+    let xtask = std::env::var("XTASK_TEST_XTASK_BIN").expect("run through `cargo xtask test`");
+    let out = Command::new(xtask)
+        .args(["db", "load-clone", "--mask"])
+        .arg(s.project.dump_dir().join(&unmasked))
+        .current_dir(&s.project.dir)
+        .env("DATABASE_URL", s.db.server_url("postgres"))
+        .env("XTASK_MASK_KEY", MASK_KEY)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let load = finish(out, &[&s.db.password, MASK_KEY]);
+    assert_eq!(load.code, 0, "{}", load.all());
+    let clone_db = format!("{}prod_clone", s.project.prefix);
+    let order = "SELECT string_agg(name || ' ' || email, ',' ORDER BY id) FROM crm.customer";
+    assert_eq!(psql(&s.db.server_url(&clone_db), order), psql(&s.db.admin_url(), order));
+    psql(&s.db.server_url("postgres"), &format!("DROP DATABASE {clone_db}"));
+}
+
+#[tokio::test]
+async fn an_unreviewed_column_at_the_source_stops_the_run_and_the_throwaway_is_deleted() {
+    let s = scene("maskstrict").await;
+    s.with_mask_rules();
+    s.db.as_owner("ALTER TABLE crm.customer ADD COLUMN phone text");
+    let run = s.clone_prod_keyed(&[]);
+    assert!(
+        run.stderr.contains("unreviewed column crm.customer.phone (text): add  \"crm.customer.phone\" = \"phone\""),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("nothing was masked or dumped"), "{}", run.stderr);
+    s.assert_cleaned_up(&run).await;
+}

@@ -8,30 +8,13 @@ use super::Ctx;
 use crate::error::{fail, Verdict};
 use crate::flags::Mask;
 use crate::mask::{self, Classified, Column};
-use crate::pg::{literal, Server};
+use crate::pg::Server;
 use crate::proc;
 use crate::term::step;
 
-/// Every column of the tables an application writes: not the system's, not an extension's, not
-/// the migrator's ledger; partitions through their parent.
 fn columns(server: &Server, db: &str, ledger: &str) -> Result<Vec<Column>> {
-    server.query(
-        db,
-        &format!(
-            "SELECT n.nspname AS schema, c.relname AS \"table\", a.attname AS \"column\", \
-               format_type(a.atttypid, a.atttypmod) AS \"type\", \
-               format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, NULL) AS base, \
-               (a.attnotnull OR t.typnotnull) AS not_null, (a.attgenerated <> '' OR a.attidentity <> '') AS generated \
-             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
-             JOIN pg_type t ON t.oid = a.atttypid \
-             WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
-               AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' \
-               AND c.oid <> coalesce(to_regclass({}), 0) \
-               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e') \
-             ORDER BY 1, 2, a.attnum",
-            literal(ledger)
-        ),
-    )
+    let out = server.script(db, &format!("{};", mask::columns_query(ledger)))?;
+    serde_json::from_str(out.trim()).with_context(|| format!("reading the columns of `{db}`"))
 }
 
 /// The columns of `db` against the rules.
@@ -39,21 +22,6 @@ fn classified(ctx: &Ctx, server: &Server, db: &str) -> Result<Classified> {
     let rules = mask::parse_rules(&ctx.config.mask.rules)
         .map_err(|e| fail(format!("{e:#}"), "fix [workspace.metadata.db.mask.rules] in Cargo.toml"))?;
     Ok(mask::classify(&columns(server, db, &ctx.config.ledger_table)?, &rules))
-}
-
-/// What stops a masking run, one line each with its fix; empty when every column is classified.
-fn problems(c: &Classified) -> Vec<String> {
-    let mut out = Vec::new();
-    for (col, line) in &c.unreviewed {
-        out.push(format!("unreviewed column {} ({}): add  {line}", col.key(), col.type_name));
-    }
-    for k in &c.stale {
-        out.push(format!("rule `{k}` names no column: remove it (or fix the name)"));
-    }
-    for why in &c.invalid {
-        out.push(format!("invalid rule {why}"));
-    }
-    out
 }
 
 pub fn check(ctx: &Ctx, flags: Mask) -> Result<()> {
@@ -71,7 +39,7 @@ pub fn check(ctx: &Ctx, flags: Mask) -> Result<()> {
     for (col, rule) in &c.masked {
         println!("mask  {}  {}", col.key(), rule.describe());
     }
-    let problems = problems(&c);
+    let problems = mask::problems(&c);
     for p in &problems {
         println!("{p}");
     }
@@ -95,15 +63,7 @@ pub fn check(ctx: &Ctx, flags: Mask) -> Result<()> {
 
 /// The secret key, from the environment variable `mask.key_env`.
 pub fn key(ctx: &Ctx) -> Result<Vec<u8>> {
-    let var = &ctx.config.mask.key_env;
-    let key = std::env::var(var).unwrap_or_default();
-    if key.len() < 16 {
-        return Err(fail(
-            format!("no masking key: `{var}` is {}", if key.is_empty() { "not set" } else { "shorter than 16 bytes" }),
-            format!("export {var}=<a secret of at least 16 bytes, the same for every run whose output must match> (e.g. from your password manager)"),
-        ));
-    }
-    Ok(key.into_bytes())
+    mask::key_from_env(&ctx.config.mask.key_env)
 }
 
 /// Masks `db` in place, every column classified first (strict: anything unreviewed stops it
@@ -116,7 +76,7 @@ pub fn apply(ctx: &Ctx, server: &Server, db: &str, key: &[u8]) -> Result<()> {
         ));
     }
     let c = classified(ctx, server, db)?;
-    let problems = problems(&c);
+    let problems = mask::problems(&c);
     if !problems.is_empty() {
         for p in &problems {
             eprintln!("  {p}");
