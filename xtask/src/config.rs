@@ -102,13 +102,22 @@ pub struct SchemaDiffConfig {
 pub struct MaskConfig {
     /// The environment variable holding the secret key (at least 16 bytes).
     pub key_env: String,
+    /// For `clone-prod`: read the key from this SSM parameter (SecureString) instead.
+    pub key_parameter: Option<String>,
+    /// For `clone-prod`: or from this Secrets Manager secret (its whole string).
+    pub key_secret: Option<String>,
     /// `"schema.table.column"` (or `"schema.table.*"`) → a rule (`crate::mask::RULE_NAMES`).
     pub rules: std::collections::BTreeMap<String, crate::mask::RuleSpec>,
 }
 
 impl Default for MaskConfig {
     fn default() -> Self {
-        MaskConfig { key_env: "XTASK_MASK_KEY".into(), rules: Default::default() }
+        MaskConfig {
+            key_env: "XTASK_MASK_KEY".into(),
+            key_parameter: None,
+            key_secret: None,
+            rules: Default::default(),
+        }
     }
 }
 

@@ -243,6 +243,22 @@ pub fn problems(c: &Classified) -> Vec<String> {
     out
 }
 
+/// Before masking: every problem printed (stderr), and an error when there is any — `nothing`
+/// says what was left undone, `escape` how else to go on.
+pub fn refuse_unreviewed(c: &Classified, nothing: &str, escape: &str) -> Result<()> {
+    let problems = problems(c);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    for p in &problems {
+        eprintln!("  {p}");
+    }
+    Err(crate::error::fail(
+        format!("{} column(s) or rule(s) not reviewed: {nothing}", problems.len()),
+        format!("add the rules listed above to [workspace.metadata.db.mask.rules]{escape}"),
+    ))
+}
+
 /// The rules of `config`, parsed: `schema.table.column` or `schema.table.*` → rule.
 pub fn parse_rules(config: &BTreeMap<String, RuleSpec>) -> Result<BTreeMap<String, Rule>> {
     let mut out = BTreeMap::new();

@@ -64,15 +64,23 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
     // The rules and the key before anything: a missing key costs nothing.
     let rules = xtask::mask::parse_rules(&ctx.config.mask.rules)
         .map_err(|e| fail(format!("{e:#}"), "fix [workspace.metadata.db.mask.rules] in Cargo.toml"))?;
-    let mask = if rules.is_empty() || flags.unmasked {
-        None
-    } else {
-        Some(dump::Masking {
-            rules,
-            key: xtask::mask::key_from_env(&ctx.config.mask.key_env)?,
-            key_env: ctx.config.mask.key_env.clone(),
-            ledger: ctx.config.ledger_table.clone(),
-        })
+    let mc = &ctx.config.mask;
+    let key_source = match (&mc.key_parameter, &mc.key_secret) {
+        (Some(_), Some(_)) => {
+            return Err(fail(
+                "both `mask.key_parameter` and `mask.key_secret` are configured",
+                "keep one of them in [workspace.metadata.db.mask]",
+            ))
+        }
+        (Some(p), None) => Some(credentials::Source::Parameter(p.clone())),
+        (None, Some(s)) => Some(credentials::Source::Secret(s.clone())),
+        (None, None) => None,
+    };
+    let masking = !rules.is_empty() && !flags.unmasked;
+    // From the environment, checked now; from AWS, read (read-only) before anything is created.
+    let env_key = match (masking, &key_source) {
+        (true, None) => Some(xtask::mask::key_from_env(&mc.key_env)?),
+        _ => None,
     };
     let plugin = match settings.tunnel {
         Route::Ssm { .. } => Some(tunnel::find_plugin()?),
@@ -119,6 +127,25 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
                 region: aws.region.clone(),
             }
         }
+    };
+    let mask = if masking {
+        let (key, from) = match (&key_source, env_key) {
+            (Some(source), _) => {
+                let text = credentials::read(&aws.sdk, source).await?;
+                if text.trim().len() < 16 {
+                    return Err(fail(
+                        format!("the masking key in the {source} is shorter than 16 bytes"),
+                        "store a secret of at least 16 bytes there",
+                    ));
+                }
+                (text.trim().as_bytes().to_vec(), source.to_string())
+            }
+            (None, Some(key)) => (key, format!("${}", mc.key_env)),
+            (None, None) => return Err(anyhow::anyhow!("no masking key was read (a bug)")),
+        };
+        Some(dump::Masking { rules, key, key_env: from, ledger: ctx.config.ledger_table.clone() })
+    } else {
+        None
     };
     let plan = Plan {
         clone_id: rds::identifier(&source_id, &format!("-clone-{ts}")),

@@ -49,7 +49,13 @@ struct Json {
 
 /// Reads and parses the credentials. `dbname` comes from the JSON, else `fallback_db`.
 pub async fn fetch(sdk: &aws_config::SdkConfig, source: &Source, fallback_db: Option<&str>) -> Result<Credentials> {
-    let text = match source {
+    let text = read(sdk, source).await?;
+    parse(&text, source, fallback_db)
+}
+
+/// The text of a parameter (decrypted) or a secret.
+pub async fn read(sdk: &aws_config::SdkConfig, source: &Source) -> Result<String> {
+    Ok(match source {
         Source::Parameter(name) => {
             let ssm = aws_sdk_ssm::Client::new(sdk);
             let out = ssm
@@ -71,8 +77,7 @@ pub async fn fetch(sdk: &aws_config::SdkConfig, source: &Source, fallback_db: Op
                 .map_err(|e| aws_error(&format!("reading the {source}"), e))?;
             out.secret_string().unwrap_or_default().to_string()
         }
-    };
-    parse(&text, source, fallback_db)
+    })
 }
 
 /// The JSON's fields; errors name the missing field, never the content.

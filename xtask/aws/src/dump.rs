@@ -164,16 +164,11 @@ pub async fn mask(psql: &Path, target: &Target, m: &Masking) -> Result<()> {
     let columns: Vec<xtask::mask::Column> =
         serde_json::from_str(out.trim()).context("reading the columns of the throwaway's database")?;
     let classified = xtask::mask::classify(&columns, &m.rules);
-    let problems = xtask::mask::problems(&classified);
-    if !problems.is_empty() {
-        for p in &problems {
-            eprintln!("  {p}");
-        }
-        return Err(fail(
-            format!("{} column(s) or rule(s) of production are not reviewed: nothing was masked or dumped", problems.len()),
-            "add the rules listed above to [workspace.metadata.db.mask.rules] (or pass --unmasked, to take production as it is)",
-        ));
-    }
+    xtask::mask::refuse_unreviewed(
+        &classified,
+        "nothing was masked or dumped",
+        " (or pass --unmasked, to take production as it is)",
+    )?;
     eprintln!(
         "▸ masking {} column(s) on the throwaway instance ({} kept), before anything leaves AWS",
         classified.masked.len(),

@@ -653,3 +653,38 @@ async fn an_unreviewed_column_at_the_source_stops_the_run_and_the_throwaway_is_d
     assert!(run.stderr.contains("nothing was masked or dumped"), "{}", run.stderr);
     s.assert_cleaned_up(&run).await;
 }
+
+#[tokio::test]
+async fn the_masking_key_can_come_from_an_ssm_parameter_and_never_shows() {
+    let s = scene("maskssm").await;
+    s.with_mask_rules();
+    let path = s.project.dir.join("Cargo.toml");
+    let toml = std::fs::read_to_string(&path).unwrap().replace(
+        "[workspace.metadata.db.mask.rules]",
+        "[workspace.metadata.db.mask]\nkey_parameter = \"/prod/mask-key\"\n\n[workspace.metadata.db.mask.rules]",
+    );
+    std::fs::write(&path, toml).unwrap();
+    s.moto
+        .ssm()
+        .put_parameter()
+        .name("/prod/mask-key")
+        .value(MASK_KEY)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    let originals = personal(&s.db.admin_url());
+    // No key in the environment: the parameter's is used (and `finish` checks it never shows).
+    let run = s.clone_prod(&[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stderr.contains("key from SSM parameter `/prod/mask-key`"), "{}", run.stderr);
+    assert!(!run.all().contains(MASK_KEY));
+    let masked = personal(&s.db.admin_url());
+    assert!(masked.iter().all(|v| !originals.contains(v)), "masked with the parameter's key");
+    // The same key as masking with it from the environment gives (keyed, deterministic).
+    let expected: String = xtask::mask::keyed_hash(MASK_KEY.as_bytes(), b"c1@example.com")[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(masked.contains(&format!("user_{expected}@example.com")), "{:?}", &masked[500..503]);
+}

@@ -76,16 +76,7 @@ pub fn apply(ctx: &Ctx, server: &Server, db: &str, key: &[u8]) -> Result<()> {
         ));
     }
     let c = classified(ctx, server, db)?;
-    let problems = mask::problems(&c);
-    if !problems.is_empty() {
-        for p in &problems {
-            eprintln!("  {p}");
-        }
-        return Err(fail(
-            format!("{} column(s) or rule(s) not reviewed: nothing was masked", problems.len()),
-            "add the rules listed above to [workspace.metadata.db.mask.rules]",
-        ));
-    }
+    mask::refuse_unreviewed(&c, "nothing was masked", "")?;
     let script = mask::script(&c.masked, key);
     let tables: std::collections::BTreeSet<_> = c.masked.iter().map(|(col, _)| (&col.schema, &col.table)).collect();
     step(&format!("masking {} column(s) in {} table(s) (triggers off)", c.masked.len(), tables.len()), || {
