@@ -178,6 +178,10 @@ pub async fn mask(psql: &Path, target: &Target, m: &Masking) -> Result<()> {
     let start = Instant::now();
     let mut cmd = target.command(psql, &["-X", "-q", "-A", "-t"])?;
     tokio::task::spawn_blocking(move || proc::capture(&mut cmd, Some(script.as_bytes()))).await?.map_err(|e| {
+        // Stopped by a signal: that is the whole story (the cleanup deletes the instance).
+        if proc::interrupted().is_some() {
+            return e;
+        }
         let text = format!("{e:#}");
         fail(
             format!("masking on the throwaway instance failed: {}", last_line(&text)),

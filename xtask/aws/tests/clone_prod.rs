@@ -688,3 +688,58 @@ async fn the_masking_key_can_come_from_an_ssm_parameter_and_never_shows() {
         .collect();
     assert!(masked.contains(&format!("user_{expected}@example.com")), "{:?}", &masked[500..503]);
 }
+
+/// Every process's command line, as `/proc/*/cmdline` shows it to anyone on the machine.
+fn all_cmdlines() -> String {
+    let mut all = String::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            all.push_str(&String::from_utf8_lossy(&c).replace('\0', " "));
+            all.push('\n');
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn sigterm_while_masking_deletes_the_throwaway_leaves_no_dump_and_the_key_is_in_no_command_line() {
+    let s = scene("maskint").await;
+    s.with_mask_rules();
+    // Enough rows that the masking takes a while.
+    s.db.as_owner(
+        "INSERT INTO crm.customer (name, email) SELECT 'bulk ' || g, 'bulk' || g || '@example.com' FROM generate_series(1, 400000) g",
+    );
+    let tunnel = forwarder(&s.db, &s.log);
+    let mut cmd = s.command(
+        &["clone-prod", "--tunnel", "command", "--tunnel-command", &tunnel],
+        &[("XTASK_MASK_KEY", MASK_KEY.to_string())],
+    );
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    loop {
+        let line = lines.next().expect("the run ended before masking").unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("masking 2 column(s) on the throwaway instance") {
+            break;
+        }
+    }
+    // While the masking psql runs: the key is in no process's command line.
+    std::thread::sleep(Duration::from_millis(200));
+    let cmdlines = all_cmdlines();
+    assert!(!cmdlines.contains(MASK_KEY) && !cmdlines.contains(&s.db.password), "a secret is in a command line");
+    assert!(cmdlines.contains("xtask-db%20clone-prod") || cmdlines.contains("psql"), "the masking psql was running");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    for line in lines {
+        seen.push_str(&line.unwrap());
+        seen.push('\n');
+    }
+    let out = child.wait_with_output().unwrap();
+    let mut run = finish(out, &[&s.db.password, MASK_KEY]);
+    run.stderr = seen + &run.stderr;
+    assert_eq!(run.code, 143, "{}", run.all());
+    assert!(!run.stderr.contains("masked in"), "the signal came during the masking: {}", run.stderr);
+    s.assert_cleaned_up(&run).await;
+}
