@@ -135,3 +135,23 @@ fn strict_mode_refuses_an_unreviewed_column_a_migration_added() {
         .fails(2, "not reviewed: nothing was masked");
     assert!(!p.databases().contains(&format!("{}prod_clone", p.prefix)), "{:?}", p.databases());
 }
+
+#[test]
+fn masked_values_that_collide_under_unique_are_an_error_and_nothing_is_masked() {
+    let p = project("mcollide");
+    let toml = std::fs::read_to_string(p.dir.join("Cargo.toml")).unwrap();
+    std::fs::write(
+        p.dir.join("Cargo.toml"),
+        toml.replace("\"crm.tags.name\" = \"keep\"", "\"crm.tags.name\" = { fixed = \"same\" }"),
+    )
+    .unwrap();
+    p.xtask(&["db", "template", "create"]).ok();
+    assert!(
+        sql(&p.template(), "SELECT count(*) FROM crm.tags").parse::<i64>().unwrap() > 1,
+        "the seed has several tags"
+    );
+    crate::support::dump(&p.template(), &p.dir.join("dump/prod-20261201000000.dump"));
+    let run = p.xtask_in(&p.dir, &["db", "load-clone", "--mask"], &[("XTASK_MASK_KEY", KEY)]);
+    run.fails(2, "masked values collide under a UNIQUE constraint");
+    assert!(!p.databases().iter().any(|d| d.ends_with("prod_clone") || d.contains("tmp_")), "{:?}", p.databases());
+}
