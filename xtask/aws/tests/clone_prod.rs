@@ -580,6 +580,16 @@ fn personal(url: &str) -> Vec<String> {
 async fn masking_runs_on_the_throwaway_before_the_dump_and_load_clone_mask_gives_the_same_values() {
     let s = scene("mask").await;
     s.with_mask_rules();
+    // The application's trigger: masking must not fire it, and must leave it enabled. (The
+    // stand-in's owner may not set session_replication_role: the owner's way is taken.)
+    s.db.as_owner(
+        "CREATE TABLE crm.changes (id serial PRIMARY KEY, customer bigint);
+         CREATE FUNCTION crm.note_change() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO crm.changes (customer) VALUES (NEW.id); RETURN NEW; END $$;
+         CREATE TRIGGER customer_changed AFTER UPDATE ON crm.customer FOR EACH ROW EXECUTE FUNCTION crm.note_change();",
+    );
+    let path = s.project.dir.join("Cargo.toml");
+    let toml = std::fs::read_to_string(&path).unwrap() + "\"crm.changes.*\" = \"keep\"\n";
+    std::fs::write(&path, toml).unwrap();
     let originals = personal(&s.db.admin_url());
     assert_eq!(originals.len(), 1000);
 
@@ -610,6 +620,7 @@ async fn masking_runs_on_the_throwaway_before_the_dump_and_load_clone_mask_gives
     assert!(sql.status.success());
     let text = String::from_utf8_lossy(&sql.stdout);
     assert!(text.contains("@example.com") && text.contains("user_"), "the masked values are in it");
+    assert!(!text.contains(MASK_KEY), "the key is in no file");
     for o in &originals {
         // Names as whole fields (a made-up name may contain a short original's letters).
         assert!(
@@ -619,6 +630,13 @@ async fn masking_runs_on_the_throwaway_before_the_dump_and_load_clone_mask_gives
     }
     let at_source = personal(&s.db.admin_url());
     assert!(at_source.iter().all(|v| !originals.contains(v)));
+    assert_eq!(psql(&s.db.admin_url(), "SELECT count(*) FROM crm.changes"), "0", "the trigger did not fire");
+    assert_eq!(
+        psql(&s.db.admin_url(), "SELECT tgenabled FROM pg_trigger WHERE tgname = 'customer_changed'"),
+        "O",
+        "and it is enabled again, in the dump too"
+    );
+    assert!(!text.contains("DISABLE TRIGGER"), "the dump has the trigger as it was");
 
     // load-clone --mask of the unmasked dump: the same values as masking at the source.
     let xtask = std::env::var("XTASK_TEST_XTASK_BIN").expect("run through `cargo xtask test`");
