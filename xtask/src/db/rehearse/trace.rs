@@ -314,7 +314,7 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
         )
     })?;
     let statements = sql::split(&text);
-    let file = m.file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let file = super::file_name(&m.file);
     let no_tx = no_transaction(&text);
     let sampled_alone = no_tx && statements.len() == 1 && refuses_transaction(&statements[0]);
     // sqlx sends the file as one query string: several statements run as one implicit
