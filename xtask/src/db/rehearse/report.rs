@@ -62,7 +62,8 @@ impl Gate {
 
 #[derive(Debug, Serialize)]
 pub struct Finding {
-    /// `danger`: over a threshold or failed (exit 1); `warning`: worth a look.
+    /// `danger`: over a threshold or failed (exit 1); `warning`: worth a look; `suggestion`: a
+    /// hint, the safer form of a statement.
     pub severity: &'static str,
     pub text: String,
 }
@@ -78,6 +79,8 @@ pub struct Report {
     /// Why the migrator would not start at all.
     pub refused: Option<String>,
     pub findings: Vec<Finding>,
+    /// How many of the findings are suggestions (every hint of every statement).
+    pub suggestions: usize,
     pub smoke_before: Option<Smoke>,
     pub gate: Option<Gate>,
     pub smoke_after: Option<Smoke>,
@@ -105,6 +108,7 @@ impl Report {
             pending: Vec::new(),
             refused: None,
             findings: Vec::new(),
+            suggestions: 0,
             smoke_before: None,
             gate: None,
             smoke_after: None,
@@ -182,12 +186,21 @@ impl Report {
         if let Some(g) = self.gate.as_ref().filter(|g| !g.equal) {
             f.push(danger(format!("the gate: {} (the migrated copy against a fresh build)", g.summary)));
         }
+        // Every hint, where the reviewer reads first.
+        for m in &self.migrations {
+            let hints = m.statements.iter().flat_map(|s| s.hints.iter().map(move |h| (s.index, h)));
+            let failed = m.failure.iter().flat_map(|e| e.hints.iter().map(move |h| (e.statement, h)));
+            for (index, hint) in hints.chain(failed) {
+                f.push(Finding { severity: "suggestion", text: format!("{} statement {index}: {hint}", m.file) });
+            }
+        }
         for s in [&self.smoke_before, &self.smoke_after].into_iter().flatten() {
             if !s.passed {
                 f.push(danger(format!("the smoke test {} failed: {}", s.when, s.detail)));
             }
         }
         let dangers = f.iter().filter(|x| x.severity == "danger").count();
+        self.suggestions = f.iter().filter(|x| x.severity == "suggestion").count();
         self.findings = f;
         self.verdict = if dangers == 0 { "clear" } else { "findings" };
         dangers
@@ -205,21 +218,27 @@ impl Report {
         let dangers = self.judge();
         let mut out = Vec::new();
         let applied = self.migrations.iter().filter(|m| m.failure.is_none()).count();
-        out.push(if dangers == 0 {
-            format!(
-                "**All clear**: {applied} of {} pending migration(s) applied on a copy of `{}`.",
-                self.pending.len(),
-                self.from
-            )
-        } else {
-            format!(
-                "**{dangers} finding(s)**: {applied} of {} pending migration(s) applied on a copy of `{}`.",
-                self.pending.len(),
-                self.from
-            )
-        });
+        let suggestions = match self.suggestions {
+            0 => String::new(),
+            1 => ", 1 suggestion".into(),
+            n => format!(", {n} suggestions"),
+        };
+        let verdict = match (dangers, suggestions.is_empty()) {
+            (0, true) => "All clear".to_string(),
+            (0, false) => format!("Clear{suggestions}"),
+            (n, _) => format!("{n} finding(s){suggestions}"),
+        };
+        out.push(format!(
+            "**{verdict}**: {applied} of {} pending migration(s) applied on a copy of `{}`.",
+            self.pending.len(),
+            self.from
+        ));
         for f in &self.findings {
-            let mark = if f.severity == "danger" { "⛔" } else { "⚠️" };
+            let mark = match f.severity {
+                "danger" => "⛔",
+                "warning" => "⚠️",
+                _ => "💡",
+            };
             out.push(format!("- {mark} {}", f.text));
         }
         match &self.gate {
@@ -317,12 +336,14 @@ impl Report {
             if let Some(e) = &m.failure {
                 let rows =
                     e.violating_rows.map(|n| format!(" ({} existing row(s) violate it)", count(n))).unwrap_or_default();
+                let hints: String = e.hints.iter().map(|h| format!("; hint: {h}")).collect();
                 let _ = writeln!(
                     md,
-                    "| {} | {} | **failed** | | | | {}{rows} |",
+                    "| {} | {} | **failed** | | | | {}{rows}{} |",
                     e.statement,
                     e.line,
-                    cell(&format!("{} [{}]", e.error, e.sqlstate))
+                    cell(&format!("{} [{}]", e.error, e.sqlstate)),
+                    cell(&hints)
                 );
             }
             let sizes: Vec<_> = m

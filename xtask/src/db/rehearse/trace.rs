@@ -25,18 +25,25 @@ use crate::pg::{literal, Server};
 use crate::proc;
 use crate::sql::{self, Statement};
 
-/// User relations, as `json_agg` rows: what is compared before and after.
+/// User relations (indexes too: their locks are reported), as `json_agg` rows: what is compared
+/// before and after. For the hints: how many valid CHECK constraints a table has (ATTACH
+/// PARTITION), and a materialized view's unique index on plain columns (REFRESH … CONCURRENTLY).
 const RELATIONS: &str = "SELECT c.oid::bigint AS oid, format('%I.%I', n.nspname, c.relname) AS name, \
-     c.relname::text AS relname, c.relkind::text AS kind, \
-     CASE WHEN c.relkind IN ('r','m','t') THEN pg_table_size(c.oid) ELSE 0 END AS size, \
+     n.nspname::text AS schema, c.relname::text AS relname, c.relkind::text AS kind, \
+     CASE WHEN c.relkind IN ('r','m','t') THEN pg_table_size(c.oid) WHEN c.relkind = 'i' THEN pg_relation_size(c.oid) ELSE 0 END AS size, \
      CASE WHEN c.relkind IN ('r','m','p') THEN pg_indexes_size(c.oid) ELSE 0 END AS index_size, \
-     CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END AS rows \
+     CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END AS rows, \
+     (SELECT count(*) FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'c' AND k.convalidated) AS checks, \
+     CASE WHEN c.relkind = 'm' THEN (SELECT format('%I', i.relname) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+        WHERE x.indrelid = c.oid AND x.indisunique AND x.indisvalid AND x.indpred IS NULL AND x.indexprs IS NULL \
+        ORDER BY i.relname LIMIT 1) END AS unique_index \
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-     WHERE c.relkind IN ('r','p','m','v','f','S') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+     WHERE c.relkind IN ('r','p','m','v','f','S','i','I') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'";
 
 /// After each statement: the WAL position, `lock_timeout`, the relation locks this session
-/// holds in this database, and the file of every table.
+/// holds in this database, the file of every table, and the foreign keys no index serves (no
+/// index whose leading columns are the key's).
 const TRACE: &str = "SELECT json_build_object(\
      'wal', pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0'), \
      'lock_timeout', current_setting('lock_timeout'), \
@@ -44,17 +51,41 @@ const TRACE: &str = "SELECT json_build_object(\
         FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'relation' AND granted \
         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())), \
      'files', (SELECT coalesce(json_object_agg(c.oid::bigint, c.relfilenode::bigint), '{}') FROM pg_class c \
-        WHERE c.relkind IN ('r', 'm') AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)))";
+        WHERE c.relkind IN ('r', 'm') AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)), \
+     'fks', (SELECT coalesce(json_agg(json_build_object('oid', k.oid::bigint, 'name', format('%I', k.conname), \
+          'table', k.conrelid::regclass::text, 'references', k.confrelid::regclass::text, \
+          'columns', (SELECT string_agg(format('%I', a.attname), ', ' ORDER BY u.ord) FROM unnest(k.conkey) WITH ORDINALITY u(num, ord) \
+             JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.num))), '[]') \
+        FROM pg_constraint k WHERE k.contype = 'f' AND k.conparentid = 0 \
+        AND k.connamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace) \
+        AND NOT EXISTS (SELECT 1 FROM pg_index x WHERE x.indrelid = k.conrelid AND x.indpred IS NULL \
+          AND (string_to_array(x.indkey::text, ' ')::int2[])[1:cardinality(k.conkey)] @> k.conkey \
+          AND (string_to_array(x.indkey::text, ' ')::int2[])[1:cardinality(k.conkey)] <@ k.conkey)))";
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Relation {
     pub oid: i64,
     pub name: String,
-    relname: String,
+    pub schema: String,
+    pub relname: String,
     pub kind: String,
     pub size: i64,
     pub index_size: i64,
     pub rows: Option<i64>,
+    /// Valid CHECK constraints on it.
+    pub checks: i64,
+    /// A materialized view's unique index on plain columns, which REFRESH … CONCURRENTLY needs.
+    pub unique_index: Option<String>,
+}
+
+/// A foreign key no index serves.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ForeignKey {
+    pub oid: i64,
+    pub name: String,
+    pub table: String,
+    pub references: String,
+    pub columns: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +94,7 @@ struct Trace {
     lock_timeout: String,
     locks: Vec<HeldLock>,
     files: HashMap<String, i64>,
+    fks: Vec<ForeignKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
@@ -156,6 +188,8 @@ pub struct MigrationFailure {
     pub violating_rows: Option<i64>,
     /// What of the migration stays applied.
     pub applied: String,
+    /// The form that works, where one is known.
+    pub hints: Vec<String>,
 }
 
 /// The lock modes in order of strength, with what they block.
@@ -187,6 +221,8 @@ fn kind_name(relkind: &str) -> &'static str {
         "v" => "view",
         "f" => "foreign table",
         "S" => "sequence",
+        "i" => "index",
+        "I" => "partitioned index",
         _ => "relation",
     }
 }
@@ -348,6 +384,8 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
     // The strongest mode held on each relation so far: a statement's locks are those it adds.
     let mut strongest: HashMap<i64, usize> = HashMap::new();
     let mut hinted_lock_timeout = false;
+    // Foreign keys no index serves, by the statement that made them.
+    let mut made_fks = Vec::new();
     let mut committed_early = None;
     for (i, stmt) in statements.iter().enumerate() {
         let index = i + 1;
@@ -396,8 +434,16 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
             } else {
                 "nothing of it was applied".into()
             };
-            out.failure =
-                Some(MigrationFailure { statement: index, line: stmt.line, sqlstate, error, violating_rows, applied });
+            let hints = super::hints::failure(stmt, &sqlstate, &error, no_tx, statements.len());
+            out.failure = Some(MigrationFailure {
+                statement: index,
+                line: stmt.line,
+                sqlstate,
+                error,
+                violating_rows,
+                applied,
+                hints,
+            });
             settle_locks(&mut out, &first_taken, failed_at, transaction);
             return Ok(out);
         }
@@ -450,7 +496,16 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
         }
         rewrites.sort_by(|a, b| a.relation.cmp(&b.relation));
         let blocking = locks.iter().any(|l| l.blocks_writes_ms.is_some());
-        let mut hints = super::hints::hints(stmt, &locks, &rewrites);
+        let mut hints = super::hints::statement(&super::hints::Context {
+            stmt,
+            locks: &locks,
+            rewrites: &rewrites,
+            before: &before,
+            earlier: &statements[..i],
+            rows,
+        });
+        made_fks
+            .extend(now.fks.iter().filter(|f| !last.fks.iter().any(|l| l.oid == f.oid)).map(|f| (index, f.clone())));
         if controls_transaction(stmt) && transaction {
             hints.push("the migrator already runs the migration in a transaction: a COMMIT or ROLLBACK here ends it part-way (and sqlx's own COMMIT then finds none)".into());
         }
@@ -473,6 +528,7 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
         });
         last = now;
     }
+    super::hints::unindexed_foreign_keys(&mut out, &made_fks, &last.fks);
     // sqlx inserts the ledger row in the migration's transaction, or after a no-transaction one.
     let ledger_row = format!(
         "INSERT INTO {} (version, description, success, checksum, execution_time) VALUES ({}, {}, TRUE, decode({}, 'hex'), -1)",
@@ -521,8 +577,7 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
 /// How long each lock was held — from the start of the statement that took it until `ended`
 /// (the commit, or the rollback of a failed migration; a sampled statement's locks for the
 /// statement only) — and, per relation, the strongest mode and how long reads and writes were
-/// blocked. Then the hint for a slow statement that ran with blocking locks already held
-/// ([`super::hints::held_through`]).
+/// blocked. Then the hints of the whole migration ([`super::hints::migration`]).
 fn settle_locks(
     out: &mut MigrationTrace,
     first_taken: &BTreeMap<(i64, String), Instant>,
@@ -553,7 +608,7 @@ fn settle_locks(
         }
     }
     out.locks = per_relation.into_values().collect();
-    super::hints::held_through(out, transaction);
+    super::hints::migration(out, transaction);
 }
 
 fn mode_key(display: &str) -> String {
