@@ -638,4 +638,35 @@ mod tests {
         assert!(f[0].contains("one implicit transaction") && f[1].contains("pg_repack"), "{f:?}");
         assert!(failure(&st("SELECT 1"), "42601", "syntax error", false, 1).is_empty());
     }
+
+    #[test]
+    fn random_statements_never_panic_the_rules() {
+        let mut rng = crate::sql::fuzz::Rng::new(0x41a7_2026);
+        let before = [rel("big.t", "r"), rel("big.events", "p"), rel("big.t_n_old", "i"), rel("big.m", "m")];
+        let modes = ["ACCESS EXCLUSIVE", "SHARE", "SHARE ROW EXCLUSIVE", "ROW EXCLUSIVE"];
+        for _ in 0..20_000 {
+            let text = crate::sql::fuzz::sql(&mut rng, 16);
+            let statements = crate::sql::split(&text);
+            for (i, stmt) in statements.iter().enumerate() {
+                let locks: Vec<LockTrace> = (0..rng.below(3)).map(|_| lock(rng.pick(&modes))).collect();
+                let rewrites: Vec<Rewrite> = (0..rng.below(2))
+                    .map(|_| Rewrite {
+                        relation: "big.t".into(),
+                        rows: Some(rng.below(200_000) as i64),
+                        size_before: 1,
+                    })
+                    .collect();
+                let _ = statement(&Context {
+                    stmt,
+                    locks: &locks,
+                    rewrites: &rewrites,
+                    before: &before[..rng.below(before.len() + 1)],
+                    earlier: &statements[..i],
+                    rows: Some(rng.below(200_000) as u64).filter(|_| rng.below(2) == 0),
+                });
+                let state = rng.pick(&["25001", "23505", "23514", "42601", ""]);
+                let _ = failure(stmt, state, &text, rng.below(2) == 0, statements.len());
+            }
+        }
+    }
 }

@@ -424,4 +424,116 @@ mod tests {
         assert_eq!(duration(0.42), "0.4 ms");
         assert_eq!(cell("a|b\nc"), "a\\|b c");
     }
+
+    /// Random traces (odd text, empty and huge numbers, failures, gates, smoke tests): every form
+    /// of the report renders without a panic, and the verdict agrees with the findings.
+    #[test]
+    fn random_reports_never_panic() {
+        use super::super::trace::{LockTrace, MigrationFailure, Rewrite, SizeChange, StatementTrace};
+        let mut rng = crate::sql::fuzz::Rng::new(0x4e90_2026);
+        let nums = [0.0, 0.04, 9.99, 10.0, 999.9, 1000.0, 59_999.0, 1e12, -1.0, f64::NAN];
+        let ints = [0i64, 1, -1, 9_999, 10_000, 999_999, 1_000_000, i64::MAX, i64::MIN];
+        for _ in 0..2_000 {
+            let thresholds =
+                Thresholds { max_lock_ms: rng.below(2000) as u64, max_statement_ms: rng.below(2000) as u64 };
+            let mut r = Report::new(&crate::sql::fuzz::sql(&mut rng, 4), "db", thresholds, "");
+            for m in 0..rng.below(4) {
+                let text = |rng: &mut crate::sql::fuzz::Rng| crate::sql::fuzz::sql(rng, 8);
+                let statements: Vec<StatementTrace> = (0..rng.below(4))
+                    .map(|i| StatementTrace {
+                        index: i + 1,
+                        line: rng.below(100),
+                        sql: text(&mut rng),
+                        duration_ms: rng.pick(&nums),
+                        rows: Some(rng.next()).filter(|_| rng.below(2) == 0),
+                        wal_bytes: rng.pick(&ints),
+                        locks: (0..rng.below(3))
+                            .map(|_| LockTrace {
+                                oid: 1,
+                                relation: text(&mut rng),
+                                kind: "index",
+                                mode: rng.pick(&["ACCESS EXCLUSIVE", "SHARE", "odd"]).to_string(),
+                                statement: i + 1,
+                                held_ms: rng.pick(&nums),
+                                blocks_reads_ms: Some(rng.pick(&nums)).filter(|_| rng.below(2) == 0),
+                                blocks_writes_ms: Some(rng.pick(&nums)).filter(|_| rng.below(2) == 0),
+                                rows: Some(rng.pick(&ints)).filter(|_| rng.below(2) == 0),
+                                size_bytes: rng.pick(&ints),
+                            })
+                            .collect(),
+                        rewrites: (0..rng.below(2))
+                            .map(|_| Rewrite {
+                                relation: text(&mut rng),
+                                rows: Some(rng.pick(&ints)),
+                                size_before: rng.pick(&ints),
+                            })
+                            .collect(),
+                        hints: (0..rng.below(3)).map(|_| text(&mut rng)).collect(),
+                    })
+                    .collect();
+                let mut trace = MigrationTrace {
+                    version: m as i64,
+                    file: text(&mut rng),
+                    transaction: rng.below(2) == 0,
+                    traced: "transaction",
+                    samples: None,
+                    duration_ms: 0.0,
+                    wal_bytes: 0,
+                    statements: Vec::new(),
+                    locks: Vec::new(),
+                    sizes: Vec::new(),
+                    failure: None,
+                };
+                trace.statements = statements;
+                trace.locks = trace.statements.iter().flat_map(|s| s.locks.clone()).collect();
+                trace.duration_ms = rng.pick(&nums);
+                trace.wal_bytes = rng.pick(&ints);
+                trace.sizes = (0..rng.below(2))
+                    .map(|_| SizeChange {
+                        relation: text(&mut rng),
+                        table_before: rng.pick(&ints),
+                        table_after: Some(rng.pick(&ints)).filter(|_| rng.below(2) == 0),
+                        indexes_before: rng.pick(&ints),
+                        indexes_after: Some(rng.pick(&ints)),
+                    })
+                    .collect();
+                if rng.below(3) == 0 {
+                    trace.failure = Some(MigrationFailure {
+                        statement: rng.below(5),
+                        line: rng.below(5),
+                        sqlstate: text(&mut rng),
+                        error: text(&mut rng),
+                        violating_rows: Some(rng.pick(&ints)),
+                        applied: text(&mut rng),
+                        hints: (0..rng.below(2)).map(|_| text(&mut rng)).collect(),
+                    });
+                }
+                r.pending.push(trace.file.clone());
+                r.migrations.push(trace);
+            }
+            if rng.below(2) == 0 {
+                r.gate = Some(Gate {
+                    equal: rng.below(2) == 0,
+                    summary: crate::sql::fuzz::sql(&mut rng, 4),
+                    differences: vec![crate::sql::fuzz::sql(&mut rng, 4)],
+                    warnings: Vec::new(),
+                });
+            }
+            let md = r.markdown();
+            let summary = r.summary_text();
+            let _ = serde_json::to_string(&r).unwrap();
+            let hints: usize = r
+                .migrations
+                .iter()
+                .map(|m| {
+                    m.statements.iter().map(|s| s.hints.len()).sum::<usize>()
+                        + m.failure.as_ref().map_or(0, |f| f.hints.len())
+                })
+                .sum();
+            assert_eq!(r.suggestions, hints);
+            let clear = matches!(r.verdict(), Verdict::Clear);
+            assert_eq!(clear, r.verdict == "clear");
+            assert!(md.starts_with("## Migration rehearsal") && !summary.is_empty(), "{summary}");
+        }
+    }
 }
