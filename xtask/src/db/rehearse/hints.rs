@@ -13,6 +13,18 @@ use crate::sql::{self, Statement};
 /// out (strong_migrations' "backfilling data"; its batch sizes are of this order).
 pub const BACKFILL_ROWS: u64 = 10_000;
 
+/// `COMMIT` / `ROLLBACK` / `BEGIN` inside a migration sqlx already runs in a transaction.
+///
+/// Sources: squawk: transaction-nesting; sqlx's migrator (one transaction per migration).
+pub(super) const TRANSACTION_CONTROL: &str = "the migrator already runs the migration in a transaction: a COMMIT or ROLLBACK here ends it part-way (and sqlx's own COMMIT then finds none)";
+
+/// The first statement of a migration to take a lock that blocks writes, with `lock_timeout`
+/// unset (the generic hint, once a migration).
+///
+/// Sources: eugene: E9 (taking a dangerous lock without a timeout); PostgreSQL docs, "Client
+/// Connection Defaults", lock_timeout.
+pub(super) const LOCK_TIMEOUT: &str = "SET lock_timeout = '2s' at the top of the migration: behind a long-running query this statement waits for its lock, and every query on the table queues behind it; with a timeout it fails fast and can be retried";
+
 /// What the rules look at, for one statement.
 pub(super) struct Context<'a> {
     pub stmt: &'a Statement,

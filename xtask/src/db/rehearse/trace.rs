@@ -507,13 +507,11 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
         made_fks
             .extend(now.fks.iter().filter(|f| !last.fks.iter().any(|l| l.oid == f.oid)).map(|f| (index, f.clone())));
         if controls_transaction(stmt) && transaction {
-            hints.push("the migrator already runs the migration in a transaction: a COMMIT or ROLLBACK here ends it part-way (and sqlx's own COMMIT then finds none)".into());
+            hints.push(super::hints::TRANSACTION_CONTROL.into());
         }
         if blocking && transaction && !hinted_lock_timeout && now.lock_timeout == "0" {
             hinted_lock_timeout = true;
-            hints.push(
-                "SET lock_timeout = '2s' at the top of the migration: behind a long-running query this statement waits for its lock, and every query on the table queues behind it; with a timeout it fails fast and can be retried".into(),
-            );
+            hints.push(super::hints::LOCK_TIMEOUT.into());
         }
         out.statements.push(StatementTrace {
             index,
