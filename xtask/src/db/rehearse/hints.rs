@@ -569,7 +569,7 @@ mod tests {
         let (schema, relname) = name.split_once('.').unwrap();
         serde_json::from_value(serde_json::json!({
             "oid": name.len(), "name": name, "schema": schema, "relname": relname, "kind": kind,
-            "size": 0, "index_size": 0, "rows": 100_000, "checks": 0, "unique_index": null,
+            "size": 0, "index_size": 0, "rows": 100_000, "checks": 0, "unique_index": null, "table": null,
         }))
         .unwrap()
     }
@@ -586,6 +586,7 @@ mod tests {
             blocks_writes_ms: Some(1.0),
             rows: None,
             size_bytes: 0,
+            table: None,
         }
     }
 

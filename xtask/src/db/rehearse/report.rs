@@ -136,6 +136,17 @@ impl Report {
                 )));
             }
             for l in &m.locks {
+                // An index's lock blocks nothing its table's lock does not already block.
+                let covered = l.table.as_ref().is_some_and(|t| {
+                    m.locks.iter().any(|o| {
+                        o.relation == *t
+                            && (l.blocks_reads_ms.is_none() || o.blocks_reads_ms >= l.blocks_reads_ms)
+                            && (l.blocks_writes_ms.is_none() || o.blocks_writes_ms >= l.blocks_writes_ms)
+                    })
+                });
+                if covered {
+                    continue;
+                }
                 let (blocked, what) = match (l.blocks_reads_ms, l.blocks_writes_ms) {
                     (Some(r), _) => (r, "blocks reads and writes"),
                     (None, Some(w)) => (w, "blocks writes"),
@@ -459,6 +470,7 @@ mod tests {
                                 blocks_writes_ms: Some(rng.pick(&nums)).filter(|_| rng.below(2) == 0),
                                 rows: Some(rng.pick(&ints)).filter(|_| rng.below(2) == 0),
                                 size_bytes: rng.pick(&ints),
+                                table: Some(text(&mut rng)).filter(|_| rng.below(2) == 0),
                             })
                             .collect(),
                         rewrites: (0..rng.below(2))
@@ -535,5 +547,49 @@ mod tests {
             assert_eq!(clear, r.verdict == "clear");
             assert!(md.starts_with("## Migration rehearsal") && !summary.is_empty(), "{summary}");
         }
+    }
+
+    #[test]
+    fn an_index_lock_is_a_finding_only_when_it_blocks_more_than_its_tables() {
+        use super::super::trace::LockTrace;
+        let lock = |relation: &str, mode: &str, reads: bool, table: Option<&str>| LockTrace {
+            oid: 1,
+            relation: relation.into(),
+            kind: if table.is_some() { "index" } else { "table" },
+            mode: mode.into(),
+            statement: 1,
+            held_ms: 5000.0,
+            blocks_reads_ms: reads.then_some(5000.0),
+            blocks_writes_ms: Some(5000.0),
+            rows: None,
+            size_bytes: 0,
+            table: table.map(str::to_string),
+        };
+        let mut r = Report::new("p", "db", Thresholds { max_lock_ms: 1000, max_statement_ms: 60_000 }, "");
+        r.migrations.push(MigrationTrace {
+            version: 1,
+            file: "1.sql".into(),
+            transaction: true,
+            traced: "transaction",
+            samples: None,
+            duration_ms: 5000.0,
+            wal_bytes: 0,
+            statements: Vec::new(),
+            // DROP INDEX: the table's ACCESS EXCLUSIVE covers its index's; REINDEX: the index's
+            // ACCESS EXCLUSIVE blocks reads its table's SHARE does not.
+            locks: vec![
+                lock("a.t", "ACCESS EXCLUSIVE", true, None),
+                lock("a.t_i", "ACCESS EXCLUSIVE", true, Some("a.t")),
+                lock("a.u", "SHARE", false, None),
+                lock("a.u_i", "ACCESS EXCLUSIVE", true, Some("a.u")),
+            ],
+            sizes: Vec::new(),
+            failure: None,
+        });
+        r.verdict();
+        let texts: Vec<&str> = r.findings.iter().map(|f| f.text.as_str()).collect();
+        assert_eq!(texts.len(), 3, "{texts:#?}");
+        assert!(texts.iter().any(|t| t.starts_with("ACCESS EXCLUSIVE on a.u_i (index)")), "{texts:#?}");
+        assert!(!texts.iter().any(|t| t.contains("a.t_i")), "{texts:#?}");
     }
 }

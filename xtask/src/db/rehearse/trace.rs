@@ -34,6 +34,8 @@ const RELATIONS: &str = "SELECT c.oid::bigint AS oid, format('%I.%I', n.nspname,
      CASE WHEN c.relkind IN ('r','m','p') THEN pg_indexes_size(c.oid) ELSE 0 END AS index_size, \
      CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END AS rows, \
      (SELECT count(*) FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'c' AND k.convalidated) AS checks, \
+     (SELECT format('%I.%I', tn.nspname, t.relname) FROM pg_index x JOIN pg_class t ON t.oid = x.indrelid \
+        JOIN pg_namespace tn ON tn.oid = t.relnamespace WHERE x.indexrelid = c.oid) AS table, \
      CASE WHEN c.relkind = 'm' THEN (SELECT format('%I', i.relname) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
         WHERE x.indrelid = c.oid AND x.indisunique AND x.indisvalid AND x.indpred IS NULL AND x.indexprs IS NULL \
         ORDER BY i.relname LIMIT 1) END AS unique_index \
@@ -74,6 +76,8 @@ pub struct Relation {
     pub rows: Option<i64>,
     /// Valid CHECK constraints on it.
     pub checks: i64,
+    /// An index's table.
+    pub table: Option<String>,
     /// A materialized view's unique index on plain columns, which REFRESH … CONCURRENTLY needs.
     pub unique_index: Option<String>,
 }
@@ -160,6 +164,9 @@ pub struct LockTrace {
     pub blocks_writes_ms: Option<f64>,
     pub rows: Option<i64>,
     pub size_bytes: i64,
+    /// An index's table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -478,6 +485,7 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
                 blocks_writes_ms: writes.then_some(0.0),
                 rows: rel.rows.filter(|_| matches!(rel.kind.as_str(), "r" | "m" | "p" | "f")),
                 size_bytes: rel.size,
+                table: rel.table.clone(),
             });
         }
         // One line a relation: its strongest lock (a weaker one, e.g. the ACCESS SHARE of a
