@@ -623,6 +623,13 @@ mod tests {
         assert!(hints_of("ALTER TABLE big.t ADD CONSTRAINT u UNIQUE USING INDEX u", &[], &[], &before).is_empty());
         assert!(hints_of("VACUUM (FULL, ANALYZE) big.t", &[], &[], &before)[0].contains("pg_repack"));
         assert!(hints_of("VACUUM big.t", &[], &[], &before).is_empty());
+        // A partitioned table refuses CONCURRENTLY: the hint says how to do it per partition.
+        let parted = [rel("big.events", "p")];
+        let h = hints_of("CREATE INDEX ON big.events (at)", &[], &[], &parted);
+        assert!(h[0].contains("ON ONLY big.events") && h[0].contains("ATTACH PARTITION"), "{h:?}");
+        // A volatile default is still called one.
+        let h = hints_of("ALTER TABLE big.t ADD COLUMN s timestamptz DEFAULT clock_timestamp()", &[], &rw, &before);
+        assert!(h[0].contains("default is volatile"), "{h:?}");
     }
 
     #[test]
