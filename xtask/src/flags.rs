@@ -233,7 +233,7 @@ const LIST_CLONES_HELP: &str = help!(
 const LOAD_CLONE_HELP: &str =
     help!(exit_done!(), "cargo xtask db load-clone", "cargo xtask db load-clone dump/prod-20261203120000.dump");
 const REHEARSE_HELP: &str = help!(
-    exit_verdict!("all clear", "a finding: a lock or statement over its threshold, a failed migration, a failed smoke test or a gate difference"),
+    exit_verdict!("clear (hints, if any, are suggestions)", "a finding: a lock or statement over its threshold, a failed migration, a failed smoke test or a gate difference"),
     "cargo xtask db rehearse",
     "cargo xtask db rehearse --from dump/prod-20261201093000.dump",
     "cargo xtask db rehearse --max-lock-ms 200 --format json --no-smoke",
@@ -404,7 +404,9 @@ pub struct Mask {
 /// as the app's migrator (sqlx) applies it — one transaction each, the same ledger rows — one
 /// statement at a time, with the locks the migrating transaction holds after each (and which of
 /// SELECT and INSERT/UPDATE/DELETE they block, for how long: until commit), table rewrites, rows,
-/// WAL and sizes; the gate (`schema-diff` against a fresh build of this branch); the smoke test
+/// WAL and sizes (indexes included), and the safer form of each risky statement (a hint, e.g.
+/// CREATE INDEX CONCURRENTLY, NOT VALID then VALIDATE; listed in the summary as suggestions, they
+/// do not change the exit code); the gate (`schema-diff` against a fresh build of this branch); the smoke test
 /// on the migrated copy. The report: Markdown for the pull request (written to
 /// dump/rehearse/, git-ignored: error messages can quote production rows) and --format json.
 /// Thresholds: [workspace.metadata.db.rehearse] and the flags below.

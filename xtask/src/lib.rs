@@ -20,6 +20,9 @@ pub mod term;
 pub mod test_harness;
 pub mod time;
 
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
 use anyhow::Result;
 use clap::Parser;
 
@@ -41,10 +44,16 @@ pub fn entry(run: impl FnOnce(flags::Xtask) -> Result<()>) -> i32 {
         let payload = info.payload();
         let msg =
             payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied());
-        if msg.is_some_and(|m| m.starts_with("failed printing to stdout") && m.contains("Broken pipe")) {
+        if msg.is_some_and(|m| {
+            (m.starts_with("failed printing to stdout") || m.starts_with("failed printing to stderr"))
+                && m.contains("Broken pipe")
+        }) {
             std::process::exit(128 + libc::SIGPIPE);
         }
         default_hook(info);
+        // A panic is a bug of ours, whatever the input: say what ran and where to report it.
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let _ = writeln!(std::io::stderr(), "{}", panic_report(&args, git_head().as_deref()));
     }));
     proc::install_signal_handlers();
     let flags = match flags::Xtask::try_parse() {
@@ -78,5 +87,96 @@ fn run(flags: flags::Xtask) -> Result<()> {
             clap_complete::generate(c.shell, &mut flags::command(), "xtask", &mut std::io::stdout());
             Ok(())
         }
+    }
+}
+
+/// What a panic adds to the default message: what was running (the command line, secrets
+/// redacted), which xtask (version, the checkout's commit), and where to report it.
+fn panic_report(args: &[String], commit: Option<&str>) -> String {
+    let shown: Vec<String> = args.iter().map(|a| redact(a)).collect();
+    let tracker = match env!("CARGO_PKG_REPOSITORY") {
+        "" => "this repository's issue tracker".to_string(),
+        repo => format!("{}/issues", repo.trim_end_matches('/')),
+    };
+    format!(
+        "xtask {} (commit {}) panicked while running `cargo xtask {}`: this is a bug in the xtask, not in your input; please report it at {tracker}, with this message (secrets in it are redacted)",
+        env!("CARGO_PKG_VERSION"),
+        commit.unwrap_or("unknown"),
+        shown.join(" ")
+    )
+}
+
+/// One argument with its secrets out: a URL's password, the value of a `KEY=VALUE` whose key
+/// names a secret (`password`, `secret`, `token`, `key`).
+fn redact(arg: &str) -> String {
+    if arg.contains("://") {
+        return pg::PgUrl::parse(arg).map(|u| u.redacted()).unwrap_or_else(|_| "(a URL)".into());
+    }
+    // `--set=mask.key=…` as well as `mask.key=…`: the first `=` after a secret's name.
+    for (at, _) in arg.match_indices('=') {
+        let key = arg[..at].to_ascii_lowercase();
+        if ["password", "secret", "token", "key"].iter().any(|s| key.contains(s)) {
+            return format!("{}=***", &arg[..at]);
+        }
+    }
+    arg.to_string()
+}
+
+/// The commit checked out where this xtask was built (read from the files of `.git`: no
+/// program runs inside a panic), abbreviated.
+fn git_head() -> Option<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    let mut git = root.join(".git");
+    if git.is_file() {
+        // A linked worktree: `gitdir: …`.
+        let text = std::fs::read_to_string(&git).ok()?;
+        git = root.join(text.strip_prefix("gitdir:")?.trim());
+    }
+    let head = std::fs::read_to_string(git.join("HEAD")).ok()?;
+    let sha = match head.trim().strip_prefix("ref: ") {
+        None => head.trim().to_string(),
+        Some(name) => {
+            let common = std::fs::read_to_string(git.join("commondir"))
+                .map(|c| git.join(c.trim()))
+                .unwrap_or_else(|_| git.clone());
+            let loose = |dir: &PathBuf| std::fs::read_to_string(dir.join(name)).ok();
+            match loose(&git).or_else(|| loose(&common)) {
+                Some(s) => s.trim().to_string(),
+                None => std::fs::read_to_string(common.join("packed-refs"))
+                    .ok()?
+                    .lines()
+                    .find_map(|l| l.strip_suffix(name).map(|sha| sha.trim().to_string()))?,
+            }
+        }
+    };
+    Some(sha.chars().take(12).collect()).filter(|s: &String| s.len() == 12 && s.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_says_what_ran_without_secrets_and_where_to_report_it() {
+        let args: Vec<String> = [
+            "db",
+            "rehearse",
+            "--from",
+            "postgres://u:hunter2@127.0.0.1/db",
+            "--set",
+            "mask.key=s3cr3t-value",
+            "--set=api_token=abc=def",
+            "--keep",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let text = panic_report(&args, Some("0123456789ab"));
+        assert!(!text.contains("hunter2") && !text.contains("s3cr3t") && !text.contains("abc"), "{text}");
+        assert!(text.contains("`cargo xtask db rehearse --from postgres://u:***@127.0.0.1/db --set mask.key=*** --set=api_token=*** --keep`"), "{text}");
+        assert!(text.contains(concat!("xtask ", env!("CARGO_PKG_VERSION"), " (commit 0123456789ab)")), "{text}");
+        assert!(text.contains("please report it at"), "{text}");
+        // This checkout's commit, read without running git.
+        assert!(git_head().is_some_and(|c| c.len() == 12), "{:?}", git_head());
     }
 }

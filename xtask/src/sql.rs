@@ -319,6 +319,141 @@ pub fn strip_comments(text: &str) -> String {
     out
 }
 
+/// Random SQL for the property tests of the lexer and of what reads its output (the rehearsal's
+/// hints and report): fragments that open and close every lexical context, keywords of the
+/// statements the tools look for, names, multibyte text, line breaks. Deterministic: a fixed seed.
+#[cfg(test)]
+pub(crate) mod fuzz {
+    /// xorshift64*: enough randomness for a property test, no dependency.
+    pub struct Rng(u64);
+
+    impl Rng {
+        pub fn new(seed: u64) -> Rng {
+            Rng(seed.max(1))
+        }
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        pub fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+        pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+            items[self.below(items.len())]
+        }
+    }
+
+    const FRAGMENTS: &[&str] = &[
+        "'",
+        "''",
+        "E'",
+        "e'\\'",
+        "\\",
+        "\"",
+        "\"\"",
+        "$$",
+        "$a$",
+        "$1",
+        "a$b",
+        "$",
+        "$é$",
+        "--",
+        "/*",
+        "*/",
+        "/**/",
+        ";",
+        ";;",
+        "(",
+        ")",
+        ",",
+        ".",
+        "\n",
+        "\r\n",
+        "\t",
+        " ",
+        "BEGIN",
+        "ATOMIC",
+        "BEGIN ATOMIC",
+        "CASE",
+        "END",
+        "CREATE",
+        "OR REPLACE",
+        "FUNCTION",
+        "PROCEDURE",
+        "INDEX",
+        "UNIQUE",
+        "CONCURRENTLY",
+        "ON",
+        "ONLY",
+        "ALTER",
+        "TABLE",
+        "DOMAIN",
+        "ADD",
+        "COLUMN",
+        "CONSTRAINT",
+        "CHECK",
+        "FOREIGN KEY",
+        "REFERENCES",
+        "PRIMARY KEY",
+        "USING INDEX",
+        "NOT VALID",
+        "VALIDATE",
+        "SET NOT NULL",
+        "TYPE",
+        "DEFAULT",
+        "GENERATED ALWAYS AS",
+        "AS IDENTITY",
+        "STORED",
+        "serial",
+        "DROP",
+        "REINDEX",
+        "VACUUM",
+        "FULL",
+        "CLUSTER",
+        "REFRESH",
+        "MATERIALIZED VIEW",
+        "ATTACH PARTITION",
+        "DETACH PARTITION",
+        "FINALIZE",
+        "UPDATE",
+        "DELETE",
+        "COMMIT",
+        "IF EXISTS",
+        "big.t",
+        "t",
+        "\"My T\".x",
+        "\"a\"\"b\"",
+        "x.y.z",
+        "日本",
+        "é",
+        "\u{0}",
+        "\u{feff}",
+        "🦀",
+        "\\gexec",
+        "\\restrict k",
+        "COPY t FROM STDIN",
+        "-- no-transaction\n",
+        "0",
+        "100000",
+        "x>0",
+    ];
+
+    /// A piece of SQL of up to `max` fragments, spaced or not.
+    pub fn sql(rng: &mut Rng, max: usize) -> String {
+        let n = 1 + rng.below(max);
+        let mut out = String::new();
+        for _ in 0..n {
+            out.push_str(FRAGMENTS[rng.below(FRAGMENTS.len())]);
+            if rng.below(3) > 0 {
+                out.push(rng.pick(&[' ', ' ', '\n', '\t']));
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,5 +560,29 @@ mod tests {
         assert!(s.iter().any(|s| s.sql.starts_with("CREATE OR REPLACE FUNCTION audit.record_customer_change()")));
         assert_eq!(s.first().unwrap().sql, "DROP VIEW crm.contact_overview");
         assert!(s.iter().all(|s| !s.sql.trim_start().starts_with("--")));
+    }
+
+    #[test]
+    fn random_and_adversarial_sql_never_panics_and_splits_into_pieces_of_the_input() {
+        let mut rng = fuzz::Rng::new(0x5eed_2026);
+        for _ in 0..20_000 {
+            let text = fuzz::sql(&mut rng, 24);
+            let statements = split(&text);
+            let total_lines = text.matches('\n').count() + 1;
+            let mut last_line = 0;
+            for s in &statements {
+                assert!(!s.sql.is_empty() && text.contains(&s.sql), "{text:?}: {s:?}");
+                assert!(s.line >= last_line.max(1) && s.line <= total_lines, "{text:?}: {s:?}");
+                last_line = s.line;
+                let max = rng.below(40);
+                assert!(s.summary(max).chars().count() <= max.max(1), "{text:?}");
+                let _ = s.keywords(rng.below(6));
+                let _ = lexical_problem(&s.sql);
+            }
+            let stripped = strip_comments(&text);
+            assert!(stripped.len() <= text.len(), "{text:?}");
+            let _ = lexical_problem(&text);
+            let _ = crate::schema::split(&text);
+        }
     }
 }

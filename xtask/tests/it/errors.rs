@@ -68,3 +68,23 @@ fn which(program: &str) -> std::path::PathBuf {
         .or_else(|| Some(std::path::PathBuf::from(format!("/usr/lib/postgresql/15/bin/{program}"))))
         .unwrap()
 }
+
+/// `cargo xtask … 2>&1 | head`: once the reader leaves, stderr is a broken pipe too. The next
+/// line of talk must end the process as a filter ends (141), not with a panic (101) — the
+/// unreproducible exit 101 of a `db rehearse`.
+#[test]
+fn a_closed_stderr_ends_quietly_not_with_a_panic() {
+    let p = Project::new("closederr");
+    std::fs::write(p.dir.join("a.sql"), "CREATE TABLE a (x int);\n").unwrap();
+    std::fs::write(p.dir.join("b.sql"), "CREATE TABLE a (x int);\n").unwrap();
+    let mut child = p
+        .command(&p.dir, &["db", "schema-diff", "a.sql", "b.sql"], &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(141), "{status:?}");
+}

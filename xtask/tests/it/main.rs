@@ -8,6 +8,7 @@ mod build_cache;
 mod cli;
 mod env_file;
 mod errors;
+mod hints;
 mod justfile;
 mod mask;
 mod peer_corpus;

@@ -7,6 +7,7 @@
 //! (`Staging::Rehearsal`), so an error, Ctrl-C or a panic drops it and a run killed outright
 //! leaves a name the next run's sweep removes; `--keep` publishes it as `<prefix>rehearsal`.
 
+mod hints;
 mod report;
 mod smoke;
 mod trace;

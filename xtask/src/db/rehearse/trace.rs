@@ -25,18 +25,27 @@ use crate::pg::{literal, Server};
 use crate::proc;
 use crate::sql::{self, Statement};
 
-/// User relations, as `json_agg` rows: what is compared before and after.
+/// User relations (indexes too: their locks are reported), as `json_agg` rows: what is compared
+/// before and after. For the hints: how many valid CHECK constraints a table has (ATTACH
+/// PARTITION), and a materialized view's unique index on plain columns (REFRESH … CONCURRENTLY).
 const RELATIONS: &str = "SELECT c.oid::bigint AS oid, format('%I.%I', n.nspname, c.relname) AS name, \
-     c.relname::text AS relname, c.relkind::text AS kind, \
-     CASE WHEN c.relkind IN ('r','m','t') THEN pg_table_size(c.oid) ELSE 0 END AS size, \
+     n.nspname::text AS schema, c.relname::text AS relname, c.relkind::text AS kind, \
+     CASE WHEN c.relkind IN ('r','m','t') THEN pg_table_size(c.oid) WHEN c.relkind = 'i' THEN pg_relation_size(c.oid) ELSE 0 END AS size, \
      CASE WHEN c.relkind IN ('r','m','p') THEN pg_indexes_size(c.oid) ELSE 0 END AS index_size, \
-     CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END AS rows \
+     CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END AS rows, \
+     (SELECT count(*) FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'c' AND k.convalidated) AS checks, \
+     (SELECT format('%I.%I', tn.nspname, t.relname) FROM pg_index x JOIN pg_class t ON t.oid = x.indrelid \
+        JOIN pg_namespace tn ON tn.oid = t.relnamespace WHERE x.indexrelid = c.oid) AS table, \
+     CASE WHEN c.relkind = 'm' THEN (SELECT format('%I', i.relname) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+        WHERE x.indrelid = c.oid AND x.indisunique AND x.indisvalid AND x.indpred IS NULL AND x.indexprs IS NULL \
+        ORDER BY i.relname LIMIT 1) END AS unique_index \
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-     WHERE c.relkind IN ('r','p','m','v','f','S') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+     WHERE c.relkind IN ('r','p','m','v','f','S','i','I') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'";
 
 /// After each statement: the WAL position, `lock_timeout`, the relation locks this session
-/// holds in this database, and the file of every table.
+/// holds in this database, the file of every table, and the foreign keys no index serves (no
+/// index whose leading columns are the key's).
 const TRACE: &str = "SELECT json_build_object(\
      'wal', pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0'), \
      'lock_timeout', current_setting('lock_timeout'), \
@@ -44,17 +53,43 @@ const TRACE: &str = "SELECT json_build_object(\
         FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'relation' AND granted \
         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())), \
      'files', (SELECT coalesce(json_object_agg(c.oid::bigint, c.relfilenode::bigint), '{}') FROM pg_class c \
-        WHERE c.relkind IN ('r', 'm') AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)))";
+        WHERE c.relkind IN ('r', 'm') AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)), \
+     'fks', (SELECT coalesce(json_agg(json_build_object('oid', k.oid::bigint, 'name', format('%I', k.conname), \
+          'table', k.conrelid::regclass::text, 'references', k.confrelid::regclass::text, \
+          'columns', (SELECT string_agg(format('%I', a.attname), ', ' ORDER BY u.ord) FROM unnest(k.conkey) WITH ORDINALITY u(num, ord) \
+             JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.num))), '[]') \
+        FROM pg_constraint k WHERE k.contype = 'f' AND k.conparentid = 0 \
+        AND k.connamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace) \
+        AND NOT EXISTS (SELECT 1 FROM pg_index x WHERE x.indrelid = k.conrelid AND x.indpred IS NULL \
+          AND (string_to_array(x.indkey::text, ' ')::int2[])[1:cardinality(k.conkey)] @> k.conkey \
+          AND (string_to_array(x.indkey::text, ' ')::int2[])[1:cardinality(k.conkey)] <@ k.conkey)))";
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Relation {
     pub oid: i64,
     pub name: String,
-    relname: String,
+    pub schema: String,
+    pub relname: String,
     pub kind: String,
     pub size: i64,
     pub index_size: i64,
     pub rows: Option<i64>,
+    /// Valid CHECK constraints on it.
+    pub checks: i64,
+    /// An index's table.
+    pub table: Option<String>,
+    /// A materialized view's unique index on plain columns, which REFRESH … CONCURRENTLY needs.
+    pub unique_index: Option<String>,
+}
+
+/// A foreign key no index serves.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ForeignKey {
+    pub oid: i64,
+    pub name: String,
+    pub table: String,
+    pub references: String,
+    pub columns: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +98,7 @@ struct Trace {
     lock_timeout: String,
     locks: Vec<HeldLock>,
     files: HashMap<String, i64>,
+    fks: Vec<ForeignKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
@@ -113,7 +149,7 @@ pub struct StatementTrace {
 #[derive(Debug, Clone, Serialize)]
 pub struct LockTrace {
     #[serde(skip)]
-    oid: i64,
+    pub(super) oid: i64,
     pub relation: String,
     pub kind: &'static str,
     /// The strongest mode held, as the documentation names it (`ACCESS EXCLUSIVE`).
@@ -128,6 +164,9 @@ pub struct LockTrace {
     pub blocks_writes_ms: Option<f64>,
     pub rows: Option<i64>,
     pub size_bytes: i64,
+    /// An index's table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -156,6 +195,8 @@ pub struct MigrationFailure {
     pub violating_rows: Option<i64>,
     /// What of the migration stays applied.
     pub applied: String,
+    /// The form that works, where one is known.
+    pub hints: Vec<String>,
 }
 
 /// The lock modes in order of strength, with what they block.
@@ -187,6 +228,8 @@ fn kind_name(relkind: &str) -> &'static str {
         "v" => "view",
         "f" => "foreign table",
         "S" => "sequence",
+        "i" => "index",
+        "I" => "partitioned index",
         _ => "relation",
     }
 }
@@ -348,6 +391,8 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
     // The strongest mode held on each relation so far: a statement's locks are those it adds.
     let mut strongest: HashMap<i64, usize> = HashMap::new();
     let mut hinted_lock_timeout = false;
+    // Foreign keys no index serves, by the statement that made them.
+    let mut made_fks = Vec::new();
     let mut committed_early = None;
     for (i, stmt) in statements.iter().enumerate() {
         let index = i + 1;
@@ -396,8 +441,16 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
             } else {
                 "nothing of it was applied".into()
             };
-            out.failure =
-                Some(MigrationFailure { statement: index, line: stmt.line, sqlstate, error, violating_rows, applied });
+            let hints = super::hints::failure(stmt, &sqlstate, &error, no_tx, statements.len());
+            out.failure = Some(MigrationFailure {
+                statement: index,
+                line: stmt.line,
+                sqlstate,
+                error,
+                violating_rows,
+                applied,
+                hints,
+            });
             settle_locks(&mut out, &first_taken, failed_at, transaction);
             return Ok(out);
         }
@@ -432,6 +485,7 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
                 blocks_writes_ms: writes.then_some(0.0),
                 rows: rel.rows.filter(|_| matches!(rel.kind.as_str(), "r" | "m" | "p" | "f")),
                 size_bytes: rel.size,
+                table: rel.table.clone(),
             });
         }
         // One line a relation: its strongest lock (a weaker one, e.g. the ACCESS SHARE of a
@@ -450,15 +504,22 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
         }
         rewrites.sort_by(|a, b| a.relation.cmp(&b.relation));
         let blocking = locks.iter().any(|l| l.blocks_writes_ms.is_some());
-        let mut hints = hints(stmt, &locks, &rewrites);
+        let mut hints = super::hints::statement(&super::hints::Context {
+            stmt,
+            locks: &locks,
+            rewrites: &rewrites,
+            before: &before,
+            earlier: &statements[..i],
+            rows,
+        });
+        made_fks
+            .extend(now.fks.iter().filter(|f| !last.fks.iter().any(|l| l.oid == f.oid)).map(|f| (index, f.clone())));
         if controls_transaction(stmt) && transaction {
-            hints.push("the migrator already runs the migration in a transaction: a COMMIT or ROLLBACK here ends it part-way (and sqlx's own COMMIT then finds none)".into());
+            hints.push(super::hints::TRANSACTION_CONTROL.into());
         }
         if blocking && transaction && !hinted_lock_timeout && now.lock_timeout == "0" {
             hinted_lock_timeout = true;
-            hints.push(
-                "SET lock_timeout = '2s' at the top of the migration: behind a long-running query this statement waits for its lock, and every query on the table queues behind it; with a timeout it fails fast and can be retried".into(),
-            );
+            hints.push(super::hints::LOCK_TIMEOUT.into());
         }
         out.statements.push(StatementTrace {
             index,
@@ -473,6 +534,7 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
         });
         last = now;
     }
+    super::hints::unindexed_foreign_keys(&mut out, &made_fks, &last.fks);
     // sqlx inserts the ledger row in the migration's transaction, or after a no-transaction one.
     let ledger_row = format!(
         "INSERT INTO {} (version, description, success, checksum, execution_time) VALUES ({}, {}, TRUE, decode({}, 'hex'), -1)",
@@ -521,7 +583,7 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
 /// How long each lock was held — from the start of the statement that took it until `ended`
 /// (the commit, or the rollback of a failed migration; a sampled statement's locks for the
 /// statement only) — and, per relation, the strongest mode and how long reads and writes were
-/// blocked. Then the hint for a slow statement that ran with blocking locks already held.
+/// blocked. Then the hints of the whole migration ([`super::hints::migration`]).
 fn settle_locks(
     out: &mut MigrationTrace,
     first_taken: &BTreeMap<(i64, String), Instant>,
@@ -552,28 +614,7 @@ fn settle_locks(
         }
     }
     out.locks = per_relation.into_values().collect();
-    // A slow statement after blocking locks were taken keeps them held all the while: any
-    // blocking lock a statement before it took counts, not only each relation's strongest.
-    let blocking: Vec<(usize, String, String)> = out
-        .statements
-        .iter()
-        .flat_map(|s| s.locks.iter())
-        .filter(|l| l.blocks_reads_ms.is_some() || l.blocks_writes_ms.is_some())
-        .map(|l| (l.statement, l.mode.clone(), l.relation.clone()))
-        .collect();
-    for s in &mut out.statements {
-        if !transaction || s.duration_ms < 100.0 {
-            continue;
-        }
-        let held: Vec<&(usize, String, String)> = blocking.iter().filter(|(at, _, _)| *at < s.index).collect();
-        if let Some((at, mode, relation)) = held.first() {
-            let more = if held.len() > 1 { format!(" (and {} more)", held.len() - 1) } else { String::new() };
-            s.hints.push(format!(
-                "{mode} on {relation}{more} was held all through this statement ({:.0} ms), since statement {at}: in a migration of its own, after this one, it would not hold those locks",
-                s.duration_ms
-            ));
-        }
-    }
+    super::hints::migration(out, transaction);
 }
 
 fn mode_key(display: &str) -> String {
@@ -622,47 +663,6 @@ fn sampled<T>(server: &Server, db: &str, pid: i64, f: impl FnOnce() -> T) -> Res
     stop.store(true, Ordering::SeqCst);
     let (seen, n) = handle.join().unwrap_or_default();
     Ok((result, seen, n))
-}
-
-/// Safer forms of what a statement did, where one is known.
-fn hints(stmt: &Statement, locks: &[LockTrace], rewrites: &[Rewrite]) -> Vec<String> {
-    let text = sql::strip_comments(&stmt.sql).to_ascii_uppercase();
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let has = |phrase: &str| {
-        let p: Vec<&str> = phrase.split(' ').collect();
-        words.windows(p.len()).any(|w| w == p.as_slice())
-    };
-    let on_existing = |m: &str| locks.iter().any(|l| l.mode == m);
-    let mut out = Vec::new();
-    let kw = stmt.keywords(3);
-    if (kw.starts_with("CREATE INDEX") || kw.starts_with("CREATE UNIQUE INDEX"))
-        && !has("CONCURRENTLY")
-        && on_existing("SHARE")
-    {
-        out.push("CREATE INDEX CONCURRENTLY, in a migration of its own that starts with `-- no-transaction`, builds the index without blocking writes (SHARE UPDATE EXCLUSIVE)".into());
-    }
-    if kw.starts_with("ALTER TABLE") && (has("FOREIGN KEY") || has("REFERENCES")) && !has("NOT VALID") {
-        out.push("ADD CONSTRAINT … FOREIGN KEY … NOT VALID, then ALTER TABLE … VALIDATE CONSTRAINT in a later migration: the check of existing rows then takes only SHARE UPDATE EXCLUSIVE (reads and writes go on)".into());
-    }
-    if kw.starts_with("ALTER TABLE") && has("ADD CONSTRAINT") && text.contains(" CHECK") && !has("NOT VALID") {
-        out.push("ADD CONSTRAINT … CHECK (…) NOT VALID, then VALIDATE CONSTRAINT in a later migration: existing rows are checked without blocking writes".into());
-    }
-    if kw.starts_with("ALTER TABLE") && has("SET NOT NULL") {
-        out.push("add CHECK (col IS NOT NULL) NOT VALID, VALIDATE it, then SET NOT NULL: PostgreSQL 12+ uses the valid constraint and skips the full scan under ACCESS EXCLUSIVE".into());
-    }
-    if !rewrites.is_empty() {
-        if has("TYPE") || has("SET DATA TYPE") {
-            out.push("the type change rewrote the table under ACCESS EXCLUSIVE: add a column of the new type, backfill it in batches, then swap (or pick a binary-compatible type, e.g. varchar(n) → text)".into());
-        } else if has("ADD COLUMN") || has("ADD") {
-            out.push("the new column's default is volatile (or the column is a stored generated one), so every row was rewritten under ACCESS EXCLUSIVE: add the column without a default, backfill in batches, then SET DEFAULT".into());
-        } else {
-            out.push(
-                "the table was rewritten under ACCESS EXCLUSIVE: every read and write waited for the whole rewrite"
-                    .into(),
-            );
-        }
-    }
-    out
 }
 
 /// Makes the query that counts the violating rows (run in the replaying transaction).
@@ -841,28 +841,5 @@ mod tests {
         assert!(unsendable(&st("COPY t FROM STDIN")).is_some());
         assert!(unsendable(&st("SELECT 'open")).is_some());
         assert!(unsendable(&st("COPY t TO STDOUT")).is_none());
-    }
-
-    #[test]
-    fn hints_name_the_safer_form() {
-        let st = |sql: &str| Statement { sql: sql.into(), line: 1, meta: false };
-        let share = vec![LockTrace {
-            oid: 1,
-            relation: "t".into(),
-            kind: "table",
-            mode: "SHARE".into(),
-            statement: 1,
-            held_ms: 1.0,
-            blocks_reads_ms: None,
-            blocks_writes_ms: Some(1.0),
-            rows: None,
-            size_bytes: 0,
-        }];
-        assert!(hints(&st("CREATE INDEX i ON t (c)"), &share, &[])[0].contains("CONCURRENTLY"));
-        assert!(hints(&st("CREATE INDEX CONCURRENTLY i ON t (c)"), &share, &[]).is_empty());
-        assert!(hints(&st("ALTER TABLE t ADD FOREIGN KEY (a) REFERENCES u (id)"), &[], &[])[0].contains("NOT VALID"));
-        assert!(hints(&st("ALTER TABLE t ADD FOREIGN KEY (a) REFERENCES u (id) NOT VALID"), &[], &[]).is_empty());
-        let rw = vec![Rewrite { relation: "t".into(), rows: None, size_before: 0 }];
-        assert!(hints(&st("ALTER TABLE t ALTER COLUMN c TYPE bigint"), &[], &rw)[0].contains("backfill"));
     }
 }
