@@ -114,3 +114,16 @@ fn load_clone_in_a_linked_worktree_finds_the_main_worktree_s_dumps() {
     let run = q.xtask_in(&wt, &["db", "load-clone"], &[]).fails(2, "no prod-*.dump");
     assert!(run.stderr.contains(&*q.dir.join("dump").to_string_lossy()), "{}", run.stderr);
 }
+
+/// `schema-diff fresh current` in a new worktree, before `db fresh`: the fix names `db fresh`,
+/// not `db template create` (the template exists).
+#[test]
+fn a_missing_fresh_side_names_db_fresh_as_the_fix() {
+    let p = project("drsdfix");
+    let wt = worktree(&p, "sd-branch");
+    run_in(&p, &wt, &["--skip-generate"]).ok();
+    let run = p.xtask_in(&wt, &["db", "schema-diff", "fresh", "current"], &[]).fails(2, "`cargo xtask db fresh`");
+    assert!(!run.stderr.contains("template create"), "{}", run.stderr);
+    p.xtask_in(&wt, &["db", "fresh"], &[]).ok();
+    p.xtask_in(&wt, &["db", "schema-diff", "fresh", "current"], &[]).ok();
+}
