@@ -11,8 +11,10 @@
 //! cargo rewrites files there in place) and its artifacts in `deps/` are hard-linked (rustc and
 //! the linkers write a rebuilt artifact to a new file and rename it over the old, so a link is
 //! never written through; a dependency's artifact name changes with its version, features and
-//! flags). Modification times are kept: cargo's freshness check compares them. Incremental
-//! caches and the workspace's own crates are left out; cargo builds those in the new worktree.
+//! flags) — except the dep-info files (`deps/*.d`), which rustc rewrites in place and which name
+//! the worktree's own paths (a build script's `OUT_DIR`): those are copied. Modification times
+//! are kept: cargo's freshness check compares them. Incremental caches and the workspace's own
+//! crates are left out; cargo builds those in the new worktree.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -210,9 +212,14 @@ fn copy_profile(from: &Path, to: &Path, own: &HashSet<String>) -> Result<Stats> 
             continue;
         }
         for file in artifacts.get(hash).into_iter().flatten() {
-            // Never a copy: artifacts are large, and a seed is only worth it when it is instant.
             let link = to.join("deps").join(file.file_name().unwrap_or_default());
-            if !link.exists() {
+            if link.exists() {
+                continue;
+            }
+            if written_in_place(file) {
+                copy_file(file, &link)?;
+            } else {
+                // Never a copy: artifacts are large, and a seed is only worth it when it is instant.
                 std::fs::hard_link(file, &link)
                     .with_context(|| format!("hard-linking {} (another file system?)", file.display()))?;
                 stats.linked += 1;
@@ -229,6 +236,12 @@ fn copy_profile(from: &Path, to: &Path, own: &HashSet<String>) -> Result<Stats> 
         stats.units += 1;
     }
     Ok(stats)
+}
+
+/// Whether rustc rewrites this artifact in place (a hard link to it would be written through):
+/// the dep-info file `<crate>-<hash>.d`. Everything else in `deps/` is replaced by rename.
+fn written_in_place(file: &Path) -> bool {
+    file.extension().is_some_and(|e| e == "d")
 }
 
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {

@@ -201,8 +201,12 @@ const PSQL_HELP: &str = concat!(
     "Exit status: psql's (2 when psql cannot be started)."
 );
 const MIGRATE_HELP: &str = help!(exit_done!(), "cargo xtask db migrate");
-const TEMPLATE_HELP: &str =
-    help!(exit_done!(), "cargo xtask db template create", "cargo xtask db template create --force -y");
+const TEMPLATE_HELP: &str = help!(
+    exit_done!(),
+    "cargo xtask db template create",
+    "cargo xtask db template create --force --dry-run",
+    "cargo xtask db template create --force -y",
+);
 const WORKTREE_HELP: &str = help!(
     exit_done!(),
     "cargo xtask db worktree",
@@ -218,7 +222,7 @@ const WORKTREES_HELP: &str = help!(
     "cargo xtask db worktrees --prune --dry-run",
     "cargo xtask db worktrees --prune -y",
 );
-const FRESH_HELP: &str = help!(exit_done!(), "cargo xtask db fresh");
+const FRESH_HELP: &str = help!(exit_done!(), "cargo xtask db fresh", "cargo xtask db fresh --dry-run");
 const CLONE_PROD_HELP: &str = help!(
     exit_done!(),
     "cargo xtask db clone-prod --dry-run",
@@ -230,8 +234,12 @@ const LIST_CLONES_HELP: &str = help!(
     "cargo xtask db list-clones --prune --dry-run",
     "cargo xtask db list-clones --prune -y",
 );
-const LOAD_CLONE_HELP: &str =
-    help!(exit_done!(), "cargo xtask db load-clone", "cargo xtask db load-clone dump/prod-20261203120000.dump");
+const LOAD_CLONE_HELP: &str = help!(
+    exit_done!(),
+    "cargo xtask db load-clone",
+    "cargo xtask db load-clone dump/prod-20261203120000.dump",
+    "cargo xtask db load-clone --dry-run",
+);
 const REHEARSE_HELP: &str = help!(
     exit_verdict!("clear (hints, if any, are suggestions)", "a finding: a lock or statement over its threshold, a failed migration, a failed smoke test or a gate difference"),
     "cargo xtask db rehearse",
@@ -284,9 +292,7 @@ pub enum DbVerb {
     Template(TemplateVerb),
     Worktree(Worktree),
     Worktrees(Worktrees),
-    /// (Re)create `<prefix>fresh` from an empty database and every migration; print its name.
-    #[command(after_help = FRESH_HELP)]
-    Fresh,
+    Fresh(Fresh),
     CloneProd(CloneProd),
     ListClones(ListClones),
     LoadClone(LoadClone),
@@ -358,6 +364,20 @@ pub struct SchemaDiff {
     pub max_lines: usize,
 }
 
+/// (Re)create `<prefix>fresh` from an empty database and every migration; print its name.
+///
+/// (Re)create this worktree's fresh database (`<prefix>fresh` in the main worktree,
+/// `<prefix>fresh_<hash>` in a linked one) from an empty database and every migration, under a
+/// temporary name; the previous one is replaced in the same transaction as the new one takes the
+/// name.
+#[derive(Debug, Args, Clone)]
+#[command(after_help = FRESH_HELP)]
+pub struct Fresh {
+    /// Say what would be built or replaced, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
 /// Restore a production dump (the newest dump/prod-*.dump by default) into `<prefix>prod_clone`.
 ///
 /// Restore a production dump into `<prefix>prod_clone` with `pg_restore --no-owner --no-privileges
@@ -372,6 +392,9 @@ pub struct LoadClone {
     /// dump taken without rules): every column classified first, the key from `mask.key_env`.
     #[arg(long)]
     pub mask: bool,
+    /// Say which dump would be restored and what it would replace, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Check that every column has a masking rule (`--check`, for CI), or list what the rules do.
@@ -638,13 +661,15 @@ pub struct Worktree {
     /// Do not run `generate_commands`.
     #[arg(long)]
     pub skip_generate: bool,
-    /// Drop this worktree's database instead (asks unless -y); with BRANCH, also remove its worktree.
+    /// Drop this worktree's database instead (asks unless -y); with BRANCH, also remove its worktree
+    /// (refused before anything is dropped when git would keep it: changes, untracked files, a lock).
     #[arg(long)]
     pub drop: bool,
     /// Answer yes to the confirmation question (required without a terminal).
     #[arg(short = 'y', long)]
     pub yes: bool,
-    /// Print the plan (name, clone method and why, .env changes) and change nothing.
+    /// Print the plan (name, clone method and why, .env changes) and change nothing; with --drop
+    /// or --reset, say what would be asked (wins over -y).
     #[arg(long)]
     pub dry_run: bool,
 }
@@ -660,7 +685,7 @@ pub struct Worktrees {
     /// Drop the databases whose worktree is gone (asks unless -y).
     #[arg(long)]
     pub prune: bool,
-    /// With --prune: say what would be dropped, and drop nothing.
+    /// With --prune: say what would be dropped, and drop nothing (wins over -y).
     #[arg(long, requires = "prune")]
     pub dry_run: bool,
     /// Answer yes to the confirmation question (required without a terminal).
@@ -707,8 +732,9 @@ pub struct Url {
 #[derive(Debug, Args)]
 #[command(after_help = PSQL_HELP)]
 pub struct Psql {
-    /// Arguments for psql.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+    /// Arguments for psql, after `--` (anything before it is refused: it would reach psql where
+    /// it breaks the connection).
+    #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<std::ffi::OsString>,
 }
 
@@ -743,6 +769,9 @@ pub struct TemplateCreate {
     /// With --force: replace without asking (needed without a terminal).
     #[arg(short = 'y', long = "yes", requires = "force")]
     pub yes: bool,
+    /// Say what would be built or replaced, and change nothing (wins over -y).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Run the whole test suite against a throwaway PostgreSQL server (what CI runs).

@@ -17,10 +17,30 @@ pub fn step<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     Ok(out)
 }
 
-/// Asks before destroying something. `yes` answers for the user; without a terminal to ask on,
-/// refuses. Returns whether to go ahead.
-pub fn confirm(question: &str, yes: bool) -> Result<bool> {
-    if yes {
+/// What the command line answered in advance about a destructive step: `-y` (yes, without
+/// asking) and `--dry-run` (no, but say what it would have been). `--dry-run` wins.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Answer {
+    pub yes: bool,
+    pub dry_run: bool,
+}
+
+impl Answer {
+    pub fn new(yes: bool, dry_run: bool) -> Answer {
+        Answer { yes, dry_run }
+    }
+}
+
+/// Asks before destroying something; every verb that drops or deletes asks here, so that one
+/// place decides. `--dry-run` says what would have been asked and answers no, whatever `-y` says;
+/// else `-y` answers yes; else the user is asked, and without a terminal to ask on it refuses.
+/// Returns whether to go ahead.
+pub fn confirm(question: &str, answer: Answer) -> Result<bool> {
+    if answer.dry_run {
+        eprintln!("--dry-run: would ask \"{question}\"; nothing is changed");
+        return Ok(false);
+    }
+    if answer.yes {
         return Ok(true);
     }
     // SAFETY: isatty has no preconditions.

@@ -58,8 +58,8 @@ pub async fn run(ctx: &xtask::db::Ctx, flags: ListClones) -> Result<()> {
         eprintln!("--dry-run: would delete {} expired instance(s): {}", names.len(), shown.join(", "));
         return Ok(());
     }
-    if !xtask::term::confirm(&format!("Delete {} expired instance(s): {}?", names.len(), names.join(", ")), flags.yes)?
-    {
+    let answer = xtask::term::Answer::new(flags.yes, flags.dry_run);
+    if !xtask::term::confirm(&format!("Delete {} expired instance(s): {}?", names.len(), names.join(", ")), answer)? {
         eprintln!("nothing deleted");
         return Ok(());
     }

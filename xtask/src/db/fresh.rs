@@ -10,7 +10,7 @@ use crate::pg::staging::{self, sweep_abandoned, Old};
 use crate::pg::{Creating, Kind, Marker, Server};
 use crate::term::step;
 
-pub fn run(ctx: &Ctx) -> Result<()> {
+pub fn run(ctx: &Ctx, flags: crate::flags::Fresh) -> Result<()> {
     let server = ctx.server()?;
     sweep_abandoned(&server, &ctx.config.prefix)?;
     let name = ctx.fresh_db();
@@ -28,13 +28,18 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             ));
         }
     }
+    if flags.dry_run {
+        let replacing = if server.database_exists(&name)? { ", replacing the existing one" } else { "" };
+        eprintln!("--dry-run: would build `{name}` from every migration{replacing}; nothing is changed");
+        return Ok(());
+    }
     let previous = format!("the previous `{name}`");
     let build = staging::Build {
         prefix: &ctx.config.prefix,
         what: Staging::Fresh,
         target: &name,
         marker: Marker::new(Kind::Fresh {}),
-        old: Old::Drop { force: false, what: &previous },
+        old: Old::Replace { prefix: &ctx.config.prefix, force: false, what: &previous },
         settings: &[],
     };
     staging::build(&server, build, |staging, marker| Ok((build_into(ctx, &server, staging, &marker)?, ())))?;

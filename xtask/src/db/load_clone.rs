@@ -11,12 +11,12 @@ use crate::naming::Staging;
 use crate::pg::staging::{self, sweep_abandoned, Old};
 use crate::pg::{human_size, tools, Kind, Marker, Server};
 use crate::proc;
-use crate::term::{confirm, step};
+use crate::term::{confirm, step, Answer};
 
 pub fn load(ctx: &Ctx, flags: LoadClone) -> Result<()> {
     let dump = match flags.dump {
         Some(d) => d,
-        None => newest_dump(&ctx.config.root.join(&ctx.config.aws.dump_dir))?,
+        None => newest_dump(&dump_dirs(ctx))?,
     };
     if !dump.is_file() {
         return Err(fail(
@@ -38,6 +38,14 @@ pub fn load(ctx: &Ctx, flags: LoadClone) -> Result<()> {
         }
     }
     let size = std::fs::metadata(&dump).map(|m| human_size(m.len() as i64)).unwrap_or_default();
+    if flags.dry_run {
+        let replacing = match server.database(&name)? {
+            Some(old) => format!(", replacing the existing `{name}` ({})", human_size(old.size_bytes)),
+            None => String::new(),
+        };
+        eprintln!("--dry-run: would restore {} ({size}) into `{name}`{replacing}; nothing is changed", dump.display());
+        return Ok(());
+    }
     // Only once the new copy is complete does the old one go.
     let previous = format!("the previous `{name}`");
     let build = staging::Build {
@@ -45,7 +53,7 @@ pub fn load(ctx: &Ctx, flags: LoadClone) -> Result<()> {
         what: Staging::Build,
         target: &name,
         marker: Marker::new(Kind::ProdClone { dump: dump.clone() }),
-        old: Old::Drop { force: true, what: &previous },
+        old: Old::Replace { prefix: &ctx.config.prefix, force: true, what: &previous },
         settings: &[],
     };
     let warnings = staging::build_empty(&server, build, |staging| {
@@ -97,11 +105,7 @@ pub fn drop(ctx: &Ctx, flags: DropClone) -> Result<()> {
         return Ok(());
     }
     let list = found.iter().map(|(n, size)| format!("`{n}` ({})", human_size(*size))).collect::<Vec<_>>().join(" and ");
-    if flags.dry_run {
-        eprintln!("--dry-run: would drop {list}, the local copies of production");
-        return Ok(());
-    }
-    if !confirm(&format!("Drop {list}, the local copies of production?"), flags.yes)? {
+    if !confirm(&format!("Drop {list}, the local copies of production?"), Answer::new(flags.yes, flags.dry_run))? {
         eprintln!("nothing dropped");
         return Ok(());
     }
@@ -115,23 +119,33 @@ pub fn drop(ctx: &Ctx, flags: DropClone) -> Result<()> {
     Ok(())
 }
 
-/// `dump/prod-<yyyyMMddHHmmss>.dump` with the latest timestamp.
-fn newest_dump(dir: &Path) -> Result<PathBuf> {
-    let mut dumps: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
+/// Where dumps are looked for: this worktree's dump directory, then the main worktree's (where
+/// `clone-prod` usually writes them: it runs there).
+fn dump_dirs(ctx: &Ctx) -> Vec<PathBuf> {
+    let own = ctx.config.root.join(&ctx.config.aws.dump_dir);
+    let mut dirs = vec![own.clone()];
+    if let Ok(inside) = ctx.config.root.strip_prefix(&ctx.worktrees.current) {
+        let main = ctx.worktrees.main.join(inside).join(&ctx.config.aws.dump_dir);
+        if main != own {
+            dirs.push(main);
+        }
+    }
+    dirs
+}
+
+/// `prod-<yyyyMMddHHmmss>.dump` with the latest timestamp, in any of `dirs`.
+fn newest_dump(dirs: &[PathBuf]) -> Result<PathBuf> {
+    let mut dumps: Vec<PathBuf> = dirs
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()))
         .filter(|p| {
             p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("prod-") && n.ends_with(".dump"))
         })
         .collect();
-    dumps.sort();
+    dumps.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
     dumps.pop().ok_or_else(|| {
-        fail(
-            format!("no dump/prod-*.dump in {}", dir.display()),
-            "run `cargo xtask db clone-prod` first, or name a dump file",
-        )
+        let places = dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(" or ");
+        fail(format!("no prod-*.dump in {places}"), "run `cargo xtask db clone-prod` first, or name a dump file")
     })
 }
 

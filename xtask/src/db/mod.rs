@@ -45,7 +45,7 @@ pub fn run(db: Db) -> Result<()> {
         DbVerb::DropClone(d) => load_clone::drop(&ctx, d),
         DbVerb::Rehearse(r) => rehearse::run(&ctx, r),
         DbVerb::Mask(m) => mask::check(&ctx, m),
-        DbVerb::Fresh => fresh::run(&ctx),
+        DbVerb::Fresh(f) => fresh::run(&ctx, f),
         DbVerb::SchemaDiff(d) => schema_diff::run(&ctx, d),
         DbVerb::Generate(g) => generate::run(&ctx, g.check),
     }

@@ -19,6 +19,7 @@ use anyhow::{Context, Result};
 use super::Ctx;
 use crate::error::fail;
 use crate::flags::Worktree;
+use crate::term::Answer;
 use crate::{build_cache, proc, time};
 
 pub fn run(ctx: &Ctx, branch: &str, flags: Worktree) -> Result<()> {
@@ -51,7 +52,7 @@ pub fn run(ctx: &Ctx, branch: &str, flags: Worktree) -> Result<()> {
                 }
             }
             if flags.drop {
-                return drop_and_remove(ctx, &w.path, flags.yes);
+                return drop_and_remove(ctx, &w.path, Answer::new(flags.yes, flags.dry_run));
             }
             eprintln!("▸ `{branch}` already has a worktree: {}", w.path.display());
             (w.path.clone(), None)
@@ -143,11 +144,14 @@ fn git_says(stderr: &[u8]) -> String {
     crate::error::telling_line(&String::from_utf8_lossy(stderr)).to_string()
 }
 
-/// `--drop BRANCH`: its worktree's database, then the worktree (`git worktree remove`, which
-/// refuses one with uncommitted changes).
-fn drop_and_remove(ctx: &Ctx, dir: &Path, yes: bool) -> Result<()> {
+/// `--drop BRANCH`: its worktree's database, then the worktree (`git worktree remove`). What git
+/// would refuse — changes, untracked files, a lock — is refused before the database is dropped,
+/// and the question names both.
+fn drop_and_remove(ctx: &Ctx, dir: &Path, answer: Answer) -> Result<()> {
+    removable(dir)?;
     let sub = Ctx::load_at(dir, &ctx.overrides)?;
-    if !super::worktree::drop_own(&sub, yes)? {
+    let and_then = format!(", and remove the worktree {}", dir.display());
+    if !super::worktree::drop_own(&sub, answer, &and_then)? {
         return Ok(());
     }
     let mut cmd = Command::new("git");
@@ -165,6 +169,44 @@ fn drop_and_remove(ctx: &Ctx, dir: &Path, yes: bool) -> Result<()> {
             ))
         }
     }
+}
+
+/// Whether `git worktree remove` (without `--force`) would remove `dir`: git refuses a worktree
+/// with changes to tracked files or untracked (not ignored) files, and a locked one.
+fn removable(dir: &Path) -> Result<()> {
+    let mut cmd = Command::new("git");
+    cmd.current_dir(dir).args(["status", "--porcelain", "--ignore-submodules=none", "--untracked-files=all"]);
+    let status = proc::capture(&mut cmd, None).context("asking git whether the worktree has changes")?;
+    if let Some(first) = status.lines().next() {
+        let more = status.lines().count() - 1;
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        return Err(fail(
+            format!(
+                "the worktree {} has changes or untracked files git would not remove (`{}`{more}): nothing dropped, nothing removed",
+                dir.display(),
+                first.trim()
+            ),
+            format!("commit, stash or delete them (see `git -C {} status`), then run again", dir.display()),
+        ));
+    }
+    let mut cmd = Command::new("git");
+    cmd.current_dir(dir).args(["worktree", "list", "--porcelain", "-z"]);
+    let list = proc::capture(&mut cmd, None).context("listing git worktrees")?;
+    let mut this = false;
+    for field in list.split('\0') {
+        if let Some(p) = field.strip_prefix("worktree ") {
+            this = Path::new(p) == dir;
+        } else if this && (field == "locked" || field.starts_with("locked ")) {
+            return Err(fail(
+                format!(
+                    "the worktree {} is locked (`git worktree lock`): nothing dropped, nothing removed",
+                    dir.display()
+                ),
+                format!("unlock it with `git worktree unlock {}`, then run again", dir.display()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `../<main worktree's directory name>-<branch, '/' as '-'>`.

@@ -157,8 +157,11 @@ pub fn compare(ctx: &Ctx, flags: &SchemaDiff) -> Result<Outcome> {
             "name both: `cargo xtask db schema-diff A B` (or --a A --b B), e.g. `fresh docs/schema.sql`",
         )
     };
-    let a = source(ctx, flags.a.as_deref().or(flags.first.as_deref()).ok_or_else(missing)?)?;
-    let b = source(ctx, flags.b.as_deref().or(flags.second.as_deref()).ok_or_else(missing)?)?;
+    let (spec_a, spec_b) = (
+        flags.a.as_deref().or(flags.first.as_deref()).ok_or_else(missing)?,
+        flags.b.as_deref().or(flags.second.as_deref()).ok_or_else(missing)?,
+    );
+    let (a, b) = (source(ctx, spec_a)?, source(ctx, spec_b)?);
     let tools = Tools { pg_dump: tools::find("pg_dump")?, psql: tools::find("psql")? };
 
     // Both dumps and both sides' hidden-problems queries at once: one psql for both when they
@@ -183,7 +186,7 @@ pub fn compare(ctx: &Ctx, flags: &SchemaDiff) -> Result<Outcome> {
         };
         (ha.join().expect("side thread"), hb.join().expect("side thread"), problems)
     });
-    let (mut sa, mut sb) = (sa?, sb?);
+    let (mut sa, mut sb) = (sa.map_err(|e| own_word(ctx, spec_a, e))?, sb.map_err(|e| own_word(ctx, spec_b, e))?);
     let (warnings, versions) = problems?;
     if let [Some(va), Some(vb)] = versions.as_slice() {
         sa.text = with_extension_versions(&sa.text, va);
@@ -424,6 +427,25 @@ const HIDDEN_PROBLEMS: &str = "SELECT translate(problem, E'\\n\\r\\x01\\x02', ' 
     count(*), string_agg(DISTINCT t.spcname, ', ')) FROM pg_class c JOIN pg_tablespace t ON t.oid = c.reltablespace \
     WHERE NOT c.relisshared AND c.relnamespace <> 'pg_toast'::regnamespace HAVING count(*) > 0 \
     ) p(problem) ORDER BY 1;";
+
+/// A side named `fresh` or `current` whose database does not exist: the fix is the verb that
+/// makes it, not the template's.
+fn own_word(ctx: &Ctx, spec: &str, err: anyhow::Error) -> anyhow::Error {
+    if !format!("{err:#}").contains("does not exist") {
+        return err;
+    }
+    match spec {
+        "fresh" => fail(
+            format!("this worktree's fresh database `{}` does not exist yet", ctx.fresh_db()),
+            "build it with `cargo xtask db fresh`, then run again",
+        ),
+        "current" => fail(
+            "the database DATABASE_URL names (`current`) does not exist",
+            "give this worktree its database with `cargo xtask db worktree`, or fix DATABASE_URL",
+        ),
+        _ => err,
+    }
+}
 
 /// pg_dump's failures, in the words of the fix.
 fn explain(err: anyhow::Error, url: &PgUrl, db: &str) -> anyhow::Error {

@@ -11,7 +11,7 @@ use crate::naming::Staging;
 use crate::pg::staging::{self, sweep_abandoned, Old};
 use crate::pg::{human_size, Kind, Marker, Server};
 use crate::proc;
-use crate::term::{confirm, step};
+use crate::term::{confirm, step, Answer};
 
 pub fn create(ctx: &Ctx, flags: TemplateCreate) -> Result<()> {
     let server = ctx.server()?;
@@ -45,23 +45,26 @@ pub fn create(ctx: &Ctx, flags: TemplateCreate) -> Result<()> {
                 human_size(t.size_bytes)
             )
         };
-        if !confirm(&question, flags.yes)? {
+        if !confirm(&question, Answer::new(flags.yes, flags.dry_run))? {
             eprintln!("nothing replaced");
             return Ok(());
         }
+    } else if flags.dry_run {
+        eprintln!(
+            "--dry-run: would build the golden template `{name}` from every migration and the seed; nothing is changed"
+        );
+        return Ok(());
     }
 
     sweep_abandoned(&server, &ctx.config.prefix)?;
-    // An existing template is retired in the publishing transaction (renamed to a staging name
-    // of this run, marked staging, so a later sweep removes it if we die before dropping it) as
-    // the new one takes its name. A psql left behind by a killed run can only roll it back.
-    let retired = staging::name(&ctx.config.prefix, Staging::Retired);
+    // An existing template is renamed aside in the publishing transaction as the new one takes
+    // its name, then dropped. A psql left behind by a killed run can only roll it back.
     let build = staging::Build {
         prefix: &ctx.config.prefix,
         what: Staging::Build,
         target: &name,
         marker: Marker::new(Kind::Template {}),
-        old: if existing.is_some() { Old::Retire { to: &retired } } else { Old::None },
+        old: Old::Replace { prefix: &ctx.config.prefix, force: false, what: "the old template" },
         settings: &[],
     };
     staging::build(&server, build, |staging, marker| {
@@ -81,9 +84,6 @@ pub fn create(ctx: &Ctx, flags: TemplateCreate) -> Result<()> {
         })?;
         Ok((building, ()))
     })?;
-    if existing.is_some() {
-        server.drop_database(&retired, false).context("dropping the old template")?;
-    }
     let size = server.database(&name)?.map(|d| human_size(d.size_bytes)).unwrap_or_default();
     eprintln!("golden template `{name}` is ready ({size})");
     Ok(())

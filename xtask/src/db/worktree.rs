@@ -22,7 +22,7 @@ use crate::pg::clone::{self, ClonePlan};
 use crate::pg::marker::{self, Kind, Marker};
 use crate::pg::staging::{self, sweep_abandoned, Old};
 use crate::pg::{human_size, literal, Lock, PgUrl, Server};
-use crate::term::confirm;
+use crate::term::{confirm, Answer};
 use crate::{proc, time};
 
 /// What `db worktree` is about to do.
@@ -64,7 +64,8 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
     let _turn = Lock::exclusive(&server, &format!("db:{plain}"), &format!("the database of `{label}`"))?;
     let resolved = owner::resolve(ctx, &server, &label)?;
     if flags.drop {
-        if drop_branch(&server, &resolved, &label, flags.yes)? && !server.database_exists(&resolved.db)? {
+        let answer = Answer::new(flags.yes, flags.dry_run);
+        if drop_branch(&server, &resolved, &label, answer, "")? && !server.database_exists(&resolved.db)? {
             // `.env` is the user's file: it is left as it is, and we say so.
             let named = EnvFile::load(&ctx.env_path())?
                 .get("DATABASE_URL")?
@@ -84,6 +85,7 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
     let plan = make_plan(ctx, &server, &label, resolved, &flags)?;
     if flags.dry_run {
         print_plan(ctx, &plan);
+        eprintln!("--dry-run: nothing is changed");
         return Ok(());
     }
 
@@ -108,7 +110,9 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
             report.push(("database", how, step.elapsed()))
         }
         Some(cp) => {
-            if plan.replacing && !confirm_reset(&server, &plan, &ctx.config.template, flags.yes)? {
+            if plan.replacing
+                && !confirm_reset(&server, &plan, &ctx.config.template, Answer::new(flags.yes, flags.dry_run))?
+            {
                 eprintln!("nothing changed");
                 return Ok(());
             }
@@ -327,8 +331,9 @@ fn copy_into_place(
 ) -> Result<clone::Timings> {
     // A database being reset goes only now that its replacement is complete (its connections
     // were offered to be ended, and the user said yes).
-    let old = if plan.replacing { Old::Drop { force: true, what: "the database being reset" } } else { Old::None };
     let prefix = &ctx.config.prefix;
+    let old =
+        if plan.replacing { Old::Replace { prefix, force: true, what: "the database being reset" } } else { Old::None };
     let build = staging::Build {
         prefix,
         what: Staging::Build,
@@ -449,7 +454,7 @@ fn choose_port(ctx: &Ctx, env: &EnvFile) -> Result<u16> {
 /// repository, this worktree).
 /// `--reset`: asks before the existing database is replaced, naming its open connections (this
 /// branch's own: they are ended when it is dropped).
-fn confirm_reset(server: &Server, plan: &Plan, template: &str, yes: bool) -> Result<bool> {
+fn confirm_reset(server: &Server, plan: &Plan, template: &str, answer: Answer) -> Result<bool> {
     #[derive(serde::Deserialize)]
     struct Conn {
         pid: i64,
@@ -469,29 +474,36 @@ fn confirm_reset(server: &Server, plan: &Plan, template: &str, yes: bool) -> Res
     )?;
     let question = format!("Re-clone `{db}` ({size}) from `{template}`? Its data will be gone");
     if conns.is_empty() {
-        return confirm(&question, yes);
+        return confirm(&question, answer);
     }
     eprintln!("`{db}` has {} open connection(s):", conns.len());
     for c in &conns {
         let app = if c.application_name.is_empty() { "(no application name)" } else { &c.application_name };
         eprintln!("  pid {}  {app}  from {}  {}", c.pid, c.client, c.state);
     }
-    confirm(&format!("{question}, and these connections ended"), yes)
+    confirm(&format!("{question}, and these connections ended"), answer)
 }
 
 /// `db worktree --drop` in `ctx`'s worktree: whether its database is gone now (dropped, or there
-/// was none).
-pub(super) fn drop_own(ctx: &Ctx, yes: bool) -> Result<bool> {
+/// was none). `and_then` is added to the question: what the caller does next (removing the
+/// worktree), so that the question names everything the answer destroys.
+pub(super) fn drop_own(ctx: &Ctx, answer: Answer, and_then: &str) -> Result<bool> {
     let label = database_label(ctx, None)?;
     let (url, _) = ctx.database_url()?;
     let server = Server::connect(url, &ctx.config.maintenance_db)?;
     let plain = owner::candidates(ctx, &label).remove(0);
     let _turn = Lock::exclusive(&server, &format!("db:{plain}"), &format!("the database of `{label}`"))?;
     let resolved = owner::resolve(ctx, &server, &label)?;
-    drop_branch(&server, &resolved, &label, yes)
+    drop_branch(&server, &resolved, &label, answer, and_then)
 }
 
-fn drop_branch(server: &Server, resolved: &owner::Resolved, label: &str, yes: bool) -> Result<bool> {
+fn drop_branch(
+    server: &Server,
+    resolved: &owner::Resolved,
+    label: &str,
+    answer: Answer,
+    and_then: &str,
+) -> Result<bool> {
     let db = &resolved.db;
     let info = match (&resolved.existing, &resolved.claim) {
         (Some(info), Some(Claim::Ours)) => info,
@@ -514,7 +526,8 @@ fn drop_branch(server: &Server, resolved: &owner::Resolved, label: &str, yes: bo
             "stop what uses it (this worktree's app?) and run again",
         ));
     }
-    if !confirm(&format!("Drop database `{db}` ({}) of `{label}`?", human_size(info.size_bytes)), yes)? {
+    let question = format!("Drop database `{db}` ({}) of `{label}`{and_then}?", human_size(info.size_bytes));
+    if !confirm(&question, answer)? {
         eprintln!("nothing dropped");
         return Ok(false);
     }

@@ -8,7 +8,7 @@ use super::Ctx;
 use crate::flags::Worktrees;
 use crate::pg::human_size;
 use crate::pg::staging::sweep_abandoned;
-use crate::term::confirm;
+use crate::term::{confirm, Answer};
 
 #[derive(Debug, Serialize)]
 struct Row {
@@ -67,11 +67,7 @@ pub fn run(ctx: &Ctx, flags: Worktrees) -> Result<()> {
     for r in &orphans {
         eprintln!("  {}  (branch {}, {}, worktree {})", r.name, r.branch, human_size(r.size_bytes), r.worktree);
     }
-    if flags.dry_run {
-        eprintln!("--dry-run: nothing dropped");
-        return Ok(());
-    }
-    if !confirm(&format!("Drop these {} database(s)?", orphans.len()), flags.yes)? {
+    if !confirm(&format!("Drop these {} database(s)?", orphans.len()), Answer::new(flags.yes, flags.dry_run))? {
         eprintln!("nothing dropped");
         return Ok(());
     }

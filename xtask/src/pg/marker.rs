@@ -38,6 +38,10 @@ pub enum Kind {
         pid: Option<i64>,
         #[serde(default)]
         host: String,
+        /// Set when this is a database that had the name `target` and was renamed aside by the
+        /// run that replaced it (see [`super::staging::Old::Replace`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retired: Option<Retired>,
     },
     /// The golden template, built by `db template create`.
     Template {},
@@ -80,6 +84,22 @@ pub struct Branch {
     pub repo: PathBuf,
     #[serde(default)]
     pub template: String,
+}
+
+/// What a database renamed aside by a replacement had, so that [`super::staging::sweep_abandoned`]
+/// can give it its name back if nothing took that name after all.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Retired {
+    /// Its comment (our marker, or someone else's text) before it was retired.
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// Whether it allowed connections.
+    #[serde(default = "yes")]
+    pub allow_connections: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What a copy of the template records about it.
@@ -151,7 +171,16 @@ mod tests {
     #[test]
     fn every_kind_reads_back_as_written() {
         let kinds = [
-            Kind::Staging { target: "app_x".into(), pid: Some(42), host: "h".into() },
+            Kind::Staging { target: "app_x".into(), pid: Some(42), host: "h".into(), retired: None },
+            Kind::Staging {
+                target: "app_x".into(),
+                pid: Some(42),
+                host: "h".into(),
+                retired: Some(Retired {
+                    comment: Some("xtask-db {\"kind\":\"template\"}".into()),
+                    allow_connections: true,
+                }),
+            },
             Kind::Template {},
             Kind::Branch(Branch { branch: "b".into(), worktree: "/w".into(), ..Branch::default() }),
             Kind::Fresh {},

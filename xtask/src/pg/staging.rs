@@ -1,7 +1,9 @@
 //! The lifecycle of every database this tool builds: created under a staging name of this run
 //! and marked staging, built, then published — renamed into place and marked for what it is, in
 //! one transaction — or dropped by its guard ([`Creating`]). A run killed outright leaves a
-//! staging database that [`sweep_abandoned`] recognises by name, pid and marker.
+//! staging database that [`sweep_abandoned`] recognises by name, pid and marker. A database that
+//! already has the name is replaced in the same transaction ([`Old::Replace`]): renamed aside,
+//! then dropped; under the name there is always the old one or the new one.
 //!
 //! [`build`] is the whole of it in one call; [`publish`] is its last step, for the template's
 //! copies, which publish under locks of their own ([`super::clone`]). What a database is marked
@@ -9,8 +11,8 @@
 
 use anyhow::{Context, Result};
 
-use super::marker::{Kind, Marker};
-use super::{ident, mark_statement, Creating, Server};
+use super::marker::{Kind, Marker, Retired};
+use super::{ident, literal, mark_statement, Creating, Server};
 use crate::naming::{self, Staging};
 use crate::proc;
 
@@ -20,6 +22,7 @@ pub fn staging_marker(target: &str) -> Marker {
         target: target.to_string(),
         pid: Some(i64::from(std::process::id())),
         host: hostname(),
+        retired: None,
     })
 }
 
@@ -84,11 +87,16 @@ pub enum Old<'a> {
     /// There is none (or a failing rename says so).
     None,
     /// Dropped just before the rename, now that its replacement is complete (`force`: its
-    /// sessions are ended). DROP DATABASE cannot run inside the rename's transaction.
+    /// sessions are ended). DROP DATABASE cannot run inside the rename's transaction, so a run
+    /// killed between the two leaves neither under the name: only for what can be made again
+    /// without loss (the spare clone, the frozen copy).
     Drop { force: bool, what: &'a str },
-    /// Renamed to `to` and marked staging in the rename's own transaction, so that a run killed
-    /// after it leaves something the sweep removes, never a gap; the caller drops it afterwards.
-    Retire { to: &'a str },
+    /// Replaced atomically: renamed aside to this run's retired name ([`Staging::Retired`]) and
+    /// marked as retired in the very transaction that renames the new one in, then dropped
+    /// (`force`: its sessions are ended first). Killed before the commit, the old one keeps its
+    /// name; after it, the new one has it, and the retired copy is swept by the next run — or
+    /// renamed back by it, should its name be free ([`sweep_abandoned`]).
+    Replace { prefix: &'a str, force: bool, what: &'a str },
 }
 
 /// Renames the finished `staging` database to `target` and marks it with `marker`, one
@@ -103,12 +111,38 @@ pub fn publish(
     settings: &[&str],
 ) -> Result<()> {
     let mut tx = Vec::new();
+    let mut retired = None;
     match old {
         Old::None => {}
         Old::Drop { force, what } => server.drop_database(target, force).with_context(|| format!("dropping {what}"))?,
-        Old::Retire { to } => {
-            tx.push(format!("ALTER DATABASE {} RENAME TO {}", ident(target), ident(to)));
-            tx.push(mark_statement(to, &staging_marker(target))?);
+        Old::Replace { prefix, force, what } => {
+            if let Some(was) = server
+                .query::<Was>(
+                    &server.maintenance_db,
+                    &format!(
+                        "SELECT shobj_description(oid, 'pg_database') AS comment, datallowconn AS allow_connections \
+                     FROM pg_database WHERE datname = {}",
+                        literal(target)
+                    ),
+                )?
+                .pop()
+            {
+                let to = name(prefix, Staging::Retired);
+                if force {
+                    // Its sessions end now; the rename waits (up to 5 s) for them to be gone.
+                    tx.push(format!(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid()",
+                        literal(target)
+                    ));
+                }
+                tx.push(format!("ALTER DATABASE {} RENAME TO {}", ident(target), ident(&to)));
+                let mut m = staging_marker(target);
+                if let Kind::Staging { retired, .. } = &mut m.kind {
+                    *retired = Some(Retired { comment: was.comment, allow_connections: was.allow_connections });
+                }
+                tx.push(mark_statement(&to, &m)?);
+                retired = Some((to, force, what));
+            }
         }
     }
     tx.push(format!("ALTER DATABASE {} RENAME TO {}", ident(staging), ident(target)));
@@ -116,20 +150,38 @@ pub fn publish(
         tx.push(format!("ALTER DATABASE {} WITH {s}", ident(target)));
     }
     tx.push(mark_statement(target, marker)?);
-    server.transaction(&tx).with_context(|| format!("renaming the finished `{staging}` to `{target}`"))
+    server.transaction(&tx).with_context(|| format!("renaming the finished `{staging}` to `{target}`"))?;
+    if let Some((to, force, what)) = retired {
+        // Told before it happens: a run killed now leaves `to` for the next run's sweep.
+        eprintln!("`{target}` is in place; dropping {what}, renamed aside to `{to}`");
+        if let Err(e) = server.drop_database(&to, force) {
+            eprintln!(
+                "warning: {what} could not be dropped ({e:#}); it is left as `{to}`, which the next run of this tool removes"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct Was {
+    comment: Option<String>,
+    allow_connections: bool,
 }
 
 /// Drops staging databases left by runs of this tool on this machine that died before their
 /// cleanup could run. Never touches a database marked as anything but staging, one whose marker
-/// names another pid, or one whose run is alive.
+/// names another pid, or one whose run is alive. A database such a run had retired (renamed
+/// aside while replacing it) gets its name back instead when that name is free: it is never the
+/// only copy lost.
 pub fn sweep_abandoned(server: &Server, prefix: &str) -> Result<()> {
     let host = host_tag();
     for db in server.databases(prefix, &[])? {
         let Some(pid) = naming::staging_pid(prefix, &host, &db.name) else { continue };
         // Unmarked (killed between CREATE and COMMENT), or marked staging by the pid in its name.
-        let marked_pid = match db.kind() {
-            None => None,
-            Some(Kind::Staging { pid, .. }) => *pid,
+        let (marked_pid, target, retired) = match db.kind() {
+            None => (None, "", None),
+            Some(Kind::Staging { pid, target, retired, .. }) => (*pid, target.as_str(), retired.as_ref()),
             Some(_) => continue,
         };
         if marked_pid.is_some_and(|m| m != pid) || db.name.len() >= naming::MAX_NAME {
@@ -138,10 +190,29 @@ pub fn sweep_abandoned(server: &Server, prefix: &str) -> Result<()> {
         // SAFETY: signal 0 only checks whether the process exists.
         let alive = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
             || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        if !alive && pid != i64::from(std::process::id()) {
-            eprintln!("removing `{}`, left unfinished by an interrupted run (pid {pid})", db.name);
-            server.drop_database(&db.name, true)?;
+        if alive || pid == i64::from(std::process::id()) {
+            continue;
         }
+        if let Some(r) = retired.filter(|_| !target.is_empty()) {
+            if !server.database_exists(target)? {
+                eprintln!(
+                    "`{target}` is missing and `{}` is what it was before an interrupted run (pid {pid}) replaced it: renaming it back",
+                    db.name
+                );
+                let mut tx = vec![format!("ALTER DATABASE {} RENAME TO {}", ident(&db.name), ident(target))];
+                tx.push(match &r.comment {
+                    Some(c) => format!("COMMENT ON DATABASE {} IS {}", ident(target), literal(c)),
+                    None => format!("COMMENT ON DATABASE {} IS NULL", ident(target)),
+                });
+                if r.allow_connections != db.allow_connections {
+                    tx.push(format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}", ident(target), r.allow_connections));
+                }
+                server.transaction(&tx).with_context(|| format!("renaming `{}` back to `{target}`", db.name))?;
+                continue;
+            }
+        }
+        eprintln!("removing `{}`, left unfinished by an interrupted run (pid {pid})", db.name);
+        server.drop_database(&db.name, true)?;
     }
     Ok(())
 }

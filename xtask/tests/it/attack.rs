@@ -183,7 +183,11 @@ fn prune_dry_run_drops_nothing() {
     let db = env_db(&wt);
     git(&p.dir, &["worktree", "remove", "--force", wt.to_str().unwrap()]);
     let dry = p.xtask(&["db", "worktrees", "--prune", "--dry-run"]).ok();
-    assert!(dry.stderr.contains(&db) && dry.stderr.contains("--dry-run: nothing dropped"), "{}", dry.stderr);
+    assert!(
+        dry.stderr.contains(&db) && dry.stderr.contains("--dry-run") && dry.stderr.contains("nothing dropped"),
+        "{}",
+        dry.stderr
+    );
     assert!(p.databases().contains(&db), "--dry-run dropped it");
     p.xtask(&["db", "worktrees", "--prune", "-y"]).ok();
     assert!(!p.databases().contains(&db), "--prune left it");

@@ -26,7 +26,19 @@ fn a_new_worktree_builds_only_its_own_crates_and_runs_its_own_binary() {
     std::fs::create_dir_all(dep.join("src")).unwrap();
     std::fs::write(dep.join("Cargo.toml"), "[package]\nname = \"bcdep\"\nversion = \"0.1.0\"\nedition = \"2021\"\n")
         .unwrap();
-    std::fs::write(dep.join("src/lib.rs"), "pub fn greet() -> &'static str { \"hello\" }\n").unwrap();
+    // With a build script whose output it includes: its dep-info names this build's OUT_DIR,
+    // which differs between worktrees.
+    std::fs::write(
+        dep.join("build.rs"),
+        "fn main() { let out = std::env::var(\"OUT_DIR\").unwrap(); \
+         std::fs::write(format!(\"{out}/word.rs\"), \"\\\"hello\\\"\").unwrap(); }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dep.join("src/lib.rs"),
+        "pub fn greet() -> &'static str { include!(concat!(env!(\"OUT_DIR\"), \"/word.rs\")) }\n",
+    )
+    .unwrap();
     std::fs::create_dir_all(p.dir.join("hello/src")).unwrap();
     std::fs::write(
         p.dir.join("hello/Cargo.toml"),
@@ -71,5 +83,48 @@ fn a_new_worktree_builds_only_its_own_crates_and_runs_its_own_binary() {
         let run = cargo(dir, &["run", "-q", "-p", "hello"]);
         assert_eq!(run.stdout.trim(), format!("hello from {expected}"), "in {}", dir.display());
     }
+
+    // A dependency rebuilt in a new worktree never writes through a file the main worktree's
+    // target/ shares with it: every file whose inode is shared has the same content afterwards.
+    let before = shared_files(&p.dir.join("target"));
+    assert!(before.len() > 3, "nothing is shared: {before:?}");
+    let lib = std::fs::read_to_string(dep.join("src/lib.rs")).unwrap();
+    std::fs::write(dep.join("src/lib.rs"), format!("{lib}// touched\n")).unwrap();
+    let rebuilt = cargo(&a, &["build", "-v", "-p", "hello"]);
+    assert!(rebuilt.stderr.contains("Compiling bcdep"), "{}", rebuilt.stderr);
+    let mut changed = Vec::new();
+    for (path, (ino, hash)) in &before {
+        let Ok(meta) = std::fs::metadata(path) else { continue };
+        if std::os::unix::fs::MetadataExt::ino(&meta) == *ino && content_hash(path) != *hash {
+            changed.push(path.display().to_string());
+        }
+    }
+    assert!(changed.is_empty(), "written through from the new worktree: {changed:#?}");
     let _ = std::fs::remove_dir_all(&dep);
+}
+
+/// Every file under `dir` whose inode another path shares (a hard link): its inode and a hash of
+/// its content.
+fn shared_files(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, (u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if meta.is_file() && meta.nlink() > 1 {
+                out.insert(e.path(), (meta.ino(), content_hash(&e.path())));
+            }
+        }
+    }
+    out
+}
+
+fn content_hash(path: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::fs::read(path).unwrap_or_default().hash(&mut h);
+    h.finish()
 }

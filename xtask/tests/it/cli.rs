@@ -215,3 +215,92 @@ fn completions_cover_every_verb() {
     assert_eq!(unknown.code, 2, "{}", unknown.stderr);
     assert!(unknown.stderr.contains("possible values"), "{}", unknown.stderr);
 }
+
+/// Every `cargo xtask …` command a message names (a fix, a hint) in the source of the xtask and
+/// of the AWS tool is one this version parses: a fix line that names a flag or verb that no
+/// longer exists sends the user to a second error. Comments are not messages; `{…}` (filled in at
+/// run time) and an upper-case word (`NAME`, `N`) stand for a value; `a && b` is two commands; a
+/// command cut by `…` is not checked past it.
+#[test]
+fn every_command_named_in_a_message_parses() {
+    use clap::Parser;
+    let mut files = Vec::new();
+    for dir in ["xtask/src", "xtask/aws/src"] {
+        let mut stack = vec![repo_root().join(dir)];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let path = e.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|x| x == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+    }
+    let (mut checked, mut wrong) = (0, Vec::new());
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (at, _) in text.match_indices("`cargo xtask ") {
+            let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+            if text[line_start..at].trim_start().starts_with("//") {
+                continue;
+            }
+            let rest = &text[at + 1..];
+            let Some(end) = rest.find('`') else { continue };
+            // A string continued on the next line (`\` at the end) reads as one space.
+            let cmd: String = rest[..end].split("\\\n").map(str::trim_start).collect::<Vec<_>>().join(" ");
+            if cmd.contains('\n') {
+                continue;
+            }
+            let cmd = cmd.split('…').next().unwrap();
+            // A whole command filled in at run time names no verb here.
+            if cmd.strip_prefix("cargo xtask ").is_some_and(|r| r.starts_with('{')) {
+                continue;
+            }
+            // `{branch}`, `{}` → a word.
+            let mut filled = String::new();
+            let mut depth = 0;
+            for c in cmd.chars() {
+                match c {
+                    '{' => {
+                        if depth == 0 {
+                            filled.push('x');
+                        }
+                        depth += 1;
+                    }
+                    '}' if depth > 0 => depth -= 1,
+                    c if depth == 0 => filled.push(c),
+                    _ => {}
+                }
+            }
+            for one in filled.split("&&") {
+                let argv: Vec<String> = words(one.trim())
+                    .into_iter()
+                    .map(|w| {
+                        let placeholder = w.len() <= 12 && w.chars().all(|c| c.is_ascii_uppercase() || c == '_');
+                        if placeholder && !w.is_empty() {
+                            "1".to_string()
+                        } else {
+                            w
+                        }
+                    })
+                    .collect();
+                // `cargo xtask` parses as the binary `cargo`, its first word `xtask` dropped.
+                let parsed = xtask::flags::Xtask::try_parse_from(argv.iter().skip(1).map(String::as_str));
+                checked += 1;
+                if let Err(e) = parsed {
+                    use clap::error::ErrorKind::{DisplayHelp, DisplayHelpOnMissingArgumentOrSubcommand};
+                    // `cargo xtask db`: a group, named as such.
+                    if !matches!(e.kind(), DisplayHelp | DisplayHelpOnMissingArgumentOrSubcommand) {
+                        let line = text[..at].lines().count();
+                        let why = e.to_string().lines().next().unwrap_or_default().to_string();
+                        wrong.push(format!("{}:{line}: `{}`: {why}", file.display(), one.trim()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 30, "only {checked} commands found: is the scan looking in the right place?");
+    assert!(wrong.is_empty(), "{} command(s) named in messages do not parse:\n{}", wrong.len(), wrong.join("\n"));
+}

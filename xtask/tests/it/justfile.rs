@@ -232,3 +232,26 @@ fn the_schema_diff_recipe_takes_its_sides_as_the_verb_does() {
     let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(json["only_in_b"], serde_json::json!(["table public.extra"]), "{json}");
 }
+
+/// `just worktree-remove B` with an untracked file in B's worktree: git would keep the worktree,
+/// so the database is not dropped either, and the error names the file; `--dry-run -y` drops
+/// nothing; once clean, both go.
+#[test]
+fn worktree_remove_refuses_before_dropping_what_git_would_keep() {
+    let j = JustProject::new("justrm");
+    j.just(&["worktree", "rm-me"]).ok();
+    let dir = j.dir_of("rm-me");
+    let db = env_db(&dir);
+    std::fs::write(dir.join("scratch.txt"), "mine\n").unwrap();
+    let run = j.just(&["worktree-remove", "rm-me", "-y"]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.stderr.contains("scratch.txt") && run.stderr.contains("nothing dropped"), "{}", run.stderr);
+    assert!(j.p.databases().contains(&db), "the database was dropped:\n{}", run.stderr);
+    assert!(dir.join("scratch.txt").is_file());
+    std::fs::remove_file(dir.join("scratch.txt")).unwrap();
+    let dry = j.just(&["worktree-remove", "rm-me", "--dry-run", "-y"]).ok();
+    assert!(dry.stderr.contains(&db) && dry.stderr.contains(&*dir.to_string_lossy()), "{}", dry.stderr);
+    assert!(j.p.databases().contains(&db) && dir.is_dir(), "{}", dry.stderr);
+    j.just(&["worktree-remove", "rm-me", "-y"]).ok();
+    assert!(!dir.exists() && !j.p.databases().contains(&db));
+}

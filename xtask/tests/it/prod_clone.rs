@@ -32,7 +32,7 @@ fn load_clone_restores_the_newest_dump_and_drop_clone_removes_it() {
     p.xtask(&["db", "drop-clone"]).fails(2, "pass -y");
     assert!(p.databases().contains(&clone));
     let dry = p.xtask(&["db", "drop-clone", "--dry-run"]).ok();
-    assert!(dry.stderr.contains(&format!("would drop `{clone}`")), "{}", dry.stderr);
+    assert!(dry.stderr.contains("--dry-run") && dry.stderr.contains(&format!("Drop `{clone}`")), "{}", dry.stderr);
     assert!(p.databases().contains(&clone), "--dry-run dropped it");
     p.xtask(&["db", "drop-clone", "-y"]).ok();
     assert!(!p.databases().contains(&clone));

@@ -139,7 +139,14 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
     if flags.keep {
         let marker = Marker::new(Kind::Rehearsal { from: pristine.clone() });
         let previous = format!("the previous `{target}`");
-        staging::publish(&server, &copy, &target, &marker, Old::Drop { force: true, what: &previous }, &[])?;
+        staging::publish(
+            &server,
+            &copy,
+            &target,
+            &marker,
+            Old::Replace { prefix: &ctx.config.prefix, force: true, what: &previous },
+            &[],
+        )?;
         building.keep();
         r.database = target.clone();
     } else {
@@ -234,7 +241,7 @@ fn pristine(ctx: &Ctx, server: &Server, from: Option<&str>) -> Result<String> {
             return Err(fail(format!("--from {f} is a directory"), "name a dump file (pg_dump -Fc) or a database"));
         }
         Some(f) if Path::new(f).is_file() => {
-            super::load_clone::load(ctx, LoadClone { dump: Some(PathBuf::from(f)), mask: false })?;
+            super::load_clone::load(ctx, LoadClone { dump: Some(PathBuf::from(f)), mask: false, dry_run: false })?;
             prod_clone
         }
         Some(f) if f.contains('/') || f.ends_with(".dump") => {
