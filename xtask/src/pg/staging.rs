@@ -116,17 +116,7 @@ pub fn publish(
         Old::None => {}
         Old::Drop { force, what } => server.drop_database(target, force).with_context(|| format!("dropping {what}"))?,
         Old::Replace { prefix, force, what } => {
-            if let Some(was) = server
-                .query::<Was>(
-                    &server.maintenance_db,
-                    &format!(
-                        "SELECT shobj_description(oid, 'pg_database') AS comment, datallowconn AS allow_connections \
-                     FROM pg_database WHERE datname = {}",
-                        literal(target)
-                    ),
-                )?
-                .pop()
-            {
+            if let Some(was) = what_it_was(server, target)? {
                 let to = name(prefix, Staging::Retired);
                 if force {
                     // Its sessions end now; the rename waits (up to 5 s) for them to be gone.
@@ -167,6 +157,17 @@ pub fn publish(
 struct Was {
     comment: Option<String>,
     allow_connections: bool,
+}
+
+/// What a retired copy must record to take its name back: its comment (our marker or anyone's
+/// text) and whether it took connections. `None`: there is no database `name`.
+fn what_it_was(server: &Server, name: &str) -> Result<Option<Was>> {
+    let sql = format!(
+        "SELECT shobj_description(oid, 'pg_database') AS comment, datallowconn AS allow_connections \
+         FROM pg_database WHERE datname = {}",
+        literal(name)
+    );
+    Ok(server.query::<Was>(&server.maintenance_db, &sql)?.pop())
 }
 
 /// Drops staging databases left by runs of this tool on this machine that died before their
