@@ -540,7 +540,8 @@ pub fn refill_spare(server: &Server, template: &str, frozen: &str, spare: &str, 
     server.exec(&server.maintenance_db, &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", ident(&staging)))?;
     let marker = copy_marker(Kind::Spare, state);
     let _swapping = Lock::exclusive(server, &format!("spare:{spare}"), "the spare clone")?;
-    staging::publish(server, &staging, spare, &marker, Old::Drop { force: true, what: "the old spare clone" }, &[])?;
+    let old = Old::Replace { prefix, force: true, what: "the old spare clone" };
+    staging::publish(server, &staging, spare, &marker, old, &[])?;
     building.keep();
     Ok(true)
 }
@@ -703,7 +704,7 @@ fn refresh_frozen(server: &Server, prefix: &str, template: &str, frozen: &str) -
         server.exec(&server.maintenance_db, &format!("ALTER DATABASE {} WITH IS_TEMPLATE false", ident(frozen)))?;
     }
     // IS_TEMPLATE protects it from a stray DROP DATABASE.
-    let old = Old::Drop { force: false, what: "the old frozen copy" };
+    let old = Old::Replace { prefix, force: false, what: "the old frozen copy" };
     staging::publish(server, &staging, frozen, &marker, old, &["IS_TEMPLATE true"])?;
     db.keep();
     Ok(())

@@ -86,11 +86,6 @@ pub fn build_empty<T>(server: &Server, b: Build, fill: impl FnOnce(&str) -> Resu
 pub enum Old<'a> {
     /// There is none (or a failing rename says so).
     None,
-    /// Dropped just before the rename, now that its replacement is complete (`force`: its
-    /// sessions are ended). DROP DATABASE cannot run inside the rename's transaction, so a run
-    /// killed between the two leaves neither under the name: only for what can be made again
-    /// without loss (the spare clone, the frozen copy).
-    Drop { force: bool, what: &'a str },
     /// Replaced atomically: renamed aside to this run's retired name ([`Staging::Retired`]) and
     /// marked as retired in the very transaction that renames the new one in, then dropped
     /// (`force`: its sessions are ended first). Killed before the commit, the old one keeps its
@@ -114,7 +109,6 @@ pub fn publish(
     let mut retired = None;
     match old {
         Old::None => {}
-        Old::Drop { force, what } => server.drop_database(target, force).with_context(|| format!("dropping {what}"))?,
         Old::Replace { prefix, force, what } => {
             if let Some(was) = what_it_was(server, target)? {
                 let to = name(prefix, Staging::Retired);
