@@ -405,7 +405,10 @@ pub struct Mask {
 /// statement at a time, with the locks the migrating transaction holds after each (and which of
 /// SELECT and INSERT/UPDATE/DELETE they block, for how long: until commit), table rewrites, rows,
 /// WAL and sizes; the gate (`schema-diff` against a fresh build of this branch); the smoke test
-/// on the migrated copy. The report: Markdown for the pull request (written to
+/// on the migrated copy. Statements reach the server as sqlx sends them (no psql variables or
+/// meta-commands). What a migration changes of the server outside the copy — roles, settings,
+/// ALTER SYSTEM, databases, tablespaces — is a finding and is undone; a statement naming another
+/// database (ALTER DATABASE x, GRANT … ON DATABASE x) is refused before it runs. The report: Markdown for the pull request (written to
 /// dump/rehearse/, git-ignored: error messages can quote production rows) and --format json.
 /// Thresholds: [workspace.metadata.db.rehearse] and the flags below.
 #[derive(Debug, Args, Clone)]

@@ -131,6 +131,14 @@ impl Report {
                     m.file, e.statement, e.line, e.error, e.sqlstate, e.applied
                 )));
             }
+            for c in &m.cluster {
+                f.push(danger(format!(
+                    "{} changes the cluster, not just its database: {} — {}",
+                    m.file,
+                    c.describe(),
+                    c.undo
+                )));
+            }
             for l in &m.locks {
                 let (blocked, what) = match (l.blocks_reads_ms, l.blocks_writes_ms) {
                     (Some(r), _) => (r, "blocks reads and writes"),
