@@ -620,3 +620,34 @@ fn what_a_migration_changes_of_the_cluster_is_reported_and_undone() {
     assert_eq!(cluster_state(&p.prefix), before);
     assert!(p.databases().contains(&prod));
 }
+
+#[test]
+fn a_tablespace_a_migration_creates_is_dropped_again_and_dropping_one_is_refused() {
+    use std::os::unix::fs::MetadataExt;
+    let (p, prod) = with_production("rhspace");
+    // An empty directory the server may use: owned by whoever owns its data directory.
+    let dir = std::env::temp_dir().join(format!("xtask-it-{}-tablespace", p.prefix));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let owner = std::fs::metadata(sql("postgres", "SELECT current_setting('data_directory')")).unwrap();
+    std::os::unix::fs::chown(&dir, Some(owner.uid()), Some(owner.gid())).unwrap();
+    let space = format!("{}space", p.prefix);
+    let before = sql("postgres", "SELECT string_agg(spcname, ',' ORDER BY spcname) FROM pg_tablespace");
+    let (code, r) = rehearse_one(
+        &p,
+        &prod,
+        &format!("-- no-transaction\nCREATE TABLESPACE {space} LOCATION '{}';\n", dir.display()),
+    );
+    assert_eq!(code, 1, "{r:#}");
+    let f = findings(&r);
+    assert!(
+        f.contains(&format!("changes the cluster, not just its database: tablespace {space} created — undone")),
+        "{f}"
+    );
+    assert!(!f.contains("not undone"), "{f}");
+    assert_eq!(r["gate"]["equal"], true, "{:#}", r["gate"]);
+    assert_eq!(sql("postgres", "SELECT string_agg(spcname, ',' ORDER BY spcname) FROM pg_tablespace"), before);
+    let (code, r) = rehearse_one(&p, &prod, "-- no-transaction\nDROP TABLESPACE pg_default;\n");
+    assert_eq!((code, failure(&r)["sqlstate"].as_str()), (1, Some("refused")), "{r:#}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

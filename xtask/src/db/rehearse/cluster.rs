@@ -199,12 +199,14 @@ fn query(readable: &Readable, major: u32) -> String {
         x("l.xmin"),
         mine("l.xmin")
     ));
-    parts.push(format!(
+    if readable.subscriptions {
+        parts.push(format!(
         "SELECT 'subscription', s.oid::text, 'subscription ' || quote_ident(s.subname), s.subdbid::bigint, json_build_object('name', \
          s.subname, 'enabled', s.subenabled), {}, {} FROM pg_subscription s",
         x("s.xmin"),
         mine("s.xmin")
     ));
+    }
     if major >= 15 {
         parts.push(format!(
             "SELECT 'parameter privileges', p.parname, 'privileges on parameter ' || p.parname, NULL, json_build_object('name', \
@@ -242,12 +244,14 @@ fn query(readable: &Readable, major: u32) -> String {
 }
 
 /// What the session may read: `pg_authid` (superuser), `pg_file_settings`
-/// (`pg_read_all_settings`), `pg_replication_origin`.
+/// (`pg_read_all_settings`), `pg_replication_origin`, `pg_subscription` whole (others may read
+/// some of its columns, not `xmin`).
 #[derive(Debug, Clone, Deserialize)]
 struct Readable {
     authid: bool,
     auto_conf: bool,
     origins: bool,
+    subscriptions: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -292,6 +296,7 @@ impl Watch {
                 "SELECT json_build_object('authid', has_table_privilege('pg_catalog.pg_authid', 'SELECT'), \
                  'auto_conf', has_function_privilege('pg_catalog.pg_show_all_file_settings()', 'EXECUTE'), \
                  'origins', has_table_privilege('pg_catalog.pg_replication_origin', 'SELECT'), \
+                 'subscriptions', has_table_privilege('pg_catalog.pg_subscription', 'SELECT'), \
                  'copy', (SELECT oid::bigint FROM pg_database WHERE datname = {}), \
                  'pristine', (SELECT oid::bigint FROM pg_database WHERE datname = {}))",
                 literal(copy),
