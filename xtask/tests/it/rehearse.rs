@@ -651,3 +651,28 @@ fn a_tablespace_a_migration_creates_is_dropped_again_and_dropping_one_is_refused
     assert_eq!((code, failure(&r)["sqlstate"].as_str()), (1, Some("refused")), "{r:#}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn ctrl_c_after_a_migration_changed_the_cluster_still_undoes_it() {
+    let (p, prod) = with_production("rhintcl");
+    let role = format!("{}made", p.prefix);
+    write(&p, "0012_role.sql", &format!("CREATE ROLE {role};\n"));
+    write(&p, "0013_slow.sql", "SELECT pg_sleep(31);\n");
+    let child = p
+        .command(&p.dir, &["db", "rehearse", "--from", &prod, "--no-smoke"], &[])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while sql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(31)%'") != "1" {
+        assert!(start.elapsed() < Duration::from_secs(60), "the migration never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(sql("postgres", &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")), "1");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(sql("postgres", &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")), "0");
+    assert!(!p.databases().iter().any(|d| d.contains("tmp_")), "{:?}", p.databases());
+}

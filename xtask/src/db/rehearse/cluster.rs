@@ -26,12 +26,15 @@
 //! rename, mark, create and drop databases). In a migration's transaction the answer is exact:
 //! the rows the migrating session sees written by a transaction still in progress are its own
 //! (another session's uncommitted rows are invisible to it), and a row it no longer sees that a
-//! second session still does (before and after) is one it deleted. A statement run on its own
-//! (a `-- no-transaction` `DO`, `CREATE DATABASE`, `ALTER SYSTEM`) has committed before anyone
-//! can look: its changes are the rows written within its window of transaction ids; of another
-//! database's rows only settings and privileges count (which this tool never writes), plus the
-//! pristine copy and a database the statement itself created (`CREATE DATABASE` runs only at top
-//! level: its name is in the text).
+//! second session still does (before and after) is one it deleted. A statement run on its own has
+//! committed before anyone can look. One that runs only at top level (`CREATE DATABASE`, `CREATE
+//! TABLESPACE`, `ALTER SYSTEM`, `VACUUM`, `CREATE INDEX CONCURRENTLY`…: never from a function)
+//! changes only what its text names: the database or tablespace it creates, the setting it sets.
+//! A `-- no-transaction` `DO` or `CALL` (or the part of a migration before a COMMIT of its own)
+//! may change anything: its changes are the rows written within its window of transaction ids,
+//! read right before and right after it; of another database's rows only settings and privileges
+//! count (which this tool never writes), plus the pristine copy. The blind spot: another session's
+//! change to a shared catalog within that window is taken for the migration's.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -400,6 +403,11 @@ impl Watch {
         // Only a DO or CALL can remove a row here (besides ALTER SYSTEM RESET): a removal has no
         // transaction id to check, so without one none is taken for the migration's.
         let may_remove = statements.iter().any(|s| matches!(s.keywords(1).as_str(), "DO" | "CALL"));
+        // Statements that only run at top level can change only what they name: a database or
+        // tablespace they create, the setting ALTER SYSTEM sets. Anything else (a DO, several
+        // statements around a COMMIT of the file's own) may change anything.
+        let broad = statements.iter().any(|s| !super::trace::refuses_transaction(s));
+        let altered = altered_settings(statements);
         let mut changes = Vec::new();
         let keys: BTreeSet<&(String, String)> = self.before.items.keys().chain(after.items.keys()).collect();
         for k in keys {
@@ -412,6 +420,15 @@ impl Watch {
                 continue;
             }
             let ours = match item.kind.as_str() {
+                "database" | "tablespace" if !broad => {
+                    b.is_none()
+                        && a.is_some_and(|a| in_window(a) && created.iter().any(|n| a.value["name"] == n.as_str()))
+                }
+                "ALTER SYSTEM" if !broad => {
+                    let name = a.or(b).and_then(|i| i.value["name"].as_str()).unwrap_or("").to_lowercase();
+                    altered.iter().any(|n| *n == name || n == "all")
+                }
+                _ if !broad => false,
                 // The database this migration created (named in its text), or the pristine one.
                 "database" => match (b, a) {
                     (None, Some(a)) => {
@@ -495,8 +512,9 @@ fn undo_all(server: &Server, copy: &str, changes: &[Change]) -> Result<Vec<Strin
     let mut order: Vec<usize> = (0..changes.len()).rev().collect();
     order.sort_by_key(|&i| rank(&changes[i]));
     let mut out = vec![String::new(); changes.len()];
+    // A cleanup: it runs to the end even after Ctrl-C (the programs it starts come after the
+    // signal and do not get it).
     for i in order {
-        crate::proc::check_interrupt()?;
         out[i] = outcome(undo_one(server, copy, &changes[i]));
     }
     Ok(out)
@@ -555,6 +573,15 @@ fn created_names(statements: &[Statement]) -> Vec<String> {
             let words = super::trace::words(&crate::sql::strip_comments(&s.sql));
             words.get(2).map(|w| identifier(w))
         })
+        .collect()
+}
+
+/// The settings `ALTER SYSTEM SET|RESET name` statements name (`all` for `RESET ALL`).
+fn altered_settings(statements: &[Statement]) -> Vec<String> {
+    statements
+        .iter()
+        .filter(|s| s.keywords(2) == "ALTER SYSTEM")
+        .filter_map(|s| super::trace::words(&crate::sql::strip_comments(&s.sql)).get(3).map(|w| identifier(w)))
         .collect()
 }
 

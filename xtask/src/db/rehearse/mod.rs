@@ -90,22 +90,32 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
         let mut watch = cluster::Watch::new(&server, &mut session, &copy, &pristine)?;
         let mut t =
             trace::Target { server: &server, db: &copy, session: &mut session, pid, ledger, cluster: &mut watch };
+        let mut stopped = Ok(());
         for m in &pending {
             let name = file_name(&m.file);
-            let traced =
-                step(&format!("migrating: {name}, traced statement by statement"), || trace::migration(&mut t, m))?;
-            let failed = traced.failure.is_some();
-            r.migrations.push(traced);
-            if failed {
-                break;
+            match step(&format!("migrating: {name}, traced statement by statement"), || trace::migration(&mut t, m)) {
+                Ok(traced) => {
+                    let failed = traced.failure.is_some();
+                    r.migrations.push(traced);
+                    if failed {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    stopped = Err(e);
+                    break;
+                }
             }
         }
         r.migrate_ms = migrate_started.elapsed().as_millis() as u64;
         // Whatever the migrations changed outside the copy is put back before anything else
-        // runs: the gate's fresh build would meet it (a role that exists already).
-        watch.undo(&server, &copy)?;
+        // runs — the gate's fresh build would meet it (a role that exists already) —, and on an
+        // error or interruption too, before the run ends.
         watch.close();
         drop(session);
+        let undone = watch.undo(&server, &copy);
+        stopped?;
+        undone?;
         for m in &mut r.migrations {
             m.cluster = watch.of(&m.file);
         }

@@ -280,7 +280,7 @@ pub struct Target<'a> {
 /// Statements that refuse a transaction block: a `-- no-transaction` migration of one of these
 /// runs on its own, traced from a second session. Any other statement alone is its own
 /// transaction either way, so it is traced from inside one.
-fn refuses_transaction(stmt: &Statement) -> bool {
+pub(super) fn refuses_transaction(stmt: &Statement) -> bool {
     let k = stmt.keywords(4);
     let text = sql::strip_comments(&stmt.sql).to_ascii_uppercase();
     let concurrently =
@@ -482,6 +482,8 @@ fn migration_as(t: &mut Target, m: &Migration, transaction: Option<bool>) -> Res
             implicit = false;
         }
         let savepoint = implicit && needs_an_explicit_block(stmt);
+        // A statement run on its own: its time and rows, read before the look at the cluster.
+        let mut alone = None;
         let unwatched = stmt.keywords(2) == "ALTER SYSTEM" && !t.cluster.sees_auto_conf();
         let refusal = unsendable(stmt).or_else(|| {
             unwatched.then(|| {
@@ -504,13 +506,19 @@ fn migration_as(t: &mut Target, m: &Migration, transaction: Option<bool>) -> Res
                 (run_statement(t.session, &stmt.sql)?.map_err(|e| (t.session.sqlstate().to_string(), e)), None)
             }
             None => {
+                // The look at the cluster right before and right after: the statement commits
+                // on its own, and its window of transaction ids is as narrow as can be.
+                t.cluster.begin(t.session)?;
+                let started = Instant::now();
                 let (r, seen, n) = sampled(t.server, t.db, t.pid, || run_statement(t.session, &stmt.sql))?;
+                let r = r?.map_err(|e| (t.session.sqlstate().to_string(), e));
+                alone = Some((started.elapsed(), t.session.row_count()));
+                t.cluster.after_window(t.session, &out.file, &statements)?;
                 out.samples = Some(n);
-                (r?.map_err(|e| (t.session.sqlstate().to_string(), e)), Some(seen))
+                (r, Some(seen))
             }
         };
-        let took = began.elapsed();
-        let rows = t.session.row_count();
+        let (took, rows) = alone.unwrap_or_else(|| (began.elapsed(), t.session.row_count()));
         if let Err((sqlstate, error)) = result {
             let failed_at = Instant::now();
             if transaction {
@@ -545,7 +553,7 @@ fn migration_as(t: &mut Target, m: &Migration, transaction: Option<bool>) -> Res
                 Some(MigrationFailure { statement: index, line: stmt.line, sqlstate, error, violating_rows, applied });
             settle_locks(&mut out, &first_taken, failed_at, transaction);
             // What was committed before the failure stays: its changes to the cluster too.
-            if !transaction || committed_early.is_some() {
+            if committed_early.is_some() {
                 t.cluster.after_window(t.session, &out.file, &statements)?;
             }
             return Ok(out);
@@ -657,7 +665,7 @@ fn migration_as(t: &mut Target, m: &Migration, transaction: Option<bool>) -> Res
     out.duration_ms = ms(elapsed);
     out.wal_bytes = (last.wal - wal_start) as i64;
     settle_locks(&mut out, &first_taken, ended, transaction);
-    if !exact {
+    if transaction && !exact {
         t.cluster.after_window(t.session, &out.file, &statements)?;
     }
 
