@@ -558,6 +558,8 @@ fn what_a_migration_changes_of_the_cluster_is_reported_and_undone() {
     let (role, old, scratch) =
         (format!("{}reader", p.prefix), format!("{}old", p.prefix), format!("{}scratch", p.prefix));
     sql("postgres", &format!("CREATE ROLE {old} CONNECTION LIMIT 5; ALTER ROLE {old} SET work_mem = '5MB'"));
+    let kept = format!("{}kept", p.prefix);
+    sql("postgres", &format!("CREATE ROLE {kept} LOGIN PASSWORD 'kept-secret-1'"));
     // In a transaction: a role with a setting, a membership, a comment, a grant in the copy and
     // a parameter privilege; an existing role changed, another removed; the source's settings
     // changed through EXECUTE (no name to see in the text).
@@ -567,8 +569,9 @@ fn what_a_migration_changes_of_the_cluster_is_reported_and_undone() {
         &format!(
             "CREATE ROLE {role};\nALTER ROLE {role} SET work_mem = '8MB';\nGRANT {role} TO CURRENT_USER;\n\
              COMMENT ON ROLE {role} IS 'reads';\nGRANT SELECT ON big.t TO {role};\nGRANT SET ON PARAMETER work_mem TO {role};\n\
-             DROP ROLE {old};\n\
-             DO $$BEGIN EXECUTE format('ALTER DATABASE %I SET work_mem = %L', '{prod}', '9MB'); END$$;\n"
+             DROP ROLE {old};\nALTER ROLE {kept} NOLOGIN CONNECTION LIMIT 3 PASSWORD 'other-secret-2';\n\
+             DO $$BEGIN EXECUTE format('ALTER DATABASE %I SET work_mem = %L', '{prod}', '9MB'); \
+             EXECUTE format('COMMENT ON DATABASE %I IS %L', '{prod}', 'touched'); END$$;\n"
         ),
     );
     // On their own: ALTER SYSTEM, CREATE DATABASE.
@@ -591,6 +594,8 @@ fn what_a_migration_changes_of_the_cluster_is_reported_and_undone() {
         "privileges on parameter work_mem".to_string(),
         format!("role {old} removed — undone"),
         format!("settings of database {prod} created — undone"),
+        format!("comment on database {prod} created — undone"),
+        format!("role {kept} changed (connection_limit: -1 → 3, login: true → false, password: set → set (another)) — undone"),
         "0013_system.sql changes the cluster, not just its database: ALTER SYSTEM log_min_duration_statement"
             .to_string(),
         format!("0014_database.sql changes the cluster, not just its database: database {scratch} created — undone"),
