@@ -429,8 +429,12 @@ pub struct Mask {
 /// SELECT and INSERT/UPDATE/DELETE they block, for how long: until commit), table rewrites, rows,
 /// WAL and sizes (indexes included), and the safer form of each risky statement (a hint, e.g.
 /// CREATE INDEX CONCURRENTLY, NOT VALID then VALIDATE; listed in the summary as suggestions, they
-/// do not change the exit code); the gate (`schema-diff` against a fresh build of this branch); the smoke test
-/// on the migrated copy. The report: Markdown for the pull request (written to
+/// do not change the exit code); the gate (`schema-diff` against a fresh build of this branch); the
+/// smoke test on the migrated copy. Statements reach the server as sqlx sends them (no psql
+/// variables or meta-commands). What a migration changes of the server outside the copy — roles,
+/// settings, ALTER SYSTEM, databases, tablespaces — is a finding and is undone; a statement naming
+/// another database (ALTER DATABASE x, GRANT … ON DATABASE x) is refused before it runs. The
+/// report: Markdown for the pull request (written to
 /// dump/rehearse/, git-ignored: error messages can quote production rows) and --format json.
 /// Thresholds: [workspace.metadata.db.rehearse] and the flags below.
 #[derive(Debug, Args, Clone)]

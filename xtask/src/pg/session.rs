@@ -6,6 +6,15 @@
 //! stdout up to the sentinel. Statements run in autocommit, one at a time, so `:ERROR` speaks for
 //! exactly the statement sent. If `psql` dies (lost connection, a signal), the session is gone and
 //! the error says why; the owner opens a new one on the next call.
+//!
+//! [`Session::run_verbatim`] sends a text to the server exactly as it is, never read by psql's
+//! lexer as SQL: no variable interpolation (`:name`, `:'name'`), no meta-command, no splitting.
+//! The text travels as a dollar-quoted literal under a tag it does not contain, into a setting of
+//! the session (`xtask.verbatim`), and `SHOW xtask.verbatim` + `\gexec` sends the value back as
+//! one query with `PQsendQuery` — the simple Query protocol, as sqlx sends a migration (several
+//! statements in it run as one implicit transaction, as there). Neither `SET` nor `SHOW` takes a
+//! snapshot, so the statement is still the first query of a transaction it opens (`SET
+//! TRANSACTION ISOLATION LEVEL` must be), which a `SELECT` of the text would not leave it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
@@ -77,21 +86,35 @@ impl Session {
         self.run_keeping(sql, false).map(drop)
     }
 
+    /// Sends `sql` to the server byte for byte as one simple-protocol query (see the module
+    /// header) and throws away what it printed.
+    pub fn run_verbatim(&mut self, sql: &str) -> std::result::Result<(), Failure> {
+        let tag = verbatim_tag(sql);
+        // Should the SET fail, the SHOW would run the previous statement again: it is skipped.
+        let script = format!(
+            "SET xtask.verbatim = {tag}{sql}{tag};\n\\if :ERROR\n\\else\nSHOW xtask.verbatim\n\\gexec\n\\endif\n"
+        );
+        self.run_script(&script, false).map(drop)
+    }
+
     fn run_keeping(&mut self, sql: &str, keep: bool) -> std::result::Result<String, Failure> {
+        self.run_script(&format!("{}\n;\n", sql.trim_end().trim_end_matches(';')), keep)
+    }
+
+    fn run_script(&mut self, body: &str, keep: bool) -> std::result::Result<String, Failure> {
         if !matches!(self.reg.child.try_wait(), Ok(None)) {
             return Err(Failure::NotSent);
         }
         self.busy.store(true, Ordering::SeqCst);
-        let result = self.send(sql, keep);
+        let result = self.send(body, keep);
         self.busy.store(false, Ordering::SeqCst);
         result
     }
 
-    fn send(&mut self, sql: &str, keep: bool) -> std::result::Result<String, Failure> {
+    fn send(&mut self, body: &str, keep: bool) -> std::result::Result<String, Failure> {
         let s = &self.sentinel;
         let script = format!(
-            "{}\n;\n\\if :ERROR\n\\echo {s}ERR :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE\n\\else\n\\echo {s}OK :ROW_COUNT\n\\endif\n",
-            sql.trim_end().trim_end_matches(';')
+            "{body}\\if :ERROR\n\\echo {s}ERR :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE\n\\else\n\\echo {s}OK :ROW_COUNT\n\\endif\n"
         );
         if self.stdin.write_all(script.as_bytes()).and_then(|_| self.stdin.flush()).is_err() {
             return Err(Failure::Dead(self.death()));
@@ -159,6 +182,22 @@ impl Session {
     }
 }
 
+/// A dollar-quote tag that `sql` does not contain: the text cannot end the literal early.
+fn verbatim_tag(sql: &str) -> String {
+    tag_from(sql, std::process::id() as u64 ^ sql.len() as u64)
+}
+
+fn tag_from(sql: &str, mut n: u64) -> String {
+    loop {
+        let tag = format!("$xtask_{n:x}$");
+        // Not in the text, nor ending where the text's tail and the closing tag meet.
+        if format!("{sql}{tag}").find(&tag) == Some(sql.len()) {
+            return tag;
+        }
+        n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    }
+}
+
 /// Runs `sql` on `session`, reopening it (with `open`) if it is gone before the statement is sent.
 pub fn run_on(slot: &mut Option<Session>, open: impl Fn() -> Result<Session>, sql: &str) -> Result<String> {
     if slot.is_none() {
@@ -183,5 +222,20 @@ pub fn run_on(slot: &mut Option<Session>, open: impl Fn() -> Result<Session>, sq
             *slot = None;
             bail!("psql exited right after starting")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_verbatim_tag_is_not_in_the_text() {
+        let first = super::tag_from("", 7);
+        // In the text, or the text's tail plus the tag's `$`: another tag.
+        for text in [format!("SELECT {first}x{first}"), format!("SELECT 1 {}", &first[..first.len() - 1])] {
+            let tag = super::tag_from(&text, 7);
+            assert_ne!(tag, first);
+            assert_eq!(format!("{text}{tag}").find(&tag), Some(text.len()), "{tag}");
+        }
+        assert!(super::verbatim_tag("SELECT 1").starts_with("$xtask_"));
     }
 }

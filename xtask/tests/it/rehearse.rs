@@ -33,13 +33,17 @@ fn with_production(tag: &str) -> (Project, String) {
 
 /// The app's own migrator on `db`, with the migrations in `dir`.
 fn app_migrate(db: &str, dir: &Path) {
-    let out = std::process::Command::new(app_bin())
+    let out = app_migrate_output(db, dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn app_migrate_output(db: &str, dir: &Path) -> std::process::Output {
+    std::process::Command::new(app_bin())
         .arg("migrate")
         .env("DATABASE_URL", url_for(db))
         .env("APP_MIGRATIONS_DIR", dir)
         .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        .unwrap()
 }
 
 fn write(p: &Project, name: &str, text: &str) {
@@ -394,12 +398,13 @@ fn what_sqlx_would_fail_on_fails_here_and_counts_are_of_the_right_rows() {
         (1, Some(2), Some("42601")),
         "{r:#}"
     );
-    assert!(failure(&r)["error"].as_str().unwrap().contains("never closed"), "{r:#}");
+    assert!(failure(&r)["error"].as_str().unwrap().contains("unterminated quoted string"), "{r:#}");
     let (_, r) = rehearse_one(&p, &prod, "COPY big.parent FROM STDIN;\n");
     assert_eq!(failure(&r)["sqlstate"], "0A000", "{r:#}");
-    // A psql meta-command is never run (it would drop the table here; sqlx sends it to the server).
+    // A psql meta-command is never run (it would drop the table here; sqlx sends it to the
+    // server, which rejects the backslash).
     let (_, r) = rehearse_one(&p, &prod, "SELECT 'DROP TABLE big.parent'\n\\gexec\n");
-    assert!(failure(&r)["error"].as_str().unwrap().contains("psql meta-command"), "{r:#}");
+    assert!(failure(&r)["error"].as_str().unwrap().contains("syntax error at or near \"\\\""), "{r:#}");
     // SET TRANSACTION must be the transaction's first statement: it is.
     let (code, r) = rehearse_one(
         &p,
@@ -478,4 +483,209 @@ fn keep_never_replaces_a_stranger_or_the_source_and_bad_flags_are_refused() {
     std::fs::create_dir_all(p.dir.join("reports")).unwrap();
     p.xtask(&["db", "rehearse", "--from", &prod, "--report", "reports"]).fails(2, "is a directory");
     p.xtask(&["db", "rehearse", "--from", "template1"]).fails(2, "is not a copy to rehearse on");
+}
+
+#[test]
+fn statements_reach_the_server_as_the_apps_migrator_sends_them() {
+    let (p, prod) = with_production("rhexact");
+    // A `-- no-transaction` DO block that commits as it goes: sqlx runs it outside any
+    // transaction block, so the COMMIT is allowed.
+    write(
+        &p,
+        "0012_batches.sql",
+        "-- no-transaction\nDO $$BEGIN CREATE TABLE big.batch (x int); COMMIT; INSERT INTO big.batch VALUES (1); COMMIT; END$$;\n",
+    );
+    // What psql would read as its own: a variable, never interpolated by sqlx (the server
+    // rejects the colon), here before a statement that would otherwise apply.
+    write(&p, "0013_psql_variable.sql", "CREATE TABLE big.after_variable (x int);\nSELECT :'DBNAME';\n");
+    let run = p.xtask(&[
+        "db",
+        "rehearse",
+        "--from",
+        &prod,
+        "--no-smoke",
+        "--keep",
+        "--format",
+        "json",
+        "--max-lock-ms",
+        "600000",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let r = report(&run.stdout);
+    assert!(migration(&r, "0012_batches.sql")["failure"].is_null(), "{r:#}");
+    let f = &migration(&r, "0013_psql_variable.sql")["failure"];
+    assert_eq!((f["statement"].as_i64(), f["sqlstate"].as_str()), (Some(2), Some("42601")), "{r:#}");
+    let kept = format!("{}rehearsal", p.prefix);
+
+    // The app's migrator on another copy of production, with the same files: the same outcome.
+    let other = format!("{}prod2", p.prefix);
+    sql("postgres", &format!("CREATE DATABASE \"{other}\" TEMPLATE \"{prod}\""));
+    let out = app_migrate_output(&other, &p.dir.join("migrations"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("migration 13"), "{stderr}");
+    assert_eq!(ledger(&kept), ledger(&other), "the same ledger rows");
+    assert!(ledger(&kept).contains("12 batches true"), "{}", ledger(&kept));
+    for db in [&kept, &other] {
+        assert_eq!(sql(db, "SELECT count(*) FROM big.batch"), "1", "{db}");
+        assert_eq!(sql(db, "SELECT count(*) FROM pg_class WHERE relname = 'after_variable'"), "0", "{db}");
+    }
+}
+
+/// What the cluster holds of a test's own roles, databases and settings, and every
+/// `ALTER SYSTEM` entry and parameter privilege: what a rehearsal must leave as it found it.
+fn cluster_state(prefix: &str) -> String {
+    let like = format!("'{}%'", prefix.replace('_', "\\_"));
+    sql(
+        "postgres",
+        &format!(
+            "SELECT concat_ws(E'\\n', \
+               (SELECT string_agg(format('role %s %s %s %s %s', rolname, rolsuper, rolcanlogin, rolconnlimit, rolpassword), ', ' ORDER BY rolname) FROM pg_authid WHERE rolname LIKE {like}), \
+               (SELECT string_agg(format('member %s of %s', pg_get_userbyid(member), pg_get_userbyid(roleid)), ', ' ORDER BY 1) FROM pg_auth_members WHERE pg_get_userbyid(roleid) LIKE {like} OR pg_get_userbyid(member) LIKE {like}), \
+               (SELECT string_agg(format('setting %s %s %s', d.datname, pg_get_userbyid(s.setrole), s.setconfig), ', ' ORDER BY 1) FROM pg_db_role_setting s LEFT JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname LIKE {like} OR pg_get_userbyid(s.setrole) LIKE {like}), \
+               (SELECT string_agg(format('database %s %s %s %s', datname, datconnlimit, datallowconn, datacl), ', ' ORDER BY datname) FROM pg_database WHERE datname LIKE {like}), \
+               (SELECT string_agg(format('comment %s', description), ', ' ORDER BY 1) FROM pg_shdescription WHERE description NOT LIKE 'xtask-db%'), \
+               (SELECT string_agg(format('auto.conf %s = %s', name, setting), ', ' ORDER BY name) FROM pg_file_settings WHERE sourcefile LIKE '%postgresql.auto.conf'), \
+               (SELECT string_agg(format('parameter %s %s', parname, paracl), ', ' ORDER BY 1) FROM pg_parameter_acl))"
+        ),
+    )
+}
+
+fn findings(r: &Value) -> String {
+    r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["text"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn what_a_migration_changes_of_the_cluster_is_reported_and_undone() {
+    let (p, prod) = with_production("rhcluster");
+    let (role, old, scratch) =
+        (format!("{}reader", p.prefix), format!("{}old", p.prefix), format!("{}scratch", p.prefix));
+    sql("postgres", &format!("CREATE ROLE {old} CONNECTION LIMIT 5; ALTER ROLE {old} SET work_mem = '5MB'"));
+    let kept = format!("{}kept", p.prefix);
+    sql("postgres", &format!("CREATE ROLE {kept} LOGIN PASSWORD 'kept-secret-1'"));
+    // In a transaction: a role with a setting, a membership, a comment, a grant in the copy and
+    // a parameter privilege; an existing role changed, another removed; the source's settings
+    // changed through EXECUTE (no name to see in the text).
+    write(
+        &p,
+        "0012_roles.sql",
+        &format!(
+            "CREATE ROLE {role};\nALTER ROLE {role} SET work_mem = '8MB';\nGRANT {role} TO CURRENT_USER;\n\
+             COMMENT ON ROLE {role} IS 'reads';\nGRANT SELECT ON big.t TO {role};\nGRANT SET ON PARAMETER work_mem TO {role};\n\
+             DROP ROLE {old};\nALTER ROLE {kept} NOLOGIN CONNECTION LIMIT 3 PASSWORD 'other-secret-2';\n\
+             DO $$BEGIN EXECUTE format('ALTER DATABASE %I SET work_mem = %L', '{prod}', '9MB'); \
+             EXECUTE format('COMMENT ON DATABASE %I IS %L', '{prod}', 'touched'); END$$;\n"
+        ),
+    );
+    // On their own: ALTER SYSTEM, CREATE DATABASE.
+    write(&p, "0013_system.sql", "-- no-transaction\nALTER SYSTEM SET log_min_duration_statement = 123456;\n");
+    write(&p, "0014_database.sql", &format!("-- no-transaction\nCREATE DATABASE {scratch};\n"));
+    let before = cluster_state(&p.prefix);
+
+    let run =
+        p.xtask(&["db", "rehearse", "--from", &prod, "--no-smoke", "--format", "json", "--max-lock-ms", "600000"]);
+    assert_eq!(run.code, 1, "the cluster changes are findings: {}", run.all());
+    let r = report(&run.stdout);
+    assert!(r["migrations"].as_array().unwrap().iter().all(|m| m["failure"].is_null()), "{r:#}");
+    assert_eq!(r["gate"]["equal"], true, "the gate's fresh build meets none of the run's leftovers: {:#}", r["gate"]);
+    let f = findings(&r);
+    for needle in [
+        format!("0012_roles.sql changes the cluster, not just its database: role {role} created — undone"),
+        format!("settings of role {role} created — undone"),
+        format!("membership of postgres in {role} created — undone"),
+        format!("comment on role {role} created — undone"),
+        "privileges on parameter work_mem".to_string(),
+        format!("role {old} removed — undone"),
+        format!("settings of database {prod} created — undone"),
+        format!("comment on database {prod} created — undone"),
+        format!("role {kept} changed (connection_limit: -1 → 3, login: true → false, password: set → set (another)) — undone"),
+        "0013_system.sql changes the cluster, not just its database: ALTER SYSTEM log_min_duration_statement"
+            .to_string(),
+        format!("0014_database.sql changes the cluster, not just its database: database {scratch} created — undone"),
+    ] {
+        assert!(f.contains(&needle), "{needle:?} not in:\n{f}");
+    }
+    assert!(!f.contains("not undone"), "{f}");
+    assert!(!run.all().contains("SCRAM-SHA-256$") && !run.all().contains("md5"), "no password hash in the output");
+    // The cluster is as it was: roles, memberships, settings, databases, comments, ALTER SYSTEM.
+    assert_eq!(cluster_state(&p.prefix), before);
+    assert!(!p.databases().iter().any(|d| d.contains("tmp_") || *d == scratch), "{:?}", p.databases());
+
+    // A statement naming another database is refused before it runs, with the fix.
+    for text in [
+        format!("ALTER DATABASE {prod} SET work_mem = '10MB';\n"),
+        format!("GRANT CONNECT ON DATABASE {prod} TO PUBLIC;\n"),
+        format!("ALTER ROLE {old} IN DATABASE {prod} SET work_mem = '1MB';\n"),
+        format!("-- no-transaction\nDROP DATABASE {prod};\n"),
+    ] {
+        std::fs::remove_file(p.dir.join("migrations/0013_system.sql")).ok();
+        std::fs::remove_file(p.dir.join("migrations/0014_database.sql")).ok();
+        std::fs::remove_file(p.dir.join("migrations/0012_roles.sql")).ok();
+        let (code, r) = rehearse_one(&p, &prod, &text);
+        assert_eq!((code, failure(&r)["sqlstate"].as_str()), (1, Some("refused")), "{text}: {r:#}");
+        assert!(failure(&r)["error"].as_str().unwrap().contains("current_database()"), "{r:#}");
+    }
+    assert_eq!(cluster_state(&p.prefix), before);
+    assert!(p.databases().contains(&prod));
+}
+
+#[test]
+fn a_tablespace_a_migration_creates_is_dropped_again_and_dropping_one_is_refused() {
+    use std::os::unix::fs::MetadataExt;
+    let (p, prod) = with_production("rhspace");
+    // An empty directory the server may use: owned by whoever owns its data directory.
+    let dir = std::env::temp_dir().join(format!("xtask-it-{}-tablespace", p.prefix));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let owner = std::fs::metadata(sql("postgres", "SELECT current_setting('data_directory')")).unwrap();
+    std::os::unix::fs::chown(&dir, Some(owner.uid()), Some(owner.gid())).unwrap();
+    let space = format!("{}space", p.prefix);
+    let before = sql("postgres", "SELECT string_agg(spcname, ',' ORDER BY spcname) FROM pg_tablespace");
+    let (code, r) = rehearse_one(
+        &p,
+        &prod,
+        &format!("-- no-transaction\nCREATE TABLESPACE {space} LOCATION '{}';\n", dir.display()),
+    );
+    assert_eq!(code, 1, "{r:#}");
+    let f = findings(&r);
+    assert!(
+        f.contains(&format!("changes the cluster, not just its database: tablespace {space} created — undone")),
+        "{f}"
+    );
+    assert!(!f.contains("not undone"), "{f}");
+    assert_eq!(r["gate"]["equal"], true, "{:#}", r["gate"]);
+    assert_eq!(sql("postgres", "SELECT string_agg(spcname, ',' ORDER BY spcname) FROM pg_tablespace"), before);
+    let (code, r) = rehearse_one(&p, &prod, "-- no-transaction\nDROP TABLESPACE pg_default;\n");
+    assert_eq!((code, failure(&r)["sqlstate"].as_str()), (1, Some("refused")), "{r:#}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ctrl_c_after_a_migration_changed_the_cluster_still_undoes_it() {
+    let (p, prod) = with_production("rhintcl");
+    let role = format!("{}made", p.prefix);
+    write(&p, "0012_role.sql", &format!("CREATE ROLE {role};\n"));
+    write(&p, "0013_slow.sql", "SELECT pg_sleep(31);\n");
+    let child = p
+        .command(&p.dir, &["db", "rehearse", "--from", &prod, "--no-smoke"], &[])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while sql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(31)%'") != "1" {
+        assert!(start.elapsed() < Duration::from_secs(60), "the migration never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(sql("postgres", &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")), "1");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(sql("postgres", &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")), "0");
+    assert!(!p.databases().iter().any(|d| d.contains("tmp_")), "{:?}", p.databases());
 }

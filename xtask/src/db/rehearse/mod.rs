@@ -7,6 +7,7 @@
 //! (`Staging::Rehearsal`), so an error, Ctrl-C or a panic drops it and a run killed outright
 //! leaves a name the next run's sweep removes; `--keep` publishes it as `<prefix>rehearsal`.
 
+mod cluster;
 mod hints;
 mod report;
 mod smoke;
@@ -73,10 +74,11 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
     if smoke {
         r.smoke_before = Some(smoke::run(ctx, &server, &copy, "before migrating")?);
     }
+    let mut cluster_watch = None;
     if r.refused.is_none() {
         analyze_if_needed(&server, &copy)?;
         let migrate_started = Instant::now();
-        let mut session = Session::open(server.psql_session(&copy)?)?;
+        let mut session = Session::open(migrating_session(&server, &copy)?)?;
         let pid: i64 = session
             .run("SELECT pg_backend_pid()")
             .map_err(|_| anyhow::anyhow!("the migrating session did not answer"))?
@@ -86,18 +88,39 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
         if !pending.is_empty() {
             trace::ensure_ledger(&mut session, ledger)?;
         }
-        let mut t = trace::Target { server: &server, db: &copy, session: &mut session, pid, ledger };
+        let mut watch = cluster::Watch::new(&server, &mut session, &copy, &pristine)?;
+        let mut t =
+            trace::Target { server: &server, db: &copy, session: &mut session, pid, ledger, cluster: &mut watch };
+        let mut stopped = Ok(());
         for m in &pending {
             let name = file_name(&m.file);
-            let traced =
-                step(&format!("migrating: {name}, traced statement by statement"), || trace::migration(&mut t, m))?;
-            let failed = traced.failure.is_some();
-            r.migrations.push(traced);
-            if failed {
-                break;
+            match step(&format!("migrating: {name}, traced statement by statement"), || trace::migration(&mut t, m)) {
+                Ok(traced) => {
+                    let failed = traced.failure.is_some();
+                    r.migrations.push(traced);
+                    if failed {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    stopped = Err(e);
+                    break;
+                }
             }
         }
         r.migrate_ms = migrate_started.elapsed().as_millis() as u64;
+        // Whatever the migrations changed outside the copy is put back before anything else
+        // runs — the gate's fresh build would meet it (a role that exists already) —, and on an
+        // error or interruption too, before the run ends.
+        watch.close();
+        drop(session);
+        let undone = watch.undo(&server, &copy);
+        stopped?;
+        undone?;
+        for m in &mut r.migrations {
+            m.cluster = watch.of(&m.file);
+        }
+        cluster_watch = Some(watch);
     }
     let migrated = r.refused.is_none() && r.migrations.iter().all(|m| m.failure.is_none());
     let fresh = if migrated {
@@ -130,6 +153,14 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
         })?;
         r.gate = Some(report::Gate::from(&outcome));
         fresh.discard()?;
+        // The fresh build ran the same migrations (through the app's migrator): what they
+        // changed of the cluster is undone again.
+        if let Some(watch) = cluster_watch.as_mut().filter(|w| !w.changes.is_empty()) {
+            watch.undo_again(&server, &copy)?;
+            for m in &mut r.migrations {
+                m.cluster = watch.of(&m.file);
+            }
+        }
     }
     if migrated && smoke {
         r.smoke_after = Some(smoke::run(ctx, &server, &copy, "after migrating")?);
@@ -338,6 +369,16 @@ fn analyze_if_needed(server: &Server, db: &str) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// `psql` on the copy with the settings sqlx's connection starts with (its startup message:
+/// `DateStyle`, `TimeZone`, `client_encoding`, `extra_float_digits`): a migration that reads
+/// `'2024-01-01 00:00'::timestamptz` or prints a date reads and prints it as under the app.
+fn migrating_session(server: &Server, db: &str) -> Result<std::process::Command> {
+    let mut cmd = server.psql_session(db)?;
+    cmd.env("PGOPTIONS", "-c DateStyle=ISO,MDY -c TimeZone=UTC -c extra_float_digits=2")
+        .env("PGCLIENTENCODING", "UTF8");
+    Ok(cmd)
 }
 
 fn file_name(p: &Path) -> String {

@@ -135,6 +135,14 @@ impl Report {
                     m.file, e.statement, e.line, e.error, e.sqlstate, e.applied
                 )));
             }
+            for c in &m.cluster {
+                f.push(danger(format!(
+                    "{} changes the cluster, not just its database: {} — {}",
+                    m.file,
+                    c.describe(),
+                    c.undo
+                )));
+            }
             for l in &m.locks {
                 // An index's lock blocks nothing its table's lock does not already block.
                 let covered = l.table.as_ref().is_some_and(|t| {

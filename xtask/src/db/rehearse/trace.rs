@@ -4,12 +4,23 @@
 //! after each: the locks it holds (they are held until commit), the relations whose file changed
 //! (a rewrite), the WAL written, the rows affected.
 //!
-//! A statement that cannot run in a transaction (a `-- no-transaction` migration of one
-//! statement: `CREATE INDEX CONCURRENTLY`) runs on its own and is traced from a second session,
-//! which samples the locks of the first while it runs. sqlx sends a migration as one query
-//! string, which PostgreSQL runs as one implicit transaction when it holds several statements;
-//! such a migration is run in one transaction here too, so a statement that refuses a
-//! transaction fails here as it would there.
+//! Each statement reaches the server as sqlx sends it: byte for byte, as a simple-protocol query
+//! ([`Session::run_verbatim`]: no psql variable interpolation, no meta-command), in a session
+//! with sqlx's connection settings (`TimeZone` UTC, `DateStyle` ISO, UTF-8).
+//!
+//! A `-- no-transaction` migration of one statement whose meaning depends on the transaction
+//! block — one that refuses a block (`CREATE INDEX CONCURRENTLY`, `VACUUM`, `ALTER SYSTEM`…), a
+//! `DO` or `CALL` (which may COMMIT), `LOCK`, transaction control — runs on its own, as sqlx runs
+//! it, and is traced from a second session, which samples the locks of the first while it runs;
+//! any other single statement is its own transaction either way and is traced from inside one
+//! (and run again on its own should the server say it refuses a transaction block). sqlx sends a
+//! migration as one query string, which PostgreSQL runs as one implicit transaction when it holds
+//! several statements; such a migration is run in one transaction here too, so a statement that
+//! refuses a transaction fails here as it would there, and after a COMMIT of the file's own the
+//! rest is again one transaction, as in the implicit one.
+//!
+//! A statement that names another database (`ALTER DATABASE x`, `GRANT … ON DATABASE x`, …) is
+//! refused before it runs: on this server that is not the database being migrated.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,6 +123,8 @@ struct HeldLock {
 pub struct MigrationTrace {
     pub version: i64,
     pub file: String,
+    /// The file starts with sqlx's `-- no-transaction`.
+    pub no_transaction: bool,
     /// Ran in one transaction (sqlx's default), or statement by statement (`-- no-transaction`).
     pub transaction: bool,
     /// `transaction`: locks read from the migrating transaction itself; `sampled`: from a second
@@ -129,6 +142,9 @@ pub struct MigrationTrace {
     /// Size of every relation that was locked, rewritten or changed size: before and after.
     pub sizes: Vec<SizeChange>,
     pub failure: Option<MigrationFailure>,
+    /// What it changed outside its database (filled in, with what undoing it did, after the
+    /// last migration).
+    pub cluster: Vec<super::cluster::Change>,
 }
 
 #[derive(Debug, Serialize)]
@@ -265,10 +281,10 @@ fn run_ok(session: &mut Session, sql: &str) -> Result<String> {
     }
 }
 
-/// Runs a statement of a migration (what it prints is thrown away): `Ok(Err(message))` when the
-/// server rejected it.
+/// Runs a statement of a migration, sent as it is (what it prints is thrown away):
+/// `Ok(Err(message))` when the server rejected it.
 fn run_statement(session: &mut Session, sql: &str) -> Result<std::result::Result<(), String>> {
-    match session.run_discarding(sql) {
+    match session.run_verbatim(sql) {
         Ok(()) => Ok(Ok(())),
         Err(Failure::Sql(msg)) => {
             proc::check_interrupt()?;
@@ -300,12 +316,14 @@ pub struct Target<'a> {
     pub session: &'a mut Session,
     pub pid: i64,
     pub ledger: &'a str,
+    /// What each migration changes of the cluster outside the copy.
+    pub cluster: &'a mut super::cluster::Watch,
 }
 
 /// Statements that refuse a transaction block: a `-- no-transaction` migration of one of these
 /// runs on its own, traced from a second session. Any other statement alone is its own
 /// transaction either way, so it is traced from inside one.
-fn refuses_transaction(stmt: &Statement) -> bool {
+pub(super) fn refuses_transaction(stmt: &Statement) -> bool {
     let k = stmt.keywords(4);
     let text = sql::strip_comments(&stmt.sql).to_ascii_uppercase();
     let concurrently =
@@ -320,6 +338,85 @@ fn refuses_transaction(stmt: &Statement) -> bool {
         || k == "CLUSTER"
 }
 
+/// Statements whose meaning depends on whether a transaction block is open: a `DO` or `CALL`
+/// that commits, `LOCK` and `DECLARE` (which need one), transaction control. Alone in a
+/// `-- no-transaction` migration, sqlx runs them outside any block: so are they run here.
+fn depends_on_the_block(stmt: &Statement) -> bool {
+    let k = stmt.keywords(1);
+    refuses_transaction(stmt) || controls_transaction(stmt) || matches!(k.as_str(), "DO" | "CALL" | "LOCK" | "DECLARE")
+}
+
+/// Savepoints need a transaction block: in the implicit transaction of a `-- no-transaction`
+/// migration's several statements the server refuses them (until the file's own BEGIN).
+fn needs_an_explicit_block(stmt: &Statement) -> bool {
+    let k = stmt.keywords(2);
+    k.starts_with("SAVEPOINT") || k.starts_with("RELEASE") || k.starts_with("ROLLBACK TO")
+}
+
+/// The database a statement names, when it is not one it creates: `ALTER`/`DROP`/`COMMENT ON
+/// DATABASE x`, `GRANT`/`REVOKE … ON DATABASE x`, `SECURITY LABEL … ON DATABASE x`, `ALTER
+/// ROLE … IN DATABASE x`. On this server that database is not the one being migrated (on
+/// production, whatever carries that name): the statement is refused before it runs.
+pub fn names_another_database(stmt: &Statement) -> Option<String> {
+    let words = words(&sql::strip_comments(&stmt.sql));
+    let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
+    let at = |phrase: &[&str]| upper.windows(phrase.len()).position(|w| w == phrase).map(|i| i + phrase.len());
+    let first = |n: usize| upper.iter().take(n).map(String::as_str).collect::<Vec<_>>().join(" ");
+    let after = match first(2).as_str() {
+        "ALTER DATABASE" | "DROP DATABASE" => Some(2),
+        "COMMENT ON" if first(3) == "COMMENT ON DATABASE" => Some(3),
+        "ALTER ROLE" | "ALTER USER" => at(&["IN", "DATABASE"]),
+        _ if matches!(upper.first().map(String::as_str), Some("GRANT" | "REVOKE")) => at(&["ON", "DATABASE"]),
+        "SECURITY LABEL" => at(&["ON", "DATABASE"]),
+        _ => None,
+    }?;
+    let mut rest = words.iter().skip(after).map(String::as_str);
+    let mut name = rest.next()?;
+    if name.eq_ignore_ascii_case("IF") {
+        name = rest.nth(1)?;
+    }
+    Some(name.to_string())
+}
+
+/// The words of SQL text: quoted identifiers and strings whole, punctuation apart.
+pub(super) fn words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' | '\'' => {
+                let mut w = c.to_string();
+                while let Some(d) = chars.next() {
+                    w.push(d);
+                    if d == c {
+                        if chars.peek() == Some(&c) {
+                            w.push(chars.next().unwrap_or(c));
+                        } else {
+                            break;
+                        }
+                    }
+                }
+                out.push(w);
+            }
+            c if c.is_alphanumeric() || c == '_' || c == '$' => {
+                let mut w = c.to_string();
+                while let Some(&d) = chars.peek() {
+                    if d.is_alphanumeric() || d == '_' || d == '$' {
+                        w.push(d);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                out.push(w);
+            }
+            c if c.is_whitespace() => {}
+            c => out.push(c.to_string()),
+        }
+    }
+    out
+}
+
 /// Transaction control inside a migration: sqlx has already opened the migration's
 /// transaction, so a COMMIT here commits part of it.
 fn controls_transaction(stmt: &Statement) -> bool {
@@ -329,11 +426,23 @@ fn controls_transaction(stmt: &Statement) -> bool {
         .any(|w| k == *w || k.starts_with(&format!("{w} ")))
 }
 
-/// What sqlx would fail on before the server runs anything of the statement (or what psql,
-/// which the statements go through here, would read otherwise): `(sqlstate, message)`.
+/// What is not run: what sqlx would fail on before the server runs anything of the statement
+/// (`COPY … FROM STDIN`, whose data psql would read from its own input), and a statement naming
+/// another database: `(sqlstate, message)`.
 fn unsendable(stmt: &Statement) -> Option<(String, String)> {
-    if let Some(problem) = sql::lexical_problem(&stmt.sql) {
-        return Some(("42601".into(), format!("syntax error: {problem}")));
+    if stmt.keywords(2) == "DROP TABLESPACE" {
+        return Some((
+            "refused".into(),
+            "refused before it ran: DROP TABLESPACE removes a tablespace of the whole server, which a rehearsal could not bring back — drop it by hand, outside the migrations".into(),
+        ));
+    }
+    if let Some(db) = names_another_database(stmt) {
+        return Some((
+            "refused".into(),
+            format!(
+                "refused before it ran: it names the database {db}, which on this server is not the database being migrated (on production: whatever database has that name) — act on the migrated database through current_database(), e.g. DO $$BEGIN EXECUTE format('ALTER DATABASE %I SET …', current_database()); END$$"
+            ),
+        ));
     }
     let k = stmt.keywords(8);
     let text = sql::strip_comments(&stmt.sql).to_ascii_uppercase();
@@ -349,6 +458,17 @@ fn unsendable(stmt: &Statement) -> Option<(String, String)> {
 /// Applies `m` as sqlx would, traced. A statement the server rejects is not an `Err`: the
 /// trace says which statement failed and why, and what stays applied.
 pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
+    let traced = migration_as(t, m, None)?;
+    // A lone `-- no-transaction` statement the server refused inside the traced transaction
+    // (nothing of it ran: the refusal comes first) runs again on its own, as sqlx runs it.
+    let refused_block = traced.failure.as_ref().is_some_and(|f| f.sqlstate == "25001" && f.statement == 1);
+    if refused_block && traced.transaction && traced.statements.is_empty() && traced.no_transaction {
+        return migration_as(t, m, Some(false));
+    }
+    Ok(traced)
+}
+
+fn migration_as(t: &mut Target, m: &Migration, transaction: Option<bool>) -> Result<MigrationTrace> {
     let bytes = std::fs::read(&m.file).with_context(|| format!("reading {}", m.file.display()))?;
     let text = String::from_utf8(bytes).map_err(|_| {
         crate::error::fail(
@@ -359,12 +479,15 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
     let statements = sql::split(&text);
     let file = super::file_name(&m.file);
     let no_tx = no_transaction(&text);
-    let sampled_alone = no_tx && statements.len() == 1 && refuses_transaction(&statements[0]);
+    let sampled_alone = no_tx && statements.len() == 1 && depends_on_the_block(&statements[0]);
     // sqlx sends the file as one query string: several statements run as one implicit
     // transaction, so a no-transaction migration of more than one statement runs in one here too.
-    let transaction = !sampled_alone;
+    let transaction = transaction.unwrap_or(!sampled_alone);
+    // In that implicit transaction, until a BEGIN of the file's own, savepoints are refused.
+    let mut implicit = no_tx && statements.len() > 1;
     // The look before the migration is taken outside its transaction, so the migration's first
     // statement is the transaction's first (SET TRANSACTION ISOLATION LEVEL must be).
+    t.cluster.begin(t.session)?;
     let before = relations(t.session)?;
     let by_oid: HashMap<i64, &Relation> = before.iter().map(|r| (r.oid, r)).collect();
     let mut last = trace(t.session)?;
@@ -373,6 +496,7 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
     let mut out = MigrationTrace {
         version: m.version,
         file,
+        no_transaction: no_tx,
         transaction,
         traced: if transaction { "transaction" } else { "sampled" },
         samples: None,
@@ -382,6 +506,7 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
         locks: Vec::new(),
         sizes: Vec::new(),
         failure: None,
+        cluster: Vec::new(),
     };
     if transaction {
         run_ok(t.session, "BEGIN")?;
@@ -398,19 +523,47 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
         let index = i + 1;
         proc::check_interrupt()?;
         let began = Instant::now();
-        let (result, sampled) = match unsendable(stmt) {
+        if implicit && stmt.keywords(1) == "BEGIN" || stmt.keywords(2) == "START TRANSACTION" {
+            implicit = false;
+        }
+        let savepoint = implicit && needs_an_explicit_block(stmt);
+        // A statement run on its own: its time and rows, read before the look at the cluster.
+        let mut alone = None;
+        let unwatched = stmt.keywords(2) == "ALTER SYSTEM" && !t.cluster.sees_auto_conf();
+        let refusal = unsendable(stmt).or_else(|| {
+            unwatched.then(|| {
+                ("refused".to_string(), "refused before it ran: ALTER SYSTEM changes the whole server, and this session cannot read pg_file_settings to take it back — rehearse as a role with pg_read_all_settings".to_string())
+            })
+        });
+        let (result, sampled) = match refusal {
             Some((state, msg)) => (Err((state, msg)), None),
+            None if savepoint => (
+                Err((
+                    "25P01".into(),
+                    format!(
+                        "{} can only be used in transaction blocks (sqlx sends a -- no-transaction migration as one query: its statements run in an implicit transaction, which takes no savepoint)",
+                        stmt.keywords(2).trim_end_matches(" TO")
+                    ),
+                )),
+                None,
+            ),
             None if transaction => {
                 (run_statement(t.session, &stmt.sql)?.map_err(|e| (t.session.sqlstate().to_string(), e)), None)
             }
             None => {
+                // The look at the cluster right before and right after: the statement commits
+                // on its own, and its window of transaction ids is as narrow as can be.
+                t.cluster.begin(t.session)?;
+                let started = Instant::now();
                 let (r, seen, n) = sampled(t.server, t.db, t.pid, || run_statement(t.session, &stmt.sql))?;
+                let r = r?.map_err(|e| (t.session.sqlstate().to_string(), e));
+                alone = Some((started.elapsed(), t.session.row_count()));
+                t.cluster.after_window(t.session, &out.file, &statements)?;
                 out.samples = Some(n);
-                (r?.map_err(|e| (t.session.sqlstate().to_string(), e)), Some(seen))
+                (r, Some(seen))
             }
         };
-        let took = began.elapsed();
-        let rows = t.session.row_count();
+        let (took, rows) = alone.unwrap_or_else(|| (began.elapsed(), t.session.row_count()));
         if let Err((sqlstate, error)) = result {
             let failed_at = Instant::now();
             if transaction {
@@ -452,10 +605,23 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
                 hints,
             });
             settle_locks(&mut out, &first_taken, failed_at, transaction);
+            // What was committed before the failure stays: its changes to the cluster too.
+            if committed_early.is_some() {
+                t.cluster.after_window(t.session, &out.file, &statements)?;
+            }
             return Ok(out);
         }
         if transaction && matches!(stmt.keywords(1).as_str(), "COMMIT" | "END") {
             committed_early.get_or_insert(index);
+        }
+        // sqlx's query string goes on in a transaction of its own after the file ends one (the
+        // server opens an implicit one for the rest): so does the traced one.
+        if transaction
+            && matches!(stmt.keywords(1).as_str(), "COMMIT" | "END" | "ROLLBACK" | "ABORT")
+            && !stmt.keywords(2).starts_with("ROLLBACK TO")
+            && !stmt.keywords(2).ends_with("PREPARED")
+        {
+            run_ok(t.session, "BEGIN")?;
         }
         let now = trace(t.session)?;
         let held: Vec<HeldLock> = match &sampled {
@@ -543,6 +709,11 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
         literal(&m.description),
         literal(&m.checksum)
     );
+    // Inside the migration's transaction, its own changes to the cluster are known exactly.
+    let exact = transaction && committed_early.is_none();
+    if exact {
+        t.cluster.in_transaction(t.server, t.session, &out.file)?;
+    }
     run_ok(t.session, &ledger_row)?;
     if transaction {
         run_ok(t.session, "COMMIT")?;
@@ -556,6 +727,9 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
     out.duration_ms = ms(elapsed);
     out.wal_bytes = (last.wal - wal_start) as i64;
     settle_locks(&mut out, &first_taken, ended, transaction);
+    if transaction && !exact {
+        t.cluster.after_window(t.session, &out.file, &statements)?;
+    }
 
     let after: HashMap<i64, Relation> = relations(t.session)?.into_iter().map(|r| (r.oid, r)).collect();
     let touched: HashSet<&str> = out
@@ -839,7 +1013,26 @@ mod tests {
                 && !controls_transaction(&st("BEGINNER"))
         );
         assert!(unsendable(&st("COPY t FROM STDIN")).is_some());
-        assert!(unsendable(&st("SELECT 'open")).is_some());
         assert!(unsendable(&st("COPY t TO STDOUT")).is_none());
+        assert!(depends_on_the_block(&st("do $$BEGIN COMMIT; END$$")) && depends_on_the_block(&st("LOCK t")));
+        assert!(!depends_on_the_block(&st("ALTER TABLE t ADD COLUMN c int")));
+        assert!(needs_an_explicit_block(&st("ROLLBACK TO SAVEPOINT a")) && !needs_an_explicit_block(&st("ROLLBACK")));
+    }
+
+    #[test]
+    fn statements_naming_another_database_are_known() {
+        let st = |sql: &str| Statement { sql: sql.into(), line: 1, meta: false };
+        let named = |sql: &str| names_another_database(&st(sql));
+        assert_eq!(named("ALTER DATABASE app_prod_clone SET work_mem = '64MB'").as_deref(), Some("app_prod_clone"));
+        assert_eq!(named("alter database \"My Db\" rename to x").as_deref(), Some("\"My Db\""));
+        assert_eq!(named("DROP DATABASE IF EXISTS legacy").as_deref(), Some("legacy"));
+        assert_eq!(named("COMMENT ON DATABASE app IS 'x'").as_deref(), Some("app"));
+        assert_eq!(named("GRANT CONNECT, TEMP ON DATABASE app TO r").as_deref(), Some("app"));
+        assert_eq!(named("REVOKE ALL ON DATABASE app FROM PUBLIC").as_deref(), Some("app"));
+        assert_eq!(named("ALTER ROLE r IN DATABASE app SET search_path = x").as_deref(), Some("app"));
+        assert_eq!(named("ALTER ROLE r SET search_path = x"), None);
+        assert_eq!(named("GRANT SELECT ON TABLE database TO r"), None);
+        assert_eq!(named("COMMENT ON TABLE t IS 'ALTER DATABASE x'"), None);
+        assert_eq!(named("CREATE DATABASE scratch"), None);
     }
 }
