@@ -89,6 +89,21 @@ pub struct Change {
     password: Option<String>,
 }
 
+#[cfg(test)]
+impl Change {
+    /// A change as the report receives it, for the report's own tests.
+    pub fn sample(
+        kind: String,
+        name: String,
+        what: &'static str,
+        before: Option<Value>,
+        after: Option<Value>,
+        undo: String,
+    ) -> Change {
+        Change { kind, name, file: "1.sql".into(), what, before, after, undo, password: None }
+    }
+}
+
 impl Change {
     pub fn describe(&self) -> String {
         let detail = match (self.what, &self.before, &self.after) {

@@ -495,6 +495,7 @@ mod tests {
                     version: m as i64,
                     file: text(&mut rng),
                     transaction: rng.below(2) == 0,
+                    no_transaction: rng.below(2) == 0,
                     traced: "transaction",
                     samples: None,
                     duration_ms: 0.0,
@@ -503,6 +504,16 @@ mod tests {
                     locks: Vec::new(),
                     sizes: Vec::new(),
                     failure: None,
+                    cluster: (0..rng.below(3))
+                        .map(|_| {
+                            let (kind, name, undo) = (text(&mut rng), text(&mut rng), text(&mut rng));
+                            let value = serde_json::Value::String(text(&mut rng));
+                            let what = ["created", "changed", "removed"][rng.below(3)];
+                            let before = Some(value.clone()).filter(|_| what != "created");
+                            let after = Some(value).filter(|_| what != "removed");
+                            super::super::cluster::Change::sample(kind, name, what, before, after, undo)
+                        })
+                        .collect(),
                 };
                 trace.statements = statements;
                 trace.locks = trace.statements.iter().flat_map(|s| s.locks.clone()).collect();
@@ -578,6 +589,7 @@ mod tests {
             version: 1,
             file: "1.sql".into(),
             transaction: true,
+            no_transaction: false,
             traced: "transaction",
             samples: None,
             duration_ms: 5000.0,
@@ -593,6 +605,7 @@ mod tests {
             ],
             sizes: Vec::new(),
             failure: None,
+            cluster: Vec::new(),
         });
         r.verdict();
         let texts: Vec<&str> = r.findings.iter().map(|f| f.text.as_str()).collect();
