@@ -36,6 +36,8 @@ pub struct Session {
     busy: Arc<AtomicBool>,
     /// Rows the last statement affected or returned (psql's `ROW_COUNT`).
     rows: Option<u64>,
+    /// Rows are read from the command tags printed (a statement sent by `\gexec`).
+    tag_rows: bool,
     /// The SQLSTATE of the last statement's error.
     sqlstate: String,
 }
@@ -72,7 +74,18 @@ impl Session {
             }
         });
         let sentinel = format!("__xtask_{}_{:x}__", std::process::id(), std::ptr::addr_of!(reg) as usize);
-        Ok(Session { reg, stdin, stdout, stderr, sentinel, description, busy, rows: None, sqlstate: String::new() })
+        Ok(Session {
+            reg,
+            stdin,
+            stdout,
+            stderr,
+            sentinel,
+            description,
+            busy,
+            rows: None,
+            tag_rows: false,
+            sqlstate: String::new(),
+        })
     }
 
     /// Runs one statement; returns what it printed (rows, unaligned, tuples only).
@@ -91,10 +104,15 @@ impl Session {
     pub fn run_verbatim(&mut self, sql: &str) -> std::result::Result<(), Failure> {
         let tag = verbatim_tag(sql);
         // Should the SET fail, the SHOW would run the previous statement again: it is skipped.
+        // `\gexec` leaves ROW_COUNT to the SHOW: the statement's rows are read from the command
+        // tag psql prints for it when not quiet (`UPDATE 100000`).
         let script = format!(
-            "SET xtask.verbatim = {tag}{sql}{tag};\n\\if :ERROR\n\\else\nSHOW xtask.verbatim\n\\gexec\n\\endif\n"
+            "SET xtask.verbatim = {tag}{sql}{tag};\n\\if :ERROR\n\\else\n\\set QUIET off\nSHOW xtask.verbatim\n\\gexec\n\\set QUIET on\n\\endif\n"
         );
-        self.run_script(&script, false).map(drop)
+        self.tag_rows = true;
+        let result = self.run_script(&script, false).map(drop);
+        self.tag_rows = false;
+        result
     }
 
     fn run_keeping(&mut self, sql: &str, keep: bool) -> std::result::Result<String, Failure> {
@@ -121,6 +139,7 @@ impl Session {
         }
         let mut out = String::new();
         let mut raw = Vec::new();
+        let mut tagged = None;
         loop {
             raw.clear();
             // Bytes, not a String: a statement's output in another client encoding is no reason
@@ -139,11 +158,20 @@ impl Session {
                         self.rows = None;
                         Err(Failure::Sql(msg.trim().to_string()))
                     }
+                    None if self.tag_rows => {
+                        self.rows = tagged;
+                        Ok(out)
+                    }
                     None => {
                         self.rows = rest.strip_prefix("OK").and_then(|n| n.trim().parse().ok());
                         Ok(out)
                     }
                 };
+            }
+            if self.tag_rows {
+                if let Some(n) = command_tag_rows(line.trim_end()) {
+                    tagged = Some(n);
+                }
             }
             if keep {
                 out.push_str(&line);
@@ -180,6 +208,20 @@ impl Session {
         let status = status.map(proc::describe).unwrap_or_else(|e| e.to_string());
         anyhow::anyhow!("`{}` ended ({status}): {tail}", self.description)
     }
+}
+
+/// The row count of a command tag as psql prints it (`UPDATE 5`, `INSERT 0 5`, `DELETE 5`,
+/// `MERGE 5`, `SELECT 5` of CREATE TABLE AS, `COPY 5`); other lines are `None`.
+fn command_tag_rows(line: &str) -> Option<u64> {
+    let mut words = line.split(' ');
+    let verb = words.next()?;
+    let rest: Vec<&str> = words.collect();
+    let n = match (verb, rest.as_slice()) {
+        ("INSERT", [_oid, n]) => n,
+        ("UPDATE" | "DELETE" | "MERGE" | "SELECT" | "COPY" | "MOVE" | "FETCH", [n]) => n,
+        _ => return None,
+    };
+    n.parse().ok()
 }
 
 /// A dollar-quote tag that `sql` does not contain: the text cannot end the literal early.
@@ -237,5 +279,15 @@ mod tests {
             assert_eq!(format!("{text}{tag}").find(&tag), Some(text.len()), "{tag}");
         }
         assert!(super::verbatim_tag("SELECT 1").starts_with("$xtask_"));
+    }
+
+    #[test]
+    fn command_tags_give_their_rows_and_nothing_else_does() {
+        assert_eq!(super::command_tag_rows("UPDATE 100000"), Some(100_000));
+        assert_eq!(super::command_tag_rows("INSERT 0 7"), Some(7));
+        assert_eq!(super::command_tag_rows("DELETE 0"), Some(0));
+        for other in ["CREATE TABLE", "ALTER TABLE", "UPDATE", "INSERT 5", "SET", "UPDATE x", "some row"] {
+            assert_eq!(super::command_tag_rows(other), None, "{other}");
+        }
     }
 }

@@ -175,6 +175,9 @@ fn load_clone_killed_at_each_step_keeps_a_copy() {
 #[test]
 fn fresh_killed_at_each_step_keeps_a_copy() {
     let p = project("rpfresh");
+    // A fresh build takes a fraction of a second, less than the test needs to hold the new copy
+    // on a loaded machine: one migration of this project's makes it last.
+    std::fs::write(p.dir.join("migrations/9999_slow_for_the_test.sql"), "SELECT pg_sleep(1);\n").unwrap();
     let fresh = p.xtask(&["db", "fresh"]).ok().stdout.trim().to_string();
     each_step(&p, &p.dir, &["db", "fresh"], &fresh, None);
 }
