@@ -89,7 +89,14 @@ impl Registered {
     }
 
     /// Like [`Registered::spawn`], but signalled only while `busy` is set.
+    ///
+    /// In a process group of its own: a Ctrl-C at the terminal (SIGINT to the whole foreground
+    /// group) reaches only us, and the signal thread decides which children hear of it — never an
+    /// idle psql session, which would exit and leave the cleanup (dropping a half-built
+    /// database) without a connection.
     pub fn spawn_with(cmd: &mut Command, busy: Option<Arc<AtomicBool>>) -> Result<Registered> {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
         let child = cmd.spawn().with_context(|| format!("starting `{}`", display(cmd)))?;
         CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push((child.id(), busy));
         Ok(Registered { child })

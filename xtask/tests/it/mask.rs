@@ -351,3 +351,30 @@ fn a_key_is_any_byte_string_of_16_bytes_and_without_one_the_fix_fits_load_clone(
         xtask::mask::keyed_hash(key, staff_email.as_bytes())[..8].iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(sql(&clone, "SELECT email FROM crm.staff ORDER BY id LIMIT 1"), format!("user_{expected}@example.com"));
 }
+
+#[test]
+fn ctrl_c_during_a_masked_load_leaves_no_database_behind() {
+    use std::os::unix::process::CommandExt;
+    let p = project("mctrlc");
+    p.xtask(&["db", "template", "create"]).ok();
+    dump(&p.template(), &p.dir.join("dump/prod-20261201000000.dump"));
+    for delay_ms in [300, 600, 1000, 1400] {
+        // Ctrl-C in a terminal: SIGINT to the whole foreground process group, psql included.
+        let mut child = p
+            .command(&p.dir, &["db", "load-clone", "--mask"], &[("XTASK_MASK_KEY", KEY)])
+            .process_group(0)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        // SAFETY: signalling the process group of our own child.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
+        let status = child.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        assert!(!stderr.contains("by hand"), "after {delay_ms} ms: {stderr}");
+        let left: Vec<String> = p.databases().into_iter().filter(|d| d.contains("tmp_")).collect();
+        assert!(left.is_empty(), "after {delay_ms} ms ({status}): {left:?} left behind; {stderr}");
+        assert!(matches!(status.code(), Some(130) | Some(0)), "after {delay_ms} ms: {status}: {stderr}");
+    }
+}
