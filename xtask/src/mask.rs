@@ -819,6 +819,31 @@ impl<F: Fn(&str) -> Result<String>> Psql for F {
     }
 }
 
+/// A [`Psql`] over one psql session (`pg::session`): the survey's catalog query and its sample
+/// share one process and one connection, so the sample costs its queries and nothing more.
+pub struct SessionPsql(std::cell::RefCell<crate::pg::session::Session>);
+
+impl SessionPsql {
+    pub fn open(server: &crate::pg::Server, db: &str) -> Result<SessionPsql> {
+        Ok(SessionPsql(std::cell::RefCell::new(crate::pg::session::Session::open(server.psql_session(db)?)?)))
+    }
+}
+
+impl Psql for SessionPsql {
+    fn run(&self, input: &str) -> Result<String> {
+        use crate::pg::session::Failure;
+        match self.0.borrow_mut().run(input) {
+            Ok(out) => Ok(out),
+            Err(Failure::Sql(msg)) => {
+                crate::proc::check_interrupt()?;
+                bail!("ERROR: {msg}")
+            }
+            Err(Failure::Dead(e)) => Err(e),
+            Err(Failure::NotSent) => bail!("psql exited right after starting"),
+        }
+    }
+}
+
 /// Reads the catalog, samples the content of every kept or unruled column that can hold text,
 /// and classifies everything against `rules` — what `db mask --check` shows and what masking
 /// refuses on.

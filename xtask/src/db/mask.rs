@@ -32,7 +32,9 @@ pub fn check(ctx: &Ctx, flags: Mask) -> Result<()> {
         };
         return Err(fail(format!("there is no database `{db}` to classify"), fix));
     }
-    let c = mask::survey(&psql(&server, &db), &rules(ctx)?, &ctx.config.ledger_table)?;
+    // One session for the catalog and the sample.
+    let c = mask::survey(&mask::SessionPsql::open(&server, &db)?, &rules(ctx)?, &ctx.config.ledger_table)
+        .with_context(|| format!("classifying the columns of `{db}`"))?;
     for (col, rule) in &c.masked {
         println!("mask  {}  {}", col.key(), rule.describe());
     }

@@ -378,3 +378,37 @@ fn ctrl_c_during_a_masked_load_leaves_no_database_behind() {
         assert!(matches!(status.code(), Some(130) | Some(0)), "after {delay_ms} ms: {status}: {stderr}");
     }
 }
+
+#[test]
+fn a_masked_copy_has_the_table_sizes_a_restore_gives() {
+    let p = project("msize");
+    p.xtask(&["db", "template", "create"]).ok();
+    // Enough rows that the masking UPDATEs' dead tuples would show in pages.
+    sql(
+        &p.template(),
+        "INSERT INTO crm.customers (organization_id, first_name, last_name, email, phone) \
+         SELECT (SELECT min(id) FROM crm.organizations), 'First' || g, 'Last' || g, 'c' || g || '@mail.example.org', \
+           '+1555' || lpad(g::text, 7, '0') FROM generate_series(1, 20000) g",
+    );
+    dump(&p.template(), &p.dir.join("dump/prod-20261201000000.dump"));
+    p.xtask_in(&p.dir, &["db", "load-clone", "--mask"], &[("XTASK_MASK_KEY", KEY)]).ok();
+    let clone = format!("{}prod_clone", p.prefix);
+    // The masked copy, dumped and restored: the sizes a restore of masked data gives.
+    let again = p.dir.join("dump/masked.dump");
+    dump(&clone, &again);
+    let restored = format!("{}restored", p.prefix);
+    sql("postgres", &format!("CREATE DATABASE {restored}"));
+    let out = Command::new(xtask::pg::tools::find("pg_restore").unwrap())
+        .args(["--no-owner", "-d", &url_for(&restored).replacen(&format!(":{}@", password()), "@", 1)])
+        .arg(&again)
+        .env("PGPASSWORD", password())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pages =
+        "SELECT sum(pg_relation_size(c.oid) / 8192) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = 'crm' AND c.relkind = 'r'";
+    let (copy, restore): (f64, f64) = (sql(&clone, pages).parse().unwrap(), sql(&restored, pages).parse().unwrap());
+    assert!(restore > 100.0, "{restore} pages: too small to tell");
+    assert!(copy <= restore * 1.05 + 10.0, "the masked copy has {copy} pages of tables, a restore {restore}");
+}
