@@ -58,7 +58,7 @@ pub struct BenchMask {
     /// Runs per side (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Rows in the table.
+    /// Rows in the table (0: time only `db mask --check`).
     #[arg(long, default_value_t = 1_000_000)]
     pub rows: usize,
     /// Customers added to the app's schema for timing `db mask --check` with and without its
@@ -385,8 +385,8 @@ pub struct LoadClone {
 /// Every column of every table must be classified in `[workspace.metadata.db.mask.rules]`:
 /// `"schema.table.column" = RULE` (or `"schema.table.*"` for the rest of a table). Every kept or
 /// unruled column that can hold text (text, varchar, citext, arrays, composites, json, jsonb,
-/// domains, …) is sampled (up to 1000 rows a table) for e-mail addresses, phone numbers, IBANs,
-/// card numbers, IP addresses and people's names. A column without a rule — one a migration
+/// domains, …) is sampled (up to 1000 rows a table, from ~16 random pages of a large one) for
+/// e-mail addresses, phone numbers, IBANs, card numbers, IP addresses and people's names. A column without a rule — one a migration
 /// added since the rules were written —, a personal-looking column (by its name: email, phone,
 /// name, address, birth, ip, token, …; or by its content) covered only by a table's `*` keep, an
 /// explicit `keep` whose content looks personal (`keep!` marks it reviewed), a rule naming no

@@ -137,9 +137,9 @@ pub struct Column {
     /// non-text column that must not be NULL.
     #[serde(default)]
     pub empty: Option<String>,
-    /// The planner's row estimate of the relation (`reltuples`; -1 or 0 when never analyzed).
+    /// The relation's size in pages as the planner knows it (`relpages`; 0 when never analyzed).
     #[serde(default)]
-    pub rows: f64,
+    pub pages: f64,
 }
 
 impl Column {
@@ -289,7 +289,7 @@ pub fn catalog_query(ledger: &str) -> String {
            CASE WHEN b.typcategory = 'A' OR b.typname IN ('json', 'jsonb') THEN '{{}}' \
                 WHEN b.typtype = 'c' THEN '(' || repeat(',', (SELECT count(*)::int - 1 FROM pg_attribute f WHERE f.attrelid = b.typrelid AND f.attnum > 0 AND NOT f.attisdropped)) || ')' \
                 WHEN b.typcategory IN ('S', 'U') THEN '' END AS empty, \
-           c.reltuples::float8 AS rows \
+           c.relpages::float8 AS pages \
          FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
          JOIN pg_type t ON t.oid = a.atttypid \
          JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END \
@@ -315,40 +315,53 @@ pub fn catalog_query(ledger: &str) -> String {
 /// times this).
 pub const SAMPLE_ROWS: usize = 1000;
 
-/// One statement a table, printing one line of JSON: up to [`SAMPLE_ROWS`] rows of the given
-/// columns as text (a large table through `TABLESAMPLE SYSTEM`, a few pages at random; a small
-/// one, or one never analyzed, its first `10 × SAMPLE_ROWS` rows).
-pub fn sample_sql(columns: &[&Column]) -> String {
+/// Pages a large table's sample reads at most, at random: what the sample costs is pages read
+/// (a narrow table gives a few hundred rows from them, a wide one fewer).
+pub const SAMPLE_PAGES: f64 = 16.0;
+
+/// The sampled columns in groups of at most 100 (a row is built with `jsonb_build_array`, which
+/// takes 100 arguments), a group's columns all of one table.
+fn sample_groups<'a>(columns: &[&'a Column]) -> Vec<Vec<&'a Column>> {
     let mut by_table: BTreeMap<(String, String), Vec<&Column>> = BTreeMap::new();
     for c in columns {
         by_table.entry((c.schema.clone(), c.table.clone())).or_default().push(c);
     }
-    let mut s = String::new();
-    for cols in by_table.values() {
+    by_table.into_values().flat_map(|cols| cols.chunks(100).map(<[&Column]>::to_vec).collect::<Vec<_>>()).collect()
+}
+
+/// One statement for every table, printing one line of JSON: for each group of
+/// [`sample_groups`], up to [`SAMPLE_ROWS`] rows of its columns as text, each row an array (a
+/// table larger than [`SAMPLE_PAGES`] through `TABLESAMPLE SYSTEM`, about that many pages at
+/// random; a small one, or one never analyzed, its first `10 × SAMPLE_ROWS` rows).
+pub fn sample_sql(columns: &[&Column]) -> String {
+    let mut parts = Vec::new();
+    for (n, cols) in sample_groups(columns).iter().enumerate() {
         let first = cols[0];
         let exprs: Vec<String> = cols
             .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let v = if c.base == "bytea" {
+            .map(|c| {
+                if c.base == "bytea" {
                     format!("encode({}, 'escape')", ident(&c.column))
                 } else {
                     format!("{}::text", ident(&c.column))
-                };
-                format!("{v} AS \"{i}\"")
+                }
             })
             .collect();
         let only = if first.kind == "p" { "" } else { "ONLY " };
-        let n = SAMPLE_ROWS as f64;
-        let from = if first.rows > 10.0 * n {
-            let percent = (100.0 * 3.0 * n / first.rows).min(100.0);
+        let from = if first.pages > SAMPLE_PAGES {
+            let percent = 100.0 * SAMPLE_PAGES / first.pages;
             format!("{only}{} TABLESAMPLE SYSTEM ({percent:.6}) LIMIT {SAMPLE_ROWS}", first.relation())
         } else {
             format!("{only}{} LIMIT {}", first.relation(), 10 * SAMPLE_ROWS)
         };
-        s.push_str(&format!("SELECT coalesce(jsonb_agg(q), '[]') FROM (SELECT {} FROM {from}) q;\n", exprs.join(", ")));
+        let names: Vec<String> = cols.iter().map(|c| ident(&c.column)).collect();
+        parts.push(format!(
+            "({n}, (SELECT coalesce(jsonb_agg(jsonb_build_array({})), '[]') FROM (SELECT {} FROM {from}) t))",
+            exprs.join(", "),
+            names.join(", ")
+        ));
     }
-    s
+    format!("SELECT jsonb_agg(x ORDER BY n) FROM (VALUES {}) v (n, x);\n", parts.join(", "))
 }
 
 /// What the sample of a column held.
@@ -366,23 +379,18 @@ impl Finding {
     }
 }
 
-/// Reads [`sample_sql`]'s output (one line a table, in the same order): the findings by column
-/// key, only the columns where something was found.
+/// Reads [`sample_sql`]'s output: the findings by column key, only the columns where something
+/// was found.
 pub fn findings(columns: &[&Column], output: &str) -> Result<BTreeMap<String, Finding>> {
-    let mut by_table: BTreeMap<(String, String), Vec<&Column>> = BTreeMap::new();
-    for c in columns {
-        by_table.entry((c.schema.clone(), c.table.clone())).or_default().push(c);
-    }
-    let lines: Vec<&str> = output.lines().filter(|l| l.starts_with('[')).collect();
-    anyhow::ensure!(lines.len() == by_table.len(), "the sample returned {} of {} tables", lines.len(), by_table.len());
+    let groups = sample_groups(columns);
+    let samples: Vec<Vec<Vec<Option<String>>>> = serde_json::from_str(output.trim())?;
+    anyhow::ensure!(samples.len() == groups.len(), "the sample returned {} of {} tables", samples.len(), groups.len());
     let mut out = BTreeMap::new();
-    for (cols, line) in by_table.values().zip(lines) {
-        let rows: Vec<BTreeMap<String, Option<String>>> = serde_json::from_str(line)?;
+    for (cols, rows) in groups.iter().zip(samples) {
         for (i, c) in cols.iter().enumerate() {
             let mut f = Finding::default();
             let mut counts: BTreeMap<Kind, usize> = BTreeMap::new();
-            for row in &rows {
-                let Some(Some(v)) = row.get(&i.to_string()) else { continue };
+            for v in rows.iter().filter_map(|row| row.get(i).and_then(Option::as_deref)) {
                 f.sampled += 1;
                 for k in content::kinds(v) {
                     *counts.entry(k).or_default() += 1;
@@ -552,7 +560,17 @@ fn suggest(col: &Column, kinds: &[Kind], by_name: Option<&'static str>) -> Strin
 }
 
 /// Every column against the rules and the sampled content (`found`, by column key).
-pub fn classify(catalog: &Catalog, rules: &BTreeMap<String, Rule>, found: &BTreeMap<String, Finding>) -> Classified {
+///
+/// `known` is the text of the repository's migrations: a comment written there is the schema's
+/// own documentation (`e.g. +15551234567`), not production data, and is left as it is (so a
+/// masked copy's schema still equals a fresh build's); any other comment whose text looks
+/// personal is redacted.
+pub fn classify(
+    catalog: &Catalog,
+    rules: &BTreeMap<String, Rule>,
+    found: &BTreeMap<String, Finding>,
+    known: &str,
+) -> Classified {
     let mut c = Classified {
         masked: Vec::new(),
         kept: 0,
@@ -618,7 +636,7 @@ pub fn classify(catalog: &Catalog, rules: &BTreeMap<String, Rule>, found: &BTree
     }
     for comment in &catalog.comments {
         let kinds = content::kinds(&comment.text);
-        if !kinds.is_empty() {
+        if !kinds.is_empty() && !known.contains(&comment.text.replace('\'', "''")) {
             c.comments.push((comment.clone(), kinds));
         }
     }
@@ -806,6 +824,18 @@ pub fn script(c: &Classified, key: &[u8]) -> String {
     s
 }
 
+/// The text of every `.sql` file in `dir` (the repository's migrations), for [`classify`]'s
+/// `known`.
+pub fn repository_sql(dir: &std::path::Path) -> String {
+    let mut files: Vec<_> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    files.sort();
+    files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect()
+}
+
 /// How the masking pipeline reaches a database: `psql -X -q -A -t -v ON_ERROR_STOP=1` with
 /// `input` on its standard input, returning its standard output. Locally a [`crate::pg::Server`]'s
 /// psql; on the throwaway instance, psql through the tunnel. One pipeline for both.
@@ -847,13 +877,19 @@ impl Psql for SessionPsql {
 /// Reads the catalog, samples the content of every kept or unruled column that can hold text,
 /// and classifies everything against `rules` — what `db mask --check` shows and what masking
 /// refuses on.
-pub fn survey(db: &dyn Psql, rules: &BTreeMap<String, Rule>, ledger: &str) -> Result<Classified> {
-    survey_with(db, rules, ledger, true)
+pub fn survey(db: &dyn Psql, rules: &BTreeMap<String, Rule>, ledger: &str, known: &str) -> Result<Classified> {
+    survey_with(db, rules, ledger, known, true)
 }
 
 /// [`survey`], with the content sample or (`sample` false: for the benchmark's baseline only)
 /// without it.
-pub fn survey_with(db: &dyn Psql, rules: &BTreeMap<String, Rule>, ledger: &str, sample: bool) -> Result<Classified> {
+pub fn survey_with(
+    db: &dyn Psql,
+    rules: &BTreeMap<String, Rule>,
+    ledger: &str,
+    known: &str,
+    sample: bool,
+) -> Result<Classified> {
     let out = db.run(&format!("{};\n", catalog_query(ledger)))?;
     let catalog: Catalog = serde_json::from_str(out.trim()).context("reading the catalog")?;
     let sampled = to_sample(&catalog.columns, rules);
@@ -863,13 +899,15 @@ pub fn survey_with(db: &dyn Psql, rules: &BTreeMap<String, Rule>, ledger: &str, 
         let out = db.run(&sample_sql(&sampled))?;
         findings(&sampled, &out).context("reading the sampled values")?
     };
-    Ok(classify(&catalog, rules, &found))
+    Ok(classify(&catalog, rules, &found, known))
 }
 
 /// How and where [`apply`] masks.
 pub struct Apply<'a> {
     /// Where, for the progress line: "in `app_tmp_…`", "on the throwaway instance, …".
     pub place: &'a str,
+    /// The repository's migrations, whose comments are not production data ([`classify`]).
+    pub known: &'a str,
     /// What was left undone when it stops: "nothing was masked".
     pub nothing: &'a str,
     /// How else to go on, appended to the fix of unreviewed columns.
@@ -885,7 +923,7 @@ pub struct Apply<'a> {
 /// then, if asked, the masked tables rewritten. The same for `load-clone --mask` and the
 /// throwaway instance of `clone-prod`.
 pub fn apply(db: &dyn Psql, rules: &BTreeMap<String, Rule>, ledger: &str, key: &[u8], how: &Apply) -> Result<()> {
-    let c = survey(db, rules, ledger)?;
+    let c = survey(db, rules, ledger, how.known)?;
     crate::proc::check_interrupt()?;
     refuse_unreviewed(&c, how.nothing, how.escape)?;
     let tables: std::collections::BTreeSet<String> = c.masked.iter().map(|(col, _)| col.relation()).collect();
@@ -969,7 +1007,7 @@ mod tests {
             kind: "r".into(),
             category: if matches!(base, "text" | "citext") { "S" } else { "N" }.into(),
             empty: None,
-            rows: 0.0,
+            pages: 0.0,
         }
     }
 
@@ -1005,7 +1043,7 @@ mod tests {
             Column { table: "tags".into(), ..col("label", "text", "text") },
         ];
         let r = rules(&[("crm.customers.email", "email"), ("crm.customers.*", "keep"), ("crm.gone.x", "null")]);
-        let c = classify(&catalog(&cols), &r, &BTreeMap::new());
+        let c = classify(&catalog(&cols), &r, &BTreeMap::new(), "");
         assert_eq!(c.masked.len(), 1);
         let unreviewed: Vec<&str> = c.unreviewed.iter().map(|u| u.line.as_str()).collect();
         assert_eq!(
@@ -1029,6 +1067,7 @@ mod tests {
             &catalog(&[nn, col("n", "integer", "integer")]),
             &rules(&[("crm.customers.first_name", "null"), ("crm.customers.n", "email")]),
             &BTreeMap::new(),
+            "",
         );
         assert_eq!(c.invalid.len(), 2, "{:?}", c.invalid);
         assert!(parse_rules(&BTreeMap::from([("a.b".to_string(), RuleSpec::Name("keep".into()))])).is_err());
@@ -1075,7 +1114,7 @@ mod tests {
         let r = rules(&[("crm.customers.*", "keep"), ("crm.customers.line", "keep")]);
         let to = to_sample(&cols, &r);
         assert_eq!(to.len(), 5, "every kept column that holds text is sampled");
-        let c = classify(&catalog(&cols), &r, &found);
+        let c = classify(&catalog(&cols), &r, &found, "");
         let lines: Vec<&str> = c.unreviewed.iter().map(|u| u.line.as_str()).collect();
         assert_eq!(
             lines,
@@ -1090,7 +1129,7 @@ mod tests {
         // `keep!` is the reviewed answer for a named column, and is not sampled again.
         let r = rules(&[("crm.customers.*", "keep"), ("crm.customers.line", "keep!")]);
         assert!(!to_sample(&cols, &r).iter().any(|c| c.column == "line"));
-        let c = classify(&catalog(&cols), &r, &found);
+        let c = classify(&catalog(&cols), &r, &found, "");
         assert!(!c.unreviewed.iter().any(|u| u.column.column == "line"));
         let star = BTreeMap::from([("a.b.*".to_string(), RuleSpec::Name("keep!".into()))]);
         assert!(parse_rules(&star).unwrap_err().to_string().contains("`keep!` vouches for one column"));

@@ -143,7 +143,13 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
             (None, Some(key)) => (key, format!("${}", mc.key_env)),
             (None, None) => return Err(anyhow::anyhow!("no masking key was read (a bug)")),
         };
-        Some(dump::Masking { rules, key, key_env: from, ledger: ctx.config.ledger_table.clone() })
+        Some(dump::Masking {
+            rules,
+            key,
+            key_env: from,
+            ledger: ctx.config.ledger_table.clone(),
+            known: xtask::mask::repository_sql(&ctx.config.root.join(&ctx.config.migrations_dir)),
+        })
     } else {
         None
     };

@@ -152,14 +152,16 @@ pub struct Masking {
     pub key: Vec<u8>,
     pub key_env: String,
     pub ledger: String,
+    /// The repository's migrations (their comments are not production data).
+    pub known: String,
 }
 
 /// Masks the throwaway's database with the shared pipeline ([`xtask::mask::apply`]: every
 /// column classified first — strict: anything unreviewed stops the run before a row is touched
 /// or dumped —, one transaction, triggers off), through psql over the tunnel.
 pub async fn mask(psql: &Path, target: &Target, m: &Masking) -> Result<()> {
-    let (psql, target, rules, key, ledger) =
-        (psql.to_path_buf(), target.clone(), m.rules.clone(), m.key.clone(), m.ledger.clone());
+    let (psql, target, rules, key, ledger, known) =
+        (psql.to_path_buf(), target.clone(), m.rules.clone(), m.key.clone(), m.ledger.clone(), m.known.clone());
     tokio::task::spawn_blocking(move || {
         let db = |input: &str| -> Result<String> {
             let mut cmd = target.command(&psql, &["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])?;
@@ -167,6 +169,7 @@ pub async fn mask(psql: &Path, target: &Target, m: &Masking) -> Result<()> {
         };
         let how = xtask::mask::Apply {
             place: "on the throwaway instance, before anything leaves AWS",
+            known: &known,
             nothing: "nothing was masked or dumped",
             escape: " (or pass --unmasked, to take production as it is)",
             compact: false,

@@ -17,6 +17,9 @@ pub fn run(flags: BenchMask) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let super::Bench { cluster: _cluster, server, app, .. } = super::Bench::start(&root, &cargo)?;
     let rows = flags.rows;
+    if rows == 0 {
+        return check_with_sampling(&server, &app, &root, &flags);
+    }
     crate::term::step(&format!("a table of {rows} people (id, email, first_name, phone, signed_up)"), || {
         server.exec("postgres", "CREATE DATABASE bench_people")?;
         server.exec(
@@ -41,7 +44,7 @@ pub fn run(flags: BenchMask) -> Result<()> {
         kind: "r".into(),
         category: "S".into(),
         empty: Some(String::new()),
-        rows: rows as f64,
+        pages: 0.0,
     };
     let masked = vec![(col("email"), Rule::Email), (col("first_name"), Rule::FirstName), (col("phone"), Rule::Phone)];
     let script = mask::script(&mask::Classified::masking(masked), b"a benchmark key, not a secret");
@@ -143,15 +146,17 @@ fn check_with_sampling(
         .transpose()?
         .unwrap_or_default();
     let rules = mask::parse_rules(&specs)?;
+    let known = mask::repository_sql(&root.join("migrations"));
     let survey = |sample: bool| -> Result<Duration> {
         let start = Instant::now();
         let db = mask::SessionPsql::open(server, "bench_app")?;
-        let c = mask::survey_with(&db, &rules, "public._sqlx_migrations", sample)?;
+        let c = mask::survey_with(&db, &rules, "public._sqlx_migrations", &known, sample)?;
         anyhow::ensure!(mask::problems(&c).is_empty(), "the repository's rules do not pass: {:?}", mask::problems(&c));
         Ok(start.elapsed())
     };
     let command = || -> Result<Duration> {
-        let mut cmd = std::process::Command::new(std::env::current_exe()?);
+        // The binary `Bench::start` just built, beside the app's.
+        let mut cmd = std::process::Command::new(app.with_file_name("xtask"));
         cmd.args(["db", "mask", "bench_app", "--check"])
             .current_dir(root)
             .env("DATABASE_URL", server.url.with_dbname("postgres").expose_secret());

@@ -33,7 +33,8 @@ pub fn check(ctx: &Ctx, flags: Mask) -> Result<()> {
         return Err(fail(format!("there is no database `{db}` to classify"), fix));
     }
     // One session for the catalog and the sample.
-    let c = mask::survey(&mask::SessionPsql::open(&server, &db)?, &rules(ctx)?, &ctx.config.ledger_table)
+    let known = mask::repository_sql(&ctx.config.root.join(&ctx.config.migrations_dir));
+    let c = mask::survey(&mask::SessionPsql::open(&server, &db)?, &rules(ctx)?, &ctx.config.ledger_table, &known)
         .with_context(|| format!("classifying the columns of `{db}`"))?;
     for (col, rule) in &c.masked {
         println!("mask  {}  {}", col.key(), rule.describe());
@@ -86,6 +87,7 @@ pub fn apply(ctx: &Ctx, server: &Server, db: &str, key: &[u8]) -> Result<()> {
         ));
     }
     let place = format!("in `{db}`");
-    let how = mask::Apply { place: &place, nothing: "nothing was masked", escape: "", compact: true };
+    let known = mask::repository_sql(&ctx.config.root.join(&ctx.config.migrations_dir));
+    let how = mask::Apply { place: &place, known: &known, nothing: "nothing was masked", escape: "", compact: true };
     mask::apply(&psql(server, db), &rules(ctx)?, &ctx.config.ledger_table, key, &how).context("masking")
 }

@@ -45,6 +45,11 @@ impl Kind {
 /// The kinds of personal value in `v`.
 pub fn kinds(v: &str) -> Vec<Kind> {
     let mut out = Vec::new();
+    // Every kind needs an `@`, a digit or a capital letter (ASCII or not): most kept values
+    // (`active`, `lead`, `{}`) have none, and are done with here.
+    if !v.bytes().any(|b| b == b'@' || b.is_ascii_digit() || b.is_ascii_uppercase() || b >= 0x80) {
+        return out;
+    }
     if has_email(v) {
         out.push(Kind::Email);
     }
