@@ -385,7 +385,7 @@ pub struct LoadClone {
 /// Every column of every table must be classified in `[workspace.metadata.db.mask.rules]`:
 /// `"schema.table.column" = RULE` (or `"schema.table.*"` for the rest of a table). Every kept or
 /// unruled column that can hold text (text, varchar, citext, arrays, composites, json, jsonb,
-/// domains, …) is sampled (up to 1000 rows a table, from ~16 random pages of a large one) for
+/// domains, …) is sampled (~8 random pages of a large table, a small one whole) for
 /// e-mail addresses, phone numbers, IBANs, card numbers, IP addresses and people's names. A column without a rule — one a migration
 /// added since the rules were written —, a personal-looking column (by its name: email, phone,
 /// name, address, birth, ip, token, …; or by its content) covered only by a table's `*` keep, an

@@ -311,13 +311,12 @@ pub fn catalog_query(ledger: &str) -> String {
     )
 }
 
-/// Rows read from each table whose content is judged (a small table is read whole, up to ten
-/// times this).
-pub const SAMPLE_ROWS: usize = 1000;
+/// Rows read from a table whose content is judged, at most.
+pub const SAMPLE_ROWS: usize = 10_000;
 
 /// Pages a large table's sample reads at most, at random: what the sample costs is pages read
 /// (a narrow table gives a few hundred rows from them, a wide one fewer).
-pub const SAMPLE_PAGES: f64 = 16.0;
+pub const SAMPLE_PAGES: f64 = 8.0;
 
 /// The sampled columns in groups of at most 100 (a row is built with `jsonb_build_array`, which
 /// takes 100 arguments), a group's columns all of one table.
@@ -330,9 +329,9 @@ fn sample_groups<'a>(columns: &[&'a Column]) -> Vec<Vec<&'a Column>> {
 }
 
 /// One statement for every table, printing one line of JSON: for each group of
-/// [`sample_groups`], up to [`SAMPLE_ROWS`] rows of its columns as text, each row an array (a
-/// table larger than [`SAMPLE_PAGES`] through `TABLESAMPLE SYSTEM`, about that many pages at
-/// random; a small one, or one never analyzed, its first `10 × SAMPLE_ROWS` rows).
+/// [`sample_groups`], the rows of about [`SAMPLE_PAGES`] pages drawn at random from a larger table
+/// (`TABLESAMPLE SYSTEM`), or of the whole of a smaller one (or one never analyzed), at most
+/// [`SAMPLE_ROWS`], its columns as text, each row an array.
 pub fn sample_sql(columns: &[&Column]) -> String {
     let mut parts = Vec::new();
     for (n, cols) in sample_groups(columns).iter().enumerate() {
@@ -350,9 +349,11 @@ pub fn sample_sql(columns: &[&Column]) -> String {
         let only = if first.kind == "p" { "" } else { "ONLY " };
         let from = if first.pages > SAMPLE_PAGES {
             let percent = 100.0 * SAMPLE_PAGES / first.pages;
+            // No LIMIT cut short of the pages drawn: it would keep the lowest-numbered ones, and
+            // rows updated since (at the table's end) would never be seen.
             format!("{only}{} TABLESAMPLE SYSTEM ({percent:.6}) LIMIT {SAMPLE_ROWS}", first.relation())
         } else {
-            format!("{only}{} LIMIT {}", first.relation(), 10 * SAMPLE_ROWS)
+            format!("{only}{} LIMIT {SAMPLE_ROWS}", first.relation())
         };
         let names: Vec<String> = cols.iter().map(|c| ident(&c.column)).collect();
         parts.push(format!(
