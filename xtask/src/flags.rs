@@ -49,16 +49,22 @@ pub enum Bench {
 }
 
 /// Time the masking script on a table of `--rows` rows with three masked columns against
-/// `UPDATE … SET col = md5(col)` of the same columns, on identical copies.
+/// `UPDATE … SET col = md5(col)` of the same columns, on identical copies; and `db mask
+/// --check`'s work on the app's schema with `--customers` customers with its content sample
+/// against without it.
 #[derive(Debug, Args)]
 #[command(after_help = BENCH_MASK_HELP)]
 pub struct BenchMask {
     /// Runs per side (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Rows in the table.
+    /// Rows in the table (0: time only `db mask --check`).
     #[arg(long, default_value_t = 1_000_000)]
     pub rows: usize,
+    /// Customers added to the app's schema for timing `db mask --check` with and without its
+    /// content sample.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub customers: usize,
 }
 
 /// Time `db rehearse`'s traced migration against the app's migrator alone on an identical copy,
@@ -400,13 +406,19 @@ pub struct LoadClone {
 /// Check that every column has a masking rule (`--check`, for CI), or list what the rules do.
 ///
 /// Every column of every table must be classified in `[workspace.metadata.db.mask.rules]`:
-/// `"schema.table.column" = RULE` (or `"schema.table.*"` for the rest of a table). A column
-/// without a rule — one a migration added since the rules were written — a personal-looking
-/// column (email, phone, name, address, birth, ip, token, …) covered only by a table's `*` keep,
-/// a rule naming no column, or a rule its column cannot take stops the run, naming each with the
-/// line to add. Rules: email, phone, first_name, last_name, name, redact, ip, null, hash, keep,
-/// { date_shift = DAYS }, { fixed = "VALUE" }. Masking itself runs in `load-clone --mask` (and on
-/// the throwaway instance in `clone-prod`).
+/// `"schema.table.column" = RULE` (or `"schema.table.*"` for the rest of a table). Every kept or
+/// unruled column that can hold text (text, varchar, citext, arrays, composites, json, jsonb,
+/// domains, …) is sampled (~8 random pages of a large table, a small one whole) for
+/// e-mail addresses, phone numbers, IBANs, card numbers, IP addresses and people's names. A column without a rule — one a migration
+/// added since the rules were written —, a personal-looking column (by its name: email, phone,
+/// name, address, birth, ip, token, …; or by its content) covered only by a table's `*` keep, an
+/// explicit `keep` whose content looks personal (`keep!` marks it reviewed), a rule naming no
+/// column, or a rule its column cannot take stops the run, naming each with the line to add (for
+/// composite, array and json columns `null`, or a `fixed` empty value when NOT NULL). Rules:
+/// email, phone, first_name, last_name, name, redact, ip, null, hash, keep, keep!, { date_shift =
+/// DAYS }, { fixed = "VALUE" }. Materialized views are refreshed after masking and comments that
+/// look personal redacted (listed as `refresh` and `redact` lines). Masking itself runs in
+/// `load-clone --mask` (and on the throwaway instance in `clone-prod`).
 #[derive(Debug, Args, Clone)]
 #[command(after_help = MASK_HELP)]
 pub struct Mask {

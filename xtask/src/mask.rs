@@ -14,11 +14,14 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::pg::literal;
+use crate::pg::{ident, literal};
+
+pub mod content;
+use content::Kind;
 
 /// What a column becomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +47,9 @@ pub enum Rule {
     Hash,
     /// Reviewed: not personal.
     Keep,
+    /// `keep!`: reviewed, kept although its content looks personal (an organisation's own phone
+    /// lines, say). Only on a named column, never on a table's `*`.
+    KeepReviewed,
 }
 
 impl Rule {
@@ -62,6 +68,7 @@ impl Rule {
             Rule::Fixed(v) => format!("{{ fixed = {v:?} }}"),
             Rule::Hash => "hash".into(),
             Rule::Keep => "keep".into(),
+            Rule::KeepReviewed => "keep!".into(),
         }
     }
 }
@@ -75,7 +82,7 @@ pub enum RuleSpec {
 }
 
 pub const RULE_NAMES: &str =
-    "email, phone, first_name, last_name, name, redact, ip, null, hash, keep, { date_shift = DAYS }, { fixed = \"VALUE\" }";
+    "email, phone, first_name, last_name, name, redact, ip, null, hash, keep, keep!, { date_shift = DAYS }, { fixed = \"VALUE\" }";
 
 impl RuleSpec {
     pub fn rule(&self) -> Result<Rule> {
@@ -91,6 +98,7 @@ impl RuleSpec {
                 "null" => Rule::Null,
                 "hash" => Rule::Hash,
                 "keep" => Rule::Keep,
+                "keep!" => Rule::KeepReviewed,
                 "date_shift" => Rule::DateShift(30),
                 other => bail!("`{other}` is not a rule (one of {RULE_NAMES})"),
             },
@@ -104,7 +112,7 @@ impl RuleSpec {
 }
 
 /// A column as the server describes it.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Column {
     pub schema: String,
     pub table: String,
@@ -117,11 +125,42 @@ pub struct Column {
     pub not_null: bool,
     /// A generated or identity column is never written.
     pub generated: bool,
+    /// The relation's `relkind`: `r` a table (inheritance children are tables of their own, so
+    /// each UPDATE is `ONLY`), `p` a partitioned table (its UPDATE reaches every partition).
+    #[serde(default)]
+    pub kind: String,
+    /// The base type's `typcategory`: `S` string, `U` user-defined (json, jsonb, xml, bytea,
+    /// tsvector, hstore, …), `A` array, `C` composite — the ones whose content is sampled.
+    #[serde(default)]
+    pub category: String,
+    /// The type's empty value (`{}`, `()`, `''`), for the `fixed` rule suggested for a
+    /// non-text column that must not be NULL.
+    #[serde(default)]
+    pub empty: Option<String>,
+    /// The relation's size in pages as the planner knows it (`relpages`; 0 when never analyzed).
+    #[serde(default)]
+    pub pages: f64,
 }
 
 impl Column {
     pub fn key(&self) -> String {
         format!("{}.{}.{}", self.schema, self.table, self.column)
+    }
+
+    /// `schema.table`, quoted.
+    pub fn relation(&self) -> String {
+        format!("{}.{}", ident(&self.schema), ident(&self.table))
+    }
+
+    /// Text of any kind: the text rules (email, name, redact, hash, …) can write it.
+    fn textual(&self) -> bool {
+        let base = self.base.as_str();
+        matches!(base, "text" | "citext" | "public.citext" | "name") || base.starts_with("character")
+    }
+
+    /// Whether its values can hold personal text, and so are sampled.
+    pub fn holds_text(&self) -> bool {
+        matches!(self.category.as_str(), "S" | "U" | "A" | "C") && !self.generated
     }
 }
 
@@ -196,43 +235,204 @@ pub fn looks_personal(c: &Column) -> Option<&'static str> {
     None
 }
 
-/// The query listing every column of the tables an application writes, as one JSON array of
-/// [`Column`]: not the system's, not an extension's, not the migrator's `ledger`; partitions
-/// through their parent.
-pub fn columns_query(ledger: &str) -> String {
+/// Where data lives in a database, as the catalogs tell: every column of every relation that
+/// stores rows an application wrote (tables, partitioned tables — their partitions through them
+/// —, inheritance children as tables of their own; not the system's, not an extension's, not the
+/// migrator's `ledger`), the populated materialized views (refreshed after masking, so they hold
+/// only masked rows), every comment on a user object, and how many large objects there are.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct Catalog {
+    pub columns: Vec<Column>,
+    /// Populated materialized views, quoted, in creation order (dependencies first).
+    #[serde(default)]
+    pub matviews: Vec<String>,
+    #[serde(default)]
+    pub comments: Vec<Comment>,
+    #[serde(default)]
+    pub large_objects: i64,
+}
+
+/// A comment on an object (`pg_identify_object`'s type and identity).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Comment {
+    #[serde(rename = "type")]
+    pub object_type: String,
+    pub identity: String,
+    pub text: String,
+}
+
+impl Comment {
+    /// `COMMENT ON … IS '[redacted]'`.
+    fn redact(&self) -> String {
+        let (what, identity) = match self.object_type.as_str() {
+            t if t.ends_with(" column") => ("COLUMN".to_string(), self.identity.clone()),
+            "table constraint" => ("CONSTRAINT".into(), self.identity.clone()),
+            "domain constraint" => ("CONSTRAINT".into(), self.identity.replacen(" on ", " on domain ", 1)),
+            "composite type" => ("TYPE".into(), self.identity.clone()),
+            t => (t.to_ascii_uppercase(), self.identity.clone()),
+        };
+        format!("COMMENT ON {what} {identity} IS '[redacted]';\n")
+    }
+}
+
+/// The rule key that answers for the large objects (`pg_dump` dumps them; masking cannot look
+/// inside): `null` unlinks them all, `keep!` keeps them, reviewed.
+pub const LARGE_OBJECTS: &str = "pg_catalog.pg_largeobject.*";
+
+/// The query for the [`Catalog`], one JSON object.
+pub fn catalog_query(ledger: &str) -> String {
     format!(
-        "SELECT coalesce(json_agg(q), '[]') FROM (SELECT n.nspname AS schema, c.relname AS \"table\", a.attname AS \"column\", \
-           format_type(a.atttypid, a.atttypmod) AS \"type\", \
-           format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, NULL) AS base, \
-           (a.attnotnull OR t.typnotnull) AS not_null, (a.attgenerated <> '' OR a.attidentity <> '') AS generated \
+        "SELECT json_build_object('columns', (SELECT coalesce(json_agg(q), '[]') FROM (SELECT n.nspname AS schema, c.relname AS \"table\", a.attname AS \"column\", \
+           format_type(a.atttypid, a.atttypmod) AS \"type\", format_type(b.oid, NULL) AS base, \
+           (a.attnotnull OR t.typnotnull) AS not_null, (a.attgenerated <> '' OR a.attidentity <> '') AS generated, \
+           c.relkind::text AS kind, b.typcategory::text AS category, \
+           CASE WHEN b.typcategory = 'A' OR b.typname IN ('json', 'jsonb') THEN '{{}}' \
+                WHEN b.typtype = 'c' THEN '(' || repeat(',', (SELECT count(*)::int - 1 FROM pg_attribute f WHERE f.attrelid = b.typrelid AND f.attnum > 0 AND NOT f.attisdropped)) || ')' \
+                WHEN b.typcategory IN ('S', 'U') THEN '' END AS empty, \
+           c.relpages::float8 AS pages \
          FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
          JOIN pg_type t ON t.oid = a.atttypid \
+         JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END \
          WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
            AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' \
-           AND c.oid <> coalesce(to_regclass({}), 0) \
+           AND c.oid <> coalesce(to_regclass({ledger}), 0) \
            AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e') \
-         ORDER BY 1, 2, a.attnum) q",
-        literal(ledger)
+         ORDER BY 1, 2, a.attnum) q), \
+         'matviews', (SELECT coalesce(json_agg(format('%I.%I', n.nspname, c.relname) ORDER BY c.oid), '[]') \
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+           WHERE c.relkind = 'm' AND c.relispopulated AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'), \
+         'comments', (SELECT coalesce(json_agg(json_build_object('type', i.type, 'identity', i.identity, 'text', d.description) \
+             ORDER BY i.type, i.identity), '[]') \
+           FROM pg_description d, LATERAL pg_identify_object(d.classoid, d.objoid, d.objsubid) i \
+           WHERE d.objoid >= 16384 AND coalesce(i.schema, '') NOT LIKE 'pg\\_%' \
+             AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = d.classoid AND e.objid = d.objoid AND e.deptype = 'e')), \
+         'large_objects', (SELECT count(*) FROM pg_largeobject_metadata))",
+        ledger = literal(ledger)
     )
 }
 
-/// The secret key from the environment variable `var` (at least 16 bytes).
-pub fn key_from_env(var: &str) -> Result<Vec<u8>> {
-    let key = std::env::var(var).unwrap_or_default();
-    if key.len() < 16 {
-        return Err(crate::error::fail(
-            format!("no masking key: `{var}` is {}", if key.is_empty() { "not set" } else { "shorter than 16 bytes" }),
-            format!("export {var}=<a secret of at least 16 bytes, the same for every run whose output must match> (e.g. from your password manager), or pass --unmasked to clone-prod to take production as it is"),
-        ));
+/// Rows read from a table whose content is judged, at most.
+pub const SAMPLE_ROWS: usize = 10_000;
+
+/// Pages a large table's sample reads at most, at random: what the sample costs is pages read
+/// (a narrow table gives a few hundred rows from them, a wide one fewer).
+pub const SAMPLE_PAGES: f64 = 8.0;
+
+/// The sampled columns in groups of at most 100 (a row is built with `jsonb_build_array`, which
+/// takes 100 arguments), a group's columns all of one table.
+fn sample_groups<'a>(columns: &[&'a Column]) -> Vec<Vec<&'a Column>> {
+    let mut by_table: BTreeMap<(String, String), Vec<&Column>> = BTreeMap::new();
+    for c in columns {
+        by_table.entry((c.schema.clone(), c.table.clone())).or_default().push(c);
     }
-    Ok(key.into_bytes())
+    by_table.into_values().flat_map(|cols| cols.chunks(100).map(<[&Column]>::to_vec).collect::<Vec<_>>()).collect()
 }
 
-/// What stops a masking run, one line each with its fix; empty when every column is classified.
+/// One statement for every table, printing one line of JSON: for each group of
+/// [`sample_groups`], the rows of about [`SAMPLE_PAGES`] pages drawn at random from a larger table
+/// (`TABLESAMPLE SYSTEM`), or of the whole of a smaller one (or one never analyzed), at most
+/// [`SAMPLE_ROWS`], its columns as text, each row an array.
+pub fn sample_sql(columns: &[&Column]) -> String {
+    let mut parts = Vec::new();
+    for (n, cols) in sample_groups(columns).iter().enumerate() {
+        let first = cols[0];
+        let exprs: Vec<String> = cols
+            .iter()
+            .map(|c| {
+                if c.base == "bytea" {
+                    format!("encode({}, 'escape')", ident(&c.column))
+                } else {
+                    format!("{}::text", ident(&c.column))
+                }
+            })
+            .collect();
+        let only = if first.kind == "p" { "" } else { "ONLY " };
+        let from = if first.pages > SAMPLE_PAGES {
+            let percent = 100.0 * SAMPLE_PAGES / first.pages;
+            // No LIMIT cut short of the pages drawn: it would keep the lowest-numbered ones, and
+            // rows updated since (at the table's end) would never be seen.
+            format!("{only}{} TABLESAMPLE SYSTEM ({percent:.6}) LIMIT {SAMPLE_ROWS}", first.relation())
+        } else {
+            format!("{only}{} LIMIT {SAMPLE_ROWS}", first.relation())
+        };
+        let names: Vec<String> = cols.iter().map(|c| ident(&c.column)).collect();
+        parts.push(format!(
+            "({n}, (SELECT coalesce(jsonb_agg(jsonb_build_array({})), '[]') FROM (SELECT {} FROM {from}) t))",
+            exprs.join(", "),
+            names.join(", ")
+        ));
+    }
+    format!("SELECT jsonb_agg(x ORDER BY n) FROM (VALUES {}) v (n, x);\n", parts.join(", "))
+}
+
+/// What the sample of a column held.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Finding {
+    pub sampled: usize,
+    /// Each kind found, with the number of sampled values that hold it.
+    pub kinds: Vec<(Kind, usize)>,
+}
+
+impl Finding {
+    fn describe(&self) -> String {
+        let kinds: Vec<String> = self.kinds.iter().map(|(k, n)| format!("{} in {n}", k.describe())).collect();
+        format!("{} of {} sampled value(s)", kinds.join(", "), self.sampled)
+    }
+}
+
+/// Reads [`sample_sql`]'s output: the findings by column key, only the columns where something
+/// was found.
+pub fn findings(columns: &[&Column], output: &str) -> Result<BTreeMap<String, Finding>> {
+    let groups = sample_groups(columns);
+    let samples: Vec<Vec<Vec<Option<String>>>> = serde_json::from_str(output.trim())?;
+    anyhow::ensure!(samples.len() == groups.len(), "the sample returned {} of {} tables", samples.len(), groups.len());
+    let mut out = BTreeMap::new();
+    for (cols, rows) in groups.iter().zip(samples) {
+        for (i, c) in cols.iter().enumerate() {
+            let mut f = Finding::default();
+            let mut counts: BTreeMap<Kind, usize> = BTreeMap::new();
+            for v in rows.iter().filter_map(|row| row.get(i).and_then(Option::as_deref)) {
+                f.sampled += 1;
+                for k in content::kinds(v) {
+                    *counts.entry(k).or_default() += 1;
+                }
+            }
+            if !counts.is_empty() {
+                f.kinds = counts.into_iter().collect();
+                out.insert(c.key(), f);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The secret key from the environment variable `var`: any bytes, at least 16 of them (not
+/// necessarily UTF-8). `without` is how to go on without masking, for the fix.
+pub fn key_from_env(var: &str, without: &str) -> Result<Vec<u8>> {
+    use std::os::unix::ffi::OsStringExt;
+    let key = std::env::var_os(var).map(OsStringExt::into_vec).unwrap_or_default();
+    if key.len() < 16 {
+        let why = if key.is_empty() { "not set".to_string() } else { format!("{} bytes, shorter than 16", key.len()) };
+        return Err(crate::error::fail(
+            format!("no masking key: `{var}` is {why}"),
+            format!("export {var}=<a secret of at least 16 bytes, the same for every run whose output must match> (e.g. from your password manager), or {without}"),
+        ));
+    }
+    Ok(key)
+}
+
+/// What stops a masking run, one line each with its fix; empty when everything is classified.
 pub fn problems(c: &Classified) -> Vec<String> {
     let mut out = Vec::new();
-    for (col, line) in &c.unreviewed {
-        out.push(format!("unreviewed column {} ({}): add  {line}", col.key(), col.type_name));
+    for u in &c.unreviewed {
+        let why = match &u.why {
+            Some(why) => format!(" holds {why}"),
+            None => String::new(),
+        };
+        out.push(format!("unreviewed column {} ({}){why}: add  {}", u.column.key(), u.column.type_name, u.line));
+    }
+    if let Some(line) = &c.large_objects {
+        out.push(line.clone());
     }
     for k in &c.stale {
         out.push(format!("rule `{k}` names no column: remove it (or fix the name)"));
@@ -267,9 +467,25 @@ pub fn parse_rules(config: &BTreeMap<String, RuleSpec>) -> Result<BTreeMap<Strin
             bail!("mask rule `{k}`: name a column as schema.table.column (or schema.table.* for the rest of a table)");
         }
         let rule = spec.rule().map_err(|e| anyhow::anyhow!("mask rule `{k}`: {e}"))?;
+        if rule == Rule::KeepReviewed && k.ends_with(".*") && k != LARGE_OBJECTS {
+            bail!("mask rule `{k}`: `keep!` vouches for one column's content; on a table's `*` it would let every column a migration adds through unseen (use `keep`, and `keep!` on the columns you reviewed)");
+        }
+        if k == LARGE_OBJECTS && !matches!(rule, Rule::Null | Rule::KeepReviewed) {
+            bail!("mask rule `{k}`: the large objects are either unlinked (`null`) or kept as reviewed (`keep!`)");
+        }
         out.insert(k.clone(), rule);
     }
     Ok(out)
+}
+
+/// A column that stops the run, with the line that resolves it.
+#[derive(Debug, Clone)]
+pub struct Unreviewed {
+    pub column: Column,
+    /// What its sampled content holds (None: flagged by its name or type, or unruled).
+    pub why: Option<String>,
+    /// The rule line to add: `"schema.table.column" = RULE`.
+    pub line: String,
 }
 
 /// Every column with its rule, or the columns that stop the run.
@@ -277,20 +493,99 @@ pub struct Classified {
     pub masked: Vec<(Column, Rule)>,
     /// Kept: reviewed as not personal.
     pub kept: usize,
-    /// Columns without a rule (new since the rules were written), or personal-looking ones
-    /// covered only by a `schema.table.*` keep: each with the line to add.
-    pub unreviewed: Vec<(Column, String)>,
+    /// Columns without a rule (new since the rules were written), personal-looking ones (by name,
+    /// type or sampled content) covered only by a `schema.table.*` keep, and explicitly kept
+    /// ones whose content looks personal (unless `keep!`): each with the line to add.
+    pub unreviewed: Vec<Unreviewed>,
     /// Rules naming a column that does not exist (a typo, or the column was dropped).
     pub stale: Vec<String>,
     /// Rules that cannot apply to their column (`null` on NOT NULL, `redact` on a number, …).
     pub invalid: Vec<String>,
+    /// Large objects with no rule: the line that says so, with its fix.
+    pub large_objects: Option<String>,
+    /// Unlink every large object.
+    pub unlink_large_objects: bool,
+    /// Comments whose text looks personal: replaced by `[redacted]` when masking.
+    pub comments: Vec<(Comment, Vec<Kind>)>,
+    /// Materialized views refreshed after masking.
+    pub matviews: Vec<String>,
 }
 
-pub fn classify(columns: &[Column], rules: &BTreeMap<String, Rule>) -> Classified {
-    let mut c =
-        Classified { masked: Vec::new(), kept: 0, unreviewed: Vec::new(), stale: Vec::new(), invalid: Vec::new() };
+impl Classified {
+    /// Just these columns masked, nothing else to do (the benchmark's script).
+    pub fn masking(masked: Vec<(Column, Rule)>) -> Classified {
+        Classified {
+            masked,
+            kept: 0,
+            unreviewed: Vec::new(),
+            stale: Vec::new(),
+            invalid: Vec::new(),
+            large_objects: None,
+            unlink_large_objects: false,
+            comments: Vec::new(),
+            matviews: Vec::new(),
+        }
+    }
+}
+
+/// The columns whose content is sampled: those kept by a `keep` (a table's `*` or their own) or
+/// without any rule, when their type can hold text.
+pub fn to_sample<'a>(columns: &'a [Column], rules: &BTreeMap<String, Rule>) -> Vec<&'a Column> {
+    columns
+        .iter()
+        .filter(|c| c.holds_text())
+        .filter(|c| match rules.get(&c.key()) {
+            Some(r) => *r == Rule::Keep,
+            None => matches!(rules.get(&format!("{}.{}.*", c.schema, c.table)), Some(Rule::Keep) | None),
+        })
+        .collect()
+}
+
+/// The rule to suggest for `col`, flagged by `kinds` of content or by its name (`by_name`): a
+/// rule that removes the values and that the column can take.
+fn suggest(col: &Column, kinds: &[Kind], by_name: Option<&'static str>) -> String {
+    let candidate = match (kinds, by_name) {
+        ([k], _) => Some(k.rule()),
+        ([], r) => r,
+        _ => Some("redact"),
+    };
+    let parsed = candidate.and_then(|r| match r.strip_prefix("{ date_shift = ") {
+        Some(days) => days.trim_end_matches(" }").parse().ok().map(Rule::DateShift),
+        None => RuleSpec::Name(r.into()).rule().ok(),
+    });
+    match (candidate, parsed) {
+        (Some(r), Some(rule)) if fits(col, &rule).is_ok() => quote_rule(r),
+        _ if !col.not_null => "\"null\"".into(),
+        _ => format!("{{ fixed = {:?} }}", col.empty.clone().unwrap_or_default()),
+    }
+}
+
+/// Every column against the rules and the sampled content (`found`, by column key).
+///
+/// `known` is the text of the repository's migrations: a comment written there is the schema's
+/// own documentation (`e.g. +15551234567`), not production data, and is left as it is (so a
+/// masked copy's schema still equals a fresh build's); any other comment whose text looks
+/// personal is redacted.
+pub fn classify(
+    catalog: &Catalog,
+    rules: &BTreeMap<String, Rule>,
+    found: &BTreeMap<String, Finding>,
+    known: &str,
+) -> Classified {
+    let mut c = Classified {
+        masked: Vec::new(),
+        kept: 0,
+        unreviewed: Vec::new(),
+        stale: Vec::new(),
+        invalid: Vec::new(),
+        large_objects: None,
+        unlink_large_objects: false,
+        comments: Vec::new(),
+        matviews: catalog.matviews.clone(),
+    };
     let mut used = std::collections::BTreeSet::new();
-    for col in columns {
+    used.insert(LARGE_OBJECTS.to_string());
+    for col in &catalog.columns {
         let exact = col.key();
         let wildcard = format!("{}.{}.*", col.schema, col.table);
         let rule = match (rules.get(&exact), rules.get(&wildcard)) {
@@ -304,22 +599,46 @@ pub fn classify(columns: &[Column], rules: &BTreeMap<String, Rule>) -> Classifie
             }
             (None, None) => None,
         };
+        let finding = found.get(&exact);
+        let kinds: Vec<Kind> = finding.map(|f| f.kinds.iter().map(|(k, _)| *k).collect()).unwrap_or_default();
+        let by_name = looks_personal(col);
+        let flag = |c: &mut Classified, hint: &str| {
+            let line = format!("\"{exact}\" = {}{hint}", suggest(col, &kinds, by_name));
+            c.unreviewed.push(Unreviewed { column: col.clone(), why: finding.map(Finding::describe), line });
+        };
         match rule {
-            None => {
-                let suggestion = looks_personal(col).unwrap_or("keep");
-                c.unreviewed.push((col.clone(), format!("\"{exact}\" = {}", quote_rule(suggestion))));
+            None if kinds.is_empty() && by_name.is_none() => {
+                let line = format!("\"{exact}\" = \"keep\"");
+                c.unreviewed.push(Unreviewed { column: col.clone(), why: None, line });
             }
-            Some((Rule::Keep, exact_rule)) => {
-                if let (false, Some(s)) = (exact_rule, looks_personal(col)) {
-                    c.unreviewed.push((col.clone(), format!("\"{exact}\" = {}", quote_rule(s))));
-                } else {
-                    c.kept += 1;
-                }
+            None => flag(&mut c, ""),
+            Some((Rule::Keep, false)) if !kinds.is_empty() || by_name.is_some() => flag(&mut c, ""),
+            Some((Rule::Keep, true)) if !kinds.is_empty() => {
+                flag(&mut c, "   (or \"keep!\" once you have checked that these values are not personal)")
             }
+            Some((Rule::Keep | Rule::KeepReviewed, _)) => c.kept += 1,
             Some((rule, _)) => match fits(col, &rule) {
                 Ok(()) => c.masked.push((col.clone(), rule)),
                 Err(why) => c.invalid.push(format!("`{exact}`: {why}")),
             },
+        }
+    }
+    if catalog.large_objects > 0 {
+        match rules.get(LARGE_OBJECTS) {
+            Some(Rule::Null) => c.unlink_large_objects = true,
+            Some(_) => {}
+            None => {
+                c.large_objects = Some(format!(
+                    "{} large object(s) (pg_dump dumps them; masking cannot look inside): add  \"{LARGE_OBJECTS}\" = \"null\"   (unlinks them; or \"keep!\" once reviewed)",
+                    catalog.large_objects
+                ))
+            }
+        }
+    }
+    for comment in &catalog.comments {
+        let kinds = content::kinds(&comment.text);
+        if !kinds.is_empty() && !known.contains(&comment.text.replace('\'', "''")) {
+            c.comments.push((comment.clone(), kinds));
         }
     }
     c.stale = rules.keys().filter(|k| !used.contains(*k)).cloned().collect();
@@ -337,7 +656,7 @@ fn quote_rule(s: &str) -> String {
 /// Whether `rule` can be written into `col`.
 fn fits(col: &Column, rule: &Rule) -> std::result::Result<(), String> {
     let base = col.base.as_str();
-    let textual = matches!(base, "text" | "citext" | "public.citext") || base.starts_with("character");
+    let textual = col.textual();
     if col.generated {
         return Err("a generated or identity column cannot be written; mask what it is computed from".into());
     }
@@ -346,7 +665,7 @@ fn fits(col: &Column, rule: &Rule) -> std::result::Result<(), String> {
         Rule::Email | Rule::Phone | Rule::FirstName | Rule::LastName | Rule::Name | Rule::Redact | Rule::Hash
             if !textual =>
         {
-            Err(format!("this rule writes text; the column is {}", col.type_name))
+            Err(format!("this rule writes text; the column is {}: use `null`, or `{{ fixed = \"…\" }}` with a value of its type", col.type_name))
         }
         Rule::Ip if !matches!(base, "inet" | "cidr") && !textual => {
             Err(format!("`ip` needs an inet or text column, not {}", col.type_name))
@@ -407,7 +726,7 @@ pub fn expression(col: &Column, rule: &Rule) -> Option<String> {
     let c = crate::pg::ident(&col.column);
     let text = format!("{c}::text");
     let value = match rule {
-        Rule::Keep => return None,
+        Rule::Keep | Rule::KeepReviewed => return None,
         Rule::Null => return Some("NULL".into()),
         Rule::Fixed(v) => format!("{}::{}", literal(v), col.type_name),
         Rule::Email => format!("'user_' || substr(encode({}, 'hex'), 1, 16) || '@example.com'", h(&format!("lower({text})"))),
@@ -434,13 +753,23 @@ pub fn expression(col: &Column, rule: &Rule) -> Option<String> {
 /// user); else, as the tables' owner, the enabled user triggers of the masked tables are disabled
 /// and enabled again before the commit — the same transaction, so no one ever sees them off and
 /// the dump has them as they were.
-pub fn script(masked: &[(Column, Rule)], key: &[u8]) -> String {
-    let mut by_table: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+///
+/// Then, in the same transaction: every comment whose text looks personal becomes `[redacted]`,
+/// the large objects are unlinked when the rules say so, and every populated materialized view
+/// is refreshed (in creation order, so one over another sees it refreshed), so it holds the
+/// masked rows and not the originals. Each UPDATE of a table is `ONLY` that table: an
+/// inheritance child is masked by its own rules, once; a partitioned table's reaches its
+/// partitions.
+pub fn script(c: &Classified, key: &[u8]) -> String {
+    let masked = &c.masked;
+    let mut by_table: BTreeMap<(String, String), (String, Vec<String>)> = BTreeMap::new();
     for (col, rule) in masked {
         if let Some(e) = expression(col, rule) {
+            let only = if col.kind == "p" { "" } else { "ONLY " };
             by_table
                 .entry((col.schema.clone(), col.table.clone()))
-                .or_default()
+                .or_insert_with(|| (format!("{only}{}", col.relation()), Vec::new()))
+                .1
                 .push(format!("{} = {e}", crate::pg::ident(&col.column)));
         }
     }
@@ -470,13 +799,20 @@ pub fn script(masked: &[(Column, Rule)], key: &[u8]) -> String {
         if tables.is_empty() { "NULL".to_string() } else { tables.join(", ") }
     ));
     s.push_str(&helpers());
-    for ((schema, table), sets) in by_table {
+    for ((schema, table), (target, sets)) in by_table {
         s.push_str(&format!(
-            "\\echo masking {schema}.{table}\nUPDATE {}.{} SET {} FROM xtask_mask_key k;\n",
-            crate::pg::ident(&schema),
-            crate::pg::ident(&table),
+            "\\echo masking {schema}.{table}\nUPDATE {target} SET {} FROM xtask_mask_key k;\n",
             sets.join(", ")
         ));
+    }
+    for (comment, _) in &c.comments {
+        s.push_str(&comment.redact());
+    }
+    if c.unlink_large_objects {
+        s.push_str("SELECT count(lo_unlink(oid)) FROM pg_largeobject_metadata;\n");
+    }
+    for mv in &c.matviews {
+        s.push_str(&format!("REFRESH MATERIALIZED VIEW {mv};\n"));
     }
     s.push_str(
         "DO $xtask$ DECLARE r record; BEGIN\n\
@@ -487,6 +823,159 @@ pub fn script(masked: &[(Column, Rule)], key: &[u8]) -> String {
          COMMIT;\n",
     );
     s
+}
+
+/// The text of every `.sql` file in `dir` (the repository's migrations), for [`classify`]'s
+/// `known`.
+pub fn repository_sql(dir: &std::path::Path) -> String {
+    let mut files: Vec<_> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    files.sort();
+    files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect()
+}
+
+/// How the masking pipeline reaches a database: `psql -X -q -A -t -v ON_ERROR_STOP=1` with
+/// `input` on its standard input, returning its standard output. Locally a [`crate::pg::Server`]'s
+/// psql; on the throwaway instance, psql through the tunnel. One pipeline for both.
+pub trait Psql {
+    fn run(&self, input: &str) -> Result<String>;
+}
+
+impl<F: Fn(&str) -> Result<String>> Psql for F {
+    fn run(&self, input: &str) -> Result<String> {
+        self(input)
+    }
+}
+
+/// A [`Psql`] over one psql session (`pg::session`): the survey's catalog query and its sample
+/// share one process and one connection, so the sample costs its queries and nothing more.
+pub struct SessionPsql(std::cell::RefCell<crate::pg::session::Session>);
+
+impl SessionPsql {
+    pub fn open(server: &crate::pg::Server, db: &str) -> Result<SessionPsql> {
+        Ok(SessionPsql(std::cell::RefCell::new(crate::pg::session::Session::open(server.psql_session(db)?)?)))
+    }
+}
+
+impl Psql for SessionPsql {
+    fn run(&self, input: &str) -> Result<String> {
+        use crate::pg::session::Failure;
+        match self.0.borrow_mut().run(input) {
+            Ok(out) => Ok(out),
+            Err(Failure::Sql(msg)) => {
+                crate::proc::check_interrupt()?;
+                bail!("ERROR: {msg}")
+            }
+            Err(Failure::Dead(e)) => Err(e),
+            Err(Failure::NotSent) => bail!("psql exited right after starting"),
+        }
+    }
+}
+
+/// Reads the catalog, samples the content of every kept or unruled column that can hold text,
+/// and classifies everything against `rules` — what `db mask --check` shows and what masking
+/// refuses on.
+pub fn survey(db: &dyn Psql, rules: &BTreeMap<String, Rule>, ledger: &str, known: &str) -> Result<Classified> {
+    survey_with(db, rules, ledger, known, true)
+}
+
+/// [`survey`], with the content sample or (`sample` false: for the benchmark's baseline only)
+/// without it.
+pub fn survey_with(
+    db: &dyn Psql,
+    rules: &BTreeMap<String, Rule>,
+    ledger: &str,
+    known: &str,
+    sample: bool,
+) -> Result<Classified> {
+    let out = db.run(&format!("{};\n", catalog_query(ledger)))?;
+    let catalog: Catalog = serde_json::from_str(out.trim()).context("reading the catalog")?;
+    let sampled = to_sample(&catalog.columns, rules);
+    let found = if sampled.is_empty() || !sample {
+        BTreeMap::new()
+    } else {
+        let out = db.run(&sample_sql(&sampled))?;
+        findings(&sampled, &out).context("reading the sampled values")?
+    };
+    Ok(classify(&catalog, rules, &found, known))
+}
+
+/// How and where [`apply`] masks.
+pub struct Apply<'a> {
+    /// Where, for the progress line: "in `app_tmp_…`", "on the throwaway instance, …".
+    pub place: &'a str,
+    /// The repository's migrations, whose comments are not production data ([`classify`]).
+    pub known: &'a str,
+    /// What was left undone when it stops: "nothing was masked".
+    pub nothing: &'a str,
+    /// How else to go on, appended to the fix of unreviewed columns.
+    pub escape: &'a str,
+    /// Rewrite the masked tables afterwards (`VACUUM FULL`), so the copy is the size a restore
+    /// of masked data gives rather than bloated by the UPDATEs (the local copy; a dump carries
+    /// no bloat).
+    pub compact: bool,
+}
+
+/// Masks a database in place: [`survey`] (strict: anything unreviewed stops it before a row is
+/// touched), then [`script`] through psql — one transaction, the application's triggers off —
+/// then, if asked, the masked tables rewritten. The same for `load-clone --mask` and the
+/// throwaway instance of `clone-prod`.
+pub fn apply(db: &dyn Psql, rules: &BTreeMap<String, Rule>, ledger: &str, key: &[u8], how: &Apply) -> Result<()> {
+    let c = survey(db, rules, ledger, how.known)?;
+    crate::proc::check_interrupt()?;
+    refuse_unreviewed(&c, how.nothing, how.escape)?;
+    let tables: std::collections::BTreeSet<String> = c.masked.iter().map(|(col, _)| col.relation()).collect();
+    eprintln!(
+        "▸ masking {} column(s) {} ({} kept; {} table(s), {} comment(s), {} materialized view(s) refreshed), triggers off",
+        c.masked.len(),
+        how.place,
+        c.kept,
+        tables.len(),
+        c.comments.len(),
+        c.matviews.len()
+    );
+    let start = std::time::Instant::now();
+    db.run(&script(&c, key)).map_err(|e| explain(e, how.nothing))?;
+    crate::proc::check_interrupt()?;
+    eprintln!("  masked in {}", crate::time::elapsed(start.elapsed()));
+    if how.compact && !tables.is_empty() {
+        let start = std::time::Instant::now();
+        let vacuum: String = tables.iter().map(|t| format!("VACUUM FULL {t};\n")).collect();
+        db.run(&vacuum).context("rewriting the masked tables (VACUUM FULL)")?;
+        crate::proc::check_interrupt()?;
+        eprintln!(
+            "  {} masked table(s) rewritten (VACUUM FULL: the sizes a restore gives) in {}",
+            tables.len(),
+            crate::time::elapsed(start.elapsed())
+        );
+    }
+    Ok(())
+}
+
+/// What a failed masking script means, in the words of the fix.
+fn explain(e: anyhow::Error, nothing: &str) -> anyhow::Error {
+    // Stopped by a signal: that is the whole story.
+    if crate::proc::interrupted().is_some() {
+        return e;
+    }
+    let text = format!("{e:#}");
+    let line = crate::error::telling_line(&text).to_string();
+    if text.contains("duplicate key value violates unique constraint") {
+        return crate::error::fail(
+            format!("masked values collide under a UNIQUE constraint ({line}): {nothing}"),
+            "give that column a rule with more distinct outputs (email, hash), or keep it",
+        );
+    }
+    if text.contains("violates check constraint") {
+        return crate::error::fail(
+            format!("masked values break a CHECK constraint ({line}): {nothing}"),
+            "give that column a rule whose values pass it (a `fixed` value keeps NULL as NULL)",
+        );
+    }
+    crate::error::fail(format!("masking failed ({line}): {nothing}"), "fix the rule the error names")
 }
 
 /// The key the server hashes with: `SHA-256("xtask-db mask\0" ‖ secret)`.
@@ -516,7 +1005,15 @@ mod tests {
             base: base.into(),
             not_null: false,
             generated: false,
+            kind: "r".into(),
+            category: if matches!(base, "text" | "citext") { "S" } else { "N" }.into(),
+            empty: None,
+            pages: 0.0,
         }
+    }
+
+    fn catalog(columns: &[Column]) -> Catalog {
+        Catalog { columns: columns.to_vec(), ..Catalog::default() }
     }
 
     fn rules(pairs: &[(&str, &str)]) -> BTreeMap<String, Rule> {
@@ -547,9 +1044,9 @@ mod tests {
             Column { table: "tags".into(), ..col("label", "text", "text") },
         ];
         let r = rules(&[("crm.customers.email", "email"), ("crm.customers.*", "keep"), ("crm.gone.x", "null")]);
-        let c = classify(&cols, &r);
+        let c = classify(&catalog(&cols), &r, &BTreeMap::new(), "");
         assert_eq!(c.masked.len(), 1);
-        let unreviewed: Vec<&str> = c.unreviewed.iter().map(|(_, s)| s.as_str()).collect();
+        let unreviewed: Vec<&str> = c.unreviewed.iter().map(|u| u.line.as_str()).collect();
         assert_eq!(
             unreviewed,
             [
@@ -568,8 +1065,10 @@ mod tests {
         let mut nn = col("first_name", "text", "text");
         nn.not_null = true;
         let c = classify(
-            &[nn, col("n", "integer", "integer")],
+            &catalog(&[nn, col("n", "integer", "integer")]),
             &rules(&[("crm.customers.first_name", "null"), ("crm.customers.n", "email")]),
+            &BTreeMap::new(),
+            "",
         );
         assert_eq!(c.invalid.len(), 2, "{:?}", c.invalid);
         assert!(parse_rules(&BTreeMap::from([("a.b".to_string(), RuleSpec::Name("keep".into()))])).is_err());
@@ -582,7 +1081,7 @@ mod tests {
     #[test]
     fn the_key_is_never_in_a_statement() {
         let key = b"s3cret-key-material";
-        let s = script(&[(col("email", "crm.email_address", "citext"), Rule::Email)], key);
+        let s = script(&Classified::masking(vec![(col("email", "crm.email_address", "citext"), Rule::Email)]), key);
         assert!(!s.contains("s3cret"));
         let data_line = s.lines().find(|l| l.contains(&hex(&derived(key)))).unwrap();
         assert!(data_line.starts_with("\\\\x"), "the key is COPY data, not SQL: {data_line}");
@@ -591,5 +1090,78 @@ mod tests {
             s.contains("DISABLE TRIGGER") && s.contains("ENABLE TRIGGER"),
             "the owner's way, when the role may not set it"
         );
+    }
+
+    #[test]
+    fn personal_content_is_flagged_with_a_rule_the_column_can_take() {
+        let mut tags = col("tags", "text[]", "text[]");
+        tags.category = "A".into();
+        tags.empty = Some("{}".into());
+        let mut contact = col("contact", "crm.contact", "crm.contact");
+        (contact.category, contact.not_null, contact.empty) = ("C".into(), true, Some("(,)".into()));
+        let mut doc = col("doc", "jsonb", "jsonb");
+        (doc.category, doc.not_null, doc.empty) = ("U".into(), true, Some("{}".into()));
+        let fullname = col("fullname", "text", "text");
+        let line = col("line", "text", "text");
+        let cols = [tags.clone(), contact.clone(), doc.clone(), fullname.clone(), line.clone()];
+        let found = |kinds: &[Kind]| Finding { sampled: 10, kinds: kinds.iter().map(|k| (*k, 3)).collect() };
+        let found = BTreeMap::from([
+            (tags.key(), found(&[Kind::Email])),
+            (contact.key(), found(&[Kind::Email, Kind::Name])),
+            (doc.key(), found(&[Kind::Email])),
+            (fullname.key(), found(&[Kind::Name])),
+            (line.key(), found(&[Kind::Phone])),
+        ]);
+        let r = rules(&[("crm.customers.*", "keep"), ("crm.customers.line", "keep")]);
+        let to = to_sample(&cols, &r);
+        assert_eq!(to.len(), 5, "every kept column that holds text is sampled");
+        let c = classify(&catalog(&cols), &r, &found, "");
+        let lines: Vec<&str> = c.unreviewed.iter().map(|u| u.line.as_str()).collect();
+        assert_eq!(
+            lines,
+            [
+                "\"crm.customers.tags\" = \"null\"",
+                "\"crm.customers.contact\" = { fixed = \"(,)\" }",
+                "\"crm.customers.doc\" = { fixed = \"{}\" }",
+                "\"crm.customers.fullname\" = \"name\"",
+                "\"crm.customers.line\" = \"phone\"   (or \"keep!\" once you have checked that these values are not personal)",
+            ]
+        );
+        // `keep!` is the reviewed answer for a named column, and is not sampled again.
+        let r = rules(&[("crm.customers.*", "keep"), ("crm.customers.line", "keep!")]);
+        assert!(!to_sample(&cols, &r).iter().any(|c| c.column == "line"));
+        let c = classify(&catalog(&cols), &r, &found, "");
+        assert!(!c.unreviewed.iter().any(|u| u.column.column == "line"));
+        let star = BTreeMap::from([("a.b.*".to_string(), RuleSpec::Name("keep!".into()))]);
+        assert!(parse_rules(&star).unwrap_err().to_string().contains("`keep!` vouches for one column"));
+    }
+
+    #[test]
+    fn the_script_masks_each_inheritance_child_once_and_refreshes_materialized_views() {
+        let mut parent = col("email", "text", "text");
+        parent.table = "people".into();
+        let mut child = parent.clone();
+        child.table = "employees".into();
+        let mut part = parent.clone();
+        (part.table, part.kind) = ("events".into(), "p".into());
+        let mut c = Classified::masking(vec![(parent, Rule::Email), (child, Rule::Email), (part, Rule::Email)]);
+        c.matviews = vec!["crm.people_mv".into()];
+        c.comments = vec![(
+            Comment { object_type: "table column".into(), identity: "crm.people.email".into(), text: "x".into() },
+            vec![Kind::Email],
+        )];
+        let s = script(&c, b"0123456789abcdef");
+        assert!(
+            s.contains("UPDATE ONLY \"crm\".\"people\" SET") && s.contains("UPDATE ONLY \"crm\".\"employees\" SET"),
+            "{s}"
+        );
+        assert!(
+            s.contains("UPDATE \"crm\".\"events\" SET"),
+            "a partitioned table's UPDATE reaches its partitions: {s}"
+        );
+        assert!(s.contains("COMMENT ON COLUMN crm.people.email IS '[redacted]';"), "{s}");
+        let (refresh, commit) =
+            (s.find("REFRESH MATERIALIZED VIEW crm.people_mv;").unwrap(), s.rfind("COMMIT").unwrap());
+        assert!(s.find("UPDATE").unwrap() < refresh && refresh < commit, "refreshed after masking, before the commit");
     }
 }

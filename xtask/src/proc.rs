@@ -89,7 +89,26 @@ impl Registered {
     }
 
     /// Like [`Registered::spawn`], but signalled only while `busy` is set.
+    ///
+    /// In a process group of its own: a Ctrl-C at the terminal (SIGINT to the whole foreground
+    /// group) reaches only us, and the signal thread decides which children hear of it — never an
+    /// idle psql session, which would exit and leave the cleanup (dropping a half-built
+    /// database) without a connection.
     pub fn spawn_with(cmd: &mut Command, busy: Option<Arc<AtomicBool>>) -> Result<Registered> {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        Registered::register(cmd, busy)
+    }
+
+    /// Like [`Registered::spawn`], but left in our process group, for a child that talks to the
+    /// terminal (the AWS tool asks before deleting): in a group of its own it would be a
+    /// background job, stopped by SIGTTIN at its first read of the terminal. It hears a Ctrl-C
+    /// from the terminal and from us, and handles it itself.
+    pub fn spawn_foreground(cmd: &mut Command) -> Result<Registered> {
+        Registered::register(cmd, None)
+    }
+
+    fn register(cmd: &mut Command, busy: Option<Arc<AtomicBool>>) -> Result<Registered> {
         let child = cmd.spawn().with_context(|| format!("starting `{}`", display(cmd)))?;
         CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push((child.id(), busy));
         Ok(Registered { child })

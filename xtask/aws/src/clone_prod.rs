@@ -79,7 +79,7 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
     let masking = !rules.is_empty() && !flags.unmasked;
     // From the environment, checked now; from AWS, read (read-only) before anything is created.
     let env_key = match (masking, &key_source) {
-        (true, None) => Some(xtask::mask::key_from_env(&mc.key_env)?),
+        (true, None) => Some(xtask::mask::key_from_env(&mc.key_env, "pass --unmasked to take production as it is")?),
         _ => None,
     };
     let plugin = match settings.tunnel {
@@ -143,7 +143,13 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
             (None, Some(key)) => (key, format!("${}", mc.key_env)),
             (None, None) => return Err(anyhow::anyhow!("no masking key was read (a bug)")),
         };
-        Some(dump::Masking { rules, key, key_env: from, ledger: ctx.config.ledger_table.clone() })
+        Some(dump::Masking {
+            rules,
+            key,
+            key_env: from,
+            ledger: ctx.config.ledger_table.clone(),
+            known: xtask::mask::repository_sql(&ctx.config.root.join(&ctx.config.migrations_dir)),
+        })
     } else {
         None
     };

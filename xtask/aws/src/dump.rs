@@ -152,45 +152,32 @@ pub struct Masking {
     pub key: Vec<u8>,
     pub key_env: String,
     pub ledger: String,
+    /// The repository's migrations (their comments are not production data).
+    pub known: String,
 }
 
-/// Classifies every column of the throwaway's database (strict: anything unreviewed stops the
-/// run before a row is touched or dumped), then masks it in one transaction, triggers off.
+/// Masks the throwaway's database with the shared pipeline ([`xtask::mask::apply`]: every
+/// column classified first — strict: anything unreviewed stops the run before a row is touched
+/// or dumped —, one transaction, triggers off), through psql over the tunnel.
 pub async fn mask(psql: &Path, target: &Target, m: &Masking) -> Result<()> {
-    let query = xtask::mask::columns_query(&m.ledger);
-    let mut cmd = target.command(psql, &["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", &query])?;
-    let out = tokio::task::spawn_blocking(move || proc::capture(&mut cmd, None)).await??;
-    proc::check_interrupt()?;
-    let columns: Vec<xtask::mask::Column> =
-        serde_json::from_str(out.trim()).context("reading the columns of the throwaway's database")?;
-    let classified = xtask::mask::classify(&columns, &m.rules);
-    xtask::mask::refuse_unreviewed(
-        &classified,
-        "nothing was masked or dumped",
-        " (or pass --unmasked, to take production as it is)",
-    )?;
-    eprintln!(
-        "▸ masking {} column(s) on the throwaway instance ({} kept), before anything leaves AWS",
-        classified.masked.len(),
-        classified.kept
-    );
-    let script = xtask::mask::script(&classified.masked, &m.key);
-    let start = Instant::now();
-    let mut cmd = target.command(psql, &["-X", "-q", "-A", "-t"])?;
-    tokio::task::spawn_blocking(move || proc::capture(&mut cmd, Some(script.as_bytes()))).await?.map_err(|e| {
-        // Stopped by a signal: that is the whole story (the cleanup deletes the instance).
-        if proc::interrupted().is_some() {
-            return e;
-        }
-        let text = format!("{e:#}");
-        fail(
-            format!("masking on the throwaway instance failed: {}", last_line(&text)),
-            "fix the rule the error names (a UNIQUE or CHECK constraint its values break?)",
-        )
-    })?;
-    proc::check_interrupt()?;
-    eprintln!("  masked in {}", elapsed(start.elapsed()));
-    Ok(())
+    let (psql, target, rules, key, ledger, known) =
+        (psql.to_path_buf(), target.clone(), m.rules.clone(), m.key.clone(), m.ledger.clone(), m.known.clone());
+    tokio::task::spawn_blocking(move || {
+        let db = |input: &str| -> Result<String> {
+            let mut cmd = target.command(&psql, &["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])?;
+            proc::capture(&mut cmd, Some(input.as_bytes()))
+        };
+        let how = xtask::mask::Apply {
+            place: "on the throwaway instance, before anything leaves AWS",
+            known: &known,
+            nothing: "nothing was masked or dumped",
+            escape: " (or pass --unmasked, to take production as it is)",
+            compact: false,
+        };
+        xtask::mask::apply(&db, &rules, &ledger, &key, &how)
+    })
+    .await??;
+    proc::check_interrupt()
 }
 
 /// The dump being written: removed unless complete.

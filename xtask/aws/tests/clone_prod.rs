@@ -661,10 +661,21 @@ async fn masking_runs_on_the_throwaway_before_the_dump_and_load_clone_mask_gives
 async fn an_unreviewed_column_at_the_source_stops_the_run_and_the_throwaway_is_deleted() {
     let s = scene("maskstrict").await;
     s.with_mask_rules();
-    s.db.as_owner("ALTER TABLE crm.customer ADD COLUMN phone text");
+    // A column by its name, and one by its content: a `*`-kept jsonb holding e-mail addresses.
+    s.db.as_owner(
+        "ALTER TABLE crm.customer ADD COLUMN phone text;
+         ALTER TABLE crm.orders ADD COLUMN contact jsonb;
+         UPDATE crm.orders SET contact = jsonb_build_object('mail', 'buyer' || id || '@corp.example.org');",
+    );
     let run = s.clone_prod_keyed(&[]);
     assert!(
         run.stderr.contains("unreviewed column crm.customer.phone (text): add  \"crm.customer.phone\" = \"phone\""),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("unreviewed column crm.orders.contact (jsonb) holds e-mail addresses in")
+            && run.stderr.contains("add  \"crm.orders.contact\" = \"null\""),
         "{}",
         run.stderr
     );

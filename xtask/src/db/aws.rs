@@ -40,7 +40,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         .arg("--")
         .args(std::env::args_os().skip(1))
         .env("CARGO_TARGET_DIR", &target);
-    let status = proc::Registered::spawn(&mut cmd)?.wait()?;
+    let status = proc::Registered::spawn_foreground(&mut cmd)?.wait()?;
     match status.code() {
         // It may have finished its work before a signal arrived.
         Some(0) => Ok(()),

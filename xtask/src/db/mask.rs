@@ -7,21 +7,18 @@ use anyhow::{Context, Result};
 use super::Ctx;
 use crate::error::{fail, Verdict};
 use crate::flags::Mask;
-use crate::mask::{self, Classified, Column};
+use crate::mask;
 use crate::pg::Server;
-use crate::proc;
-use crate::term::step;
 
-fn columns(server: &Server, db: &str, ledger: &str) -> Result<Vec<Column>> {
-    let out = server.script(db, &format!("{};", mask::columns_query(ledger)))?;
-    serde_json::from_str(out.trim()).with_context(|| format!("reading the columns of `{db}`"))
+/// The rules, parsed.
+fn rules(ctx: &Ctx) -> Result<std::collections::BTreeMap<String, mask::Rule>> {
+    mask::parse_rules(&ctx.config.mask.rules)
+        .map_err(|e| fail(format!("{e:#}"), "fix [workspace.metadata.db.mask.rules] in Cargo.toml"))
 }
 
-/// The columns of `db` against the rules.
-fn classified(ctx: &Ctx, server: &Server, db: &str) -> Result<Classified> {
-    let rules = mask::parse_rules(&ctx.config.mask.rules)
-        .map_err(|e| fail(format!("{e:#}"), "fix [workspace.metadata.db.mask.rules] in Cargo.toml"))?;
-    Ok(mask::classify(&columns(server, db, &ctx.config.ledger_table)?, &rules))
+/// The database as the masking pipeline reaches it: its psql.
+fn psql<'a>(server: &'a Server, db: &'a str) -> impl Fn(&str) -> Result<String> + 'a {
+    move |input: &str| server.script(db, input)
 }
 
 pub fn check(ctx: &Ctx, flags: Mask) -> Result<()> {
@@ -35,9 +32,19 @@ pub fn check(ctx: &Ctx, flags: Mask) -> Result<()> {
         };
         return Err(fail(format!("there is no database `{db}` to classify"), fix));
     }
-    let c = classified(ctx, &server, &db)?;
+    // One session for the catalog and the sample.
+    let known = mask::repository_sql(&ctx.config.root.join(&ctx.config.migrations_dir));
+    let c = mask::survey(&mask::SessionPsql::open(&server, &db)?, &rules(ctx)?, &ctx.config.ledger_table, &known)
+        .with_context(|| format!("classifying the columns of `{db}`"))?;
     for (col, rule) in &c.masked {
         println!("mask  {}  {}", col.key(), rule.describe());
+    }
+    for (comment, kinds) in &c.comments {
+        let kinds: Vec<&str> = kinds.iter().map(|k| k.describe()).collect();
+        println!("redact  comment on {} {} (holds {})", comment.object_type, comment.identity, kinds.join(", "));
+    }
+    for mv in &c.matviews {
+        println!("refresh  materialized view {mv}");
     }
     let problems = mask::problems(&c);
     for p in &problems {
@@ -63,11 +70,15 @@ pub fn check(ctx: &Ctx, flags: Mask) -> Result<()> {
 
 /// The secret key, from the environment variable `mask.key_env`.
 pub fn key(ctx: &Ctx) -> Result<Vec<u8>> {
-    mask::key_from_env(&ctx.config.mask.key_env)
+    mask::key_from_env(
+        &ctx.config.mask.key_env,
+        "run `db load-clone` without --mask (the copy then holds the dump's data as it is)",
+    )
 }
 
-/// Masks `db` in place, every column classified first (strict: anything unreviewed stops it
-/// before a row is touched). One transaction, the application's triggers off.
+/// Masks `db` in place ([`mask::apply`]: every column classified first — strict: anything
+/// unreviewed stops it before a row is touched —, one transaction, the application's triggers
+/// off), then rewrites the masked tables so the copy has the sizes a restore gives.
 pub fn apply(ctx: &Ctx, server: &Server, db: &str, key: &[u8]) -> Result<()> {
     if ctx.config.mask.rules.is_empty() {
         return Err(fail(
@@ -75,33 +86,8 @@ pub fn apply(ctx: &Ctx, server: &Server, db: &str, key: &[u8]) -> Result<()> {
             "write [workspace.metadata.db.mask.rules] in Cargo.toml (`cargo xtask db mask` lists the columns)",
         ));
     }
-    let c = classified(ctx, server, db)?;
-    mask::refuse_unreviewed(&c, "nothing was masked", "")?;
-    let script = mask::script(&c.masked, key);
-    let tables: std::collections::BTreeSet<_> = c.masked.iter().map(|(col, _)| (&col.schema, &col.table)).collect();
-    step(&format!("masking {} column(s) in {} table(s) (triggers off)", c.masked.len(), tables.len()), || {
-        let mut cmd = server.psql(db)?;
-        proc::capture(&mut cmd, Some(script.as_bytes())).map(drop).map_err(explain)
-    })
-    .context("masking")
-}
-
-/// A masked value that collides under a UNIQUE constraint, in the words of the fix.
-fn explain(e: anyhow::Error) -> anyhow::Error {
-    let text = format!("{e:#}");
-    if text.contains("duplicate key value violates unique constraint") {
-        let line = crate::error::telling_line(&text).to_string();
-        return fail(
-            format!("masked values collide under a UNIQUE constraint ({line}): nothing was masked"),
-            "give that column a rule with more distinct outputs (email, hash), or keep it",
-        );
-    }
-    if text.contains("violates check constraint") {
-        let line = crate::error::telling_line(&text).to_string();
-        return fail(
-            format!("masked values break a CHECK constraint ({line}): nothing was masked"),
-            "give that column a rule whose values pass it (a `fixed` value keeps NULL as NULL)",
-        );
-    }
-    e
+    let place = format!("in `{db}`");
+    let known = mask::repository_sql(&ctx.config.root.join(&ctx.config.migrations_dir));
+    let how = mask::Apply { place: &place, known: &known, nothing: "nothing was masked", escape: "", compact: true };
+    mask::apply(&psql(server, db), &rules(ctx)?, &ctx.config.ledger_table, key, &how).context("masking")
 }
