@@ -234,6 +234,26 @@ fn a_retired_copy_whose_name_is_free_is_renamed_back() {
     assert!(oid(&clone).is_empty());
 }
 
+/// A copy renamed aside by a run killed after its swap, whose replacement the user then drops
+/// on purpose with the tool (`db drop-clone`): the old copy goes with it, and no later run
+/// brings a dropped production clone back.
+#[test]
+fn a_drop_by_the_tool_takes_the_retired_copy_too() {
+    let p = project("rpdrop");
+    dump(&p.template(), &p.dir.join("dump/prod-20260101000000.dump"));
+    p.xtask(&["db", "load-clone"]).ok();
+    let clone = format!("{}prod_clone", p.prefix);
+    kill_while_replacing_keeping_leftovers(&p, &clone);
+    // --dry-run drops nothing, the retired copy neither.
+    p.xtask(&["db", "drop-clone", "-y", "--dry-run"]).ok();
+    assert_eq!(leftovers(&p).len(), 1, "{:?}", p.databases());
+    p.xtask(&["db", "drop-clone", "-y"]).ok();
+    assert_eq!(leftovers(&p), Vec::<String>::new(), "{:?}", p.databases());
+    let run = p.xtask(&["db", "worktrees"]).ok();
+    assert!(!run.stderr.contains("renaming it back"), "{}", run.stderr);
+    assert!(oid(&clone).is_empty(), "the dropped clone came back: {}", run.stderr);
+}
+
 /// As [`kill_while_replacing`] after the commit, without the sweep afterwards.
 fn kill_while_replacing_keeping_leftovers(p: &Project, target: &str) {
     let mut child =
