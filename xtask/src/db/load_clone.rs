@@ -109,6 +109,9 @@ pub fn drop(ctx: &Ctx, flags: DropClone) -> Result<()> {
         eprintln!("nothing dropped");
         return Ok(());
     }
+    // A copy of them a killed run renamed aside goes first: with their names free, a later
+    // sweep would rename it back, and a production copy dropped on purpose would return.
+    sweep_abandoned(&server, &ctx.config.prefix)?;
     for (name, _) in &found {
         server.drop_database(name, true)?;
     }
