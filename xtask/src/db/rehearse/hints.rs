@@ -269,6 +269,10 @@ fn create_index(c: &Context, t: &Text) -> Option<String> {
         None => return None,
     };
     if table.kind == "p" {
+        // `ON ONLY` the parent is the first step of the safe form: instant, the index invalid.
+        if t.has("ON ONLY") {
+            return None;
+        }
         return Some(format!(
             "{} is partitioned, where CONCURRENTLY is refused: CREATE INDEX … ON ONLY {} (instant, the index starts invalid), then CREATE INDEX CONCURRENTLY on each partition (each in a `-- no-transaction` migration of its own) and ALTER INDEX … ATTACH PARTITION each: writes to the partitions go on",
             table.name, table.name
@@ -494,7 +498,12 @@ fn rewrite(c: &Context, t: &Text) -> Option<String> {
         return None;
     }
     let adds = t.has("ADD COLUMN") || (t.starts("ALTER TABLE") && t.has("ADD"));
-    Some(if t.has("TYPE") || t.has("SET DATA TYPE") {
+    // `ALTER [COLUMN] c TYPE`, not a column named `type`.
+    let changes_type = t.has("SET DATA TYPE")
+        || t.upper.iter().enumerate().any(|(i, w)| {
+            w == "TYPE" && i >= 2 && matches!(t.upper[i - 2].as_str(), "ALTER" | "COLUMN") && t.upper[i - 1] != "COLUMN"
+        });
+    Some(if changes_type {
         "the type change rewrote the table under ACCESS EXCLUSIVE: add a column of the new type, backfill it in batches, then swap (or pick a binary-compatible type, e.g. varchar(n) → text)".into()
     } else if adds && t.has("AS IDENTITY") {
         "an identity column is filled from its sequence in every row, so the table was rewritten under ACCESS EXCLUSIVE: add a nullable bigint column, set its DEFAULT nextval(…) for new rows, backfill the old ones in batches, make it NOT NULL (CHECK … NOT VALID, VALIDATE, SET NOT NULL), then ALTER COLUMN … ADD GENERATED … AS IDENTITY (no rewrite)".into()
@@ -797,6 +806,25 @@ mod tests {
         assert!(hinted(&not_valid, &[], set));
         assert!(!hinted(&not_valid, &["ALTER TABLE big.t VALIDATE CONSTRAINT t_c_nn"], set));
         assert!(hinted(&not_valid, &["ALTER TABLE big.t VALIDATE CONSTRAINT other"], set));
+    }
+
+    /// The safe forms the hints themselves name get no hint; a column named `type` is no type
+    /// change.
+    #[test]
+    fn the_named_safe_form_is_not_hinted() {
+        let before = [rel("big.events", "p")];
+        assert!(hints_of("CREATE INDEX events_at ON ONLY big.events (at)", &[], &[], &before).is_empty());
+        assert!(!hints_of("CREATE INDEX events_at ON big.events (at)", &[], &[], &before).is_empty());
+        let before = [rel("big.t", "r")];
+        let rw = [Rewrite { relation: "big.t".into(), rows: None, size_before: 0 }];
+        let h = hints_of("ALTER TABLE big.t ADD COLUMN type uuid DEFAULT gen_random_uuid()", &[], &rw, &before);
+        assert!(h.len() == 1 && h[0].contains("default is volatile"), "{h:?}");
+        for change in
+            ["ALTER TABLE big.t ALTER COLUMN c TYPE bigint", "alter table big.t alter c type bigint using c::bigint"]
+        {
+            let h = hints_of(change, &[], &rw, &before);
+            assert!(h.len() == 1 && h[0].contains("the type change"), "{change}: {h:?}");
+        }
     }
 
     #[test]
