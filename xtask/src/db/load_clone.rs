@@ -27,7 +27,10 @@ pub fn load(ctx: &Ctx, flags: LoadClone) -> Result<()> {
     // The key first: a missing one fails before minutes of restoring.
     let key = if flags.mask { Some(super::mask::key(ctx)?) } else { None };
     let server = ctx.server()?;
-    sweep_abandoned(&server, &ctx.config.prefix)?;
+    // A dry run changes nothing: not even what killed runs left is swept.
+    if !flags.dry_run {
+        sweep_abandoned(&server, &ctx.config.prefix)?;
+    }
     let name = ctx.config.prod_clone_db();
     if let Some(old) = server.database(&name)? {
         if !matches!(old.kind(), Some(Kind::ProdClone { .. })) {

@@ -80,7 +80,10 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
         }
         return Ok(());
     }
-    sweep_abandoned(&server, &ctx.config.prefix)?;
+    // A dry run changes nothing: not even what killed runs left is swept.
+    if !flags.dry_run {
+        sweep_abandoned(&server, &ctx.config.prefix)?;
+    }
 
     let plan = make_plan(ctx, &server, &label, resolved, &flags)?;
     if flags.dry_run {

@@ -254,6 +254,28 @@ fn a_drop_by_the_tool_takes_the_retired_copy_too() {
     assert!(oid(&clone).is_empty(), "the dropped clone came back: {}", run.stderr);
 }
 
+/// `--dry-run` changes nothing: not even the sweep of what a killed run left (here, a retired
+/// copy) runs, on every verb that takes it and sweeps.
+#[test]
+fn a_dry_run_sweeps_nothing() {
+    let p = project("rpdry");
+    dump(&p.template(), &p.dir.join("dump/prod-20260101000000.dump"));
+    p.xtask(&["db", "load-clone"]).ok();
+    let clone = format!("{}prod_clone", p.prefix);
+    kill_while_replacing_keeping_leftovers(&p, &clone);
+    let wt = worktree(&p, "dry");
+    for (dir, argv) in [
+        (&p.dir, &["db", "fresh", "--dry-run"][..]),
+        (&p.dir, &["db", "load-clone", "--dry-run"]),
+        (&p.dir, &["db", "worktrees", "--prune", "--dry-run"]),
+        (&wt, &["db", "worktree", "--dry-run", "--skip-generate"]),
+        (&wt, &["db", "worktree", "--reset", "-y", "--dry-run", "--skip-generate"]),
+    ] {
+        let run = p.xtask_in(dir, argv, &[]);
+        assert_eq!(leftovers(&p).len(), 1, "{argv:?} swept: {:?}\n{}", p.databases(), run.all());
+    }
+}
+
 /// As [`kill_while_replacing`] after the commit, without the sweep afterwards.
 fn kill_while_replacing_keeping_leftovers(p: &Project, target: &str) {
     let mut child =
