@@ -231,8 +231,15 @@ pub(super) fn statement(c: &Context) -> Vec<String> {
     let statement: [fn(&Context, &Text) -> Option<String>; 7] =
         [create_index, drop_index, reindex, alter_domain_constraint, backfill, refresh_materialized_view, rewrite];
     // What an ALTER TABLE does to its table, one action at a time.
-    let action: [fn(&Context, &Text) -> Option<String>; 6] =
-        [unique_in_place, foreign_key_not_valid, check_not_valid, set_not_null, detach_partition, attach_partition];
+    let action: [fn(&Context, &Text) -> Option<String>; 7] = [
+        unique_in_place,
+        foreign_key_not_valid,
+        check_not_valid,
+        validate_in_the_same_migration,
+        set_not_null,
+        detach_partition,
+        attach_partition,
+    ];
     let mut out: Vec<String> = Vec::new();
     let actions = t.actions();
     for rule in action {
@@ -357,6 +364,31 @@ fn check_not_valid(c: &Context, t: &Text) -> Option<String> {
         return None;
     }
     Some("ADD CONSTRAINT … CHECK (…) NOT VALID, then VALIDATE CONSTRAINT in a later migration: existing rows are checked without blocking writes".into())
+}
+
+/// VALIDATE CONSTRAINT of a constraint added NOT VALID earlier in the same migration: the
+/// validation runs in the ADD's transaction, which still holds the ADD's lock (SHARE ROW
+/// EXCLUSIVE for a foreign key, ACCESS EXCLUSIVE for a CHECK): the scan blocks writes all the
+/// same, and NOT VALID gained nothing.
+///
+/// Sources: PostgreSQL docs, ALTER TABLE, VALIDATE CONSTRAINT; strong_migrations: adding a
+/// foreign key / a check constraint (validate in a separate migration); squawk:
+/// adding-foreign-key-constraint.
+fn validate_in_the_same_migration(c: &Context, t: &Text) -> Option<String> {
+    let table = altered(c, t)?;
+    let name = name_parts(t.after("VALIDATE CONSTRAINT", &[])?).pop()?;
+    let added_here = c.earlier.iter().map(Text::new).flat_map(|e| e.actions()).any(|e| {
+        altered(c, &e).is_some_and(|r| r.oid == table.oid)
+            && e.has("NOT VALID")
+            && e.after("ADD CONSTRAINT", &[]).and_then(|n| name_parts(n).pop()).is_some_and(|n| n == name)
+    });
+    if !added_here {
+        return None;
+    }
+    Some(format!(
+        "{name} was added NOT VALID earlier in this migration: validated in the same transaction, the scan runs while the ADD's lock on {} is still held (writes wait), so NOT VALID gained nothing; VALIDATE CONSTRAINT in a later migration",
+        table.name
+    ))
 }
 
 /// SET NOT NULL: a full scan under ACCESS EXCLUSIVE, unless a valid CHECK (col IS NOT NULL)
@@ -825,6 +857,23 @@ mod tests {
             let h = hints_of(change, &[], &rw, &before);
             assert!(h.len() == 1 && h[0].contains("the type change"), "{change}: {h:?}");
         }
+    }
+
+    /// NOT VALID, then VALIDATE in the same migration, is no safer than a valid ADD; in a later
+    /// migration (another `before`, no ADD among the earlier statements) it is the safe form.
+    #[test]
+    fn validate_in_the_migration_that_added_it_is_hinted() {
+        let before = [rel("big.t", "r")];
+        let add = st("ALTER TABLE big.t ADD CONSTRAINT t_fk FOREIGN KEY (a) REFERENCES big.u (id) NOT VALID");
+        let other = st("ALTER TABLE big.t ADD CONSTRAINT other CHECK (a > 0) NOT VALID");
+        let validate = st("ALTER TABLE big.t VALIDATE CONSTRAINT \"t_fk\"");
+        let hinted = |earlier: &[Statement]| {
+            let c = Context { stmt: &validate, locks: &[], rewrites: &[], before: &before, earlier, rows: None };
+            statement(&c).iter().any(|h| h.contains("NOT VALID gained nothing"))
+        };
+        assert!(hinted(std::slice::from_ref(&add)));
+        assert!(!hinted(&[]));
+        assert!(!hinted(std::slice::from_ref(&other)));
     }
 
     #[test]
