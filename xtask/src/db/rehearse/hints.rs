@@ -215,6 +215,21 @@ fn existing<'a>(before: &'a [Relation], written: &str) -> Option<&'a Relation> {
     }
 }
 
+/// Whether an earlier statement of the migration created a table named `written` (after
+/// dropping the one that existed, say): what is done to it blocks nobody either.
+fn created_here(c: &Context, written: &str) -> bool {
+    let name = name_parts(written);
+    c.earlier.iter().map(Text::new).any(|e| {
+        let made = ["CREATE TABLE", "CREATE UNLOGGED TABLE"].iter().any(|p| e.starts(p));
+        let Some(n) = e.after("TABLE", &["IF", "NOT", "EXISTS"]).filter(|_| made) else { return false };
+        let made = name_parts(n);
+        match (made.as_slice(), name.as_slice()) {
+            ([s1, n1], [s2, n2]) => s1 == s2 && n1 == n2,
+            (a, b) => a.last() == b.last(),
+        }
+    })
+}
+
 /// The table an `ALTER TABLE` names, if it existed before the migration (a table created in the
 /// same migration is empty and unused: what is done to it needs no safer form).
 fn altered<'a>(c: &Context<'a>, t: &Text) -> Option<&'a Relation> {
@@ -222,6 +237,9 @@ fn altered<'a>(c: &Context<'a>, t: &Text) -> Option<&'a Relation> {
         return None;
     }
     let name = t.after("ALTER TABLE", &["IF", "EXISTS", "ONLY"])?;
+    if created_here(c, name) {
+        return None;
+    }
     existing(c.before, name).filter(|r| matches!(r.kind.as_str(), "r" | "p" | "f"))
 }
 
@@ -264,7 +282,11 @@ fn create_index(c: &Context, t: &Text) -> Option<String> {
     if !(t.starts("CREATE INDEX") || t.starts("CREATE UNIQUE INDEX")) || t.has("CONCURRENTLY") {
         return None;
     }
-    let table = t.after("ON", &["ONLY"]).and_then(|n| existing(c.before, n));
+    let on = t.after("ON", &["ONLY"]);
+    if on.is_some_and(|n| created_here(c, n)) {
+        return None;
+    }
+    let table = on.and_then(|n| existing(c.before, n));
     let took_share = c.locks.iter().any(|l| l.mode == "SHARE");
     let table = match table {
         Some(r) => r,
@@ -874,6 +896,22 @@ mod tests {
         assert!(hinted(std::slice::from_ref(&add)));
         assert!(!hinted(&[]));
         assert!(!hinted(std::slice::from_ref(&other)));
+    }
+
+    /// A table dropped and made again earlier in the migration is new: no hint for its index or
+    /// its constraints.
+    #[test]
+    fn a_table_made_again_in_the_migration_is_new() {
+        let before = [rel("big.t", "r")];
+        let earlier = [st("DROP TABLE big.t"), st("CREATE TABLE IF NOT EXISTS big.t (id int, c int)")];
+        for sql in ["CREATE INDEX t_c ON big.t (c)", "ALTER TABLE big.t ADD CONSTRAINT c_pos CHECK (c > 0)"] {
+            let c =
+                Context { stmt: &st(sql), locks: &[], rewrites: &[], before: &before, earlier: &earlier, rows: None };
+            assert!(statement(&c).is_empty(), "{sql}: {:?}", statement(&c));
+            let other = [st("CREATE TABLE big.other (id int)")];
+            let c = Context { stmt: &st(sql), locks: &[], rewrites: &[], before: &before, earlier: &other, rows: None };
+            assert!(!statement(&c).is_empty(), "{sql}");
+        }
     }
 
     #[test]
