@@ -12,7 +12,10 @@ use crate::term::step;
 
 pub fn run(ctx: &Ctx, flags: crate::flags::Fresh) -> Result<()> {
     let server = ctx.server()?;
-    sweep_abandoned(&server, &ctx.config.prefix)?;
+    // A dry run changes nothing: not even what killed runs left is swept.
+    if !flags.dry_run {
+        sweep_abandoned(&server, &ctx.config.prefix)?;
+    }
     let name = ctx.fresh_db();
     if let Some(old) = server.database(&name)? {
         if !matches!(old.kind(), Some(Kind::Fresh {})) {

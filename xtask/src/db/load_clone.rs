@@ -27,7 +27,10 @@ pub fn load(ctx: &Ctx, flags: LoadClone) -> Result<()> {
     // The key first: a missing one fails before minutes of restoring.
     let key = if flags.mask { Some(super::mask::key(ctx)?) } else { None };
     let server = ctx.server()?;
-    sweep_abandoned(&server, &ctx.config.prefix)?;
+    // A dry run changes nothing: not even what killed runs left is swept.
+    if !flags.dry_run {
+        sweep_abandoned(&server, &ctx.config.prefix)?;
+    }
     let name = ctx.config.prod_clone_db();
     if let Some(old) = server.database(&name)? {
         if !matches!(old.kind(), Some(Kind::ProdClone { .. })) {
@@ -109,6 +112,9 @@ pub fn drop(ctx: &Ctx, flags: DropClone) -> Result<()> {
         eprintln!("nothing dropped");
         return Ok(());
     }
+    // A copy of them a killed run renamed aside goes first: with their names free, a later
+    // sweep would rename it back, and a production copy dropped on purpose would return.
+    sweep_abandoned(&server, &ctx.config.prefix)?;
     for (name, _) in &found {
         server.drop_database(name, true)?;
     }

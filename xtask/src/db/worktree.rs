@@ -65,7 +65,9 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
     let resolved = owner::resolve(ctx, &server, &label)?;
     if flags.drop {
         let answer = Answer::new(flags.yes, flags.dry_run);
-        if drop_branch(&server, &resolved, &label, answer, "")? && !server.database_exists(&resolved.db)? {
+        if drop_branch(&server, &ctx.config.prefix, &resolved, &label, answer, "")?
+            && !server.database_exists(&resolved.db)?
+        {
             // `.env` is the user's file: it is left as it is, and we say so.
             let named = EnvFile::load(&ctx.env_path())?
                 .get("DATABASE_URL")?
@@ -80,7 +82,10 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
         }
         return Ok(());
     }
-    sweep_abandoned(&server, &ctx.config.prefix)?;
+    // A dry run changes nothing: not even what killed runs left is swept.
+    if !flags.dry_run {
+        sweep_abandoned(&server, &ctx.config.prefix)?;
+    }
 
     let plan = make_plan(ctx, &server, &label, resolved, &flags)?;
     if flags.dry_run {
@@ -494,11 +499,12 @@ pub(super) fn drop_own(ctx: &Ctx, answer: Answer, and_then: &str) -> Result<bool
     let plain = owner::candidates(ctx, &label).remove(0);
     let _turn = Lock::exclusive(&server, &format!("db:{plain}"), &format!("the database of `{label}`"))?;
     let resolved = owner::resolve(ctx, &server, &label)?;
-    drop_branch(&server, &resolved, &label, answer, and_then)
+    drop_branch(&server, &ctx.config.prefix, &resolved, &label, answer, and_then)
 }
 
 fn drop_branch(
     server: &Server,
+    prefix: &str,
     resolved: &owner::Resolved,
     label: &str,
     answer: Answer,
@@ -531,6 +537,9 @@ fn drop_branch(
         eprintln!("nothing dropped");
         return Ok(false);
     }
+    // A copy of it a killed `--reset` renamed aside goes first: with the name free, a later
+    // sweep would rename it back over the drop.
+    sweep_abandoned(server, prefix)?;
     server.drop_database(db, false)?;
     eprintln!("dropped `{db}`");
     Ok(true)

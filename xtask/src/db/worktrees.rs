@@ -26,7 +26,10 @@ struct Row {
 
 pub fn run(ctx: &Ctx, flags: Worktrees) -> Result<()> {
     let server = ctx.server()?;
-    sweep_abandoned(&server, &ctx.config.prefix)?;
+    // A dry run changes nothing: not even what killed runs left is swept.
+    if !flags.dry_run {
+        sweep_abandoned(&server, &ctx.config.prefix)?;
+    }
     let live = super::owner::Live::of(ctx)?;
     let mut rows = Vec::new();
     for db in server.databases(&ctx.config.prefix, &[])? {

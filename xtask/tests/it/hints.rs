@@ -67,8 +67,15 @@ const UNSAFE: &[(&str, &str)] = &[
         "SET lock_timeout = '2s';\nALTER TABLE big.t ADD CONSTRAINT t_parent_fk FOREIGN KEY (parent_id) REFERENCES big.parent (id) NOT VALID;\n",
     ),
     ("0027_lone_create_index.sql", "CREATE INDEX t_parent_id_idx2 ON big.t (n, parent_id);\n"),
+    // Its table has a valid CHECK, of another column: the scan is not skipped.
+    ("0029_set_not_null_other_check.sql", "ALTER TABLE big.events_2027 ALTER COLUMN id SET NOT NULL;\n"),
+    // The second action's CHECK, not the first's ADD COLUMN, decides.
     (
-        "0028_concurrently_in_a_transaction.sql",
+        "0030_two_actions.sql",
+        "ALTER TABLE big.nopk ADD COLUMN flag int, ADD CONSTRAINT nopk_score_check CHECK (score > 0);\n",
+    ),
+    (
+        "0031_concurrently_in_a_transaction.sql",
         "SET lock_timeout = '2s';\nCREATE INDEX CONCURRENTLY t_payload2_idx ON big.t (payload);\n",
     ),
 ];
@@ -113,6 +120,15 @@ const SAFE: &[(&str, &str)] = &[
         "SET lock_timeout = '2s';\nALTER TABLE big.t ADD CONSTRAINT t_parent_fk FOREIGN KEY (parent_id) REFERENCES big.parent (id) NOT VALID;\n",
     ),
     ("0028_plain_column.sql", "SET lock_timeout = '2s';\nALTER TABLE big.nopk ADD COLUMN seq bigint;\n"),
+    (
+        "0029_not_null_check.sql",
+        "ALTER TABLE big.t ADD CONSTRAINT t_parent_id_nn CHECK (parent_id IS NOT NULL) NOT VALID;\n",
+    ),
+    // strong_migrations' second step: validated, then SET NOT NULL, in one migration.
+    (
+        "0030_validate_then_set_not_null.sql",
+        "SET lock_timeout = '2s';\nALTER TABLE big.t VALIDATE CONSTRAINT t_parent_id_nn;\nALTER TABLE big.t ALTER COLUMN parent_id SET NOT NULL;\n",
+    ),
 ];
 
 fn reports() -> &'static Reports {
@@ -255,6 +271,21 @@ fn statements_after_an_access_exclusive_are_named() {
 }
 
 #[test]
+fn set_not_null_is_spared_only_by_a_check_of_its_column() {
+    check(
+        "0029_set_not_null_other_check.sql",
+        1,
+        &["then SET NOT NULL", "skips the full scan"],
+        &["0017_pk_using_index.sql", "0030_validate_then_set_not_null.sql"],
+    );
+}
+
+#[test]
+fn each_action_of_an_alter_table_gets_its_hint() {
+    check("0030_two_actions.sql", 1, &["CHECK (…) NOT VALID", "VALIDATE CONSTRAINT"], &["0029_not_null_check.sql"]);
+}
+
+#[test]
 fn reindex_without_concurrently_and_its_index_lock() {
     check("0015_reindex.sql", 1, &["REINDEX … CONCURRENTLY", "-- no-transaction"], &["0018_reindex_concurrently.sql"]);
     // Index locks are traced and reported: ACCESS EXCLUSIVE on the index, SHARE on the table.
@@ -369,7 +400,7 @@ fn a_foreign_key_without_an_index_on_its_columns() {
 #[test]
 fn concurrently_in_a_transaction_fails_with_the_fix() {
     let r = &reports().unsafe_json;
-    let f = &migration(r, "0028_concurrently_in_a_transaction.sql")["failure"];
+    let f = &migration(r, "0031_concurrently_in_a_transaction.sql")["failure"];
     assert_eq!(f["sqlstate"], "25001", "{f:#}");
     let hints = f["hints"].to_string();
     assert!(hints.contains("`-- no-transaction`") && hints.contains("this one statement"), "{f:#}");

@@ -96,6 +96,7 @@ fn kill_while_replacing(
     target: &str,
     step: Step,
     gate: Option<(&str, &str)>,
+    sweep: bool,
 ) -> String {
     let old = oid(target);
     assert!(!old.is_empty(), "{target} must exist before it is replaced");
@@ -150,6 +151,9 @@ fn kill_while_replacing(
         Step::BeforeCommit => assert_eq!(now, old, "killed before the swap, `{target}` is not the old one:\n{said}"),
         Step::AfterCommit => assert_eq!(now, new, "killed after the swap, `{target}` is not the new one"),
     }
+    if !sweep {
+        return new;
+    }
     // The next run sweeps what the killed one left; the name keeps what it had.
     p.xtask(&["db", "worktrees"]).ok();
     assert_eq!(leftovers(p), Vec::<String>::new(), "left behind after the sweep");
@@ -159,7 +163,7 @@ fn kill_while_replacing(
 
 fn each_step(p: &Project, dir: &Path, argv: &[&str], target: &str, gate: Option<(&str, &str)>) {
     for step in [Step::BeforeCommit, Step::AfterCommit] {
-        kill_while_replacing(p, dir, argv, target, step, gate);
+        kill_while_replacing(p, dir, argv, target, step, gate, true);
     }
 }
 
@@ -235,6 +239,67 @@ fn a_retired_copy_whose_name_is_free_is_renamed_back() {
     // And it is the tool's again: drop-clone recognises it.
     p.xtask(&["db", "drop-clone", "-y"]).ok();
     assert!(oid(&clone).is_empty());
+}
+
+/// A copy renamed aside by a run killed after its swap, whose replacement the user then drops
+/// on purpose with the tool (`db drop-clone`): the old copy goes with it, and no later run
+/// brings a dropped production clone back.
+#[test]
+fn a_drop_by_the_tool_takes_the_retired_copy_too() {
+    let p = project("rpdrop");
+    dump(&p.template(), &p.dir.join("dump/prod-20260101000000.dump"));
+    p.xtask(&["db", "load-clone"]).ok();
+    let clone = format!("{}prod_clone", p.prefix);
+    kill_while_replacing_keeping_leftovers(&p, &clone);
+    // --dry-run drops nothing, the retired copy neither.
+    p.xtask(&["db", "drop-clone", "-y", "--dry-run"]).ok();
+    assert_eq!(leftovers(&p).len(), 1, "{:?}", p.databases());
+    p.xtask(&["db", "drop-clone", "-y"]).ok();
+    assert_eq!(leftovers(&p), Vec::<String>::new(), "{:?}", p.databases());
+    let run = p.xtask(&["db", "worktrees"]).ok();
+    assert!(!run.stderr.contains("renaming it back"), "{}", run.stderr);
+    assert!(oid(&clone).is_empty(), "the dropped clone came back: {}", run.stderr);
+}
+
+/// The same for `worktree --drop` after a `--reset` killed past its swap: the branch database
+/// dropped on purpose does not come back.
+#[test]
+fn worktree_drop_takes_the_retired_copy_too() {
+    let p = project("rpwtdrop");
+    let wt = worktree(&p, "drop-me");
+    run_in(&p, &wt, &["--skip-generate"]).ok();
+    let db = env_db(&wt);
+    let argv = ["db", "worktree", "--reset", "-y", "--skip-generate", "--strategy", "dump"];
+    let t = p.template();
+    let gate = Some((t.as_str(), "LOCK TABLE crm.organizations IN ACCESS EXCLUSIVE MODE"));
+    kill_while_replacing(&p, &wt, &argv, &db, Step::AfterCommit, gate, false);
+    assert_eq!(leftovers(&p).len(), 1, "{:?}", p.databases());
+    p.xtask_in(&wt, &["db", "worktree", "--drop", "-y"], &[]).ok();
+    assert_eq!(leftovers(&p), Vec::<String>::new(), "{:?}", p.databases());
+    let run = p.xtask(&["db", "worktrees"]).ok();
+    assert!(oid(&db).is_empty(), "the dropped branch database came back: {}", run.stderr);
+}
+
+/// `--dry-run` changes nothing: not even the sweep of what a killed run left (here, a retired
+/// copy) runs, on every verb that takes it and sweeps.
+#[test]
+fn a_dry_run_sweeps_nothing() {
+    let p = project("rpdry");
+    dump(&p.template(), &p.dir.join("dump/prod-20260101000000.dump"));
+    p.xtask(&["db", "load-clone"]).ok();
+    let clone = format!("{}prod_clone", p.prefix);
+    kill_while_replacing_keeping_leftovers(&p, &clone);
+    let wt = worktree(&p, "dry");
+    for (dir, argv) in [
+        (&p.dir, &["db", "fresh", "--dry-run"][..]),
+        (&p.dir, &["db", "load-clone", "--dry-run"]),
+        (&p.dir, &["db", "worktrees", "--prune", "--dry-run"]),
+        (&wt, &["db", "worktree", "--dry-run", "--skip-generate"]),
+        (&wt, &["db", "worktree", "--reset", "-y", "--dry-run", "--skip-generate"]),
+    ] {
+        let run = p.xtask_in(dir, argv, &[]);
+        assert_eq!(leftovers(&p).len(), 1, "{argv:?} swept: {:?}\n{}", p.databases(), run.all());
+    }
 }
 
 /// As [`kill_while_replacing`] after the commit, without the sweep afterwards.

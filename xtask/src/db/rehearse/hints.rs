@@ -7,7 +7,7 @@
 //! names). A hint says what happened, why, and the safe form.
 
 use super::trace::{ForeignKey, LockTrace, MigrationTrace, Relation, Rewrite};
-use crate::sql::{self, Statement};
+use crate::sql::Statement;
 
 /// An UPDATE or DELETE of at least this many rows inside a migration is a backfill worth moving
 /// out (strong_migrations' "backfilling data"; its batch sizes are of this order).
@@ -40,6 +40,7 @@ pub(super) struct Context<'a> {
 }
 
 /// The statement's text, comments out: its tokens as written and upper-cased.
+#[derive(Clone)]
 struct Text {
     tokens: Vec<String>,
     upper: Vec<String>,
@@ -47,10 +48,50 @@ struct Text {
 
 impl Text {
     fn new(stmt: &Statement) -> Text {
-        let tokens = tokens(&sql::strip_comments(&stmt.sql));
+        Text::of(tokens(&stmt.sql))
+    }
+
+    fn of(tokens: Vec<String>) -> Text {
         let upper =
             tokens.iter().map(|t| if t.starts_with('"') { t.clone() } else { t.to_ascii_uppercase() }).collect();
         Text { tokens, upper }
+    }
+
+    /// An `ALTER TABLE` of several actions (comma-separated, outside parentheses), as one
+    /// `ALTER TABLE name action` each: what one action says (`NOT VALID`, `ADD COLUMN`, `USING
+    /// INDEX`) says nothing of the others. Anything else: itself.
+    fn actions(&self) -> Vec<Text> {
+        let Some(at) = self.find("ALTER TABLE").filter(|at| *at == 0) else { return vec![self.clone()] };
+        let mut head = at + 2;
+        while self.upper.get(head).is_some_and(|w| matches!(w.as_str(), "IF" | "EXISTS" | "ONLY")) {
+            head += 1;
+        }
+        head += 1; // the table's name
+        if head >= self.tokens.len() {
+            return vec![self.clone()];
+        }
+        let mut out = Vec::new();
+        let (mut depth, mut from) = (0i32, head);
+        for i in head..=self.tokens.len() {
+            let t = self.tokens.get(i).map(String::as_str);
+            match t {
+                Some("(") => depth += 1,
+                Some(")") => depth -= 1,
+                Some(",") | Some(";") | None if depth <= 0 => {
+                    if i > from {
+                        let mut words = self.tokens[..head].to_vec();
+                        words.extend_from_slice(&self.tokens[from..i]);
+                        out.push(Text::of(words));
+                    }
+                    from = i + 1;
+                }
+                _ => {}
+            }
+        }
+        if out.is_empty() {
+            out.push(self.clone());
+        }
+        out
     }
 
     /// Where the words of `phrase` (upper case, space-separated) occur in a row.
@@ -78,7 +119,8 @@ impl Text {
 }
 
 /// Words, quoted identifiers (kept whole, with their quotes), string literals (whole) and
-/// `(`, `)`, `,`, `;` each on their own.
+/// `(`, `)`, `,`, `;` each on their own. A comment separates tokens as a space does
+/// (`t/* … */ADD` is two words, as the server reads it).
 fn tokens(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
@@ -107,6 +149,33 @@ fn tokens(text: &str) -> Vec<String> {
             '(' | ')' | ',' | ';' => {
                 flush(&mut cur, &mut out);
                 out.push(c.to_string());
+            }
+            '-' if chars.peek() == Some(&'-') => {
+                flush(&mut cur, &mut out);
+                for d in chars.by_ref() {
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                flush(&mut cur, &mut out);
+                chars.next();
+                let mut depth = 1;
+                while depth > 0 {
+                    match chars.next() {
+                        Some('/') if chars.peek() == Some(&'*') => {
+                            chars.next();
+                            depth += 1;
+                        }
+                        Some('*') if chars.peek() == Some(&'/') => {
+                            chars.next();
+                            depth -= 1;
+                        }
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
             }
             c if c.is_whitespace() => flush(&mut cur, &mut out),
             c => cur.push(c),
@@ -146,6 +215,21 @@ fn existing<'a>(before: &'a [Relation], written: &str) -> Option<&'a Relation> {
     }
 }
 
+/// Whether an earlier statement of the migration created a table named `written` (after
+/// dropping the one that existed, say): what is done to it blocks nobody either.
+fn created_here(c: &Context, written: &str) -> bool {
+    let name = name_parts(written);
+    c.earlier.iter().map(Text::new).any(|e| {
+        let made = ["CREATE TABLE", "CREATE UNLOGGED TABLE"].iter().any(|p| e.starts(p));
+        let Some(n) = e.after("TABLE", &["IF", "NOT", "EXISTS"]).filter(|_| made) else { return false };
+        let made = name_parts(n);
+        match (made.as_slice(), name.as_slice()) {
+            ([s1, n1], [s2, n2]) => s1 == s2 && n1 == n2,
+            (a, b) => a.last() == b.last(),
+        }
+    })
+}
+
 /// The table an `ALTER TABLE` names, if it existed before the migration (a table created in the
 /// same migration is empty and unused: what is done to it needs no safer form).
 fn altered<'a>(c: &Context<'a>, t: &Text) -> Option<&'a Relation> {
@@ -153,28 +237,38 @@ fn altered<'a>(c: &Context<'a>, t: &Text) -> Option<&'a Relation> {
         return None;
     }
     let name = t.after("ALTER TABLE", &["IF", "EXISTS", "ONLY"])?;
+    if created_here(c, name) {
+        return None;
+    }
     existing(c.before, name).filter(|r| matches!(r.kind.as_str(), "r" | "p" | "f"))
 }
 
 /// Safer forms of what a statement did, where one is known.
 pub(super) fn statement(c: &Context) -> Vec<String> {
     let t = Text::new(c.stmt);
-    let rules: [fn(&Context, &Text) -> Option<String>; 13] = [
-        create_index,
-        drop_index,
-        reindex,
+    let statement: [fn(&Context, &Text) -> Option<String>; 7] =
+        [create_index, drop_index, reindex, alter_domain_constraint, backfill, refresh_materialized_view, rewrite];
+    // What an ALTER TABLE does to its table, one action at a time.
+    let action: [fn(&Context, &Text) -> Option<String>; 7] = [
         unique_in_place,
         foreign_key_not_valid,
         check_not_valid,
+        validate_in_the_same_migration,
         set_not_null,
         detach_partition,
         attach_partition,
-        alter_domain_constraint,
-        backfill,
-        refresh_materialized_view,
-        rewrite,
     ];
-    rules.iter().filter_map(|rule| rule(c, &t)).collect()
+    let mut out: Vec<String> = Vec::new();
+    let actions = t.actions();
+    for rule in action {
+        for a in &actions {
+            if let Some(h) = rule(c, a).filter(|h| !out.contains(h)) {
+                out.push(h);
+            }
+        }
+    }
+    out.extend(statement.iter().filter_map(|rule| rule(c, &t)));
+    out
 }
 
 /// CREATE INDEX without CONCURRENTLY on a table that existed: SHARE on it, writes wait for the
@@ -188,7 +282,11 @@ fn create_index(c: &Context, t: &Text) -> Option<String> {
     if !(t.starts("CREATE INDEX") || t.starts("CREATE UNIQUE INDEX")) || t.has("CONCURRENTLY") {
         return None;
     }
-    let table = t.after("ON", &["ONLY"]).and_then(|n| existing(c.before, n));
+    let on = t.after("ON", &["ONLY"]);
+    if on.is_some_and(|n| created_here(c, n)) {
+        return None;
+    }
+    let table = on.and_then(|n| existing(c.before, n));
     let took_share = c.locks.iter().any(|l| l.mode == "SHARE");
     let table = match table {
         Some(r) => r,
@@ -200,6 +298,10 @@ fn create_index(c: &Context, t: &Text) -> Option<String> {
         None => return None,
     };
     if table.kind == "p" {
+        // `ON ONLY` the parent is the first step of the safe form: instant, the index invalid.
+        if t.has("ON ONLY") {
+            return None;
+        }
         return Some(format!(
             "{} is partitioned, where CONCURRENTLY is refused: CREATE INDEX … ON ONLY {} (instant, the index starts invalid), then CREATE INDEX CONCURRENTLY on each partition (each in a `-- no-transaction` migration of its own) and ALTER INDEX … ATTACH PARTITION each: writes to the partitions go on",
             table.name, table.name
@@ -279,21 +381,59 @@ fn foreign_key_not_valid(c: &Context, t: &Text) -> Option<String> {
 /// constraint-missing-not-valid; eugene: E1; strong_migrations: adding a check constraint.
 fn check_not_valid(c: &Context, t: &Text) -> Option<String> {
     altered(c, t)?;
-    if !t.has("ADD CONSTRAINT") || !t.upper.iter().any(|w| w == "CHECK") || t.has("NOT VALID") {
+    let adds = t.has("ADD CONSTRAINT") || t.has("ADD CHECK");
+    if !adds || !t.upper.iter().any(|w| w == "CHECK") || t.has("NOT VALID") {
         return None;
     }
     Some("ADD CONSTRAINT … CHECK (…) NOT VALID, then VALIDATE CONSTRAINT in a later migration: existing rows are checked without blocking writes".into())
 }
 
-/// SET NOT NULL: a full scan under ACCESS EXCLUSIVE, unless a valid CHECK proves it.
+/// VALIDATE CONSTRAINT of a constraint added NOT VALID earlier in the same migration: the
+/// validation runs in the ADD's transaction, which still holds the ADD's lock (SHARE ROW
+/// EXCLUSIVE for a foreign key, ACCESS EXCLUSIVE for a CHECK): the scan blocks writes all the
+/// same, and NOT VALID gained nothing.
+///
+/// Sources: PostgreSQL docs, ALTER TABLE, VALIDATE CONSTRAINT; strong_migrations: adding a
+/// foreign key / a check constraint (validate in a separate migration); squawk:
+/// adding-foreign-key-constraint.
+fn validate_in_the_same_migration(c: &Context, t: &Text) -> Option<String> {
+    let table = altered(c, t)?;
+    let name = name_parts(t.after("VALIDATE CONSTRAINT", &[])?).pop()?;
+    let added_here = c.earlier.iter().map(Text::new).flat_map(|e| e.actions()).any(|e| {
+        altered(c, &e).is_some_and(|r| r.oid == table.oid)
+            && e.has("NOT VALID")
+            && e.after("ADD CONSTRAINT", &[]).and_then(|n| name_parts(n).pop()).is_some_and(|n| n == name)
+    });
+    if !added_here {
+        return None;
+    }
+    Some(format!(
+        "{name} was added NOT VALID earlier in this migration: validated in the same transaction, the scan runs while the ADD's lock on {} is still held (writes wait), so NOT VALID gained nothing; VALIDATE CONSTRAINT in a later migration",
+        table.name
+    ))
+}
+
+/// SET NOT NULL: a full scan under ACCESS EXCLUSIVE, unless a valid CHECK (col IS NOT NULL)
+/// proves it — valid before the migration, or validated earlier in it (strong_migrations' second
+/// step: VALIDATE CONSTRAINT, then SET NOT NULL). Any other CHECK on the table proves nothing.
 ///
 /// Sources: PostgreSQL docs, ALTER TABLE, SET NOT NULL (PostgreSQL 12+ skips the scan given a
 /// valid CHECK); squawk: adding-not-nullable-field; eugene: E2; strong_migrations: setting NOT
 /// NULL on an existing column.
 fn set_not_null(c: &Context, t: &Text) -> Option<String> {
     let table = altered(c, t)?;
-    // A valid CHECK on the table (the safe form's, presumably) lets PostgreSQL skip the scan.
-    if !t.has("SET NOT NULL") || table.checks > 0 {
+    let at = t.find("SET NOT NULL")?;
+    let column = name_parts(t.tokens.get(at.checked_sub(1)?)?).pop()?;
+    let validated: Vec<String> = c
+        .earlier
+        .iter()
+        .map(Text::new)
+        .flat_map(|e| e.actions())
+        .filter(|e| altered(c, e).is_some_and(|r| r.oid == table.oid))
+        .filter_map(|e| e.after("VALIDATE CONSTRAINT", &[]).and_then(|n| name_parts(n).pop()))
+        .collect();
+    let proven = table.not_null_checks.iter().any(|k| k.column == column && (k.valid || validated.contains(&k.name)));
+    if proven {
         return None;
     }
     Some("add CHECK (col IS NOT NULL) NOT VALID, VALIDATE it, then SET NOT NULL: PostgreSQL 12+ uses the valid constraint and skips the full scan under ACCESS EXCLUSIVE".into())
@@ -412,7 +552,12 @@ fn rewrite(c: &Context, t: &Text) -> Option<String> {
         return None;
     }
     let adds = t.has("ADD COLUMN") || (t.starts("ALTER TABLE") && t.has("ADD"));
-    Some(if t.has("TYPE") || t.has("SET DATA TYPE") {
+    // `ALTER [COLUMN] c TYPE`, not a column named `type`.
+    let changes_type = t.has("SET DATA TYPE")
+        || t.upper.iter().enumerate().any(|(i, w)| {
+            w == "TYPE" && i >= 2 && matches!(t.upper[i - 2].as_str(), "ALTER" | "COLUMN") && t.upper[i - 1] != "COLUMN"
+        });
+    Some(if changes_type {
         "the type change rewrote the table under ACCESS EXCLUSIVE: add a column of the new type, backfill it in batches, then swap (or pick a binary-compatible type, e.g. varchar(n) → text)".into()
     } else if adds && t.has("AS IDENTITY") {
         "an identity column is filled from its sequence in every row, so the table was rewritten under ACCESS EXCLUSIVE: add a nullable bigint column, set its DEFAULT nextval(…) for new rows, backfill the old ones in batches, make it NOT NULL (CHECK … NOT VALID, VALIDATE, SET NOT NULL), then ALTER COLUMN … ADD GENERATED … AS IDENTITY (no rewrite)".into()
@@ -636,12 +781,137 @@ mod tests {
     fn names_are_found_as_the_catalog_spells_them() {
         assert_eq!(name_parts("Big.\"My \"\"T\""), ["big", "My \"T"]);
         assert_eq!(
-            tokens("ALTER TABLE \"a b\".c ADD CHECK(x>0) -- 'no'"),
-            ["ALTER", "TABLE", "\"a b\".c", "ADD", "CHECK", "(", "x>0", ")", "--", "'no'"]
+            tokens("ALTER TABLE \"a b\".c/* a /* nested */ one */ADD CHECK(x>0) -- 'no'\n'--'"),
+            ["ALTER", "TABLE", "\"a b\".c", "ADD", "CHECK", "(", "x>0", ")", "'--'"]
         );
         let before = [rel("big.t", "r")];
         assert!(existing(&before, "BIG.T").is_some() && existing(&before, "T").is_some());
         assert!(existing(&before, "\"T\"").is_none() && existing(&before, "other.t").is_none());
+    }
+
+    /// Each action of an ALTER TABLE is judged by itself, and a comment is a space.
+    #[test]
+    fn every_action_of_an_alter_table_is_judged() {
+        let before = [rel("big.t", "r"), rel("big.u", "r")];
+        let one = |sql: &str, needle: &str| {
+            let h = hints_of(sql, &[], &[], &before);
+            assert!(h.len() == 1 && h[0].contains(needle), "{sql}: {h:?}");
+        };
+        one("ALTER TABLE big.t/* why */ADD CONSTRAINT c CHECK (x > 0)", "CHECK (…) NOT VALID");
+        one(
+            "ALTER TABLE big.t ADD COLUMN x int, ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES big.u (id)",
+            "FOREIGN KEY … NOT VALID",
+        );
+        one(
+            "ALTER TABLE big.t ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES big.u (id) NOT VALID, ADD CONSTRAINT c CHECK (x > 0)",
+            "CHECK (…) NOT VALID",
+        );
+        one("ALTER TABLE big.t ADD COLUMN x int, ADD CONSTRAINT u UNIQUE (n)", "UNIQUE USING INDEX");
+        one(
+            "ALTER TABLE ONLY big.t ADD CONSTRAINT a UNIQUE USING INDEX a, ADD CONSTRAINT b UNIQUE (n)",
+            "UNIQUE USING INDEX",
+        );
+        one("ALTER TABLE big.t ADD CHECK (a > 0), ADD CHECK (b IN (1, 2)) -- two, one hint", "CHECK (…) NOT VALID");
+        // Commas inside parentheses are not actions; safe actions stay unhinted.
+        let none = [
+            "ALTER TABLE big.t ADD CONSTRAINT c CHECK (a IN (1, 2)) NOT VALID, VALIDATE CONSTRAINT d",
+            "ALTER TABLE big.t ADD CONSTRAINT a UNIQUE USING INDEX a, ADD CONSTRAINT f FOREIGN KEY (a, b) REFERENCES big.u (a, b) NOT VALID",
+            "ALTER TABLE big.t ADD COLUMN x int, ADD COLUMN y text",
+            "ALTER TABLE big.t",
+            "ALTER TABLE",
+        ];
+        for sql in none {
+            assert!(hints_of(sql, &[], &[], &before).is_empty(), "{sql}");
+        }
+    }
+
+    /// SET NOT NULL is spared its hint only by a valid CHECK proving that very column.
+    #[test]
+    fn set_not_null_needs_a_check_of_its_column() {
+        let table = |checks: i64, nn: serde_json::Value| -> Relation {
+            serde_json::from_value(serde_json::json!({
+                "oid": 7, "name": "big.t", "schema": "big", "relname": "t", "kind": "r", "size": 0, "index_size": 0,
+                "rows": 100_000, "checks": checks, "not_null_checks": nn, "unique_index": null, "table": null,
+            }))
+            .unwrap()
+        };
+        let hinted = |before: &Relation, earlier: &[&str], sql: &str| {
+            let earlier: Vec<Statement> = earlier.iter().map(|e| st(e)).collect();
+            let c = Context {
+                stmt: &st(sql),
+                locks: &[],
+                rewrites: &[],
+                before: std::slice::from_ref(before),
+                earlier: &earlier,
+                rows: None,
+            };
+            statement(&c).iter().any(|h| h.contains("then SET NOT NULL"))
+        };
+        let set = "ALTER TABLE big.t ALTER COLUMN c SET NOT NULL";
+        // A CHECK (price > 0) proves nothing of c.
+        assert!(hinted(&table(1, serde_json::json!([])), &[], set));
+        let valid_c = table(1, serde_json::json!([{"name": "t_c_nn", "column": "c", "valid": true}]));
+        assert!(!hinted(&valid_c, &[], set));
+        assert!(!hinted(&valid_c, &[], "alter table ONLY big.t alter \"c\" set not null"));
+        assert!(hinted(&valid_c, &[], "ALTER TABLE big.t ALTER COLUMN d SET NOT NULL"));
+        assert!(hinted(&valid_c, &[], "ALTER TABLE big.t ALTER COLUMN c SET NOT NULL, ALTER COLUMN d SET NOT NULL"));
+        // NOT VALID before the migration, validated in it before the SET NOT NULL.
+        let not_valid = table(0, serde_json::json!([{"name": "t_c_nn", "column": "c", "valid": false}]));
+        assert!(hinted(&not_valid, &[], set));
+        assert!(!hinted(&not_valid, &["ALTER TABLE big.t VALIDATE CONSTRAINT t_c_nn"], set));
+        assert!(hinted(&not_valid, &["ALTER TABLE big.t VALIDATE CONSTRAINT other"], set));
+    }
+
+    /// The safe forms the hints themselves name get no hint; a column named `type` is no type
+    /// change.
+    #[test]
+    fn the_named_safe_form_is_not_hinted() {
+        let before = [rel("big.events", "p")];
+        assert!(hints_of("CREATE INDEX events_at ON ONLY big.events (at)", &[], &[], &before).is_empty());
+        assert!(!hints_of("CREATE INDEX events_at ON big.events (at)", &[], &[], &before).is_empty());
+        let before = [rel("big.t", "r")];
+        let rw = [Rewrite { relation: "big.t".into(), rows: None, size_before: 0 }];
+        let h = hints_of("ALTER TABLE big.t ADD COLUMN type uuid DEFAULT gen_random_uuid()", &[], &rw, &before);
+        assert!(h.len() == 1 && h[0].contains("default is volatile"), "{h:?}");
+        for change in
+            ["ALTER TABLE big.t ALTER COLUMN c TYPE bigint", "alter table big.t alter c type bigint using c::bigint"]
+        {
+            let h = hints_of(change, &[], &rw, &before);
+            assert!(h.len() == 1 && h[0].contains("the type change"), "{change}: {h:?}");
+        }
+    }
+
+    /// NOT VALID, then VALIDATE in the same migration, is no safer than a valid ADD; in a later
+    /// migration (another `before`, no ADD among the earlier statements) it is the safe form.
+    #[test]
+    fn validate_in_the_migration_that_added_it_is_hinted() {
+        let before = [rel("big.t", "r")];
+        let add = st("ALTER TABLE big.t ADD CONSTRAINT t_fk FOREIGN KEY (a) REFERENCES big.u (id) NOT VALID");
+        let other = st("ALTER TABLE big.t ADD CONSTRAINT other CHECK (a > 0) NOT VALID");
+        let validate = st("ALTER TABLE big.t VALIDATE CONSTRAINT \"t_fk\"");
+        let hinted = |earlier: &[Statement]| {
+            let c = Context { stmt: &validate, locks: &[], rewrites: &[], before: &before, earlier, rows: None };
+            statement(&c).iter().any(|h| h.contains("NOT VALID gained nothing"))
+        };
+        assert!(hinted(std::slice::from_ref(&add)));
+        assert!(!hinted(&[]));
+        assert!(!hinted(std::slice::from_ref(&other)));
+    }
+
+    /// A table dropped and made again earlier in the migration is new: no hint for its index or
+    /// its constraints.
+    #[test]
+    fn a_table_made_again_in_the_migration_is_new() {
+        let before = [rel("big.t", "r")];
+        let earlier = [st("DROP TABLE big.t"), st("CREATE TABLE IF NOT EXISTS big.t (id int, c int)")];
+        for sql in ["CREATE INDEX t_c ON big.t (c)", "ALTER TABLE big.t ADD CONSTRAINT c_pos CHECK (c > 0)"] {
+            let c =
+                Context { stmt: &st(sql), locks: &[], rewrites: &[], before: &before, earlier: &earlier, rows: None };
+            assert!(statement(&c).is_empty(), "{sql}: {:?}", statement(&c));
+            let other = [st("CREATE TABLE big.other (id int)")];
+            let c = Context { stmt: &st(sql), locks: &[], rewrites: &[], before: &before, earlier: &other, rows: None };
+            assert!(!statement(&c).is_empty(), "{sql}");
+        }
     }
 
     #[test]

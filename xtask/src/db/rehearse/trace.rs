@@ -38,13 +38,17 @@ use crate::sql::{self, Statement};
 
 /// User relations (indexes too: their locks are reported), as `json_agg` rows: what is compared
 /// before and after. For the hints: how many valid CHECK constraints a table has (ATTACH
-/// PARTITION), and a materialized view's unique index on plain columns (REFRESH … CONCURRENTLY).
+/// PARTITION), which of its CHECKs prove a column NOT NULL (SET NOT NULL), and a materialized view's unique index on plain columns (REFRESH … CONCURRENTLY).
 const RELATIONS: &str = "SELECT c.oid::bigint AS oid, format('%I.%I', n.nspname, c.relname) AS name, \
      n.nspname::text AS schema, c.relname::text AS relname, c.relkind::text AS kind, \
      CASE WHEN c.relkind IN ('r','m','t') THEN pg_table_size(c.oid) WHEN c.relkind = 'i' THEN pg_relation_size(c.oid) ELSE 0 END AS size, \
      CASE WHEN c.relkind IN ('r','m','p') THEN pg_indexes_size(c.oid) ELSE 0 END AS index_size, \
      CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END AS rows, \
      (SELECT count(*) FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'c' AND k.convalidated) AS checks, \
+     (SELECT coalesce(json_agg(json_build_object('name', k.conname, 'column', a.attname, 'valid', k.convalidated)), '[]') \
+        FROM pg_constraint k JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = ANY (k.conkey) \
+        WHERE k.conrelid = c.oid AND k.contype = 'c' AND pg_get_constraintdef(k.oid) NOT LIKE '% OR %' \
+        AND strpos(pg_get_constraintdef(k.oid), '(' || quote_ident(a.attname) || ' IS NOT NULL)') > 0) AS not_null_checks, \
      (SELECT format('%I.%I', tn.nspname, t.relname) FROM pg_index x JOIN pg_class t ON t.oid = x.indrelid \
         JOIN pg_namespace tn ON tn.oid = t.relnamespace WHERE x.indexrelid = c.oid) AS table, \
      CASE WHEN c.relkind = 'm' THEN (SELECT format('%I', i.relname) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
@@ -87,10 +91,22 @@ pub struct Relation {
     pub rows: Option<i64>,
     /// Valid CHECK constraints on it.
     pub checks: i64,
+    /// Its CHECK constraints that prove a column NOT NULL (`CHECK (col IS NOT NULL)`, alone or
+    /// ANDed), valid or not: SET NOT NULL skips its scan given a valid one.
+    #[serde(default)]
+    pub not_null_checks: Vec<NotNullCheck>,
     /// An index's table.
     pub table: Option<String>,
     /// A materialized view's unique index on plain columns, which REFRESH … CONCURRENTLY needs.
     pub unique_index: Option<String>,
+}
+
+/// A CHECK constraint that proves `column` NOT NULL.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NotNullCheck {
+    pub name: String,
+    pub column: String,
+    pub valid: bool,
 }
 
 /// A foreign key no index serves.
