@@ -572,17 +572,7 @@ pub fn classify(
     found: &BTreeMap<String, Finding>,
     known: &str,
 ) -> Classified {
-    let mut c = Classified {
-        masked: Vec::new(),
-        kept: 0,
-        unreviewed: Vec::new(),
-        stale: Vec::new(),
-        invalid: Vec::new(),
-        large_objects: None,
-        unlink_large_objects: false,
-        comments: Vec::new(),
-        matviews: catalog.matviews.clone(),
-    };
+    let mut c = Classified { matviews: catalog.matviews.clone(), ..Classified::masking(Vec::new()) };
     let mut used = std::collections::BTreeSet::new();
     used.insert(LARGE_OBJECTS.to_string());
     for col in &catalog.columns {

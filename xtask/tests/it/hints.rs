@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
+use crate::rehearse::migration;
 use crate::support::{sql, Project};
 
 /// What the unsafe and the safe rehearsal reported: the JSON and the Markdown report.
@@ -173,15 +174,6 @@ fn reports() -> &'static Reports {
         let (safe_code, safe_json, _) = rehearse(SAFE, "safe.md");
         Reports { unsafe_json, unsafe_md, safe_json, safe_code }
     })
-}
-
-fn migration<'a>(r: &'a Value, file: &str) -> &'a Value {
-    r["migrations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["file"] == file)
-        .unwrap_or_else(|| panic!("no {file} in {r:#}"))
 }
 
 /// The hints of statement `index` (1-based) of `file`.

@@ -54,7 +54,7 @@ fn report(stdout: &str) -> Value {
     serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
-fn migration<'a>(r: &'a Value, file: &str) -> &'a Value {
+pub(crate) fn migration<'a>(r: &'a Value, file: &str) -> &'a Value {
     r["migrations"]
         .as_array()
         .unwrap()
