@@ -236,8 +236,15 @@ impl Server {
     /// `CREATE DATABASE name [clause]`, marked as ours. The returned guard drops it again unless
     /// [`Creating::keep`] is called: on an error, an interrupt or a panic alike.
     pub fn create_database(&self, name: &str, clause: &str, marker: &Marker) -> Result<Creating<'_>> {
-        self.exec(&self.maintenance_db, &format!("CREATE DATABASE {} {clause}", ident(name)))
-            .with_context(|| format!("creating database `{name}`"))?;
+        let existed = self.database_exists(name)?;
+        if let Err(e) = self.exec(&self.maintenance_db, &format!("CREATE DATABASE {} {clause}", ident(name))) {
+            // Interrupted, the statement can have completed all the same (the cancel came too
+            // late): a database that was not there before is this call's, and goes.
+            if !existed && self.database_exists(name).unwrap_or(false) {
+                drop(Creating { server: self, name: name.to_string(), keep: false });
+            }
+            return Err(e.context(format!("creating database `{name}`")));
+        }
         let guard = Creating { server: self, name: name.to_string(), keep: false };
         self.set_marker(name, marker)?;
         Ok(guard)
