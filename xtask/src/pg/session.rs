@@ -106,13 +106,35 @@ impl Session {
         // Should the SET fail, the SHOW would run the previous statement again: it is skipped.
         // `\gexec` leaves ROW_COUNT to the SHOW: the statement's rows are read from the command
         // tag psql prints for it when not quiet (`UPDATE 100000`).
+        // psql 18 leaves LAST_ERROR_SQLSTATE and LAST_ERROR_MESSAGE empty for a statement
+        // `\gexec` ran: the error is read from its stderr then, where VERBOSITY verbose puts the
+        // SQLSTATE (`ERROR:  42601: syntax error …`).
         let script = format!(
-            "SET xtask.verbatim = {tag}{sql}{tag};\n\\if :ERROR\n\\else\n\\set QUIET off\nSHOW xtask.verbatim\n\\gexec\n\\set QUIET on\n\\endif\n"
+            "SET xtask.verbatim = {tag}{sql}{tag};\n\\if :ERROR\n\\else\n\\set QUIET off\n\\set VERBOSITY verbose\nSHOW xtask.verbatim\n\\gexec\n\\set VERBOSITY default\n\\set QUIET on\n\\endif\n"
         );
+        let mark = self.stderr.lock().unwrap_or_else(|e| e.into_inner()).len();
         self.tag_rows = true;
         let result = self.run_script(&script, false).map(drop);
         self.tag_rows = false;
-        result
+        match result {
+            Err(Failure::Sql(msg)) if self.sqlstate.is_empty() => {
+                // psql wrote the error before it read the line that echoes the sentinel: it is in
+                // the pipe, if not yet in the buffer.
+                let start = std::time::Instant::now();
+                loop {
+                    let err = self.stderr.lock().unwrap_or_else(|e| e.into_inner())[mark..].to_vec();
+                    if let Some((state, text)) = verbose_error(&String::from_utf8_lossy(&err)) {
+                        self.sqlstate = state;
+                        return Err(Failure::Sql(text));
+                    }
+                    if start.elapsed() > std::time::Duration::from_secs(2) {
+                        return Err(Failure::Sql(msg));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+            other => other,
+        }
     }
 
     fn run_keeping(&mut self, sql: &str, keep: bool) -> std::result::Result<String, Failure> {
@@ -210,6 +232,17 @@ impl Session {
     }
 }
 
+/// The SQLSTATE and message of the last `ERROR:  XXXXX: message` line psql printed with
+/// VERBOSITY verbose.
+fn verbose_error(stderr: &str) -> Option<(String, String)> {
+    stderr.lines().rev().find_map(|line| {
+        let rest = line[line.find("ERROR:")? + "ERROR:".len()..].trim_start();
+        let (state, text) = rest.split_once(": ")?;
+        (state.len() == 5 && state.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .then(|| (state.to_string(), text.trim().to_string()))
+    })
+}
+
 /// The row count of a command tag as psql prints it (`UPDATE 5`, `INSERT 0 5`, `DELETE 5`,
 /// `MERGE 5`, `SELECT 5` of CREATE TABLE AS, `COPY 5`); other lines are `None`.
 fn command_tag_rows(line: &str) -> Option<u64> {
@@ -289,5 +322,19 @@ mod tests {
         for other in ["CREATE TABLE", "ALTER TABLE", "UPDATE", "INSERT 5", "SET", "UPDATE x", "some row"] {
             assert_eq!(super::command_tag_rows(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn a_verbose_error_line_gives_its_sqlstate_and_message() {
+        let stderr = "NOTICE:  00000: x\nERROR:  42601: syntax error at or near \":\"\nLINE 1: SELECT :'DBNAME'\nLOCATION:  scanner_yyerror, scan.l:1237\n";
+        assert_eq!(
+            super::verbose_error(stderr),
+            Some(("42601".to_string(), "syntax error at or near \":\"".to_string()))
+        );
+        assert_eq!(
+            super::verbose_error("psql:<stdin>:3: ERROR:  23514: new row violates"),
+            Some(("23514".into(), "new row violates".into()))
+        );
+        assert_eq!(super::verbose_error("ERROR:  plain message"), None);
     }
 }
