@@ -427,7 +427,6 @@ fn a_masked_copy_has_the_table_sizes_a_restore_gives() {
     assert!(copy <= restore * 1.05 + 10.0, "the masked copy has {copy} pages of tables, a restore {restore}");
 }
 
-
 /// Triggers and rules enabled ALWAYS or REPLICA fire under `session_replication_role =
 /// replica`: one that puts the original back, or turns the UPDATE into nothing, must not undo
 /// the masking; each is enabled again as it was.

@@ -689,3 +689,19 @@ fn ctrl_c_after_a_migration_changed_the_cluster_still_undoes_it() {
     assert_eq!(sql("postgres", &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")), "0");
     assert!(!p.databases().iter().any(|d| d.contains("tmp_")), "{:?}", p.databases());
 }
+
+/// `ALTER ROLE ALL SET` writes the row of neither a role nor a database: it is reported and
+/// undone like any other setting.
+#[test]
+fn a_setting_of_every_role_is_reported_and_undone() {
+    let (p, prod) = with_production("rhall");
+    let all = "SELECT coalesce(string_agg(setconfig::text, ','), 'none') FROM pg_db_role_setting WHERE setrole = 0 AND setdatabase = 0";
+    let before = sql("postgres", all);
+    let (code, r) = rehearse_one(&p, &prod, "ALTER ROLE ALL SET statement_timeout = '123s';\n");
+    assert_eq!(code, 1, "{r:#}");
+    assert!(failure(&r).is_null(), "{r:#}");
+    let f = findings(&r);
+    assert!(f.contains("settings of every role (ALTER ROLE ALL) created — undone"), "{f}");
+    assert_eq!(sql("postgres", all), before);
+    assert!(!p.databases().iter().any(|d| d.contains("tmp_")), "{:?}", p.databases());
+}
