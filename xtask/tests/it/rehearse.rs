@@ -705,3 +705,24 @@ fn a_setting_of_every_role_is_reported_and_undone() {
     assert_eq!(sql("postgres", all), before);
     assert!(!p.databases().iter().any(|d| d.contains("tmp_")), "{:?}", p.databases());
 }
+
+/// sqlx sends a `-- no-transaction` migration of several statements as one query: an implicit
+/// transaction, so its `ALTER SYSTEM` fails there, and fails here too — not run again on its
+/// own, which would change the server and call the migration good.
+#[test]
+fn a_statement_refusing_a_block_among_several_no_transaction_statements_fails_as_in_sqlx() {
+    let (p, prod) = with_production("rhsysmany");
+    let before = cluster_state(&p.prefix);
+    let text = "-- no-transaction\nALTER SYSTEM SET log_min_duration_statement = 98765;\nSELECT pg_reload_conf();\n";
+    let (code, r) = rehearse_one(&p, &prod, text);
+    assert_eq!((code, failure(&r)["sqlstate"].as_str()), (1, Some("25001")), "{r:#}");
+    assert!(failure(&r)["error"].as_str().unwrap().contains("cannot run inside a transaction block"), "{r:#}");
+    assert_eq!(cluster_state(&p.prefix), before);
+    assert_ne!(sql("postgres", "SELECT current_setting('log_min_duration_statement')"), "98765ms");
+    // The app's own migrator fails on it the same way.
+    let copy = format!("{}sysmany", p.prefix);
+    sql("postgres", &format!("CREATE DATABASE {copy} TEMPLATE {prod}"));
+    let out = app_migrate_output(&copy, &p.dir.join("migrations"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot run inside a transaction block"));
+}
