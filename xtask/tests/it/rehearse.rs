@@ -726,3 +726,24 @@ fn a_statement_refusing_a_block_among_several_no_transaction_statements_fails_as
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot run inside a transaction block"));
 }
+
+/// A migration that reloads the configuration after another's `ALTER SYSTEM`: the undo puts
+/// `postgresql.auto.conf` back and reloads it, so the server does not go on with the value.
+#[test]
+fn an_alter_system_a_later_migration_reloads_is_undone_in_the_running_server_too() {
+    let (p, prod) = with_production("rhreload");
+    let live = "SELECT current_setting('log_min_duration_statement')";
+    let before = (cluster_state(&p.prefix), sql("postgres", live));
+    write(&p, "0012_system.sql", "-- no-transaction\nALTER SYSTEM SET log_min_duration_statement = 98765;\n");
+    write(&p, "0013_reload.sql", "SELECT pg_reload_conf();\n");
+    let run =
+        p.xtask(&["db", "rehearse", "--from", &prod, "--no-smoke", "--format", "json", "--max-lock-ms", "600000"]);
+    assert_eq!(run.code, 1, "the ALTER SYSTEM is a finding: {}", run.all());
+    assert!(findings(&report(&run.stdout)).contains("ALTER SYSTEM log_min_duration_statement"), "{}", run.stdout);
+    // A reload is asynchronous: give the postmaster's signal a moment to reach a new session.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sql("postgres", live) != before.1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!((cluster_state(&p.prefix), sql("postgres", live)), before);
+}

@@ -17,7 +17,7 @@
 //! | `pg_replication_origin` | `replication origin` (when readable) | `pg_replication_origin_drop` |
 //! | `pg_subscription`, `pg_shseclabel` | reported | not undone (said so) |
 //! | `pg_shdepend` | not snapshotted: it follows the others | — |
-//! | `postgresql.auto.conf` (`pg_file_settings`) | `ALTER SYSTEM` | `ALTER SYSTEM SET`/`RESET` |
+//! | `postgresql.auto.conf` (`pg_file_settings`) | `ALTER SYSTEM` | `ALTER SYSTEM SET`/`RESET`, then `pg_reload_conf()` |
 //!
 //! The copy's own rows (its `pg_database` row, its marker, its database-level settings) are its
 //! own: they go with it.
@@ -817,6 +817,9 @@ fn undo_one(server: &Server, copy: &str, c: &Change) -> Result<Option<String>> {
                 Some(v) => format!("ALTER SYSTEM SET {} = {}", ident(name), setting_value(name, v)),
                 None => format!("ALTER SYSTEM RESET {}", ident(name)),
             });
+            // The migration (or a later one) may have reloaded it: the server reads the file
+            // as it was again, or it goes on with the migration's value.
+            stmts.push("SELECT pg_reload_conf()".into());
         }
         "replication origin" => match (b, a) {
             (None, Some(v)) => {
