@@ -747,3 +747,19 @@ fn an_alter_system_a_later_migration_reloads_is_undone_in_the_running_server_too
     }
     assert_eq!((cluster_state(&p.prefix), sql("postgres", live)), before);
 }
+
+/// A migration's subscription (`connect = false`: nothing is contacted) belongs to the copy: it
+/// goes with it, and the copy is dropped.
+#[test]
+fn a_subscription_a_migration_creates_goes_with_the_copy() {
+    let (p, prod) = with_production("rhsub");
+    let text = format!(
+        "CREATE SUBSCRIPTION {}sub CONNECTION 'host=127.0.0.1 port=1 dbname=none' PUBLICATION p WITH (connect = false);\n",
+        p.prefix
+    );
+    let (code, r) = rehearse_one(&p, &prod, &text);
+    assert_eq!(code, 1, "{r:#}");
+    assert!(failure(&r).is_null(), "{r:#}");
+    assert_eq!(sql("postgres", "SELECT count(*) FROM pg_subscription"), "0");
+    assert!(!p.databases().iter().any(|d| d.contains("tmp_")), "{:?}", p.databases());
+}
