@@ -544,6 +544,10 @@ pub fn to_sample<'a>(columns: &'a [Column], rules: &BTreeMap<String, Rule>) -> V
 /// The rule to suggest for `col`, flagged by `kinds` of content or by its name (`by_name`): a
 /// rule that removes the values and that the column can take.
 fn suggest(col: &Column, kinds: &[Kind], by_name: Option<&'static str>) -> String {
+    // A generated column cannot be written: it is computed again from what is masked.
+    if col.generated {
+        return "\"keep\"".into();
+    }
     let candidate = match (kinds, by_name) {
         ([k], _) => Some(k.rule()),
         ([], r) => r,
@@ -773,20 +777,32 @@ pub fn script(c: &Classified, key: &[u8]) -> String {
          COPY xtask_mask_key FROM STDIN;\n",
     );
     s.push_str(&format!("\\\\x{}\n\\.\n", hex(&derived(key))));
+    // Under `session_replication_role = replica` the triggers and rules enabled ALWAYS or
+    // REPLICA still fire (a BEFORE UPDATE trigger that puts the original back, a rule that
+    // turns the UPDATE into nothing); where the role may not set it, ordinary and ALWAYS ones
+    // do. Those that would fire are disabled for the transaction, on every partition too, and
+    // enabled again as they were.
+    let tables = if tables.is_empty() { "NULL".to_string() } else { format!("ARRAY[{}]", tables.join(", ")) };
     s.push_str(&format!(
-        "CREATE TEMP TABLE xtask_mask_triggers (tbl regclass, name name) ON COMMIT DROP;\n\
+        "CREATE TEMP TABLE xtask_mask_triggers (n serial, tbl regclass, what text, name name, state text) ON COMMIT DROP;\n\
          DO $xtask$ BEGIN\n\
            SET LOCAL session_replication_role = replica;\n\
-         EXCEPTION WHEN insufficient_privilege THEN\n\
-           INSERT INTO xtask_mask_triggers SELECT t.tgrelid::regclass, t.tgname FROM pg_trigger t\n\
-             WHERE t.tgrelid = ANY (ARRAY[{}]::regclass[]) AND NOT t.tgisinternal AND t.tgenabled = 'O';\n\
+         EXCEPTION WHEN insufficient_privilege THEN NULL;\n\
          END $xtask$;\n\
+         INSERT INTO xtask_mask_triggers (tbl, what, name, state) \
+           WITH rel AS (SELECT r AS relid FROM unnest({tables}::regclass[]) r UNION \
+             SELECT p.relid FROM unnest({tables}::regclass[]) u (r), LATERAL pg_partition_tree(u.r) p), \
+           firing AS (SELECT unnest(ARRAY['A', CASE current_setting('session_replication_role') WHEN 'replica' THEN 'R' ELSE 'O' END]) AS state) \
+           SELECT t.tgrelid::regclass, 'TRIGGER', t.tgname, t.tgenabled::text FROM pg_trigger t \
+             WHERE t.tgrelid IN (SELECT relid FROM rel) AND NOT t.tgisinternal AND t.tgenabled::text IN (SELECT state FROM firing) \
+           UNION ALL SELECT r.ev_class::regclass, 'RULE', r.rulename, r.ev_enabled::text FROM pg_rewrite r \
+             WHERE r.ev_class IN (SELECT relid FROM rel) AND r.rulename <> '_RETURN' AND r.ev_enabled::text IN (SELECT state FROM firing) \
+           ORDER BY 1;\n\
          DO $xtask$ DECLARE r record; BEGIN\n\
-           FOR r IN SELECT * FROM xtask_mask_triggers LOOP\n\
-             EXECUTE format('ALTER TABLE %s DISABLE TRIGGER %I', r.tbl, r.name);\n\
+           FOR r IN SELECT * FROM xtask_mask_triggers ORDER BY n LOOP\n\
+             EXECUTE format('ALTER TABLE %s DISABLE %s %I', r.tbl, r.what, r.name);\n\
            END LOOP;\n\
-         END $xtask$;\n",
-        if tables.is_empty() { "NULL".to_string() } else { tables.join(", ") }
+         END $xtask$;\n"
     ));
     s.push_str(&helpers());
     for ((schema, table), (target, sets)) in by_table {
@@ -806,8 +822,8 @@ pub fn script(c: &Classified, key: &[u8]) -> String {
     }
     s.push_str(
         "DO $xtask$ DECLARE r record; BEGIN\n\
-           FOR r IN SELECT * FROM xtask_mask_triggers LOOP\n\
-             EXECUTE format('ALTER TABLE %s ENABLE TRIGGER %I', r.tbl, r.name);\n\
+           FOR r IN SELECT * FROM xtask_mask_triggers ORDER BY n LOOP\n\
+             EXECUTE format('ALTER TABLE %s ENABLE %s %s %I', r.tbl, CASE r.state WHEN 'A' THEN 'ALWAYS' WHEN 'R' THEN 'REPLICA' ELSE '' END, r.what, r.name);\n\
            END LOOP;\n\
          END $xtask$;\n\
          COMMIT;\n",
@@ -1077,8 +1093,8 @@ mod tests {
         assert!(data_line.starts_with("\\\\x"), "the key is COPY data, not SQL: {data_line}");
         assert!(s.contains("SET LOCAL session_replication_role = replica"));
         assert!(
-            s.contains("DISABLE TRIGGER") && s.contains("ENABLE TRIGGER"),
-            "the owner's way, when the role may not set it"
+            s.contains("DISABLE %s %I") && s.contains("'TRIGGER'") && s.contains("'RULE'"),
+            "the owner's way, for what fires anyway or when the role may not set it"
         );
     }
 

@@ -259,8 +259,25 @@ impl Server {
     /// ours and half-made, or that the user asked to drop).
     pub fn drop_database(&self, name: &str, force: bool) -> Result<()> {
         let with = if force && self.major >= 13 { " WITH (FORCE)" } else { "" };
-        self.exec(&self.maintenance_db, &format!("DROP DATABASE IF EXISTS {}{with}", ident(name)))
-            .with_context(|| format!("dropping database `{name}`"))
+        let drop = || self.exec(&self.maintenance_db, &format!("DROP DATABASE IF EXISTS {}{with}", ident(name)));
+        match drop() {
+            // A subscription keeps its database (a rehearsed migration's `CREATE SUBSCRIPTION …
+            // connect = false`): detached from its slot first, so nothing contacts the publisher,
+            // it goes with the database.
+            Err(e) if format!("{e:#}").contains("used by logical replication subscription") => {
+                self.exec(
+                    name,
+                    "DO $xtask$ DECLARE s name; BEGIN FOR s IN SELECT subname FROM pg_subscription WHERE subdbid = \
+                     (SELECT oid FROM pg_database WHERE datname = current_database()) LOOP \
+                     EXECUTE format('ALTER SUBSCRIPTION %I DISABLE', s); \
+                     EXECUTE format('ALTER SUBSCRIPTION %I SET (slot_name = NONE)', s); \
+                     EXECUTE format('DROP SUBSCRIPTION %I', s); END LOOP; END $xtask$",
+                )?;
+                drop()
+            }
+            r => r,
+        }
+        .with_context(|| format!("dropping database `{name}`"))
     }
 }
 

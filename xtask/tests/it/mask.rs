@@ -426,3 +426,86 @@ fn a_masked_copy_has_the_table_sizes_a_restore_gives() {
     assert!(restore > 100.0, "{restore} pages: too small to tell");
     assert!(copy <= restore * 1.05 + 10.0, "the masked copy has {copy} pages of tables, a restore {restore}");
 }
+
+/// Triggers and rules enabled ALWAYS or REPLICA fire under `session_replication_role =
+/// replica`: one that puts the original back, or turns the UPDATE into nothing, must not undo
+/// the masking; each is enabled again as it was.
+#[test]
+fn a_trigger_or_rule_enabled_always_or_replica_cannot_undo_the_masking() {
+    let p = Project::new("mtrig");
+    let db = format!("{}trig", p.prefix);
+    sql("postgres", &format!("CREATE DATABASE {db}"));
+    sql(
+        &db,
+        "CREATE SCHEMA shop; \
+         CREATE FUNCTION shop.keep_old() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.email := OLD.email; RETURN NEW; END $$; \
+         CREATE TABLE shop.a (id int PRIMARY KEY, email text); \
+         CREATE TRIGGER a_keep BEFORE UPDATE ON shop.a FOR EACH ROW EXECUTE FUNCTION shop.keep_old(); \
+         ALTER TABLE shop.a ENABLE ALWAYS TRIGGER a_keep; \
+         CREATE TABLE shop.b (id int PRIMARY KEY, email text); \
+         CREATE TRIGGER b_keep BEFORE UPDATE ON shop.b FOR EACH ROW EXECUTE FUNCTION shop.keep_old(); \
+         ALTER TABLE shop.b ENABLE REPLICA TRIGGER b_keep; \
+         CREATE TABLE shop.c (id int PRIMARY KEY, email text); \
+         CREATE RULE c_frozen AS ON UPDATE TO shop.c DO INSTEAD NOTHING; \
+         ALTER TABLE shop.c ENABLE ALWAYS RULE c_frozen; \
+         CREATE TABLE shop.p (id int, email text) PARTITION BY RANGE (id); \
+         CREATE TABLE shop.p1 PARTITION OF shop.p FOR VALUES FROM (0) TO (100); \
+         CREATE TRIGGER p_keep BEFORE UPDATE ON shop.p FOR EACH ROW EXECUTE FUNCTION shop.keep_old(); \
+         ALTER TABLE shop.p ENABLE ALWAYS TRIGGER p_keep; \
+         INSERT INTO shop.a VALUES (1, 'always.trigger@mail.example.org'); \
+         INSERT INTO shop.b VALUES (1, 'replica.trigger@mail.example.org'); \
+         INSERT INTO shop.c VALUES (1, 'always.rule@mail.example.org'); \
+         INSERT INTO shop.p VALUES (1, 'partition.trigger@mail.example.org')",
+    );
+    let lines: Vec<String> = ["a", "b", "c", "p"]
+        .iter()
+        .flat_map(|t| [format!("\"shop.{t}.id\" = \"keep\""), format!("\"shop.{t}.email\" = \"email\"")])
+        .collect();
+    set_rules(&p, &lines);
+    p.xtask(&["db", "mask", &db, "--check"]).ok();
+    let states = "SELECT string_agg(x, ', ' ORDER BY x) FROM (SELECT tgrelid::regclass || ' ' || tgname || ' ' || tgenabled::text AS x \
+                  FROM pg_trigger WHERE NOT tgisinternal UNION ALL SELECT ev_class::regclass || ' ' || rulename || ' ' || ev_enabled::text \
+                  FROM pg_rewrite WHERE rulename = 'c_frozen') s";
+    let before = sql(&db, states);
+    dump(&db, &p.dir.join("dump/prod-20261201000000.dump"));
+    p.xtask_in(&p.dir, &["db", "load-clone", "--mask"], &[("XTASK_MASK_KEY", KEY)]).ok();
+    let clone = format!("{}prod_clone", p.prefix);
+    let left = sql(
+        &clone,
+        "SELECT string_agg(email, ', ' ORDER BY email) FROM (SELECT email FROM shop.a UNION ALL SELECT email FROM shop.b \
+         UNION ALL SELECT email FROM shop.c UNION ALL SELECT email FROM shop.p) e WHERE email NOT LIKE '%@example.com'",
+    );
+    assert_eq!(left, "", "originals survived masking");
+    assert_eq!(sql(&clone, states), before, "each trigger and rule is enabled again as it was");
+}
+
+/// A generated column that looks personal is suggested `keep` (it cannot be written; it is
+/// computed again from the masked column), so the suggested lines pass the check.
+#[test]
+fn a_generated_column_is_suggested_a_rule_the_check_accepts_and_is_computed_from_the_mask() {
+    let p = Project::new("mgen");
+    let db = format!("{}gen", p.prefix);
+    sql("postgres", &format!("CREATE DATABASE {db}"));
+    sql(
+        &db,
+        "CREATE SCHEMA shop; \
+         CREATE TABLE shop.a (id int PRIMARY KEY, email text, email_lower text GENERATED ALWAYS AS (lower(email)) STORED); \
+         INSERT INTO shop.a (id, email) VALUES (1, 'Generated.From@mail.example.org')",
+    );
+    let run = p.xtask(&["db", "mask", &db, "--check"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let lines = suggested(&run.stdout);
+    assert!(lines.contains(&"\"shop.a.email_lower\" = \"keep\"".to_string()), "{}", run.stdout);
+    set_rules(&p, &lines);
+    p.xtask(&["db", "mask", &db, "--check"]).ok();
+    dump(&db, &p.dir.join("dump/prod-20261201000000.dump"));
+    p.xtask_in(&p.dir, &["db", "load-clone", "--mask"], &[("XTASK_MASK_KEY", KEY)]).ok();
+    let clone = format!("{}prod_clone", p.prefix);
+    assert_eq!(
+        sql(
+            &clone,
+            "SELECT count(*) FROM shop.a WHERE email_lower LIKE '%@example.com' AND email_lower = lower(email)"
+        ),
+        "1"
+    );
+}

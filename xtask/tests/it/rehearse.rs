@@ -689,3 +689,77 @@ fn ctrl_c_after_a_migration_changed_the_cluster_still_undoes_it() {
     assert_eq!(sql("postgres", &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")), "0");
     assert!(!p.databases().iter().any(|d| d.contains("tmp_")), "{:?}", p.databases());
 }
+
+/// `ALTER ROLE ALL SET` writes the row of neither a role nor a database: it is reported and
+/// undone like any other setting.
+#[test]
+fn a_setting_of_every_role_is_reported_and_undone() {
+    let (p, prod) = with_production("rhall");
+    let all = "SELECT coalesce(string_agg(setconfig::text, ','), 'none') FROM pg_db_role_setting WHERE setrole = 0 AND setdatabase = 0";
+    let before = sql("postgres", all);
+    let (code, r) = rehearse_one(&p, &prod, "ALTER ROLE ALL SET statement_timeout = '123s';\n");
+    assert_eq!(code, 1, "{r:#}");
+    assert!(failure(&r).is_null(), "{r:#}");
+    let f = findings(&r);
+    assert!(f.contains("settings of every role (ALTER ROLE ALL) created — undone"), "{f}");
+    assert_eq!(sql("postgres", all), before);
+    assert!(!p.databases().iter().any(|d| d.contains("tmp_")), "{:?}", p.databases());
+}
+
+/// sqlx sends a `-- no-transaction` migration of several statements as one query: an implicit
+/// transaction, so its `ALTER SYSTEM` fails there, and fails here too — not run again on its
+/// own, which would change the server and call the migration good.
+#[test]
+fn a_statement_refusing_a_block_among_several_no_transaction_statements_fails_as_in_sqlx() {
+    let (p, prod) = with_production("rhsysmany");
+    let before = cluster_state(&p.prefix);
+    let text = "-- no-transaction\nALTER SYSTEM SET log_min_duration_statement = 98765;\nSELECT pg_reload_conf();\n";
+    let (code, r) = rehearse_one(&p, &prod, text);
+    assert_eq!((code, failure(&r)["sqlstate"].as_str()), (1, Some("25001")), "{r:#}");
+    assert!(failure(&r)["error"].as_str().unwrap().contains("cannot run inside a transaction block"), "{r:#}");
+    assert_eq!(cluster_state(&p.prefix), before);
+    assert_ne!(sql("postgres", "SELECT current_setting('log_min_duration_statement')"), "98765ms");
+    // The app's own migrator fails on it the same way.
+    let copy = format!("{}sysmany", p.prefix);
+    sql("postgres", &format!("CREATE DATABASE {copy} TEMPLATE {prod}"));
+    let out = app_migrate_output(&copy, &p.dir.join("migrations"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot run inside a transaction block"));
+}
+
+/// A migration that reloads the configuration after another's `ALTER SYSTEM`: the undo puts
+/// `postgresql.auto.conf` back and reloads it, so the server does not go on with the value.
+#[test]
+fn an_alter_system_a_later_migration_reloads_is_undone_in_the_running_server_too() {
+    let (p, prod) = with_production("rhreload");
+    let live = "SELECT current_setting('log_min_duration_statement')";
+    let before = (cluster_state(&p.prefix), sql("postgres", live));
+    write(&p, "0012_system.sql", "-- no-transaction\nALTER SYSTEM SET log_min_duration_statement = 98765;\n");
+    write(&p, "0013_reload.sql", "SELECT pg_reload_conf();\n");
+    let run =
+        p.xtask(&["db", "rehearse", "--from", &prod, "--no-smoke", "--format", "json", "--max-lock-ms", "600000"]);
+    assert_eq!(run.code, 1, "the ALTER SYSTEM is a finding: {}", run.all());
+    assert!(findings(&report(&run.stdout)).contains("ALTER SYSTEM log_min_duration_statement"), "{}", run.stdout);
+    // A reload is asynchronous: give the postmaster's signal a moment to reach a new session.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sql("postgres", live) != before.1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!((cluster_state(&p.prefix), sql("postgres", live)), before);
+}
+
+/// A migration's subscription (`connect = false`: nothing is contacted) belongs to the copy: it
+/// goes with it, and the copy is dropped.
+#[test]
+fn a_subscription_a_migration_creates_goes_with_the_copy() {
+    let (p, prod) = with_production("rhsub");
+    let text = format!(
+        "CREATE SUBSCRIPTION {}sub CONNECTION 'host=127.0.0.1 port=1 dbname=none' PUBLICATION p WITH (connect = false);\n",
+        p.prefix
+    );
+    let (code, r) = rehearse_one(&p, &prod, &text);
+    assert_eq!(code, 1, "{r:#}");
+    assert!(failure(&r).is_null(), "{r:#}");
+    assert_eq!(sql("postgres", "SELECT count(*) FROM pg_subscription"), "0");
+    assert!(!p.databases().iter().any(|d| d.contains("tmp_")), "{:?}", p.databases());
+}

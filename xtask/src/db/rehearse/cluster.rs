@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `pg_authid` | `role` (attributes; the password hash when readable) | `DROP ROLE` (after `REASSIGN OWNED`/`DROP OWNED` in the copy), `ALTER ROLE`, `CREATE ROLE` |
 //! | `pg_auth_members` | `membership` | `REVOKE`/`GRANT` role |
-//! | `pg_db_role_setting` | `setting` (per role, database, or both) | `ALTER ROLE`/`DATABASE … RESET ALL`, then `SET` each |
+//! | `pg_db_role_setting` | `setting` (per role, database, both, or every role: `ALTER ROLE ALL`) | `ALTER ROLE`/`DATABASE … RESET ALL`, then `SET` each |
 //! | `pg_database` | `database` (name, owner, limits, flags, privileges) | `DROP DATABASE` (one the migration's `CREATE DATABASE` named), `ALTER DATABASE`, `GRANT`/`REVOKE` |
 //! | `pg_tablespace` | `tablespace` | `DROP TABLESPACE`, `ALTER TABLESPACE`, `GRANT`/`REVOKE` |
 //! | `pg_shdescription` | `comment` on a role, database or tablespace | `COMMENT ON … IS` |
@@ -17,7 +17,7 @@
 //! | `pg_replication_origin` | `replication origin` (when readable) | `pg_replication_origin_drop` |
 //! | `pg_subscription`, `pg_shseclabel` | reported | not undone (said so) |
 //! | `pg_shdepend` | not snapshotted: it follows the others | — |
-//! | `postgresql.auto.conf` (`pg_file_settings`) | `ALTER SYSTEM` | `ALTER SYSTEM SET`/`RESET` |
+//! | `postgresql.auto.conf` (`pg_file_settings`) | `ALTER SYSTEM` | `ALTER SYSTEM SET`/`RESET`, then `pg_reload_conf()` |
 //!
 //! The copy's own rows (its `pg_database` row, its marker, its database-level settings) are its
 //! own: they go with it.
@@ -177,8 +177,8 @@ fn query(readable: &Readable, major: u32) -> String {
         mine("m.xmin")
     ));
     parts.push(format!(
-        "SELECT 'setting', s.setdatabase || ':' || s.setrole, CASE WHEN s.setrole = 0 THEN 'settings of database ' || \
-         quote_ident(d.datname) WHEN s.setdatabase = 0 THEN 'settings of role ' || quote_ident(pg_get_userbyid(s.setrole)) \
+        "SELECT 'setting', s.setdatabase || ':' || s.setrole, CASE WHEN s.setrole = 0 AND s.setdatabase = 0 THEN \
+         'settings of every role (ALTER ROLE ALL)' WHEN s.setrole = 0 THEN 'settings of database ' || quote_ident(d.datname) WHEN s.setdatabase = 0 THEN 'settings of role ' || quote_ident(pg_get_userbyid(s.setrole)) \
          ELSE 'settings of role ' || quote_ident(pg_get_userbyid(s.setrole)) || ' in database ' || quote_ident(d.datname) END, \
          nullif(s.setdatabase, 0)::bigint, json_build_object('database', d.datname, 'role', CASE WHEN s.setrole <> 0 THEN \
          pg_get_userbyid(s.setrole) END, 'config', s.setconfig), {}, {} FROM pg_db_role_setting s LEFT JOIN pg_database d ON \
@@ -759,7 +759,7 @@ fn undo_one(server: &Server, copy: &str, c: &Change) -> Result<Option<String>> {
                 (Some(r), Some(d)) => format!("ROLE {} IN DATABASE {}", ident(r), ident(d)),
                 (Some(r), None) => format!("ROLE {}", ident(r)),
                 (None, Some(d)) => format!("DATABASE {}", ident(d)),
-                (None, None) => return Ok(Some("a setting of neither role nor database".into())),
+                (None, None) => "ROLE ALL".to_string(),
             };
             stmts.push(format!("ALTER {target} RESET ALL"));
             for entry in b.as_ref().and_then(|b| b["config"].as_array()).into_iter().flatten() {
@@ -817,6 +817,9 @@ fn undo_one(server: &Server, copy: &str, c: &Change) -> Result<Option<String>> {
                 Some(v) => format!("ALTER SYSTEM SET {} = {}", ident(name), setting_value(name, v)),
                 None => format!("ALTER SYSTEM RESET {}", ident(name)),
             });
+            // The migration (or a later one) may have reloaded it: the server reads the file
+            // as it was again, or it goes on with the migration's value.
+            stmts.push("SELECT pg_reload_conf()".into());
         }
         "replication origin" => match (b, a) {
             (None, Some(v)) => {

@@ -478,7 +478,10 @@ pub fn migration(t: &mut Target, m: &Migration) -> Result<MigrationTrace> {
     // A lone `-- no-transaction` statement the server refused inside the traced transaction
     // (nothing of it ran: the refusal comes first) runs again on its own, as sqlx runs it.
     let refused_block = traced.failure.as_ref().is_some_and(|f| f.sqlstate == "25001" && f.statement == 1);
-    if refused_block && traced.transaction && traced.statements.is_empty() && traced.no_transaction {
+    // Only a lone one: of several, sqlx's one query string is an implicit transaction that
+    // refuses it as well.
+    let lone = std::fs::read_to_string(&m.file).is_ok_and(|text| sql::split(&text).len() == 1);
+    if refused_block && lone && traced.transaction && traced.statements.is_empty() && traced.no_transaction {
         return migration_as(t, m, Some(false));
     }
     Ok(traced)
