@@ -137,7 +137,8 @@ pub struct Column {
     /// non-text column that must not be NULL.
     #[serde(default)]
     pub empty: Option<String>,
-    /// The relation's size in pages as the planner knows it (`relpages`; 0 when never analyzed).
+    /// The relation's size in pages, from its files (a partitioned table's: its partitions'), not
+    /// `relpages`, which is 0 until the table is first analyzed (a `pg_restore` just made it).
     #[serde(default)]
     pub pages: f64,
 }
@@ -289,7 +290,8 @@ pub fn catalog_query(ledger: &str) -> String {
            CASE WHEN b.typcategory = 'A' OR b.typname IN ('json', 'jsonb') THEN '{{}}' \
                 WHEN b.typtype = 'c' THEN '(' || repeat(',', (SELECT count(*)::int - 1 FROM pg_attribute f WHERE f.attrelid = b.typrelid AND f.attnum > 0 AND NOT f.attisdropped)) || ')' \
                 WHEN b.typcategory IN ('S', 'U') THEN '' END AS empty, \
-           c.relpages::float8 AS pages \
+           (CASE WHEN c.relkind = 'p' THEN (SELECT coalesce(sum(pg_relation_size(pt.relid)), 0) FROM pg_partition_tree(c.oid) pt WHERE pt.isleaf) \
+                 ELSE pg_relation_size(c.oid) END / current_setting('block_size')::float8) AS pages \
          FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
          JOIN pg_type t ON t.oid = a.atttypid \
          JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END \
@@ -330,7 +332,7 @@ fn sample_groups<'a>(columns: &[&'a Column]) -> Vec<Vec<&'a Column>> {
 
 /// One statement for every table, printing one line of JSON: for each group of
 /// [`sample_groups`], the rows of about [`SAMPLE_PAGES`] pages drawn at random from a larger table
-/// (`TABLESAMPLE SYSTEM`), or of the whole of a smaller one (or one never analyzed), at most
+/// (`TABLESAMPLE SYSTEM`, the size read from its files), or of the whole of a smaller one, at most
 /// [`SAMPLE_ROWS`], its columns as text, each row an array.
 pub fn sample_sql(columns: &[&Column]) -> String {
     let mut parts = Vec::new();

@@ -509,3 +509,24 @@ fn a_generated_column_is_suggested_a_rule_the_check_accepts_and_is_computed_from
         "1"
     );
 }
+
+/// A table never analyzed (a `pg_restore` just made it: `relpages` is 0) whose first rows are
+/// clean: the sample draws pages of the whole table, not the first rows of its file.
+#[test]
+fn a_table_never_analyzed_is_sampled_over_its_whole_file() {
+    let p = Project::new("mfresh");
+    let db = format!("{}unanalyzed", p.prefix);
+    sql("postgres", &format!("CREATE DATABASE {db}"));
+    sql(
+        &db,
+        "CREATE SCHEMA shop; \
+         CREATE TABLE shop.log (id int PRIMARY KEY, label text) WITH (autovacuum_enabled = false); \
+         INSERT INTO shop.log SELECT g, 'clean label ' || g FROM generate_series(1, 12000) g; \
+         INSERT INTO shop.log SELECT g, 'person' || g || '@mail.example.org' FROM generate_series(12001, 120000) g",
+    );
+    assert_eq!(sql(&db, "SELECT relpages FROM pg_class WHERE oid = 'shop.log'::regclass"), "0");
+    set_rules(&p, &["\"shop.log.*\" = \"keep\"".to_string()]);
+    let run = p.xtask(&["db", "mask", &db, "--check"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(suggested(&run.stdout).contains(&"\"shop.log.label\" = \"email\"".to_string()), "{}", run.all());
+}
