@@ -4,9 +4,10 @@
 //! or the new one under the name — never neither — and the next run cleans up (or gives a
 //! retired copy its name back when nothing took it).
 //!
-//! The run is stopped at each step from outside, without hooks: a session holds a lock on the new
-//! copy (a COMMENT in an open transaction), so the rename that gives it the name waits; killed
-//! there, nothing has committed. For "after the commit", the run's stderr is a pipe this test
+//! The run is stopped at each step from outside, without hooks: a session holds a lock (a COMMENT
+//! in an open transaction) on the new copy, or — for a build quicker than the test can catch — on
+//! the old one from before the run starts, so the swap's renames wait; killed there, nothing has
+//! committed. For "after the commit", the run's stderr is a pipe this test
 //! fills while the rename waits: once the lock is released the swap commits, and the run blocks
 //! on the line it prints right after (before dropping the old copy) until it is killed.
 
@@ -51,14 +52,14 @@ fn leftovers(p: &Project) -> Vec<String> {
     p.databases().into_iter().filter(|d| d.contains("tmp_")).collect()
 }
 
-/// Whether the rename of `staging` (into its name) runs, and waits on a lock if `waiting`.
-fn renaming(staging: &str, waiting: bool) -> bool {
+/// Whether a rename of `db` (the swap's) runs, and waits on a lock if `waiting`.
+fn renaming(db: &str, waiting: bool) -> bool {
     let wait = if waiting { "wait_event_type = 'Lock' AND" } else { "" };
     sql(
         "postgres",
         &format!(
             "SELECT count(*) FROM pg_stat_activity WHERE {wait} \
-             query LIKE 'ALTER DATABASE \"{staging}\" RENAME%' AND pid <> pg_backend_pid()"
+             query LIKE 'ALTER DATABASE \"{db}\" RENAME%' AND pid <> pg_backend_pid()"
         ),
     ) != "0"
 }
@@ -97,6 +98,7 @@ fn kill_while_replacing(
     step: Step,
     gate: Option<(&str, &str)>,
     sweep: bool,
+    hold: Hold,
 ) -> String {
     let old = oid(target);
     assert!(!old.is_empty(), "{target} must exist before it is replaced");
@@ -105,24 +107,36 @@ fn kill_while_replacing(
         held.run(&format!("BEGIN; {statement};"));
         held
     });
+    let mut blocker = Held::open("postgres");
+    if hold == Hold::Target {
+        blocker
+            .run(&format!("BEGIN; COMMENT ON DATABASE \"{target}\" IS '{}';", comment_of(target).replace('\'', "''")));
+    }
     let mut child = p.command(dir, argv, &[]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     wait_for("the new copy", || staging_for(p, target).is_some());
     let staging = staging_for(p, target).unwrap();
     let new = oid(&staging);
-    let mut blocker = Held::open("postgres");
-    blocker
-        .run(&format!("BEGIN; COMMENT ON DATABASE \"{staging}\" IS '{}';", comment_of(&staging).replace('\'', "''")));
+    let renamed = match hold {
+        Hold::Target => target.to_string(),
+        Hold::NewCopy => {
+            blocker.run(&format!(
+                "BEGIN; COMMENT ON DATABASE \"{staging}\" IS '{}';",
+                comment_of(&staging).replace('\'', "''")
+            ));
+            staging.clone()
+        }
+    };
     if let Some(gate) = &mut gate {
         gate.run("ROLLBACK;");
     }
-    wait_for("the swap to wait on the lock", || renaming(&staging, true));
+    wait_for("the swap to wait on the lock", || renaming(&renamed, true));
     let _filled = match step {
         Step::BeforeCommit => {
             child.kill().unwrap();
             child.wait().unwrap();
             blocker.run("ROLLBACK;");
-            wait_for("the orphaned psql to finish", || !renaming(&staging, false));
+            wait_for("the orphaned psql to finish", || !renaming(&renamed, false));
             None
         }
         Step::AfterCommit => {
@@ -161,9 +175,18 @@ fn kill_while_replacing(
     new
 }
 
-fn each_step(p: &Project, dir: &Path, argv: &[&str], target: &str, gate: Option<(&str, &str)>) {
+/// Which lock holds the swap: one on the old database, taken before the run starts, stops a build
+/// too quick to catch (its swap renames the old one aside first); one on the new copy, taken once
+/// it is seen, stops a run that touches the old one before its swap (`template create --force`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Hold {
+    Target,
+    NewCopy,
+}
+
+fn each_step(p: &Project, dir: &Path, argv: &[&str], target: &str, gate: Option<(&str, &str)>, hold: Hold) {
     for step in [Step::BeforeCommit, Step::AfterCommit] {
-        kill_while_replacing(p, dir, argv, target, step, gate, true);
+        kill_while_replacing(p, dir, argv, target, step, gate, true, hold);
     }
 }
 
@@ -173,23 +196,20 @@ fn load_clone_killed_at_each_step_keeps_a_copy() {
     dump(&p.template(), &p.dir.join("dump/prod-20260101000000.dump"));
     p.xtask(&["db", "load-clone"]).ok();
     let clone = format!("{}prod_clone", p.prefix);
-    each_step(&p, &p.dir, &["db", "load-clone"], &clone, None);
+    each_step(&p, &p.dir, &["db", "load-clone"], &clone, None, Hold::Target);
 }
 
 #[test]
 fn fresh_killed_at_each_step_keeps_a_copy() {
     let p = project("rpfresh");
-    // A fresh build takes a fraction of a second, less than the test needs to hold the new copy
-    // on a loaded machine: one migration of this project's makes it last.
-    std::fs::write(p.dir.join("migrations/9999_slow_for_the_test.sql"), "SELECT pg_sleep(1);\n").unwrap();
     let fresh = p.xtask(&["db", "fresh"]).ok().stdout.trim().to_string();
-    each_step(&p, &p.dir, &["db", "fresh"], &fresh, None);
+    each_step(&p, &p.dir, &["db", "fresh"], &fresh, None, Hold::Target);
 }
 
 #[test]
 fn template_rebuild_killed_at_each_step_keeps_a_template() {
     let p = project("rptmpl");
-    each_step(&p, &p.dir, &["db", "template", "create", "--force", "-y"], &p.template(), None);
+    each_step(&p, &p.dir, &["db", "template", "create", "--force", "-y"], &p.template(), None, Hold::NewCopy);
 }
 
 #[test]
@@ -202,7 +222,14 @@ fn reset_killed_at_each_step_keeps_the_branch_database() {
     // holds the new copy.
     let argv = ["db", "worktree", "--reset", "-y", "--skip-generate", "--strategy", "dump"];
     let t = p.template();
-    each_step(&p, &wt, &argv, &db, Some((t.as_str(), "LOCK TABLE crm.organizations IN ACCESS EXCLUSIVE MODE")));
+    each_step(
+        &p,
+        &wt,
+        &argv,
+        &db,
+        Some((t.as_str(), "LOCK TABLE crm.organizations IN ACCESS EXCLUSIVE MODE")),
+        Hold::NewCopy,
+    );
     // The branch database is still this worktree's: a run keeps it.
     let run = run_in(&p, &wt, &["--skip-generate"]).ok();
     assert!(run.stderr.contains("exists: kept as it is"), "{}", run.stderr);
@@ -215,7 +242,7 @@ fn rehearse_keep_killed_at_each_step_keeps_a_copy() {
     sql("postgres", &format!("CREATE DATABASE \"{prod}\" TEMPLATE \"{}\"", p.template()));
     let argv = ["db", "rehearse", "--from", prod.as_str(), "--no-smoke", "--keep"];
     p.xtask(&argv).ok();
-    each_step(&p, &p.dir, &argv, &format!("{}rehearsal", p.prefix), None);
+    each_step(&p, &p.dir, &argv, &format!("{}rehearsal", p.prefix), None, Hold::NewCopy);
 }
 
 /// A copy renamed aside by a run killed after its swap, whose name is then free (its replacement
@@ -272,7 +299,7 @@ fn worktree_drop_takes_the_retired_copy_too() {
     let argv = ["db", "worktree", "--reset", "-y", "--skip-generate", "--strategy", "dump"];
     let t = p.template();
     let gate = Some((t.as_str(), "LOCK TABLE crm.organizations IN ACCESS EXCLUSIVE MODE"));
-    kill_while_replacing(&p, &wt, &argv, &db, Step::AfterCommit, gate, false);
+    kill_while_replacing(&p, &wt, &argv, &db, Step::AfterCommit, gate, false, Hold::NewCopy);
     assert_eq!(leftovers(&p).len(), 1, "{:?}", p.databases());
     p.xtask_in(&wt, &["db", "worktree", "--drop", "-y"], &[]).ok();
     assert_eq!(leftovers(&p), Vec::<String>::new(), "{:?}", p.databases());
@@ -304,16 +331,17 @@ fn a_dry_run_sweeps_nothing() {
 
 /// As [`kill_while_replacing`] after the commit, without the sweep afterwards.
 fn kill_while_replacing_keeping_leftovers(p: &Project, target: &str) {
+    // The lock on the old copy, before the run starts: a load of a small dump is quicker than the
+    // test (see [`Hold`]).
+    let mut blocker = Held::open("postgres");
+    blocker.run(&format!("BEGIN; COMMENT ON DATABASE \"{target}\" IS '{}';", comment_of(target).replace('\'', "''")));
     let mut child =
         p.command(&p.dir, &["db", "load-clone"], &[]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let _stderr = child.stderr.take().unwrap();
     wait_for("the new copy", || staging_for(p, target).is_some());
     let staging = staging_for(p, target).unwrap();
     let new = oid(&staging);
-    let mut blocker = Held::open("postgres");
-    blocker
-        .run(&format!("BEGIN; COMMENT ON DATABASE \"{staging}\" IS '{}';", comment_of(&staging).replace('\'', "''")));
-    wait_for("the swap to wait on the lock", || renaming(&staging, true));
+    wait_for("the swap to wait on the lock", || renaming(target, true));
     let _filled = fill_stderr_of(child.id());
     blocker.run("ROLLBACK;");
     wait_for("the swap to commit", || oid(target) == new);
