@@ -227,7 +227,14 @@ fn make_plan(ctx: &Ctx, server: &Server, label: &str, resolved: owner::Resolved,
             // A missing template is refused here, with its fix. A reset copies (the spare would
             // be renamed onto the name still taken).
             let spare = (ctx.config.spare_clone && !replacing).then(|| ctx.config.spare_db());
-            Some(clone::plan(server, template, &ctx.config.frozen_db(), spare.as_deref(), flags.strategy)?)
+            Some(clone::plan(
+                server,
+                template,
+                &ctx.config.frozen_db(),
+                spare.as_deref(),
+                flags.strategy,
+                ctx.config.spare_clone,
+            )?)
         }
     };
     let env_path = ctx.env_path();
@@ -304,12 +311,25 @@ fn create(ctx: &Ctx, server: &Server, plan: &Plan, cp: &ClonePlan) -> Result<clo
     let branch_marker = branch_marker(ctx, plan);
     let timings = match (&cp.method, &cp.spare) {
         (clone::Method::Spare, Some(spare)) => {
-            if clone::take_spare(server, &ctx.config.template, spare, &plan.db, &branch_marker)? {
+            if clone::take_spare(
+                server,
+                &ctx.config.template,
+                spare,
+                &plan.db,
+                &branch_marker,
+                cp.spare_state.as_ref(),
+            )? {
                 clone::Timings::default()
             } else {
                 // Taken by a concurrent run a moment ago, or stale by now: clone the ordinary way.
-                let again =
-                    clone::plan(server, &ctx.config.template, &ctx.config.frozen_db(), None, clone::Strategy::Auto)?;
+                let again = clone::plan(
+                    server,
+                    &ctx.config.template,
+                    &ctx.config.frozen_db(),
+                    None,
+                    clone::Strategy::Auto,
+                    ctx.config.spare_clone,
+                )?;
                 let mut t = copy_into_place(ctx, server, plan, &again, &branch_marker)?;
                 if t.fell_back.is_none() {
                     t.fell_back = Some(again.method.clone());
@@ -348,7 +368,7 @@ fn copy_into_place(
         settings: &[],
     };
     staging::build(server, build, |staging, marker| {
-        let (building, timings, _) = clone::execute(server, prefix, &ctx.config.template, staging, cp, marker)?;
+        let (building, timings, _) = clone::execute(server, prefix, &ctx.config.template, staging, cp, marker, false)?;
         Ok((building, timings))
     })
 }

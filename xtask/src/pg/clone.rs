@@ -6,73 +6,93 @@
 //!   (`ALLOW_CONNECTIONS false`) copy of the template, when that copy is current.
 //! - **dump**: `pg_dump t | psql -1 -v ON_ERROR_STOP=1 new`, streamed process to process, owners
 //!   and privileges included (a file copy keeps them, so every path gives the same clone). Works
-//!   while the template is in use; slower.
+//!   while the template is in use.
 //!
 //! `auto` never terminates anyone's connection to the template, and its clone contains every
 //! change committed to the template before the command started:
 //!
-//! 1. No one is connected to the template: clone it directly (always current).
-//! 2. Otherwise, if the frozen copy is current, clone the frozen copy.
-//! 3. Otherwise refresh the frozen copy from the template by dump, then clone it.
+//! 1. The spare clone (made in the background after the previous run), if it is current.
+//! 2. No one is connected to the template: clone it directly (always current).
+//! 3. Otherwise, if the frozen copy is current, clone the frozen copy.
+//! 4. Otherwise dump the template straight into the new database (as fast as the pipeline it
+//!    replaces); the background refill that follows refreshes the frozen copy and the spare.
 //!
 //! # Why "current" cannot miss a committed change
 //!
-//! A copy (frozen copy or spare clone) records a [`FrozenState`]: what the server's statistics
-//! and activity views said about the template right after the copy was complete. All of it is
-//! read from the maintenance database: this tool never connects to the template to look at it,
-//! so its own looking moves no counter. A check reads the same again and says "current" only
-//! when nothing differs. The argument, for PostgreSQL 15 and later:
+//! A copy (frozen copy or spare clone) records a [`FrozenState`]: what a [`Probe`] of the
+//! template said right after the copy was complete, and the state of the copy's own sequences.
+//! A check probes again and says "current" only when the rules below hold. A probe is one
+//! read-only session of ours on the template (`default_transaction_read_only`): first the
+//! backends connected to it (`pg_stat_activity`), then, in a later statement, the row-change
+//! counters of every relation of the template (`pg_stat_all_tables`), then every sequence's
+//! `last_value` and `is_called`. The argument, for PostgreSQL 15 and later:
 //!
-//! - Every change to a database's contents — rows, DDL, sequences (`nextval`, `setval`, even in
-//!   a rolled-back transaction), large objects, anything — is made by a backend **connected to
-//!   that database**, inside a transaction. PostgreSQL has no cross-database writes; dblink and
-//!   postgres_fdw open a backend of their own on the target; `COMMIT PREPARED` must be run from
-//!   the database that prepared the transaction. (What lives in shared catalogs — roles, the
-//!   database's own ACL, settings and comment — is not part of a clone on any path:
-//!   `CREATE DATABASE … TEMPLATE` does not copy it either.)
-//! - Every transaction that ends, committed or rolled back, counts in `pg_stat_database`'s
-//!   `xact_commit`/`xact_rollback`. That counting does not depend on `track_counts` (it gates
-//!   row counters only), and a backend flushes its counts to shared memory, at the latest, as it
-//!   exits — in a `before_shmem_exit` hook, before its `pg_stat_activity` entry is removed.
-//! - So take the copy's record as "backends B₁ (pid, start, `state_change`), then counters C₁".
-//!   A change committed after the copy's snapshot was made by a backend that either
-//!   - **is connected at the check**: then it ran a statement since, so its `state_change`
-//!     differs from B₁'s (a new backend is not in B₁ at all), or it is running one now (a
-//!     procedure or `DO` block that commits as it goes stays `active`): "current" requires the
-//!     same set of backends, with the same `state_change`, all idle; or
-//!   - **has disconnected before the check read the activity view**: then its transactions were
-//!     flushed before that, and the counters, read after the activity view, include them. If it
-//!     committed after C₁, the transaction count moved. If it committed between the snapshot and
-//!     C₁, the copy's own record caught it: B₁ is read after the copy completed and compared
-//!     with B₀, read before it began (a backend that was there is gone, or ran a statement), and
-//!     a session that connected, committed and left within the copy shows in `sessions`, which
-//!     must have grown by exactly this tool's own connections (the dump's one, or none). Such a
-//!     copy is recorded *unverified* and is never current.
-//! - Everything else that could make the counters lie counts as a change: the database
-//!   re-created (oid), its statistics reset (`stats_reset`), a server restart or crash (which
-//!   discards statistics: `pg_postmaster_start_time`, and the shared `pg_stat_archiver` reset
-//!   time that the discard sets), prepared transactions appearing or going, a subscription or a
-//!   logical replication slot on the template, a backend we may not inspect (another role's
-//!   `state_change` is hidden without `pg_read_all_stats`), a backend that is not a plain client
-//!   (walsenders and background workers are not counted in `sessions`), statistics collected
-//!   asynchronously (before PostgreSQL 15: never current).
+//! - A database's contents change in two ways only. (a) A committed transaction writes heap
+//!   tuples: rows, and for DDL, comments, large objects, privileges and the rest, rows of the
+//!   database's own catalogs. (b) Sequences: `nextval` and `setval` change a sequence in place,
+//!   outside any transaction (never rolled back). Both are done by a backend **connected to that
+//!   database**: PostgreSQL has no cross-database writes (dblink and postgres_fdw open a backend
+//!   of their own on the target; `COMMIT PREPARED` runs in the database that prepared). What
+//!   lives in shared catalogs — roles, the database's own ACL, settings and comment — is not
+//!   part of a clone on any path: `CREATE DATABASE … TEMPLATE` does not copy it either.
+//! - (b) is compared directly: the copy's sequences, read from the copy when it was made, must
+//!   equal the template's now. Nothing about who changed them matters.
+//! - (a): every heap tuple a backend inserts, updates or deletes is counted (`n_tup_ins`,
+//!   `n_tup_upd`, `n_tup_del`) for its relation, per relation, in the backend's memory; a
+//!   relation's counters only grow, and a relation dropped leaves the set of relations. The
+//!   backend publishes its counts to shared memory (a) when it exits, in a `before_shmem_exit`
+//!   hook, before its `pg_stat_activity` entry is removed; (b) when it goes idle outside a
+//!   transaction: at once, or — when it published less than a second ago or a lock was busy —
+//!   by a forced flush that a timer runs `PGSTAT_IDLE_INTERVAL` (10 s) later if the session is
+//!   still idle then (`pgstat_report_stat`, `IDLE_STATS_UPDATE_TIMEOUT` in `postgres.c`). So a
+//!   backend connected right now and idle for [`FLUSHED_AFTER`] (12 s: 10 s and a margin for
+//!   the lock the forced flush waits for) has published everything it ever committed.
+//! - A change committed after the copy's snapshot was made by a backend that, when the check
+//!   reads the activity view, either
+//!   - **has left**: its counts were published before that read, so the counters (read after
+//!     it) include them; or
+//!   - **is idle and has been for [`FLUSHED_AFTER`]**: the same; or
+//!   - **was there when the copy was recorded, with the same `state_change`, idle**: it has run
+//!     nothing since, so it committed nothing since; or
+//!   - **was there when the copy was recorded, in the same transaction** (same `xact_start`,
+//!     which moves at every commit, inside procedures and `DO` blocks too): it has committed
+//!     nothing since (what it did non-transactionally is sequence state, compared directly);
+//!   - otherwise the copy is stale: a session that ran statements less than [`FLUSHED_AFTER`]
+//!     ago, a transaction that began after the copy, a backend we may not inspect (another
+//!     role's is hidden without `pg_read_all_stats`), a walsender or background worker still
+//!     connected (a parallel worker of a session in the same transaction is that session's).
+//! - So if the row counters now equal those recorded, no counted row change was published
+//!   since the record; and the copy's own record was checked the same way against a probe taken
+//!   *before* the copy began (a backend that committed during the copy published into the
+//!   counters between the two probes, or is caught by the same rules). Such a copy is recorded
+//!   *unverified* and is never current.
+//! - Everything that could make the counters lie counts as a change: the database re-created
+//!   (oid), its statistics reset (`stats_reset`, which resetting one table's counters sets too),
+//!   a server restart or crash (which discards statistics: `pg_postmaster_start_time`, and the
+//!   shared `pg_stat_archiver` reset time that the discard sets), prepared transactions
+//!   appearing or going, a subscription or a logical replication slot on the template, row
+//!   counting off (`track_counts` off, or set for a role or database, or granted to a role to
+//!   change), a table access method other than heap (its writes may not be counted), statistics
+//!   collected asynchronously (before PostgreSQL 15: never current).
 //!
-//! The one thing it cannot see: a background worker or walsender that connects to the template,
-//! commits only sequence changes, and leaves again entirely while a copy is being made (it is
-//! not counted in `sessions`, and row counters do not move). No extension does that to a
-//! development template; `--strategy dump` takes the template's own snapshot every time.
+//! What is not a change: statistics. Autovacuum's `ANALYZE` writes rows of `pg_statistic` and
+//! `pg_statistic_ext_data` (and their TOAST tables): those relations' counters are left out (a
+//! dump-path clone has none of those rows either). Autovacuum workers are not compared as
+//! backends: they change no contents. Sessions that connected and left, or that only read
+//! (a pool cycling its connections, `psql`, `pg_dump`, a report running for minutes), are not
+//! changes either: that is what the row counters and the direct comparison of sequences prove.
 //!
-//! Autovacuum workers are ignored: they change no contents. They are not in the backends
-//! compared, and the transactions they end (a worker visits every database each
-//! `autovacuum_naptime`, doing a few even when it finds nothing to do) are allowed for when
-//! nothing else can have ended them: no session connected, no row changed, row changes counted
-//! for every backend (`track_counts` on, set nowhere per role or database), and no preloaded
-//! library that could start a background worker of its own (see [`only_autovacuum`]). Otherwise
-//! any transaction that ended means "stale". This widens the blind spot above to: a walsender
-//! (a `replication=database` connection, which needs the REPLICATION attribute) that changes
-//! only sequences at any time between a copy and a check. `template create` ends with
-//! `VACUUM (FREEZE, ANALYZE)`, so autovacuum finds nothing to analyze (which writes
-//! `pg_statistic` rows: a row change) in a template nobody changed.
+//! The one thing it cannot see: a session of a role allowed to change `track_counts` (a
+//! superuser, or a role granted `SET` on it) that turns it off for itself, commits a row change,
+//! and then leaves or stays idle — its change is counted nowhere. Nothing does that to a
+//! development template by accident; `--strategy dump` takes the template's own snapshot every
+//! time.
+//!
+//! Our own look is harmless: the probe's session is read-only and changes no counter that is
+//! compared (connections and transactions are not compared at all). A probe waits for its own
+//! backend to be gone before it returns, so that a direct copy right after is not refused.
+//! A template with a login event trigger (PostgreSQL 17+) is not probed — our session would run
+//! it — and its copies are never current.
 //!
 //! # Concurrency
 //!
@@ -84,6 +104,7 @@
 //! copy-on-write clone on filesystems that support it (size-independent); where it fails, the
 //! default strategy is used.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -94,6 +115,11 @@ use super::staging::{self, staging_marker, Old};
 use super::{ident, literal, Creating, Lock, Server};
 use crate::naming::Staging;
 use crate::proc;
+
+/// How long a session must have been idle (outside a transaction) for everything it committed
+/// to be in the shared counters: `PGSTAT_IDLE_INTERVAL` (10 s), after which an idle backend's
+/// timer forces the flush, and 2 s for that flush to take its locks.
+pub const FLUSHED_AFTER: Duration = Duration::from_secs(12);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Strategy {
@@ -138,6 +164,8 @@ pub struct ClonePlan {
     pub spare: Option<String>,
     /// Chosen by `auto`: a direct copy that finds the template busy after all falls back.
     pub auto: bool,
+    /// The record of the spare clone that was found current (taking it need not look again).
+    pub spare_state: Option<FrozenState>,
 }
 
 impl ClonePlan {
@@ -156,101 +184,220 @@ pub struct Backend {
     pub kind: String,
     #[serde(default)]
     pub app: String,
+    /// When its current transaction began; empty outside one.
+    #[serde(default)]
+    pub xact_start: String,
+    /// A parallel worker's leader (`leader_pid`), else 0.
+    #[serde(default)]
+    pub leader: i64,
+    /// Milliseconds since `state_change`, when the probe read it (not recorded).
+    #[serde(default, skip_serializing)]
+    pub idle_ms: i64,
 }
 
 impl Backend {
-    /// Idle, a plain client, and visible to us: it is not running anything right now.
-    fn quiet(&self) -> bool {
-        self.kind == "client backend"
-            && !self.state_change.is_empty()
-            && matches!(self.state.as_str(), "idle" | "idle in transaction" | "idle in transaction (aborted)")
+    fn client(&self) -> bool {
+        self.kind == "client backend" && !self.state_change.is_empty()
     }
-    fn same(&self, other: &Backend) -> bool {
-        (self.pid, &self.started, &self.state_change, &self.state)
-            == (other.pid, &other.started, &other.state_change, &other.state)
+    fn idle(&self) -> bool {
+        matches!(self.state.as_str(), "idle" | "idle in transaction" | "idle in transaction (aborted)")
+    }
+    fn same_session(&self, other: &Backend) -> bool {
+        (self.pid, &self.started) == (other.pid, &other.started)
     }
 }
 
-/// The template's counters, as `pg_stat_database` and friends show them.
+/// The template's counters and settings, as one probe read them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     pub oid: i64,
-    pub sessions: i64,
-    pub xacts: i64,
-    pub writes: i64,
     pub stats_reset: String,
     pub shared_reset: String,
     pub server_start: String,
     pub prepared: String,
     pub feeds: i64,
     pub now: String,
-    /// Row changes are counted for every backend: `track_counts` is on, and no per-role or
-    /// per-database setting names it. (Absent in older records: then not known.)
-    #[serde(default)]
+    /// Row changes are counted for every backend: `track_counts` is on, no per-role or
+    /// per-database setting names it, and no role was granted the right to change it.
     pub counted: bool,
-    /// `shared_preload_libraries`: what could start background workers of its own.
-    #[serde(default)]
-    pub preload: String,
+    /// Every relation that stores rows uses the heap access method (whose writes are counted).
+    pub heap_only: bool,
+    /// Digest of every relation's row-change counters (statistics catalogs left out).
+    pub row_changes: String,
+    /// How many relations that digest covers (for messages).
+    pub relations: i64,
+}
+
+/// The state of a database's sequences: a digest of every sequence's qualified name,
+/// `last_value` and `is_called`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sequences {
+    pub digest: String,
+    pub count: i64,
+}
+
+/// One look at the template: backends first, then counters, then sequences.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Probe {
+    pub backends: Vec<Backend>,
+    pub counters: Counters,
+    pub sequences: Sequences,
 }
 
 /// What a copy of the template records about the template it was made from: see the module
-/// documentation for why comparing it with the present is enough.
+/// documentation for why comparing it with a probe of the present is enough. A record of an
+/// older version (without `sequences`) does not read as one: such a copy is never current.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FrozenState {
     pub template: String,
     /// Backends on the template right after the copy, then the counters.
     pub backends: Vec<Backend>,
     pub counters: Option<Counters>,
+    /// The copy's own sequences, read from the copy.
+    pub sequences: Sequences,
     /// Why this copy can never be taken as current, when it cannot.
     pub unverified: Option<String>,
     pub frozen_at: String,
 }
 
-fn activity_sql(template: &str) -> String {
-    format!(
-        "SELECT a.pid::bigint AS pid, coalesce(a.backend_start::text, '') AS started, \
-         coalesce(a.state_change::text, '') AS state_change, coalesce(a.state, '') AS state, \
-         coalesce(a.backend_type, '') AS kind, coalesce(a.application_name, '') AS app \
-         FROM pg_stat_activity a JOIN pg_database d ON d.oid = a.datid \
-         WHERE d.datname = {} AND a.pid <> pg_backend_pid() \
-         AND a.backend_type IS DISTINCT FROM 'autovacuum worker' ORDER BY a.pid",
-        literal(template)
-    )
+impl FrozenState {
+    /// The same record (one copy, recorded once).
+    fn same(&self, other: &FrozenState) -> bool {
+        self.frozen_at == other.frozen_at && self.counters == other.counters && self.sequences == other.sequences
+    }
 }
 
-fn counters_sql(template: &str) -> String {
+const ACTIVITY_SQL: &str = "SELECT a.pid::bigint AS pid, coalesce(a.backend_start::text, '') AS started, \
+     coalesce(a.state_change::text, '') AS state_change, coalesce(a.state, '') AS state, \
+     coalesce(a.backend_type, '') AS kind, coalesce(a.application_name, '') AS app, \
+     coalesce(a.xact_start::text, '') AS xact_start, coalesce(a.leader_pid, 0)::bigint AS leader, \
+     coalesce((extract(epoch FROM clock_timestamp() - a.state_change) * 1000)::bigint, -1) AS idle_ms \
+     FROM pg_stat_activity a WHERE a.datid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+     AND a.pid <> pg_backend_pid() AND a.backend_type IS DISTINCT FROM 'autovacuum worker'";
+
+/// Relations whose row changes are statistics, not contents: what `ANALYZE` writes.
+const STATISTICS: &str = "SELECT s.oid FROM pg_class s WHERE s.oid IN ('pg_catalog.pg_statistic'::regclass, \
+     'pg_catalog.pg_statistic_ext_data'::regclass) UNION SELECT s.reltoastrelid FROM pg_class s \
+     WHERE s.oid IN ('pg_catalog.pg_statistic'::regclass, 'pg_catalog.pg_statistic_ext_data'::regclass)";
+
+fn counters_sql() -> String {
     format!(
-        "SELECT d.oid::bigint AS oid, s.sessions::bigint AS sessions, \
-         (s.xact_commit + s.xact_rollback)::bigint AS xacts, \
-         (s.tup_inserted + s.tup_updated + s.tup_deleted)::bigint AS writes, \
-         coalesce(s.stats_reset::text, '') AS stats_reset, \
+        "SELECT d.oid::bigint AS oid, coalesce(s.stats_reset::text, '') AS stats_reset, \
          (SELECT coalesce(stats_reset::text, '') FROM pg_stat_archiver) AS shared_reset, \
          pg_postmaster_start_time()::text AS server_start, \
          (SELECT coalesce(string_agg(format('%s@%s', p.gid, p.prepared), ',' ORDER BY p.gid), '') \
             FROM pg_prepared_xacts p WHERE p.database = d.datname) AS prepared, \
          (SELECT count(u.subdbid) FROM pg_subscription u WHERE u.subdbid = d.oid) \
            + (SELECT count(*) FROM pg_replication_slots r WHERE r.database = d.datname) AS feeds, \
-         now()::text AS now, \
-         (current_setting('track_counts') = 'on' AND NOT EXISTS (SELECT 1 FROM pg_db_role_setting r \
-            WHERE array_to_string(r.setconfig, ',') ILIKE '%track_counts%')) AS counted, \
-         current_setting('shared_preload_libraries') AS preload \
-         FROM pg_database d JOIN pg_stat_database s ON s.datid = d.oid WHERE d.datname = {}",
-        literal(template)
+         clock_timestamp()::text AS now, \
+         (current_setting('track_counts') = 'on' \
+          AND NOT EXISTS (SELECT 1 FROM pg_db_role_setting r WHERE array_to_string(r.setconfig, ',') ILIKE '%track_counts%') \
+          AND NOT EXISTS (SELECT 1 FROM pg_parameter_acl p WHERE p.parname = 'track_counts')) AS counted, \
+         NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_am a ON a.oid = c.relam \
+            WHERE c.relkind IN ('r', 'm', 't') AND a.amname <> 'heap') AS heap_only, \
+         w.digest AS row_changes, w.relations \
+         FROM pg_database d JOIN pg_stat_database s ON s.datid = d.oid, \
+         (SELECT coalesce(md5(string_agg(format('%s:%s:%s:%s', t.relid, t.n_tup_ins, t.n_tup_upd, t.n_tup_del), \
+             ',' ORDER BY t.relid)), '') AS digest, count(*) AS relations \
+            FROM pg_stat_all_tables t JOIN pg_class c ON c.oid = t.relid \
+            WHERE NOT c.relisshared AND c.relpersistence <> 't' AND t.relid NOT IN ({STATISTICS})) w \
+         WHERE d.datname = current_database()"
     )
 }
 
-/// Backends on the template (never ourselves: we look from the maintenance database).
-pub fn activity(server: &Server, template: &str) -> Result<Vec<Backend>> {
-    server
-        .query(&server.maintenance_db, &activity_sql(template))
-        .with_context(|| format!("inspecting the template `{template}`"))
+/// Reads every sequence of the database psql is connected to (temporary ones aside), as
+/// `:seq_q`/`:seq_n` for [`sequences_sql`]: one query over all of them, built here because a
+/// sequence is read by naming it.
+const SEQUENCES_QUERY: &str =
+    "SELECT coalesce(string_agg(format('SELECT %L AS s, last_value::text || '','' || is_called::text AS v FROM %s', \
+       format('%I.%I', n.nspname, c.relname), c.oid::regclass), ' UNION ALL '), \
+       'SELECT NULL::text AS s, NULL::text AS v WHERE false') AS q, count(*) AS n \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE c.relkind = 'S' AND c.relpersistence <> 't' \\gset seq_\n";
+
+const SEQUENCES_SQL: &str = "(SELECT json_build_object('digest', \
+       coalesce(md5(string_agg(x.s || '=' || x.v, E'\\n' ORDER BY x.s COLLATE \"C\")), ''), 'count', :seq_n) \
+     FROM (:seq_q) x)";
+
+/// The psql script of a probe: one JSON object on stdout.
+fn probe_script() -> String {
+    format!(
+        "SET default_transaction_read_only = on;\n\
+         SELECT coalesce(json_agg(a ORDER BY a.pid), '[]') AS backends FROM ({ACTIVITY_SQL}) a \\gset probe_\n\
+         {SEQUENCES_QUERY}\
+         SELECT json_build_object('backends', :'probe_backends'::json, \
+           'counters', (SELECT row_to_json(c) FROM ({}) c), 'sequences', {SEQUENCES_SQL});\n",
+        counters_sql()
+    )
 }
 
-/// The template's counters. Read them after [`activity`], never before (see the module docs).
-pub fn counters(server: &Server, template: &str) -> Result<Counters> {
-    server
-        .query_one(&server.maintenance_db, &counters_sql(template))
-        .with_context(|| format!("inspecting the template `{template}`"))
+/// A psql on `db` under a name of ours that no other session has.
+fn own_session(server: &Server, db: &str) -> Result<(std::process::Command, String)> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let app = format!("xtask-db-probe-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    let mut cmd = server.psql(db)?;
+    cmd.env("PGAPPNAME", &app);
+    Ok((cmd, app))
+}
+
+/// Waits (up to 2 s) until no backend named `app` is left on the server: a session's backend
+/// goes on exiting for a moment after its client has.
+fn wait_gone(server: &Server, app: &str) -> Result<()> {
+    for _ in 0..200 {
+        let left: i64 = server
+            .query_one::<Count>(
+                &server.maintenance_db,
+                &format!("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = {}", literal(app)),
+            )?
+            .n;
+        if left == 0 {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct Count {
+    n: i64,
+}
+
+/// Looks at `template` (see the module documentation), from a read-only session of ours that is
+/// gone again when this returns. Never run while a direct copy of `template` is being made.
+pub fn probe(server: &Server, template: &str) -> Result<Probe> {
+    let (mut psql, app) = own_session(server, template)?;
+    let out = proc::capture(&mut psql, Some(probe_script().as_bytes()))
+        .map_err(|e| super::classify(e, &server.url, template))
+        .with_context(|| format!("inspecting the template `{template}`"));
+    wait_gone(server, &app)?;
+    serde_json::from_str(out?.trim()).with_context(|| format!("reading what the template `{template}` looks like"))
+}
+
+/// The sequences of `db` (a copy just made, still open to our connections).
+fn sequences(server: &Server, db: &str) -> Result<Sequences> {
+    let (mut psql, app) = own_session(server, db)?;
+    let script = format!("SET default_transaction_read_only = on;\n{SEQUENCES_QUERY}SELECT {SEQUENCES_SQL};\n");
+    let out = proc::capture(&mut psql, Some(script.as_bytes()))
+        .map_err(|e| super::classify(e, &server.url, db))
+        .with_context(|| format!("reading the sequences of `{db}`"));
+    wait_gone(server, &app)?;
+    serde_json::from_str(out?.trim()).with_context(|| format!("reading the sequences of `{db}`"))
+}
+
+/// Why the template cannot be probed without side effects, if it cannot: a login event trigger
+/// (PostgreSQL 17+) would run for our session.
+fn unprobeable(server: &Server, template: &str) -> Result<Option<String>> {
+    if server.major < 17 {
+        return Ok(None);
+    }
+    let n = server
+        .query_one::<Count>(
+            &server.maintenance_db,
+            &format!("SELECT count(*) AS n FROM pg_database WHERE datname = {} AND dathasloginevt", literal(template)),
+        )?
+        .n;
+    Ok((n > 0).then(|| "the template has a login event trigger, which a look at it would run".to_string()))
 }
 
 /// Why a copy whose record is `frozen` is not current now, or `None` when it is.
@@ -262,9 +409,29 @@ pub fn staleness(server: &Server, frozen: &FrozenState) -> Result<Option<String>
         return Ok(Some(format!("it was made while the template was changing ({why})")));
     }
     let Some(then) = &frozen.counters else { return Ok(Some("it has no record of the template's state".into())) };
-    let backends = activity(server, &frozen.template)?;
-    let now = counters(server, &frozen.template)?;
-    Ok(compare(then, &frozen.backends, &now, &backends, 0, 0))
+    if let Some(why) = unprobeable(server, &frozen.template)? {
+        return Ok(Some(why));
+    }
+    let now = match probe(server, &frozen.template) {
+        Ok(now) => now,
+        Err(e) => {
+            proc::check_interrupt()?;
+            return Ok(Some(format!(
+                "the template could not be inspected ({})",
+                crate::error::telling_line(&format!("{e:#}"))
+            )));
+        }
+    };
+    if let Some(why) = compare(then, &frozen.backends, &now.counters, &now.backends) {
+        return Ok(Some(why));
+    }
+    if now.sequences != frozen.sequences {
+        return Ok(Some(format!(
+            "a sequence of the template moved since (nextval and setval leave no row change; {} sequence(s) compared)",
+            now.sequences.count
+        )));
+    }
+    Ok(None)
 }
 
 /// Before PostgreSQL 15, statistics travel to a collector process asynchronously (and may be
@@ -275,17 +442,13 @@ fn too_old(server: &Server) -> Option<String> {
     })
 }
 
-/// Why the template as (`now`, `backends`) may hold a change that (`then`, `before`) did not.
-/// `own_sessions`/`own_xacts`: connections and transactions this tool itself made in between
-/// (a dump's); a negative `own_xacts` means "not known exactly": transactions are not compared.
-fn compare(
-    then: &Counters,
-    before: &[Backend],
-    now: &Counters,
-    backends: &[Backend],
-    own_sessions: i64,
-    own_xacts: i64,
-) -> Option<String> {
+fn seconds(ms: i64) -> String {
+    format!("{:.1} s", ms.max(0) as f64 / 1000.0)
+}
+
+/// Why the template as (`now`, `backends`) may hold a committed change that it did not hold as
+/// (`then`, `before`): the rules of the module documentation, in order.
+fn compare(then: &Counters, before: &[Backend], now: &Counters, backends: &[Backend]) -> Option<String> {
     if then.oid != now.oid {
         return Some("the template was re-created since".into());
     }
@@ -304,114 +467,98 @@ fn compare(
     if then.prepared != now.prepared {
         return Some("its prepared transactions changed since".into());
     }
-    let busy = backends.iter().filter(|b| !b.quiet()).count();
-    if busy > 0 {
-        return Some(format!(
-            "{busy} session(s) on the template are running a statement now (or cannot be inspected), and may commit at any moment"
-        ));
+    if !(then.counted && now.counted) {
+        return Some("row changes are not counted for every session (track_counts is off, set for a role or database, or granted to a role to change)".into());
     }
-    let new = backends.iter().filter(|b| !before.iter().any(|o| o.pid == b.pid && o.started == b.started)).count();
-    if new > 0 {
-        return Some(format!("{new} session(s) connected to the template since"));
+    if !now.heap_only {
+        return Some(
+            "the template has tables of an access method other than heap, whose writes may not be counted".into(),
+        );
     }
-    let gone = before.iter().filter(|o| !backends.iter().any(|b| b.pid == o.pid && b.started == o.started)).count();
-    if gone > 0 {
-        return Some(format!("{gone} session(s) that were connected to the template have disconnected since (they may have committed first)"));
+    let same_transaction = |b: &Backend| {
+        b.client()
+            && !b.xact_start.is_empty()
+            && before.iter().any(|o| o.same_session(b) && o.xact_start == b.xact_start)
+    };
+    for b in backends {
+        if b.kind == "parallel worker" && backends.iter().any(|l| l.pid == b.leader && same_transaction(l)) {
+            continue;
+        }
+        if !b.client() {
+            let what = if b.kind == "client backend" {
+                "a session we may not inspect (another role's, without pg_read_all_stats)".to_string()
+            } else {
+                format!("a {}", b.kind)
+            };
+            return Some(format!("{what} is connected to the template, and may commit at any moment"));
+        }
+        let unchanged = b.idle() && before.iter().any(|o| o.same_session(b) && o.state_change == b.state_change);
+        let flushed = b.state == "idle" && b.idle_ms >= FLUSHED_AFTER.as_millis() as i64;
+        if unchanged || flushed || same_transaction(b) {
+            continue;
+        }
+        let new = !before.iter().any(|o| o.same_session(b));
+        return Some(match (new, b.state.as_str()) {
+            (_, "active") => format!(
+                "a session on the template is running a statement in a transaction that began since (pid {})",
+                b.pid
+            ),
+            (_, "idle") => format!(
+                "a session {} the template ran a statement {} ago (its row counts are certain to be published once it has been idle {} s)",
+                if new { "that connected to" } else { "on" },
+                seconds(b.idle_ms),
+                FLUSHED_AFTER.as_secs()
+            ),
+            _ => format!("a session on the template is in a transaction that began since (pid {})", b.pid),
+        });
     }
-    let ran = backends.iter().filter(|b| !before.iter().any(|o| o.same(b))).count();
-    if ran > 0 {
-        return Some(format!("{ran} session(s) on the template ran statements since"));
-    }
-    if now.sessions - then.sessions > own_sessions {
-        return Some(format!(
-            "{} session(s) connected to the template and left since",
-            now.sessions - then.sessions - own_sessions
-        ));
-    }
-    if now.writes != then.writes {
-        return Some(format!("{} row change(s) were written to the template since", now.writes - then.writes));
-    }
-    if own_xacts >= 0 && now.xacts - then.xacts != own_xacts && !only_autovacuum(then, now, own_sessions) {
-        return Some(format!("{} transaction(s) ended on the template since", now.xacts - then.xacts - own_xacts));
+    if now.row_changes != then.row_changes {
+        return Some("rows of the template were changed since (its row-change counters moved)".into());
     }
     None
 }
 
-/// Libraries in `shared_preload_libraries` known to start no background worker that writes to a
-/// database (`pg_prewarm`'s reads; the others start none).
-const QUIET_PRELOADS: &[&str] = &["pg_stat_statements", "auto_explain", "pg_prewarm", "plpgsql", "pg_hint_plan"];
-
-/// Whether transactions that ended since, without a session connecting and without a row
-/// changing, can only be autovacuum's (a worker visits every database each
-/// `autovacuum_naptime`, and its transactions count, even when it finds nothing to do). Then
-/// they changed no contents. Everything else that ends transactions without being counted in
-/// `sessions` is ruled out: a client backend is counted; logical replication workers and logical
-/// walsenders need a subscription or slot (`feeds`, already refused); parallel workers belong to a
-/// client that is running a statement (refused); a dynamic background worker is started by a
-/// client session (counted); other background workers need a library preloaded, and only
-/// [`QUIET_PRELOADS`] are allowed. Row changes must be counted for every backend (`counted`)
-/// then and now, or an uncounted write could hide here.
-fn only_autovacuum(then: &Counters, now: &Counters, own_sessions: i64) -> bool {
-    let preload_quiet = |p: &str| {
-        p.split(',').map(|l| l.trim().trim_matches('"')).filter(|l| !l.is_empty()).all(|l| QUIET_PRELOADS.contains(&l))
-    };
-    now.sessions - then.sessions == own_sessions
-        && now.writes == then.writes
-        && then.counted
-        && now.counted
-        && then.preload == now.preload
-        && preload_quiet(&now.preload)
-}
-
-/// Runs `copy` (which makes a copy of the template and connects to it `own_sessions` times) and
-/// returns what the copy records: backends and counters before, the copy, backends and counters
-/// after; unverified when anything happened in between that the copy may have missed.
+/// Runs `copy` (which makes a copy of the template, `copied`, and connects to the template only
+/// through sessions named `own_app`) and returns what the copy records: a probe before, the copy,
+/// a probe after and the copy's own sequences; unverified when anything happened in between that
+/// the copy may have missed.
 fn freeze<T>(
     server: &Server,
     template: &str,
-    own_sessions: i64,
+    copied: impl Fn(&T) -> String,
     own_app: Option<&str>,
     copy: impl FnOnce() -> Result<T>,
 ) -> Result<(T, FrozenState)> {
-    if let Some(why) = too_old(server) {
-        let out = copy()?;
+    let never = |out: T, why: String| {
         let state = FrozenState {
             template: template.into(),
             backends: vec![],
             counters: None,
+            sequences: Sequences { digest: String::new(), count: 0 },
             unverified: Some(why),
             frozen_at: String::new(),
         };
-        return Ok((out, state));
+        Ok((out, state))
+    };
+    if let Some(why) = too_old(server).or(unprobeable(server, template)?) {
+        return never(copy()?, why);
     }
-    // Counters first, then backends: a backend that leaves in between is still in `before`.
-    let then = counters(server, template)?;
-    let before = activity(server, template)?;
+    let before = probe(server, template)?;
     let out = copy()?;
     // Our own dump's backend may still be on its way out.
     if let Some(app) = own_app {
-        for _ in 0..250 {
-            if !activity(server, template)?.iter().any(|b| b.app == app) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_gone(server, app)?;
     }
-    let after = activity(server, template)?.into_iter().filter(|b| Some(b.app.as_str()) != own_app).collect::<Vec<_>>();
-    let now = counters(server, template)?;
-    // Transactions: ours are not counted exactly (pg_dump runs several), so not compared here;
-    // a backend that committed during the copy shows as gone, changed or new, or in `sessions`.
-    let mut unverified =
-        before.iter().find(|b| !b.quiet()).map(|_| "a session was running a statement when the copy began".to_string());
-    if unverified.is_none() {
-        unverified = compare(&then, &before, &now, &after, own_sessions, -1);
-    }
+    let after = probe(server, template)?;
+    let sequences = sequences(server, &copied(&out))?;
+    let unverified = compare(&before.counters, &before.backends, &after.counters, &after.backends);
     let state = FrozenState {
         template: template.into(),
-        backends: after,
+        backends: after.backends,
         unverified,
-        frozen_at: now.now.clone(),
-        counters: Some(now),
+        frozen_at: after.counters.now.clone(),
+        counters: Some(after.counters),
+        sequences,
     };
     Ok((out, state))
 }
@@ -436,13 +583,16 @@ fn users(server: &Server, template: &str) -> Result<(i64, i64)> {
     Ok((u.connections, u.prepared))
 }
 
-/// Decides how to clone `template` (read-only: looks, changes nothing).
+/// Decides how to clone `template` (read-only: looks, changes nothing). `dump_when_stale`: a
+/// stale frozen copy is not refreshed first; the template is dumped straight into the new
+/// database (for a run followed by a background refill, which refreshes the frozen copy).
 pub fn plan(
     server: &Server,
     template: &str,
     frozen: &str,
     spare: Option<&str>,
     strategy: Strategy,
+    dump_when_stale: bool,
 ) -> Result<ClonePlan> {
     let Some(info) = server.database(template)? else {
         return Err(crate::error::fail(
@@ -452,7 +602,14 @@ pub fn plan(
     };
     let auto = strategy == Strategy::Auto;
     let plan = |method, why: String| {
-        Ok(ClonePlan { method, why, frozen: frozen.to_string(), spare: spare.map(str::to_string), auto })
+        Ok(ClonePlan {
+            method,
+            why,
+            frozen: frozen.to_string(),
+            spare: spare.map(str::to_string),
+            auto,
+            spare_state: None,
+        })
     };
     match strategy {
         Strategy::Template => return plan(Method::Template, "--strategy template".into()),
@@ -463,7 +620,10 @@ pub fn plan(
     let mut spare_note = String::new();
     if let Some(state) = spare.and_then(|name| marked_state(server, name, template).transpose()).transpose()? {
         match staleness(server, &state)? {
-            None => return plan(Method::Spare, format!("a spare clone made at {} is current", state.frozen_at)),
+            None => {
+                let why = format!("a spare clone made at {} is current", state.frozen_at);
+                return plan(Method::Spare, why).map(|p| ClonePlan { spare_state: Some(state), ..p });
+            }
             Some(why) => spare_note = format!(" (the spare clone is stale: {why})"),
         }
     }
@@ -480,15 +640,24 @@ pub fn plan(
     if !info.allow_connections {
         return plan(Method::Dump, format!("{busy} and does not allow ours"));
     }
+    let refresh = |why: String| {
+        match dump_when_stale {
+        true => plan(
+            Method::Dump,
+            format!("{busy}; {why}: dumped straight into the new database (the frozen copy is refreshed in the background afterwards)"),
+        ),
+        false => plan(Method::Frozen { refresh: true }, format!("{busy}; {why}")),
+    }
+    };
     let Some(state) = marked_state(server, frozen, template)? else {
-        return plan(Method::Frozen { refresh: true }, format!("{busy}; there is no frozen copy of it yet"));
+        return refresh("there is no frozen copy of it yet".into());
     };
     match staleness(server, &state)? {
         None => plan(
             Method::Frozen { refresh: false },
             format!("{busy}; its frozen copy is current (nothing changed since {})", state.frozen_at),
         ),
-        Some(why) => plan(Method::Frozen { refresh: true }, format!("{busy}; its frozen copy is stale: {why}")),
+        Some(why) => refresh(format!("its frozen copy is stale: {why}")),
     }
 }
 
@@ -508,12 +677,26 @@ fn copy_marker(kind: fn(Copy) -> Kind, state: FrozenState) -> Marker {
 }
 
 /// Renames the spare clone into place as `target`, open for connections, marked: one
-/// transaction, under the spare's lock, after checking once more that it is current.
+/// transaction, under the spare's lock, after checking that it is current — unless it is the
+/// very copy the plan found current a moment ago (`checked`) and the lock was free (a run that
+/// waited for it looks again: what was committed while it waited belongs in its clone too).
 /// `Ok(false)`: no current spare after all (taken by another run, or stale by now).
-pub fn take_spare(server: &Server, template: &str, spare: &str, target: &str, marker: &Marker) -> Result<bool> {
-    let _lock = Lock::exclusive(server, &format!("spare:{spare}"), "the spare clone")?;
+pub fn take_spare(
+    server: &Server,
+    template: &str,
+    spare: &str,
+    target: &str,
+    marker: &Marker,
+    checked: Option<&FrozenState>,
+) -> Result<bool> {
+    let key = format!("spare:{spare}");
+    let (_lock, waited) = match Lock::try_exclusive(server, &key)? {
+        Some(lock) => (lock, false),
+        None => (Lock::exclusive(server, &key, "the spare clone")?, true),
+    };
     let Some(state) = marked_state(server, spare, template)? else { return Ok(false) };
-    if staleness(server, &state)?.is_some() {
+    let checked = !waited && checked.is_some_and(|c| c.same(&state));
+    if !checked && staleness(server, &state)?.is_some() {
         return Ok(false);
     }
     staging::publish(server, spare, target, marker, Old::None, &["ALLOW_CONNECTIONS true"])?;
@@ -533,9 +716,9 @@ pub fn refill_spare(server: &Server, template: &str, frozen: &str, spare: &str, 
             return Ok(false);
         }
     }
-    let how = plan(server, template, frozen, None, Strategy::Auto)?;
+    let how = plan(server, template, frozen, None, Strategy::Auto, false)?;
     let staging = staging::name(prefix, Staging::Spare);
-    let (building, _, state) = execute(server, prefix, template, &staging, &how, staging_marker(spare))?;
+    let (building, _, state) = execute(server, prefix, template, &staging, &how, staging_marker(spare), true)?;
     let state = state.context("a spare clone needs a record of the template's state")?;
     server.exec(&server.maintenance_db, &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", ident(&staging)))?;
     let marker = copy_marker(Kind::Spare, state);
@@ -560,8 +743,8 @@ pub struct Timings {
 
 /// Clones `template` into the new database `target` (created here, marked `marker`, guarded:
 /// dropped again on any failure unless the caller keeps it). A frozen copy it refreshes is built
-/// under a staging name of `prefix`. Returns, for the file-copy methods, the record of what the
-/// clone contains.
+/// under a staging name of `prefix`. Returns, for the file-copy methods and when asked to
+/// (`record`: the copy is to be kept as a spare), the record of what the clone contains.
 pub fn execute<'s>(
     server: &'s Server,
     prefix: &str,
@@ -569,23 +752,28 @@ pub fn execute<'s>(
     target: &str,
     plan: &ClonePlan,
     marker: Marker,
+    record: bool,
 ) -> Result<(Creating<'s>, Timings, Option<FrozenState>)> {
     let mut t = Timings::default();
     match plan.method {
         Method::Spare => anyhow::bail!("a spare clone is taken with take_spare, not copied"),
         Method::Template => {
             let start = Instant::now();
-            let copied = freeze(server, template, 0, None, || copy_database(server, template, target, marker.clone()));
+            let copy = || copy_database(server, template, target, marker.clone());
+            let copied = match record {
+                true => freeze(server, template, |_| target.to_string(), None, copy).map(|(c, s)| (c, Some(s))),
+                false => copy().map(|c| (c, None)),
+            };
             match copied {
                 Ok(((db, cow), state)) => {
                     t.copy = start.elapsed();
                     t.cow = cow;
-                    Ok((db, t, Some(state)))
+                    Ok((db, t, state))
                 }
                 // Someone connected between the plan and the copy: auto takes the frozen path.
                 Err(e) if plan.auto && format!("{e:#}").contains("is being accessed by other users") => {
                     let again = ClonePlan { method: Method::Frozen { refresh: true }, ..plan.clone() };
-                    let (db, mut t, state) = execute(server, prefix, template, target, &again, marker)?;
+                    let (db, mut t, state) = execute(server, prefix, template, target, &again, marker, record)?;
                     t.fell_back = Some(again.method);
                     t.fallback_why = "someone connected to the template before the copy began".into();
                     Ok((db, t, state))
@@ -693,11 +881,17 @@ fn refresh_frozen(server: &Server, prefix: &str, template: &str, frozen: &str) -
     }
     let app = format!("xtask-db-dump-{}-{}", std::process::id(), crate::time::now_rfc3339());
     let staging = staging::name(prefix, Staging::Frozen);
-    let (db, state) = freeze(server, template, 1, Some(&app), || {
-        let db = server.create_database(&staging, "TEMPLATE template0", &staging_marker(frozen))?;
-        dump_restore(server, template, &staging, Some(&app))?;
-        Ok(db)
-    })?;
+    let (db, state) = freeze(
+        server,
+        template,
+        |_| staging.clone(),
+        Some(&app),
+        || {
+            let db = server.create_database(&staging, "TEMPLATE template0", &staging_marker(frozen))?;
+            dump_restore(server, template, &staging, Some(&app))?;
+            Ok(db)
+        },
+    )?;
     server.exec(&server.maintenance_db, &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", ident(&staging)))?;
     let marker = copy_marker(Kind::Frozen, state);
     if server.database_exists(frozen)? {
@@ -717,9 +911,6 @@ mod tests {
     fn counters() -> Counters {
         Counters {
             oid: 1,
-            sessions: 5,
-            xacts: 100,
-            writes: 10,
             stats_reset: String::new(),
             shared_reset: "r".into(),
             server_start: "s".into(),
@@ -727,7 +918,9 @@ mod tests {
             feeds: 0,
             now: "n".into(),
             counted: true,
-            preload: String::new(),
+            heap_only: true,
+            row_changes: "w".into(),
+            relations: 70,
         }
     }
     fn idle(pid: i64) -> Backend {
@@ -738,60 +931,87 @@ mod tests {
             state: "idle".into(),
             kind: "client backend".into(),
             app: "psql".into(),
+            xact_start: String::new(),
+            leader: 0,
+            idle_ms: 3000,
         }
+    }
+    fn active(pid: i64, xact: &str) -> Backend {
+        Backend { state: "active".into(), xact_start: xact.into(), state_change: "t2".into(), ..idle(pid) }
     }
 
     #[test]
     fn staleness_rules() {
-        let before = vec![idle(1), idle(2)];
-        assert_eq!(compare(&counters(), &before, &counters(), &before, 0, 0), None);
+        let before = vec![idle(1), idle(2), active(3, "x1")];
+        assert_eq!(compare(&counters(), &before, &counters(), &before), None);
         type Change = fn(&mut Counters, &mut Vec<Backend>);
-        let cases: [(Change, &str); 15] = [
-            // Transactions that only autovacuum can have ended are allowed for (below); with a
-            // preloaded library that may run workers, or uncounted rows, they are not.
-            (|c, _| (c.xacts += 1, c.preload = "pg_cron".into()).0, "1 transaction(s) ended"),
-            (|c, _| (c.xacts += 1, c.counted = false).0, "1 transaction(s) ended"),
-            (|c, _| (c.xacts += 1, c.preload = "pg_stat_statements".into()).0, "1 transaction(s) ended"),
-            (|c, _| c.writes += 1, "row change"),
-            (|c, _| c.sessions += 1, "connected to the template and left"),
+        let cases: [(Change, &str); 16] = [
+            (|c, _| c.row_changes = "w2".into(), "row-change counters moved"),
             (|c, _| c.oid = 2, "re-created"),
             (|c, _| c.stats_reset = "now".into(), "reset"),
             (|c, _| c.shared_reset = "crash".into(), "reset"),
             (|c, _| c.server_start = "later".into(), "restarted"),
             (|c, _| c.prepared = "gid@t".into(), "prepared"),
             (|c, _| c.feeds = 1, "subscription"),
-            (|_, b| b[0].state = "active".into(), "running a statement"),
-            (|_, b| b[0].state_change = "t2".into(), "ran statements"),
-            (|_, b| b.push(idle(3)), "connected to the template since"),
-            (|_, b| drop(b.remove(1)), "disconnected since"),
+            (|c, _| c.counted = false, "not counted"),
+            (|c, _| c.heap_only = false, "access method"),
+            // A session that ran a statement a moment ago may not have published its counts.
+            (|_, b| (b[0].state_change = "t2".into(), b[0].idle_ms = 11_000).0, "ran a statement 11.0 s ago"),
+            (|_, b| b.push(idle(9)), "connected to the template ran a statement 3.0 s ago"),
+            // A transaction that began since: it may commit at any moment.
+            (|_, b| b[2] = active(3, "x2"), "running a statement in a transaction that began since"),
+            (|_, b| b.push(active(9, "x9")), "running a statement"),
+            (
+                |_, b| {
+                    b[0] = Backend {
+                        state: "idle in transaction".into(),
+                        xact_start: "x5".into(),
+                        state_change: "t5".into(),
+                        ..idle(1)
+                    }
+                },
+                "in a transaction that began since",
+            ),
+            (|_, b| b[0].state_change = String::new(), "may not inspect"),
+            (|_, b| b[0].kind = "walsender".into(), "a walsender is connected"),
         ];
         for (change, why) in cases {
             let (mut c, mut b) = (counters(), before.clone());
             change(&mut c, &mut b);
-            let got = compare(&counters(), &before, &c, &b, 0, 0);
+            let got = compare(&counters(), &before, &c, &b);
             assert!(got.as_deref().is_some_and(|s| s.contains(why)), "{why}: {got:?}");
         }
-        // Hidden state (another role's session without pg_read_all_stats) and non-client
-        // backends are never quiet.
-        let mut hidden = before.clone();
-        hidden[0].state_change = String::new();
-        assert!(compare(&counters(), &before, &counters(), &hidden, 0, 0).is_some());
-        let mut walsender = before.clone();
-        walsender[0].kind = "walsender".into();
-        assert!(compare(&counters(), &before, &counters(), &walsender, 0, 0).is_some());
-        // Autovacuum's visits: transactions, no session, no row.
-        let mut c = counters();
-        c.xacts += 7;
-        assert_eq!(compare(&counters(), &before, &c, &before, 0, 0), None);
-        let mut both = counters();
-        (both.preload, c.preload) =
-            ("pg_stat_statements, auto_explain".into(), "pg_stat_statements, auto_explain".into());
-        assert_eq!(compare(&both, &before, &c, &before, 0, 0), None);
-        // This tool's own dump session is allowed for, when it is.
-        let mut c = counters();
-        c.sessions += 1;
-        assert_eq!(compare(&counters(), &before, &c, &before, 1, -1), None);
-        c.sessions += 1;
-        assert!(compare(&counters(), &before, &c, &before, 1, -1).is_some());
+        // What is not a change: sessions that left; a session idle long enough that its counts
+        // are published (new or not); the same transaction still running, and its parallel
+        // workers; the counters of connections and transactions (not compared at all).
+        let mut b = before.clone();
+        b.remove(1);
+        b[0].state_change = "t9".into();
+        b[0].idle_ms = FLUSHED_AFTER.as_millis() as i64;
+        b.push(Backend { idle_ms: 60_000, ..idle(7) });
+        b.push(Backend { kind: "parallel worker".into(), leader: 3, ..active(8, "x1") });
+        b[1].state_change = "t7".into();
+        assert_eq!(compare(&counters(), &before, &counters(), &b), None);
+        // A parallel worker of a session in a new transaction is not.
+        b[1] = active(3, "x3");
+        assert!(compare(&counters(), &before, &counters(), &b).is_some());
+        // Idle in a transaction for a long time is not "published": nothing is, until it ends.
+        let mut b = before.clone();
+        b[0] = Backend {
+            state: "idle in transaction".into(),
+            xact_start: "x5".into(),
+            idle_ms: 600_000,
+            state_change: "t5".into(),
+            ..idle(1)
+        };
+        assert!(compare(&counters(), &before, &counters(), &b).is_some());
+    }
+
+    #[test]
+    fn the_probe_reads_backends_before_counters() {
+        let script = probe_script();
+        let activity = script.find("pg_stat_activity").unwrap();
+        let counters = script.find("pg_stat_all_tables").unwrap();
+        assert!(activity < counters && script.starts_with("SET default_transaction_read_only = on;"), "{script}");
     }
 }

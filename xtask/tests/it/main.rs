@@ -9,6 +9,7 @@ mod cli;
 mod drops;
 mod env_file;
 mod errors;
+mod freshness;
 mod hints;
 mod justfile;
 mod mask;

@@ -1,0 +1,149 @@
+//! What makes a copy of the template stale, and what does not (issue 23): sessions that read
+//! and leave, a report running, a pool whose connections cycle, `pg_dump`, autovacuum's
+//! `ANALYZE` are not changes; every kind of change made by a session that then leaves, or that
+//! stays, is. Each test runs on a template in use (an idle session held on it), so `auto` goes
+//! through the frozen copy, and reads the reason the run printed.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::{password, sql, url_for, Project};
+use crate::worktree::{env_db, project, run_in, wait_for, worktree, Held};
+
+use xtask::pg::clone::FLUSHED_AFTER;
+
+/// A project whose template has an idle session held on it and a current frozen copy.
+fn in_use(tag: &str) -> (Project, Held) {
+    let p = project(tag);
+    sql(&p.template(), "CREATE TABLE public.probe (id int PRIMARY KEY); CREATE SEQUENCE public.counter");
+    let held = Held::open(&p.template());
+    wait_for("the held session", || sessions(&p.template()) > 0);
+    let wt = worktree(&p, &format!("{tag}-first"));
+    let run = run_in(&p, &wt, &["--skip-generate"]).ok();
+    assert!(run.stderr.contains("frozen copy"), "{}", run.stderr);
+    (p, held)
+}
+
+fn sessions(db: &str) -> i64 {
+    sql(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND backend_type = 'client backend'"),
+    )
+    .parse()
+    .unwrap()
+}
+
+/// The next worktree's run: its report.
+fn next(p: &Project, name: &str) -> (std::path::PathBuf, String) {
+    let wt = worktree(p, name);
+    let run = run_in(p, &wt, &["--skip-generate"]).ok();
+    (wt, run.stderr)
+}
+
+fn assert_current(stderr: &str) {
+    assert!(stderr.contains("its frozen copy is current"), "the frozen copy was not taken as current:\n{stderr}");
+}
+
+fn assert_stale(stderr: &str) {
+    assert!(stderr.contains("its frozen copy is stale"), "the frozen copy was taken as current:\n{stderr}");
+}
+
+#[test]
+fn sessions_that_read_and_leave_are_not_changes() {
+    let (p, _held) = in_use("frread");
+    let t = p.template();
+    // psql reads and leaves; a transaction rolled back; pg_dump reads everything and leaves;
+    // ANALYZE (what autovacuum does to a template whose tables were just loaded) writes
+    // statistics, not contents.
+    sql(&t, "SELECT count(*) FROM public.probe, crm.organizations");
+    sql(&t, "BEGIN; SELECT 1; ROLLBACK;");
+    let url = url_for(&t).replacen(&format!(":{}@", password()), "@", 1);
+    let dump = Command::new("pg_dump").args(["-d", &url, "-f", "/dev/null"]).env("PGPASSWORD", password()).status();
+    assert!(dump.unwrap().success());
+    sql(&t, "INSERT INTO public.probe SELECT generate_series(1, 500)");
+    let (_, stderr) = next(&p, "fr-loaded");
+    assert_stale(&stderr);
+    sql(&t, "ANALYZE");
+    let (wt, stderr) = next(&p, "fr-after-reads");
+    assert_current(&stderr);
+    assert_eq!(sql(&env_db(&wt), "SELECT count(*) FROM public.probe"), "500");
+}
+
+#[test]
+fn every_kind_of_change_by_a_session_that_leaves_is_seen() {
+    let (p, _held) = in_use("frchange");
+    let t = p.template();
+    // (what the session does, what the clone must show)
+    let changes: [(&str, &str, &str); 7] = [
+        ("SELECT nextval('public.counter')", "SELECT last_value FROM public.counter", "1"),
+        ("SELECT setval('public.counter', 41, false)", "SELECT nextval('public.counter')", "41"),
+        ("BEGIN; SELECT setval('public.counter', 77); ROLLBACK", "SELECT last_value FROM public.counter", "77"),
+        ("INSERT INTO public.probe VALUES (1)", "SELECT count(*) FROM public.probe", "1"),
+        ("CREATE TABLE public.made_since (x int)", "SELECT to_regclass('public.made_since') IS NOT NULL", "t"),
+        ("SELECT lo_create(4242)", "SELECT count(*) FROM pg_largeobject_metadata WHERE oid = 4242", "1"),
+        ("ALTER SEQUENCE public.counter RESTART WITH 900", "SELECT nextval('public.counter')", "900"),
+    ];
+    for (i, (change, check, expected)) in changes.iter().enumerate() {
+        sql(&t, change);
+        let (wt, stderr) = next(&p, &format!("fr-change-{i}"));
+        assert_stale(&stderr);
+        assert_eq!(&sql(&env_db(&wt), check), expected, "after `{change}`:\n{stderr}");
+    }
+}
+
+#[test]
+fn a_long_read_is_not_a_change_until_its_session_commits() {
+    let (p, _held) = in_use("frlong");
+    let t = p.template();
+    // A report that began before the copy is made, and runs on through the next run; then the
+    // same session commits a write.
+    let mut report = Held::open(&t);
+    report.run("SELECT pg_sleep(20);");
+    let running = || {
+        sql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{t}' AND state = 'active'"))
+            == "1"
+    };
+    wait_for("the report to run", running);
+    sql(&t, "INSERT INTO public.probe VALUES (1)");
+    let (_, stderr) = next(&p, "fr-long-copy");
+    assert_stale(&stderr);
+    assert!(running(), "the report ended too early for this test");
+    let (wt, stderr) = next(&p, "fr-long-during");
+    assert!(running(), "the report ended too early for this test");
+    assert_current(&stderr);
+    assert_eq!(sql(&env_db(&wt), "SELECT count(*) FROM public.probe"), "1");
+    report.run("INSERT INTO public.probe VALUES (2);");
+    wait_for("the report's write", || sql(&t, "SELECT count(*) FROM public.probe WHERE id = 2") == "1");
+    let (wt, stderr) = next(&p, "fr-long-after");
+    assert_stale(&stderr);
+    assert_eq!(sql(&env_db(&wt), "SELECT count(*) FROM public.probe WHERE id = 2"), "1");
+}
+
+#[test]
+fn a_pool_s_new_connection_is_a_change_only_until_its_counts_are_published() {
+    let (p, _held) = in_use("frpool");
+    let t = p.template();
+    // The pool replaces a connection: the new one connects and pings; so does another that
+    // writes. Right away neither can be told from the other: stale.
+    let mut reader = Held::open(&t);
+    reader.run("SELECT 1;");
+    let mut writer = Held::open(&t);
+    writer.run("INSERT INTO public.probe VALUES (7);");
+    wait_for("the write", || sql(&t, "SELECT count(*) FROM public.probe") == "1");
+    let (wt, stderr) = next(&p, "fr-pool-young");
+    assert_stale(&stderr);
+    assert_eq!(sql(&env_db(&wt), "SELECT count(*) FROM public.probe"), "1");
+    // Once they have been idle long enough for their counts to be published, the reader is no
+    // change and the writer is one.
+    reader.run("SELECT 2;");
+    writer.run("INSERT INTO public.probe VALUES (8);");
+    wait_for("the second write", || sql(&t, "SELECT count(*) FROM public.probe") == "2");
+    std::thread::sleep(FLUSHED_AFTER + Duration::from_secs(1));
+    let (wt, stderr) = next(&p, "fr-pool-writer");
+    assert_stale(&stderr);
+    assert_eq!(sql(&env_db(&wt), "SELECT count(*) FROM public.probe"), "2");
+    reader.run("SELECT 3;");
+    std::thread::sleep(FLUSHED_AFTER + Duration::from_secs(1));
+    let (_, stderr) = next(&p, "fr-pool-reader");
+    assert_current(&stderr);
+}
