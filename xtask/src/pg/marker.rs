@@ -211,16 +211,22 @@ mod tests {
         let m = read(r#"{"kind":"frozen","template":"app","state":{"unexpected":1}}"#).unwrap();
         assert!(matches!(m.kind, Kind::Frozen(Copy { state: None, .. })));
         assert!(matches!(read(r#"{"kind":"fresh","created_at":"t","added_later":[1]}"#).unwrap().kind, Kind::Fresh {}));
-        // A frozen copy and a spare with a current record, as the previous version wrote them
-        // (no created_at): still read with their state, so they are still taken as current.
-        let state = r#"{"template":"app","backends":[{"pid":7,"started":"s","state_change":"c","state":"idle","kind":"client backend","app":"psql"}],"counters":null,"unverified":null,"frozen_at":"2026-12-01T00:00:00Z"}"#;
+        // A frozen copy and a spare recorded by the version before the probe (no `sequences`):
+        // still ours and of their kind, but without a record, so never taken as current (that
+        // record cannot prove a sequence unchanged).
+        let old = r#"{"template":"app","backends":[{"pid":7,"started":"s","state_change":"c","state":"idle","kind":"client backend","app":"psql"}],"counters":null,"unverified":null,"frozen_at":"2026-12-01T00:00:00Z"}"#;
+        // And as this version writes them: read with their state.
+        let now = r#"{"template":"app","backends":[{"pid":7,"started":"s","state_change":"c","state":"idle","kind":"client backend","app":"psql","xact_start":"","leader":0}],"counters":null,"sequences":{"digest":"d","count":1},"unverified":null,"frozen_at":"2026-12-01T00:00:00Z"}"#;
         for kind in ["frozen", "spare"] {
-            let m = read(&format!(r#"{{"kind":"{kind}","template":"app","state":{state}}}"#)).unwrap();
+            let m = read(&format!(r#"{{"kind":"{kind}","template":"app","state":{old}}}"#)).unwrap();
             let (Kind::Frozen(c) | Kind::Spare(c)) = &m.kind else { panic!("{m:?}") };
-            let s = c.state.as_ref().expect("the record survives the upgrade");
+            assert!(c.state.is_none(), "{m:?}");
+            let m = read(&format!(r#"{{"kind":"{kind}","template":"app","state":{now}}}"#)).unwrap();
+            let (Kind::Frozen(c) | Kind::Spare(c)) = &m.kind else { panic!("{m:?}") };
+            let s = c.state.as_ref().expect("the record is read");
             assert_eq!(
-                (s.template.as_str(), s.backends.len(), s.frozen_at.as_str()),
-                ("app", 1, "2026-12-01T00:00:00Z")
+                (s.template.as_str(), s.backends.len(), s.frozen_at.as_str(), s.sequences.count),
+                ("app", 1, "2026-12-01T00:00:00Z", 1)
             );
         }
         assert!(matches!(read(r#"{"kind":"template","created_at":"t"}"#).unwrap().kind, Kind::Template {}));
