@@ -402,6 +402,12 @@ fn unprobeable(server: &Server, template: &str) -> Result<Option<String>> {
 
 /// Why a copy whose record is `frozen` is not current now, or `None` when it is.
 pub fn staleness(server: &Server, frozen: &FrozenState) -> Result<Option<String>> {
+    staleness_seen(server, frozen, &mut None)
+}
+
+/// [`staleness`], probing the template only if `seen` holds no probe of it yet (one look serves
+/// the spare's and the frozen copy's checks of one plan).
+fn staleness_seen(server: &Server, frozen: &FrozenState, seen: &mut Option<Probe>) -> Result<Option<String>> {
     if let Some(why) = too_old(server) {
         return Ok(Some(why));
     }
@@ -412,16 +418,17 @@ pub fn staleness(server: &Server, frozen: &FrozenState) -> Result<Option<String>
     if let Some(why) = unprobeable(server, &frozen.template)? {
         return Ok(Some(why));
     }
-    let now = match probe(server, &frozen.template) {
-        Ok(now) => now,
-        Err(e) => {
-            proc::check_interrupt()?;
-            return Ok(Some(format!(
-                "the template could not be inspected ({})",
-                crate::error::telling_line(&format!("{e:#}"))
-            )));
+    if seen.is_none() {
+        match probe(server, &frozen.template) {
+            Ok(now) => *seen = Some(now),
+            Err(e) => {
+                proc::check_interrupt()?;
+                let why = format!("{e:#}");
+                return Ok(Some(format!("the template could not be inspected ({})", crate::error::telling_line(&why))));
+            }
         }
-    };
+    }
+    let Some(now) = seen.as_ref() else { return Ok(Some("the template could not be inspected".into())) };
     if let Some(why) = compare(then, &frozen.backends, &now.counters, &now.backends) {
         return Ok(Some(why));
     }
@@ -618,8 +625,9 @@ pub fn plan(
     }
     // A spare clone, prepared in the background after the previous run, if it is still current.
     let mut spare_note = String::new();
+    let mut seen = None;
     if let Some(state) = spare.and_then(|name| marked_state(server, name, template).transpose()).transpose()? {
-        match staleness(server, &state)? {
+        match staleness_seen(server, &state, &mut seen)? {
             None => {
                 let why = format!("a spare clone made at {} is current", state.frozen_at);
                 return plan(Method::Spare, why).map(|p| ClonePlan { spare_state: Some(state), ..p });
@@ -652,7 +660,7 @@ pub fn plan(
     let Some(state) = marked_state(server, frozen, template)? else {
         return refresh("there is no frozen copy of it yet".into());
     };
-    match staleness(server, &state)? {
+    match staleness_seen(server, &state, &mut seen)? {
         None => plan(
             Method::Frozen { refresh: false },
             format!("{busy}; its frozen copy is current (nothing changed since {})", state.frozen_at),
