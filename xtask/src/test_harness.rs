@@ -116,8 +116,16 @@ pub fn run(flags: Test) -> Result<()> {
 
 /// The tests that clone, sweep, make worktrees and read the server's lock and catalog views, run
 /// once more against PostgreSQL 18.
-const SECOND_MAJOR_TESTS: &[&str] =
-    &["worktree::", "attack::", "justfile::", "build_cache::", "template::", "schema_diff::", "rehearse::"];
+const SECOND_MAJOR_TESTS: &[&str] = &[
+    "worktree::",
+    "attack::",
+    "freshness::",
+    "justfile::",
+    "build_cache::",
+    "template::",
+    "schema_diff::",
+    "rehearse::",
+];
 
 fn second_major(
     root: &Path,
