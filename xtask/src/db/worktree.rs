@@ -383,12 +383,30 @@ fn spawn_refill(ctx: &Ctx) {
         cmd.arg("--set").arg(o);
     }
     cmd.arg("refill-spare").current_dir(&ctx.worktrees.current);
+    // The refill's dump and copies start once this run is over: on a small machine they would
+    // slow the rest of this run (and what the user starts right after it is theirs to slow).
+    cmd.env(REFILL_AFTER_ENV, std::process::id().to_string());
     let _ = proc::spawn_detached(&mut cmd, &ctx.state_dir().join("refill.log"), None);
+}
+
+/// The process whose end a background refill waits for before it starts (the run that spawned it).
+const REFILL_AFTER_ENV: &str = "XTASK_REFILL_AFTER";
+
+/// Waits (at most 10 minutes) until the process `pid` has exited.
+fn wait_for_exit(pid: i32) {
+    let start = Instant::now();
+    // SAFETY: signal 0 only asks whether the process exists.
+    while unsafe { libc::kill(pid, 0) } == 0 && start.elapsed() < Duration::from_secs(600) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// `db refill-spare`: prepare the spare clone of the template. A failure is logged and left in
 /// `refill.failed` for the next `db worktree` to report.
 pub fn refill_spare(ctx: &Ctx) -> Result<()> {
+    if let Some(pid) = std::env::var(REFILL_AFTER_ENV).ok().and_then(|p| p.parse::<i32>().ok()).filter(|p| *p > 0) {
+        wait_for_exit(pid);
+    }
     let failed = ctx.state_dir().join("refill.failed");
     let result = (|| {
         let server = ctx.server()?;
