@@ -48,6 +48,42 @@ fn assert_stale(stderr: &str) {
     assert!(stderr.contains("its frozen copy is stale"), "the frozen copy was taken as current:\n{stderr}");
 }
 
+/// A session that commits and leaves while the frozen copy is being made: the copy (its dump's
+/// snapshot taken before the commit) misses the row, so its record must never be current.
+#[test]
+fn a_session_that_commits_and_leaves_mid_copy_makes_that_copy_never_current() {
+    let (p, _held) = in_use("frmid");
+    let t = p.template();
+    sql(&t, "CREATE TABLE public.late (x int); INSERT INTO public.probe VALUES (1)");
+    // The copy's pg_dump takes its snapshot, then waits for a lock held here.
+    let mut locker = Held::open(&t);
+    locker.run("BEGIN; LOCK TABLE public.probe IN ACCESS EXCLUSIVE MODE;");
+    let probe = sql(&t, "SELECT 'public.probe'::regclass::oid");
+    let waiting = |granted: bool| {
+        sql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database WHERE d.datname = '{t}' AND l.relation = {probe} AND l.granted = {granted}"),
+        ) != "0"
+    };
+    wait_for("the lock", || waiting(true));
+    let during = worktree(&p, "fr-mid-copy");
+    let child = p
+        .command(&during, &["db", "worktree", "--skip-generate"], &[])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the copy's pg_dump to wait for the lock", || waiting(false));
+    // Commits after the dump's snapshot, and leaves.
+    sql(&t, "INSERT INTO public.late VALUES (42)");
+    locker.run("ROLLBACK;");
+    drop(locker);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (wt, stderr) = next(&p, "fr-mid-after");
+    assert_stale(&stderr);
+    assert_eq!(sql(&env_db(&wt), "SELECT count(*) FROM public.late"), "1", "{stderr}");
+}
+
 #[test]
 fn sessions_that_read_and_leave_are_not_changes() {
     let (p, _held) = in_use("frread");
