@@ -253,8 +253,20 @@ pub fn failure_message(cmd: &Command, status: ExitStatus, stderr: &[u8]) -> Stri
 /// Runs `producer | consumer` process to process: the producer's stdout is the consumer's stdin
 /// (nothing in memory, no temp file, no shell). Fails when either fails, naming both.
 pub fn pipe(producer: &mut Command, consumer: &mut Command) -> Result<()> {
+    pipe_with(producer, consumer, || Ok(()))
+}
+
+/// [`pipe`], running `meanwhile` once the producer has started and before the consumer starts
+/// (what the consumer needs is made while the producer gets going; the pipe holds its first
+/// output). When `meanwhile` fails, the producer is ended and its error returned.
+pub fn pipe_with(producer: &mut Command, consumer: &mut Command, meanwhile: impl FnOnce() -> Result<()>) -> Result<()> {
     producer.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut first = Registered::spawn(producer)?;
+    if let Err(e) = meanwhile() {
+        let _ = first.child.kill();
+        let _ = first.wait();
+        return Err(e);
+    }
     let out = first.child.stdout.take().expect("piped");
     consumer.stdin(Stdio::from(out)).stdout(Stdio::null()).stderr(Stdio::piped());
     let mut second = Registered::spawn(consumer)?;
@@ -296,6 +308,18 @@ mod tests {
         assert!(err.to_string().starts_with("`grep -q zzz` failed (exit status 1)"), "{err}");
         let err = pipe(&mut Command::new("false"), &mut Command::new("cat")).unwrap_err();
         assert!(err.to_string().starts_with("`false` failed"), "{err}");
+        // What runs in between sees the producer started, and its failure ends the producer.
+        let mut ran = false;
+        pipe_with(Command::new("printf").arg("b\\n"), Command::new("grep").arg("-q").arg("b"), || {
+            ran = true;
+            Ok(())
+        })
+        .unwrap();
+        assert!(ran);
+        let start = std::time::Instant::now();
+        let err = pipe_with(Command::new("sleep").arg("30"), &mut Command::new("cat"), || anyhow::bail!("no target"))
+            .unwrap_err();
+        assert!(err.to_string() == "no target" && start.elapsed().as_secs() < 10, "{err}");
     }
 
     #[test]

@@ -808,10 +808,14 @@ pub fn execute<'s>(
         }
         Method::Dump => {
             let start = Instant::now();
-            let db = server.create_database(target, "TEMPLATE template0", &marker)?;
-            dump_restore(server, template, target, None)?;
+            // The new database is made while pg_dump reads the template's catalogs.
+            let mut db = None;
+            dump_restore_with(server, template, target, None, || {
+                db = Some(server.create_database(target, "TEMPLATE template0", &marker)?);
+                Ok(())
+            })?;
             t.copy = start.elapsed();
-            Ok((db, t, None))
+            Ok((db.context("the new database was not made")?, t, None))
         }
     }
 }
@@ -859,13 +863,24 @@ fn copy_database<'s>(server: &'s Server, source: &str, target: &str, marker: Mar
 /// Owners and privileges are kept (as in a file copy); subscriptions are not (a file copy does
 /// not copy them either). `app` names the dump's session (`application_name`).
 pub fn dump_restore(server: &Server, source: &str, target: &str, app: Option<&str>) -> Result<()> {
+    dump_restore_with(server, source, target, app, || Ok(()))
+}
+
+/// [`dump_restore`], running `make_target` once pg_dump has started and before psql connects.
+fn dump_restore_with(
+    server: &Server,
+    source: &str,
+    target: &str,
+    app: Option<&str>,
+    make_target: impl FnOnce() -> Result<()>,
+) -> Result<()> {
     let mut dump = server.command(server.pg_dump()?, &["--no-subscriptions", "--format=plain"], source, &[])?;
     if let Some(app) = app {
         dump.env("PGAPPNAME", app);
     }
     let mut load = server.psql(target)?;
     load.arg("--single-transaction");
-    proc::pipe(&mut dump, &mut load).map_err(|e| {
+    proc::pipe_with(&mut dump, &mut load, make_target).map_err(|e| {
         let text = format!("{e:#}");
         if text.contains("must be able to SET ROLE") || text.contains("must be member of role") {
             return crate::error::fail(
