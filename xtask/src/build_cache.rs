@@ -502,12 +502,18 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A copy with the source's modification time (cargo's freshness check compares them).
+/// A copy with the source's permissions and modification time (cargo's freshness check compares
+/// them), through one descriptor each: creating files is most of a seed's time.
 fn copy_file(from: &Path, to: &Path) -> Result<()> {
-    std::fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
-    let modified = std::fs::metadata(from)?.modified()?;
-    std::fs::File::options().write(true).open(to)?.set_modified(modified)?;
-    Ok(())
+    let copy = || -> std::io::Result<()> {
+        let mut src = std::fs::File::open(from)?;
+        let meta = src.metadata()?;
+        let mut dst = std::fs::File::options().write(true).create_new(true).open(to)?;
+        std::io::copy(&mut src, &mut dst)?;
+        dst.set_permissions(meta.permissions())?;
+        dst.set_modified(meta.modified()?)
+    };
+    copy().with_context(|| format!("copying {} to {}", from.display(), to.display()))
 }
 
 #[cfg(test)]
