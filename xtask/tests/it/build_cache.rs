@@ -1,5 +1,6 @@
 //! `db worktree BRANCH` seeds the new worktree's `target/` (hard links to the built
-//! dependencies), with the real cargo: its first build compiles only the workspace's own crates,
+//! dependencies, and the workspace's own units where nothing can make them stale), with the real
+//! cargo: its first build compiles only what differs from the main worktree's build, never less,
 //! and every worktree runs its own binary.
 
 use std::path::Path;
