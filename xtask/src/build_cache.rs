@@ -267,11 +267,17 @@ fn copy_profile(from: &Path, to: &Path, own: &Own) -> Result<Stats> {
         (Some(a), Some(b)) => a.canonicalize().ok().zip(b.canonicalize().ok()),
         _ => None,
     };
-    for entry in std::fs::read_dir(from.join(".fingerprint")).context("reading the build's fingerprints")?.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some((crate_name, hash)) = unit_hash(&name) else { continue };
-        if to.join(".fingerprint").join(&name).exists() {
-            continue;
+    let units: Vec<(String, PathBuf)> = std::fs::read_dir(from.join(".fingerprint"))
+        .context("reading the build's fingerprints")?
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    // One unit, whole; what it adds to the stats.
+    let seed_unit = |name: &str, path: &Path| -> Result<Stats> {
+        let mut stats = Stats::default();
+        let Some((crate_name, hash)) = unit_hash(name) else { return Ok(stats) };
+        if to.join(".fingerprint").join(name).exists() {
+            return Ok(stats);
         }
         // For one of the workspace's own units: its dep-info file, to be dated `start`.
         let mut redate = None;
@@ -283,9 +289,9 @@ fn copy_profile(from: &Path, to: &Path, own: &Own) -> Result<Stats> {
                     "the file system's clock did not move in a second"
                 };
                 stats.left.push(format!("{name}: {why}"));
-                continue;
+                return Ok(stats);
             };
-            let unit = Unit { from, name: &name, artifacts: artifacts.get(hash).map(Vec::as_slice).unwrap_or(&[]) };
+            let unit = Unit { from, name, artifacts: artifacts.get(hash).map(Vec::as_slice).unwrap_or(&[]) };
             match own
                 .members
                 .get(crate_name)
@@ -295,7 +301,7 @@ fn copy_profile(from: &Path, to: &Path, own: &Own) -> Result<Stats> {
                 Ok(dep_info) => redate = Some(dep_info),
                 Err(why) => {
                     stats.left.push(format!("{name}: {why}"));
-                    continue;
+                    return Ok(stats);
                 }
             }
         }
@@ -313,19 +319,60 @@ fn copy_profile(from: &Path, to: &Path, own: &Own) -> Result<Stats> {
                 stats.linked += 1;
             }
         }
-        let build = from.join("build").join(&name);
-        if build.is_dir() && !to.join("build").join(&name).exists() {
-            copy_tree(&build, &to.join("build").join(&name))?;
+        let build = from.join("build").join(name);
+        if build.is_dir() && !to.join("build").join(name).exists() {
+            copy_tree(&build, &to.join("build").join(name))?;
         }
         let partial = to.join(".fingerprint").join(format!("{name}.seeding"));
         let _ = std::fs::remove_dir_all(&partial);
-        copy_tree(&entry.path(), &partial)?;
+        copy_tree(path, &partial)?;
         if let Some(dep_info) = &redate {
             std::fs::File::options().write(true).open(partial.join(dep_info))?.set_modified(start)?;
             stats.own += 1;
         }
-        std::fs::rename(&partial, to.join(".fingerprint").join(&name))?;
+        std::fs::rename(&partial, to.join(".fingerprint").join(name))?;
         stats.units += 1;
+        Ok(stats)
+    };
+    // Units are independent (each has its own files): a few threads, since creating small files
+    // is most of the time and the kernel does it on every core.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    let results: Vec<Result<Stats>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> Result<Stats> {
+                    let mut stats = Stats::default();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((name, path)) = units.get(i) else { return Ok(stats) };
+                        let one = match seed_unit(name, path) {
+                            Ok(one) => one,
+                            Err(e) => {
+                                // The others stop at their next unit.
+                                next.store(units.len(), std::sync::atomic::Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        };
+                        stats.units += one.units;
+                        stats.own += one.own;
+                        stats.linked += one.linked;
+                        stats.left.extend(one.left);
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a seeding thread panicked"))))
+            .collect()
+    });
+    for r in results {
+        let one = r?;
+        stats.units += one.units;
+        stats.own += one.own;
+        stats.linked += one.linked;
+        stats.left.extend(one.left);
     }
     Ok(stats)
 }
