@@ -94,6 +94,13 @@ pub fn seed(from: &Ctx, new: &Ctx) -> Result<Option<String>> {
     }
 }
 
+/// Waits until no seed (nor cargo) holds the lock on the `target/` of the worktree at `root`.
+pub fn wait(root: &Path) {
+    let Ok(lock) = std::fs::File::open(root.join("target").join(PROFILE).join(".cargo-lock")) else { return };
+    // SAFETY: flock on a descriptor we own; released when it is closed.
+    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+}
+
 /// The profile seeded: the one `cargo build` and `cargo run` use.
 const PROFILE: &str = "debug";
 

@@ -656,9 +656,9 @@ pub struct Generate {
 /// or `just worktree my-feature`), the git worktree of BRANCH is made first — in
 /// ../<repo>-<branch> (`/` becomes `-`) or --path, on BRANCH if it exists (a remote branch of that
 /// name is tracked), else on a new branch from this worktree's HEAD — and set up as above by the
-/// xtask already built here: nothing is compiled in the new worktree. Its first build reuses this
-/// worktree's build cache (`seed_build_cache`). If BRANCH already has a worktree, that one is set
-/// up. The last line on stdout is the directory to cd into. If setting up fails before its
+/// xtask already built here (the app is compiled there only to apply pending migrations). Its
+/// builds reuse this worktree's build cache (`seed_build_cache`), seeded first. If BRANCH already
+/// has a worktree, that one is set up. The last line on stdout is the directory to cd into. If setting up fails before its
 /// database exists, the new worktree (and a branch made for it) is removed again.
 #[derive(Debug, Args, Clone)]
 #[command(after_help = WORKTREE_HELP)]

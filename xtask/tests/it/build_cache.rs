@@ -251,37 +251,7 @@ fn a_branch_that_differs_rebuilds_what_differs() {
     files.push(("shared.txt".into(), "main\n".into()));
     workspace_of(&p, &["same", "hello", "outside"], files);
     // The branch, committed without touching the main worktree's files (its build stays fresh).
-    let index = p.dir.join(".git/bc-index");
-    let with_index = |args: &[&str]| {
-        let out = Command::new("git").args(args).current_dir(&p.dir).env("GIT_INDEX_FILE", &index).output().unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    with_index(&["read-tree", "HEAD"]);
-    for (path, text) in [("hello/src/word.txt", "branch\n"), ("shared.txt", "branch\n")] {
-        let file = p.dir.join(".git/bc-blob");
-        std::fs::write(&file, text).unwrap();
-        let blob = git(&p.dir, &["hash-object", "-w", file.to_str().unwrap()]);
-        let blob = blob.trim();
-        with_index(&["update-index", "--cacheinfo", &format!("100644,{blob},{path}")]);
-    }
-    let tree = with_index(&["write-tree"]);
-    let commit = git(
-        &p.dir,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "commit-tree",
-            tree.trim(),
-            "-p",
-            "HEAD",
-            "-m",
-            "branch",
-        ],
-    );
-    git(&p.dir, &["branch", "bc-diff", commit.trim()]);
+    branch_with(&p.dir, "bc-diff", &[("hello/src/word.txt", "branch\n"), ("shared.txt", "branch\n")]);
 
     let new = open(&p, "bc-diff");
     let (fresh, stderr) = build_freshness(&new);
@@ -291,4 +261,62 @@ fn a_branch_that_differs_rebuilds_what_differs() {
     assert_eq!(run_bin(&new, "hello"), "branch");
     assert_eq!(run_bin(&new, "outside"), "branch");
     assert_eq!(run_bin(&p.dir, "hello"), "main");
+}
+
+/// Makes `branch` from HEAD with `files` changed, without touching the worktree's files.
+fn branch_with(dir: &Path, branch: &str, files: &[(&str, &str)]) {
+    let index = dir.join(".git/bc-index");
+    let with_index = |args: &[&str]| {
+        let out = Command::new("git").args(args).current_dir(dir).env("GIT_INDEX_FILE", &index).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    with_index(&["read-tree", "HEAD"]);
+    for (path, text) in files {
+        let file = dir.join(".git/bc-blob");
+        std::fs::write(&file, text).unwrap();
+        let blob = git(dir, &["hash-object", "-w", file.to_str().unwrap()]);
+        with_index(&["update-index", "--add", "--cacheinfo", &format!("100644,{},{path}", blob.trim())]);
+    }
+    let tree = with_index(&["write-tree"]);
+    let commit = git(
+        dir,
+        &["-c", "user.name=t", "-c", "user.email=t@example.com", "commit-tree", &tree, "-p", "HEAD", "-m", "branch"],
+    );
+    git(dir, &["branch", branch, commit.trim()]);
+}
+
+#[test]
+fn a_branch_s_pending_migrations_run_on_the_seeded_build() {
+    let p = project("bcmig");
+    // The migrator is a workspace crate run through cargo, as the app's (`cargo run -p app --
+    // migrate`): it runs the real one.
+    let main = format!(
+        "fn main() {{ let s = std::process::Command::new({:?}).arg(\"migrate\").env(\"APP_MIGRATIONS_DIR\", \"migrations\").status().unwrap(); std::process::exit(s.code().unwrap_or(1)); }}\n",
+        crate::support::app_bin().display().to_string()
+    );
+    let manifest = std::fs::read_to_string(p.dir.join("Cargo.toml")).unwrap();
+    let (before, after) = manifest.split_once("migrate_command = ").unwrap();
+    let rest = after.split_once('\n').unwrap().1;
+    std::fs::write(
+        p.dir.join("Cargo.toml"),
+        format!("{before}migrate_command = [\"cargo\", \"run\", \"--offline\", \"--package\", \"migrator\"]\n{rest}"),
+    )
+    .unwrap();
+    workspace_of(&p, &["migrator"], member("migrator", &main, None));
+    branch_with(
+        &p.dir,
+        "bc-mig",
+        &[("migrations/0099_bc_branch_table.sql", "CREATE TABLE bc_branch_table (id int);\n")],
+    );
+
+    let mut cmd = p.command(&p.dir, &["db", "worktree", "--skip-generate", "bc-mig"], &[]);
+    for var in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"] {
+        cmd.env_remove(var);
+    }
+    let run = Run::from(cmd.output().unwrap()).ok();
+    // Seeded before the migration ran: the migrator was not compiled there.
+    assert!(run.stderr.contains("seeded from"), "{}", run.stderr);
+    assert!(run.stderr.contains("1 applied"), "{}", run.stderr);
+    assert!(!run.stderr.contains("Compiling migrator"), "{}", run.stderr);
 }
