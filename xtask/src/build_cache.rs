@@ -1,5 +1,5 @@
 //! Seeding a new worktree's `target/` from the worktree the xtask runs in, so that its first
-//! `cargo build` compiles only the workspace's own crates instead of every dependency.
+//! `cargo build` compiles only what differs from that worktree's build.
 //!
 //! Why not one `CARGO_TARGET_DIR` for all worktrees: cargo names a workspace crate's artifacts by
 //! its path *relative to the workspace root*, so `app` in worktree A and `app` in worktree B are
@@ -13,10 +13,22 @@
 //! never written through; a dependency's artifact name changes with its version, features and
 //! flags) — except the dep-info files (`deps/*.d`), which rustc rewrites in place and which name
 //! the worktree's own paths (a build script's `OUT_DIR`): those are copied. Modification times
-//! are kept: cargo's freshness check compares them. Incremental caches and the workspace's own
-//! crates are left out; cargo builds those in the new worktree.
+//! are kept: cargo's freshness check compares them. Incremental caches are left out (an edit in
+//! the new worktree then rebuilds that crate whole, once).
+//!
+//! A unit of the workspace's own members is seeded too, but only when nothing can make it stale
+//! there ([`own_unit`]): cargo's unit hash and fingerprint of a member are the same in every
+//! worktree (paths relative to the workspace root), and what cargo then judges by modification
+//! time — the files in the unit's dep-info, each newer than the dep-info file means stale — is
+//! checked here by content instead: the unit is fresh in the source worktree, every file it was
+//! built from lies in its package and is byte-identical in the new worktree, and it carries no
+//! compile-time path of the source worktree (an `env!` value, e.g. `CARGO_MANIFEST_DIR`, that
+//! cargo does not track). Only then is its dep-info file dated at the start of the seed, so that
+//! cargo finds it fresh and any edit made since finds it stale. A unit with a build script's
+//! `rerun-if-changed`, or files outside its package (the app's `sqlx::migrate!` reads
+//! `../migrations`), is left to cargo.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -63,7 +75,7 @@ pub fn seed(from: &Ctx, new: &Ctx) -> Result<Option<String>> {
     }
     match spawn_seeder(new, &source, &to.join(PROFILE), &lock) {
         Ok(()) => Ok(Some(format!(
-            "target/ is being seeded from {} in the background (a `cargo build` there waits for it, a second or two): its first build compiles only this workspace's crates",
+            "target/ is being seeded from {} in the background (a `cargo build` there waits for it, a second or two): its first build compiles only what differs from the build here",
             source.display()
         ))),
         // Could not start it: do it here.
@@ -71,14 +83,22 @@ pub fn seed(from: &Ctx, new: &Ctx) -> Result<Option<String>> {
             let start = Instant::now();
             let stats = copy_profile(&source, &to.join(PROFILE), &workspace_crates(&new.config.root))?;
             Ok(Some(format!(
-                "target/ seeded from {} ({} built dependencies, {} files hard-linked) in {}",
+                "target/ seeded from {} ({} built units, {} of them this workspace's, {} files hard-linked) in {}",
                 source.display(),
                 stats.units,
+                stats.own,
                 stats.linked,
                 time::elapsed(start.elapsed())
             )))
         }
     }
+}
+
+/// Waits until no seed (nor cargo) holds the lock on the `target/` of the worktree at `root`.
+pub fn wait(root: &Path) {
+    let Ok(lock) = std::fs::File::open(root.join("target").join(PROFILE).join(".cargo-lock")) else { return };
+    // SAFETY: flock on a descriptor we own; released when it is closed.
+    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
 }
 
 /// The profile seeded: the one `cargo build` and `cargo run` use.
@@ -100,14 +120,18 @@ pub fn seed_into(from: &Path, to: &Path) -> Result<()> {
     let start = Instant::now();
     let stats = copy_profile(from, to, &workspace_crates(&root))?;
     eprintln!(
-        "{}: {} seeded from {} ({} built dependencies, {} files hard-linked) in {}",
+        "{}: {} seeded from {} ({} built units, {} of them this workspace's, {} files hard-linked) in {}",
         time::now_rfc3339(),
         to.display(),
         from.display(),
         stats.units,
+        stats.own,
         stats.linked,
         time::elapsed(start.elapsed())
     );
+    for left in &stats.left {
+        eprintln!("  left to cargo: {left}");
+    }
     Ok(())
 }
 
@@ -129,14 +153,24 @@ fn configures_target_dir(root: &Path) -> bool {
     })
 }
 
-/// Names under which the crates built from this repository's sources appear in `target/`: the
-/// packages of the workspace's members and of the workspaces it excludes (e.g. `xtask/aws`),
-/// with `-` and `_` both, and their `[lib]` and `[[bin]]` names.
-fn workspace_crates(root: &Path) -> HashSet<String> {
+/// The crates built from this repository's sources.
+struct Own {
+    /// The names under which they appear in `target/`: the packages of the workspace's members
+    /// and of the workspaces it excludes (e.g. `xtask/aws`), with `-` and `_` both, and their
+    /// `[lib]` and `[[bin]]` names.
+    names: HashSet<String>,
+    /// The root workspace's members (rustc runs in the workspace root for them): package name →
+    /// its directory relative to the root. Only these can be seeded.
+    members: HashMap<String, PathBuf>,
+}
+
+fn workspace_crates(root: &Path) -> Own {
     let mut names = HashSet::new();
-    let mut manifests = vec![root.join("Cargo.toml")];
+    let mut members: HashMap<String, Option<PathBuf>> = HashMap::new();
+    // (manifest, whether it belongs to the root workspace)
+    let mut manifests = vec![(root.join("Cargo.toml"), true)];
     let mut seen = HashSet::new();
-    while let Some(manifest) = manifests.pop() {
+    while let Some((manifest, in_root)) = manifests.pop() {
         if !seen.insert(manifest.clone()) {
             continue;
         }
@@ -145,23 +179,30 @@ fn workspace_crates(root: &Path) -> HashSet<String> {
         let dir = manifest.parent().unwrap_or(root).to_path_buf();
         let table_name =
             |v: Option<&toml::Value>| v.and_then(|t| t.get("name")).and_then(|n| n.as_str()).map(str::to_string);
-        names.extend(table_name(doc.get("package")));
+        if let Some(package) = table_name(doc.get("package")) {
+            if in_root {
+                let rel = dir.strip_prefix(root).ok().map(Path::to_path_buf);
+                // Two packages of one name: neither is seeded.
+                members.entry(package.clone()).and_modify(|d| *d = None).or_insert(rel);
+            }
+            names.insert(package);
+        }
         names.extend(table_name(doc.get("lib")));
         for bin in doc.get("bin").and_then(|b| b.as_array()).into_iter().flatten() {
             names.extend(table_name(Some(bin)));
         }
         let Some(ws) = doc.get("workspace") else { continue };
-        for key in ["members", "exclude"] {
+        for (key, root_ws) in [("members", in_root), ("exclude", false)] {
             for pattern in ws.get(key).and_then(|m| m.as_array()).into_iter().flatten().filter_map(|m| m.as_str()) {
                 for member in expand(&dir, pattern) {
-                    manifests.push(member.join("Cargo.toml"));
+                    manifests.push((member.join("Cargo.toml"), root_ws));
                 }
             }
         }
     }
     let underscored: Vec<String> = names.iter().map(|n| n.replace('-', "_")).collect();
     names.extend(underscored);
-    names
+    Own { names, members: members.into_iter().filter_map(|(n, d)| Some((n, d?))).collect() }
 }
 
 /// A member path, with a trailing `/*` expanded (the glob cargo's workspaces mostly use).
@@ -177,7 +218,11 @@ fn expand(dir: &Path, pattern: &str) -> Vec<PathBuf> {
 #[derive(Default)]
 struct Stats {
     units: usize,
+    /// Of `units`, the workspace's own.
+    own: usize,
     linked: usize,
+    /// The workspace's own units left to cargo, and why.
+    left: Vec<String>,
 }
 
 /// `<name>-<16 hex digits>` → the hash.
@@ -190,9 +235,9 @@ fn unit_hash(name: &str) -> Option<(&str, &str)> {
 /// its artifacts (hard links), its build-script directory, and last its fingerprint directory,
 /// renamed into place complete. An interrupted seed leaves units that are either whole or absent
 /// (cargo builds those).
-fn copy_profile(from: &Path, to: &Path, own: &HashSet<String>) -> Result<Stats> {
+fn copy_profile(from: &Path, to: &Path, own: &Own) -> Result<Stats> {
     let mut stats = Stats::default();
-    let mut artifacts: std::collections::HashMap<String, Vec<PathBuf>> = std::collections::HashMap::new();
+    let mut artifacts: HashMap<String, Vec<PathBuf>> = HashMap::new();
     for entry in std::fs::read_dir(from.join("deps")).context("reading the build's artifacts")?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let stem = name.split('.').next().unwrap_or(&name);
@@ -205,11 +250,67 @@ fn copy_profile(from: &Path, to: &Path, own: &HashSet<String>) -> Result<Stats> 
     for dir in [".fingerprint", "deps", "build"] {
         std::fs::create_dir_all(to.join(dir)).with_context(|| format!("creating {}", to.join(dir).display()))?;
     }
-    for entry in std::fs::read_dir(from.join(".fingerprint")).context("reading the build's fingerprints")?.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some((crate_name, hash)) = unit_hash(&name) else { continue };
-        if own.contains(crate_name) || to.join(".fingerprint").join(&name).exists() {
-            continue;
+    // The start of the seed on the file system's clock (the one that dates an edit), taken before
+    // any source file is compared: what a seeded unit's dep-info is dated (see `own_unit`).
+    // Then the file system's clock is let move past it, so that an edit made after a file is
+    // compared is dated after `start` (its clock ticks in milliseconds).
+    let fs_now = || -> Result<std::time::SystemTime> {
+        let stamp = to.join(".seed-started");
+        std::fs::write(&stamp, b"").with_context(|| format!("writing {}", stamp.display()))?;
+        let t = std::fs::metadata(&stamp)?.modified()?;
+        let _ = std::fs::remove_file(&stamp);
+        Ok(t)
+    };
+    let start = fs_now()?;
+    let mut moved = false;
+    for _ in 0..1000 {
+        moved = fs_now()? > start;
+        if moved {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let roots = match (from.parent().and_then(Path::parent), to.parent().and_then(Path::parent)) {
+        (Some(a), Some(b)) => a.canonicalize().ok().zip(b.canonicalize().ok()),
+        _ => None,
+    };
+    let units: Vec<(String, PathBuf)> = std::fs::read_dir(from.join(".fingerprint"))
+        .context("reading the build's fingerprints")?
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    // One unit, whole; what it adds to the stats.
+    let seed_unit = |name: &str, path: &Path| -> Result<Stats> {
+        let mut stats = Stats::default();
+        let Some((crate_name, hash)) = unit_hash(name) else { return Ok(stats) };
+        if to.join(".fingerprint").join(name).exists() {
+            return Ok(stats);
+        }
+        // For one of the workspace's own units: its dep-info file, to be dated `start`.
+        let mut redate = None;
+        if own.names.contains(crate_name) {
+            let Some((src_root, new_root)) = roots.as_ref().filter(|_| moved) else {
+                let why = if moved {
+                    "no worktree around the target directories"
+                } else {
+                    "the file system's clock did not move in a second"
+                };
+                stats.left.push(format!("{name}: {why}"));
+                return Ok(stats);
+            };
+            let unit = Unit { from, name, artifacts: artifacts.get(hash).map(Vec::as_slice).unwrap_or(&[]) };
+            match own
+                .members
+                .get(crate_name)
+                .ok_or_else(|| "not a member of this workspace".to_string())
+                .and_then(|pkg| own_unit(&unit, src_root, new_root, pkg, start))
+            {
+                Ok(dep_info) => redate = Some(dep_info),
+                Err(why) => {
+                    stats.left.push(format!("{name}: {why}"));
+                    return Ok(stats);
+                }
+            }
         }
         for file in artifacts.get(hash).into_iter().flatten() {
             let link = to.join("deps").join(file.file_name().unwrap_or_default());
@@ -225,17 +326,211 @@ fn copy_profile(from: &Path, to: &Path, own: &HashSet<String>) -> Result<Stats> 
                 stats.linked += 1;
             }
         }
-        let build = from.join("build").join(&name);
-        if build.is_dir() && !to.join("build").join(&name).exists() {
-            copy_tree(&build, &to.join("build").join(&name))?;
+        let build = from.join("build").join(name);
+        if build.is_dir() && !to.join("build").join(name).exists() {
+            copy_tree(&build, &to.join("build").join(name))?;
         }
         let partial = to.join(".fingerprint").join(format!("{name}.seeding"));
         let _ = std::fs::remove_dir_all(&partial);
-        copy_tree(&entry.path(), &partial)?;
-        std::fs::rename(&partial, to.join(".fingerprint").join(&name))?;
+        copy_tree(path, &partial)?;
+        if let Some(dep_info) = &redate {
+            std::fs::File::options().write(true).open(partial.join(dep_info))?.set_modified(start)?;
+            stats.own += 1;
+        }
+        std::fs::rename(&partial, to.join(".fingerprint").join(name))?;
         stats.units += 1;
+        Ok(stats)
+    };
+    // Units are independent (each has its own files): a few threads, since creating small files
+    // is most of the time and the kernel does it on every core.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    let results: Vec<Result<Stats>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> Result<Stats> {
+                    let mut stats = Stats::default();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((name, path)) = units.get(i) else { return Ok(stats) };
+                        let one = match seed_unit(name, path) {
+                            Ok(one) => one,
+                            Err(e) => {
+                                // The others stop at their next unit.
+                                next.store(units.len(), std::sync::atomic::Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        };
+                        stats.units += one.units;
+                        stats.own += one.own;
+                        stats.linked += one.linked;
+                        stats.left.extend(one.left);
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a seeding thread panicked"))))
+            .collect()
+    });
+    for r in results {
+        let one = r?;
+        stats.units += one.units;
+        stats.own += one.own;
+        stats.linked += one.linked;
+        stats.left.extend(one.left);
     }
     Ok(stats)
+}
+
+/// One unit of the source worktree's build.
+struct Unit<'a> {
+    /// The source's profile directory.
+    from: &'a Path,
+    /// Its fingerprint directory's name, `<package>-<hash>`.
+    name: &'a str,
+    /// Its files in `deps/`.
+    artifacts: &'a [PathBuf],
+}
+
+/// Whether one of the workspace's own units can be seeded into the new worktree at `new_root`
+/// (its package in `pkg`, relative to the roots) without ever looking fresh there when it is not:
+/// the name of its dep-info file in its fingerprint directory, or why not.
+///
+/// Cargo judges such a unit by its fingerprint (a hash of the compiler, profile, features,
+/// dependencies' fingerprints, the package's path relative to the workspace root…: recomputed
+/// in the new worktree and compared, so any difference there rebuilds it), by the values of the
+/// environment variables its dep-info lists (compared too), and by modification times: it is
+/// stale when a file its dep-info lists is newer than the dep-info file, which is dated at the
+/// start of its compilation. The last is what a new checkout breaks (every file there is newer),
+/// and what this checks by content instead, so that redating the dep-info to `start` is true:
+/// - its fingerprint has exactly that dep-info check (no build script's `rerun-if-changed`, no
+///   checksums, nothing this code does not know);
+/// - it is fresh in the source worktree (no file newer than its dep-info);
+/// - every file rustc read for it lies in its package (cargo records those relative to the
+///   package, so it looks at the new worktree's files; one elsewhere in the repository — a
+///   `sqlx::migrate!("../migrations")` — it records by absolute path, the source worktree's) and
+///   is byte-identical in the new worktree, and older than `start`;
+/// - no environment value rustc compiled in is a path (`env!("CARGO_MANIFEST_DIR")`, `OUT_DIR`,
+///   `CARGO_BIN_EXE_*`: cargo sets them and does not track them, so a copied artifact would
+///   carry the source worktree's).
+fn own_unit(
+    unit: &Unit,
+    src_root: &Path,
+    new_root: &Path,
+    pkg: &Path,
+    start: std::time::SystemTime,
+) -> Result<String, String> {
+    let fingerprint = unit.from.join(".fingerprint").join(unit.name);
+    let json = std::fs::read_dir(&fingerprint)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .ok_or("no fingerprint")?;
+    let text = std::fs::read_to_string(&json).map_err(|e| e.to_string())?;
+    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("fingerprint: {e}"))?;
+    let mut dep_info = None;
+    for local in doc.get("local").and_then(|l| l.as_array()).ok_or("fingerprint without `local`")? {
+        match local.as_object().and_then(|o| o.iter().next()) {
+            Some((kind, check)) if kind == "CheckDepInfo" && dep_info.is_none() => {
+                if check.get("checksum").and_then(|c| c.as_bool()) != Some(false) {
+                    return Err("checked by checksums".into());
+                }
+                dep_info = check.get("dep_info").and_then(|d| d.as_str()).map(str::to_string);
+            }
+            Some((kind, _)) if kind == "RerunIfEnvChanged" => {}
+            Some((kind, _)) => return Err(format!("checked by {kind}")),
+            None => return Err("fingerprint not understood".into()),
+        }
+    }
+    let dep_info = dep_info.ok_or("no dep-info check")?;
+    // `debug/.fingerprint/<unit>/dep-…`, relative to the target directory.
+    let file_name = match Path::new(&dep_info).strip_prefix(Path::new(PROFILE).join(".fingerprint").join(unit.name)) {
+        Ok(f) if f.components().count() == 1 => f.to_string_lossy().into_owned(),
+        _ => return Err(format!("dep-info elsewhere: {dep_info}")),
+    };
+    let reference =
+        std::fs::metadata(fingerprint.join(&file_name)).and_then(|m| m.modified()).map_err(|e| e.to_string())?;
+
+    // rustc's own dep-info: every file read, every environment value compiled in.
+    let build_dir = unit.from.join("build").join(unit.name);
+    let rustc_d = unit
+        .artifacts
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "d"))
+        .cloned()
+        .chain(
+            std::fs::read_dir(&build_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "d")),
+        )
+        .collect::<Vec<_>>();
+    let [rustc_d] = rustc_d.as_slice() else { return Err(format!("{} dep-info files from rustc", rustc_d.len())) };
+    let (files, env) = parse_rustc_dep_info(&std::fs::read_to_string(rustc_d).map_err(|e| e.to_string())?)
+        .ok_or("rustc's dep-info not understood")?;
+    if let Some((key, _)) = env.iter().find(|(_, v)| v.starts_with('/') || v.contains(&*src_root.to_string_lossy())) {
+        return Err(format!("compiled with a path: {key}"));
+    }
+    let (src_pkg, new_pkg) = (src_root.join(pkg), new_root.join(pkg));
+    for file in &files {
+        // rustc runs in the workspace root: relative paths are relative to it.
+        let src = src_root.join(file).canonicalize().map_err(|e| format!("{file}: {e}"))?;
+        let Ok(rel) = src.strip_prefix(&src_pkg) else {
+            return Err(format!("reads {file}, outside its package"));
+        };
+        let fresh = std::fs::metadata(&src).and_then(|m| m.modified()).is_ok_and(|m| m <= reference);
+        if !fresh {
+            return Err(format!("not fresh here: {file} is newer than its build"));
+        }
+        let new = new_pkg.join(rel);
+        let new_meta = std::fs::symlink_metadata(&new).map_err(|_| format!("{file} is not in the new worktree"))?;
+        if !new_meta.is_file() || new_meta.modified().map_or(true, |m| m >= start) {
+            return Err(format!("{file} changed in the new worktree"));
+        }
+        if std::fs::read(&src).ok() != std::fs::read(&new).ok() {
+            return Err(format!("{file} differs"));
+        }
+    }
+    Ok(file_name)
+}
+
+/// rustc's `--emit=dep-info` file: the files of its first rule (relative to where rustc ran, or
+/// absolute; spaces escaped as `\ `) and its `# env-dep:KEY=VALUE` lines.
+fn parse_rustc_dep_info(text: &str) -> Option<(Vec<String>, Vec<(String, String)>)> {
+    let first = text.lines().next()?;
+    // The target is this file's own path, `…/<unit>.d`.
+    let (_, deps) = first.split_once(".d: ").or_else(|| first.strip_suffix(".d:").map(|t| (t, "")))?;
+    let mut files = Vec::new();
+    let mut current = String::new();
+    let mut chars = deps.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => current.push(chars.next()?),
+            ' ' => {
+                if !current.is_empty() {
+                    files.push(std::mem::take(&mut current));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        files.push(current);
+    }
+    let env = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# env-dep:"))
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (kv.to_string(), String::new()),
+        })
+        .collect();
+    Some((files, env))
 }
 
 /// Whether rustc rewrites this artifact in place (a hard link to it would be written through):
@@ -261,12 +556,18 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A copy with the source's modification time (cargo's freshness check compares them).
+/// A copy with the source's permissions and modification time (cargo's freshness check compares
+/// them), through one descriptor each: creating files is most of a seed's time.
 fn copy_file(from: &Path, to: &Path) -> Result<()> {
-    std::fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
-    let modified = std::fs::metadata(from)?.modified()?;
-    std::fs::File::options().write(true).open(to)?.set_modified(modified)?;
-    Ok(())
+    let copy = || -> std::io::Result<()> {
+        let mut src = std::fs::File::open(from)?;
+        let meta = src.metadata()?;
+        let mut dst = std::fs::File::options().write(true).create_new(true).open(to)?;
+        std::io::copy(&mut src, &mut dst)?;
+        dst.set_permissions(meta.permissions())?;
+        dst.set_modified(meta.modified()?)
+    };
+    copy().with_context(|| format!("copying {} to {}", from.display(), to.display()))
 }
 
 #[cfg(test)]
@@ -279,6 +580,20 @@ mod tests {
         assert_eq!(unit_hash("libserde_json-0c9538b8be19a9ac"), Some(("libserde_json", "0c9538b8be19a9ac")));
         assert_eq!(unit_hash("build-script-build"), None);
         assert_eq!(unit_hash("app"), None);
+    }
+
+    #[test]
+    fn rustc_s_dep_info_gives_files_and_compiled_in_values() {
+        let text = "/w/target/debug/deps/x-0123456789abcdef.d: x/src/main.rs x/src/a\\ b.txt /abs/m.sql\n\n/w/target/debug/deps/x-0123456789abcdef: x/src/main.rs\n\nx/src/main.rs:\n\n# env-dep:CARGO_MANIFEST_DIR=/w/x\n# env-dep:CARGO_PKG_REPOSITORY=\n";
+        let (files, env) = parse_rustc_dep_info(text).unwrap();
+        assert_eq!(files, ["x/src/main.rs", "x/src/a b.txt", "/abs/m.sql"]);
+        assert_eq!(
+            env,
+            [
+                ("CARGO_MANIFEST_DIR".to_string(), "/w/x".to_string()),
+                ("CARGO_PKG_REPOSITORY".to_string(), String::new())
+            ]
+        );
     }
 
     #[test]
@@ -295,11 +610,15 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.join("tools/aws/Cargo.toml"), "[package]\nname = \"tool-aws\"\n[workspace]\n").unwrap();
-        let names = workspace_crates(&dir);
+        let own = workspace_crates(&dir);
+        let names = &own.names;
         for n in ["my-lib", "my_lib", "serve-it", "serve_it", "tool-aws", "tool_aws"] {
             assert!(names.contains(n), "{n} in {names:?}");
         }
         assert!(!names.contains("serde"));
+        // Only the root workspace's members can be seeded (rustc runs elsewhere for the others).
+        assert_eq!(own.members.get("my-lib"), Some(&PathBuf::from("crates/my-lib")));
+        assert_eq!(own.members.len(), 1, "{:?}", own.members);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -62,8 +62,9 @@ pub struct Config {
     #[serde(default = "defaults::spare_clone")]
     pub spare_clone: bool,
     /// `db worktree BRANCH` seeds the new worktree's `target/` from the one of the worktree it
-    /// runs in (hard links to the built dependencies), so its first build compiles only the
-    /// workspace's own crates. Each worktree keeps its own `target/` and binaries.
+    /// runs in (hard links to the built dependencies, and to the workspace's own units that
+    /// nothing can make stale there), so its first build compiles only what differs. Each
+    /// worktree keeps its own `target/` and binaries.
     #[serde(default = "defaults::seed_build_cache")]
     pub seed_build_cache: bool,
     /// Worktree ports are picked above the main worktree's `PORT`, or above this one.

@@ -116,6 +116,10 @@ pub struct BenchWorktree {
     /// Leave out the first-build comparison (a cold `cargo build -p app`: a minute or more).
     #[arg(long)]
     pub skip_build: bool,
+    /// Only the first `cargo xtask db status` in a new worktree against the same command in this
+    /// one (a minute or two).
+    #[arg(long)]
+    pub only_first_command: bool,
 }
 
 /// Databases: the local server, the golden template, migrations.
@@ -272,8 +276,12 @@ const GENERATE_HELP: &str = help!(
 );
 const TEST_HELP: &str =
     help!(exit_done!(), "cargo xtask test", "cargo xtask test -- schema_diff::", "cargo xtask test --keep");
-const BENCH_WORKTREE_HELP: &str =
-    help!(exit_done!(), "cargo xtask bench worktree", "cargo xtask bench worktree --skip-big --runs 3");
+const BENCH_WORKTREE_HELP: &str = help!(
+    exit_done!(),
+    "cargo xtask bench worktree",
+    "cargo xtask bench worktree --skip-big --runs 3",
+    "cargo xtask bench worktree --only-first-command --runs 11"
+);
 const BENCH_MASK_HELP: &str =
     help!(exit_done!(), "cargo xtask bench mask", "cargo xtask bench mask --rows 200000 --runs 5");
 const BENCH_REHEARSE_HELP: &str =
@@ -648,9 +656,9 @@ pub struct Generate {
 /// or `just worktree my-feature`), the git worktree of BRANCH is made first — in
 /// ../<repo>-<branch> (`/` becomes `-`) or --path, on BRANCH if it exists (a remote branch of that
 /// name is tracked), else on a new branch from this worktree's HEAD — and set up as above by the
-/// xtask already built here: nothing is compiled in the new worktree. Its first build reuses this
-/// worktree's build cache (`seed_build_cache`). If BRANCH already has a worktree, that one is set
-/// up. The last line on stdout is the directory to cd into. If setting up fails before its
+/// xtask already built here (the app is compiled there only to apply pending migrations). Its
+/// builds reuse this worktree's build cache (`seed_build_cache`), seeded first. If BRANCH already
+/// has a worktree, that one is set up. The last line on stdout is the directory to cd into. If setting up fails before its
 /// database exists, the new worktree (and a branch made for it) is removed again.
 #[derive(Debug, Args, Clone)]
 #[command(after_help = WORKTREE_HELP)]

@@ -122,10 +122,19 @@ fn redact(arg: &str) -> String {
     arg.to_string()
 }
 
-/// The commit checked out where this xtask was built (read from the files of `.git`: no
-/// program runs inside a panic), abbreviated.
+/// The commit checked out where this xtask runs (read from the files of `.git`: no program runs
+/// inside a panic), abbreviated: the checkout whose `target/` holds this binary, else the one
+/// the command runs in. Found at run time, never from a compile-time path: a binary a new
+/// worktree's `target/` was seeded with was built in another checkout (see `build_cache.rs`).
 fn git_head() -> Option<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    let exe = std::env::current_exe().ok();
+    let cwd = std::env::current_dir().ok();
+    [exe, cwd].into_iter().flatten().find_map(|start| git_head_above(&start))
+}
+
+/// The commit of the git checkout at `start` or above it (the nearest `.git`).
+fn git_head_above(start: &Path) -> Option<String> {
+    let root = start.ancestors().find(|d| d.join(".git").exists())?;
     let mut git = root.join(".git");
     if git.is_file() {
         // A linked worktree: `gitdir: …`.
@@ -178,5 +187,28 @@ mod tests {
         assert!(text.contains("please report it at"), "{text}");
         // This checkout's commit, read without running git.
         assert!(git_head().is_some_and(|c| c.len() == 12), "{:?}", git_head());
+    }
+
+    #[test]
+    fn the_commit_is_the_checkout_s_found_at_run_time() {
+        let dir = std::env::temp_dir().join(format!("xtask-head-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (main, linked) = (dir.join("main"), dir.join("linked"));
+        let git = main.join(".git");
+        std::fs::create_dir_all(git.join("refs/heads")).unwrap();
+        std::fs::create_dir_all(git.join("worktrees/linked")).unwrap();
+        std::fs::create_dir_all(main.join("target/debug")).unwrap();
+        std::fs::create_dir_all(linked.join("target/debug")).unwrap();
+        std::fs::write(git.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        std::fs::write(git.join("refs/heads/main"), "aaaaaaaaaaaa0000000000000000000000000000\n").unwrap();
+        std::fs::write(git.join("packed-refs"), "bbbbbbbbbbbb0000000000000000000000000000 refs/heads/feature\n")
+            .unwrap();
+        std::fs::write(git.join("worktrees/linked/HEAD"), "ref: refs/heads/feature\n").unwrap();
+        std::fs::write(git.join("worktrees/linked/commondir"), "../..\n").unwrap();
+        std::fs::write(linked.join(".git"), format!("gitdir: {}\n", git.join("worktrees/linked").display())).unwrap();
+        assert_eq!(git_head_above(&main.join("target/debug")).as_deref(), Some("aaaaaaaaaaaa"));
+        // A linked worktree (its HEAD in the main repository's worktrees/, its branch packed).
+        assert_eq!(git_head_above(&linked.join("target/debug")).as_deref(), Some("bbbbbbbbbbbb"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

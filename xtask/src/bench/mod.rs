@@ -26,6 +26,9 @@ use crate::{proc, time};
 pub fn worktree(flags: BenchWorktree) -> Result<()> {
     let root = find_workspace_root(&std::env::current_dir()?)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    if flags.only_first_command {
+        return first_command(&root, &cargo, flags.runs.max(1));
+    }
     let pagila = flags.pagila.clone().unwrap_or_else(|| root.join("../shared/fixtures/pagila"));
     for f in ["pagila-schema.sql", "pagila-data.sql"] {
         if !pagila.join(f).is_file() {
@@ -290,7 +293,8 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
         server.version,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
-    Ok(())
+    println!("\nThe first command in a new worktree.\n");
+    first_command(&root, &cargo, runs)
 }
 
 /// Runs one timed `cargo xtask db worktree …` (its report shown with --verbose); a failure
@@ -617,6 +621,85 @@ impl Drop for WorktreeGuard {
     fn drop(&mut self) {
         let _ = Command::new("git").current_dir(&self.0).args(["worktree", "remove", "--force"]).arg(&self.1).output();
     }
+}
+
+/// The first command in a new worktree: `cargo xtask db status` (as the README writes it) run in
+/// a worktree `cargo xtask db worktree NAME` has just made from this repository (nothing built
+/// in it; its `target/` seeded in the background, which cargo waits for), against the same
+/// command, with the same environment, in this repository — its own `target/` built once
+/// before, as a developer's main worktree is. Medians of `runs`, in one run; prints the ratio.
+fn first_command(root: &Path, cargo: &std::ffi::OsStr, runs: usize) -> Result<()> {
+    let Bench { cluster, admin_url, server, app } = Bench::start(root, cargo)?;
+    let template = "bench_tpl_status";
+    step("template: app schema + seed", || app_template(&server, &app, root, template))?;
+    server.exec(template, "VACUUM (FREEZE, ANALYZE)")?;
+    let dir = cluster.dir().to_path_buf();
+    let real = [tools::find("createdb")?, tools::find("pg_dump")?, tools::find("psql")?];
+    let user = UserPath { root, cargo, dir: &dir, admin_url: &admin_url, server: &server, real: &real };
+    struct Clean<'a, 'b>(&'a UserPath<'b>);
+    impl Drop for Clean<'_, '_> {
+        fn drop(&mut self) {
+            let _ = self.0.clean();
+        }
+    }
+    let _clean = Clean(&user);
+    user.warm_up()?;
+    let status = |dir: &Path| -> Result<Duration> {
+        let mut cmd = user.cargo(dir);
+        cmd.args(["xtask", "db", "status"])
+            .env("DATABASE_URL", admin_url.with_dbname(template).expose_secret())
+            .env("WORKTREE_TEMPLATE_DB", template)
+            .stdout(Stdio::null());
+        time_ours(&mut cmd, false)
+    };
+    // Untimed: the command once here, and one worktree made (the frozen copy and the spare).
+    status(root)?;
+    user.ours(template, false)?;
+    eprintln!("▸ first `cargo xtask db status` in a new worktree vs. here: {runs} runs each way");
+    let (mut here, mut first, mut seeded) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..runs * 2 {
+        here.push(status(root)?);
+        wait_for_spare(&server, template)?;
+        let (_, new) = user.ours(template, false)?;
+        if i % 2 == 0 {
+            // Right away, as `cd "$(cargo xtask db worktree NAME)" && cargo xtask db status`
+            // runs it: cargo waits for the background seed.
+            first.push(status(&new)?);
+        } else {
+            // Once the seed is done (cargo's lock on the new target/ free), as a person typing.
+            wait_unlocked(&new.join("target/debug/.cargo-lock"))?;
+            seeded.push(status(&new)?);
+        }
+    }
+    let h = median(&here);
+    println!("| measurement | in the main worktree | first in a new worktree | ratio | target |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (label, v) in [("right away (waits for the background seed)", &first), ("once the seed is done", &seeded)] {
+        let f = median(v);
+        println!(
+            "| first `cargo xtask db status` in a worktree `cargo xtask db worktree NAME` just made (nothing built there), {label}, vs. in the main worktree | {} | {} | {:.2}x | ≤ 1.5x |",
+            time::elapsed(h),
+            time::elapsed(f),
+            f.as_secs_f64() / h.as_secs_f64()
+        );
+    }
+    println!(
+        "\n{runs} runs of each in the new worktree, {} in the main one (medians); PostgreSQL {}; {} cores.",
+        runs * 2,
+        server.version,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    Ok(())
+}
+
+/// Waits until no process holds the lock on `path` (the file may not exist yet: then nobody does).
+fn wait_unlocked(path: &Path) -> Result<()> {
+    let Ok(file) = std::fs::File::open(path) else { return Ok(()) };
+    // SAFETY: flock on a descriptor we own; released when it is closed.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_SH) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("waiting for the seed's lock");
+    }
+    Ok(())
 }
 
 /// `cargo xtask bench schema-diff`: `db schema-diff` of two databases with the app's schema

@@ -4,10 +4,10 @@
 //! Why a form of `db worktree` rather than a recipe that `cd`s into the new worktree and runs
 //! `cargo xtask` there: a new worktree's `target/` is empty, and `cargo xtask` there compiles the
 //! xtask and its dependencies (13 s) before the 0.1 s of database work. Here the running xtask
-//! makes the worktree, then sets it up exactly as `db worktree` run inside it would (same code,
-//! with the new worktree as its context), then seeds its build cache so that its first build is
-//! incremental. The flow: check the name and the place → `git worktree add` → `db worktree` for it
-//! → seed the build cache → print the directory. Until its database exists, a failure (or Ctrl-C)
+//! makes the worktree, starts seeding its build cache (in the background) so that its first build
+//! is incremental, then sets it up exactly as `db worktree` run inside it would (same code, with
+//! the new worktree as its context). The flow: check the name and the place → `git worktree add`
+//! → seed the build cache → `db worktree` for it → print the directory. Until its database exists, a failure (or Ctrl-C)
 //! removes the new worktree and a branch made for it: no worktree without a database.
 
 use std::path::{Path, PathBuf};
@@ -77,11 +77,19 @@ pub fn run(ctx: &Ctx, branch: &str, flags: Worktree) -> Result<()> {
     let env_before = std::fs::read(dir.join(".env")).ok();
 
     let sub = Ctx::load_at(&dir, &ctx.overrides);
+    // The build cache first, in the background: the setup's own cargo runs there (a branch's
+    // pending migrations run `cargo run -p app -- migrate`) wait for it and reuse this build,
+    // and it overlaps the database work. A failure below waits for it before removing the
+    // worktree (`Made::drop`).
+    let seeded = match &sub {
+        Ok(sub) if !flags.drop => Some(build_cache::seed(ctx, sub)),
+        _ => None,
+    };
     let result = sub.and_then(|sub| {
         super::worktree::run(&sub, Worktree { branch: None, path: None, ..flags.clone() }).map(|()| sub)
     });
-    let sub = match result {
-        Ok(sub) => sub,
+    match result {
+        Ok(_) => {}
         Err(e) => {
             if let Some(made) = made {
                 // Its database exists once `.env` names it (written right after the clone).
@@ -100,11 +108,11 @@ pub fn run(ctx: &Ctx, branch: &str, flags: Worktree) -> Result<()> {
     if let Some(made) = made {
         made.keep();
     }
-    if !flags.drop {
-        match build_cache::seed(ctx, &sub) {
-            Ok(Some(line)) => eprintln!("{:>9}  {line}", "target"),
-            Ok(None) => {}
-            Err(e) => eprintln!("warning: the build cache was not seeded ({e:#}); the first build there is a full one"),
+    match seeded {
+        Some(Ok(Some(line))) => eprintln!("{:>9}  {line}", "target"),
+        Some(Ok(None)) | None => {}
+        Some(Err(e)) => {
+            eprintln!("warning: the build cache was not seeded ({e:#}); the first build there is a full one")
         }
     }
     eprintln!("ready: cd {}", dir.display());
@@ -284,6 +292,8 @@ impl Drop for Made {
         if self.kept {
             return;
         }
+        // A seed of its target/ still running would write into the removed directory.
+        build_cache::wait(&self.dir);
         let git = |args: &[&str]| {
             let mut cmd = Command::new("git");
             cmd.current_dir(&self.cwd).args(args);

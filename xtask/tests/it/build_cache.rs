@@ -1,5 +1,6 @@
 //! `db worktree BRANCH` seeds the new worktree's `target/` (hard links to the built
-//! dependencies), with the real cargo: its first build compiles only the workspace's own crates,
+//! dependencies, and the workspace's own units where nothing can make them stale), with the real
+//! cargo: its first build compiles only what differs from the main worktree's build, never less,
 //! and every worktree runs its own binary.
 
 use std::path::Path;
@@ -127,4 +128,195 @@ fn content_hash(path: &Path) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     std::fs::read(path).unwrap_or_default().hash(&mut h);
     h.finish()
+}
+
+/// Writes `files` (path, content) under `dir`.
+fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    for (path, text) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+/// A member crate `name` (a bin; `lib` also gives it a library its binary calls).
+fn member(name: &str, main: &str, lib: Option<&str>) -> Vec<(String, String)> {
+    let mut files = vec![
+        (
+            format!("{name}/Cargo.toml"),
+            format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n"),
+        ),
+        (format!("{name}/src/main.rs"), main.to_string()),
+    ];
+    if let Some(lib) = lib {
+        files.push((format!("{name}/src/lib.rs"), lib.to_string()));
+    }
+    files
+}
+
+/// The test project with these member crates and files, committed and built in the main worktree.
+fn workspace_of(p: &crate::support::Project, members: &[&str], files: Vec<(String, String)>) {
+    let files: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    write_files(&p.dir, &files);
+    let list = members.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>().join(", ");
+    let manifest = std::fs::read_to_string(p.dir.join("Cargo.toml")).unwrap();
+    std::fs::write(p.dir.join("Cargo.toml"), manifest.replace("members = []", &format!("members = [{list}]"))).unwrap();
+    std::fs::write(p.dir.join(".gitignore"), ".env\n/target/\n/dump/\n/.dev-db/\n").unwrap();
+    commit(&p.dir, "members");
+    cargo(&p.dir, &["build"]);
+}
+
+fn commit(dir: &Path, message: &str) {
+    git(dir, &["add", "-A"]);
+    git(dir, &["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", message]);
+}
+
+/// `db worktree BRANCH` from the main worktree: the new worktree's directory.
+fn open(p: &crate::support::Project, branch: &str) -> std::path::PathBuf {
+    let mut cmd = p.command(&p.dir, &["db", "worktree", "--skip-generate", branch], &[]);
+    cmd.env_remove("CARGO_TARGET_DIR");
+    let run = Run::from(cmd.output().unwrap()).ok();
+    assert!(run.stderr.contains("seeded from"), "{}", run.stderr);
+    std::path::PathBuf::from(run.stdout.lines().last().unwrap())
+}
+
+/// `cargo build` with cargo's JSON messages: for each workspace binary, whether cargo found it
+/// fresh (nothing compiled). Also the human output, for messages.
+fn build_freshness(dir: &Path) -> (std::collections::BTreeMap<String, bool>, String) {
+    let run = cargo(dir, &["build", "--message-format=json"]);
+    let mut fresh = std::collections::BTreeMap::new();
+    for line in run.stdout.lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if msg["reason"] == "compiler-artifact" && msg["target"]["kind"][0] == "bin" {
+            fresh.insert(msg["target"]["name"].as_str().unwrap().to_string(), msg["fresh"].as_bool().unwrap());
+        }
+    }
+    (fresh, run.stderr)
+}
+
+fn run_bin(dir: &Path, name: &str) -> String {
+    let out = Command::new(dir.join("target/debug").join(name)).output().unwrap();
+    assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_new_worktree_on_the_same_commit_compiles_nothing_it_can_reuse() {
+    let p = project("bcsame");
+    let mut files = member(
+        "hello",
+        "fn main() { println!(\"{}\", hello::word()); }\n",
+        Some("pub fn word() -> &'static str { include_str!(\"word.txt\").trim_ascii() }\n"),
+    );
+    files.push(("hello/src/word.txt".into(), "main\n".into()));
+    // A compile-time path (cargo does not track it): a copy would print the main worktree's.
+    files.extend(member("where", "fn main() { println!(\"{}\", env!(\"CARGO_MANIFEST_DIR\")); }\n", None));
+    // Changed and committed after the main worktree's build: its artifact there is stale, though
+    // the new worktree's file is the main worktree's, byte for byte.
+    files.extend(member("later", "fn main() { println!(\"before\"); }\n", None));
+    workspace_of(&p, &["hello", "where", "later"], files);
+    write_files(&p.dir, &[("later/src/main.rs", "fn main() { println!(\"after\"); }\n")]);
+    commit(&p.dir, "later");
+
+    let new = open(&p, "bc-same");
+    let (fresh, stderr) = build_freshness(&new);
+    assert_eq!(fresh.get("hello"), Some(&true), "{fresh:?}\n{stderr}");
+    assert!(!stderr.contains("Compiling hello"), "{stderr}");
+    assert_eq!(fresh.get("where"), Some(&false), "{fresh:?}");
+    assert_eq!(fresh.get("later"), Some(&false), "{fresh:?}");
+    assert_eq!(run_bin(&new, "hello"), "main");
+    assert_eq!(run_bin(&new, "where"), new.join("where").display().to_string());
+    assert_eq!(run_bin(&new, "later"), "after");
+
+    // An edit in the new worktree after the seed is seen, and the main worktree keeps its binary.
+    write_files(&new, &[("hello/src/word.txt", "edited\n")]);
+    let (fresh, _) = build_freshness(&new);
+    assert_eq!(fresh.get("hello"), Some(&false), "{fresh:?}");
+    assert_eq!(run_bin(&new, "hello"), "edited");
+    assert_eq!(run_bin(&p.dir, "hello"), "main");
+}
+
+#[test]
+fn a_branch_that_differs_rebuilds_what_differs() {
+    let p = project("bcdiff");
+    let mut files = member("same", "fn main() { println!(\"same\"); }\n", None);
+    files.extend(member("hello", "fn main() { println!(\"{}\", include_str!(\"word.txt\").trim()); }\n", None));
+    files.push(("hello/src/word.txt".into(), "main\n".into()));
+    // Reads a file outside its package, as the app's `sqlx::migrate!("../migrations")` does.
+    files.extend(member(
+        "outside",
+        "fn main() { println!(\"{}\", include_str!(\"../../shared.txt\").trim()); }\n",
+        None,
+    ));
+    files.push(("shared.txt".into(), "main\n".into()));
+    workspace_of(&p, &["same", "hello", "outside"], files);
+    // The branch, committed without touching the main worktree's files (its build stays fresh).
+    branch_with(&p.dir, "bc-diff", &[("hello/src/word.txt", "branch\n"), ("shared.txt", "branch\n")]);
+
+    let new = open(&p, "bc-diff");
+    let (fresh, stderr) = build_freshness(&new);
+    assert_eq!(fresh.get("same"), Some(&true), "{fresh:?}\n{stderr}");
+    assert_eq!(fresh.get("hello"), Some(&false), "{fresh:?}");
+    assert_eq!(fresh.get("outside"), Some(&false), "{fresh:?}");
+    assert_eq!(run_bin(&new, "hello"), "branch");
+    assert_eq!(run_bin(&new, "outside"), "branch");
+    assert_eq!(run_bin(&p.dir, "hello"), "main");
+}
+
+/// Makes `branch` from HEAD with `files` changed, without touching the worktree's files.
+fn branch_with(dir: &Path, branch: &str, files: &[(&str, &str)]) {
+    let index = dir.join(".git/bc-index");
+    let with_index = |args: &[&str]| {
+        let out = Command::new("git").args(args).current_dir(dir).env("GIT_INDEX_FILE", &index).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    with_index(&["read-tree", "HEAD"]);
+    for (path, text) in files {
+        let file = dir.join(".git/bc-blob");
+        std::fs::write(&file, text).unwrap();
+        let blob = git(dir, &["hash-object", "-w", file.to_str().unwrap()]);
+        with_index(&["update-index", "--add", "--cacheinfo", &format!("100644,{},{path}", blob.trim())]);
+    }
+    let tree = with_index(&["write-tree"]);
+    let commit = git(
+        dir,
+        &["-c", "user.name=t", "-c", "user.email=t@example.com", "commit-tree", &tree, "-p", "HEAD", "-m", "branch"],
+    );
+    git(dir, &["branch", branch, commit.trim()]);
+}
+
+#[test]
+fn a_branch_s_pending_migrations_run_on_the_seeded_build() {
+    let p = project("bcmig");
+    // The migrator is a workspace crate run through cargo, as the app's (`cargo run -p app --
+    // migrate`): it runs the real one.
+    let main = format!(
+        "fn main() {{ let s = std::process::Command::new({:?}).arg(\"migrate\").env(\"APP_MIGRATIONS_DIR\", \"migrations\").status().unwrap(); std::process::exit(s.code().unwrap_or(1)); }}\n",
+        crate::support::app_bin().display().to_string()
+    );
+    let manifest = std::fs::read_to_string(p.dir.join("Cargo.toml")).unwrap();
+    let (before, after) = manifest.split_once("migrate_command = ").unwrap();
+    let rest = after.split_once('\n').unwrap().1;
+    std::fs::write(
+        p.dir.join("Cargo.toml"),
+        format!("{before}migrate_command = [\"cargo\", \"run\", \"--offline\", \"--package\", \"migrator\"]\n{rest}"),
+    )
+    .unwrap();
+    workspace_of(&p, &["migrator"], member("migrator", &main, None));
+    branch_with(
+        &p.dir,
+        "bc-mig",
+        &[("migrations/0099_bc_branch_table.sql", "CREATE TABLE bc_branch_table (id int);\n")],
+    );
+
+    let mut cmd = p.command(&p.dir, &["db", "worktree", "--skip-generate", "bc-mig"], &[]);
+    for var in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"] {
+        cmd.env_remove(var);
+    }
+    let run = Run::from(cmd.output().unwrap()).ok();
+    // Seeded before the migration ran: the migrator was not compiled there.
+    assert!(run.stderr.contains("seeded from"), "{}", run.stderr);
+    assert!(run.stderr.contains("1 applied"), "{}", run.stderr);
+    assert!(!run.stderr.contains("Compiling migrator"), "{}", run.stderr);
 }
