@@ -23,9 +23,10 @@
 //! template said right after the copy was complete, and the state of the copy's own sequences.
 //! A check probes again and says "current" only when the rules below hold. A probe is one
 //! read-only session of ours on the template (`default_transaction_read_only`): first the
-//! backends connected to it (`pg_stat_activity`), then, in a later statement, the row-change
-//! counters of every relation of the template (`pg_stat_all_tables`), then every sequence's
-//! `last_value` and `is_called`. The argument, for PostgreSQL 15 and later:
+//! backends connected to it (`pg_stat_activity`, and each one's virtual transaction id from
+//! `pg_locks`), then, in a later statement, the row-change counters of every relation of the
+//! template (`pg_stat_all_tables`), then every sequence's `last_value` and `is_called`. The
+//! argument, for PostgreSQL 15 and later:
 //!
 //! - A database's contents change in two ways only. (a) A committed transaction writes heap
 //!   tuples: rows, and for DDL, comments, large objects, privileges and the rest, rows of the
@@ -54,9 +55,13 @@
 //!   - **is idle and has been for [`FLUSHED_AFTER`]**: the same; or
 //!   - **was there when the copy was recorded, with the same `state_change`, idle**: it has run
 //!     nothing since, so it committed nothing since; or
-//!   - **was there when the copy was recorded, in the same transaction** (same `xact_start`,
-//!     which moves at every commit, inside procedures and `DO` blocks too): it has committed
-//!     nothing since (what it did non-transactionally is sequence state, compared directly);
+//!   - **was there when the copy was recorded, in the same transaction** (same `xact_start`
+//!     and the same virtual transaction id, whose lock, read from `pg_locks` with the
+//!     backends, a transaction holds from its start to its end and which no later transaction
+//!     of the session reuses): it has committed nothing since (what it did non-transactionally
+//!     is sequence state, compared directly). `xact_start` alone is not enough: the
+//!     transactions of one query message (`…; COMMIT; BEGIN; …`) all start at the message's
+//!     timestamp, and the first one's counts stay unpublished until the session goes idle;
 //!   - otherwise the copy is stale: a session that ran statements less than [`FLUSHED_AFTER`]
 //!     ago, a transaction that began after the copy, a backend we may not inspect (another
 //!     role's is hidden without `pg_read_all_stats`), a walsender or background worker still
@@ -187,6 +192,11 @@ pub struct Backend {
     /// When its current transaction began; empty outside one.
     #[serde(default)]
     pub xact_start: String,
+    /// Its current transaction's virtual transaction id (`pg_locks`), empty outside one: unlike
+    /// `xact_start`, never the same for two transactions of one session (the transactions of
+    /// one query message all start at the message's timestamp).
+    #[serde(default)]
+    pub vxid: String,
     /// A parallel worker's leader (`leader_pid`), else 0.
     #[serde(default)]
     pub leader: i64,
@@ -270,9 +280,12 @@ impl FrozenState {
 const ACTIVITY_SQL: &str = "SELECT a.pid::bigint AS pid, coalesce(a.backend_start::text, '') AS started, \
      coalesce(a.state_change::text, '') AS state_change, coalesce(a.state, '') AS state, \
      coalesce(a.backend_type, '') AS kind, coalesce(a.application_name, '') AS app, \
-     coalesce(a.xact_start::text, '') AS xact_start, coalesce(a.leader_pid, 0)::bigint AS leader, \
+     coalesce(a.xact_start::text, '') AS xact_start, coalesce(v.vxid, '') AS vxid, \
+     coalesce(a.leader_pid, 0)::bigint AS leader, \
      coalesce((extract(epoch FROM clock_timestamp() - a.state_change) * 1000)::bigint, -1) AS idle_ms \
-     FROM pg_stat_activity a WHERE a.datid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+     FROM pg_stat_activity a LEFT JOIN (SELECT l.pid, string_agg(l.virtualxid, ',' ORDER BY l.virtualxid) AS vxid \
+       FROM pg_locks l WHERE l.locktype = 'virtualxid' AND l.granted AND l.virtualxid = l.virtualtransaction \
+       GROUP BY l.pid) v ON v.pid = a.pid WHERE a.datid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
      AND a.pid <> pg_backend_pid() AND a.backend_type IS DISTINCT FROM 'autovacuum worker'";
 
 /// Relations whose row changes are statistics, not contents: what `ANALYZE` writes.
@@ -485,7 +498,8 @@ fn compare(then: &Counters, before: &[Backend], now: &Counters, backends: &[Back
     let same_transaction = |b: &Backend| {
         b.client()
             && !b.xact_start.is_empty()
-            && before.iter().any(|o| o.same_session(b) && o.xact_start == b.xact_start)
+            && !b.vxid.is_empty()
+            && before.iter().any(|o| o.same_session(b) && o.xact_start == b.xact_start && o.vxid == b.vxid)
     };
     for b in backends {
         if b.kind == "parallel worker" && backends.iter().any(|l| l.pid == b.leader && same_transaction(l)) {
@@ -940,12 +954,14 @@ mod tests {
             kind: "client backend".into(),
             app: "psql".into(),
             xact_start: String::new(),
+            vxid: String::new(),
             leader: 0,
             idle_ms: 3000,
         }
     }
     fn active(pid: i64, xact: &str) -> Backend {
-        Backend { state: "active".into(), xact_start: xact.into(), state_change: "t2".into(), ..idle(pid) }
+        let vxid = format!("3/{}", xact.trim_start_matches('x'));
+        Backend { state: "active".into(), xact_start: xact.into(), vxid, state_change: "t2".into(), ..idle(pid) }
     }
 
     #[test]
@@ -953,7 +969,7 @@ mod tests {
         let before = vec![idle(1), idle(2), active(3, "x1")];
         assert_eq!(compare(&counters(), &before, &counters(), &before), None);
         type Change = fn(&mut Counters, &mut Vec<Backend>);
-        let cases: [(Change, &str); 16] = [
+        let cases: [(Change, &str); 17] = [
             (|c, _| c.row_changes = "w2".into(), "row-change counters moved"),
             (|c, _| c.oid = 2, "re-created"),
             (|c, _| c.stats_reset = "now".into(), "reset"),
@@ -968,6 +984,8 @@ mod tests {
             (|_, b| b.push(idle(9)), "connected to the template ran a statement 3.0 s ago"),
             // A transaction that began since: it may commit at any moment.
             (|_, b| b[2] = active(3, "x2"), "running a statement in a transaction that began since"),
+            // The next transaction of one query message: same start, another transaction.
+            (|_, b| b[2].vxid = "3/9".into(), "running a statement in a transaction that began since"),
             (|_, b| b.push(active(9, "x9")), "running a statement"),
             (
                 |_, b| {

@@ -147,3 +147,45 @@ fn a_pool_s_new_connection_is_a_change_only_until_its_counts_are_published() {
     let (_, stderr) = next(&p, "fr-pool-reader");
     assert_current(&stderr);
 }
+
+/// One query message with several transactions in it (`psql -c "…; COMMIT; BEGIN; …"`, a
+/// driver that sends `COMMIT; BEGIN` together): every transaction of the message starts at the
+/// message's timestamp, so the second has the first's `xact_start` (and `state_change`: no
+/// state is reported between them), and the first's row counts stay unpublished until the
+/// session goes idle. Taken for "the same transaction", the copy made before the first committed
+/// was current.
+#[test]
+fn a_commit_between_two_transactions_of_one_message_is_never_missed() {
+    let (p, _held) = in_use("frmulti");
+    let t = p.template();
+    let url = url_for(&t).replacen(&format!(":{}@", password()), "@", 1);
+    let mut message = Command::new("psql")
+        .args(["-X", "-q", "-d", &url, "-c"])
+        .arg("BEGIN; INSERT INTO public.probe VALUES (1); SELECT pg_sleep(8); COMMIT; BEGIN; SELECT pg_sleep(60);")
+        .env("PGPASSWORD", password())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the first transaction", || {
+        sql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{t}' AND state = 'active'"))
+            == "1"
+    });
+    // The frozen copy is re-made while the first transaction is open (its row not in the copy).
+    let (_, stderr) = next(&p, "fr-multi-open");
+    assert_stale(&stderr);
+    assert_eq!(
+        sql(&t, "SELECT count(*) FROM public.probe"),
+        "0",
+        "the first transaction ended too early for this test"
+    );
+    wait_for("the first transaction's commit", || sql(&t, "SELECT count(*) FROM public.probe") == "1");
+    let (wt, stderr) = next(&p, "fr-multi-committed");
+    let _ = message.kill();
+    let _ = message.wait();
+    assert_eq!(
+        sql(&env_db(&wt), "SELECT count(*) FROM public.probe"),
+        "1",
+        "the clone misses the committed row:\n{stderr}"
+    );
+    assert_stale(&stderr);
+}
