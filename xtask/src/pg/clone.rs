@@ -76,9 +76,10 @@
 //!   a server restart or crash (which discards statistics: `pg_postmaster_start_time`, and the
 //!   shared `pg_stat_archiver` reset time that the discard sets), prepared transactions
 //!   appearing or going, a subscription or a logical replication slot on the template, row
-//!   counting off (`track_counts` off, or set for a role or database, or granted to a role to
-//!   change), a table access method other than heap (its writes may not be counted), statistics
-//!   collected asynchronously (before PostgreSQL 15: never current).
+//!   counting off (`track_counts` off, or set for a role, a database or a function — a
+//!   `SECURITY DEFINER` one that a superuser owns turns it off for whoever calls it — or
+//!   granted to a role to change), a table access method other than heap (its writes may not
+//!   be counted), statistics collected asynchronously (before PostgreSQL 15: never current).
 //!
 //! What is not a change: statistics. Autovacuum's `ANALYZE` writes rows of `pg_statistic` and
 //! `pg_statistic_ext_data` (and their TOAST tables): those relations' counters are left out (a
@@ -88,8 +89,9 @@
 //! changes either: that is what the row counters and the direct comparison of sequences prove.
 //!
 //! The one thing it cannot see: a session of a role allowed to change `track_counts` (a
-//! superuser, or a role granted `SET` on it) that turns it off for itself, commits a row change,
-//! and then leaves or stays idle — its change is counted nowhere. Nothing does that to a
+//! superuser, or a role granted `SET` on it, or code running as one, such as a superuser's
+//! `SECURITY DEFINER` function calling `set_config`) that turns it off for itself, commits a row
+//! change, and then leaves or stays idle — its change is counted nowhere. Nothing does that to a
 //! development template by accident; `--strategy dump` takes the template's own snapshot every
 //! time.
 //!
@@ -227,8 +229,9 @@ pub struct Counters {
     pub prepared: String,
     pub feeds: i64,
     pub now: String,
-    /// Row changes are counted for every backend: `track_counts` is on, no per-role or
-    /// per-database setting names it, and no role was granted the right to change it.
+    /// Row changes are counted for every backend: `track_counts` is on, no per-role,
+    /// per-database or per-function setting names it, and no role was granted the right to
+    /// change it.
     pub counted: bool,
     /// Every relation that stores rows uses the heap access method (whose writes are counted).
     pub heap_only: bool,
@@ -305,6 +308,7 @@ fn counters_sql() -> String {
          clock_timestamp()::text AS now, \
          (current_setting('track_counts') = 'on' \
           AND NOT EXISTS (SELECT 1 FROM pg_db_role_setting r WHERE array_to_string(r.setconfig, ',') ILIKE '%track_counts%') \
+          AND NOT EXISTS (SELECT 1 FROM pg_proc f WHERE array_to_string(f.proconfig, ',') ILIKE '%track_counts%') \
           AND NOT EXISTS (SELECT 1 FROM pg_parameter_acl p WHERE p.parname = 'track_counts')) AS counted, \
          NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_am a ON a.oid = c.relam \
             WHERE c.relkind IN ('r', 'm', 't') AND a.amname <> 'heap') AS heap_only, \
@@ -488,7 +492,7 @@ fn compare(then: &Counters, before: &[Backend], now: &Counters, backends: &[Back
         return Some("its prepared transactions changed since".into());
     }
     if !(then.counted && now.counted) {
-        return Some("row changes are not counted for every session (track_counts is off, set for a role or database, or granted to a role to change)".into());
+        return Some("row changes are not counted for every session (track_counts is off, set for a role, database or function, or granted to a role to change)".into());
     }
     if !now.heap_only {
         return Some(
