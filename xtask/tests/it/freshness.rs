@@ -189,3 +189,32 @@ fn a_commit_between_two_transactions_of_one_message_is_never_missed() {
     );
     assert_stale(&stderr);
 }
+
+/// Changes whose rows are not counted where they are: TRUNCATE deletes no counted row (the new
+/// file is an update of `pg_class`), a materialized view refreshed swaps its file the same way, a
+/// value added to an enum and a comment are rows of catalogs. Each by a session that leaves.
+#[test]
+fn changes_that_count_no_row_of_their_own_table_are_seen() {
+    let (p, _held) = in_use("frtrunc");
+    let t = p.template();
+    sql(
+        &t,
+        "INSERT INTO public.probe SELECT generate_series(1, 10); \
+         CREATE MATERIALIZED VIEW public.probe_count AS SELECT count(*) AS n FROM public.probe; \
+         CREATE TYPE public.mood AS ENUM ('calm')",
+    );
+    let (_, stderr) = next(&p, "fr-trunc-setup");
+    assert_stale(&stderr);
+    let changes: [(&str, &str, &str); 4] = [
+        ("TRUNCATE public.probe", "SELECT count(*) FROM public.probe", "0"),
+        ("REFRESH MATERIALIZED VIEW public.probe_count", "SELECT n FROM public.probe_count", "0"),
+        ("ALTER TYPE public.mood ADD VALUE 'tense'", "SELECT enum_range(NULL::public.mood)::text", "{calm,tense}"),
+        ("COMMENT ON TABLE public.probe IS 'seen'", "SELECT obj_description('public.probe'::regclass)", "seen"),
+    ];
+    for (i, (change, check, expected)) in changes.iter().enumerate() {
+        sql(&t, change);
+        let (wt, stderr) = next(&p, &format!("fr-trunc-{i}"));
+        assert_stale(&stderr);
+        assert_eq!(&sql(&env_db(&wt), check), expected, "after `{change}`:\n{stderr}");
+    }
+}
