@@ -23,9 +23,10 @@
 //! template said right after the copy was complete, and the state of the copy's own sequences.
 //! A check probes again and says "current" only when the rules below hold. A probe is one
 //! read-only session of ours on the template (`default_transaction_read_only`): first the
-//! backends connected to it (`pg_stat_activity`), then, in a later statement, the row-change
-//! counters of every relation of the template (`pg_stat_all_tables`), then every sequence's
-//! `last_value` and `is_called`. The argument, for PostgreSQL 15 and later:
+//! backends connected to it (`pg_stat_activity`, and each one's virtual transaction id from
+//! `pg_locks`), then, in a later statement, the row-change counters of every relation of the
+//! template (`pg_stat_all_tables`), then every sequence's `last_value` and `is_called`. The
+//! argument, for PostgreSQL 15 and later:
 //!
 //! - A database's contents change in two ways only. (a) A committed transaction writes heap
 //!   tuples: rows, and for DDL, comments, large objects, privileges and the rest, rows of the
@@ -54,9 +55,13 @@
 //!   - **is idle and has been for [`FLUSHED_AFTER`]**: the same; or
 //!   - **was there when the copy was recorded, with the same `state_change`, idle**: it has run
 //!     nothing since, so it committed nothing since; or
-//!   - **was there when the copy was recorded, in the same transaction** (same `xact_start`,
-//!     which moves at every commit, inside procedures and `DO` blocks too): it has committed
-//!     nothing since (what it did non-transactionally is sequence state, compared directly);
+//!   - **was there when the copy was recorded, in the same transaction** (same `xact_start`
+//!     and the same virtual transaction id, whose lock, read from `pg_locks` with the
+//!     backends, a transaction holds from its start to its end and which no later transaction
+//!     of the session reuses): it has committed nothing since (what it did non-transactionally
+//!     is sequence state, compared directly). `xact_start` alone is not enough: the
+//!     transactions of one query message (`…; COMMIT; BEGIN; …`) all start at the message's
+//!     timestamp, and the first one's counts stay unpublished until the session goes idle;
 //!   - otherwise the copy is stale: a session that ran statements less than [`FLUSHED_AFTER`]
 //!     ago, a transaction that began after the copy, a backend we may not inspect (another
 //!     role's is hidden without `pg_read_all_stats`), a walsender or background worker still
@@ -71,9 +76,10 @@
 //!   a server restart or crash (which discards statistics: `pg_postmaster_start_time`, and the
 //!   shared `pg_stat_archiver` reset time that the discard sets), prepared transactions
 //!   appearing or going, a subscription or a logical replication slot on the template, row
-//!   counting off (`track_counts` off, or set for a role or database, or granted to a role to
-//!   change), a table access method other than heap (its writes may not be counted), statistics
-//!   collected asynchronously (before PostgreSQL 15: never current).
+//!   counting off (`track_counts` off, or set for a role, a database or a function — a
+//!   `SECURITY DEFINER` one that a superuser owns turns it off for whoever calls it — or
+//!   granted to a role to change), a table access method other than heap (its writes may not
+//!   be counted), statistics collected asynchronously (before PostgreSQL 15: never current).
 //!
 //! What is not a change: statistics. Autovacuum's `ANALYZE` writes rows of `pg_statistic` and
 //! `pg_statistic_ext_data` (and their TOAST tables): those relations' counters are left out (a
@@ -83,8 +89,9 @@
 //! changes either: that is what the row counters and the direct comparison of sequences prove.
 //!
 //! The one thing it cannot see: a session of a role allowed to change `track_counts` (a
-//! superuser, or a role granted `SET` on it) that turns it off for itself, commits a row change,
-//! and then leaves or stays idle — its change is counted nowhere. Nothing does that to a
+//! superuser, or a role granted `SET` on it, or code running as one, such as a superuser's
+//! `SECURITY DEFINER` function calling `set_config`) that turns it off for itself, commits a row
+//! change, and then leaves or stays idle — its change is counted nowhere. Nothing does that to a
 //! development template by accident; `--strategy dump` takes the template's own snapshot every
 //! time.
 //!
@@ -187,6 +194,11 @@ pub struct Backend {
     /// When its current transaction began; empty outside one.
     #[serde(default)]
     pub xact_start: String,
+    /// Its current transaction's virtual transaction id (`pg_locks`), empty outside one: unlike
+    /// `xact_start`, never the same for two transactions of one session (the transactions of
+    /// one query message all start at the message's timestamp).
+    #[serde(default)]
+    pub vxid: String,
     /// A parallel worker's leader (`leader_pid`), else 0.
     #[serde(default)]
     pub leader: i64,
@@ -217,8 +229,9 @@ pub struct Counters {
     pub prepared: String,
     pub feeds: i64,
     pub now: String,
-    /// Row changes are counted for every backend: `track_counts` is on, no per-role or
-    /// per-database setting names it, and no role was granted the right to change it.
+    /// Row changes are counted for every backend: `track_counts` is on, no per-role,
+    /// per-database or per-function setting names it, and no role was granted the right to
+    /// change it.
     pub counted: bool,
     /// Every relation that stores rows uses the heap access method (whose writes are counted).
     pub heap_only: bool,
@@ -270,9 +283,12 @@ impl FrozenState {
 const ACTIVITY_SQL: &str = "SELECT a.pid::bigint AS pid, coalesce(a.backend_start::text, '') AS started, \
      coalesce(a.state_change::text, '') AS state_change, coalesce(a.state, '') AS state, \
      coalesce(a.backend_type, '') AS kind, coalesce(a.application_name, '') AS app, \
-     coalesce(a.xact_start::text, '') AS xact_start, coalesce(a.leader_pid, 0)::bigint AS leader, \
+     coalesce(a.xact_start::text, '') AS xact_start, coalesce(v.vxid, '') AS vxid, \
+     coalesce(a.leader_pid, 0)::bigint AS leader, \
      coalesce((extract(epoch FROM clock_timestamp() - a.state_change) * 1000)::bigint, -1) AS idle_ms \
-     FROM pg_stat_activity a WHERE a.datid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+     FROM pg_stat_activity a LEFT JOIN (SELECT l.pid, string_agg(l.virtualxid, ',' ORDER BY l.virtualxid) AS vxid \
+       FROM pg_locks l WHERE l.locktype = 'virtualxid' AND l.granted AND l.virtualxid = l.virtualtransaction \
+       GROUP BY l.pid) v ON v.pid = a.pid WHERE a.datid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
      AND a.pid <> pg_backend_pid() AND a.backend_type IS DISTINCT FROM 'autovacuum worker'";
 
 /// Relations whose row changes are statistics, not contents: what `ANALYZE` writes.
@@ -292,6 +308,7 @@ fn counters_sql() -> String {
          clock_timestamp()::text AS now, \
          (current_setting('track_counts') = 'on' \
           AND NOT EXISTS (SELECT 1 FROM pg_db_role_setting r WHERE array_to_string(r.setconfig, ',') ILIKE '%track_counts%') \
+          AND NOT EXISTS (SELECT 1 FROM pg_proc f WHERE array_to_string(f.proconfig, ',') ILIKE '%track_counts%') \
           AND NOT EXISTS (SELECT 1 FROM pg_parameter_acl p WHERE p.parname = 'track_counts')) AS counted, \
          NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_am a ON a.oid = c.relam \
             WHERE c.relkind IN ('r', 'm', 't') AND a.amname <> 'heap') AS heap_only, \
@@ -475,7 +492,7 @@ fn compare(then: &Counters, before: &[Backend], now: &Counters, backends: &[Back
         return Some("its prepared transactions changed since".into());
     }
     if !(then.counted && now.counted) {
-        return Some("row changes are not counted for every session (track_counts is off, set for a role or database, or granted to a role to change)".into());
+        return Some("row changes are not counted for every session (track_counts is off, set for a role, database or function, or granted to a role to change)".into());
     }
     if !now.heap_only {
         return Some(
@@ -485,7 +502,8 @@ fn compare(then: &Counters, before: &[Backend], now: &Counters, backends: &[Back
     let same_transaction = |b: &Backend| {
         b.client()
             && !b.xact_start.is_empty()
-            && before.iter().any(|o| o.same_session(b) && o.xact_start == b.xact_start)
+            && !b.vxid.is_empty()
+            && before.iter().any(|o| o.same_session(b) && o.xact_start == b.xact_start && o.vxid == b.vxid)
     };
     for b in backends {
         if b.kind == "parallel worker" && backends.iter().any(|l| l.pid == b.leader && same_transaction(l)) {
@@ -955,12 +973,14 @@ mod tests {
             kind: "client backend".into(),
             app: "psql".into(),
             xact_start: String::new(),
+            vxid: String::new(),
             leader: 0,
             idle_ms: 3000,
         }
     }
     fn active(pid: i64, xact: &str) -> Backend {
-        Backend { state: "active".into(), xact_start: xact.into(), state_change: "t2".into(), ..idle(pid) }
+        let vxid = format!("3/{}", xact.trim_start_matches('x'));
+        Backend { state: "active".into(), xact_start: xact.into(), vxid, state_change: "t2".into(), ..idle(pid) }
     }
 
     #[test]
@@ -968,7 +988,7 @@ mod tests {
         let before = vec![idle(1), idle(2), active(3, "x1")];
         assert_eq!(compare(&counters(), &before, &counters(), &before), None);
         type Change = fn(&mut Counters, &mut Vec<Backend>);
-        let cases: [(Change, &str); 16] = [
+        let cases: [(Change, &str); 17] = [
             (|c, _| c.row_changes = "w2".into(), "row-change counters moved"),
             (|c, _| c.oid = 2, "re-created"),
             (|c, _| c.stats_reset = "now".into(), "reset"),
@@ -983,6 +1003,8 @@ mod tests {
             (|_, b| b.push(idle(9)), "connected to the template ran a statement 3.0 s ago"),
             // A transaction that began since: it may commit at any moment.
             (|_, b| b[2] = active(3, "x2"), "running a statement in a transaction that began since"),
+            // The next transaction of one query message: same start, another transaction.
+            (|_, b| b[2].vxid = "3/9".into(), "running a statement in a transaction that began since"),
             (|_, b| b.push(active(9, "x9")), "running a statement"),
             (
                 |_, b| {

@@ -465,3 +465,24 @@ fn a_failed_refill_is_logged_in_the_repository_and_reported_once() {
     let run = run_in(&p, &third, &["--skip-generate"]).ok();
     assert!(!run.stderr.contains("refill of the spare clone failed"), "{}", run.stderr);
 }
+
+/// A function declared `SET track_counts = off` (a setting stored in the template, like a role's
+/// or a database's) writes rows that no counter sees, for every session that calls it — a
+/// `SECURITY DEFINER` one owned by a superuser, for any role. Such a template is never current.
+#[test]
+fn a_function_that_turns_row_counting_off_is_seen() {
+    let (p, _held) = busy_project("atfunc");
+    let t = p.template();
+    sql(
+        &t,
+        "CREATE FUNCTION public.quiet_insert(int) RETURNS void LANGUAGE sql SECURITY DEFINER \
+         SET track_counts = off AS 'INSERT INTO public.probe VALUES ($1)'",
+    );
+    let a = worktree(&p, "func-made");
+    run_in(&p, &a, &["--skip-generate"]).ok();
+    sql(&t, "SELECT public.quiet_insert(1)");
+    let b = worktree(&p, "func-called");
+    let run = run_in(&p, &b, &["--skip-generate"]).ok();
+    assert!(has_probe(&env_db(&b), 1), "the clone misses the row the function wrote:\n{}", run.stderr);
+    assert!(run.stderr.contains("not counted"), "{}", run.stderr);
+}

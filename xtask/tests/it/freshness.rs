@@ -183,3 +183,74 @@ fn a_pool_s_new_connection_is_a_change_only_until_its_counts_are_published() {
     let (_, stderr) = next(&p, "fr-pool-reader");
     assert_current(&stderr);
 }
+
+/// One query message with several transactions in it (`psql -c "…; COMMIT; BEGIN; …"`, a
+/// driver that sends `COMMIT; BEGIN` together): every transaction of the message starts at the
+/// message's timestamp, so the second has the first's `xact_start` (and `state_change`: no
+/// state is reported between them), and the first's row counts stay unpublished until the
+/// session goes idle. Taken for "the same transaction", the copy made before the first committed
+/// was current.
+#[test]
+fn a_commit_between_two_transactions_of_one_message_is_never_missed() {
+    let (p, _held) = in_use("frmulti");
+    let t = p.template();
+    let url = url_for(&t).replacen(&format!(":{}@", password()), "@", 1);
+    let mut message = Command::new("psql")
+        .args(["-X", "-q", "-d", &url, "-c"])
+        .arg("BEGIN; INSERT INTO public.probe VALUES (1); SELECT pg_sleep(8); COMMIT; BEGIN; SELECT pg_sleep(60);")
+        .env("PGPASSWORD", password())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the first transaction", || {
+        sql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{t}' AND state = 'active'"))
+            == "1"
+    });
+    // The frozen copy is re-made while the first transaction is open (its row not in the copy).
+    let (_, stderr) = next(&p, "fr-multi-open");
+    assert_stale(&stderr);
+    assert_eq!(
+        sql(&t, "SELECT count(*) FROM public.probe"),
+        "0",
+        "the first transaction ended too early for this test"
+    );
+    wait_for("the first transaction's commit", || sql(&t, "SELECT count(*) FROM public.probe") == "1");
+    let (wt, stderr) = next(&p, "fr-multi-committed");
+    let _ = message.kill();
+    let _ = message.wait();
+    assert_eq!(
+        sql(&env_db(&wt), "SELECT count(*) FROM public.probe"),
+        "1",
+        "the clone misses the committed row:\n{stderr}"
+    );
+    assert_stale(&stderr);
+}
+
+/// Changes whose rows are not counted where they are: TRUNCATE deletes no counted row (the new
+/// file is an update of `pg_class`), a materialized view refreshed swaps its file the same way, a
+/// value added to an enum and a comment are rows of catalogs. Each by a session that leaves.
+#[test]
+fn changes_that_count_no_row_of_their_own_table_are_seen() {
+    let (p, _held) = in_use("frtrunc");
+    let t = p.template();
+    sql(
+        &t,
+        "INSERT INTO public.probe SELECT generate_series(1, 10); \
+         CREATE MATERIALIZED VIEW public.probe_count AS SELECT count(*) AS n FROM public.probe; \
+         CREATE TYPE public.mood AS ENUM ('calm')",
+    );
+    let (_, stderr) = next(&p, "fr-trunc-setup");
+    assert_stale(&stderr);
+    let changes: [(&str, &str, &str); 4] = [
+        ("TRUNCATE public.probe", "SELECT count(*) FROM public.probe", "0"),
+        ("REFRESH MATERIALIZED VIEW public.probe_count", "SELECT n FROM public.probe_count", "0"),
+        ("ALTER TYPE public.mood ADD VALUE 'tense'", "SELECT enum_range(NULL::public.mood)::text", "{calm,tense}"),
+        ("COMMENT ON TABLE public.probe IS 'seen'", "SELECT obj_description('public.probe'::regclass)", "seen"),
+    ];
+    for (i, (change, check, expected)) in changes.iter().enumerate() {
+        sql(&t, change);
+        let (wt, stderr) = next(&p, &format!("fr-trunc-{i}"));
+        assert_stale(&stderr);
+        assert_eq!(&sql(&env_db(&wt), check), expected, "after `{change}`:\n{stderr}");
+    }
+}
