@@ -336,10 +336,14 @@ const SEQUENCES_SQL: &str = "(SELECT json_build_object('digest', \
        coalesce(md5(string_agg(x.s || '=' || x.v, E'\\n' ORDER BY x.s COLLATE \"C\")), ''), 'count', :seq_n) \
      FROM (:seq_q) x)";
 
+/// How every session of ours on the template (or a copy) starts: it writes nothing, and what it
+/// names is PostgreSQL's own (a schema of the database's `search_path` cannot shadow a view).
+const SESSION: &str = "SET default_transaction_read_only = on;\nSET search_path = pg_catalog, pg_temp;\n";
+
 /// The psql script of a probe: one JSON object on stdout.
 fn probe_script() -> String {
     format!(
-        "SET default_transaction_read_only = on;\n\
+        "{SESSION}\
          SELECT coalesce(json_agg(a ORDER BY a.pid), '[]') AS backends FROM ({ACTIVITY_SQL}) a \\gset probe_\n\
          {SEQUENCES_QUERY}\
          SELECT json_build_object('backends', :'probe_backends'::json, \
@@ -394,7 +398,7 @@ pub fn probe(server: &Server, template: &str) -> Result<Probe> {
 /// The sequences of `db` (a copy just made, still open to our connections).
 fn sequences(server: &Server, db: &str) -> Result<Sequences> {
     let (mut psql, app) = own_session(server, db)?;
-    let script = format!("SET default_transaction_read_only = on;\n{SEQUENCES_QUERY}SELECT {SEQUENCES_SQL};\n");
+    let script = format!("{SESSION}{SEQUENCES_QUERY}SELECT {SEQUENCES_SQL};\n");
     let out = proc::capture(&mut psql, Some(script.as_bytes()))
         .map_err(|e| super::classify(e, &server.url, db))
         .with_context(|| format!("reading the sequences of `{db}`"));

@@ -486,3 +486,26 @@ fn a_function_that_turns_row_counting_off_is_seen() {
     assert!(has_probe(&env_db(&b), 1), "the clone misses the row the function wrote:\n{}", run.stderr);
     assert!(run.stderr.contains("not counted"), "{}", run.stderr);
 }
+
+/// The probe names PostgreSQL's own views: a schema early in the template's `search_path` with
+/// look-alikes (a statistics view that never moves) cannot make a changed template look current.
+#[test]
+fn views_that_shadow_the_statistics_views_do_not_fool_the_probe() {
+    let (p, _held) = busy_project("atshadow");
+    let t = p.template();
+    sql(
+        &t,
+        &format!(
+            "CREATE SCHEMA shadow; \
+             CREATE VIEW shadow.pg_stat_all_tables AS SELECT relid, 0::bigint AS n_tup_ins, 0::bigint AS n_tup_upd, \
+               0::bigint AS n_tup_del FROM pg_catalog.pg_stat_all_tables; \
+             ALTER DATABASE {t} SET search_path = shadow, pg_catalog, public"
+        ),
+    );
+    let a = worktree(&p, "shadow-made");
+    run_in(&p, &a, &["--skip-generate"]).ok();
+    sql(&t, "INSERT INTO public.probe VALUES (1)");
+    let b = worktree(&p, "shadow-after");
+    let run = run_in(&p, &b, &["--skip-generate"]).ok();
+    assert!(has_probe(&env_db(&b), 1), "the clone misses the row:\n{}", run.stderr);
+}
