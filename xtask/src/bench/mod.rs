@@ -234,7 +234,7 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
             if activity == Activity::PoolSettled {
                 // Its counts are certain to be published 12 s after its last statement.
                 std::thread::sleep(
-                    (crate::pg::clone::FLUSHED_AFTER + Duration::from_secs(1)).saturating_sub(cycled.elapsed()),
+                    (crate::pg::freshness::FLUSHED_AFTER + Duration::from_secs(1)).saturating_sub(cycled.elapsed()),
                 );
             }
             if activity == Activity::PoolJustNow {

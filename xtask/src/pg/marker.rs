@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::clone::FrozenState;
+use super::freshness::FrozenState;
 
 /// Prefix of the comment that marks a database as made by this tool.
 pub const MARKER_PREFIX: &str = "xtask-db ";

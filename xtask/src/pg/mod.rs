@@ -9,6 +9,7 @@
 pub mod client;
 pub mod clone;
 pub mod cluster;
+pub mod freshness;
 pub mod marker;
 pub mod service;
 pub mod session;

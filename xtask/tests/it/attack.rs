@@ -88,7 +88,7 @@ fn setval_on_a_never_used_sequence_is_never_missed() {
 /// Row changes that are not counted cannot be seen in the counters: a template whose sessions
 /// do not count them (`ALTER DATABASE … SET track_counts = off`, the same for a role, or a role
 /// granted the right to set it) is never taken as current. (A superuser that turns counting off
-/// for its own session is the one case the counters cannot see: `pg/clone.rs` says so.)
+/// for its own session is the one case the counters cannot see: `pg/freshness.rs` says so.)
 #[test]
 fn a_template_whose_row_changes_are_not_counted_is_never_taken_as_current() {
     let (p, _held) = busy_project("attrack");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::support::{password, sql, url_for, Project};
 use crate::worktree::{env_db, project, run_in, wait_for, worktree, Held};
 
-use xtask::pg::clone::FLUSHED_AFTER;
+use xtask::pg::freshness::FLUSHED_AFTER;
 
 /// A project whose template has an idle session held on it and a current frozen copy.
 fn in_use(tag: &str) -> (Project, Held) {

@@ -1,0 +1,635 @@
+//! Whether a copy of the template (the frozen copy, the spare clone) is *current*: it contains
+//! every change committed to the template before now. What a copy records when it is made
+//! ([`FrozenState`], from a [`Probe`] of the template and the copy's own sequences), how the
+//! template is looked at, and the comparison — the proof `pg/clone.rs` relies on to take a copy
+//! instead of the template.
+//!
+//! # Why "current" cannot miss a committed change
+//!
+//! A copy (frozen copy or spare clone) records a [`FrozenState`]: what a [`Probe`] of the
+//! template said right after the copy was complete, and the state of the copy's own sequences.
+//! A check probes again and says "current" only when the rules below hold. A probe is one
+//! read-only session of ours on the template (`default_transaction_read_only`): first the
+//! backends connected to it (`pg_stat_activity`, and each one's virtual transaction id from
+//! `pg_locks`), then, in a later statement, the row-change counters of every relation of the
+//! template (`pg_stat_all_tables`), then every sequence's `last_value` and `is_called`. The
+//! argument, for PostgreSQL 15 and later:
+//!
+//! - A database's contents change in two ways only. (a) A committed transaction writes heap
+//!   tuples: rows, and for DDL, comments, large objects, privileges and the rest, rows of the
+//!   database's own catalogs. (b) Sequences: `nextval` and `setval` change a sequence in place,
+//!   outside any transaction (never rolled back). Both are done by a backend **connected to that
+//!   database**: PostgreSQL has no cross-database writes (dblink and postgres_fdw open a backend
+//!   of their own on the target; `COMMIT PREPARED` runs in the database that prepared). What
+//!   lives in shared catalogs — roles, the database's own ACL, settings and comment — is not
+//!   part of a clone on any path: `CREATE DATABASE … TEMPLATE` does not copy it either.
+//! - (b) is compared directly: the copy's sequences, read from the copy when it was made, must
+//!   equal the template's now. Nothing about who changed them matters.
+//! - (a): every heap tuple a backend inserts, updates or deletes is counted (`n_tup_ins`,
+//!   `n_tup_upd`, `n_tup_del`) for its relation, per relation, in the backend's memory; a
+//!   relation's counters only grow, and a relation dropped leaves the set of relations. The
+//!   backend publishes its counts to shared memory (a) when it exits, in a `before_shmem_exit`
+//!   hook, before its `pg_stat_activity` entry is removed; (b) when it goes idle outside a
+//!   transaction: at once, or — when it published less than a second ago or a lock was busy —
+//!   by a forced flush that a timer runs `PGSTAT_IDLE_INTERVAL` (10 s) later if the session is
+//!   still idle then (`pgstat_report_stat`, `IDLE_STATS_UPDATE_TIMEOUT` in `postgres.c`). So a
+//!   backend connected right now and idle for [`FLUSHED_AFTER`] (12 s: 10 s and a margin for
+//!   the lock the forced flush waits for) has published everything it ever committed.
+//! - A change committed after the copy's snapshot was made by a backend that, when the check
+//!   reads the activity view, either
+//!   - **has left**: its counts were published before that read, so the counters (read after
+//!     it) include them; or
+//!   - **is idle and has been for [`FLUSHED_AFTER`]**: the same; or
+//!   - **was there when the copy was recorded, with the same `state_change`, idle**: it has run
+//!     nothing since, so it committed nothing since; or
+//!   - **was there when the copy was recorded, in the same transaction** (same `xact_start`
+//!     and the same virtual transaction id, whose lock, read from `pg_locks` with the
+//!     backends, a transaction holds from its start to its end and which no later transaction
+//!     of the session reuses): it has committed nothing since (what it did non-transactionally
+//!     is sequence state, compared directly). `xact_start` alone is not enough: the
+//!     transactions of one query message (`…; COMMIT; BEGIN; …`) all start at the message's
+//!     timestamp, and the first one's counts stay unpublished until the session goes idle;
+//!   - otherwise the copy is stale: a session that ran statements less than [`FLUSHED_AFTER`]
+//!     ago, a transaction that began after the copy, a backend we may not inspect (another
+//!     role's is hidden without `pg_read_all_stats`), a walsender or background worker still
+//!     connected (a parallel worker of a session in the same transaction is that session's).
+//! - So if the row counters now equal those recorded, no counted row change was published
+//!   since the record; and the copy's own record was checked the same way against a probe taken
+//!   *before* the copy began (a backend that committed during the copy published into the
+//!   counters between the two probes, or is caught by the same rules). Such a copy is recorded
+//!   *unverified* and is never current.
+//! - Everything that could make the counters lie counts as a change: the database re-created
+//!   (oid), its statistics reset (`stats_reset`, which resetting one table's counters sets too),
+//!   a server restart or crash (which discards statistics: `pg_postmaster_start_time`, and the
+//!   shared `pg_stat_archiver` reset time that the discard sets), prepared transactions
+//!   appearing or going, a subscription or a logical replication slot on the template, row
+//!   counting off (`track_counts` off, or set for a role, a database or a function — a
+//!   `SECURITY DEFINER` one that a superuser owns turns it off for whoever calls it — or
+//!   granted to a role to change), a table access method other than heap (its writes may not
+//!   be counted), statistics collected asynchronously (before PostgreSQL 15: never current).
+//!
+//! What is not a change: statistics. Autovacuum's `ANALYZE` writes rows of `pg_statistic` and
+//! `pg_statistic_ext_data` (and their TOAST tables): those relations' counters are left out (a
+//! dump-path clone has none of those rows either). Autovacuum workers are not compared as
+//! backends: they change no contents. Sessions that connected and left, or that only read
+//! (a pool cycling its connections, `psql`, `pg_dump`, a report running for minutes), are not
+//! changes either: that is what the row counters and the direct comparison of sequences prove.
+//!
+//! The one thing it cannot see: a session of a role allowed to change `track_counts` (a
+//! superuser, or a role granted `SET` on it, or code running as one, such as a superuser's
+//! `SECURITY DEFINER` function calling `set_config`) that turns it off for itself, commits a row
+//! change, and then leaves or stays idle — its change is counted nowhere. Nothing does that to a
+//! development template by accident; `--strategy dump` takes the template's own snapshot every
+//! time.
+//!
+//! Our own look is harmless: the probe's session is read-only and changes no counter that is
+//! compared (connections and transactions are not compared at all). A probe waits for its own
+//! backend to be gone before it returns, so that a direct copy right after is not refused.
+//! A template with a login event trigger (PostgreSQL 17+) is not probed — our session would run
+//! it — and its copies are never current.
+//!
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::{literal, Server};
+use crate::proc;
+
+/// How long a session must have been idle (outside a transaction) for everything it committed
+/// to be in the shared counters: `PGSTAT_IDLE_INTERVAL` (10 s), after which an idle backend's
+/// timer forces the flush, and 2 s for that flush to take its locks.
+pub const FLUSHED_AFTER: Duration = Duration::from_secs(12);
+
+/// A backend connected to the template, as `pg_stat_activity` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backend {
+    pub pid: i64,
+    pub started: String,
+    pub state_change: String,
+    pub state: String,
+    pub kind: String,
+    #[serde(default)]
+    pub app: String,
+    /// When its current transaction began; empty outside one.
+    #[serde(default)]
+    pub xact_start: String,
+    /// Its current transaction's virtual transaction id (`pg_locks`), empty outside one: unlike
+    /// `xact_start`, never the same for two transactions of one session (the transactions of
+    /// one query message all start at the message's timestamp).
+    #[serde(default)]
+    pub vxid: String,
+    /// A parallel worker's leader (`leader_pid`), else 0.
+    #[serde(default)]
+    pub leader: i64,
+    /// Milliseconds since `state_change`, when the probe read it (not recorded).
+    #[serde(default, skip_serializing)]
+    pub idle_ms: i64,
+}
+
+impl Backend {
+    fn client(&self) -> bool {
+        self.kind == "client backend" && !self.state_change.is_empty()
+    }
+    fn idle(&self) -> bool {
+        matches!(self.state.as_str(), "idle" | "idle in transaction" | "idle in transaction (aborted)")
+    }
+    fn same_session(&self, other: &Backend) -> bool {
+        (self.pid, &self.started) == (other.pid, &other.started)
+    }
+}
+
+/// The template's counters and settings, as one probe read them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub oid: i64,
+    pub stats_reset: String,
+    pub shared_reset: String,
+    pub server_start: String,
+    pub prepared: String,
+    pub feeds: i64,
+    pub now: String,
+    /// Row changes are counted for every backend: `track_counts` is on, no per-role,
+    /// per-database or per-function setting names it, and no role was granted the right to
+    /// change it.
+    pub counted: bool,
+    /// Every relation that stores rows uses the heap access method (whose writes are counted).
+    pub heap_only: bool,
+    /// Digest of every relation's row-change counters (statistics catalogs left out).
+    pub row_changes: String,
+    /// How many relations that digest covers (for messages).
+    pub relations: i64,
+}
+
+/// The state of a database's sequences: a digest of every sequence's qualified name,
+/// `last_value` and `is_called`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sequences {
+    pub digest: String,
+    pub count: i64,
+}
+
+/// One look at the template: backends first, then counters, then sequences.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Probe {
+    pub backends: Vec<Backend>,
+    pub counters: Counters,
+    pub sequences: Sequences,
+}
+
+/// What a copy of the template records about the template it was made from: see the module
+/// documentation for why comparing it with a probe of the present is enough. A record of an
+/// older version (without `sequences`) does not read as one: such a copy is never current.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FrozenState {
+    pub template: String,
+    /// Backends on the template right after the copy, then the counters.
+    pub backends: Vec<Backend>,
+    pub counters: Option<Counters>,
+    /// The copy's own sequences, read from the copy.
+    pub sequences: Sequences,
+    /// Why this copy can never be taken as current, when it cannot.
+    pub unverified: Option<String>,
+    pub frozen_at: String,
+}
+
+impl FrozenState {
+    /// The same record (one copy, recorded once).
+    pub(super) fn same(&self, other: &FrozenState) -> bool {
+        self.frozen_at == other.frozen_at && self.counters == other.counters && self.sequences == other.sequences
+    }
+}
+
+const ACTIVITY_SQL: &str = "SELECT a.pid::bigint AS pid, coalesce(a.backend_start::text, '') AS started, \
+     coalesce(a.state_change::text, '') AS state_change, coalesce(a.state, '') AS state, \
+     coalesce(a.backend_type, '') AS kind, coalesce(a.application_name, '') AS app, \
+     coalesce(a.xact_start::text, '') AS xact_start, coalesce(v.vxid, '') AS vxid, \
+     coalesce(a.leader_pid, 0)::bigint AS leader, \
+     coalesce((extract(epoch FROM clock_timestamp() - a.state_change) * 1000)::bigint, -1) AS idle_ms \
+     FROM pg_stat_activity a LEFT JOIN (SELECT l.pid, string_agg(l.virtualxid, ',' ORDER BY l.virtualxid) AS vxid \
+       FROM pg_locks l WHERE l.locktype = 'virtualxid' AND l.granted AND l.virtualxid = l.virtualtransaction \
+       GROUP BY l.pid) v ON v.pid = a.pid WHERE a.datid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+     AND a.pid <> pg_backend_pid() AND a.backend_type IS DISTINCT FROM 'autovacuum worker'";
+
+/// Relations whose row changes are statistics, not contents: what `ANALYZE` writes.
+const STATISTICS: &str = "SELECT s.oid FROM pg_class s WHERE s.oid IN ('pg_catalog.pg_statistic'::regclass, \
+     'pg_catalog.pg_statistic_ext_data'::regclass) UNION SELECT s.reltoastrelid FROM pg_class s \
+     WHERE s.oid IN ('pg_catalog.pg_statistic'::regclass, 'pg_catalog.pg_statistic_ext_data'::regclass)";
+
+fn counters_sql() -> String {
+    format!(
+        "SELECT d.oid::bigint AS oid, coalesce(s.stats_reset::text, '') AS stats_reset, \
+         (SELECT coalesce(stats_reset::text, '') FROM pg_stat_archiver) AS shared_reset, \
+         pg_postmaster_start_time()::text AS server_start, \
+         (SELECT coalesce(string_agg(format('%s@%s', p.gid, p.prepared), ',' ORDER BY p.gid), '') \
+            FROM pg_prepared_xacts p WHERE p.database = d.datname) AS prepared, \
+         (SELECT count(u.subdbid) FROM pg_subscription u WHERE u.subdbid = d.oid) \
+           + (SELECT count(*) FROM pg_replication_slots r WHERE r.database = d.datname) AS feeds, \
+         clock_timestamp()::text AS now, \
+         (current_setting('track_counts') = 'on' \
+          AND NOT EXISTS (SELECT 1 FROM pg_db_role_setting r WHERE array_to_string(r.setconfig, ',') ILIKE '%track_counts%') \
+          AND NOT EXISTS (SELECT 1 FROM pg_proc f WHERE array_to_string(f.proconfig, ',') ILIKE '%track_counts%') \
+          AND NOT EXISTS (SELECT 1 FROM pg_parameter_acl p WHERE p.parname = 'track_counts')) AS counted, \
+         NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_am a ON a.oid = c.relam \
+            WHERE c.relkind IN ('r', 'm', 't') AND a.amname <> 'heap') AS heap_only, \
+         w.digest AS row_changes, w.relations \
+         FROM pg_database d JOIN pg_stat_database s ON s.datid = d.oid, \
+         (SELECT coalesce(md5(string_agg(format('%s:%s:%s:%s', t.relid, t.n_tup_ins, t.n_tup_upd, t.n_tup_del), \
+             ',' ORDER BY t.relid)), '') AS digest, count(*) AS relations \
+            FROM pg_stat_all_tables t JOIN pg_class c ON c.oid = t.relid \
+            WHERE NOT c.relisshared AND c.relpersistence <> 't' AND t.relid NOT IN ({STATISTICS})) w \
+         WHERE d.datname = current_database()"
+    )
+}
+
+/// Reads every sequence of the database psql is connected to (temporary ones aside), as
+/// `:seq_q`/`:seq_n` for [`sequences_sql`]: one query over all of them, built here because a
+/// sequence is read by naming it.
+const SEQUENCES_QUERY: &str =
+    "SELECT coalesce(string_agg(format('SELECT %L AS s, last_value::text || '','' || is_called::text AS v FROM %s', \
+       format('%I.%I', n.nspname, c.relname), c.oid::regclass), ' UNION ALL '), \
+       'SELECT NULL::text AS s, NULL::text AS v WHERE false') AS q, count(*) AS n \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE c.relkind = 'S' AND c.relpersistence <> 't' \\gset seq_\n";
+
+const SEQUENCES_SQL: &str = "(SELECT json_build_object('digest', \
+       coalesce(md5(string_agg(x.s || '=' || x.v, E'\\n' ORDER BY x.s COLLATE \"C\")), ''), 'count', :seq_n) \
+     FROM (:seq_q) x)";
+
+/// How every session of ours on the template (or a copy) starts: it writes nothing, and what it
+/// names is PostgreSQL's own (a schema of the database's `search_path` cannot shadow a view).
+const SESSION: &str = "SET default_transaction_read_only = on;\nSET search_path = pg_catalog, pg_temp;\n";
+
+/// The psql script of a probe: one JSON object on stdout.
+fn probe_script() -> String {
+    format!(
+        "{SESSION}\
+         SELECT coalesce(json_agg(a ORDER BY a.pid), '[]') AS backends FROM ({ACTIVITY_SQL}) a \\gset probe_\n\
+         {SEQUENCES_QUERY}\
+         SELECT json_build_object('backends', :'probe_backends'::json, \
+           'counters', (SELECT row_to_json(c) FROM ({}) c), 'sequences', {SEQUENCES_SQL});\n",
+        counters_sql()
+    )
+}
+
+/// A psql on `db` under a name of ours that no other session has.
+fn own_session(server: &Server, db: &str) -> Result<(std::process::Command, String)> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let app = format!("xtask-db-probe-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    let mut cmd = server.psql(db)?;
+    cmd.env("PGAPPNAME", &app);
+    Ok((cmd, app))
+}
+
+/// Waits (up to 2 s) until no backend named `app` is left on the server: a session's backend
+/// goes on exiting for a moment after its client has.
+fn wait_gone(server: &Server, app: &str) -> Result<()> {
+    for _ in 0..200 {
+        let left: i64 = server
+            .query_one::<Count>(
+                &server.maintenance_db,
+                &format!("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = {}", literal(app)),
+            )?
+            .n;
+        if left == 0 {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct Count {
+    n: i64,
+}
+
+/// Looks at `template` (see the module documentation), from a read-only session of ours that is
+/// gone again when this returns. Never run while a direct copy of `template` is being made.
+pub fn probe(server: &Server, template: &str) -> Result<Probe> {
+    let (mut psql, app) = own_session(server, template)?;
+    let out = proc::capture(&mut psql, Some(probe_script().as_bytes()))
+        .map_err(|e| super::classify(e, &server.url, template))
+        .with_context(|| format!("inspecting the template `{template}`"));
+    wait_gone(server, &app)?;
+    serde_json::from_str(out?.trim()).with_context(|| format!("reading what the template `{template}` looks like"))
+}
+
+/// The sequences of `db` (a copy just made, still open to our connections).
+fn sequences(server: &Server, db: &str) -> Result<Sequences> {
+    let (mut psql, app) = own_session(server, db)?;
+    let script = format!("{SESSION}{SEQUENCES_QUERY}SELECT {SEQUENCES_SQL};\n");
+    let out = proc::capture(&mut psql, Some(script.as_bytes()))
+        .map_err(|e| super::classify(e, &server.url, db))
+        .with_context(|| format!("reading the sequences of `{db}`"));
+    wait_gone(server, &app)?;
+    serde_json::from_str(out?.trim()).with_context(|| format!("reading the sequences of `{db}`"))
+}
+
+/// Why the template cannot be probed without side effects, if it cannot: a login event trigger
+/// (PostgreSQL 17+) would run for our session.
+fn unprobeable(server: &Server, template: &str) -> Result<Option<String>> {
+    if server.major < 17 {
+        return Ok(None);
+    }
+    let n = server
+        .query_one::<Count>(
+            &server.maintenance_db,
+            &format!("SELECT count(*) AS n FROM pg_database WHERE datname = {} AND dathasloginevt", literal(template)),
+        )?
+        .n;
+    Ok((n > 0).then(|| "the template has a login event trigger, which a look at it would run".to_string()))
+}
+
+/// Why a copy whose record is `frozen` is not current now, or `None` when it is.
+pub fn staleness(server: &Server, frozen: &FrozenState) -> Result<Option<String>> {
+    staleness_seen(server, frozen, &mut None)
+}
+
+/// [`staleness`], probing the template only if `seen` holds no probe of it yet (one look serves
+/// the spare's and the frozen copy's checks of one plan).
+pub(super) fn staleness_seen(
+    server: &Server,
+    frozen: &FrozenState,
+    seen: &mut Option<Probe>,
+) -> Result<Option<String>> {
+    if let Some(why) = too_old(server) {
+        return Ok(Some(why));
+    }
+    if let Some(why) = &frozen.unverified {
+        return Ok(Some(format!("it was made while the template was changing ({why})")));
+    }
+    let Some(then) = &frozen.counters else { return Ok(Some("it has no record of the template's state".into())) };
+    if let Some(why) = unprobeable(server, &frozen.template)? {
+        return Ok(Some(why));
+    }
+    if seen.is_none() {
+        match probe(server, &frozen.template) {
+            Ok(now) => *seen = Some(now),
+            Err(e) => {
+                proc::check_interrupt()?;
+                let why = format!("{e:#}");
+                return Ok(Some(format!("the template could not be inspected ({})", crate::error::telling_line(&why))));
+            }
+        }
+    }
+    let Some(now) = seen.as_ref() else { return Ok(Some("the template could not be inspected".into())) };
+    if let Some(why) = compare(then, &frozen.backends, &now.counters, &now.backends) {
+        return Ok(Some(why));
+    }
+    if now.sequences != frozen.sequences {
+        return Ok(Some(format!(
+            "a sequence of the template moved since (nextval and setval leave no row change; {} sequence(s) compared)",
+            now.sequences.count
+        )));
+    }
+    Ok(None)
+}
+
+/// Before PostgreSQL 15, statistics travel to a collector process asynchronously (and may be
+/// dropped): a counter that did not move proves nothing.
+fn too_old(server: &Server) -> Option<String> {
+    (server.major < 15).then(|| {
+        format!("PostgreSQL {} collects statistics asynchronously, so changes cannot be ruled out", server.major)
+    })
+}
+
+fn seconds(ms: i64) -> String {
+    format!("{:.1} s", ms.max(0) as f64 / 1000.0)
+}
+
+/// Why the template as (`now`, `backends`) may hold a committed change that it did not hold as
+/// (`then`, `before`): the rules of the module documentation, in order.
+fn compare(then: &Counters, before: &[Backend], now: &Counters, backends: &[Backend]) -> Option<String> {
+    if then.oid != now.oid {
+        return Some("the template was re-created since".into());
+    }
+    if then.stats_reset != now.stats_reset || then.shared_reset != now.shared_reset {
+        return Some("the server's statistics were reset since".into());
+    }
+    if then.server_start != now.server_start {
+        return Some("the server was restarted since".into());
+    }
+    if now.feeds > 0 {
+        return Some(
+            "the template has a subscription or a logical replication slot, so changes can arrive without a session"
+                .into(),
+        );
+    }
+    if then.prepared != now.prepared {
+        return Some("its prepared transactions changed since".into());
+    }
+    if !(then.counted && now.counted) {
+        return Some("row changes are not counted for every session (track_counts is off, set for a role, database or function, or granted to a role to change)".into());
+    }
+    if !now.heap_only {
+        return Some(
+            "the template has tables of an access method other than heap, whose writes may not be counted".into(),
+        );
+    }
+    let same_transaction = |b: &Backend| {
+        b.client()
+            && !b.xact_start.is_empty()
+            && !b.vxid.is_empty()
+            && before.iter().any(|o| o.same_session(b) && o.xact_start == b.xact_start && o.vxid == b.vxid)
+    };
+    for b in backends {
+        if b.kind == "parallel worker" && backends.iter().any(|l| l.pid == b.leader && same_transaction(l)) {
+            continue;
+        }
+        if !b.client() {
+            let what = if b.kind == "client backend" {
+                "a session we may not inspect (another role's, without pg_read_all_stats)".to_string()
+            } else {
+                format!("a {}", b.kind)
+            };
+            return Some(format!("{what} is connected to the template, and may commit at any moment"));
+        }
+        let unchanged = b.idle() && before.iter().any(|o| o.same_session(b) && o.state_change == b.state_change);
+        let flushed = b.state == "idle" && b.idle_ms >= FLUSHED_AFTER.as_millis() as i64;
+        if unchanged || flushed || same_transaction(b) {
+            continue;
+        }
+        let new = !before.iter().any(|o| o.same_session(b));
+        return Some(match (new, b.state.as_str()) {
+            (_, "active") => format!(
+                "a session on the template is running a statement in a transaction that began since (pid {})",
+                b.pid
+            ),
+            (_, "idle") => format!(
+                "a session {} the template ran a statement {} ago (its row counts are certain to be published once it has been idle {} s)",
+                if new { "that connected to" } else { "on" },
+                seconds(b.idle_ms),
+                FLUSHED_AFTER.as_secs()
+            ),
+            _ => format!("a session on the template is in a transaction that began since (pid {})", b.pid),
+        });
+    }
+    if now.row_changes != then.row_changes {
+        return Some("rows of the template were changed since (its row-change counters moved)".into());
+    }
+    None
+}
+
+/// Runs `copy` (which makes a copy of the template, `copied`, and connects to the template only
+/// through sessions named `own_app`) and returns what the copy records: a probe before, the copy,
+/// a probe after and the copy's own sequences; unverified when anything happened in between that
+/// the copy may have missed.
+pub(super) fn freeze<T>(
+    server: &Server,
+    template: &str,
+    copied: impl Fn(&T) -> String,
+    own_app: Option<&str>,
+    copy: impl FnOnce() -> Result<T>,
+) -> Result<(T, FrozenState)> {
+    let never = |out: T, why: String| {
+        let state = FrozenState {
+            template: template.into(),
+            backends: vec![],
+            counters: None,
+            sequences: Sequences { digest: String::new(), count: 0 },
+            unverified: Some(why),
+            frozen_at: String::new(),
+        };
+        Ok((out, state))
+    };
+    if let Some(why) = too_old(server).or(unprobeable(server, template)?) {
+        return never(copy()?, why);
+    }
+    let before = probe(server, template)?;
+    let out = copy()?;
+    // Our own dump's backend may still be on its way out.
+    if let Some(app) = own_app {
+        wait_gone(server, app)?;
+    }
+    let after = probe(server, template)?;
+    let sequences = sequences(server, &copied(&out))?;
+    let unverified = compare(&before.counters, &before.backends, &after.counters, &after.backends);
+    let state = FrozenState {
+        template: template.into(),
+        backends: after.backends,
+        unverified,
+        frozen_at: after.counters.now.clone(),
+        counters: Some(after.counters),
+        sequences,
+    };
+    Ok((out, state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters() -> Counters {
+        Counters {
+            oid: 1,
+            stats_reset: String::new(),
+            shared_reset: "r".into(),
+            server_start: "s".into(),
+            prepared: String::new(),
+            feeds: 0,
+            now: "n".into(),
+            counted: true,
+            heap_only: true,
+            row_changes: "w".into(),
+            relations: 70,
+        }
+    }
+    fn idle(pid: i64) -> Backend {
+        Backend {
+            pid,
+            started: "t0".into(),
+            state_change: "t1".into(),
+            state: "idle".into(),
+            kind: "client backend".into(),
+            app: "psql".into(),
+            xact_start: String::new(),
+            vxid: String::new(),
+            leader: 0,
+            idle_ms: 3000,
+        }
+    }
+    fn active(pid: i64, xact: &str) -> Backend {
+        let vxid = format!("3/{}", xact.trim_start_matches('x'));
+        Backend { state: "active".into(), xact_start: xact.into(), vxid, state_change: "t2".into(), ..idle(pid) }
+    }
+
+    #[test]
+    fn staleness_rules() {
+        let before = vec![idle(1), idle(2), active(3, "x1")];
+        assert_eq!(compare(&counters(), &before, &counters(), &before), None);
+        type Change = fn(&mut Counters, &mut Vec<Backend>);
+        let cases: [(Change, &str); 17] = [
+            (|c, _| c.row_changes = "w2".into(), "row-change counters moved"),
+            (|c, _| c.oid = 2, "re-created"),
+            (|c, _| c.stats_reset = "now".into(), "reset"),
+            (|c, _| c.shared_reset = "crash".into(), "reset"),
+            (|c, _| c.server_start = "later".into(), "restarted"),
+            (|c, _| c.prepared = "gid@t".into(), "prepared"),
+            (|c, _| c.feeds = 1, "subscription"),
+            (|c, _| c.counted = false, "not counted"),
+            (|c, _| c.heap_only = false, "access method"),
+            // A session that ran a statement a moment ago may not have published its counts.
+            (|_, b| (b[0].state_change = "t2".into(), b[0].idle_ms = 11_000).0, "ran a statement 11.0 s ago"),
+            (|_, b| b.push(idle(9)), "connected to the template ran a statement 3.0 s ago"),
+            // A transaction that began since: it may commit at any moment.
+            (|_, b| b[2] = active(3, "x2"), "running a statement in a transaction that began since"),
+            // The next transaction of one query message: same start, another transaction.
+            (|_, b| b[2].vxid = "3/9".into(), "running a statement in a transaction that began since"),
+            (|_, b| b.push(active(9, "x9")), "running a statement"),
+            (
+                |_, b| {
+                    b[0] = Backend {
+                        state: "idle in transaction".into(),
+                        xact_start: "x5".into(),
+                        state_change: "t5".into(),
+                        ..idle(1)
+                    }
+                },
+                "in a transaction that began since",
+            ),
+            (|_, b| b[0].state_change = String::new(), "may not inspect"),
+            (|_, b| b[0].kind = "walsender".into(), "a walsender is connected"),
+        ];
+        for (change, why) in cases {
+            let (mut c, mut b) = (counters(), before.clone());
+            change(&mut c, &mut b);
+            let got = compare(&counters(), &before, &c, &b);
+            assert!(got.as_deref().is_some_and(|s| s.contains(why)), "{why}: {got:?}");
+        }
+        // What is not a change: sessions that left; a session idle long enough that its counts
+        // are published (new or not); the same transaction still running, and its parallel
+        // workers; the counters of connections and transactions (not compared at all).
+        let mut b = before.clone();
+        b.remove(1);
+        b[0].state_change = "t9".into();
+        b[0].idle_ms = FLUSHED_AFTER.as_millis() as i64;
+        b.push(Backend { idle_ms: 60_000, ..idle(7) });
+        b.push(Backend { kind: "parallel worker".into(), leader: 3, ..active(8, "x1") });
+        b[1].state_change = "t7".into();
+        assert_eq!(compare(&counters(), &before, &counters(), &b), None);
+        // A parallel worker of a session in a new transaction is not.
+        b[1] = active(3, "x3");
+        assert!(compare(&counters(), &before, &counters(), &b).is_some());
+        // Idle in a transaction for a long time is not "published": nothing is, until it ends.
+        let mut b = before.clone();
+        b[0] = Backend {
+            state: "idle in transaction".into(),
+            xact_start: "x5".into(),
+            idle_ms: 600_000,
+            state_change: "t5".into(),
+            ..idle(1)
+        };
+        assert!(compare(&counters(), &before, &counters(), &b).is_some());
+    }
+
+    #[test]
+    fn the_probe_reads_backends_before_counters() {
+        let script = probe_script();
+        let activity = script.find("pg_stat_activity").unwrap();
+        let counters = script.find("pg_stat_all_tables").unwrap();
+        assert!(activity < counters && script.starts_with("SET default_transaction_read_only = on;"), "{script}");
+    }
+}
