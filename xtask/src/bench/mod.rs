@@ -181,14 +181,6 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
     // with what users have on the template between runs. Every baseline dumps the template
     // itself: a `pg_dump` between runs is part of every row.
     let user = UserPath { root: &root, cargo: &cargo, dir: &dir, admin_url: &admin_url, server: &server, real: &real };
-    // Whatever ends the benchmark, the worktrees and branches it made go.
-    struct Clean<'a, 'b>(&'a UserPath<'b>);
-    impl Drop for Clean<'_, '_> {
-        fn drop(&mut self) {
-            let _ = self.0.clean();
-        }
-    }
-    let _clean = Clean(&user);
     user.warm_up()?;
     let mut scenarios = vec![
         ("pagila", t_pagila, Activity::Idle),
@@ -332,6 +324,13 @@ struct UserPath<'a> {
 }
 
 static USER_RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Whatever ends the benchmark, the worktrees and branches it made go.
+impl Drop for UserPath<'_> {
+    fn drop(&mut self) {
+        let _ = self.clean();
+    }
+}
 
 impl UserPath<'_> {
     /// The repository's default `target/` (not a CARGO_TARGET_DIR), as a developer's checkout.
@@ -636,13 +635,6 @@ fn first_command(root: &Path, cargo: &std::ffi::OsStr, runs: usize) -> Result<()
     let dir = cluster.dir().to_path_buf();
     let real = [tools::find("createdb")?, tools::find("pg_dump")?, tools::find("psql")?];
     let user = UserPath { root, cargo, dir: &dir, admin_url: &admin_url, server: &server, real: &real };
-    struct Clean<'a, 'b>(&'a UserPath<'b>);
-    impl Drop for Clean<'_, '_> {
-        fn drop(&mut self) {
-            let _ = self.0.clean();
-        }
-    }
-    let _clean = Clean(&user);
     user.warm_up()?;
     let status = |dir: &Path| -> Result<Duration> {
         let mut cmd = user.cargo(dir);

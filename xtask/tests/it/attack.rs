@@ -13,8 +13,13 @@ use crate::worktree::{env_db, fingerprint, project, run_in, spare_project, wait_
 /// A project whose template has an idle connection on it (so `auto` takes the frozen path) and
 /// a current frozen copy.
 fn busy_project(tag: &str) -> (Project, Held) {
+    busy_project_with(tag, "CREATE TABLE public.probe (id int PRIMARY KEY)")
+}
+
+/// [`busy_project`], the template made with `setup` first.
+pub(crate) fn busy_project_with(tag: &str, setup: &str) -> (Project, Held) {
     let p = project(tag);
-    sql(&p.template(), "CREATE TABLE public.probe (id int PRIMARY KEY)");
+    sql(&p.template(), setup);
     let held = Held::open(&p.template());
     wait_for("the held connection", || connections(&p.template()) > 0);
     let wt = worktree(&p, &format!("{tag}-first"));

@@ -7,30 +7,15 @@
 use std::process::Command;
 use std::time::Duration;
 
+use crate::attack::busy_project_with;
 use crate::support::{password, sql, url_for, Project};
-use crate::worktree::{env_db, project, run_in, wait_for, worktree, Held};
+use crate::worktree::{env_db, run_in, wait_for, worktree, Held};
 
 use xtask::pg::freshness::FLUSHED_AFTER;
 
 /// A project whose template has an idle session held on it and a current frozen copy.
 fn in_use(tag: &str) -> (Project, Held) {
-    let p = project(tag);
-    sql(&p.template(), "CREATE TABLE public.probe (id int PRIMARY KEY); CREATE SEQUENCE public.counter");
-    let held = Held::open(&p.template());
-    wait_for("the held session", || sessions(&p.template()) > 0);
-    let wt = worktree(&p, &format!("{tag}-first"));
-    let run = run_in(&p, &wt, &["--skip-generate"]).ok();
-    assert!(run.stderr.contains("frozen copy"), "{}", run.stderr);
-    (p, held)
-}
-
-fn sessions(db: &str) -> i64 {
-    sql(
-        "postgres",
-        &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND backend_type = 'client backend'"),
-    )
-    .parse()
-    .unwrap()
+    busy_project_with(tag, "CREATE TABLE public.probe (id int PRIMARY KEY); CREATE SEQUENCE public.counter")
 }
 
 /// The next worktree's run: its report.
