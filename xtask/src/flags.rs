@@ -116,6 +116,9 @@ pub struct BenchWorktree {
     /// Leave out the first-build comparison (a cold `cargo build -p app`: a minute or more).
     #[arg(long)]
     pub skip_build: bool,
+    /// Leave out the inner loop (`db worktree` in a worktree that exists): only the user's path.
+    #[arg(long)]
+    pub skip_inner: bool,
     /// Only the first `cargo xtask db status` in a new worktree against the same command in this
     /// one (a minute or two).
     #[arg(long)]

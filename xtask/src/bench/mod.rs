@@ -153,6 +153,9 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
     if !flags.skip_big {
         scenarios.push(("pgbench -s 20", t_big));
     }
+    if flags.skip_inner {
+        scenarios.clear();
+    }
     for (label, template) in scenarios {
         let size = server.database(template)?.map(|d| d.size_bytes).unwrap_or(0);
         for connected in [false, true] {
@@ -173,9 +176,11 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
         }
     }
     // The full command (migrate + generate, nothing pending) against the seed pipeline alone.
-    let label = "pagila, full command (migrate + generate, nothing pending)".to_string();
-    rows.push(measure(label, t_pagila, true, None, &mut ours)?);
-    drop_clones(&server)?;
+    if !flags.skip_inner {
+        let label = "pagila, full command (migrate + generate, nothing pending)".to_string();
+        rows.push(measure(label, t_pagila, true, None, &mut ours)?);
+        drop_clones(&server)?;
+    }
 
     // The user's path: a brand-new git worktree per run, made by the command the README gives,
     // with what users have on the template between runs. Every baseline dumps the template
@@ -263,9 +268,11 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
             seeded.as_secs_f64() / cold.as_secs_f64()
         );
     }
-    println!("\nThe inner loop: `db worktree` in a worktree that exists and is built.\n");
-    println!("| scenario | seed pipeline as written (PATH) | seed pipeline, real binaries | `cargo xtask db worktree` | ratio (as written) | ratio (real binaries) |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    if !rows.is_empty() {
+        println!("\nThe inner loop: `db worktree` in a worktree that exists and is built.\n");
+        println!("| scenario | seed pipeline as written (PATH) | seed pipeline, real binaries | `cargo xtask db worktree` | ratio (as written) | ratio (real binaries) |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    }
     for r in &rows {
         let first =
             r.first.map(|f| format!(" (first, refreshing the frozen copy: {})", time::elapsed(f))).unwrap_or_default();
@@ -486,7 +493,13 @@ struct Bench {
 
 impl Bench {
     fn start(root: &Path, cargo: &std::ffi::OsStr) -> Result<Bench> {
-        let cluster = Throwaway::start(&std::env::temp_dir(), "xtask-bench", &["max_wal_size = 4GB"])?;
+        // One benchmark may start several (each its own directory).
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = match N.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => "xtask-bench".to_string(),
+            n => format!("xtask-bench{n}"),
+        };
+        let cluster = Throwaway::start(&std::env::temp_dir(), &name, &["max_wal_size = 4GB"])?;
         let admin_url = cluster.cluster.url("postgres")?;
         let server = Server::connect(admin_url.clone(), "postgres")?;
         eprintln!("▸ benchmark server: PostgreSQL {} (throwaway cluster, fsync on)", server.version);
