@@ -38,9 +38,12 @@ use crate::db::Ctx;
 use crate::time;
 
 /// Seeds `new`'s (a new worktree's) `target/` from `from`'s, the worktree the command runs in:
-/// in the background, holding cargo's own lock on the new build directory, so that a `cargo
-/// build` started there meanwhile waits for it ("Blocking waiting for file lock on build
-/// directory") instead of racing it. Returns the line for the report, if any.
+/// in the background, holding cargo's own lock on each of the new profile directories
+/// ([`PROFILES`]), so that a `cargo` command started there meanwhile waits for the one it builds
+/// in ("Blocking waiting for file lock on …") instead of racing it. The xtask's
+/// directory comes first and its lock is released as soon as it is seeded: a `cargo xtask` run
+/// right away waits only for that part, a `cargo build` for the whole. Returns the line for the
+/// report, if any.
 pub fn seed(from: &Ctx, new: &Ctx) -> Result<Option<String>> {
     if !new.config.seed_build_cache {
         return Ok(None);
@@ -51,37 +54,48 @@ pub fn seed(from: &Ctx, new: &Ctx) -> Result<Option<String>> {
     if configures_target_dir(&new.config.root) || configures_target_dir(&from.config.root) {
         return Ok(Some("a .cargo/config.toml sets target-dir: not seeded".into()));
     }
-    let source = from.config.root.join("target").join(PROFILE);
+    let source = from.config.root.join("target");
     let to = new.config.root.join("target");
-    if !source.join(".fingerprint").is_dir() {
+    let profiles: Vec<&str> =
+        PROFILES.iter().copied().filter(|p| source.join(p).join(".fingerprint").is_dir()).collect();
+    if profiles.is_empty() {
         return Ok(Some(format!("nothing built in {} yet: not seeded", source.display())));
     }
-    if same_file(&source, &to.join(PROFILE)) {
+    if same_file(&source, &to) {
         return Ok(None);
     }
     if to.exists() {
         return Ok(Some(format!("{} exists: left as it is", to.display())));
     }
-    std::fs::create_dir_all(to.join(PROFILE)).with_context(|| format!("creating {}", to.display()))?;
-    let lock = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(to.join(PROFILE).join(".cargo-lock"))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Ok(Some(format!("{} is being built already: not seeded", to.display())));
+    let mut locks = Vec::new();
+    for profile in &profiles {
+        let dir = to.join(profile);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let lock = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(".cargo-lock"))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Ok(Some(format!("{} is being built already: not seeded", dir.display())));
+        }
+        locks.push(lock);
     }
-    match spawn_seeder(new, &source, &to.join(PROFILE), &lock) {
+    match spawn_seeder(new, &source, &to, &profiles, &locks) {
         Ok(()) => Ok(Some(format!(
-            "target/ is being seeded from {} in the background (a `cargo build` there waits for it, a second or two): its first build compiles only what differs from the build here",
+            "target/ is being seeded from {} in the background (`cargo xtask` there waits for the xtask's part, a fraction of a second; `cargo build` for the whole, a second or two): its first build compiles only what differs from the build here",
             source.display()
         ))),
         // Could not start it: do it here.
         Err(_) => {
             let start = Instant::now();
-            let stats = copy_profile(&source, &to.join(PROFILE), &workspace_crates(&new.config.root))?;
+            let own = workspace_crates(&new.config.root);
+            let mut stats = Stats::default();
+            for profile in &profiles {
+                stats.add(copy_profile(&source.join(profile), &to.join(profile), &own)?);
+            }
             Ok(Some(format!(
                 "target/ seeded from {} ({} built units, {} of them this workspace's, {} files hard-linked) in {}",
                 source.display(),
@@ -94,43 +108,63 @@ pub fn seed(from: &Ctx, new: &Ctx) -> Result<Option<String>> {
     }
 }
 
-/// Waits until no seed (nor cargo) holds the lock on the `target/` of the worktree at `root`.
+/// Waits until no seed (nor cargo) holds a lock on the `target/` of the worktree at `root`.
 pub fn wait(root: &Path) {
-    let Ok(lock) = std::fs::File::open(root.join("target").join(PROFILE).join(".cargo-lock")) else { return };
-    // SAFETY: flock on a descriptor we own; released when it is closed.
-    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    for profile in PROFILES {
+        let Ok(lock) = std::fs::File::open(root.join("target").join(profile).join(".cargo-lock")) else { continue };
+        // SAFETY: flock on a descriptor we own; released when it is closed.
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    }
 }
 
-/// The profile seeded: the one `cargo build` and `cargo run` use.
-const PROFILE: &str = "debug";
+/// The profile directories seeded, in this order: the xtask's own (`cargo xtask` is `cargo run
+/// --profile xtask`, see `.cargo/config.toml`; cargo builds it in `target/xtask/` under a lock
+/// of its own), then the one `cargo build` and `cargo run` use.
+pub const PROFILES: [&str; 2] = ["xtask", "debug"];
 
-/// Starts `db seed-build-cache FROM TO` detached (its own session), with `lock` — cargo's lock
-/// on TO, held — as its descriptor 3: the lock is released when it exits, whatever ends it.
-fn spawn_seeder(new: &Ctx, from: &Path, to: &Path, lock: &std::fs::File) -> Result<()> {
+/// Starts `db seed-build-cache FROM TO PROFILE…` detached (its own session), with `locks` —
+/// cargo's locks on TO's profile directories, held — as its descriptors 3, 4, …: each is
+/// released when its directory is seeded, all of them when it exits, whatever ends it.
+fn spawn_seeder(new: &Ctx, from: &Path, to: &Path, profiles: &[&str], locks: &[std::fs::File]) -> Result<()> {
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    cmd.args(["db", "seed-build-cache"]).arg(from).arg(to).current_dir(&new.config.root);
+    cmd.args(["db", "seed-build-cache"]).arg(from).arg(to).args(profiles).current_dir(&new.config.root);
     let log = new.state_dir().join("seed-build-cache.log");
-    crate::proc::spawn_detached(&mut cmd, &log, Some(std::os::fd::AsRawFd::as_raw_fd(lock)))
+    let fds: Vec<i32> = locks.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+    crate::proc::spawn_detached(&mut cmd, &log, &fds)
 }
 
-/// `db seed-build-cache FROM TO` (hidden; started by [`seed`]): seeds TO, a profile directory,
-/// from FROM. Run in the new worktree, which names the workspace's own crates.
-pub fn seed_into(from: &Path, to: &Path) -> Result<()> {
+/// `db seed-build-cache FROM TO PROFILE…` (hidden; started by [`seed`]): seeds each profile
+/// directory of the target directory TO from FROM's, in order, and releases its lock
+/// (descriptor 3 for the first, 4 for the next…) as soon as it is done. Run in the new worktree,
+/// which names the workspace's own crates.
+pub fn seed_into(from: &Path, to: &Path, profiles: &[String]) -> Result<()> {
     let root = crate::config::find_workspace_root(&std::env::current_dir()?)?;
-    let start = Instant::now();
-    let stats = copy_profile(from, to, &workspace_crates(&root))?;
-    eprintln!(
-        "{}: {} seeded from {} ({} built units, {} of them this workspace's, {} files hard-linked) in {}",
-        time::now_rfc3339(),
-        to.display(),
-        from.display(),
-        stats.units,
-        stats.own,
-        stats.linked,
-        time::elapsed(start.elapsed())
-    );
-    for left in &stats.left {
-        eprintln!("  left to cargo: {left}");
+    let own = workspace_crates(&root);
+    for (i, profile) in profiles.iter().enumerate() {
+        anyhow::ensure!(PROFILES.contains(&profile.as_str()), "not a profile seeded: {profile}");
+        let start = Instant::now();
+        let stats = copy_profile(&from.join(profile), &to.join(profile), &own)?;
+        // Only the descriptors `seed` handed on are closed: each a lock on a profile directory.
+        let fd = 3 + i as i32;
+        let is_its_lock = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .map_or(true, |p| p.ends_with(Path::new(profile).join(".cargo-lock")));
+        if is_its_lock {
+            // SAFETY: closing a descriptor nothing else in this process uses: cargo may now build there.
+            unsafe { libc::close(fd) };
+        }
+        eprintln!(
+            "{}: {} seeded from {} ({} built units, {} of them this workspace's, {} files hard-linked) in {}",
+            time::now_rfc3339(),
+            to.join(profile).display(),
+            from.join(profile).display(),
+            stats.units,
+            stats.own,
+            stats.linked,
+            time::elapsed(start.elapsed())
+        );
+        for left in &stats.left {
+            eprintln!("  left to cargo: {left}");
+        }
     }
     Ok(())
 }
@@ -223,6 +257,15 @@ struct Stats {
     linked: usize,
     /// The workspace's own units left to cargo, and why.
     left: Vec<String>,
+}
+
+impl Stats {
+    fn add(&mut self, one: Stats) {
+        self.units += one.units;
+        self.own += one.own;
+        self.linked += one.linked;
+        self.left.extend(one.left);
+    }
 }
 
 /// `<name>-<16 hex digits>` → the hash.
@@ -361,10 +404,7 @@ fn copy_profile(from: &Path, to: &Path, own: &Own) -> Result<Stats> {
                                 return Err(e);
                             }
                         };
-                        stats.units += one.units;
-                        stats.own += one.own;
-                        stats.linked += one.linked;
-                        stats.left.extend(one.left);
+                        stats.add(one);
                     }
                 })
             })
@@ -375,11 +415,7 @@ fn copy_profile(from: &Path, to: &Path, own: &Own) -> Result<Stats> {
             .collect()
     });
     for r in results {
-        let one = r?;
-        stats.units += one.units;
-        stats.own += one.own;
-        stats.linked += one.linked;
-        stats.left.extend(one.left);
+        stats.add(r?);
     }
     Ok(stats)
 }
@@ -446,8 +482,9 @@ fn own_unit(
         }
     }
     let dep_info = dep_info.ok_or("no dep-info check")?;
-    // `debug/.fingerprint/<unit>/dep-…`, relative to the target directory.
-    let file_name = match Path::new(&dep_info).strip_prefix(Path::new(PROFILE).join(".fingerprint").join(unit.name)) {
+    // `<profile>/.fingerprint/<unit>/dep-…` (`debug/…`, `xtask/…`), relative to the target directory.
+    let profile = unit.from.file_name().ok_or("no profile directory")?;
+    let file_name = match Path::new(&dep_info).strip_prefix(Path::new(profile).join(".fingerprint").join(unit.name)) {
         Ok(f) if f.components().count() == 1 => f.to_string_lossy().into_owned(),
         _ => return Err(format!("dep-info elsewhere: {dep_info}")),
     };

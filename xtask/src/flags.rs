@@ -319,12 +319,15 @@ pub enum DbVerb {
     /// Prepare the ready-made spare clone of the template (run in the background by `db worktree`).
     #[command(hide = true)]
     RefillSpare,
-    /// Seed a new worktree's build directory TO from FROM (run in the background by `db worktree
-    /// BRANCH`, holding cargo's lock on TO).
+    /// Seed a new worktree's target directory TO from FROM, profile directory by profile
+    /// directory (run in the background by `db worktree BRANCH`, holding cargo's lock on each
+    /// profile directory of TO as descriptors 3, 4, …, in the order given; each is released as
+    /// soon as that profile directory is seeded).
     #[command(hide = true)]
     SeedBuildCache {
         from: PathBuf,
         to: PathBuf,
+        profiles: Vec<String>,
     },
     SchemaDiff(SchemaDiff),
     Generate(Generate),

@@ -191,21 +191,33 @@ pub fn output(cmd: &mut Command, stdin: Option<&[u8]>) -> Result<(ExitStatus, Ve
 }
 
 /// Starts `cmd` detached — in a session of its own, so a Ctrl-C here does not reach it — with
-/// stdin closed and stdout and stderr appended to `log`; `keep_fd`, if any, becomes its
-/// descriptor 3 (e.g. a held lock, released only when it exits). Not registered: it outlives us.
-pub fn spawn_detached(cmd: &mut Command, log: &std::path::Path, keep_fd: Option<i32>) -> Result<()> {
+/// stdin closed and stdout and stderr appended to `log`; `keep_fds` (at most 8) become its
+/// descriptors 3, 4, … in order (e.g. held locks, released when it closes them or exits). Not
+/// registered: it outlives us.
+pub fn spawn_detached(cmd: &mut Command, log: &std::path::Path, keep_fds: &[i32]) -> Result<()> {
     use std::os::unix::process::CommandExt;
+    anyhow::ensure!(keep_fds.len() <= 8, "at most 8 descriptors are handed on");
+    let keep_fds = keep_fds.to_vec();
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
-    // SAFETY: setsid and dup2 are async-signal-safe and touch nothing of the parent.
+    // SAFETY: setsid, fcntl and dup2 are async-signal-safe and touch nothing of the parent.
     unsafe {
         cmd.pre_exec(move || {
             libc::setsid();
-            if let Some(fd) = keep_fd {
-                if libc::dup2(fd, 3) < 0 {
+            // Through copies above them first, so that no dup2 overwrites a descriptor still to
+            // be moved (no allocation here: a fixed array).
+            let mut high = [-1; 8];
+            for (i, fd) in keep_fds.iter().enumerate() {
+                high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3 + high.len() as i32);
+                if high[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, fd) in high.iter().take(keep_fds.len()).enumerate() {
+                if libc::dup2(*fd, 3 + i as i32) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }

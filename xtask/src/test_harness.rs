@@ -73,6 +73,8 @@ pub fn run(flags: Test) -> Result<()> {
         server.dir().display()
     );
 
+    // Built by `cargo test` below (in `debug/`, the integration tests' `CARGO_BIN_EXE_xtask`), not
+    // the one running here (`cargo xtask` builds in profile `xtask`, in `xtask/`).
     let xtask_bin = target.join("debug").join("xtask");
     // PostgreSQL 18's programs (for a newer pg_dump against this server, and the second pass).
     let pg18 = pg18_bindir(&venv_bin)?;

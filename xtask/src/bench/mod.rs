@@ -348,8 +348,10 @@ impl UserPath<'_> {
     }
 
     fn warm_up(&self) -> Result<()> {
+        // The app in `debug/`, the xtask in its own profile's `xtask/` (as `cargo xtask` builds it).
         step("building the app and the xtask in the repository's own target/ (the main worktree's build)", || {
-            proc::show(self.cargo(self.root).args(["build", "--package", "app", "--package", "xtask"]))
+            proc::show(self.cargo(self.root).args(["build", "--package", "app"]))?;
+            proc::show(self.cargo(self.root).args(["build", "--package", "xtask", "--profile", "xtask"]))
         })
     }
 
@@ -503,8 +505,9 @@ impl Bench {
         let admin_url = cluster.cluster.url("postgres")?;
         let server = Server::connect(admin_url.clone(), "postgres")?;
         eprintln!("▸ benchmark server: PostgreSQL {} (throwaway cluster, fsync on)", server.version);
-        eprintln!("▸ building the app and the xtask");
-        proc::show(Command::new(cargo).current_dir(root).args(["build", "--package", "app", "--package", "xtask"]))?;
+        eprintln!("▸ building the app and the xtask (in its own profile, as `cargo xtask` builds it)");
+        proc::show(Command::new(cargo).current_dir(root).args(["build", "--package", "app"]))?;
+        proc::show(Command::new(cargo).current_dir(root).args(["build", "--package", "xtask", "--profile", "xtask"]))?;
         let app = crate::test_harness::target_dir(cargo, root)?.join("debug/app");
         Ok(Bench { cluster, admin_url, server, app })
     }
@@ -668,18 +671,24 @@ fn first_command(root: &Path, cargo: &std::ffi::OsStr, runs: usize) -> Result<()
         let (_, new) = user.ours(template, false)?;
         if i % 2 == 0 {
             // Right away, as `cd "$(cargo xtask db worktree NAME)" && cargo xtask db status`
-            // runs it: cargo waits for the background seed.
+            // runs it: cargo waits for the background seed of the xtask's profile directory.
             first.push(status(&new)?);
         } else {
-            // Once the seed is done (cargo's lock on the new target/ free), as a person typing.
-            wait_unlocked(&new.join("target/debug/.cargo-lock"))?;
+            // Once the seed is done (cargo's locks on the new target/'s profile directories free),
+            // as a person typing.
+            for profile in crate::build_cache::PROFILES {
+                wait_unlocked(&new.join("target").join(profile).join(".cargo-lock"))?;
+            }
             seeded.push(status(&new)?);
         }
     }
     let h = median(&here);
     println!("| measurement | in the main worktree | first in a new worktree | ratio | target |");
     println!("| --- | ---: | ---: | ---: | ---: |");
-    for (label, v) in [("right away (waits for the background seed)", &first), ("once the seed is done", &seeded)] {
+    for (label, v) in [
+        ("right away (waits for the background seed of the xtask's units)", &first),
+        ("once the seed is done", &seeded),
+    ] {
         let f = median(v);
         println!(
             "| first `cargo xtask db status` in a worktree `cargo xtask db worktree NAME` just made (nothing built there), {label}, vs. in the main worktree | {} | {} | {:.2}x | ≤ 1.5x |",
@@ -716,9 +725,11 @@ pub fn schema_diff(flags: crate::flags::BenchSchemaDiff) -> Result<()> {
     let admin_url = cluster.cluster.url("postgres")?;
     let server = Server::connect(admin_url.clone(), "postgres")?;
     eprintln!("▸ benchmark server: PostgreSQL {} (throwaway cluster)", server.version);
-    proc::show(Command::new(&cargo).current_dir(&root).args(["build", "--package", "app", "--package", "xtask"]))?;
+    proc::show(Command::new(&cargo).current_dir(&root).args(["build", "--package", "app"]))?;
+    proc::show(Command::new(&cargo).current_dir(&root).args(["build", "--package", "xtask", "--profile", "xtask"]))?;
     let target = crate::test_harness::target_dir(&cargo, &root)?;
-    let (app, xtask) = (target.join("debug/app"), target.join("debug/xtask"));
+    // The xtask as `cargo xtask` builds it: profile `xtask` (dev's settings), in `xtask/`.
+    let (app, xtask) = (target.join("debug/app"), target.join("xtask/xtask"));
     step("two databases with the app's schema", || {
         app_template(&server, &app, &root, "bench_a")?;
         app_template(&server, &app, &root, "bench_b")
@@ -814,7 +825,7 @@ pub fn schema_diff(flags: crate::flags::BenchSchemaDiff) -> Result<()> {
         time::elapsed(c)
     );
     println!(
-        "\n{runs} runs per cell (medians) unless said; PostgreSQL {}; debug build, as `cargo xtask` runs it.",
+        "\n{runs} runs per cell (medians) unless said; PostgreSQL {}; the xtask's profile (dev's settings), as `cargo xtask` runs it.",
         server.version
     );
     Ok(())

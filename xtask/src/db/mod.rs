@@ -39,7 +39,7 @@ pub fn run(db: Db) -> Result<()> {
         DbVerb::Worktree(w) => worktree::run(&ctx, w),
         DbVerb::Worktrees(w) => worktrees::run(&ctx, w),
         DbVerb::RefillSpare => worktree::refill_spare(&ctx),
-        DbVerb::SeedBuildCache { from, to } => crate::build_cache::seed_into(&from, &to),
+        DbVerb::SeedBuildCache { from, to, profiles } => crate::build_cache::seed_into(&from, &to, &profiles),
         DbVerb::CloneProd(_) | DbVerb::ListClones(_) => aws::run(&ctx),
         DbVerb::LoadClone(l) => load_clone::load(&ctx, l),
         DbVerb::DropClone(d) => load_clone::drop(&ctx, d),

@@ -386,7 +386,7 @@ fn spawn_refill(ctx: &Ctx) {
     // The refill's dump and copies start once this run is over: on a small machine they would
     // slow the rest of this run (and what the user starts right after it is theirs to slow).
     cmd.env(REFILL_AFTER_ENV, std::process::id().to_string());
-    let _ = proc::spawn_detached(&mut cmd, &ctx.state_dir().join("refill.log"), None);
+    let _ = proc::spawn_detached(&mut cmd, &ctx.state_dir().join("refill.log"), &[]);
 }
 
 /// The process whose end a background refill waits for before it starts (the run that spawned it).

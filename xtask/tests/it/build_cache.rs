@@ -320,3 +320,89 @@ fn a_branch_s_pending_migrations_run_on_the_seeded_build() {
     assert!(run.stderr.contains("1 applied"), "{}", run.stderr);
     assert!(!run.stderr.contains("Compiling migrator"), "{}", run.stderr);
 }
+
+/// `cargo` with global flags before the subcommand (`cargo -v xtask …`: an alias takes nothing of
+/// cargo's after it), given at most two minutes: killed after that (it waited for a lock).
+fn cargo_waits(dir: &Path, args: &[&str]) -> Run {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args(["-v", "--offline"]).args(args).current_dir(dir);
+    for var in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"] {
+        cmd.env_remove(var);
+    }
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    Run::from(child.wait_with_output().unwrap())
+}
+
+/// An exclusive `flock` on `path`, held until dropped (as cargo holds its lock while it builds).
+fn hold_lock(path: &Path) -> std::fs::File {
+    let file = std::fs::File::options().read(true).write(true).create(true).truncate(false).open(path).unwrap();
+    // SAFETY: flock on a descriptor we own; released when it is closed.
+    assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) }, 0);
+    file
+}
+
+#[test]
+fn the_first_cargo_xtask_in_a_new_worktree_never_waits_for_the_app_s_build() {
+    let p = project("bcprof");
+    // This repository's own way to run the xtask: its alias and its profile, as they are.
+    let root = crate::support::repo_root();
+    let config = std::fs::read_to_string(root.join(".cargo/config.toml")).unwrap();
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let profile = manifest.split_once("[profile.xtask]").expect("the root Cargo.toml has [profile.xtask]").1;
+    let profile = profile.split("\n[").next().unwrap();
+    let ours = std::fs::read_to_string(p.dir.join("Cargo.toml")).unwrap();
+    std::fs::write(p.dir.join("Cargo.toml"), format!("{ours}\n[profile.xtask]{profile}\n")).unwrap();
+    // A dependency outside the repository (as a registry crate is), used by both.
+    let dep = p.dir.with_file_name(format!("{}-dep", p.dir.file_name().unwrap().to_string_lossy()));
+    write_files(
+        &dep,
+        &[
+            ("Cargo.toml", "[package]\nname = \"bcpdep\"\nversion = \"0.1.0\"\nedition = \"2021\"\n"),
+            ("src/lib.rs", "pub fn word() -> &'static str { \"dep\" }\n"),
+        ],
+    );
+    let with_dep = |name: &str, main: &str| {
+        let mut files = member(name, main, None);
+        files[0].1.push_str(&format!("\n[dependencies]\nbcpdep = {{ path = {:?} }}\n", dep.display().to_string()));
+        files
+    };
+    let mut files = with_dep(
+        "xtask",
+        "fn main() { println!(\"xtask {} {}\", bcpdep::word(), std::env::args().nth(1).unwrap()); }\n",
+    );
+    files.extend(with_dep("app", "fn main() { println!(\"app {}\", bcpdep::word()); }\n"));
+    files.push((".cargo/config.toml".into(), config));
+    workspace_of(&p, &["xtask", "app"], files);
+    // The main worktree's xtask, as `cargo xtask` builds it.
+    let here = cargo_waits(&p.dir, &["xtask", "here"]).ok();
+    assert_eq!(here.stdout.trim(), "xtask dep here");
+
+    let new = open(&p, "bc-prof");
+    // Right away: the xtask's units are seeded (at most the seed of those is waited for).
+    let first = cargo_waits(&new, &["xtask", "first"]).ok();
+    assert_eq!(first.stdout.trim(), "xtask dep first");
+    assert!(!first.stderr.contains("Compiling"), "{}", first.stderr);
+    assert!(first.stderr.contains("Fresh xtask"), "{}", first.stderr);
+
+    // While the app builds there (cargo's lock on its build directory held), `cargo xtask`
+    // runs without waiting for it.
+    let app_build = hold_lock(&new.join("target/debug/.cargo-lock"));
+    let during = cargo_waits(&new, &["xtask", "during"]);
+    drop(app_build);
+    assert!(!during.stderr.contains("Blocking waiting for file lock"), "{}", during.stderr);
+    let during = during.ok();
+    assert_eq!(during.stdout.trim(), "xtask dep during");
+
+    // The app's build there still finds its dependency and itself seeded.
+    let app = cargo_waits(&new, &["build", "-p", "app"]).ok();
+    assert!(app.stderr.contains("Fresh bcpdep"), "{}", app.stderr);
+    assert!(!app.stderr.contains("Compiling"), "{}", app.stderr);
+    assert_eq!(run_bin(&new, "app"), "app dep");
+    let _ = std::fs::remove_dir_all(&dep);
+}
