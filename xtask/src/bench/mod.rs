@@ -299,6 +299,8 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
 /// Runs one timed `cargo xtask db worktree …` (its report shown with --verbose); a failure
 /// ends the benchmark with its output.
 fn time_ours(cmd: &mut Command, verbose: bool) -> Result<Duration> {
+    // The refill this run will spawn logs a line when it is done: see `wait_for_spare`.
+    REFILLS_BEFORE.store(refill_log_len(), std::sync::atomic::Ordering::SeqCst);
     let start = Instant::now();
     // Registered: a Ctrl-C reaches it, and the benchmark stops instead of timing an interrupted run.
     let (status, _, stderr) = proc::output(cmd, None)?;
@@ -461,9 +463,32 @@ struct Busy {
 }
 
 /// Waits (at most a minute) until the spare clone of `template` is ready and no refill is running.
+/// The size of the repository's `refill.log` (every background refill appends a line when it
+/// is done), and its size before the last run of ours.
+fn refill_log_len() -> u64 {
+    let log = || -> Option<PathBuf> {
+        let root = find_workspace_root(&std::env::current_dir().ok()?).ok()?;
+        let mut git = Command::new("git");
+        git.current_dir(&root).args(["rev-parse", "--path-format=absolute", "--git-common-dir"]);
+        let dir = proc::capture(&mut git, None).ok()?;
+        Some(PathBuf::from(dir.trim()).join("xtask-db").join("refill.log"))
+    };
+    static LOG: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    LOG.get_or_init(log).as_ref().and_then(|l| std::fs::metadata(l).ok()).map_or(0, |m| m.len())
+}
+static REFILLS_BEFORE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+
 fn wait_for_spare(server: &Server, template: &str) -> Result<()> {
     let spare = format!("app_spare_{}", crate::naming::short_hash(template));
     let start = Instant::now();
+    // The refill the last run spawned has not even started (it waits for that run to exit)
+    // until it has logged its line.
+    while refill_log_len() <= REFILLS_BEFORE.load(std::sync::atomic::Ordering::SeqCst)
+        && REFILLS_BEFORE.load(std::sync::atomic::Ordering::SeqCst) != u64::MAX
+        && start.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     while start.elapsed() < Duration::from_secs(60) {
         let dbs = server.databases("app_", &[])?;
         let ready = dbs.iter().any(|d| d.name == spare && matches!(d.kind(), Some(crate::pg::Kind::Spare(_))));
