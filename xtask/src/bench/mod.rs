@@ -214,7 +214,7 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
         eprintln!("▸ {row}: a brand-new worktree per run, {runs} runs each");
         let (mut base, mut mine) = (Vec::new(), Vec::new());
         // Untimed: the frozen copy and the spare, as after any earlier run.
-        user.ours(template, verbose)?;
+        crate::build_cache::wait(&user.ours(template, verbose)?.1);
         for _ in 0..runs {
             // The steady state: the refill after the previous run is done before anything happens.
             wait_for_spare(&server, template)?;
@@ -237,7 +237,12 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
             if activity == Activity::PoolJustNow {
                 pool.as_mut().expect("a pool").cycle(&psql, &url)?;
             }
-            mine.push(user.ours(template, verbose)?.0);
+            let (took, made) = user.ours(template, verbose)?;
+            mine.push(took);
+            // The steady state: the new worktree's build cache is seeded before the next run
+            // (a developer makes worktrees minutes apart; the seed's file copies would slow the
+            // next run's `git worktree add`, on both sides).
+            crate::build_cache::wait(&made);
         }
         user_rows.push((row, median(&base), median(&mine), activity.target(template == t_big)));
         drop(pool);
