@@ -462,27 +462,21 @@ fn drop_clones(server: &Server) -> Result<()> {
     Ok(())
 }
 
-#[derive(serde::Deserialize)]
-struct Busy {
-    n: i64,
-}
-
-/// Waits (at most a minute) until the spare clone of `template` is ready and no refill is running.
 /// The size of the repository's `refill.log` (every background refill appends a line when it
 /// is done), and its size before the last run of ours.
 fn refill_log_len() -> u64 {
     let log = || -> Option<PathBuf> {
         let root = find_workspace_root(&std::env::current_dir().ok()?).ok()?;
-        let mut git = Command::new("git");
-        git.current_dir(&root).args(["rev-parse", "--path-format=absolute", "--git-common-dir"]);
-        let dir = proc::capture(&mut git, None).ok()?;
-        Some(PathBuf::from(dir.trim()).join("xtask-db").join("refill.log"))
+        let worktrees = crate::git::Worktrees::discover(&root, &root).ok()?;
+        Some(worktrees.common_dir()?.join("xtask-db").join("refill.log"))
     };
     static LOG: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
     LOG.get_or_init(log).as_ref().and_then(|l| std::fs::metadata(l).ok()).map_or(0, |m| m.len())
 }
 static REFILLS_BEFORE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
 
+/// Waits (at most a minute) until the refill the last run of ours spawned is done, the spare
+/// clone of `template` is ready and no refill is running.
 fn wait_for_spare(server: &Server, template: &str) -> Result<()> {
     let spare = format!("app_spare_{}", crate::naming::short_hash(template));
     let start = Instant::now();
@@ -499,13 +493,10 @@ fn wait_for_spare(server: &Server, template: &str) -> Result<()> {
         let ready = dbs.iter().any(|d| d.name == spare && matches!(d.kind(), Some(crate::pg::Kind::Spare(_))));
         // A refill refreshes the frozen copy before it makes the spare: none may be at work.
         let refilling = dbs.iter().any(|d| d.name.starts_with("app_tmp_"))
-            || server
-                .query_one::<Busy>(
-                    "postgres",
-                    "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()",
-                )?
-                .n
-                > 0;
+            || server.count(
+                "postgres",
+                "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()",
+            )? > 0;
         if ready && !refilling {
             return Ok(());
         }

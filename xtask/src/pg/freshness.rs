@@ -287,23 +287,16 @@ fn own_session(server: &Server, db: &str) -> Result<(std::process::Command, Stri
 /// goes on exiting for a moment after its client has.
 fn wait_gone(server: &Server, app: &str) -> Result<()> {
     for _ in 0..200 {
-        let left: i64 = server
-            .query_one::<Count>(
-                &server.maintenance_db,
-                &format!("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = {}", literal(app)),
-            )?
-            .n;
+        let left = server.count(
+            &server.maintenance_db,
+            &format!("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = {}", literal(app)),
+        )?;
         if left == 0 {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(())
-}
-
-#[derive(Deserialize)]
-struct Count {
-    n: i64,
 }
 
 /// Looks at `template` (see the module documentation), from a read-only session of ours that is
@@ -334,12 +327,10 @@ fn unprobeable(server: &Server, template: &str) -> Result<Option<String>> {
     if server.major < 17 {
         return Ok(None);
     }
-    let n = server
-        .query_one::<Count>(
-            &server.maintenance_db,
-            &format!("SELECT count(*) AS n FROM pg_database WHERE datname = {} AND dathasloginevt", literal(template)),
-        )?
-        .n;
+    let n = server.count(
+        &server.maintenance_db,
+        &format!("SELECT count(*) AS n FROM pg_database WHERE datname = {} AND dathasloginevt", literal(template)),
+    )?;
     Ok((n > 0).then(|| "the template has a login event trigger, which a look at it would run".to_string()))
 }
 
@@ -468,7 +459,10 @@ fn compare(then: &Counters, before: &[Backend], now: &Counters, backends: &[Back
         });
     }
     if now.row_changes != then.row_changes {
-        return Some("rows of the template were changed since (its row-change counters moved)".into());
+        return Some(format!(
+            "rows of the template were changed since (the row-change counters of its {} relations moved)",
+            now.relations
+        ));
     }
     None
 }
@@ -562,7 +556,7 @@ mod tests {
         assert_eq!(compare(&counters(), &before, &counters(), &before), None);
         type Change = fn(&mut Counters, &mut Vec<Backend>);
         let cases: [(Change, &str); 17] = [
-            (|c, _| c.row_changes = "w2".into(), "row-change counters moved"),
+            (|c, _| c.row_changes = "w2".into(), "row-change counters of its 70 relations moved"),
             (|c, _| c.oid = 2, "re-created"),
             (|c, _| c.stats_reset = "now".into(), "reset"),
             (|c, _| c.shared_reset = "crash".into(), "reset"),

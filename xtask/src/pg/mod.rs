@@ -207,6 +207,15 @@ impl Server {
         self.query(db, sql)?.into_iter().next().with_context(|| format!("a query on `{db}` returned no row"))
     }
 
+    /// The number a one-row query returns in its column `n` (a `count(*) AS n`).
+    pub fn count(&self, db: &str, sql: &str) -> Result<i64> {
+        #[derive(Deserialize)]
+        struct Row {
+            n: i64,
+        }
+        Ok(self.query_one::<Row>(db, sql)?.n)
+    }
+
     /// Databases whose names start with `prefix`, plus any named in `also`. One dropped while this
     /// runs (a background refill swaps the spare) shows with size 0 rather than failing the listing.
     pub fn databases(&self, prefix: &str, also: &[&str]) -> Result<Vec<DatabaseInfo>> {
