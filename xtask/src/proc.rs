@@ -1,7 +1,8 @@
 //! Running external programs: interrupt-aware, with output captured for error messages.
 //!
 //! Every child is registered while it runs. On SIGINT, SIGTERM or SIGHUP the signal thread
-//! records the signal and interrupts the registered children (SIGINT, then SIGTERM after 5 s); the code waiting on them then
+//! records the signal and interrupts the registered children (SIGINT, then SIGTERM after 5 s to those
+//! still running; programs the cleanup starts after the signal are left to finish); the code waiting on them then
 //! fails with [`Interrupted`], and the guards on the way up remove whatever was half-made
 //! (`pg::Creating`, which every database build holds until `pg::staging::publish`). Nothing is
 //! left to the default signal action, which would kill us before cleanup.
@@ -13,7 +14,7 @@
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Once};
 
 use anyhow::{bail, Context, Result};
@@ -21,9 +22,31 @@ use anyhow::{bail, Context, Result};
 use crate::error::Interrupted;
 
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
-/// Registered children, and for long-lived ones (psql sessions) a flag that says whether they are
-/// busy: an idle session is not signalled (psql would exit; cleanup still needs it).
-static CHILDREN: Mutex<Vec<(u32, Option<Arc<AtomicBool>>)>> = Mutex::new(Vec::new());
+/// How many signals have arrived. Counted before [`SIGNAL`] is set: whoever sees the signal
+/// and starts a program (the cleanup) starts it under a count that the signal does not reach.
+static SIGNALS: AtomicU32 = AtomicU32::new(0);
+/// Registered children.
+static CHILDREN: Mutex<Vec<Tracked>> = Mutex::new(Vec::new());
+
+#[derive(Clone)]
+struct Tracked {
+    pid: u32,
+    /// For long-lived children (psql sessions): whether they are busy. An idle session is not
+    /// signalled (psql would exit; cleanup still needs it).
+    busy: Option<Arc<AtomicBool>>,
+    /// [`SIGNALS`] when it was started: signal number `n` reaches only children started before
+    /// it (`born < n`), never the cleanup's.
+    born: u32,
+}
+
+/// The children signal number `n` interrupts: started before it, and busy if they say.
+fn reached_by(children: &[Tracked], n: u32) -> Vec<u32> {
+    children
+        .iter()
+        .filter(|c| c.born < n && c.busy.as_ref().map_or(true, |b| b.load(Ordering::SeqCst)))
+        .map(|c| c.pid)
+        .collect()
+}
 
 /// Installs the signal thread (idempotent).
 pub fn install_signal_handlers() {
@@ -35,29 +58,41 @@ pub fn install_signal_handlers() {
             for sig in signals.forever() {
                 // The first signal decides the exit code (a forwarded SIGINT may be followed by a
                 // SIGTERM from the same parent).
+                let n = SIGNALS.fetch_add(1, Ordering::SeqCst) + 1;
                 let _ = SIGNAL.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
                 // SIGINT first: psql answers it by cancelling the statement on the server (so a
                 // CREATE DATABASE is rolled back, not finished behind our back), pg_dump stops.
                 // Whatever still runs after a grace period gets SIGTERM.
-                signal_children(libc::SIGINT);
-                std::thread::spawn(|| {
+                // Only the children that were running at the signal: the cleanup starts
+                // programs of its own after it (dropping what a migration made, a half-built
+                // database), and those must run to the end however long the cleanup takes on a
+                // loaded machine. A second Ctrl-C interrupts them too.
+                let signalled = signal_children(libc::SIGINT, n);
+                std::thread::spawn(move || {
                     std::thread::sleep(std::time::Duration::from_secs(5));
-                    signal_children(libc::SIGTERM);
+                    let still: Vec<u32> = registered().into_iter().map(|c| c.pid).collect();
+                    for pid in signalled.into_iter().filter(|p| still.contains(p)) {
+                        // SAFETY: plain syscall on a child we have not reaped yet (still registered).
+                        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+                    }
                 });
             }
         });
     });
 }
 
-fn signal_children(sig: i32) {
-    let children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    for (pid, busy) in children {
-        if busy.is_some_and(|b| !b.load(Ordering::SeqCst)) {
-            continue;
-        }
+fn registered() -> Vec<Tracked> {
+    CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Sends `sig` to the children signal number `n` reaches; the pids signalled.
+fn signal_children(sig: i32, n: u32) -> Vec<u32> {
+    let signalled = reached_by(&registered(), n);
+    for &pid in &signalled {
         // SAFETY: plain syscall on a child we have not reaped yet (it is still registered).
         unsafe { libc::kill(pid as libc::pid_t, sig) };
     }
+    signalled
 }
 
 /// The signal that interrupted this run, if any.
@@ -109,8 +144,10 @@ impl Registered {
     }
 
     fn register(cmd: &mut Command, busy: Option<Arc<AtomicBool>>) -> Result<Registered> {
+        // Read before the spawn: a program started before a signal is one it interrupts.
+        let born = SIGNALS.load(Ordering::SeqCst);
         let child = cmd.spawn().with_context(|| format!("starting `{}`", display(cmd)))?;
-        CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push((child.id(), busy));
+        CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(Tracked { pid: child.id(), busy, born });
         Ok(Registered { child })
     }
 
@@ -126,7 +163,7 @@ impl Drop for Registered {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).retain(|(p, _)| *p != pid);
+        CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).retain(|c| c.pid != pid);
     }
 }
 
@@ -332,6 +369,27 @@ mod tests {
         let err = pipe_with(Command::new("sleep").arg("30"), &mut Command::new("cat"), || anyhow::bail!("no target"))
             .unwrap_err();
         assert!(err.to_string() == "no target" && start.elapsed().as_secs() < 10, "{err}");
+    }
+
+    /// A signal reaches the children started before it, busy ones only, and never the programs
+    /// the cleanup starts after it (a rehearsal's undo was killed mid-way when the signal
+    /// thread ran after the cleanup had started); the next signal reaches those too.
+    #[test]
+    fn a_signal_reaches_only_children_started_before_it() {
+        let idle = Arc::new(AtomicBool::new(false));
+        let busy = Arc::new(AtomicBool::new(true));
+        let t = |pid, busy: &Option<Arc<AtomicBool>>, born| Tracked { pid, busy: busy.clone(), born };
+        let children = [
+            t(10, &None, 0),
+            t(11, &Some(busy.clone()), 0),
+            t(12, &Some(idle.clone()), 0),
+            t(20, &None, 1),
+            t(21, &Some(busy), 1),
+        ];
+        assert_eq!(reached_by(&children, 1), [10, 11]);
+        assert_eq!(reached_by(&children, 2), [10, 11, 20, 21]);
+        idle.store(true, Ordering::SeqCst);
+        assert_eq!(reached_by(&children, 1), [10, 11, 12]);
     }
 
     #[test]

@@ -115,6 +115,12 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
         watch.close();
         drop(session);
         let undone = watch.undo(&server, &copy);
+        if stopped.is_err() {
+            // No report is written for a run that stopped: what was put back is said here.
+            for c in &watch.changes {
+                eprintln!("{} had changed the cluster: {} — {}", c.file, c.describe(), c.undo);
+            }
+        }
         stopped?;
         undone?;
         for m in &mut r.migrations {
