@@ -1,9 +1,9 @@
 //! The schema-diff test cases of three peers (stripe/pg-schema-diff, pgschema, migra), with the
 //! verdict each peer expects, run against `db schema-diff` on the real server.
 //!
-//! The cases are vendored in `xtask/tests/vendor/peer-schema-corpus/` (its `SOURCES.md` says where
-//! each comes from, how it was converted, and under which license; `run.sh` there is the
-//! stand-alone runner). Every `cargo xtask test` runs a slice: every eighth case of each source,
+//! The cases are vendored in `xtask/tests/vendor/peer-schema-corpus/` as `cases.tar.gz`, unpacked
+//! into a temporary directory on first use (`SOURCES.md` there says where each comes from, how it
+//! was converted, and under which license; `run.sh` there is the stand-alone runner). Every `cargo xtask test` runs a slice: every eighth case of each source,
 //! every case that once broke the tool, and every ambiguous case. With
 //! `XTASK_TEST_PEER_CORPUS=all` (which `.ci/run` sets) it runs all of them.
 //!
@@ -108,8 +108,31 @@ enum Outcome {
     LoadFailed(String),
 }
 
+/// The case directories, unpacked once from the vendored `cases.tar.gz` into a directory named
+/// by the archive's hash (kept for later runs; a changed archive gets a directory of its own).
 fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vendor/peer-schema-corpus")
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        use sha2::Digest;
+        let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vendor/peer-schema-corpus/cases.tar.gz");
+        let bytes = std::fs::read(&archive).unwrap_or_else(|e| panic!("{}: {e}", archive.display()));
+        let hash: String = sha2::Sha256::digest(&bytes)[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let dir = std::env::temp_dir().join(format!("xtask-peer-corpus-{hash}"));
+        if !dir.is_dir() {
+            // Unpacked beside it and renamed: a run interrupted half-way leaves no half a corpus.
+            let part = std::env::temp_dir().join(format!("xtask-peer-corpus-{hash}.part{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&part);
+            std::fs::create_dir_all(&part).unwrap();
+            let out = std::process::Command::new("tar").arg("-xzf").arg(&archive).arg("-C").arg(&part).output().unwrap();
+            assert!(out.status.success(), "tar -xzf {}: {}", archive.display(), String::from_utf8_lossy(&out.stderr));
+            if std::fs::rename(&part, &dir).is_err() {
+                // Another test run unpacked it first.
+                let _ = std::fs::remove_dir_all(&part);
+            }
+        }
+        dir
+    })
+    .clone()
 }
 
 fn cases() -> Vec<Case> {
