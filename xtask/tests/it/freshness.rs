@@ -191,20 +191,22 @@ fn a_commit_between_two_transactions_of_one_message_is_never_missed() {
         sql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{t}' AND state = 'active'"))
             == "1"
     });
-    // The frozen copy is re-made while the first transaction is open (its row not in the copy).
+    // The frozen copy is re-made while the first transaction is open (its row not in the copy):
+    // a row written by a session that left makes it stale.
+    sql(&t, "INSERT INTO public.probe VALUES (100)");
     let (_, stderr) = next(&p, "fr-multi-open");
     assert_stale(&stderr);
     assert_eq!(
-        sql(&t, "SELECT count(*) FROM public.probe"),
+        sql(&t, "SELECT count(*) FROM public.probe WHERE id = 1"),
         "0",
         "the first transaction ended too early for this test"
     );
-    wait_for("the first transaction's commit", || sql(&t, "SELECT count(*) FROM public.probe") == "1");
+    wait_for("the first transaction's commit", || sql(&t, "SELECT count(*) FROM public.probe") == "2");
     let (wt, stderr) = next(&p, "fr-multi-committed");
     let _ = message.kill();
     let _ = message.wait();
     assert_eq!(
-        sql(&env_db(&wt), "SELECT count(*) FROM public.probe"),
+        sql(&env_db(&wt), "SELECT count(*) FROM public.probe WHERE id = 1"),
         "1",
         "the clone misses the committed row:\n{stderr}"
     );
@@ -238,4 +240,124 @@ fn changes_that_count_no_row_of_their_own_table_are_seen() {
         assert_stale(&stderr);
         assert_eq!(&sql(&env_db(&wt), check), expected, "after `{change}`:\n{stderr}");
     }
+}
+
+/// Waits until the held session on `db` whose last statement was `query` is idle again.
+fn wait_idle_after(db: &str, query: &str) {
+    wait_for(query, || {
+        sql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND state = 'idle' AND query = '{}'",
+                query.replace('\'', "''")
+            ),
+        ) == "1"
+    });
+}
+
+/// A pool replaces a connection right before the run: the new one connects and pings. Its row
+/// counts may not be published for 10 s, but a scan of the template's rows (one snapshot, every
+/// relation counted, nothing written since the record's horizon) shows it changed nothing: the
+/// copy is current at once, not 12 s later.
+#[test]
+fn a_pool_s_new_connection_that_only_pings_is_not_a_change_even_right_away() {
+    let (p, _held) = in_use("frping");
+    let t = p.template();
+    let _reader = {
+        let mut r = Held::open(&t);
+        r.run("SELECT 2;");
+        r
+    };
+    wait_idle_after(&t, "SELECT 2;");
+    let (_, stderr) = next(&p, "fr-ping");
+    assert_current(&stderr);
+}
+
+/// Every kind of change by a session that stays connected and idle (its counts unpublished):
+/// the scan sees each — a row updated to the value it had (same count, a new row version), a
+/// row deleted (one fewer), a large object, a comment, a TRUNCATE and a table made — and the
+/// clone has it.
+#[test]
+fn every_kind_of_change_by_a_session_that_stays_is_seen_right_away() {
+    let (p, _held) = in_use("frstay");
+    let t = p.template();
+    sql(&t, "INSERT INTO public.probe SELECT generate_series(1, 5)");
+    let (_, stderr) = next(&p, "fr-stay-setup");
+    assert_stale(&stderr);
+    let mut stays = Held::open(&t);
+    // (what the session does, what the clone must show)
+    let changes: [(&str, &str, &str); 6] = [
+        ("UPDATE public.probe SET id = id WHERE id = 1;", "SELECT count(*) FROM public.probe", "5"),
+        ("DELETE FROM public.probe WHERE id = 2;", "SELECT count(*) FROM public.probe", "4"),
+        ("SELECT lo_create(4343);", "SELECT count(*) FROM pg_largeobject_metadata WHERE oid = 4343", "1"),
+        ("COMMENT ON TABLE public.probe IS 'stays';", "SELECT obj_description('public.probe'::regclass)", "stays"),
+        ("TRUNCATE public.probe;", "SELECT count(*) FROM public.probe", "0"),
+        ("CREATE TABLE public.made_by_stays (x int);", "SELECT to_regclass('public.made_by_stays') IS NOT NULL", "t"),
+    ];
+    for (i, (change, check, expected)) in changes.iter().enumerate() {
+        stays.run(change);
+        wait_idle_after(&t, change);
+        let (wt, stderr) = next(&p, &format!("fr-stay-{i}"));
+        assert_stale(&stderr);
+        assert_eq!(&sql(&env_db(&wt), check), expected, "after `{change}`:\n{stderr}");
+    }
+}
+
+/// A transaction open since before the copy was recorded updates a row (no row more or fewer)
+/// and commits after it: its transaction id is below the ids assigned since, but not below the
+/// record's horizon (the oldest transaction running when the rows were scanned), so its row
+/// version is seen. A transaction that began since and has not committed is not a change yet.
+#[test]
+fn a_transaction_older_than_the_record_that_commits_after_it_is_seen() {
+    let (p, _held) = in_use("frhorizon");
+    let t = p.template();
+    sql(&t, "INSERT INTO public.probe VALUES (1), (2)");
+    let mut old = Held::open(&t);
+    old.run("BEGIN; UPDATE public.probe SET id = 10 WHERE id = 1;");
+    wait_for("the open transaction", || {
+        sql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{t}' AND state = 'idle in transaction'"),
+        ) == "1"
+    });
+    // The copy is re-made with that transaction open (its update not in it).
+    let (_, stderr) = next(&p, "fr-horizon-open");
+    assert_stale(&stderr);
+    let (wt, stderr) = next(&p, "fr-horizon-still-open");
+    assert_current(&stderr);
+    assert_eq!(sql(&env_db(&wt), "SELECT count(*) FROM public.probe WHERE id = 10"), "0");
+    // A transaction that began since and writes, uncommitted: not a change yet.
+    let mut new = Held::open(&t);
+    new.run("BEGIN; INSERT INTO public.probe VALUES (3);");
+    wait_for("the new transaction", || {
+        sql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{t}' AND state = 'idle in transaction'"),
+        ) == "2"
+    });
+    let (wt, stderr) = next(&p, "fr-horizon-uncommitted");
+    assert_current(&stderr);
+    assert_eq!(sql(&env_db(&wt), "SELECT count(*) FROM public.probe WHERE id = 3"), "0");
+    old.run("COMMIT;");
+    wait_idle_after(&t, "COMMIT;");
+    let (wt, stderr) = next(&p, "fr-horizon-committed");
+    assert_stale(&stderr);
+    assert_eq!(sql(&env_db(&wt), "SELECT count(*) FROM public.probe WHERE id = 10"), "1", "{stderr}");
+    drop(new);
+}
+
+/// Statistics reset (`pg_stat_reset()`, or lost in a crash) leave the counters proving nothing:
+/// the scan decides. Nothing changed: current; a row written by a session that left: stale.
+#[test]
+fn after_a_statistics_reset_the_rows_decide() {
+    let (p, _held) = in_use("frreset");
+    let t = p.template();
+    sql(&t, "SELECT pg_stat_reset()");
+    let (_, stderr) = next(&p, "fr-reset-nothing");
+    assert_current(&stderr);
+    sql(&t, "SELECT pg_stat_reset(); INSERT INTO public.probe VALUES (5)");
+    let (wt, stderr) = next(&p, "fr-reset-written");
+    assert_stale(&stderr);
+    assert!(stderr.contains("statistics were reset"), "{stderr}");
+    assert_eq!(sql(&env_db(&wt), "SELECT count(*) FROM public.probe"), "1");
 }

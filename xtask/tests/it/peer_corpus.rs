@@ -123,7 +123,8 @@ fn corpus_dir() -> PathBuf {
             let part = std::env::temp_dir().join(format!("xtask-peer-corpus-{hash}.part{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&part);
             std::fs::create_dir_all(&part).unwrap();
-            let out = std::process::Command::new("tar").arg("-xzf").arg(&archive).arg("-C").arg(&part).output().unwrap();
+            let out =
+                std::process::Command::new("tar").arg("-xzf").arg(&archive).arg("-C").arg(&part).output().unwrap();
             assert!(out.status.success(), "tar -xzf {}: {}", archive.display(), String::from_utf8_lossy(&out.stderr));
             if std::fs::rename(&part, &dir).is_err() {
                 // Another test run unpacked it first.
