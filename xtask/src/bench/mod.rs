@@ -129,7 +129,7 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
         counter += 1;
         let name = format!("b{counter}");
         settle(&server)?;
-        time_ours(&mut xtask(&name, template, full), verbose)
+        time_ours(&mut xtask(&name, template, full), verbose, true)
     };
 
     let runs = flags.runs.max(1);
@@ -301,11 +301,13 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
     first_command(&root, &cargo, runs)
 }
 
-/// Runs one timed `cargo xtask db worktree …` (its report shown with --verbose); a failure
-/// ends the benchmark with its output.
-fn time_ours(cmd: &mut Command, verbose: bool) -> Result<Duration> {
-    // The refill this run will spawn logs a line when it is done: see `wait_for_spare`.
-    REFILLS_BEFORE.store(refill_log_len(), std::sync::atomic::Ordering::SeqCst);
+/// Runs one timed command of ours (its report shown with --verbose); a failure ends the
+/// benchmark with its output. `refills`: it is a `db worktree` that makes a database, so it
+/// spawns a background refill (which logs a line when it is done: see `wait_for_spare`).
+fn time_ours(cmd: &mut Command, verbose: bool, refills: bool) -> Result<Duration> {
+    if refills {
+        REFILLS_BEFORE.store(refill_log_len(), std::sync::atomic::Ordering::SeqCst);
+    }
     let start = Instant::now();
     // Registered: a Ctrl-C reaches it, and the benchmark stops instead of timing an interrupted run.
     let (status, _, stderr) = proc::output(cmd, None)?;
@@ -376,7 +378,7 @@ impl UserPath<'_> {
             .env("DATABASE_URL", self.admin_url.with_dbname(template).expose_secret())
             .env("WORKTREE_TEMPLATE_DB", template);
         settle(self.server)?;
-        Ok((time_ours(&mut cmd, verbose)?, path))
+        Ok((time_ours(&mut cmd, verbose, true)?, path))
     }
 
     fn baseline(&self, template: &str) -> Result<Duration> {
@@ -486,6 +488,7 @@ fn wait_for_spare(server: &Server, template: &str) -> Result<()> {
         && REFILLS_BEFORE.load(std::sync::atomic::Ordering::SeqCst) != u64::MAX
         && start.elapsed() < Duration::from_secs(60)
     {
+        proc::check_interrupt()?;
         std::thread::sleep(Duration::from_millis(50));
     }
     while start.elapsed() < Duration::from_secs(60) {
@@ -500,6 +503,7 @@ fn wait_for_spare(server: &Server, template: &str) -> Result<()> {
         if ready && !refilling {
             return Ok(());
         }
+        proc::check_interrupt()?;
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
@@ -679,7 +683,7 @@ fn first_command(root: &Path, cargo: &std::ffi::OsStr, runs: usize) -> Result<()
             .env("DATABASE_URL", admin_url.with_dbname(template).expose_secret())
             .env("WORKTREE_TEMPLATE_DB", template)
             .stdout(Stdio::null());
-        time_ours(&mut cmd, false)
+        time_ours(&mut cmd, false, false)
     };
     // Untimed: the command once here, and one worktree made (the frozen copy and the spare).
     status(root)?;
