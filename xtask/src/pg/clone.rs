@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use super::freshness::{freeze, staleness, staleness_seen, FrozenState};
+use super::freshness::{freeze, restamp, staleness, staleness_seen, FrozenState};
 use super::marker::{Copy, Kind, Marker};
 use super::staging::{self, staging_marker, Old};
 use super::{ident, literal, Creating, Lock, Server};
@@ -155,7 +155,8 @@ pub fn plan(
     if let Some(state) = spare.and_then(|name| marked_state(server, name, template).transpose()).transpose()? {
         match staleness_seen(server, &state, &mut seen)? {
             None => {
-                let why = format!("a spare clone made at {} is current", state.frozen_at);
+                let how = seen.as_ref().and_then(|p| p.note.as_ref()).map(|n| format!(" ({n})")).unwrap_or_default();
+                let why = format!("a spare clone made at {} is current{how}", state.frozen_at);
                 return plan(Method::Spare, why).map(|p| ClonePlan { spare_state: Some(state), ..p });
             }
             Some(why) => spare_note = format!(" (the spare clone is stale: {why})"),
@@ -187,10 +188,13 @@ pub fn plan(
         return refresh("there is no frozen copy of it yet".into());
     };
     match staleness_seen(server, &state, &mut seen)? {
-        None => plan(
-            Method::Frozen { refresh: false },
-            format!("{busy}; its frozen copy is current (nothing changed since {})", state.frozen_at),
-        ),
+        None => {
+            let how = seen.as_ref().and_then(|p| p.note.as_ref()).map(|n| format!("; {n}")).unwrap_or_default();
+            plan(
+                Method::Frozen { refresh: false },
+                format!("{busy}; its frozen copy is current (nothing changed since {}{how})", state.frozen_at),
+            )
+        }
         Some(why) => refresh(format!("its frozen copy is stale: {why}")),
     }
 }
@@ -245,8 +249,12 @@ pub fn refill_spare(server: &Server, template: &str, frozen: &str, spare: &str, 
     let Some(_refilling) = Lock::try_exclusive(server, &format!("refill:{spare}"))? else {
         return Ok(false);
     };
-    if let Some(state) = marked_state(server, spare, template)? {
-        if staleness(server, &state)?.is_none() {
+    // A copy current only by a scan of its rows (the counters could not tell) is recorded
+    // again, so that the next run's check is the counters' alone: the frozen copy first (a spare
+    // made from it takes its record), then the spare.
+    restamp_if_scanned(server, template, frozen, Kind::Frozen, "frozen")?;
+    if let Some(current) = restamp_if_scanned(server, template, spare, Kind::Spare, "spare")? {
+        if current {
             return Ok(false);
         }
     }
@@ -261,6 +269,32 @@ pub fn refill_spare(server: &Server, template: &str, frozen: &str, spare: &str, 
     staging::publish(server, &staging, spare, &marker, old, &[])?;
     building.keep();
     Ok(true)
+}
+
+/// Whether the copy `name` of `template` is current (`None`: there is none); when it is only by
+/// a scan of its rows, its record is made again ([`restamp`]), under the lock `{lock}:{name}`
+/// that readers of its record take, if the record is still the one checked.
+fn restamp_if_scanned(
+    server: &Server,
+    template: &str,
+    name: &str,
+    kind: fn(Copy) -> Kind,
+    lock: &str,
+) -> Result<Option<bool>> {
+    let Some(state) = marked_state(server, name, template)? else { return Ok(None) };
+    let mut seen = None;
+    if staleness_seen(server, &state, &mut seen)?.is_some() {
+        return Ok(Some(false));
+    }
+    if seen.is_some_and(|p| p.note.is_some()) {
+        if let Some(new) = restamp(server, &state)? {
+            let _held = Lock::exclusive(server, &format!("{lock}:{name}"), "the copy's record")?;
+            if marked_state(server, name, template)?.is_some_and(|s| s.same(&state)) {
+                server.set_marker(name, &copy_marker(kind, new))?;
+            }
+        }
+    }
+    Ok(Some(true))
 }
 
 /// Timings of what [`execute`] did, and the method it ended up using.

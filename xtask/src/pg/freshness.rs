@@ -105,7 +105,9 @@
 //! is an error, not a wait); a relation this role may not read, a scan that fails, or a record
 //! without a scan leaves the copy stale. The scan reads every row of the template — much less
 //! than a dump, which reads them all and writes them again — and runs only when the counters
-//! cannot tell.
+//! cannot tell. A copy found current that way is recorded again by the background refill
+//! ([`restamp`]: a probe, a scan that still finds nothing since, a probe, nothing in between),
+//! so that the next check is the counters' alone.
 //!
 //! What is not a change: statistics. Autovacuum's `ANALYZE` writes rows of `pg_statistic` and
 //! `pg_statistic_ext_data` (and their TOAST tables): those relations' counters are left out (a
@@ -234,6 +236,13 @@ pub struct Probe {
     pub backends: Vec<Backend>,
     pub counters: Counters,
     pub sequences: Sequences,
+    /// Scans of the template's rows this probe's checks made, by the record's horizon (one scan
+    /// serves the spare's and the frozen copy's checks when they share it).
+    #[serde(skip)]
+    scans: Vec<(String, Rows)>,
+    /// How the last check that found a copy current got there, when the counters could not tell.
+    #[serde(skip)]
+    pub note: Option<String>,
 }
 
 /// What a copy of the template records about the template it was made from: see the module
@@ -508,14 +517,29 @@ pub(super) fn staleness_seen(
             }
         }
     }
-    let Some(now) = seen.as_ref() else { return Ok(Some("the template could not be inspected".into())) };
-    match compare(then, &frozen.backends, &now.counters, &now.backends) {
+    let Some(probe) = seen.as_mut() else { return Ok(Some("the template could not be inspected".into())) };
+    probe.note = None;
+    let mut note = None;
+    match compare(then, &frozen.backends, &probe.counters, &probe.backends) {
         Judged::Current => {}
         Judged::Stale(why) => return Ok(Some(why)),
         Judged::Unsure(why) => {
             let Some(rows) = &frozen.rows else { return Ok(Some(why)) };
-            match scan(server, &frozen.template, Some(rows))? {
-                Ok(now) if now.since == 0 && now.digest == rows.digest => {}
+            let cached = probe.scans.iter().find(|(h, _)| *h == rows.horizon).map(|(_, r)| r.clone());
+            let scanned = match cached {
+                Some(r) => Ok(r),
+                None => scan(server, &frozen.template, Some(rows))?,
+            };
+            if let Ok(r) = &scanned {
+                probe.scans.push((rows.horizon.clone(), r.clone()));
+            }
+            match scanned {
+                Ok(now) if now.since == 0 && now.digest == rows.digest => {
+                    note = Some(format!(
+                        "the counters could not tell: {why}; a scan of its {} relations found no row written or removed since",
+                        now.relations
+                    ));
+                }
                 Ok(now) if now.since > 0 => {
                     return Ok(Some(format!(
                         "{why}; and {} row(s) of the template were written since (a scan of its {} relations)",
@@ -532,13 +556,50 @@ pub(super) fn staleness_seen(
             }
         }
     }
-    if now.sequences != frozen.sequences {
+    if probe.sequences != frozen.sequences {
         return Ok(Some(format!(
             "a sequence of the template moved since (nextval and setval leave no row change; {} sequence(s) compared)",
-            now.sequences.count
+            probe.sequences.count
         )));
     }
+    probe.note = note;
     Ok(None)
+}
+
+/// A new record for a copy whose record `old` is current only by a scan of the rows (the
+/// counters could not tell): what a copy made now would record, so that the next check needs no
+/// scan. The same bracket as [`freeze`]: a probe, a scan (which must still find nothing written
+/// or removed since `old`'s horizon — the copy then equals the template as of the scan's
+/// snapshot), a probe; nothing may have happened between the probes, and the sequences must
+/// still equal the copy's. `None` when any of that fails (the old record stays).
+pub(super) fn restamp(server: &Server, old: &FrozenState) -> Result<Option<FrozenState>> {
+    let Some(rows) = &old.rows else { return Ok(None) };
+    if old.unverified.is_some() || old.counters.is_none() || too_old(server).is_some() {
+        return Ok(None);
+    }
+    if unprobeable(server, &old.template)?.is_some() {
+        return Ok(None);
+    }
+    let before = probe(server, &old.template)?;
+    let Ok(now) = scan(server, &old.template, Some(rows))? else { return Ok(None) };
+    if now.since != 0 || now.digest != rows.digest {
+        return Ok(None);
+    }
+    let after = probe(server, &old.template)?;
+    if compare(&before.counters, &before.backends, &after.counters, &after.backends) != Judged::Current
+        || after.sequences != old.sequences
+    {
+        return Ok(None);
+    }
+    Ok(Some(FrozenState {
+        template: old.template.clone(),
+        backends: after.backends,
+        frozen_at: after.counters.now.clone(),
+        counters: Some(after.counters),
+        sequences: old.sequences.clone(),
+        rows: Some(now),
+        unverified: None,
+    }))
 }
 
 /// Before PostgreSQL 15, statistics travel to a collector process asynchronously (and may be

@@ -361,3 +361,29 @@ fn after_a_statistics_reset_the_rows_decide() {
     assert!(stderr.contains("statistics were reset"), "{stderr}");
     assert_eq!(sql(&env_db(&wt), "SELECT count(*) FROM public.probe"), "1");
 }
+
+/// A copy current only by a scan of its rows (a report began after it was recorded: the
+/// counters cannot tell) is recorded again by the background refill, so that the next run's
+/// check is the counters' alone; the new record still sees the next change.
+#[test]
+fn a_copy_current_only_by_a_scan_is_recorded_again_by_the_refill() {
+    let (p, _held) = in_use("frrestamp");
+    let t = p.template();
+    let mut report = Held::open(&t);
+    report.run("SELECT pg_sleep(60);");
+    wait_for("the report to run", || {
+        sql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{t}' AND state = 'active'"))
+            == "1"
+    });
+    let (_, stderr) = next(&p, "fr-restamp-scanned");
+    assert_current(&stderr);
+    assert!(stderr.contains("the counters could not tell"), "{stderr}");
+    p.xtask(&["db", "refill-spare"]).ok();
+    let (_, stderr) = next(&p, "fr-restamp-counted");
+    assert_current(&stderr);
+    assert!(!stderr.contains("could not tell"), "the record was not made again:\n{stderr}");
+    sql(&t, "INSERT INTO public.probe VALUES (1)");
+    let (wt, stderr) = next(&p, "fr-restamp-changed");
+    assert_stale(&stderr);
+    assert_eq!(sql(&env_db(&wt), "SELECT count(*) FROM public.probe"), "1");
+}
