@@ -63,6 +63,14 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
     let plain = owner::candidates(ctx, &label).remove(0);
     let _turn = Lock::exclusive(&server, &format!("db:{plain}"), &format!("the database of `{label}`"))?;
     let resolved = owner::resolve(ctx, &server, &label)?;
+    // When a clone is to be made, the look at the template (read-only: what decides whether the
+    // spare or the frozen copy may be taken) runs while this run sweeps what killed runs left
+    // and reads the names and records it plans with.
+    let cloning = !flags.drop && (resolved.existing.is_none() || flags.reset);
+    let ahead = match cloning && flags.strategy == clone::Strategy::Auto {
+        true => crate::pg::freshness::Ahead::start(&server, &ctx.config.template).unwrap_or(None),
+        false => None,
+    };
     if flags.drop {
         let answer = Answer::new(flags.yes, flags.dry_run);
         if drop_branch(&server, &ctx.config.prefix, &resolved, &label, answer, "")?
@@ -87,7 +95,7 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
         sweep_abandoned(&server, &ctx.config.prefix)?;
     }
 
-    let plan = make_plan(ctx, &server, &label, resolved, &flags)?;
+    let plan = make_plan(ctx, &server, &label, resolved, &flags, ahead)?;
     if flags.dry_run {
         print_plan(ctx, &plan);
         eprintln!("--dry-run: nothing is changed");
@@ -218,7 +226,14 @@ fn database_label(ctx: &Ctx, name: Option<&str>) -> Result<String> {
     })
 }
 
-fn make_plan(ctx: &Ctx, server: &Server, label: &str, resolved: owner::Resolved, flags: &Worktree) -> Result<Plan> {
+fn make_plan(
+    ctx: &Ctx,
+    server: &Server,
+    label: &str,
+    resolved: owner::Resolved,
+    flags: &Worktree,
+    ahead: Option<crate::pg::freshness::Ahead>,
+) -> Result<Plan> {
     let replacing = flags.reset && resolved.existing.is_some();
     let clone = match &resolved.existing {
         Some(_) if !flags.reset => None,
@@ -227,13 +242,14 @@ fn make_plan(ctx: &Ctx, server: &Server, label: &str, resolved: owner::Resolved,
             // A missing template is refused here, with its fix. A reset copies (the spare would
             // be renamed onto the name still taken).
             let spare = (ctx.config.spare_clone && !replacing).then(|| ctx.config.spare_db());
-            Some(clone::plan(
+            Some(clone::plan_with(
                 server,
                 template,
                 &ctx.config.frozen_db(),
                 spare.as_deref(),
                 flags.strategy,
                 ctx.config.spare_clone,
+                ahead,
             )?)
         }
     };

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+pub use super::freshness::Ahead;
 use super::freshness::{freeze, restamp, staleness, staleness_seen, FrozenState};
 use super::marker::{Copy, Kind, Marker};
 use super::staging::{self, staging_marker, Old};
@@ -127,6 +128,24 @@ pub fn plan(
     strategy: Strategy,
     dump_when_stale: bool,
 ) -> Result<ClonePlan> {
+    plan_with(server, template, frozen, spare, strategy, dump_when_stale, None)
+}
+
+/// [`plan`], with a probe of the template started ahead (see [`Ahead`]), collected first.
+pub fn plan_with(
+    server: &Server,
+    template: &str,
+    frozen: &str,
+    spare: Option<&str>,
+    strategy: Strategy,
+    dump_when_stale: bool,
+    ahead: Option<Ahead>,
+) -> Result<ClonePlan> {
+    // Collected before anything else: its session is gone before any copy of the template.
+    let mut seen = match ahead {
+        Some(a) if a.template() == template => a.finish(server)?,
+        _ => None,
+    };
     let Some(info) = server.database(template)? else {
         return Err(crate::error::fail(
             format!("the golden template `{template}` does not exist on {}", server.url.server_label()),
@@ -151,7 +170,6 @@ pub fn plan(
     }
     // A spare clone, prepared in the background after the previous run, if it is still current.
     let mut spare_note = String::new();
-    let mut seen = None;
     if let Some(state) = spare.and_then(|name| marked_state(server, name, template).transpose()).transpose()? {
         match staleness_seen(server, &state, &mut seen)? {
             None => {

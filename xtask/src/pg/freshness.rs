@@ -73,34 +73,33 @@
 //!
 //! A copy records, besides, a [`Rows`] scan of the template taken right before the copy began
 //! (so whatever commits between it and the probe after the copy makes the record unverified):
-//! in one repeatable-read snapshot, the visible row count of every relation that stores rows
+//! in one repeatable-read snapshot S, the visible row count of every relation that stores rows
 //! (tables, partitions, populated materialized views, the database's own catalogs; statistics
-//! catalogs aside) and the snapshot's `xmin` — the oldest transaction still running — as the
-//! *horizon*. When the counters cannot tell (a session ran statements a moment ago, a
-//! transaction began since, a backend we may not inspect, counters reset by
-//! `pg_stat_reset()` or lost in a restart, row counting off, prepared transactions, a
-//! subscription), the check scans again, in one snapshot, and the copy is current only if
-//! every relation has the same count and no visible row version was written by a transaction
-//! at or above the horizon. Why that misses no committed change:
+//! catalogs aside), S's `xmin` — the oldest transaction still running — as the *horizon* H, and
+//! the *window*: every visible row version whose `xmin` is at or above H, as (relation, `xmin`).
+//! When the counters cannot tell (a session ran statements a moment ago, a transaction began
+//! since, a backend we may not inspect, counters reset by `pg_stat_reset()` or lost in a
+//! restart, row counting off, prepared transactions, a subscription), the check scans again, in
+//! one snapshot, and the copy is current only if every relation has the same count and the
+//! window (row versions at or above H, now) is the same. Why that misses no committed change:
 //!
-//! - A transaction that commits after the recorded snapshot was running then (its id, and its
-//!   subtransactions', at or above that snapshot's `xmin`) or got its id later (at or above the
-//!   snapshot's `xmax`, so above the horizon too). Every row version it wrote carries that id
-//!   in `xmin` (the raw id: freezing keeps it and only sets bits).
-//! - Such a transaction inserts (a new version: seen, if visible now), updates (a new version:
-//!   seen) or deletes (the relation has one row fewer, unless it also inserts one — seen). DDL,
-//!   comments, large objects, privileges, a TRUNCATE's or a refresh's new file are rows of the
-//!   catalogs, counted the same way; relations made or dropped change the set of oids.
-//!   What changes in place without a new row version is statistics (`relpages`, `reltuples`,
-//!   frozen ids) or sequences (compared directly).
+//! - A transaction that commits after S was running at S (its id, and its subtransactions',
+//!   at or above S's `xmin`) or got its id later (above S's `xmax`, so above H too). Every row
+//!   version it wrote carries that id in `xmin` (the raw id: freezing keeps it and only sets
+//!   bits), and none of its row versions was visible in S: its id is in no pair of the
+//!   recorded window, so a visible row version of it makes the window differ.
+//! - Such a transaction inserts (a new version: seen), updates (a new version: seen) or deletes
+//!   (the relation has one row fewer, unless it also inserts one — seen). DDL, comments, large
+//!   objects, privileges, a TRUNCATE's or a refresh's new file are rows of the catalogs,
+//!   counted the same way; relations made or dropped change the set of oids. What changes in
+//!   place without a new row version is statistics (`relpages`, `reltuples`, frozen ids) or
+//!   sequences (compared directly).
 //! - A transaction still running is not a committed change; when it commits, its rows are
 //!   seen by the next check.
 //! - The ids compared are the low 32 bits of `xid8`s: with fewer than 2^31 transactions since
 //!   the horizon, "at or above" is exact modulo 2^32; with more, the rows cannot tell.
 //!
-//! It errs one way only: a row committed before the recorded snapshot by a transaction whose id
-//! is above the horizon (another transaction, older, was still running then) reads as written
-//! since, and the copy as stale. Rows are counted with row security off (a policy that would
+//! Rows are counted with row security off (a policy that would
 //! apply is an error) and a 250 ms lock timeout (a relation locked by a migration in progress
 //! is an error, not a wait); a relation this role may not read, a scan that fails, or a record
 //! without a scan leaves the copy stale. The scan reads every row of the template — much less
@@ -218,15 +217,20 @@ pub struct Sequences {
 /// (the template's catalogs included), counted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rows {
-    /// The oldest transaction still running when the scan's snapshot was taken (`xid8`): a
-    /// transaction that commits after the snapshot has an id at or above it.
+    /// The oldest transaction still running when the recorded scan's snapshot was taken
+    /// (`xid8`): a transaction that commits after that snapshot has an id at or above it.
     pub horizon: String,
     /// Digest of every relation's oid and visible row count.
     pub digest: String,
     pub relations: i64,
-    /// Rows visible now written by a transaction at or above the recorded horizon (0 in a
-    /// record).
-    #[serde(default, skip_serializing)]
+    /// Digest of the *window*: every visible row version written by a transaction at or above
+    /// the horizon, as (relation, `xmin`), sorted. Rows committed before the recorded snapshot
+    /// by transactions above the horizon are in it; a row committed after it adds a transaction
+    /// id the recorded window cannot hold (that transaction's rows were invisible then).
+    #[serde(default)]
+    pub window: String,
+    /// How many row versions the window holds.
+    #[serde(default)]
     pub since: i64,
 }
 
@@ -380,6 +384,49 @@ pub fn probe(server: &Server, template: &str) -> Result<Probe> {
     serde_json::from_str(out?.trim()).with_context(|| format!("reading what the template `{template}` looks like"))
 }
 
+/// A probe started ahead: its psql runs while the caller does other work (the run's lock, the
+/// look at the branch's names), and [`Ahead::finish`] collects it. Dropped unfinished, it waits
+/// for its psql to end (its session must not outlive the run's look, nor meet a direct copy).
+pub struct Ahead {
+    template: String,
+    app: String,
+    thread: Option<std::thread::JoinHandle<Result<String>>>,
+}
+
+impl Ahead {
+    /// Starts a probe of `template`, unless it cannot be probed without side effects (a login
+    /// event trigger) or its statistics prove nothing (before PostgreSQL 15): `None` then.
+    pub fn start(server: &Server, template: &str) -> Result<Option<Ahead>> {
+        if too_old(server).is_some() || unprobeable(server, template)?.is_some() {
+            return Ok(None);
+        }
+        let (mut psql, app) = own_session(server, template)?;
+        let thread = std::thread::spawn(move || proc::capture(&mut psql, Some(probe_script().as_bytes())));
+        Ok(Some(Ahead { template: template.to_string(), app, thread: Some(thread) }))
+    }
+
+    /// The probe, once its session is gone; `None` when it failed (the check then looks again,
+    /// and says why if it fails again).
+    pub fn finish(mut self, server: &Server) -> Result<Option<Probe>> {
+        let out = self.thread.take().map(|t| t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the probe panicked"))));
+        wait_gone(server, &self.app)?;
+        proc::check_interrupt()?;
+        Ok(out.and_then(|o| o.ok()).and_then(|o| serde_json::from_str(o.trim()).ok()))
+    }
+
+    pub fn template(&self) -> &str {
+        &self.template
+    }
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The sequences of `db` (a copy just made, still open to our connections).
 fn sequences(server: &Server, db: &str) -> Result<Sequences> {
     let (mut psql, app) = own_session(server, db)?;
@@ -409,21 +456,26 @@ fn scan_script(then: Option<&str>) -> String {
     format!(
         "{SESSION}SET row_security = off;\nSET lock_timeout = '250ms';\n\
          BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n\
-         SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS h, \
-           coalesce(pg_snapshot_xmax(pg_current_snapshot())::text::numeric - {then}::numeric, 0) AS span, \
-           coalesce({then}::numeric % 4294967296, 0) AS low, \
+         SELECT h::text AS h, pg_snapshot_xmax(pg_current_snapshot())::text::numeric - h AS span, \
+           h % 4294967296 AS low, \
            (count(*) FILTER (WHERE NOT has_table_privilege(c.oid, 'SELECT'))) > 0 AS hidden, \
            coalesce(min(c.oid::regclass::text) FILTER (WHERE NOT has_table_privilege(c.oid, 'SELECT')), '') AS first_hidden \
-           {scanned} \\gset scan_\n\
-         SELECT coalesce(string_agg(format('SELECT %s::bigint AS r, count(*) AS n, count(*) FILTER (WHERE \
-             xmin::text::bigint >= 3 AND (xmin::text::bigint - %s + 4294967296) %% 4294967296 < %s) AS w FROM ONLY %s', \
-             c.oid, :scan_low, :scan_span, c.oid::regclass), ' UNION ALL '), \
-           'SELECT 0::bigint AS r, 0::bigint AS n, 0::bigint AS w WHERE false') AS q, count(*) AS k {scanned} \\gset scan_\n\
+           FROM (SELECT coalesce({then}::numeric, pg_snapshot_xmin(pg_current_snapshot())::text::numeric) AS h) t, \
+           LATERAL (SELECT c.oid {scanned}) c GROUP BY h \\gset scan_\n\
+         SELECT coalesce(string_agg(format('SELECT %s::bigint AS r, count(*) AS n, \
+             string_agg(xmin::text, '','' ORDER BY xmin::text::bigint) FILTER (WHERE xmin::text::bigint >= 3 \
+               AND (xmin::text::bigint - %s + 4294967296) %% 4294967296 < %s) AS x, \
+             count(*) FILTER (WHERE xmin::text::bigint >= 3 \
+               AND (xmin::text::bigint - %s + 4294967296) %% 4294967296 < %s) AS w FROM ONLY %s', \
+             c.oid, :scan_low, :scan_span, :scan_low, :scan_span, c.oid::regclass), ' UNION ALL '), \
+           'SELECT 0::bigint AS r, 0::bigint AS n, NULL::text AS x, 0::bigint AS w WHERE false') AS q, \
+           count(*) AS k {scanned} \\gset scan_\n\
          \\if :scan_hidden\n\
          SELECT json_build_object('hidden', :'scan_first_hidden');\n\
          \\else\n\
          SELECT json_build_object('horizon', :'scan_h', 'relations', :scan_k, \
            'digest', coalesce(md5(string_agg(x.r || ':' || x.n, ',' ORDER BY x.r)), ''), \
+           'window', coalesce(md5(string_agg(x.r || '=' || x.x, ';' ORDER BY x.r) FILTER (WHERE x.x IS NOT NULL)), ''), \
            'since', coalesce(sum(x.w), 0), 'span', :scan_span) FROM (:scan_q) x;\n\
          \\endif\n\
          COMMIT;\n"
@@ -534,16 +586,23 @@ pub(super) fn staleness_seen(
                 probe.scans.push((rows.horizon.clone(), r.clone()));
             }
             match scanned {
-                Ok(now) if now.since == 0 && now.digest == rows.digest => {
+                Ok(now) if now.window == rows.window && now.digest == rows.digest => {
                     note = Some(format!(
                         "the counters could not tell: {why}; a scan of its {} relations found no row written or removed since",
                         now.relations
                     ));
                 }
-                Ok(now) if now.since > 0 => {
+                Ok(now) if now.since > rows.since => {
                     return Ok(Some(format!(
                         "{why}; and {} row(s) of the template were written since (a scan of its {} relations)",
-                        now.since, now.relations
+                        now.since - rows.since,
+                        now.relations
+                    )))
+                }
+                Ok(now) if now.window != rows.window => {
+                    return Ok(Some(format!(
+                        "{why}; and rows of the template were written or removed since (a scan of its {} relations)",
+                        now.relations
                     )))
                 }
                 Ok(now) => {
@@ -582,7 +641,7 @@ pub(super) fn restamp(server: &Server, old: &FrozenState) -> Result<Option<Froze
     }
     let before = probe(server, &old.template)?;
     let Ok(now) = scan(server, &old.template, Some(rows))? else { return Ok(None) };
-    if now.since != 0 || now.digest != rows.digest {
+    if now.window != rows.window || now.digest != rows.digest {
         return Ok(None);
     }
     let after = probe(server, &old.template)?;

@@ -387,3 +387,29 @@ fn a_copy_current_only_by_a_scan_is_recorded_again_by_the_refill() {
     assert_stale(&stderr);
     assert_eq!(sql(&env_db(&wt), "SELECT count(*) FROM public.probe"), "1");
 }
+
+/// A transaction held open elsewhere on the server (another database: snapshots are the whole
+/// server's) keeps the horizon below rows committed before the copy was recorded. They are in
+/// the recorded window, so a later scan does not take them for rows written since.
+#[test]
+fn rows_committed_before_the_record_above_its_horizon_are_not_changes() {
+    let (p, _held) = in_use("frwindow");
+    let t = p.template();
+    let mut elsewhere = Held::open("postgres");
+    elsewhere.run("BEGIN; SELECT pg_current_xact_id();");
+    wait_for("the transaction elsewhere", || {
+        sql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE datname = 'postgres' AND state = 'idle in transaction' AND backend_xid IS NOT NULL") != "0"
+    });
+    sql(&t, "INSERT INTO public.probe SELECT generate_series(1, 50)");
+    let (_, stderr) = next(&p, "fr-window-written");
+    assert_stale(&stderr);
+    // A pool's new connection pings: the counters cannot tell, the rows decide.
+    let mut ping = Held::open(&t);
+    ping.run("SELECT 3;");
+    wait_idle_after(&t, "SELECT 3;");
+    let (wt, stderr) = next(&p, "fr-window-ping");
+    assert_current(&stderr);
+    assert!(stderr.contains("could not tell"), "{stderr}");
+    assert_eq!(sql(&env_db(&wt), "SELECT count(*) FROM public.probe"), "50");
+    elsewhere.run("ROLLBACK;");
+}
