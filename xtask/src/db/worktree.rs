@@ -399,14 +399,21 @@ fn spawn_refill(ctx: &Ctx) {
         cmd.arg("--set").arg(o);
     }
     cmd.arg("refill-spare").current_dir(&ctx.worktrees.current);
-    // The refill's dump and copies start once this run is over: on a small machine they would
-    // slow the rest of this run (and what the user starts right after it is theirs to slow).
+    // The refill's dump and copies start once this run is over, and a moment later: on a small
+    // machine they would slow the rest of this run and what the user starts right after it.
     cmd.env(REFILL_AFTER_ENV, std::process::id().to_string());
     let _ = proc::spawn_detached(&mut cmd, &ctx.state_dir().join("refill.log"), &[]);
 }
 
 /// The process whose end a background refill waits for before it starts (the run that spawned it).
 const REFILL_AFTER_ENV: &str = "XTASK_REFILL_AFTER";
+
+/// How long after that run's end the refill starts: it serves the next worktree, minutes away,
+/// while what the user runs right after this one (`cd "$(cargo xtask db worktree NAME)" && cargo
+/// xtask db status`) is theirs to wait for. Measured: the first command in the new worktree took
+/// 2.9x the same command in the main worktree with the refill's copies running beside it, 1.5x
+/// with them 1 s later (docs/performance.md).
+const REFILL_DELAY: Duration = Duration::from_millis(1500);
 
 /// Waits (at most 10 minutes) until the process `pid` has exited.
 fn wait_for_exit(pid: i32) {
@@ -422,6 +429,7 @@ fn wait_for_exit(pid: i32) {
 pub fn refill_spare(ctx: &Ctx) -> Result<()> {
     if let Some(pid) = std::env::var(REFILL_AFTER_ENV).ok().and_then(|p| p.parse::<i32>().ok()).filter(|p| *p > 0) {
         wait_for_exit(pid);
+        std::thread::sleep(REFILL_DELAY);
     }
     let failed = ctx.state_dir().join("refill.failed");
     let result = (|| {
