@@ -242,7 +242,7 @@ fn make_plan(
             // A missing template is refused here, with its fix. A reset copies (the spare would
             // be renamed onto the name still taken).
             let spare = (ctx.config.spare_clone && !replacing).then(|| ctx.config.spare_db());
-            Some(clone::plan_with(
+            Some(clone::plan(
                 server,
                 template,
                 &ctx.config.frozen_db(),
@@ -345,6 +345,7 @@ fn create(ctx: &Ctx, server: &Server, plan: &Plan, cp: &ClonePlan) -> Result<clo
                     None,
                     clone::Strategy::Auto,
                     ctx.config.spare_clone,
+                    None,
                 )?;
                 let mut t = copy_into_place(ctx, server, plan, &again, &branch_marker)?;
                 if t.fell_back.is_none() {

@@ -120,19 +120,8 @@ fn users(server: &Server, template: &str) -> Result<(i64, i64)> {
 /// Decides how to clone `template` (read-only: looks, changes nothing). `dump_when_stale`: a
 /// stale frozen copy is not refreshed first; the template is dumped straight into the new
 /// database (for a run followed by a background refill, which refreshes the frozen copy).
+/// `ahead`: a probe of the template started earlier (see [`Ahead`]), collected first.
 pub fn plan(
-    server: &Server,
-    template: &str,
-    frozen: &str,
-    spare: Option<&str>,
-    strategy: Strategy,
-    dump_when_stale: bool,
-) -> Result<ClonePlan> {
-    plan_with(server, template, frozen, spare, strategy, dump_when_stale, None)
-}
-
-/// [`plan`], with a probe of the template started ahead (see [`Ahead`]), collected first.
-pub fn plan_with(
     server: &Server,
     template: &str,
     frozen: &str,
@@ -276,7 +265,7 @@ pub fn refill_spare(server: &Server, template: &str, frozen: &str, spare: &str, 
             return Ok(false);
         }
     }
-    let how = plan(server, template, frozen, None, Strategy::Auto, false)?;
+    let how = plan(server, template, frozen, None, Strategy::Auto, false, None)?;
     let staging = staging::name(prefix, Staging::Spare);
     let (building, _, state) = execute(server, prefix, template, &staging, &how, staging_marker(spare), true)?;
     let state = state.context("a spare clone needs a record of the template's state")?;

@@ -678,24 +678,28 @@ fn a_tablespace_a_migration_creates_is_dropped_again_and_dropping_one_is_refused
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn ctrl_c_after_a_migration_changed_the_cluster_still_undoes_it() {
+/// Rehearses a migration that creates a role and then one that sleeps `sleep` s; once the sleep
+/// runs, `meanwhile(role)`, then Ctrl-C. The run ends with 130, says that it undid the role, and
+/// the role and the rehearsal's databases are gone.
+fn ctrl_c_after_a_role_was_made(tag: &str, sleep: u32, meanwhile: impl FnOnce(&str)) {
     let _turn = cluster_turn();
-    let (p, prod) = with_production("rhintcl");
+    let (p, prod) = with_production(tag);
     let role = format!("{}made", p.prefix);
     write(&p, "0012_role.sql", &format!("CREATE ROLE {role};\n"));
-    write(&p, "0013_slow.sql", "SELECT pg_sleep(31);\n");
+    write(&p, "0013_slow.sql", &format!("SELECT pg_sleep({sleep});\n"));
     let child = p
         .command(&p.dir, &["db", "rehearse", "--from", &prod, "--no-smoke"], &[])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let sleeping = format!("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep({sleep})%'");
     let start = Instant::now();
-    while sql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(31)%'") != "1" {
+    while sql("postgres", &sleeping) != "1" {
         assert!(start.elapsed() < Duration::from_secs(60), "the migration never started");
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(sql("postgres", &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")), "1");
+    meanwhile(&role);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
@@ -709,45 +713,33 @@ fn ctrl_c_after_a_migration_changed_the_cluster_still_undoes_it() {
     assert!(!p.databases().iter().any(|d| d.contains("tmp_")), "{:?}", p.databases());
 }
 
+#[test]
+fn ctrl_c_after_a_migration_changed_the_cluster_still_undoes_it() {
+    ctrl_c_after_a_role_was_made("rhintcl", 31, |_| {});
+}
+
 /// The undo after a Ctrl-C takes longer than the 5 s after which the children running at the
 /// signal get SIGTERM (here: its `DROP ROLE` waits for a transaction holding the role's row; on
 /// a loaded machine, plain slowness): it still runs to the end, and the role is gone.
 #[test]
 fn a_slow_undo_after_ctrl_c_still_finishes() {
-    let _turn = cluster_turn();
-    let (p, prod) = with_production("rhslowundo");
-    let role = format!("{}made", p.prefix);
-    write(&p, "0012_role.sql", &format!("CREATE ROLE {role};\n"));
-    write(&p, "0013_slow.sql", "SELECT pg_sleep(32);\n");
-    let child = p
-        .command(&p.dir, &["db", "rehearse", "--from", &prod, "--no-smoke"], &[])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while sql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(32)%'") != "1" {
-        assert!(start.elapsed() < Duration::from_secs(60), "the migration never started");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // A transaction of ours holds the role's row for 9 s: the undo's DROP ROLE waits for it.
-    let mut holder = crate::support::psql("postgres")
-        .args(["-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-c"])
-        .arg(format!("BEGIN; ALTER ROLE {role} CONNECTION LIMIT 7; SELECT pg_sleep(9); ROLLBACK;"))
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while sql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'BEGIN; ALTER ROLE%'") != "1" {
-        assert!(start.elapsed() < Duration::from_secs(30), "the holding transaction never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    assert_eq!(sql("postgres", &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")), "0", "{stderr}");
-    assert!(holder.wait().unwrap().success());
-    assert!(!p.databases().iter().any(|d| d.contains("tmp_")), "{:?}", p.databases());
+    let mut holder = None;
+    ctrl_c_after_a_role_was_made("rhslowundo", 32, |role| {
+        // A transaction of ours holds the role's row for 9 s: the undo's DROP ROLE waits for it.
+        holder = Some(
+            crate::support::psql("postgres")
+                .args(["-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-c"])
+                .arg(format!("BEGIN; ALTER ROLE {role} CONNECTION LIMIT 7; SELECT pg_sleep(9); ROLLBACK;"))
+                .spawn()
+                .unwrap(),
+        );
+        let start = Instant::now();
+        while sql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'BEGIN; ALTER ROLE%'") != "1" {
+            assert!(start.elapsed() < Duration::from_secs(30), "the holding transaction never started");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    assert!(holder.unwrap().wait().unwrap().success());
 }
 
 /// `ALTER ROLE ALL SET` writes the row of neither a role nor a database: it is reported and
