@@ -52,6 +52,21 @@ fn leftovers(p: &Project) -> Vec<String> {
     p.databases().into_iter().filter(|d| d.contains("tmp_")).collect()
 }
 
+/// Waits until a held session has run `statement` and sits in its open transaction: on a loaded
+/// machine the run started next could otherwise get past the lock before it is taken (CI once
+/// timed out waiting for a swap that had not waited).
+fn in_place(statement: &str) {
+    wait_for(statement, || {
+        sql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND starts_with(query, '{}')",
+                statement.replace('\'', "''")
+            ),
+        ) != "0"
+    });
+}
+
 /// Whether a rename of `db` (the swap's) runs, and waits on a lock if `waiting`.
 fn renaming(db: &str, waiting: bool) -> bool {
     let wait = if waiting { "wait_event_type = 'Lock' AND" } else { "" };
@@ -105,12 +120,14 @@ fn kill_while_replacing(
     let mut gate = gate.map(|(db, statement)| {
         let mut held = Held::open(db);
         held.run(&format!("BEGIN; {statement};"));
+        in_place(statement);
         held
     });
     let mut blocker = Held::open("postgres");
     if hold == Hold::Target {
-        blocker
-            .run(&format!("BEGIN; COMMENT ON DATABASE \"{target}\" IS '{}';", comment_of(target).replace('\'', "''")));
+        let comment = format!("COMMENT ON DATABASE \"{target}\" IS '{}'", comment_of(target).replace('\'', "''"));
+        blocker.run(&format!("BEGIN; {comment};"));
+        in_place(&comment);
     }
     let mut child = p.command(dir, argv, &[]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let mut stderr = child.stderr.take().unwrap();
@@ -130,7 +147,14 @@ fn kill_while_replacing(
     if let Some(gate) = &mut gate {
         gate.run("ROLLBACK;");
     }
-    wait_for("the swap to wait on the lock", || renaming(&renamed, true));
+    wait_for("the swap to wait on the lock", || {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut said = String::new();
+            let _ = stderr.read_to_string(&mut said);
+            panic!("the run ended ({status}) before its swap waited on the lock:\n{said}");
+        }
+        renaming(&renamed, true)
+    });
     let _filled = match step {
         Step::BeforeCommit => {
             child.kill().unwrap();
