@@ -135,7 +135,7 @@ pub fn plan(
         Some(a) if a.template() == template => a.finish(server)?,
         _ => None,
     };
-    let Some(info) = server.database(template)? else {
+    let Some(info) = server.database_unsized(template)? else {
         return Err(crate::error::fail(
             format!("the golden template `{template}` does not exist on {}", server.url.server_label()),
             "point WORKTREE_TEMPLATE_DB at an existing database, or build one with `cargo xtask db template create`",
@@ -208,7 +208,7 @@ pub fn plan(
 
 /// The template state recorded in the marker of a frozen copy or spare clone of `template`.
 fn marked_state(server: &Server, name: &str, template: &str) -> Result<Option<FrozenState>> {
-    let state = server.database(name)?.and_then(|f| f.marker).and_then(|m| match m.kind {
+    let state = server.database_unsized(name)?.and_then(|f| f.marker).and_then(|m| match m.kind {
         Kind::Frozen(copy) | Kind::Spare(copy) => copy.state,
         _ => None,
     });

@@ -219,12 +219,29 @@ impl Server {
     /// Databases whose names start with `prefix`, plus any named in `also`. One dropped while this
     /// runs (a background refill swaps the spare) shows with size 0 rather than failing the listing.
     pub fn databases(&self, prefix: &str, also: &[&str]) -> Result<Vec<DatabaseInfo>> {
+        self.list(prefix, also, true)
+    }
+
+    /// [`Server::databases`] without their sizes (`size_bytes` 0): `pg_database_size` reads the
+    /// directory of every database listed, a cost that grows with every branch database, paid
+    /// by each run that only needs names and markers (the sweep, the records of copies).
+    pub fn databases_unsized(&self, prefix: &str, also: &[&str]) -> Result<Vec<DatabaseInfo>> {
+        self.list(prefix, also, false)
+    }
+
+    /// [`Server::database`] without its size (`size_bytes` 0).
+    pub fn database_unsized(&self, name: &str) -> Result<Option<DatabaseInfo>> {
+        Ok(self.list("\u{1}never", &[name], false)?.into_iter().next())
+    }
+
+    fn list(&self, prefix: &str, also: &[&str], sized: bool) -> Result<Vec<DatabaseInfo>> {
         let also: Vec<String> = also.iter().map(|n| literal(n)).collect();
         let also = if also.is_empty() { "NULL".to_string() } else { also.join(", ") };
+        let size = if sized { "coalesce(pg_database_size(d.oid), 0)" } else { "0::bigint" };
         self.query(
             &self.maintenance_db,
             &format!(
-                "SELECT d.datname AS name, coalesce(pg_database_size(d.oid), 0) AS size_bytes, \
+                "SELECT d.datname AS name, {size} AS size_bytes, \
                  shobj_description(d.oid, 'pg_database') AS comment, d.datallowconn AS allow_connections, \
                  d.datistemplate AS is_template, \
                  (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid \
@@ -240,7 +257,7 @@ impl Server {
     }
 
     pub fn database_exists(&self, name: &str) -> Result<bool> {
-        Ok(self.database(name)?.is_some())
+        Ok(self.database_unsized(name)?.is_some())
     }
 
     /// `CREATE DATABASE name [clause]`, marked as ours. The returned guard drops it again unless

@@ -171,7 +171,7 @@ fn what_it_was(server: &Server, name: &str) -> Result<Option<Was>> {
 /// only copy lost.
 pub fn sweep_abandoned(server: &Server, prefix: &str) -> Result<()> {
     let host = host_tag();
-    for db in server.databases(prefix, &[])? {
+    for db in server.databases_unsized(prefix, &[])? {
         let Some(pid) = naming::staging_pid(prefix, &host, &db.name) else { continue };
         // Unmarked (killed between CREATE and COMMENT), or marked staging by the pid in its name.
         let (marked_pid, target, retired) = match db.kind() {
