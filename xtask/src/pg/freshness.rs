@@ -97,7 +97,12 @@
 //! - A transaction still running is not a committed change; when it commits, its rows are
 //!   seen by the next check.
 //! - The ids compared are the low 32 bits of `xid8`s: with fewer than 2^31 transactions since
-//!   the horizon, "at or above" is exact modulo 2^32; with more, the rows cannot tell.
+//!   the horizon, "at or above" is exact modulo 2^32 for every row version not yet frozen
+//!   (PostgreSQL freezes each one before its id is 2^31 old); with more, the rows cannot tell.
+//!   A *frozen* row version keeps its raw id however old it grows, so on a server whose ids
+//!   have gone round once (`pg_current_xact_id()` at or above 2^32) a row frozen 2^32
+//!   transactions ago can carry the same low 32 bits as a transaction running at the record:
+//!   see the second thing it cannot see, below.
 //!
 //! Rows are counted with row security off (a policy that would
 //! apply is an error) and a 250 ms lock timeout (a relation locked by a migration in progress
@@ -123,6 +128,16 @@
 //! that, the rows are scanned and its change is seen). Nothing does that to a
 //! development template by accident; `--strategy dump` takes the template's own snapshot every
 //! time.
+//!
+//! The second, on a server that has used more than 2^32 transaction ids only: a row version
+//! frozen so long ago that its raw `xmin` equals, in the low 32 bits, the id of a transaction
+//! that was running when the copy's rows were scanned. That row is in the recorded window
+//! under the running transaction's id; if that transaction deletes it, writes one row into the
+//! same relation instead, and commits while its session is still connected (or after a
+//! statistics reset), the counts and the window are the same again and the change is taken
+//! for none. It takes 4 billion transactions and a coincidence of ids; refusing the scan on
+//! such a server (`pg_snapshot_xmax` at or above 2^32) would close it, at the price of every
+//! scan there.
 //!
 //! Our own look is harmless: the probe's session (and the scan's) is read-only and changes no counter that is
 //! compared (connections and transactions are not compared at all). A probe waits for its own
