@@ -84,10 +84,11 @@
 //! window (row versions at or above H, now) is the same. Why that misses no committed change:
 //!
 //! - A transaction that commits after S was running at S (its id, and its subtransactions',
-//!   at or above S's `xmin`) or got its id later (above S's `xmax`, so above H too). Every row
-//!   version it wrote carries that id in `xmin` (the raw id: freezing keeps it and only sets
-//!   bits), and none of its row versions was visible in S: its id is in no pair of the
-//!   recorded window, so a visible row version of it makes the window differ.
+//!   at or above S's `xmin`) or got its id later (at or above S's `xmax`, so above H too).
+//!   Every row version it wrote carries that id in `xmin` (the raw id: freezing keeps it and
+//!   only sets bits), and none of its row versions was visible in S: its id is in no pair of
+//!   the recorded window (but see the last point), so a visible row version of it makes the
+//!   window differ.
 //! - Such a transaction inserts (a new version: seen), updates (a new version: seen) or deletes
 //!   (the relation has one row fewer, unless it also inserts one — seen). DDL, comments, large
 //!   objects, privileges, a TRUNCATE's or a refresh's new file are rows of the catalogs,
