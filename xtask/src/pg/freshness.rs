@@ -84,10 +84,11 @@
 //! window (row versions at or above H, now) is the same. Why that misses no committed change:
 //!
 //! - A transaction that commits after S was running at S (its id, and its subtransactions',
-//!   at or above S's `xmin`) or got its id later (above S's `xmax`, so above H too). Every row
-//!   version it wrote carries that id in `xmin` (the raw id: freezing keeps it and only sets
-//!   bits), and none of its row versions was visible in S: its id is in no pair of the
-//!   recorded window, so a visible row version of it makes the window differ.
+//!   at or above S's `xmin`) or got its id later (at or above S's `xmax`, so above H too).
+//!   Every row version it wrote carries that id in `xmin` (the raw id: freezing keeps it and
+//!   only sets bits), and none of its row versions was visible in S: its id is in no pair of
+//!   the recorded window (but see the last point), so a visible row version of it makes the
+//!   window differ.
 //! - Such a transaction inserts (a new version: seen), updates (a new version: seen) or deletes
 //!   (the relation has one row fewer, unless it also inserts one — seen). DDL, comments, large
 //!   objects, privileges, a TRUNCATE's or a refresh's new file are rows of the catalogs,
@@ -97,7 +98,13 @@
 //! - A transaction still running is not a committed change; when it commits, its rows are
 //!   seen by the next check.
 //! - The ids compared are the low 32 bits of `xid8`s: with fewer than 2^31 transactions since
-//!   the horizon, "at or above" is exact modulo 2^32; with more, the rows cannot tell.
+//!   the horizon, "at or above" is exact modulo 2^32 for every row version not yet frozen
+//!   (PostgreSQL freezes each one before its id is 2^31 old); with more, the rows cannot tell.
+//!   A *frozen* row version keeps its raw id however old it grows: once a server's ids have
+//!   gone round (the snapshot's `xmax` above 2^32), a row frozen 2^32 transactions ago can
+//!   carry the low 32 bits of a transaction running at the record, which can delete it and
+//!   write one row in its place with the counts and the window unchanged. Below 2^32 every id
+//!   is its own low 32 bits; above, the rows cannot tell (the scan refuses).
 //!
 //! Rows are counted with row security off (a policy that would
 //! apply is an error) and a 250 ms lock timeout (a relation locked by a migration in progress
@@ -457,6 +464,7 @@ fn scan_script(then: Option<&str>) -> String {
         "{SESSION}SET row_security = off;\nSET lock_timeout = '250ms';\n\
          BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n\
          SELECT h::text AS h, pg_snapshot_xmax(pg_current_snapshot())::text::numeric - h AS span, \
+           pg_snapshot_xmax(pg_current_snapshot())::text::numeric AS top, \
            h % 4294967296 AS low, \
            (count(*) FILTER (WHERE NOT has_table_privilege(c.oid, 'SELECT'))) > 0 AS hidden, \
            coalesce(min(c.oid::regclass::text) FILTER (WHERE NOT has_table_privilege(c.oid, 'SELECT')), '') AS first_hidden \
@@ -476,7 +484,7 @@ fn scan_script(then: Option<&str>) -> String {
          SELECT json_build_object('horizon', :'scan_h', 'relations', :scan_k, \
            'digest', coalesce(md5(string_agg(x.r || ':' || x.n, ',' ORDER BY x.r)), ''), \
            'window', coalesce(md5(string_agg(x.r || '=' || x.x, ';' ORDER BY x.r) FILTER (WHERE x.x IS NOT NULL)), ''), \
-           'since', coalesce(sum(x.w), 0), 'span', :scan_span) FROM (:scan_q) x;\n\
+           'since', coalesce(sum(x.w), 0), 'span', :scan_span, 'top', :scan_top) FROM (:scan_q) x;\n\
          \\endif\n\
          COMMIT;\n"
     )
@@ -490,6 +498,9 @@ struct Scanned {
     rows: Option<Rows>,
     #[serde(default)]
     span: Option<f64>,
+    /// The snapshot's `xmax` (`xid8`): every id the server has handed out is below it.
+    #[serde(default)]
+    top: Option<f64>,
 }
 
 /// Counts every row of `template` (see [`scan_script`]); with `then`, also the rows written
@@ -520,6 +531,13 @@ fn scan(server: &Server, template: &str, then: Option<&Rows>) -> Result<std::res
     // More transactions since than half the id space: `xmin` alone can no longer tell.
     if got.span.is_some_and(|s| !(0.0..2_147_483_648.0).contains(&s)) {
         return Ok(Err("too many transactions since to tell from row versions".into()));
+    }
+    // Ids gone round once: a frozen row keeps its raw `xmin` however old, so its low 32 bits
+    // can be those of a transaction running now.
+    if got.top.is_some_and(|t| t > 4_294_967_296.0) {
+        return Ok(Err(
+            "this server has used more than 2^32 transaction ids, so a frozen row's id can repeat a recent one".into(),
+        ));
     }
     got.rows.map(Ok).context("a scan printed no counts")
 }

@@ -413,3 +413,216 @@ fn rows_committed_before_the_record_above_its_horizon_are_not_changes() {
     assert_eq!(sql(&env_db(&wt), "SELECT count(*) FROM public.probe"), "50");
     elsewhere.run("ROLLBACK;");
 }
+
+/// The template's statistics reset right before the run: the counters prove nothing, so the
+/// rows decide (the report must say a scan did).
+fn next_by_rows(p: &Project, name: &str) -> (std::path::PathBuf, String) {
+    sql(&p.template(), "SELECT pg_stat_reset()");
+    let (wt, stderr) = next(p, name);
+    assert!(stderr.contains("statistics were reset"), "the counters decided, not the rows:\n{stderr}");
+    (wt, stderr)
+}
+
+/// Attack class: changes that leave every relation's row count as it was, or that live in
+/// relations other than plain tables (an unlogged table, a partition written through its
+/// partitioned parent, a table inheriting from another, a large object's pages), made while
+/// a transaction held open elsewhere keeps the record's horizon below rows already committed
+/// (so the recorded window is not empty and holds the very rows deleted). The counters are
+/// reset after each, so only the scan can see it; the clone must have it.
+#[test]
+fn changes_that_keep_the_counts_or_live_outside_plain_tables_are_seen_by_the_rows() {
+    let (p, _held) = in_use("frkeep");
+    let t = p.template();
+    let mut elsewhere = Held::open("postgres");
+    elsewhere.run("BEGIN; SELECT pg_current_xact_id();");
+    wait_for("the transaction elsewhere", || {
+        sql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE datname = 'postgres' AND state = 'idle in transaction' AND backend_xid IS NOT NULL") != "0"
+    });
+    sql(
+        &t,
+        "INSERT INTO public.probe SELECT generate_series(1, 5); \
+         CREATE UNLOGGED TABLE public.scratch (x int); \
+         CREATE TABLE public.parted (x int) PARTITION BY RANGE (x); \
+         CREATE TABLE public.parted_low PARTITION OF public.parted FOR VALUES FROM (0) TO (100); \
+         CREATE TABLE public.base (x int); CREATE TABLE public.heir (y int) INHERITS (public.base); \
+         SELECT lo_from_bytea(4545, 'abc')",
+    );
+    let (_, stderr) = next(&p, "fr-keep-setup");
+    assert_stale(&stderr);
+    let ids = "SELECT string_agg(id::text, ',' ORDER BY id) FROM public.probe";
+    // (what a session that leaves does, what the clone must show)
+    let changes: [(&str, &str, &str); 6] = [
+        // A row of the window deleted and another inserted: the same count.
+        ("DELETE FROM public.probe WHERE id = 1; INSERT INTO public.probe VALUES (11)", ids, "2,3,4,5,11"),
+        // Deleted and inserted again, identical, in one transaction, and an update inside a
+        // savepoint released before the commit (a subtransaction's id).
+        (
+            "BEGIN; DELETE FROM public.probe WHERE id = 2; INSERT INTO public.probe VALUES (2); \
+             SAVEPOINT s; UPDATE public.probe SET id = 12 WHERE id = 3; RELEASE s; COMMIT",
+            ids,
+            "2,4,5,11,12",
+        ),
+        ("INSERT INTO public.scratch VALUES (1)", "SELECT count(*) FROM public.scratch", "1"),
+        ("INSERT INTO public.parted VALUES (7)", "SELECT count(*) FROM public.parted", "1"),
+        ("INSERT INTO public.heir VALUES (8, 1)", "SELECT count(*) FROM public.base", "1"),
+        ("SELECT lo_put(4545, 0, 'xyz')", "SELECT convert_from(lo_get(4545), 'UTF8')", "xyz"),
+    ];
+    for (i, (change, check, expected)) in changes.iter().enumerate() {
+        sql(&t, change);
+        let (wt, stderr) = next_by_rows(&p, &format!("fr-keep-{i}"));
+        assert_stale(&stderr);
+        assert_eq!(&sql(&env_db(&wt), check), expected, "after `{change}`:\n{stderr}");
+    }
+    elsewhere.run("ROLLBACK;");
+}
+
+/// Attack class: a transaction whose id was assigned before the record (so it is at or above
+/// the horizon but its rows are in no recorded pair) deletes rows and inserts identical ones,
+/// and updates a row inside a savepoint it releases, then commits while its session stays —
+/// and a prepared transaction, open when the copy was recorded, committed later by `COMMIT
+/// PREPARED`. Neither changes a count; both are seen by their row versions.
+#[test]
+fn transactions_open_at_the_record_that_commit_after_it_are_seen_by_the_rows() {
+    let (p, _held) = in_use("fropen");
+    let t = p.template();
+    sql(&t, "INSERT INTO public.probe SELECT generate_series(1, 5)");
+    let gid = format!("{t}_prepared");
+    sql(&t, &format!("BEGIN; UPDATE public.probe SET id = 20 WHERE id = 1; PREPARE TRANSACTION '{gid}'"));
+    let mut open = Held::open(&t);
+    open.run("BEGIN; SELECT pg_current_xact_id();");
+    wait_for("the open transaction", || {
+        sql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{t}' AND state = 'idle in transaction' AND backend_xid IS NOT NULL")) == "1"
+    });
+    // The copy is re-made (rows written by a session that left) with both transactions open.
+    let (_, stderr) = next(&p, "fr-open-record");
+    assert_stale(&stderr);
+    let (_, stderr) = next_by_rows(&p, "fr-open-nothing");
+    assert_current(&stderr);
+    let commit = "DELETE FROM public.probe WHERE id = 2; INSERT INTO public.probe VALUES (2); \
+                  SAVEPOINT s; UPDATE public.probe SET id = 30 WHERE id = 3; RELEASE s; COMMIT;";
+    open.run(commit);
+    // psql sends the statements one by one: the last is what the session shows.
+    wait_idle_after(&t, "COMMIT;");
+    let (wt, stderr) = next_by_rows(&p, "fr-open-committed");
+    assert_stale(&stderr);
+    let ids = "SELECT string_agg(id::text, ',' ORDER BY id) FROM public.probe";
+    assert_eq!(sql(&env_db(&wt), ids), "1,2,4,5,30", "{stderr}");
+    sql(&t, &format!("COMMIT PREPARED '{gid}'"));
+    let (wt, stderr) = next_by_rows(&p, "fr-open-prepared");
+    assert_stale(&stderr);
+    assert_eq!(sql(&env_db(&wt), ids), "2,4,5,20,30", "{stderr}");
+}
+
+/// Attack class: transaction ids gone round. A frozen row keeps its raw `xmin`, so on a server
+/// past 2^32 ids (made here with `pg_resetwal --epoch 1` on a cluster of this test's own, the
+/// next id set a few below a frozen row's) a transaction running when the copy is recorded can
+/// share the row's low 32 bits: it deletes that row and writes one in its place, and the counts
+/// and the window are the same again. The rows cannot tell there: the copy must be stale.
+#[test]
+fn after_the_transaction_ids_go_round_a_frozen_row_s_id_does_not_hide_a_change() {
+    use xtask::pg::cluster::Throwaway;
+    let server =
+        Throwaway::start(&std::env::temp_dir(), "xtask-it-round", &["fsync = off", "autovacuum = off"]).unwrap();
+    let url = server.cluster.url("postgres").unwrap();
+    let pw = url.password().unwrap_or_default().to_string();
+    let run = |db: &str, query: &str| -> String {
+        let out = Command::new("psql")
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &url.with_dbname(db).without_secrets(),
+                "-c",
+                query,
+            ])
+            .env("PGPASSWORD", &pw)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{query}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let p = Project::new("frround");
+    std::fs::write(p.dir.join(".env"), format!("DATABASE_URL={}\n", url.with_dbname(&p.template()).expose_secret()))
+        .unwrap();
+    p.xtask(&["db", "template", "create"]).ok();
+    let t = p.template();
+    let x: u64 = run(&t, "BEGIN; CREATE TABLE public.probe (id int); INSERT INTO public.probe VALUES (1); SELECT pg_current_xact_id(); COMMIT;")
+        .parse()
+        .unwrap();
+    for db in run("postgres", "SELECT string_agg(datname, ' ') FROM pg_database WHERE datallowconn").split(' ') {
+        run(db, "VACUUM FREEZE");
+    }
+    server.cluster.stop().unwrap();
+    let resetwal = xtask::pg::tools::server_bindir().unwrap().join("pg_resetwal");
+    let data = server.cluster.data_dir();
+    // SAFETY: geteuid has no preconditions.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    let mut reset = if as_root { Command::new("runuser") } else { Command::new(&resetwal) };
+    if as_root {
+        reset.args(["-u", "postgres", "--"]).arg(&resetwal);
+    }
+    let next_id = (x - 2).to_string();
+    let status = reset.args(["-e", "1", "-x", &next_id, "-D"]).arg(&data).status().unwrap();
+    assert!(status.success());
+    server.cluster.start().unwrap();
+    // The next id is 2^32 + x - 2: two more, and a transaction holds x's low bits.
+    run("postgres", "SELECT pg_current_xact_id()");
+    run("postgres", "SELECT pg_current_xact_id()");
+    struct Kept(std::process::Child);
+    impl Drop for Kept {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut open = Kept(
+        Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &url.with_dbname(&t).without_secrets()])
+            .env("PGPASSWORD", &pw)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut say = |statement: &str| {
+        use std::io::Write;
+        let stdin = open.0.stdin.as_mut().unwrap();
+        stdin.write_all(format!("{statement}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    };
+    say("BEGIN; SELECT pg_current_xact_id();");
+    let open_xid = format!("SELECT coalesce(max(backend_xid::text), '') FROM pg_stat_activity WHERE datname = '{t}'");
+    wait_for("the open transaction's id", || !run("postgres", &open_xid).is_empty());
+    assert_eq!(
+        run("postgres", &open_xid),
+        x.to_string(),
+        "the open transaction does not share the frozen row's low bits"
+    );
+    // One id after it completes, so that the record's snapshot ends above it.
+    run("postgres", "SELECT pg_current_xact_id()");
+    // The copy is recorded with that transaction open: the frozen row is in its window, under
+    // the open transaction's low bits.
+    let (_, stderr) = next(&p, "fr-round-record");
+    assert!(stderr.contains("frozen copy"), "{stderr}");
+    say("DELETE FROM public.probe WHERE id = 1; INSERT INTO public.probe VALUES (2); COMMIT;");
+    wait_for("the commit", || {
+        run(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{t}' AND state = 'idle' AND query = 'COMMIT;'"
+            ),
+        ) == "1"
+    });
+    run(&t, "SELECT pg_stat_reset()");
+    let (wt, stderr) = next(&p, "fr-round-changed");
+    assert_stale(&stderr);
+    let env = std::fs::read_to_string(wt.join(".env")).unwrap();
+    let clone = env.lines().find_map(|l| l.strip_prefix("DATABASE_URL=")).unwrap();
+    let clone = xtask::pg::url::PgUrl::parse(clone).unwrap();
+    assert_eq!(run(clone.dbname().unwrap(), "SELECT string_agg(id::text, ',') FROM public.probe"), "2", "{stderr}");
+    drop(open);
+}
