@@ -278,6 +278,40 @@ pub fn show(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// [`show`], its stderr passed through as it comes and its last lines kept: when it fails, the
+/// error says why in the child's own words (a migrator's `ERROR: division by zero`), not only
+/// its exit status. Each of `secrets` is written `***` in that error (the child's own stream is
+/// passed through untouched).
+pub fn show_telling_why(cmd: &mut Command, secrets: &[&str]) -> Result<()> {
+    let to_stderr = std::io::stderr().as_fd().try_clone_to_owned()?;
+    cmd.stdin(Stdio::null()).stdout(Stdio::from(to_stderr)).stderr(Stdio::piped());
+    let mut reg = Registered::spawn(cmd)?;
+    let mut from_child = reg.child.stderr.take().context("the child's stderr")?;
+    let tee = std::thread::spawn(move || {
+        const KEEP: usize = 8192;
+        let (mut tail, mut chunk) = (Vec::new(), [0u8; 4096]);
+        while let Ok(n @ 1..) = from_child.read(&mut chunk) {
+            let _ = std::io::stderr().write_all(&chunk[..n]);
+            tail.extend_from_slice(&chunk[..n]);
+            if tail.len() > 2 * KEEP {
+                tail.drain(..tail.len() - KEEP);
+            }
+        }
+        tail
+    });
+    let status = reg.wait()?;
+    let tail = tee.join().unwrap_or_default();
+    if !status.success() {
+        check_interrupt()?;
+        let mut said = failure_message(cmd, status, &tail);
+        for secret in secrets.iter().filter(|s| !s.is_empty()) {
+            said = said.replace(secret, "***");
+        }
+        bail!("{said}");
+    }
+    Ok(())
+}
+
 pub fn describe(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
@@ -349,6 +383,18 @@ pub fn pipe_with(producer: &mut Command, consumer: &mut Command, meanwhile: impl
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_child_s_last_words_are_in_the_error_its_secrets_not() {
+        let script = "for i in $(seq 1 5000); do echo progress $i >&2; done; echo 'ERROR:  division by zero at s3cret' >&2; exit 3";
+        let err = show_telling_why(Command::new("sh").args(["-c", script]), &["s3cret"]).unwrap_err().to_string();
+        assert!(
+            err.contains("(exit status 3): progress 4999 / progress 5000 / ERROR:  division by zero at ***"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+        show_telling_why(Command::new("sh").args(["-c", "echo fine >&2"]), &[]).unwrap();
+    }
 
     #[test]
     fn pipe_streams_and_reports_the_failing_side() {

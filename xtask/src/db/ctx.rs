@@ -167,7 +167,8 @@ impl Ctx {
     }
 
     /// Runs a configured command (`migrate_command`, `generate_commands`) in the workspace root,
-    /// with `DATABASE_URL` (and `PORT`, when given) exported to it; its output goes to stderr.
+    /// with `DATABASE_URL` (and `PORT`, when given) exported to it; its output goes to stderr, and
+    /// its last lines into the error when it fails.
     pub fn run_configured(&self, argv: &[String], url: &PgUrl, port: Option<u16>) -> Result<()> {
         let (program, args) = argv.split_first().context("an empty command in the configuration")?;
         let mut cmd = Command::new(program);
@@ -178,7 +179,8 @@ impl Ctx {
         if let Some(port) = port {
             cmd.env("PORT", port.to_string());
         }
-        proc::show(&mut cmd)
+        let url_text = url.expose_secret();
+        proc::show_telling_why(&mut cmd, &[&url_text, url.password().unwrap_or_default()])
     }
 }
 

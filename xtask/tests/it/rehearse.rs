@@ -604,7 +604,11 @@ fn what_a_migration_changes_of_the_cluster_is_reported_and_undone() {
     assert_eq!(run.code, 1, "the cluster changes are findings: {}", run.all());
     let r = report(&run.stdout);
     assert!(r["migrations"].as_array().unwrap().iter().all(|m| m["failure"].is_null()), "{r:#}");
-    assert_eq!(r["gate"]["equal"], true, "the gate's fresh build meets none of the run's leftovers: {:#}", r["gate"]);
+    assert_eq!(
+        r["gate"]["equal"], true,
+        "the gate's fresh build meets none of the run's leftovers: {:#}\n{}",
+        r["gate"], run.stderr
+    );
     let f = findings(&r);
     for needle in [
         format!("0012_roles.sql changes the cluster, not just its database: role {role} created — undone"),
@@ -644,6 +648,35 @@ fn what_a_migration_changes_of_the_cluster_is_reported_and_undone() {
     }
     assert_eq!(cluster_state(&p.prefix), before);
     assert!(p.databases().contains(&prod));
+}
+
+/// The gate's fresh build runs the migrations again, through the app's migrator, from an empty
+/// database: when that build fails part way, what its earlier migrations changed of the cluster
+/// is undone all the same.
+#[test]
+fn what_a_failing_fresh_build_changed_of_the_cluster_is_undone_too() {
+    let _turn = cluster_turn();
+    let (p, prod) = with_production("rhgatefail");
+    let scratch = format!("{}scratch", p.prefix);
+    write(&p, "0012_system.sql", "-- no-transaction\nALTER SYSTEM SET log_min_duration_statement = 234567;\n");
+    write(&p, "0013_database.sql", &format!("-- no-transaction\nCREATE DATABASE {scratch};\n"));
+    // Fine on production's rows, a division by zero on the fresh build's empty table.
+    write(&p, "0014_needs_rows.sql", "SELECT 1 / (SELECT count(*) FROM big.t)::int;\n");
+    let before = cluster_state(&p.prefix);
+    let run =
+        p.xtask(&["db", "rehearse", "--from", &prod, "--no-smoke", "--format", "json", "--max-lock-ms", "600000"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let r = report(&run.stdout);
+    assert!(r["migrations"].as_array().unwrap().iter().all(|m| m["failure"].is_null()), "{r:#}");
+    assert_eq!(r["gate"]["equal"], false, "{:#}", r["gate"]);
+    // In the migrator's own words.
+    let why = r["gate"]["summary"].as_str().unwrap();
+    assert!(why.contains("fail on an empty database") && why.contains("division by zero"), "{why}");
+    let f = findings(&r);
+    assert!(f.contains("the gate's fresh build did it again"), "{f}");
+    assert!(!f.contains("not undone"), "{f}");
+    assert_eq!(cluster_state(&p.prefix), before, "the fresh build's ALTER SYSTEM and CREATE DATABASE are undone");
+    assert!(!p.databases().contains(&scratch), "{:?}", p.databases());
 }
 
 #[test]

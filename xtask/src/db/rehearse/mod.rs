@@ -129,44 +129,17 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
         cluster_watch = Some(watch);
     }
     let migrated = r.refused.is_none() && r.migrations.iter().all(|m| m.failure.is_none());
-    let fresh = if migrated {
-        match super::fresh::build(ctx, &server) {
-            Ok(fresh) => Some(fresh),
-            Err(e) => {
-                proc::check_interrupt()?;
-                r.gate = Some(report::Gate::fresh_failed(&e));
-                None
-            }
-        }
-    } else {
-        None
-    };
-    if let Some(fresh) = fresh {
-        let diff = SchemaDiff {
-            first: None,
-            second: None,
-            a: Some(copy.clone()),
-            b: Some(fresh.name.clone()),
-            schema: Vec::new(),
-            ignore: Vec::new(),
-            with_privileges: false,
-            strict_column_order: false,
-            format: Format::Text,
-            max_lines: 0,
-        };
-        let outcome = step("the gate: schema-diff of the migrated copy against a fresh build of this branch", || {
-            super::schema_diff::compare(ctx, &diff)
-        })?;
-        r.gate = Some(report::Gate::from(&outcome));
-        fresh.discard()?;
+    if migrated {
+        let gate = gate(ctx, &server, &copy);
         // The fresh build ran the same migrations (through the app's migrator): what they
-        // changed of the cluster is undone again.
+        // changed of the cluster is undone again — after a failed build or comparison too.
         if let Some(watch) = cluster_watch.as_mut().filter(|w| !w.changes.is_empty()) {
             watch.undo_again(&server, &copy)?;
             for m in &mut r.migrations {
                 m.cluster = watch.of(&m.file);
             }
         }
+        r.gate = Some(gate?);
     }
     if migrated && smoke {
         r.smoke_after = Some(smoke::run(ctx, &server, &copy, "after migrating")?);
@@ -309,6 +282,35 @@ fn pristine(ctx: &Ctx, server: &Server, from: Option<&str>) -> Result<String> {
         ));
     }
     Ok(name)
+}
+
+/// The gate: the migrated copy's schema against a fresh build of this branch. A fresh build that
+/// fails is a finding of the report, not an error of the run.
+fn gate(ctx: &Ctx, server: &Server, copy: &str) -> Result<report::Gate> {
+    let fresh = match super::fresh::build(ctx, server) {
+        Ok(fresh) => fresh,
+        Err(e) => {
+            proc::check_interrupt()?;
+            return Ok(report::Gate::fresh_failed(&e));
+        }
+    };
+    let diff = SchemaDiff {
+        first: None,
+        second: None,
+        a: Some(copy.to_string()),
+        b: Some(fresh.name.clone()),
+        schema: Vec::new(),
+        ignore: Vec::new(),
+        with_privileges: false,
+        strict_column_order: false,
+        format: Format::Text,
+        max_lines: 0,
+    };
+    let outcome = step("the gate: schema-diff of the migrated copy against a fresh build of this branch", || {
+        super::schema_diff::compare(ctx, &diff)
+    })?;
+    fresh.discard()?;
+    Ok(report::Gate::from(&outcome))
 }
 
 /// How the pristine copy is copied. PostgreSQL 15+ copies through the WAL by default
