@@ -14,8 +14,11 @@
 //! 1. The spare clone (made in the background after the previous run), if it is current.
 //! 2. No one is connected to the template: clone it directly (always current).
 //! 3. Otherwise, if the frozen copy is current, clone the frozen copy.
-//! 4. Otherwise dump the template straight into the new database (as fast as the pipeline it
-//!    replaces); the background refill that follows refreshes the frozen copy and the spare.
+//! 4. Otherwise, when a spare clone exists (stale) whose record holds per-relation counts, take
+//!    it and copy over from the template the rows of the tables written since ([`super::patch`]);
+//!    when more than rows changed, or that fails:
+//! 5. Dump the template straight into the new database (as fast as the pipeline it replaces);
+//!    the background refill that follows refreshes the frozen copy and the spare.
 //!
 //! # Why "current" cannot miss a committed change
 //!
@@ -39,6 +42,7 @@ use serde::Deserialize;
 pub use super::freshness::Ahead;
 use super::freshness::{freeze, restamp, staleness, staleness_seen, FrozenState};
 use super::marker::{Copy, Kind, Marker};
+use super::patch;
 use super::staging::{self, staging_marker, Old};
 use super::{ident, literal, Creating, Lock, Server};
 use crate::naming::Staging;
@@ -65,6 +69,9 @@ pub enum Method {
     Frozen { refresh: bool },
     /// `pg_dump | psql` from the template.
     Dump,
+    /// Take the stale spare clone and copy over from the template only the rows of the tables
+    /// written since its record ([`super::patch`]); a dump when that is refused.
+    Patch,
 }
 
 impl Method {
@@ -75,6 +82,7 @@ impl Method {
             Method::Frozen { refresh: false } => "file copy of the frozen copy of the template",
             Method::Frozen { refresh: true } => "refresh the frozen copy by pg_dump | psql, then file copy of it",
             Method::Dump => "pg_dump | psql, streamed",
+            Method::Patch => "the spare clone, with the rows of the tables written since copied over from the template",
         }
     }
 }
@@ -159,6 +167,7 @@ pub fn plan(
     }
     // A spare clone, prepared in the background after the previous run, if it is still current.
     let mut spare_note = String::new();
+    let mut patchable = false;
     if let Some(state) = spare.and_then(|name| marked_state(server, name, template).transpose()).transpose()? {
         match staleness_seen(server, &state, &mut seen)? {
             None => {
@@ -166,7 +175,10 @@ pub fn plan(
                 let why = format!("a spare clone made at {} is current{how}", state.frozen_at);
                 return plan(Method::Spare, why).map(|p| ClonePlan { spare_state: Some(state), ..p });
             }
-            Some(why) => spare_note = format!(" (the spare clone is stale: {why})"),
+            Some(why) => {
+                spare_note = format!(" (the spare clone is stale: {why})");
+                patchable = state.unverified.is_none() && state.rows.as_ref().is_some_and(|r| !r.per.is_empty());
+            }
         }
     }
     let plan = |method, why: String| plan(method, format!("{why}{spare_note}"));
@@ -184,6 +196,10 @@ pub fn plan(
     }
     let refresh = |why: String| {
         match dump_when_stale {
+        true if patchable => plan(
+            Method::Patch,
+            format!("{busy}; {why}: the spare clone is taken and the rows written since are copied over (a dump if more than rows changed)"),
+        ),
         true => plan(
             Method::Dump,
             format!("{busy}; {why}: dumped straight into the new database (the frozen copy is refreshed in the background afterwards)"),
@@ -246,6 +262,34 @@ pub fn take_spare(
     }
     staging::publish(server, spare, target, marker, Old::None, &["ALLOW_CONNECTIONS true"])?;
     Ok(true)
+}
+
+/// Takes the spare clone of `template` as `target` (open to connections, marked `marker`) and
+/// brings it up to date ([`patch::patch`]). `Ok(Err(why))` when it cannot (no spare any more, or
+/// the patch refused): nothing named `target` is left then, and the spare is gone or untouched.
+fn patch_spare<'s>(
+    server: &'s Server,
+    template: &str,
+    spare: &str,
+    target: &str,
+    marker: &Marker,
+) -> Result<std::result::Result<Creating<'s>, String>> {
+    let state = {
+        let _taking = Lock::exclusive(server, &format!("spare:{spare}"), "the spare clone")?;
+        let Some(state) = marked_state(server, spare, template)? else {
+            return Ok(Err("another run took it a moment ago".into()));
+        };
+        staging::publish(server, spare, target, marker, Old::None, &["ALLOW_CONNECTIONS true"])?;
+        state
+    };
+    let db = Creating::adopt(server, target);
+    match patch::patch(server, template, &state, target)? {
+        patch::Patched::Done { .. } => Ok(Ok(db)),
+        patch::Patched::Refused(why) => {
+            db.discard()?;
+            Ok(Err(why))
+        }
+    }
 }
 
 /// Prepares the spare clone of `template` (nothing to do when the current one is up to date, or
@@ -332,6 +376,24 @@ pub fn execute<'s>(
     let mut t = Timings::default();
     match plan.method {
         Method::Spare => anyhow::bail!("a spare clone is taken with take_spare, not copied"),
+        Method::Patch => {
+            let start = Instant::now();
+            let why = match plan.spare.as_deref() {
+                Some(spare) => match patch_spare(server, template, spare, target, &marker)? {
+                    Ok(db) => {
+                        t.copy = start.elapsed();
+                        return Ok((db, t, None));
+                    }
+                    Err(why) => why,
+                },
+                None => "there is no spare clone".to_string(),
+            };
+            let again = ClonePlan { method: Method::Dump, ..plan.clone() };
+            let (db, mut t, state) = execute(server, prefix, template, target, &again, marker, record)?;
+            t.fell_back = Some(Method::Dump);
+            t.fallback_why = format!("the spare clone could not be brought up to date: {why}");
+            Ok((db, t, state))
+        }
         Method::Template => {
             let start = Instant::now();
             let copy = || copy_database(server, template, target, marker.clone());

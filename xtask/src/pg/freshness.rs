@@ -115,6 +115,16 @@
 //! ([`restamp`]: a probe, a scan that still finds nothing since, a probe, nothing in between),
 //! so that the next check is the counters' alone.
 //!
+//! # A stale copy brought up to date
+//!
+//! The record's scan also keeps, per relation, a digest of its count and its part of the window
+//! ([`Rows::per`]). Restricted to one relation, the argument above says: a relation with the
+//! same count and window has had no row written or removed since the record. So when only
+//! tables' rows changed, a stale copy becomes current by copying over, from one snapshot, the
+//! rows of exactly the relations whose digest differs, and every sequence's state
+//! ([`patch_script`], run by `pg/patch.rs`): the copy then holds what a dump in that snapshot
+//! would. Anything else (a catalog's rows: DDL, comments, privileges, large objects) refuses.
+//!
 //! What is not a change: statistics. Autovacuum's `ANALYZE` writes rows of `pg_statistic` and
 //! `pg_statistic_ext_data` (and their TOAST tables): those relations' counters are left out (a
 //! dump-path clone has none of those rows either). Autovacuum workers are not compared as
@@ -239,6 +249,10 @@ pub struct Rows {
     /// How many row versions the window holds.
     #[serde(default)]
     pub since: i64,
+    /// Per relation (by oid): a digest of its visible row count and its part of the window —
+    /// what tells which relations a stale copy must take again (see [`patch_script`]).
+    #[serde(default)]
+    pub per: std::collections::BTreeMap<String, String>,
 }
 
 /// One look at the template: backends first, then counters, then sequences.
@@ -458,6 +472,28 @@ const SCANNED: &str = "FROM pg_class c WHERE c.relkind IN ('r', 'm') AND NOT c.r
 /// transaction id in [`then`, next) — taken modulo 2^32, as `xmin` is the low half of an
 /// `xid8`.
 fn scan_script(then: Option<&str>) -> String {
+    format!(
+        "{}\\if :scan_hidden\n\
+         SELECT json_build_object('hidden', :'scan_first_hidden');\n\
+         \\else\n\
+         SELECT json_build_object('horizon', :'scan_h', 'relations', :scan_k, \
+           'digest', coalesce(md5(string_agg(x.r || ':' || x.n, ',' ORDER BY x.r)), ''), \
+           'window', coalesce(md5(string_agg(x.r || '=' || x.x, ';' ORDER BY x.r) FILTER (WHERE x.x IS NOT NULL)), ''), \
+           'since', coalesce(sum(x.w), 0), 'span', :scan_span, 'top', :scan_top, \
+           'per', coalesce(json_object_agg(x.r, {PER}) FILTER (WHERE x.r IS NOT NULL), '{{}}')) FROM (:scan_q) x;\n\
+         \\endif\n\
+         COMMIT;\n",
+        scan_head(then)
+    )
+}
+
+/// One relation's entry in [`Rows::per`], from a row `x` of the scan's counts.
+const PER: &str = "left(md5(x.n || ':' || coalesce(x.x, '')), 16)";
+
+/// The first part of a scan: the session, its snapshot, and in psql variables `scan_*` the
+/// horizon, the id span since it, whether a relation is hidden from us, and `scan_q`, the query
+/// that counts every relation's rows (`r`, `n`) and its part of the window (`x`, `w`).
+fn scan_head(then: Option<&str>) -> String {
     let scanned = SCANNED.replace("STATISTICS", STATISTICS);
     let then = then.unwrap_or("NULL");
     format!(
@@ -477,17 +513,100 @@ fn scan_script(then: Option<&str>) -> String {
                AND (xmin::text::bigint - %s + 4294967296) %% 4294967296 < %s) AS w FROM ONLY %s', \
              c.oid, :scan_low, :scan_span, :scan_low, :scan_span, c.oid::regclass), ' UNION ALL '), \
            'SELECT 0::bigint AS r, 0::bigint AS n, NULL::text AS x, 0::bigint AS w WHERE false') AS q, \
-           count(*) AS k {scanned} \\gset scan_\n\
-         \\if :scan_hidden\n\
-         SELECT json_build_object('hidden', :'scan_first_hidden');\n\
-         \\else\n\
-         SELECT json_build_object('horizon', :'scan_h', 'relations', :scan_k, \
-           'digest', coalesce(md5(string_agg(x.r || ':' || x.n, ',' ORDER BY x.r)), ''), \
-           'window', coalesce(md5(string_agg(x.r || '=' || x.x, ';' ORDER BY x.r) FILTER (WHERE x.x IS NOT NULL)), ''), \
-           'since', coalesce(sum(x.w), 0), 'span', :scan_span, 'top', :scan_top) FROM (:scan_q) x;\n\
-         \\endif\n\
-         COMMIT;\n"
+           count(*) AS k {scanned} \\gset scan_\n"
     )
+}
+
+/// The psql script that brings a stale copy of the template up to date, when only rows of its
+/// tables changed since `then` (a copy's [`Rows`], with [`Rows::per`]) and the template is still
+/// the database `oid`. In one repeatable-read snapshot S of the template, as a scan: each
+/// relation's count and part of the window, compared with the record's. The first line of
+/// output is JSON: `refused` (empty, or why not) and `relations` (how many differ). Then, when
+/// not refused, the script for the copy: per relation that differs, a line emptying it and
+/// starting a `COPY … FROM STDIN`, its rows as S sees them, and the end-of-data line `\.` (a
+/// line COPY's text format cannot hold: it writes a backslash as `\\`); then one `setval` per
+/// sequence, with the template's state. Why that gives what a dump taken in S would: a relation
+/// with the same count and window has had no row written or removed since the record (the
+/// module's argument, restricted to one relation: the window's pairs name their relation), and
+/// the copy equals the template as of the record. Refused when a catalog differs (DDL, comments,
+/// privileges, large objects: not rows a `COPY` can carry), a relation was made or dropped, a
+/// materialized view or a table with rules changed, the template was made again, or the ids
+/// cannot tell (see [`scan`]). Names come from the template's catalogs, which equal the copy's
+/// (they did not change), quoted by PostgreSQL (`regclass`, `quote_ident`); generated columns
+/// are left out (the copy computes them). `None` when `then` has no usable record.
+pub(super) fn patch_script(then: &Rows, oid: i64) -> Option<String> {
+    if then.per.is_empty() || then.horizon.is_empty() || !then.horizon.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let recorded = serde_json::to_string(&then.per).ok()?;
+    let script = r#"\if :scan_hidden
+SELECT json_build_object('refused', format('%s may not be read by this role', :'scan_first_hidden'), 'relations', 0);
+\else
+WITH now AS MATERIALIZED (SELECT x.r, PER AS d FROM (:scan_q) x),
+  recorded AS (SELECT key::bigint AS r, value AS d FROM json_each_text(RECORDED::json)),
+  diff AS (SELECT coalesce(n.r, t.r) AS r, (n.d IS NULL OR t.d IS NULL) AS appeared
+           FROM now n FULL JOIN recorded t ON t.r = n.r WHERE n.d IS DISTINCT FROM t.d)
+SELECT CASE
+  WHEN (SELECT d.oid FROM pg_database d WHERE d.datname = current_database()) <> THE_OID THEN 'the template was made again since'
+  WHEN NOT (:scan_span >= 0 AND :scan_span < 2147483648) THEN 'too many transactions since to tell from row versions'
+  WHEN :scan_top > 4294967296 THEN 'this server has used more than 2^32 transaction ids'
+  WHEN EXISTS (SELECT 1 FROM diff WHERE appeared) THEN 'relations were made or dropped since'
+  WHEN EXISTS (SELECT 1 FROM diff d JOIN pg_class c ON c.oid = d.r
+               WHERE c.relnamespace = 'pg_catalog'::regnamespace OR c.oid < 16384)
+    THEN (SELECT format('its catalog %s changed since (DDL, a comment, a privilege or a large object)', min(c.relname))
+          FROM diff d JOIN pg_class c ON c.oid = d.r WHERE c.relnamespace = 'pg_catalog'::regnamespace OR c.oid < 16384)
+  WHEN EXISTS (SELECT 1 FROM diff d JOIN pg_class c ON c.oid = d.r WHERE c.relkind <> 'r' OR c.relhasrules)
+    THEN (SELECT format('%s changed since, and it is a materialized view or has rules (which a DELETE would run)',
+                        min(c.oid::regclass::text))
+          FROM diff d JOIN pg_class c ON c.oid = d.r WHERE c.relkind <> 'r' OR c.relhasrules)
+  WHEN EXISTS (SELECT 1 FROM diff d JOIN pg_class c ON c.oid = d.r WHERE c.relname ~ '[\n\r]'
+               OR (SELECT n.nspname FROM pg_namespace n WHERE n.oid = c.relnamespace) ~ '[\n\r]'
+               OR EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = d.r AND a.attname ~ '[\n\r]'))
+    THEN 'a table whose name or a column name holds a line break changed since'
+  WHEN EXISTS (SELECT 1 FROM diff d WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = d.r
+               AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''))
+    THEN 'a table without columns to copy changed since'
+  ELSE '' END AS refused,
+  coalesce((SELECT string_agg(d.r::text, ',' ORDER BY d.r) FROM diff d), '') AS changed,
+  (SELECT count(*) FROM diff) AS n \gset patch_
+SELECT json_build_object('refused', :'patch_refused', 'relations', :patch_n);
+SELECT :'patch_refused' = '' AS go \gset patch_
+\if :patch_go
+SELECT format('SELECT %L', format('%s %s; COPY %s (%s) FROM STDIN;',
+         CASE WHEN EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.confrelid = c.oid)
+           THEN 'DELETE FROM ONLY' ELSE 'TRUNCATE ONLY' END, c.oid::regclass, c.oid::regclass, a.cols)),
+       format('COPY (SELECT %s FROM ONLY %s) TO STDOUT', a.cols, c.oid::regclass),
+       'SELECT ''\.'''
+  FROM pg_class c, LATERAL (SELECT string_agg(quote_ident(t.attname), ', ' ORDER BY t.attnum) AS cols
+    FROM pg_attribute t WHERE t.attrelid = c.oid AND t.attnum > 0 AND NOT t.attisdropped AND t.attgenerated = '') a
+  WHERE c.oid = ANY (string_to_array(:'patch_changed', ',')::oid[]) ORDER BY c.oid \gexec
+SELECT format('SELECT format(''SELECT pg_catalog.setval(%%L, %%s, %%s);'', %L, last_value, is_called::text) FROM %s',
+         c.oid::regclass::text, c.oid::regclass)
+  FROM pg_class c WHERE c.relkind = 'S' AND c.relpersistence <> 't' ORDER BY c.oid \gexec
+\endif
+\endif
+COMMIT;
+"#;
+    let script =
+        script.replace("PER", PER).replace("RECORDED", &literal(&recorded)).replace("THE_OID", &oid.to_string());
+    Some(format!("{}{script}", scan_head(Some(&then.horizon))))
+}
+
+/// What the first line of a [`patch_script`]'s output said.
+#[derive(Debug, Deserialize)]
+pub(super) struct PatchPlan {
+    pub refused: String,
+    pub relations: i64,
+}
+
+/// A psql session of ours on `template` (for a [`patch_script`]), and the name to wait for.
+pub(super) fn patch_session(server: &Server, template: &str) -> Result<(std::process::Command, String)> {
+    own_session(server, template)
+}
+
+/// Waits until our session `app` is gone from the server (see [`probe`]).
+pub(super) fn session_gone(server: &Server, app: &str) -> Result<()> {
+    wait_gone(server, app)
 }
 
 #[derive(Deserialize)]

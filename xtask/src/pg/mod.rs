@@ -11,6 +11,7 @@ pub mod clone;
 pub mod cluster;
 pub mod freshness;
 pub mod marker;
+pub mod patch;
 pub mod service;
 pub mod session;
 pub mod staging;

@@ -503,3 +503,121 @@ fn a_spare_clone_is_taken_when_current_and_never_when_stale() {
     p.xtask(&["db", "worktrees", "--prune", "-y"]).ok();
     assert!(p.databases().contains(&spare));
 }
+
+/// Every row of `db`'s tables and every sequence's state, as `pg_dump --data-only` writes
+/// them, sorted (a table's rows come in whatever order its file holds them).
+fn data_lines(db: &str) -> Vec<String> {
+    let url = url_for(db).replacen(&format!(":{}@", password()), "@", 1);
+    let out = Command::new("pg_dump")
+        .args(["--data-only", "--no-comments", "-d", &url])
+        .env("PGPASSWORD", password())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("--") && !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict")
+        })
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// A template in use whose rows were written since the spare clone was made: the spare is taken
+/// and only the tables written since are copied over from the template — each kind of table
+/// (one other tables reference, one with a generated column and an identity, a partition, an
+/// inheriting table, one a trigger writes), every sequence — and the result is the template's
+/// data exactly (no trigger fired again, no cascade). What rows cannot carry (a table with
+/// rules, DDL, a large object) is dumped instead, and the clone has it.
+#[test]
+fn a_stale_spare_takes_only_the_rows_written_since_and_equals_the_template() {
+    let p = spare_project("wtpatch");
+    let t = p.template();
+    sql(
+        &t,
+        "CREATE TABLE public.parent (id int PRIMARY KEY, name text); \
+         CREATE TABLE public.audit (n int); \
+         CREATE TABLE public.child (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
+           parent_id int REFERENCES public.parent ON DELETE CASCADE, n int, doubled int GENERATED ALWAYS AS (n * 2) STORED); \
+         CREATE FUNCTION public.audit() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN INSERT INTO public.audit VALUES (NEW.n); RETURN NEW; END$$; \
+         CREATE TRIGGER audited AFTER INSERT ON public.child FOR EACH ROW EXECUTE FUNCTION public.audit(); \
+         CREATE TABLE public.parted (x int) PARTITION BY RANGE (x); \
+         CREATE TABLE public.parted_low PARTITION OF public.parted FOR VALUES FROM (0) TO (100); \
+         CREATE TABLE public.base (x int); CREATE TABLE public.heir (y int) INHERITS (public.base); \
+         CREATE TABLE public.ruled (x int); CREATE RULE kept AS ON DELETE TO public.ruled DO INSTEAD NOTHING; \
+         CREATE SEQUENCE public.counter; CREATE SCHEMA \"Odd; \"\"schema\"\"\"; \
+         CREATE TABLE \"Odd; \"\"schema\"\"\".\"t'a\\b\" (\"c \"\"1\"\"\" text, \"\\.\" int); \
+         INSERT INTO public.parent SELECT g, 'p' || g FROM generate_series(1, 50) g; \
+         INSERT INTO public.child (parent_id, n) SELECT 1 + g % 50, g FROM generate_series(1, 500) g",
+    );
+    sql(&t, "VACUUM ANALYZE");
+    let _held = Held::open(&t);
+    let spare_ready = || {
+        sql("postgres", &format!("SELECT count(*) FROM pg_database WHERE starts_with(datname, '{}spare_') AND shobj_description(oid, 'pg_database') LIKE '%\"kind\":\"spare\"%'", p.prefix)) == "1"
+            && !p.databases().iter().any(|d| d.contains("_tmp_"))
+    };
+    let a = worktree(&p, "patch-a");
+    run_in(&p, &a, &["--skip-generate"]).ok();
+    wait_for("the background refill", spare_ready);
+
+    // Rows only, by sessions that leave: the spare is brought up to date.
+    sql(
+        &t,
+        "UPDATE public.parent SET name = 'renamed' WHERE id = 7; \
+         DELETE FROM public.child WHERE id <= 3; \
+         INSERT INTO public.child (parent_id, n) VALUES (2, 1000); \
+         INSERT INTO public.parted VALUES (5); INSERT INTO public.heir VALUES (1, 2); \
+         INSERT INTO \"Odd; \"\"schema\"\"\".\"t'a\\b\" VALUES (E'\\\\.\\n\\\\.', 1); \
+         SELECT nextval('public.counter'); SELECT setval('public.counter', 30, false)",
+    );
+    let b = worktree(&p, "patch-b");
+    let run = run_in(&p, &b, &["--skip-generate"]).ok();
+    assert!(run.stderr.contains("rows of the tables written since copied over"), "{}", run.stderr);
+    assert!(!run.stderr.contains("but the spare clone could not"), "{}", run.stderr);
+    assert_eq!(data_lines(&env_db(&b)), data_lines(&t), "the patched spare holds the template's data exactly");
+    assert_eq!(sql(&env_db(&b), "SELECT count(*) FROM public.audit"), "501", "no trigger fired again");
+    wait_for("the refill after a patch", spare_ready);
+
+    // What rows cannot carry: a dump instead, which has it.
+    let refusals: [(&str, &str, &str, &str); 4] = [
+        (
+            "INSERT INTO public.ruled VALUES (1)",
+            "public.ruled changed since, and it is a materialized view or has rules",
+            "SELECT count(*) FROM public.ruled",
+            "1",
+        ),
+        (
+            "CREATE TABLE public.made (x int)",
+            "relations were made or dropped since",
+            "SELECT to_regclass('public.made') IS NOT NULL",
+            "t",
+        ),
+        (
+            "COMMENT ON TABLE public.parent IS 'parents'",
+            "its catalog pg_description changed since",
+            "SELECT obj_description('public.parent'::regclass)",
+            "parents",
+        ),
+        (
+            "SELECT lo_from_bytea(4646, 'abc')",
+            "its catalog pg_largeobject",
+            "SELECT count(*) FROM pg_largeobject_metadata WHERE oid = 4646",
+            "1",
+        ),
+    ];
+    for (i, (change, why, check, expected)) in refusals.iter().enumerate() {
+        sql(&t, change);
+        let wt = worktree(&p, &format!("patch-refused-{i}"));
+        let run = run_in(&p, &wt, &["--skip-generate"]).ok();
+        assert!(
+            run.stderr.contains(&format!("the spare clone could not be brought up to date: {why}")),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(&sql(&env_db(&wt), check), expected, "after `{change}`:\n{}", run.stderr);
+        assert_eq!(data_lines(&env_db(&wt)), data_lines(&t));
+        wait_for("the refill", spare_ready);
+    }
+}
