@@ -83,6 +83,10 @@ pub fn seed(from: &Ctx, new: &Ctx) -> Result<Option<String>> {
         }
         locks.push(lock);
     }
+    // What cargo learned of rustc (`rustc -vV` and the target's file names: ~50 ms of the first
+    // `cargo` command in an empty target/). Keyed by rustc's own fingerprint, which cargo checks:
+    // another toolchain in the new worktree makes cargo ask rustc again.
+    let _ = std::fs::copy(source.join(".rustc_info.json"), to.join(".rustc_info.json"));
     match spawn_seeder(new, &source, &to, &profiles, &locks) {
         Ok(()) => Ok(Some(format!(
             "target/ is being seeded from {} in the background (`cargo xtask` there waits for the xtask's part, a fraction of a second; `cargo build` for the whole, a second or two): its first build compiles only what differs from the build here",

@@ -428,6 +428,9 @@ fn wait_for_exit(pid: i32) {
 /// `db refill-spare`: prepare the spare clone of the template. A failure is logged and left in
 /// `refill.failed` for the next `db worktree` to report.
 pub fn refill_spare(ctx: &Ctx) -> Result<()> {
+    // It runs in the worktree just made, which may be removed before it starts (a script that
+    // makes and removes worktrees): from here on it runs in the repository's state directory.
+    let _ = std::fs::create_dir_all(ctx.state_dir()).and_then(|()| std::env::set_current_dir(ctx.state_dir()));
     if let Some(pid) = std::env::var(REFILL_AFTER_ENV).ok().and_then(|p| p.parse::<i32>().ok()).filter(|p| *p > 0) {
         wait_for_exit(pid);
         std::thread::sleep(REFILL_DELAY);

@@ -470,7 +470,10 @@ const SCANNED: &str = "FROM pg_class c WHERE c.relkind IN ('r', 'm') AND NOT c.r
 /// a short lock timeout (a table locked by a migration in progress is an error, never a wait).
 /// `then`: the record's horizon, when checking; a row is "since" when its `xmin` is a normal
 /// transaction id in [`then`, next) — taken modulo 2^32, as `xmin` is the low half of an
-/// `xid8`.
+/// `xid8`: `age(xmin)` (the distance from the transaction's stable next id, fixed at its first
+/// call, which follows the snapshot; `INT_MAX` for the frozen and bootstrap ids) at most
+/// `age(then)`, an integer comparison per row (a third of the time of comparing the ids as
+/// text, on pagila) that is exact while fewer than 2^31 ids separate them (checked: `span`).
 fn scan_script(then: Option<&str>) -> String {
     format!(
         "{}\\if :scan_hidden\n\
@@ -501,17 +504,15 @@ fn scan_head(then: Option<&str>) -> String {
          BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n\
          SELECT h::text AS h, pg_snapshot_xmax(pg_current_snapshot())::text::numeric - h AS span, \
            pg_snapshot_xmax(pg_current_snapshot())::text::numeric AS top, \
-           h % 4294967296 AS low, \
+           h % 4294967296 AS low, age((h % 4294967296)::text::xid) AS age, \
            (count(*) FILTER (WHERE NOT has_table_privilege(c.oid, 'SELECT'))) > 0 AS hidden, \
            coalesce(min(c.oid::regclass::text) FILTER (WHERE NOT has_table_privilege(c.oid, 'SELECT')), '') AS first_hidden \
            FROM (SELECT coalesce({then}::numeric, pg_snapshot_xmin(pg_current_snapshot())::text::numeric) AS h) t, \
            LATERAL (SELECT c.oid {scanned}) c GROUP BY h \\gset scan_\n\
          SELECT coalesce(string_agg(format('SELECT %s::bigint AS r, count(*) AS n, \
-             string_agg(xmin::text, '','' ORDER BY xmin::text::bigint) FILTER (WHERE xmin::text::bigint >= 3 \
-               AND (xmin::text::bigint - %s + 4294967296) %% 4294967296 < %s) AS x, \
-             count(*) FILTER (WHERE xmin::text::bigint >= 3 \
-               AND (xmin::text::bigint - %s + 4294967296) %% 4294967296 < %s) AS w FROM ONLY %s', \
-             c.oid, :scan_low, :scan_span, :scan_low, :scan_span, c.oid::regclass), ' UNION ALL '), \
+             string_agg(xmin::text, '','' ORDER BY xmin::text::bigint) FILTER (WHERE age(xmin) <= %s) AS x, \
+             count(*) FILTER (WHERE age(xmin) <= %s) AS w FROM ONLY %s', \
+             c.oid, :scan_age, :scan_age, c.oid::regclass), ' UNION ALL '), \
            'SELECT 0::bigint AS r, 0::bigint AS n, NULL::text AS x, 0::bigint AS w WHERE false') AS q, \
            count(*) AS k {scanned} \\gset scan_\n"
     )

@@ -219,6 +219,13 @@ fn a_new_worktree_on_the_same_commit_compiles_nothing_it_can_reuse() {
     commit(&p.dir, "later");
 
     let new = open(&p, "bc-same");
+    // What cargo learned of rustc comes along before the run returns: the first `cargo` there
+    // need not ask rustc again (~50 ms).
+    assert_eq!(
+        std::fs::read(new.join("target/.rustc_info.json")).ok(),
+        std::fs::read(p.dir.join("target/.rustc_info.json")).ok().filter(|b| !b.is_empty()),
+        "target/.rustc_info.json seeded"
+    );
     let (fresh, stderr) = build_freshness(&new);
     assert_eq!(fresh.get("hello"), Some(&true), "{fresh:?}\n{stderr}");
     assert!(!stderr.contains("Compiling hello"), "{stderr}");

@@ -621,3 +621,68 @@ fn a_stale_spare_takes_only_the_rows_written_since_and_equals_the_template() {
         wait_for("the refill", spare_ready);
     }
 }
+
+/// The background refill starts 1.5 s after the run, in the worktree just made: a script that
+/// removes that worktree at once must not make it fail (it used to, on the vanished current
+/// directory, and the next run warned about it).
+#[test]
+fn a_worktree_removed_at_once_does_not_fail_the_refill() {
+    let p = spare_project("wtgone");
+    let a = worktree(&p, "gone-a");
+    run_in(&p, &a, &["--skip-generate"]).ok();
+    git(&p.dir, &["worktree", "remove", "--force", a.to_str().unwrap()]);
+    wait_for("the refill", || {
+        sql("postgres", &format!("SELECT count(*) FROM pg_database WHERE starts_with(datname, '{}spare_') AND shobj_description(oid, 'pg_database') LIKE '%\"kind\":\"spare\"%'", p.prefix)) == "1"
+    });
+    let b = worktree(&p, "gone-b");
+    let run = run_in(&p, &b, &["--skip-generate"]).ok();
+    assert!(!run.stderr.contains("background refill of the spare clone failed"), "{}", run.stderr);
+    assert!(run.stderr.contains("ready-made spare clone"), "{}", run.stderr);
+}
+
+/// Interrupted while it copies the rows written since into the spare it took (SIGINT, SIGTERM):
+/// the run ends with the signal's status, and neither the half-patched spare nor anything
+/// named for the branch is left; the next run clones the template's rows.
+#[test]
+fn an_interrupted_patch_leaves_no_database() {
+    let p = spare_project("wtpatchkill");
+    let t = p.template();
+    sql(&t, "CREATE TABLE public.bulk AS SELECT g AS id, md5(g::text) AS t FROM generate_series(1, 600000) g");
+    let _held = Held::open(&t);
+    let spare_ready = || {
+        sql("postgres", &format!("SELECT count(*) FROM pg_database WHERE starts_with(datname, '{}spare_') AND shobj_description(oid, 'pg_database') LIKE '%\"kind\":\"spare\"%'", p.prefix)) == "1"
+            && !p.databases().iter().any(|d| d.contains("_tmp_"))
+    };
+    let a = worktree(&p, "patchkill-a");
+    run_in(&p, &a, &["--skip-generate"]).ok();
+    for (i, signal) in [libc::SIGINT, libc::SIGTERM].into_iter().enumerate() {
+        wait_for("the background refill", spare_ready);
+        let before: Vec<String> = p.databases().into_iter().filter(|d| !d.contains("spare_")).collect();
+        sql(&t, &format!("UPDATE public.bulk SET t = 'round {i}'"));
+        let wt = worktree(&p, &format!("patchkill-{i}"));
+        let child = p.command(&wt, &["db", "worktree", "--skip-generate"], &[]).stderr(Stdio::piped()).spawn().unwrap();
+        wait_for("the rows being copied over", || {
+            sql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT %public.bulk%'")
+                != "0"
+        });
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(128 + signal), "{stderr}");
+        assert!(stderr.contains("rows of the tables written since copied over"), "{stderr}");
+        wait_for("our sessions to go", || {
+            sql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT %public.bulk%'")
+                == "0"
+        });
+        assert_eq!(p.databases(), before, "after signal {signal}: {stderr}");
+        assert!(!wt.join(".env").exists());
+        // The next run has the template's rows (and its refill makes a spare again).
+        let run = run_in(&p, &wt, &["--skip-generate"]).ok();
+        assert_eq!(
+            sql(&env_db(&wt), &format!("SELECT count(*) FROM public.bulk WHERE t = 'round {i}'")),
+            "600000",
+            "{}",
+            run.stderr
+        );
+    }
+}
