@@ -68,7 +68,10 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
     // and reads the names and records it plans with.
     let cloning = !flags.drop && (resolved.existing.is_none() || flags.reset);
     let ahead = match cloning && flags.strategy == clone::Strategy::Auto {
-        true => crate::pg::freshness::Ahead::start(&server, &ctx.config.template).unwrap_or(None),
+        true => {
+            let spare = ctx.config.spare_clone.then(|| ctx.config.spare_db());
+            clone::look_ahead(&server, &ctx.config.template, spare.as_deref()).unwrap_or(None)
+        }
         false => None,
     };
     if flags.drop {

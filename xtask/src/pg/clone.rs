@@ -222,6 +222,16 @@ pub fn plan(
     }
 }
 
+/// Starts the look at `template` that [`plan`] collects (see [`Ahead`]), knowing the record of
+/// the spare clone `spare`, if there is one: when the counters cannot tell, its scan comes along.
+pub fn look_ahead(server: &Server, template: &str, spare: Option<&str>) -> Result<Option<Ahead>> {
+    let record = match spare {
+        Some(spare) => marked_state(server, spare, template)?,
+        None => None,
+    };
+    Ahead::start(server, template, record.as_ref())
+}
+
 /// The template state recorded in the marker of a frozen copy or spare clone of `template`.
 fn marked_state(server: &Server, name: &str, template: &str) -> Result<Option<FrozenState>> {
     let state = server.database_unsized(name)?.and_then(|f| f.marker).and_then(|m| match m.kind {

@@ -154,6 +154,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::session::Session;
 use super::{literal, Server};
 use crate::proc;
 
@@ -406,33 +407,57 @@ pub fn probe(server: &Server, template: &str) -> Result<Probe> {
 }
 
 /// A probe started ahead: its psql runs while the caller does other work (the run's lock, the
-/// look at the branch's names), and [`Ahead::finish`] collects it. Dropped unfinished, it waits
-/// for its psql to end (its session must not outlive the run's look, nor meet a direct copy).
+/// look at the branch's names), and [`Ahead::finish`] collects it. When the counters cannot tell
+/// whether `record` (the spare clone's) is current, the scan the check would run next runs
+/// right after the probe, in the same thread, and comes with it (a probe's scans are reused by
+/// its checks). Dropped unfinished, it waits for its psql to end (its sessions must not outlive
+/// the run's look, nor meet a direct copy).
 pub struct Ahead {
     template: String,
-    app: String,
-    thread: Option<std::thread::JoinHandle<Result<String>>>,
+    apps: Vec<String>,
+    thread: Option<std::thread::JoinHandle<Option<Probe>>>,
 }
 
 impl Ahead {
     /// Starts a probe of `template`, unless it cannot be probed without side effects (a login
     /// event trigger) or its statistics prove nothing (before PostgreSQL 15): `None` then.
-    pub fn start(server: &Server, template: &str) -> Result<Option<Ahead>> {
+    pub fn start(server: &Server, template: &str, record: Option<&FrozenState>) -> Result<Option<Ahead>> {
         if too_old(server).is_some() || unprobeable(server, template)?.is_some() {
             return Ok(None);
         }
-        let (mut psql, app) = own_session(server, template)?;
-        let thread = std::thread::spawn(move || proc::capture(&mut psql, Some(probe_script().as_bytes())));
-        Ok(Some(Ahead { template: template.to_string(), app, thread: Some(thread) }))
+        let (psql, app) = own_session(server, template)?;
+        let scan = match record.filter(|r| r.unverified.is_none()).map(|r| (&r.counters, &r.rows)) {
+            Some((Some(counters), Some(rows))) if scannable(rows) => {
+                Some((counters.clone(), record.map(|r| r.backends.clone()).unwrap_or_default(), rows.clone()))
+            }
+            _ => None,
+        };
+        // One session for both: the scan needs no second connection.
+        let thread = std::thread::spawn(move || {
+            let mut session = Session::open(psql).ok()?;
+            let out = session.run(&probe_script()).ok()?;
+            let mut probe: Probe = serde_json::from_str(out.trim()).ok()?;
+            if let Some((then, before, rows)) = scan {
+                if let Judged::Unsure(_) = compare(&then, &before, &probe.counters, &probe.backends) {
+                    if let Ok(Ok(Ok(now))) = session.run(&scan_script(Some(&rows.horizon))).map(|out| read_scan(&out)) {
+                        probe.scans.push((rows.horizon.clone(), now));
+                    }
+                }
+            }
+            Some(probe)
+        });
+        Ok(Some(Ahead { template: template.to_string(), apps: vec![app], thread: Some(thread) }))
     }
 
-    /// The probe, once its session is gone; `None` when it failed (the check then looks again,
+    /// The probe, once its sessions are gone; `None` when it failed (the check then looks again,
     /// and says why if it fails again).
     pub fn finish(mut self, server: &Server) -> Result<Option<Probe>> {
-        let out = self.thread.take().map(|t| t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the probe panicked"))));
-        wait_gone(server, &self.app)?;
+        let probe = self.thread.take().and_then(|t| t.join().ok()).flatten();
+        for app in &self.apps {
+            wait_gone(server, app)?;
+        }
         proc::check_interrupt()?;
-        Ok(out.and_then(|o| o.ok()).and_then(|o| serde_json::from_str(o.trim()).ok()))
+        Ok(probe)
     }
 
     pub fn template(&self) -> &str {
@@ -623,28 +648,39 @@ struct Scanned {
     top: Option<f64>,
 }
 
+/// Whether a record's horizon can go into a script (the record is ours, but it is read from
+/// the server: only digits go in).
+fn scannable(rows: &Rows) -> bool {
+    !rows.horizon.is_empty() && rows.horizon.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Counts every row of `template` (see [`scan_script`]); with `then`, also the rows written
 /// since its horizon. `Ok(Err(why))` when it cannot be scanned that way.
 fn scan(server: &Server, template: &str, then: Option<&Rows>) -> Result<std::result::Result<Rows, String>> {
-    let then = match then {
-        // The record is ours, but it is read from the server: only digits go into the script.
-        Some(r) if r.horizon.is_empty() || !r.horizon.bytes().all(|b| b.is_ascii_digit()) => {
-            return Ok(Err("its record of the template's rows is unreadable".into()))
-        }
-        Some(r) => Some(r.horizon.as_str()),
-        None => None,
-    };
+    if then.is_some_and(|r| !scannable(r)) {
+        return Ok(Err("its record of the template's rows is unreadable".into()));
+    }
     let (mut psql, app) = own_session(server, template)?;
-    let out = proc::capture(&mut psql, Some(scan_script(then).as_bytes()));
+    let scanned = run_scan(&mut psql, then);
     wait_gone(server, &app)?;
-    let out = match out {
+    scanned.with_context(|| format!("reading a scan of `{template}`"))
+}
+
+/// Runs a scan in `psql` (a session of ours on the template; `then` scannable) and reads it.
+fn run_scan(psql: &mut std::process::Command, then: Option<&Rows>) -> Result<std::result::Result<Rows, String>> {
+    let out = match proc::capture(psql, Some(scan_script(then.map(|r| r.horizon.as_str())).as_bytes())) {
         Ok(out) => out,
         Err(e) => {
             proc::check_interrupt()?;
             return Ok(Err(crate::error::telling_line(&format!("{e:#}")).to_string()));
         }
     };
-    let got: Scanned = serde_json::from_str(out.trim()).with_context(|| format!("reading a scan of `{template}`"))?;
+    read_scan(&out)
+}
+
+/// What a scan printed, read (see [`run_scan`]).
+fn read_scan(out: &str) -> Result<std::result::Result<Rows, String>> {
+    let got: Scanned = serde_json::from_str(out.trim())?;
     if let Some(table) = got.hidden {
         return Ok(Err(format!("{table} may not be read by this role")));
     }
