@@ -29,6 +29,7 @@ pub fn run(ctx: &Ctx, branch: &str, flags: Worktree) -> Result<()> {
     // a second run for the same branch then finds the first one's worktree, complete.
     let adding = RepoLock::take(ctx)?;
     let listed = list(&ctx.worktrees.current)?;
+    let mut early = None;
     let (dir, made) = match listed.iter().find(|w| w.branch.as_deref() == Some(branch)) {
         None if flags.drop => {
             return Err(fail(
@@ -68,6 +69,19 @@ pub fn run(ctx: &Ctx, branch: &str, flags: Worktree) -> Result<()> {
                     "remove it, or put the worktree elsewhere with --path DIR",
                 ));
             }
+            // The look at the template that decides how to clone it starts now, and runs while
+            // the worktree is checked out.
+            if !flags.drop && flags.strategy == crate::pg::clone::Strategy::Auto {
+                if let Ok((url, _)) = ctx.database_url() {
+                    let spare = ctx.config.spare_clone.then(|| ctx.config.spare_db());
+                    early = Some(crate::pg::clone::look_ahead_from(
+                        url,
+                        &ctx.config.maintenance_db,
+                        &ctx.config.template,
+                        spare,
+                    ));
+                }
+            }
             let made = add(&ctx.worktrees.current, branch, &dir)?;
             eprintln!("  {} ({})", made_line(branch, &dir, &made), time::elapsed(started.elapsed()));
             (dir, Some(made))
@@ -86,7 +100,7 @@ pub fn run(ctx: &Ctx, branch: &str, flags: Worktree) -> Result<()> {
         _ => None,
     };
     let result = sub.and_then(|sub| {
-        super::worktree::run(&sub, Worktree { branch: None, path: None, ..flags.clone() }).map(|()| sub)
+        super::worktree::run_looking(&sub, Worktree { branch: None, path: None, ..flags.clone() }, early).map(|()| sub)
     });
     match result {
         Ok(_) => {}

@@ -49,6 +49,12 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
     if let Some(branch) = flags.branch.clone() {
         return super::open::run(ctx, &branch, flags);
     }
+    run_looking(ctx, flags, None)
+}
+
+/// [`run`] in this worktree, with `early`: a look at the template started before it was checked
+/// out (used when it is of the same template on the same server).
+pub fn run_looking(ctx: &Ctx, flags: Worktree, early: Option<clone::Ahead>) -> Result<()> {
     let started = Instant::now();
     let label = database_label(ctx, flags.name.as_deref())?;
     let (url, _) = ctx.database_url()?;
@@ -69,8 +75,13 @@ pub fn run(ctx: &Ctx, flags: Worktree) -> Result<()> {
     let cloning = !flags.drop && (resolved.existing.is_none() || flags.reset);
     let ahead = match cloning && flags.strategy == clone::Strategy::Auto {
         true => {
-            let spare = ctx.config.spare_clone.then(|| ctx.config.spare_db());
-            clone::look_ahead(&server, &ctx.config.template, spare.as_deref()).unwrap_or(None)
+            match early.filter(|a| a.template() == ctx.config.template && a.server() == server.url.without_secrets()) {
+                Some(early) => Some(early),
+                None => {
+                    let spare = ctx.config.spare_clone.then(|| ctx.config.spare_db());
+                    clone::look_ahead(&server, &ctx.config.template, spare.as_deref()).unwrap_or(None)
+                }
+            }
         }
         false => None,
     };

@@ -44,7 +44,7 @@ use super::freshness::{freeze, restamp, staleness, staleness_seen, FrozenState};
 use super::marker::{Copy, Kind, Marker};
 use super::patch;
 use super::staging::{self, staging_marker, Old};
-use super::{ident, literal, Creating, Lock, Server};
+use super::{ident, literal, Creating, Lock, PgUrl, Server};
 use crate::naming::Staging;
 use crate::proc;
 
@@ -230,6 +230,18 @@ pub fn look_ahead(server: &Server, template: &str, spare: Option<&str>) -> Resul
         None => None,
     };
     Ahead::start(server, template, record.as_ref())
+}
+
+/// [`look_ahead`] from a thread of its own, which connects by itself: started before the caller
+/// has a [`Server`] (while a new worktree is checked out, its look is already under way).
+pub fn look_ahead_from(url: PgUrl, maintenance_db: &str, template: &str, spare: Option<String>) -> Ahead {
+    let (label, maintenance_db, name) = (url.without_secrets(), maintenance_db.to_string(), template.to_string());
+    let thread = std::thread::spawn(move || {
+        let server = Server::connect(url, &maintenance_db).ok()?;
+        let ahead = look_ahead(&server, &name, spare.as_deref()).ok()??;
+        ahead.finish(&server).ok()?
+    });
+    Ahead::spawned(template, label, thread)
 }
 
 /// The template state recorded in the marker of a frozen copy or spare clone of `template`.

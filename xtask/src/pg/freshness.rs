@@ -414,6 +414,8 @@ pub fn probe(server: &Server, template: &str) -> Result<Probe> {
 /// the run's look, nor meet a direct copy).
 pub struct Ahead {
     template: String,
+    /// The server it looks at (its URL without secrets).
+    server: String,
     apps: Vec<String>,
     thread: Option<std::thread::JoinHandle<Option<Probe>>>,
 }
@@ -446,7 +448,18 @@ impl Ahead {
             }
             Some(probe)
         });
-        Ok(Some(Ahead { template: template.to_string(), apps: vec![app], thread: Some(thread) }))
+        Ok(Some(Ahead {
+            template: template.to_string(),
+            server: server.url.without_secrets(),
+            apps: vec![app],
+            thread: Some(thread),
+        }))
+    }
+
+    /// A look whose thread does everything itself (connects, probes, waits for its sessions to
+    /// be gone) and yields the probe.
+    pub(super) fn spawned(template: &str, server: String, thread: std::thread::JoinHandle<Option<Probe>>) -> Ahead {
+        Ahead { template: template.to_string(), server, apps: Vec::new(), thread: Some(thread) }
     }
 
     /// The probe, once its sessions are gone; `None` when it failed (the check then looks again,
@@ -462,6 +475,11 @@ impl Ahead {
 
     pub fn template(&self) -> &str {
         &self.template
+    }
+
+    /// The server it looks at, as [`super::PgUrl::without_secrets`] writes it.
+    pub fn server(&self) -> &str {
+        &self.server
     }
 }
 

@@ -686,3 +686,38 @@ fn an_interrupted_patch_leaves_no_database() {
         );
     }
 }
+
+/// `db worktree BRANCH` from the main worktree starts its look at the template while it checks
+/// the worktree out. Its sessions are gone before the plan counts who is connected (nobody on the
+/// template: a direct copy), and when a session on the template ran a statement a moment ago,
+/// the scan that look made decides (the spare is taken). Nothing of ours stays on the template.
+#[test]
+fn the_look_started_while_the_worktree_is_checked_out_decides_and_leaves() {
+    let p = spare_project("wtearly");
+    let t = p.template();
+    let ours = || {
+        sql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{t}' AND application_name LIKE 'xtask-db-%'"
+            ),
+        )
+    };
+    let run = p.xtask(&["db", "worktree", "--skip-generate", "early-a"]).ok();
+    assert!(run.stderr.contains("no one is connected to the template, so it is copied directly"), "{}", run.stderr);
+    assert_eq!(ours(), "0");
+    wait_for("the background refill", || {
+        sql("postgres", &format!("SELECT count(*) FROM pg_database WHERE starts_with(datname, '{}spare_') AND shobj_description(oid, 'pg_database') LIKE '%\"kind\":\"spare\"%'", p.prefix)) == "1"
+            && !p.databases().iter().any(|d| d.contains("_tmp_"))
+    });
+    // A pool's new connection: it pinged and stays, idle.
+    let mut pool = Held::open(&t);
+    pool.run("SELECT 1 AS pinged;");
+    wait_for("the ping", || {
+        sql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{t}' AND query = 'SELECT 1 AS pinged;' AND state = 'idle'")) == "1"
+    });
+    let run = p.xtask(&["db", "worktree", "--skip-generate", "early-b"]).ok();
+    assert!(run.stderr.contains("ready-made spare clone"), "{}", run.stderr);
+    assert!(run.stderr.contains("the counters could not tell"), "{}", run.stderr);
+    assert_eq!(ours(), "0");
+}
