@@ -50,7 +50,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Applied {
     pub version: i64,
     pub checksum: String,
@@ -60,15 +60,21 @@ pub struct Applied {
 /// The ledger of `db`; empty when the ledger table does not exist. One connection: the
 /// existence check and the read are one psql script.
 pub fn ledger(server: &Server, db: &str, table: &str) -> Result<Vec<Applied>> {
-    // `table` comes from our own configuration; `to_regclass` validates it before it is used.
-    let script = format!(
-        "SELECT to_regclass({}) IS NOT NULL AS present \\gset\n\\if :present\n\
-         SELECT coalesce(json_agg(q), '[]'::json) FROM (SELECT version, encode(checksum, 'hex') AS checksum, success \
-         FROM {table} ORDER BY version) q;\n\\else\nSELECT '[]';\n\\endif\n",
-        literal(table)
-    );
+    let script = format!("{}SELECT :'ledger_json';\n", ledger_script(table, "ledger_"));
     let out = server.script(db, &script)?;
     serde_json::from_str(out.trim()).with_context(|| format!("reading the migration ledger of `{db}`"))
+}
+
+/// The psql lines that read the ledger `table` into the variable `{prefix}json` (a JSON array of
+/// [`Applied`]; `[]` when there is no such table), printing nothing.
+pub fn ledger_script(table: &str, prefix: &str) -> String {
+    // `table` comes from our own configuration; `to_regclass` validates it before it is used.
+    format!(
+        "SELECT to_regclass({}) IS NOT NULL AS present \\gset {prefix}\n\\if :{prefix}present\n\
+         SELECT coalesce(json_agg(q), '[]'::json) AS json FROM (SELECT version, encode(checksum, 'hex') AS checksum, success \
+         FROM {table} ORDER BY version) q \\gset {prefix}\n\\else\nSELECT '[]' AS json \\gset {prefix}\n\\endif\n",
+        literal(table)
+    )
 }
 
 /// How a database's ledger compares with the repository.

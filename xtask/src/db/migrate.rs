@@ -53,8 +53,13 @@ pub fn verify_applied(ctx: &Ctx, server: &Server, db: &str) -> Result<()> {
 
 /// Fails, naming the file, when an applied migration was edited since; returns how many are pending.
 pub fn check_ledger(ctx: &Ctx, server: &Server, db: &str) -> Result<usize> {
+    check_applied(ctx, db, &migrations::ledger(server, db, &ctx.config.ledger_table)?)
+}
+
+/// [`check_ledger`] with `db`'s ledger known already.
+pub fn check_applied(ctx: &Ctx, db: &str, ledger: &[migrations::Applied]) -> Result<usize> {
     let repo = migrations::in_repo(&ctx.config.migrations_path())?;
-    let c = migrations::compare(&repo, &migrations::ledger(server, db, &ctx.config.ledger_table)?);
+    let c = migrations::compare(&repo, ledger);
     if let Some((version, file)) = c.modified.first() {
         let file = file.strip_prefix(&ctx.config.root).unwrap_or(file);
         return Err(fail(

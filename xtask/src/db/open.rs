@@ -79,6 +79,7 @@ pub fn run(ctx: &Ctx, branch: &str, flags: Worktree) -> Result<()> {
                         &ctx.config.maintenance_db,
                         &ctx.config.template,
                         spare,
+                        &ctx.config.ledger_table,
                     ));
                 }
             }

@@ -17,6 +17,7 @@ use super::{migrate, Ctx};
 use crate::env_file::EnvFile;
 use crate::error::fail;
 use crate::flags::Worktree;
+use crate::migrations::Applied;
 use crate::naming::Staging;
 use crate::pg::clone::{self, ClonePlan};
 use crate::pg::marker::{self, Kind, Marker};
@@ -79,7 +80,8 @@ pub fn run_looking(ctx: &Ctx, flags: Worktree, early: Option<clone::Ahead>) -> R
                 Some(early) => Some(early),
                 None => {
                     let spare = ctx.config.spare_clone.then(|| ctx.config.spare_db());
-                    clone::look_ahead(&server, &ctx.config.template, spare.as_deref()).unwrap_or(None)
+                    clone::look_ahead(&server, &ctx.config.template, spare.as_deref(), &ctx.config.ledger_table)
+                        .unwrap_or(None)
                 }
             }
         }
@@ -127,6 +129,7 @@ pub fn run_looking(ctx: &Ctx, flags: Worktree, early: Option<clone::Ahead>) -> R
     // 1. Create unless it exists.
     let step = Instant::now();
     let mut cloned_now = false;
+    let mut known_ledger: Option<Vec<Applied>> = None;
     match &plan.clone {
         None => {
             let how = match &plan.claim {
@@ -144,7 +147,8 @@ pub fn run_looking(ctx: &Ctx, flags: Worktree, early: Option<clone::Ahead>) -> R
                 return Ok(());
             }
             eprintln!("▸ cloning `{}` into `{}`: {}", ctx.config.template, plan.db, cp.describe());
-            let timings = create(ctx, &server, &plan, cp)?;
+            let (timings, ledger) = create(ctx, &server, &plan, cp)?;
+            known_ledger = ledger;
             let refresh = timings
                 .refresh
                 .map(|d| format!(" (frozen copy refreshed in {})", time::elapsed(d)))
@@ -183,7 +187,11 @@ pub fn run_looking(ctx: &Ctx, flags: Worktree, early: Option<clone::Ahead>) -> R
     let step = Instant::now();
     let branch_url = plan.url.with_dbname(&plan.db);
     // With --skip-migrate the ledger is not even read (a broken migration must not stop you).
-    let pending = if flags.skip_migrate { 0 } else { migrate::check_ledger(ctx, &server, &plan.db)? };
+    let pending = match (flags.skip_migrate, &known_ledger) {
+        (true, _) => 0,
+        (false, Some(ledger)) => migrate::check_applied(ctx, &plan.db, ledger)?,
+        (false, None) => migrate::check_ledger(ctx, &server, &plan.db)?,
+    };
     if cloned_now && pending > ctx.config.template_max_behind {
         warnings.push(format!(
             "the template `{}` is {pending} migrations behind this branch (more than {}): refresh it — in the main worktree run `cargo xtask db migrate`, or rebuild it with `cargo xtask db template create --force`",
@@ -337,19 +345,24 @@ fn print_plan(ctx: &Ctx, plan: &Plan) {
 
 /// Clones under a temporary name, then renames and marks it in one transaction — or takes the
 /// spare clone, which is the same rename. Afterwards a new spare is prepared in the background.
-fn create(ctx: &Ctx, server: &Server, plan: &Plan, cp: &ClonePlan) -> Result<clone::Timings> {
+/// Also returns the new database's migration ledger when it is known without reading it (the
+/// spare taken as the plan checked it, whose look read the ledger in the state it proved).
+fn create(ctx: &Ctx, server: &Server, plan: &Plan, cp: &ClonePlan) -> Result<(clone::Timings, Option<Vec<Applied>>)> {
     let branch_marker = branch_marker(ctx, plan);
-    let timings = match (&cp.method, &cp.spare) {
+    let made = match (&cp.method, &cp.spare) {
         (clone::Method::Spare, Some(spare)) => {
-            if clone::take_spare(
+            let taken = clone::take_spare(
                 server,
                 &ctx.config.template,
                 spare,
                 &plan.db,
                 &branch_marker,
                 cp.spare_state.as_ref(),
-            )? {
-                clone::Timings::default()
+            )?;
+            if taken == clone::Taken::AsChecked {
+                (clone::Timings::default(), cp.spare_ledger.clone())
+            } else if taken == clone::Taken::Rechecked {
+                (clone::Timings::default(), None)
             } else {
                 // Taken by a concurrent run a moment ago, or stale by now: clone the ordinary way.
                 let again = clone::plan(
@@ -366,15 +379,15 @@ fn create(ctx: &Ctx, server: &Server, plan: &Plan, cp: &ClonePlan) -> Result<clo
                     t.fell_back = Some(again.method.clone());
                     t.fallback_why = format!("the spare clone was gone or stale when taken; {}", again.why);
                 }
-                t
+                (t, None)
             }
         }
-        _ => copy_into_place(ctx, server, plan, cp, &branch_marker)?,
+        _ => (copy_into_place(ctx, server, plan, cp, &branch_marker)?, None),
     };
     if ctx.config.spare_clone {
         spawn_refill(ctx);
     }
-    Ok(timings)
+    Ok(made)
 }
 
 /// The clone, built under this run's staging name and published as the worktree's database.

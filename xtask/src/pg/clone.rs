@@ -97,6 +97,8 @@ pub struct ClonePlan {
     pub auto: bool,
     /// The record of the spare clone that was found current (taking it need not look again).
     pub spare_state: Option<FrozenState>,
+    /// That spare clone's migration ledger, when the look that found it current read it.
+    pub spare_ledger: Option<Vec<crate::migrations::Applied>>,
 }
 
 impl ClonePlan {
@@ -158,6 +160,7 @@ pub fn plan(
             spare: spare.map(str::to_string),
             auto,
             spare_state: None,
+            spare_ledger: None,
         })
     };
     match strategy {
@@ -173,7 +176,8 @@ pub fn plan(
             None => {
                 let how = seen.as_ref().and_then(|p| p.note.as_ref()).map(|n| format!(" ({n})")).unwrap_or_default();
                 let why = format!("a spare clone made at {} is current{how}", state.frozen_at);
-                return plan(Method::Spare, why).map(|p| ClonePlan { spare_state: Some(state), ..p });
+                let spare_ledger = seen.as_ref().and_then(|p| p.current_ledger.clone());
+                return plan(Method::Spare, why).map(|p| ClonePlan { spare_state: Some(state), spare_ledger, ..p });
             }
             Some(why) => {
                 spare_note = format!(" (the spare clone is stale: {why})");
@@ -224,21 +228,25 @@ pub fn plan(
 
 /// Starts the look at `template` that [`plan`] collects (see [`Ahead`]), knowing the record of
 /// the spare clone `spare`, if there is one: when the counters cannot tell, its scan comes along.
-pub fn look_ahead(server: &Server, template: &str, spare: Option<&str>) -> Result<Option<Ahead>> {
+/// `ledger`: the migration ledger table, read too when it is schema-qualified (the look's session
+/// names PostgreSQL's own schema first), so that a spare taken as checked needs no connection
+/// of its own to tell what is pending ([`ClonePlan::spare_ledger`]).
+pub fn look_ahead(server: &Server, template: &str, spare: Option<&str>, ledger: &str) -> Result<Option<Ahead>> {
     let record = match spare {
         Some(spare) => marked_state(server, spare, template)?,
         None => None,
     };
-    Ahead::start(server, template, record.as_ref())
+    Ahead::start(server, template, record.as_ref(), ledger.contains('.').then_some(ledger))
 }
 
 /// [`look_ahead`] from a thread of its own, which connects by itself: started before the caller
 /// has a [`Server`] (while a new worktree is checked out, its look is already under way).
-pub fn look_ahead_from(url: PgUrl, maintenance_db: &str, template: &str, spare: Option<String>) -> Ahead {
+pub fn look_ahead_from(url: PgUrl, maintenance_db: &str, template: &str, spare: Option<String>, ledger: &str) -> Ahead {
     let (label, maintenance_db, name) = (url.without_secrets(), maintenance_db.to_string(), template.to_string());
+    let ledger = ledger.to_string();
     let thread = std::thread::spawn(move || {
         let server = Server::connect(url, &maintenance_db).ok()?;
-        let ahead = look_ahead(&server, &name, spare.as_deref()).ok()??;
+        let ahead = look_ahead(&server, &name, spare.as_deref(), &ledger).ok()??;
         ahead.finish(&server).ok()?
     });
     Ahead::spawned(template, label, thread)
@@ -263,7 +271,8 @@ fn copy_marker(kind: fn(Copy) -> Kind, state: FrozenState) -> Marker {
 /// transaction, under the spare's lock, after checking that it is current — unless it is the
 /// very copy the plan found current a moment ago (`checked`) and the lock was free (a run that
 /// waited for it looks again: what was committed while it waited belongs in its clone too).
-/// `Ok(false)`: no current spare after all (taken by another run, or stale by now).
+/// What it came to: [`Taken::None`] when there was no current spare after all (taken by another
+/// run, or stale by now).
 pub fn take_spare(
     server: &Server,
     template: &str,
@@ -271,19 +280,30 @@ pub fn take_spare(
     target: &str,
     marker: &Marker,
     checked: Option<&FrozenState>,
-) -> Result<bool> {
+) -> Result<Taken> {
     let key = format!("spare:{spare}");
     let (_lock, waited) = match Lock::try_exclusive(server, &key)? {
         Some(lock) => (lock, false),
         None => (Lock::exclusive(server, &key, "the spare clone")?, true),
     };
-    let Some(state) = marked_state(server, spare, template)? else { return Ok(false) };
+    let Some(state) = marked_state(server, spare, template)? else { return Ok(Taken::None) };
     let checked = !waited && checked.is_some_and(|c| c.same(&state));
     if !checked && staleness(server, &state)?.is_some() {
-        return Ok(false);
+        return Ok(Taken::None);
     }
     staging::publish(server, spare, target, marker, Old::None, &["ALLOW_CONNECTIONS true"])?;
-    Ok(true)
+    Ok(if checked { Taken::AsChecked } else { Taken::Rechecked })
+}
+
+/// What [`take_spare`] came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Taken {
+    /// No current spare after all.
+    None,
+    /// The very spare the plan found current, with no look in between.
+    AsChecked,
+    /// A spare found current when taken (after waiting for its lock).
+    Rechecked,
 }
 
 /// Takes the spare clone of `template` as `target` (open to connections, marked `marker`) and

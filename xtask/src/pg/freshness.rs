@@ -115,6 +115,15 @@
 //! ([`restamp`]: a probe, a scan that still finds nothing since, a probe, nothing in between),
 //! so that the next check is the counters' alone.
 //!
+//! # What else a look proves
+//!
+//! The look a run starts ahead ([`Ahead`]) also reads the migration ledger of the template: the
+//! probe before its backends and counters, the scan inside its snapshot. When that look finds
+//! the spare current, the spare's ledger is the one read (by the counters: nothing was committed
+//! since the spare's record up to after the read; by the rows: the scan's snapshot is the
+//! spare's contents), so the run tells what is pending without a connection to the new database
+//! — only for the very spare the look checked ([`super::clone::Taken::AsChecked`]).
+//!
 //! # A stale copy brought up to date
 //!
 //! The record's scan also keeps, per relation, a digest of its count and its part of the window
@@ -156,6 +165,7 @@ use serde::{Deserialize, Serialize};
 
 use super::session::Session;
 use super::{literal, Server};
+use crate::migrations::{ledger_script, Applied};
 use crate::proc;
 
 /// How long a session must have been idle (outside a transaction) for everything it committed
@@ -254,6 +264,10 @@ pub struct Rows {
     /// what tells which relations a stale copy must take again (see [`patch_script`]).
     #[serde(default)]
     pub per: std::collections::BTreeMap<String, String>,
+    /// The migration ledger in the scan's snapshot, when the scan was asked to read it (never
+    /// recorded).
+    #[serde(default, skip_serializing)]
+    pub ledger: Option<Vec<Applied>>,
 }
 
 /// One look at the template: backends first, then counters, then sequences.
@@ -269,6 +283,14 @@ pub struct Probe {
     /// How the last check that found a copy current got there, when the counters could not tell.
     #[serde(skip)]
     pub note: Option<String>,
+    /// The migration ledger, read before the backends and the counters (when asked for).
+    #[serde(default)]
+    ledger: Option<Vec<Applied>>,
+    /// The ledger of the copy the last check found current, when a read of the template proved
+    /// it: the probe's (current by the counters: nothing committed since the copy's record, up
+    /// to after that read) or its scan's (current by the rows, read in the scan's snapshot).
+    #[serde(skip)]
+    pub current_ledger: Option<Vec<Applied>>,
 }
 
 /// What a copy of the template records about the template it was made from: see the module
@@ -359,13 +381,17 @@ const SEQUENCES_SQL: &str = "(SELECT json_build_object('digest', \
 const SESSION: &str = "SET default_transaction_read_only = on;\nSET search_path = pg_catalog, pg_temp;\n";
 
 /// The psql script of a probe: one JSON object on stdout.
-fn probe_script() -> String {
+fn probe_script(ledger: Option<&str>) -> String {
+    let (read, field) = match ledger {
+        Some(table) => (ledger_script(table, "probe_ledger_"), ", 'ledger', :'probe_ledger_json'::json"),
+        None => (String::new(), ""),
+    };
     format!(
-        "{SESSION}\
+        "{SESSION}{read}\
          SELECT coalesce(json_agg(a ORDER BY a.pid), '[]') AS backends FROM ({ACTIVITY_SQL}) a \\gset probe_\n\
          {SEQUENCES_QUERY}\
          SELECT json_build_object('backends', :'probe_backends'::json, \
-           'counters', (SELECT row_to_json(c) FROM ({}) c), 'sequences', {SEQUENCES_SQL});\n",
+           'counters', (SELECT row_to_json(c) FROM ({}) c), 'sequences', {SEQUENCES_SQL}{field});\n",
         counters_sql()
     )
 }
@@ -399,7 +425,7 @@ fn wait_gone(server: &Server, app: &str) -> Result<()> {
 /// gone again when this returns. Never run while a direct copy of `template` is being made.
 pub fn probe(server: &Server, template: &str) -> Result<Probe> {
     let (mut psql, app) = own_session(server, template)?;
-    let out = proc::capture(&mut psql, Some(probe_script().as_bytes()))
+    let out = proc::capture(&mut psql, Some(probe_script(None).as_bytes()))
         .map_err(|e| super::classify(e, &server.url, template))
         .with_context(|| format!("inspecting the template `{template}`"));
     wait_gone(server, &app)?;
@@ -423,7 +449,14 @@ pub struct Ahead {
 impl Ahead {
     /// Starts a probe of `template`, unless it cannot be probed without side effects (a login
     /// event trigger) or its statistics prove nothing (before PostgreSQL 15): `None` then.
-    pub fn start(server: &Server, template: &str, record: Option<&FrozenState>) -> Result<Option<Ahead>> {
+    /// `ledger`: the migration ledger table, schema-qualified, to read as well (the probe reads it
+    /// before anything else; the scan in its snapshot).
+    pub fn start(
+        server: &Server,
+        template: &str,
+        record: Option<&FrozenState>,
+        ledger: Option<&str>,
+    ) -> Result<Option<Ahead>> {
         if too_old(server).is_some() || unprobeable(server, template)?.is_some() {
             return Ok(None);
         }
@@ -434,14 +467,18 @@ impl Ahead {
             }
             _ => None,
         };
+        let ledger = ledger.map(str::to_string);
         // One session for both: the scan needs no second connection.
         let thread = std::thread::spawn(move || {
             let mut session = Session::open(psql).ok()?;
-            let out = session.run(&probe_script()).ok()?;
+            let out = session.run(&probe_script(ledger.as_deref())).ok()?;
             let mut probe: Probe = serde_json::from_str(out.trim()).ok()?;
             if let Some((then, before, rows)) = scan {
                 if let Judged::Unsure(_) = compare(&then, &before, &probe.counters, &probe.backends) {
-                    if let Ok(Ok(Ok(now))) = session.run(&scan_script(Some(&rows.horizon))).map(|out| read_scan(&out)) {
+                    if let Ok(Ok(Ok(now))) = session
+                        .run(&scan_script_reading(Some(&rows.horizon), ledger.as_deref()))
+                        .map(|out| read_scan(&out))
+                    {
                         probe.scans.push((rows.horizon.clone(), now));
                     }
                 }
@@ -518,15 +555,24 @@ const SCANNED: &str = "FROM pg_class c WHERE c.relkind IN ('r', 'm') AND NOT c.r
 /// `age(then)`, an integer comparison per row (a third of the time of comparing the ids as
 /// text, on pagila) that is exact while fewer than 2^31 ids separate them (checked: `span`).
 fn scan_script(then: Option<&str>) -> String {
+    scan_script_reading(then, None)
+}
+
+/// [`scan_script`], reading the migration ledger `ledger` in the same snapshot too.
+fn scan_script_reading(then: Option<&str>, ledger: Option<&str>) -> String {
+    let (read, field) = match ledger {
+        Some(table) => (ledger_script(table, "scan_ledger_"), ", 'ledger', :'scan_ledger_json'::json"),
+        None => (String::new(), ""),
+    };
     format!(
-        "{}\\if :scan_hidden\n\
+        "{}{read}\\if :scan_hidden\n\
          SELECT json_build_object('hidden', :'scan_first_hidden');\n\
          \\else\n\
          SELECT json_build_object('horizon', :'scan_h', 'relations', :scan_k, \
            'digest', coalesce(md5(string_agg(x.r || ':' || x.n, ',' ORDER BY x.r)), ''), \
            'window', coalesce(md5(string_agg(x.r || '=' || x.x, ';' ORDER BY x.r) FILTER (WHERE x.x IS NOT NULL)), ''), \
            'since', coalesce(sum(x.w), 0), 'span', :scan_span, 'top', :scan_top, \
-           'per', coalesce(json_object_agg(x.r, {PER}) FILTER (WHERE x.r IS NOT NULL), '{{}}')) FROM (:scan_q) x;\n\
+           'per', coalesce(json_object_agg(x.r, {PER}) FILTER (WHERE x.r IS NOT NULL), '{{}}'){field}) FROM (:scan_q) x;\n\
          \\endif\n\
          COMMIT;\n",
         scan_head(then)
@@ -763,7 +809,9 @@ pub(super) fn staleness_seen(
     }
     let Some(probe) = seen.as_mut() else { return Ok(Some("the template could not be inspected".into())) };
     probe.note = None;
+    probe.current_ledger = None;
     let mut note = None;
+    let mut ledger = probe.ledger.clone();
     match compare(then, &frozen.backends, &probe.counters, &probe.backends) {
         Judged::Current => {}
         Judged::Stale(why) => return Ok(Some(why)),
@@ -779,6 +827,7 @@ pub(super) fn staleness_seen(
             }
             match scanned {
                 Ok(now) if now.window == rows.window && now.digest == rows.digest => {
+                    ledger = now.ledger.clone();
                     note = Some(format!(
                         "the counters could not tell: {why}; a scan of its {} relations found no row written or removed since",
                         now.relations
@@ -814,6 +863,7 @@ pub(super) fn staleness_seen(
         )));
     }
     probe.note = note;
+    probe.current_ledger = ledger;
     Ok(None)
 }
 
@@ -1141,9 +1191,22 @@ mod tests {
 
     #[test]
     fn the_probe_reads_backends_before_counters() {
-        let script = probe_script();
+        let script = probe_script(None);
         let activity = script.find("pg_stat_activity").unwrap();
         let counters = script.find("pg_stat_all_tables").unwrap();
         assert!(activity < counters && script.starts_with("SET default_transaction_read_only = on;"), "{script}");
+        // The ledger, when read, comes before both: a probe current by the counters proves that
+        // nothing was committed since the copy's record up to after that read.
+        let script = probe_script(Some("public._sqlx_migrations"));
+        let ledger = script.find("FROM public._sqlx_migrations").unwrap();
+        assert!(ledger < script.find("pg_stat_activity").unwrap(), "{script}");
+        // In a scan, it is read inside the scan's transaction (its snapshot).
+        let scan = scan_script_reading(Some("1234"), Some("public._sqlx_migrations"));
+        let (begin, read, commit) = (
+            scan.find("BEGIN ISOLATION LEVEL REPEATABLE READ").unwrap(),
+            scan.find("FROM public._sqlx_migrations").unwrap(),
+            scan.rfind("COMMIT;").unwrap(),
+        );
+        assert!(begin < read && read < commit, "{scan}");
     }
 }

@@ -721,3 +721,41 @@ fn the_look_started_while_the_worktree_is_checked_out_decides_and_leaves() {
     assert!(run.stderr.contains("the counters could not tell"), "{}", run.stderr);
     assert_eq!(ours(), "0");
 }
+
+/// A spare taken as the look checked it is not connected to for its migration ledger: the look
+/// read the template's in the state it proved. What is pending on top of it is still applied,
+/// and an applied migration edited since is still named.
+#[test]
+fn the_ledger_the_look_read_decides_what_is_pending_on_a_spare() {
+    let p = spare_project("wtledger");
+    let t = p.template();
+    let _held = Held::open(&t);
+    let spare_ready = || {
+        sql("postgres", &format!("SELECT count(*) FROM pg_database WHERE starts_with(datname, '{}spare_') AND shobj_description(oid, 'pg_database') LIKE '%\"kind\":\"spare\"%'", p.prefix)) == "1"
+            && !p.databases().iter().any(|d| d.contains("_tmp_"))
+    };
+    p.xtask(&["db", "worktree", "--skip-generate", "ledger-a"]).ok();
+    wait_for("the background refill", spare_ready);
+    // A migration the template does not have yet, committed where the next worktree branches.
+    std::fs::write(
+        p.dir.join("migrations/0099_after_the_template.sql"),
+        "CREATE TABLE public.after_template (x int);\n",
+    )
+    .unwrap();
+    git(&p.dir, &["add", "migrations"]);
+    git(&p.dir, &["commit", "-qm", "a migration after the template"]);
+    let run = p.xtask(&["db", "worktree", "--skip-generate", "ledger-b"]).ok();
+    assert!(run.stderr.contains("ready-made spare clone"), "{}", run.stderr);
+    assert!(run.stderr.contains("migrate  1 applied"), "{}", run.stderr);
+    let b = p.dir.with_file_name(format!("{}-ledger-b", p.dir.file_name().unwrap().to_string_lossy()));
+    assert_eq!(sql(&env_db(&b), "SELECT to_regclass('public.after_template') IS NOT NULL"), "t");
+    wait_for("the refill", spare_ready);
+    // An applied migration edited: named, as when the ledger is read from the new database.
+    let first = std::fs::read_dir(p.dir.join("migrations")).unwrap().map(|e| e.unwrap().path()).min().unwrap();
+    let mut text = std::fs::read_to_string(&first).unwrap();
+    text.push_str("\n-- edited\n");
+    std::fs::write(&first, text).unwrap();
+    git(&p.dir, &["commit", "-qam", "an applied migration edited"]);
+    let run = p.xtask(&["db", "worktree", "--skip-generate", "ledger-c"]).fails(2, "was edited after");
+    assert!(run.stderr.contains(first.file_name().unwrap().to_str().unwrap()), "{}", run.stderr);
+}
