@@ -468,14 +468,10 @@ fn pg_dump_older_than_the_server_is_named() {
 fn a_spare_clone_is_taken_when_current_and_never_when_stale() {
     let p = spare_project("wtspare");
     let t = p.template();
-    let spare_ready = || {
-        sql("postgres", &format!("SELECT count(*) FROM pg_database WHERE starts_with(datname, '{}spare_') AND shobj_description(oid, 'pg_database') LIKE '%\"kind\":\"spare\"%'", p.prefix)) == "1"
-            && !p.databases().iter().any(|d| d.contains("_tmp_"))
-    };
 
     let a = worktree(&p, "spare-a");
     run_in(&p, &a, &["--skip-generate"]).ok();
-    wait_for("the background refill", spare_ready);
+    wait_for("the background refill", || spare_ready(&p));
     // Autovacuum (each second on the test server) has visited the new template by now; it must
     // have found nothing to do there (`template create` vacuums and analyzes): a worker that came
     // and went would make the spare stale.
@@ -486,7 +482,7 @@ fn a_spare_clone_is_taken_when_current_and_never_when_stale() {
     assert!(run.stderr.contains("ready-made spare clone"), "{}", run.stderr);
     assert_eq!(fingerprint(&env_db(&b)), fingerprint(&t), "the spare is a full clone of the template");
     assert_eq!(sql(&env_db(&b), "SELECT datallowconn FROM pg_database WHERE datname = current_database()"), "t");
-    wait_for("the next refill", spare_ready);
+    wait_for("the next refill", || spare_ready(&p));
 
     // A change committed to the template makes the spare stale: it must not be used.
     sql(&t, "INSERT INTO crm.organizations (name, slug) VALUES ('After the spare', 'after-spare')");
@@ -494,7 +490,7 @@ fn a_spare_clone_is_taken_when_current_and_never_when_stale() {
     let run = run_in(&p, &c, &["--skip-generate"]).ok();
     assert!(run.stderr.contains("spare clone is stale"), "{}", run.stderr);
     assert_eq!(sql(&env_db(&c), "SELECT count(*) FROM crm.organizations WHERE slug = 'after-spare'"), "1");
-    wait_for("the refill after a stale spare", spare_ready);
+    wait_for("the refill after a stale spare", || spare_ready(&p));
 
     // The spare is nobody's branch: never listed, never pruned.
     let spare = sql("postgres", &format!("SELECT datname FROM pg_database WHERE shobj_description(oid, 'pg_database') LIKE '%\"kind\":\"spare\"%' AND starts_with(datname, '{}')", p.prefix));
@@ -502,6 +498,12 @@ fn a_spare_clone_is_taken_when_current_and_never_when_stale() {
     assert!(!spare.is_empty() && !list.stdout.contains(&spare), "{spare}: {}", list.stdout);
     p.xtask(&["db", "worktrees", "--prune", "-y"]).ok();
     assert!(p.databases().contains(&spare));
+}
+
+/// The background refill is done: one spare clone of `p`'s template, and no copy in progress.
+fn spare_ready(p: &Project) -> bool {
+    sql("postgres", &format!("SELECT count(*) FROM pg_database WHERE starts_with(datname, '{}spare_') AND shobj_description(oid, 'pg_database') LIKE '%\"kind\":\"spare\"%'", p.prefix)) == "1"
+        && !p.databases().iter().any(|d| d.contains("_tmp_"))
 }
 
 /// Every row of `db`'s tables and every sequence's state, as `pg_dump --data-only` writes
@@ -554,13 +556,9 @@ fn a_stale_spare_takes_only_the_rows_written_since_and_equals_the_template() {
     );
     sql(&t, "VACUUM ANALYZE");
     let _held = Held::open(&t);
-    let spare_ready = || {
-        sql("postgres", &format!("SELECT count(*) FROM pg_database WHERE starts_with(datname, '{}spare_') AND shobj_description(oid, 'pg_database') LIKE '%\"kind\":\"spare\"%'", p.prefix)) == "1"
-            && !p.databases().iter().any(|d| d.contains("_tmp_"))
-    };
     let a = worktree(&p, "patch-a");
     run_in(&p, &a, &["--skip-generate"]).ok();
-    wait_for("the background refill", spare_ready);
+    wait_for("the background refill", || spare_ready(&p));
 
     // Rows only, by sessions that leave: the spare is brought up to date.
     sql(
@@ -578,7 +576,7 @@ fn a_stale_spare_takes_only_the_rows_written_since_and_equals_the_template() {
     assert!(!run.stderr.contains("but the spare clone could not"), "{}", run.stderr);
     assert_eq!(data_lines(&env_db(&b)), data_lines(&t), "the patched spare holds the template's data exactly");
     assert_eq!(sql(&env_db(&b), "SELECT count(*) FROM public.audit"), "501", "no trigger fired again");
-    wait_for("the refill after a patch", spare_ready);
+    wait_for("the refill after a patch", || spare_ready(&p));
 
     // What rows cannot carry: a dump instead, which has it.
     let refusals: [(&str, &str, &str, &str); 4] = [
@@ -618,7 +616,7 @@ fn a_stale_spare_takes_only_the_rows_written_since_and_equals_the_template() {
         );
         assert_eq!(&sql(&env_db(&wt), check), expected, "after `{change}`:\n{}", run.stderr);
         assert_eq!(data_lines(&env_db(&wt)), data_lines(&t));
-        wait_for("the refill", spare_ready);
+        wait_for("the refill", || spare_ready(&p));
     }
 }
 
@@ -631,9 +629,7 @@ fn a_worktree_removed_at_once_does_not_fail_the_refill() {
     let a = worktree(&p, "gone-a");
     run_in(&p, &a, &["--skip-generate"]).ok();
     git(&p.dir, &["worktree", "remove", "--force", a.to_str().unwrap()]);
-    wait_for("the refill", || {
-        sql("postgres", &format!("SELECT count(*) FROM pg_database WHERE starts_with(datname, '{}spare_') AND shobj_description(oid, 'pg_database') LIKE '%\"kind\":\"spare\"%'", p.prefix)) == "1"
-    });
+    wait_for("the refill", || spare_ready(&p));
     let b = worktree(&p, "gone-b");
     let run = run_in(&p, &b, &["--skip-generate"]).ok();
     assert!(!run.stderr.contains("background refill of the spare clone failed"), "{}", run.stderr);
@@ -649,14 +645,10 @@ fn an_interrupted_patch_leaves_no_database() {
     let t = p.template();
     sql(&t, "CREATE TABLE public.bulk AS SELECT g AS id, md5(g::text) AS t FROM generate_series(1, 600000) g");
     let _held = Held::open(&t);
-    let spare_ready = || {
-        sql("postgres", &format!("SELECT count(*) FROM pg_database WHERE starts_with(datname, '{}spare_') AND shobj_description(oid, 'pg_database') LIKE '%\"kind\":\"spare\"%'", p.prefix)) == "1"
-            && !p.databases().iter().any(|d| d.contains("_tmp_"))
-    };
     let a = worktree(&p, "patchkill-a");
     run_in(&p, &a, &["--skip-generate"]).ok();
     for (i, signal) in [libc::SIGINT, libc::SIGTERM].into_iter().enumerate() {
-        wait_for("the background refill", spare_ready);
+        wait_for("the background refill", || spare_ready(&p));
         let before: Vec<String> = p.databases().into_iter().filter(|d| !d.contains("spare_")).collect();
         sql(&t, &format!("UPDATE public.bulk SET t = 'round {i}'"));
         let wt = worktree(&p, &format!("patchkill-{i}"));
@@ -706,10 +698,7 @@ fn the_look_started_while_the_worktree_is_checked_out_decides_and_leaves() {
     let run = p.xtask(&["db", "worktree", "--skip-generate", "early-a"]).ok();
     assert!(run.stderr.contains("no one is connected to the template, so it is copied directly"), "{}", run.stderr);
     assert_eq!(ours(), "0");
-    wait_for("the background refill", || {
-        sql("postgres", &format!("SELECT count(*) FROM pg_database WHERE starts_with(datname, '{}spare_') AND shobj_description(oid, 'pg_database') LIKE '%\"kind\":\"spare\"%'", p.prefix)) == "1"
-            && !p.databases().iter().any(|d| d.contains("_tmp_"))
-    });
+    wait_for("the background refill", || spare_ready(&p));
     // A pool's new connection: it pinged and stays, idle.
     let mut pool = Held::open(&t);
     pool.run("SELECT 1 AS pinged;");
@@ -730,12 +719,8 @@ fn the_ledger_the_look_read_decides_what_is_pending_on_a_spare() {
     let p = spare_project("wtledger");
     let t = p.template();
     let _held = Held::open(&t);
-    let spare_ready = || {
-        sql("postgres", &format!("SELECT count(*) FROM pg_database WHERE starts_with(datname, '{}spare_') AND shobj_description(oid, 'pg_database') LIKE '%\"kind\":\"spare\"%'", p.prefix)) == "1"
-            && !p.databases().iter().any(|d| d.contains("_tmp_"))
-    };
     p.xtask(&["db", "worktree", "--skip-generate", "ledger-a"]).ok();
-    wait_for("the background refill", spare_ready);
+    wait_for("the background refill", || spare_ready(&p));
     // A migration the template does not have yet, committed where the next worktree branches.
     std::fs::write(
         p.dir.join("migrations/0099_after_the_template.sql"),
@@ -749,7 +734,7 @@ fn the_ledger_the_look_read_decides_what_is_pending_on_a_spare() {
     assert!(run.stderr.contains("migrate  1 applied"), "{}", run.stderr);
     let b = p.dir.with_file_name(format!("{}-ledger-b", p.dir.file_name().unwrap().to_string_lossy()));
     assert_eq!(sql(&env_db(&b), "SELECT to_regclass('public.after_template') IS NOT NULL"), "t");
-    wait_for("the refill", spare_ready);
+    wait_for("the refill", || spare_ready(&p));
     // An applied migration edited: named, as when the ledger is read from the new database.
     let first = std::fs::read_dir(p.dir.join("migrations")).unwrap().map(|e| e.unwrap().path()).min().unwrap();
     let mut text = std::fs::read_to_string(&first).unwrap();
