@@ -359,27 +359,27 @@ fn create(ctx: &Ctx, server: &Server, plan: &Plan, cp: &ClonePlan) -> Result<(cl
                 &branch_marker,
                 cp.spare_state.as_ref(),
             )?;
-            if taken == clone::Taken::AsChecked {
-                (clone::Timings::default(), cp.spare_ledger.clone())
-            } else if taken == clone::Taken::Rechecked {
-                (clone::Timings::default(), None)
-            } else {
-                // Taken by a concurrent run a moment ago, or stale by now: clone the ordinary way.
-                let again = clone::plan(
-                    server,
-                    &ctx.config.template,
-                    &ctx.config.frozen_db(),
-                    None,
-                    clone::Strategy::Auto,
-                    ctx.config.spare_clone,
-                    None,
-                )?;
-                let mut t = copy_into_place(ctx, server, plan, &again, &branch_marker)?;
-                if t.fell_back.is_none() {
-                    t.fell_back = Some(again.method.clone());
-                    t.fallback_why = format!("the spare clone was gone or stale when taken; {}", again.why);
+            match taken {
+                clone::Taken::AsChecked => (clone::Timings::default(), cp.spare_ledger.clone()),
+                clone::Taken::Rechecked => (clone::Timings::default(), None),
+                clone::Taken::None => {
+                    // Taken by a concurrent run a moment ago, or stale by now: clone the ordinary way.
+                    let again = clone::plan(
+                        server,
+                        &ctx.config.template,
+                        &ctx.config.frozen_db(),
+                        None,
+                        clone::Strategy::Auto,
+                        ctx.config.spare_clone,
+                        None,
+                    )?;
+                    let mut t = copy_into_place(ctx, server, plan, &again, &branch_marker)?;
+                    if t.fell_back.is_none() {
+                        t.fell_back = Some(again.method.clone());
+                        t.fallback_why = format!("the spare clone was gone or stale when taken; {}", again.why);
+                    }
+                    (t, None)
                 }
-                (t, None)
             }
         }
         _ => (copy_into_place(ctx, server, plan, cp, &branch_marker)?, None),
