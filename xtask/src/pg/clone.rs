@@ -176,7 +176,10 @@ pub fn plan(
             None => {
                 let how = seen.as_ref().and_then(|p| p.note.as_ref()).map(|n| format!(" ({n})")).unwrap_or_default();
                 let why = format!("a spare clone made at {} is current{how}", state.frozen_at);
-                let spare_ledger = seen.as_ref().and_then(|p| p.current_ledger.clone());
+                let spare_ledger = seen
+                    .as_ref()
+                    .and_then(|p| p.current_ledger.as_deref())
+                    .and_then(|json| serde_json::from_str(json).ok());
                 return plan(Method::Spare, why).map(|p| ClonePlan { spare_state: Some(state), spare_ledger, ..p });
             }
             Some(why) => {
@@ -236,7 +239,8 @@ pub fn look_ahead(server: &Server, template: &str, spare: Option<&str>, ledger: 
         Some(spare) => marked_state(server, spare, template)?,
         None => None,
     };
-    Ahead::start(server, template, record.as_ref(), ledger.contains('.').then_some(ledger))
+    let read = ledger.contains('.').then(|| crate::migrations::ledger_script(ledger, "ledger_"));
+    Ahead::start(server, template, record.as_ref(), read)
 }
 
 /// [`look_ahead`] from a thread of its own, which connects by itself: started before the caller

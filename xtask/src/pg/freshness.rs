@@ -165,7 +165,6 @@ use serde::{Deserialize, Serialize};
 
 use super::session::Session;
 use super::{literal, Server};
-use crate::migrations::{ledger_script, Applied};
 use crate::proc;
 
 /// How long a session must have been idle (outside a transaction) for everything it committed
@@ -264,10 +263,10 @@ pub struct Rows {
     /// what tells which relations a stale copy must take again (see [`patch_script`]).
     #[serde(default)]
     pub per: std::collections::BTreeMap<String, String>,
-    /// The migration ledger in the scan's snapshot, when the scan was asked to read it (never
-    /// recorded).
+    /// The migration ledger in the scan's snapshot (JSON), when the scan was asked to read it
+    /// (never recorded).
     #[serde(default, skip_serializing)]
-    pub ledger: Option<Vec<Applied>>,
+    pub ledger: Option<String>,
 }
 
 /// One look at the template: backends first, then counters, then sequences.
@@ -283,14 +282,14 @@ pub struct Probe {
     /// How the last check that found a copy current got there, when the counters could not tell.
     #[serde(skip)]
     pub note: Option<String>,
-    /// The migration ledger, read before the backends and the counters (when asked for).
+    /// The migration ledger (JSON), read before the backends and the counters (when asked for).
     #[serde(default)]
-    ledger: Option<Vec<Applied>>,
+    ledger: Option<String>,
     /// The ledger of the copy the last check found current, when a read of the template proved
     /// it: the probe's (current by the counters: nothing committed since the copy's record, up
     /// to after that read) or its scan's (current by the rows, read in the scan's snapshot).
     #[serde(skip)]
-    pub current_ledger: Option<Vec<Applied>>,
+    pub current_ledger: Option<String>,
 }
 
 /// What a copy of the template records about the template it was made from: see the module
@@ -381,10 +380,12 @@ const SEQUENCES_SQL: &str = "(SELECT json_build_object('digest', \
 const SESSION: &str = "SET default_transaction_read_only = on;\nSET search_path = pg_catalog, pg_temp;\n";
 
 /// The psql script of a probe: one JSON object on stdout.
+/// `ledger`: the psql lines that read the migration ledger into the variable `ledger_json`
+/// ([`Ahead::start`]), run first.
 fn probe_script(ledger: Option<&str>) -> String {
     let (read, field) = match ledger {
-        Some(table) => (ledger_script(table, "probe_ledger_"), ", 'ledger', :'probe_ledger_json'::json"),
-        None => (String::new(), ""),
+        Some(read) => (read, ", 'ledger', :'ledger_json'"),
+        None => ("", ""),
     };
     format!(
         "{SESSION}{read}\
@@ -449,13 +450,14 @@ pub struct Ahead {
 impl Ahead {
     /// Starts a probe of `template`, unless it cannot be probed without side effects (a login
     /// event trigger) or its statistics prove nothing (before PostgreSQL 15): `None` then.
-    /// `ledger`: the migration ledger table, schema-qualified, to read as well (the probe reads it
-    /// before anything else; the scan in its snapshot).
+    /// `ledger`: psql lines that read the migration ledger into the variable `ledger_json` (JSON
+    /// text), printing nothing: run by the probe before anything else, and by the scan in its
+    /// snapshot; what they read comes back as [`Probe::current_ledger`].
     pub fn start(
         server: &Server,
         template: &str,
         record: Option<&FrozenState>,
-        ledger: Option<&str>,
+        ledger: Option<String>,
     ) -> Result<Option<Ahead>> {
         if too_old(server).is_some() || unprobeable(server, template)?.is_some() {
             return Ok(None);
@@ -467,7 +469,6 @@ impl Ahead {
             }
             _ => None,
         };
-        let ledger = ledger.map(str::to_string);
         // One session for both: the scan needs no second connection.
         let thread = std::thread::spawn(move || {
             let mut session = Session::open(psql).ok()?;
@@ -558,11 +559,11 @@ fn scan_script(then: Option<&str>) -> String {
     scan_script_reading(then, None)
 }
 
-/// [`scan_script`], reading the migration ledger `ledger` in the same snapshot too.
+/// [`scan_script`], running `ledger` (see [`Ahead::start`]) in the same snapshot too.
 fn scan_script_reading(then: Option<&str>, ledger: Option<&str>) -> String {
     let (read, field) = match ledger {
-        Some(table) => (ledger_script(table, "scan_ledger_"), ", 'ledger', :'scan_ledger_json'::json"),
-        None => (String::new(), ""),
+        Some(read) => (read, ", 'ledger', :'ledger_json'"),
+        None => ("", ""),
     };
     format!(
         "{}{read}\\if :scan_hidden\n\
@@ -1197,11 +1198,12 @@ mod tests {
         assert!(activity < counters && script.starts_with("SET default_transaction_read_only = on;"), "{script}");
         // The ledger, when read, comes before both: a probe current by the counters proves that
         // nothing was committed since the copy's record up to after that read.
-        let script = probe_script(Some("public._sqlx_migrations"));
+        let read = crate::migrations::ledger_script("public._sqlx_migrations", "ledger_");
+        let script = probe_script(Some(&read));
         let ledger = script.find("FROM public._sqlx_migrations").unwrap();
         assert!(ledger < script.find("pg_stat_activity").unwrap(), "{script}");
         // In a scan, it is read inside the scan's transaction (its snapshot).
-        let scan = scan_script_reading(Some("1234"), Some("public._sqlx_migrations"));
+        let scan = scan_script_reading(Some("1234"), Some(&read));
         let (begin, read, commit) = (
             scan.find("BEGIN ISOLATION LEVEL REPEATABLE READ").unwrap(),
             scan.find("FROM public._sqlx_migrations").unwrap(),
