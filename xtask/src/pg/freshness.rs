@@ -624,7 +624,10 @@ fn scan_head(then: Option<&str>) -> String {
 /// materialized view or a table with rules changed, the template was made again, or the ids
 /// cannot tell (see [`scan`]). Names come from the template's catalogs, which equal the copy's
 /// (they did not change), quoted by PostgreSQL (`regclass`, `quote_ident`); generated columns
-/// are left out (the copy computes them). `None` when `then` has no usable record.
+/// are left out (the copy computes them). Both sides read and write text with the same
+/// settings (ISO dates, `extra_float_digits` 3, UTC, the template's `lc_monetary` and client
+/// encoding), and a changed table with a trigger enabled `ALWAYS` or `REPLICA` (which fires
+/// under `session_replication_role = replica`) refuses. `None` when `then` has no usable record.
 pub(super) fn patch_script(then: &Rows, oid: i64) -> Option<String> {
     if then.per.is_empty() || then.horizon.is_empty() || !then.horizon.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -646,6 +649,10 @@ SELECT CASE
                WHERE c.relnamespace = 'pg_catalog'::regnamespace OR c.oid < 16384)
     THEN (SELECT format('its catalog %s changed since (DDL, a comment, a privilege or a large object)', min(c.relname))
           FROM diff d JOIN pg_class c ON c.oid = d.r WHERE c.relnamespace = 'pg_catalog'::regnamespace OR c.oid < 16384)
+  WHEN EXISTS (SELECT 1 FROM diff d JOIN pg_trigger g ON g.tgrelid = d.r WHERE g.tgenabled IN ('A', 'R'))
+    THEN (SELECT format('%s changed since, and a trigger on it is enabled ALWAYS or REPLICA (it would fire as its rows are copied)',
+                        min(g.tgrelid::regclass::text))
+          FROM diff d JOIN pg_trigger g ON g.tgrelid = d.r WHERE g.tgenabled IN ('A', 'R'))
   WHEN EXISTS (SELECT 1 FROM diff d JOIN pg_class c ON c.oid = d.r WHERE c.relkind <> 'r' OR c.relhasrules)
     THEN (SELECT format('%s changed since, and it is a materialized view or has rules (which a DELETE would run)',
                         min(c.oid::regclass::text))
@@ -663,6 +670,8 @@ SELECT CASE
 SELECT json_build_object('refused', :'patch_refused', 'relations', :patch_n);
 SELECT :'patch_refused' = '' AS go \gset patch_
 \if :patch_go
+SELECT format('SET client_encoding = %L; SET DateStyle = ''ISO, YMD''; SET IntervalStyle = ''postgres''; SET TimeZone = ''UTC''; SET lc_monetary = %L;',
+         current_setting('client_encoding'), current_setting('lc_monetary'));
 SELECT format('SELECT %L', format('%s %s; COPY %s (%s) FROM STDIN;',
          CASE WHEN EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.confrelid = c.oid)
            THEN 'DELETE FROM ONLY' ELSE 'TRUNCATE ONLY' END, c.oid::regclass, c.oid::regclass, a.cols)),
@@ -680,7 +689,11 @@ COMMIT;
 "#;
     let script =
         script.replace("PER", PER).replace("RECORDED", &literal(&recorded)).replace("THE_OID", &oid.to_string());
-    Some(format!("{}{script}", scan_head(Some(&then.horizon))))
+    // Text that reads back as it was written, whatever the template's own settings say (a
+    // database's `DateStyle` or `extra_float_digits` are not the copy's): the settings pg_dump
+    // takes, and the same ones, printed first, for the copy's side.
+    let exact = "SET DateStyle = 'ISO, YMD';\nSET IntervalStyle = 'postgres';\nSET extra_float_digits = 3;\nSET TimeZone = 'UTC';\n";
+    Some(format!("{exact}{}{script}", scan_head(Some(&then.horizon))))
 }
 
 /// What the first line of a [`patch_script`]'s output said.

@@ -513,6 +513,9 @@ fn data_lines(db: &str) -> Vec<String> {
     let out = Command::new("pg_dump")
         .args(["--data-only", "--no-comments", "-d", &url])
         .env("PGPASSWORD", password())
+        // pg_dump writes dates ISO and floats exactly, but in the session's time zone, which a
+        // database's own setting chooses: the same one for both sides.
+        .env("PGTZ", "UTC")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -552,9 +555,24 @@ fn a_stale_spare_takes_only_the_rows_written_since_and_equals_the_template() {
          CREATE SEQUENCE public.counter; CREATE SCHEMA \"Odd; \"\"schema\"\"\"; \
          CREATE TABLE \"Odd; \"\"schema\"\"\".\"t'a\\b\" (\"c \"\"1\"\"\" text, \"\\.\" int); \
          INSERT INTO public.parent SELECT g, 'p' || g FROM generate_series(1, 50) g; \
-         INSERT INTO public.child (parent_id, n) SELECT 1 + g % 50, g FROM generate_series(1, 500) g",
+         INSERT INTO public.child (parent_id, n) SELECT 1 + g % 50, g FROM generate_series(1, 500) g; \
+         CREATE TABLE public.measures (d date, f float8, ts timestamp, tz timestamptz, i interval); \
+         INSERT INTO public.measures VALUES ('2020-03-04', 0.1, '2020-03-04 05:06:07', '2020-03-04 05:06:07+00', '1 day'); \
+         CREATE TABLE public.always (x int); \
+         CREATE FUNCTION public.count_always() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN INSERT INTO public.audit VALUES (-1); RETURN NEW; END$$; \
+         CREATE TRIGGER counted AFTER INSERT ON public.always FOR EACH ROW EXECUTE FUNCTION public.count_always(); \
+         ALTER TABLE public.always ENABLE ALWAYS TRIGGER counted",
     );
     sql(&t, "VACUUM ANALYZE");
+    // The template's own settings write text the copy's side would read otherwise: day first,
+    // floats rounded, another time zone.
+    sql(
+        "postgres",
+        &format!(
+            "ALTER DATABASE \"{t}\" SET DateStyle = 'SQL, DMY'; ALTER DATABASE \"{t}\" SET extra_float_digits = -3; \
+             ALTER DATABASE \"{t}\" SET TimeZone = 'Asia/Kathmandu'; ALTER DATABASE \"{t}\" SET IntervalStyle = 'sql_standard'"
+        ),
+    );
     let _held = Held::open(&t);
     let a = worktree(&p, "patch-a");
     run_in(&p, &a, &["--skip-generate"]).ok();
@@ -568,6 +586,8 @@ fn a_stale_spare_takes_only_the_rows_written_since_and_equals_the_template() {
          INSERT INTO public.child (parent_id, n) VALUES (2, 1000); \
          INSERT INTO public.parted VALUES (5); INSERT INTO public.heir VALUES (1, 2); \
          INSERT INTO \"Odd; \"\"schema\"\"\".\"t'a\\b\" VALUES (E'\\\\.\\n\\\\.', 1); \
+         INSERT INTO public.measures VALUES ('2021-02-01', 0.123456789012345678, '2021-02-01 23:59:58.123456', \
+           '2021-02-01 23:59:58.123456+00', '-1 day +02:03:04.5'); \
          SELECT nextval('public.counter'); SELECT setval('public.counter', 30, false)",
     );
     let b = worktree(&p, "patch-b");
@@ -579,7 +599,13 @@ fn a_stale_spare_takes_only_the_rows_written_since_and_equals_the_template() {
     wait_for("the refill after a patch", || spare_ready(&p));
 
     // What rows cannot carry: a dump instead, which has it.
-    let refusals: [(&str, &str, &str, &str); 4] = [
+    let refusals: [(&str, &str, &str, &str); 5] = [
+        (
+            "INSERT INTO public.always VALUES (1)",
+            "public.always changed since, and a trigger on it is enabled ALWAYS or REPLICA",
+            "SELECT count(*) FROM public.audit WHERE n = -1",
+            "1",
+        ),
         (
             "INSERT INTO public.ruled VALUES (1)",
             "public.ruled changed since, and it is a materialized view or has rules",
