@@ -646,6 +646,9 @@ SELECT CASE
   WHEN :scan_top > 4294967296 THEN 'this server has used more than 2^32 transaction ids'
   WHEN EXISTS (SELECT 1 FROM diff WHERE appeared) THEN 'relations were made or dropped since'
   WHEN EXISTS (SELECT 1 FROM diff d JOIN pg_class c ON c.oid = d.r
+               WHERE c.relfilenode <> 0 AND pg_relation_filenode(c.oid) IS DISTINCT FROM c.relfilenode)
+    THEN 'a table was truncated or rewritten as it was read (its new file is not the snapshot''s)'
+  WHEN EXISTS (SELECT 1 FROM diff d JOIN pg_class c ON c.oid = d.r
                WHERE c.relnamespace = 'pg_catalog'::regnamespace OR c.oid < 16384)
     THEN (SELECT format('its catalog %s changed since (DDL, a comment, a privilege or a large object)', min(c.relname))
           FROM diff d JOIN pg_class c ON c.oid = d.r WHERE c.relnamespace = 'pg_catalog'::regnamespace OR c.oid < 16384)
@@ -670,7 +673,7 @@ SELECT CASE
 SELECT json_build_object('refused', :'patch_refused', 'relations', :patch_n);
 SELECT :'patch_refused' = '' AS go \gset patch_
 \if :patch_go
-SELECT format('SET client_encoding = %L; SET DateStyle = ''ISO, YMD''; SET IntervalStyle = ''postgres''; SET TimeZone = ''UTC''; SET lc_monetary = %L;',
+SELECT format('SET client_encoding = %L; SET standard_conforming_strings = on; SET DateStyle = ''ISO, YMD''; SET IntervalStyle = ''postgres''; SET TimeZone = ''UTC''; SET lc_monetary = %L; SET xmloption = content; SET search_path = pg_catalog, pg_temp;',
          current_setting('client_encoding'), current_setting('lc_monetary'));
 SELECT format('SELECT %L', format('%s %s; COPY %s (%s) FROM STDIN;',
          CASE WHEN EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.confrelid = c.oid)
@@ -692,7 +695,9 @@ COMMIT;
     // Text that reads back as it was written, whatever the template's own settings say (a
     // database's `DateStyle` or `extra_float_digits` are not the copy's): the settings pg_dump
     // takes, and the same ones, printed first, for the copy's side.
-    let exact = "SET DateStyle = 'ISO, YMD';\nSET IntervalStyle = 'postgres';\nSET extra_float_digits = 3;\nSET TimeZone = 'UTC';\n";
+    // `standard_conforming_strings` on: the end-of-data line is the literal '\.'.
+    let exact = "SET standard_conforming_strings = on;\nSET DateStyle = 'ISO, YMD';\nSET IntervalStyle = 'postgres';\n\
+                 SET extra_float_digits = 3;\nSET TimeZone = 'UTC';\n";
     Some(format!("{exact}{}{script}", scan_head(Some(&then.horizon))))
 }
 
@@ -778,7 +783,7 @@ fn read_scan(out: &str) -> Result<std::result::Result<Rows, String>> {
 
 /// Why the template cannot be probed without side effects, if it cannot: a login event trigger
 /// (PostgreSQL 17+) would run for our session.
-fn unprobeable(server: &Server, template: &str) -> Result<Option<String>> {
+pub(super) fn unprobeable(server: &Server, template: &str) -> Result<Option<String>> {
     if server.major < 17 {
         return Ok(None);
     }

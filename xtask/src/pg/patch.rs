@@ -33,6 +33,9 @@ pub fn patch(server: &Server, template: &str, state: &FrozenState, copy: &str) -
     let (Some(rows), Some(counters), None) = (&state.rows, &state.counters, &state.unverified) else {
         return Ok(Patched::Refused("the copy's record names no rows to compare".into()));
     };
+    if let Some(why) = freshness::unprobeable(server, template)? {
+        return Ok(Patched::Refused(why));
+    }
     let Some(script) = freshness::patch_script(rows, counters.oid) else {
         return Ok(Patched::Refused("the copy's record has no per-relation counts (an older version made it)".into()));
     };
@@ -74,9 +77,10 @@ fn feed(server: &Server, reading: &mut Registered, script: String, copy: &str) -
     };
 
     let mut target = server.psql(copy)?;
-    target.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+    target.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut writing = Registered::spawn(&mut target)?;
     let target_errors = drain(writing.child.stderr.take().context("psql's stderr")?);
+    let target_output = drain(writing.child.stdout.take().context("psql's stdout")?);
     let mut to_target = writing.child.stdin.take().context("psql's stdin")?;
     let copied = to_target
         .write_all(b"SET session_replication_role = replica;\nSET statement_timeout = 0;\nBEGIN;\n")
@@ -84,9 +88,14 @@ fn feed(server: &Server, reading: &mut Registered, script: String, copy: &str) -
     let source_status = reading.wait()?;
     // Committed only when the template's side ended well: otherwise the copy's transaction
     // ends with its input, rolled back.
-    let committed = copied.is_ok() && source_status.success() && to_target.write_all(b"COMMIT;\n").is_ok();
+    // The mark after the COMMIT proves that psql read it as a statement: a COPY that never saw
+    // its end-of-data line would take everything that follows as rows and end with the input,
+    // exit status 0, transaction rolled back.
+    let committed =
+        copied.is_ok() && source_status.success() && to_target.write_all(COMMIT_AND_MARK.as_bytes()).is_ok();
     drop(to_target);
     let target_status = writing.wait()?;
+    let marked = String::from_utf8_lossy(&target_output.join().unwrap_or_default()).lines().any(|l| l == MARK);
     proc::check_interrupt()?;
     if !source_status.success() {
         let why = telling(&errors.join().unwrap_or_default(), source_status);
@@ -96,8 +105,15 @@ fn feed(server: &Server, reading: &mut Registered, script: String, copy: &str) -
         let why = telling(&target_errors.join().unwrap_or_default(), target_status);
         return Ok(Patched::Refused(format!("writing the rows into the copy failed ({why})")));
     }
+    if !marked {
+        return Ok(Patched::Refused("the copy's side never reached its COMMIT (an end of data went unseen)".into()));
+    }
     Ok(Patched::Done { relations: said.relations })
 }
+
+/// What the copy's side prints once it has committed.
+const MARK: &str = "xtask-patch-committed";
+const COMMIT_AND_MARK: &str = "COMMIT;\nSELECT 'xtask-patch-committed';\n";
 
 /// Reads a child's stream to its end, in a thread.
 fn drain(mut from: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
