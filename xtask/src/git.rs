@@ -268,6 +268,8 @@ pub enum Checkout<'a> {
     Track(&'a str),
     /// A new branch at HEAD.
     NewFromHead,
+    /// No branch: HEAD's commit, detached.
+    DetachedHead,
 }
 
 /// `git worktree add --quiet` of `branch` at `dir`; `Ok(Err((status, why)))` with git's exit
@@ -292,6 +294,9 @@ pub fn add_worktree(
         ]),
         Checkout::NewFromHead => {
             args.extend([OsStr::new("-b"), OsStr::new(branch), OsStr::new("--end-of-options"), d, OsStr::new("HEAD")])
+        }
+        Checkout::DetachedHead => {
+            args.extend([OsStr::new("--detach"), OsStr::new("--end-of-options"), d, OsStr::new("HEAD")])
         }
     }
     match proc::output(&mut git(cwd, &args)?, None)? {
