@@ -1,5 +1,7 @@
 //! What git knows about where we run: this worktree, the main worktree (whose `.env` and embedded
-//! cluster all worktrees share), the branch, and the list of worktrees.
+//! cluster all worktrees share), the branch, and the list of worktrees; and every git command
+//! the tool runs (adding, listing and removing worktrees, checking branches), each built here
+//! with xshell's `cmd!` and run through [`proc`].
 //!
 //! Read from the files git keeps (`.git`, `HEAD`, `commondir`, `worktrees/*/gitdir`) — each `git`
 //! process costs ~10 ms, and `db worktree` is meant to be fast. Anything unusual (`GIT_DIR` and
