@@ -21,7 +21,7 @@ use crate::flags::BenchWorktree;
 use crate::pg::cluster::Throwaway;
 use crate::pg::{ident, tools, PgUrl, Server};
 use crate::term::step;
-use crate::{proc, time};
+use crate::{git, proc, time};
 
 pub fn worktree(flags: BenchWorktree) -> Result<()> {
     let root = find_workspace_root(&std::env::current_dir()?)?;
@@ -69,9 +69,8 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
 
     // A linked worktree of this repository, built once (warm), for `cargo xtask db worktree`.
     let wt = dir.join("wt");
-    let mut add = Command::new("git");
-    add.current_dir(&root).args(["worktree", "add", "--detach", "-q"]).arg(&wt).arg("HEAD");
-    proc::capture(&mut add, None).context("adding a git worktree for the benchmark")?;
+    git::add_worktree(&root, &wt, "", git::Checkout::DetachedHead)?
+        .map_err(|(status, why)| anyhow::anyhow!("adding a git worktree for the benchmark ({status}): {why}"))?;
     let _wt_guard = WorktreeGuard(root.clone(), wt.clone());
     let target = crate::test_harness::target_dir(&cargo, &root)?;
     // `full`: the whole command, migrate and generate included; else the clone alone.
@@ -407,9 +406,8 @@ impl UserPath<'_> {
     /// `target/`) and seeded (made by the command).
     fn builds(&self, template: &str) -> Result<(Duration, Duration)> {
         let (branch, cold) = self.next("c");
-        let mut add = Command::new("git");
-        add.current_dir(self.root).args(["worktree", "add", "-q", "-b", &branch]).arg(&cold).arg("HEAD");
-        proc::capture(&mut add, None)?;
+        git::add_worktree(self.root, &cold, &branch, git::Checkout::NewFromHead)?
+            .map_err(|(status, why)| anyhow::anyhow!("git worktree add {} ({status}): {why}", cold.display()))?;
         let build = |dir: &Path| -> Result<Duration> {
             let start = Instant::now();
             proc::capture(self.cargo(dir).args(["build", "--package", "app"]), None)?;
@@ -432,12 +430,8 @@ impl UserPath<'_> {
             if !name.starts_with(&prefix) {
                 continue;
             }
-            let mut rm = Command::new("git");
-            rm.current_dir(self.root).args(["worktree", "remove", "--force", "--force"]).arg(e.path());
-            let _ = proc::output(&mut rm, None);
-            let mut del = Command::new("git");
-            del.current_dir(self.root).args(["branch", "-D", &name]);
-            let _ = proc::output(&mut del, None);
+            let _ = git::remove_worktree(self.root, &e.path(), true);
+            git::delete_branch(self.root, &name);
         }
         Ok(())
     }
@@ -659,7 +653,7 @@ impl Drop for Held {
 struct WorktreeGuard(PathBuf, PathBuf);
 impl Drop for WorktreeGuard {
     fn drop(&mut self) {
-        let _ = Command::new("git").current_dir(&self.0).args(["worktree", "remove", "--force"]).arg(&self.1).output();
+        let _ = git::remove_worktree(&self.0, &self.1, true);
     }
 }
 

@@ -11,7 +11,6 @@
 //! removes the new worktree and a branch made for it: no worktree without a database.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -20,7 +19,7 @@ use super::Ctx;
 use crate::error::fail;
 use crate::flags::Worktree;
 use crate::term::Answer;
-use crate::{build_cache, proc, time};
+use crate::{build_cache, git, proc, time};
 
 pub fn run(ctx: &Ctx, branch: &str, flags: Worktree) -> Result<()> {
     let started = Instant::now();
@@ -28,7 +27,7 @@ pub fn run(ctx: &Ctx, branch: &str, flags: Worktree) -> Result<()> {
     // Runs of this repository look and add one at a time (released once the worktree is there):
     // a second run for the same branch then finds the first one's worktree, complete.
     let adding = RepoLock::take(ctx)?;
-    let listed = list(&ctx.worktrees.current)?;
+    let listed = git::list(&ctx.worktrees.current)?;
     let mut early = None;
     let (dir, made) = match listed.iter().find(|w| w.branch.as_deref() == Some(branch)) {
         None if flags.drop => {
@@ -162,11 +161,6 @@ impl RepoLock {
     }
 }
 
-/// What git said last on stderr (its one-line reason).
-fn git_says(stderr: &[u8]) -> String {
-    crate::error::telling_line(&String::from_utf8_lossy(stderr)).to_string()
-}
-
 /// `--drop BRANCH`: its worktree's database, then the worktree (`git worktree remove`). What git
 /// would refuse — changes, untracked files, a lock — is refused before the database is dropped,
 /// and the question names both.
@@ -177,31 +171,24 @@ fn drop_and_remove(ctx: &Ctx, dir: &Path, answer: Answer) -> Result<()> {
     if !super::worktree::drop_own(&sub, answer, &and_then)? {
         return Ok(());
     }
-    let mut cmd = Command::new("git");
-    cmd.current_dir(&ctx.worktrees.current).arg("worktree").arg("remove").arg("--end-of-options").arg(dir);
-    match proc::output(&mut cmd, None)? {
-        (status, _, _) if status.success() => {
+    match git::remove_worktree(&ctx.worktrees.current, dir, false)? {
+        Ok(()) => {
             eprintln!("removed the worktree {}", dir.display());
             Ok(())
         }
-        (_, _, stderr) => {
-            let last = git_says(&stderr);
-            Err(fail(
-                format!("its database is dropped, but git kept the worktree {}: {last}", dir.display()),
-                format!("commit or discard its changes, then `git worktree remove {}`", dir.display()),
-            ))
-        }
+        Err(last) => Err(fail(
+            format!("its database is dropped, but git kept the worktree {}: {last}", dir.display()),
+            format!("commit or discard its changes, then `git worktree remove {}`", dir.display()),
+        )),
     }
 }
 
 /// Whether `git worktree remove` (without `--force`) would remove `dir`: git refuses a worktree
 /// with changes to tracked files or untracked (not ignored) files, and a locked one.
 fn removable(dir: &Path) -> Result<()> {
-    let mut cmd = Command::new("git");
-    cmd.current_dir(dir).args(["status", "--porcelain", "--ignore-submodules=none", "--untracked-files=all"]);
-    let status = proc::capture(&mut cmd, None).context("asking git whether the worktree has changes")?;
-    if let Some(first) = status.lines().next() {
-        let more = status.lines().count() - 1;
+    let changes = git::changes(dir)?;
+    if let Some(first) = changes.first() {
+        let more = changes.len() - 1;
         let more = if more > 0 { format!(" and {more} more") } else { String::new() };
         return Err(fail(
             format!(
@@ -212,22 +199,11 @@ fn removable(dir: &Path) -> Result<()> {
             format!("commit, stash or delete them (see `git -C {} status`), then run again", dir.display()),
         ));
     }
-    let mut cmd = Command::new("git");
-    cmd.current_dir(dir).args(["worktree", "list", "--porcelain", "-z"]);
-    let list = proc::capture(&mut cmd, None).context("listing git worktrees")?;
-    let mut this = false;
-    for field in list.split('\0') {
-        if let Some(p) = field.strip_prefix("worktree ") {
-            this = Path::new(p) == dir;
-        } else if this && (field == "locked" || field.starts_with("locked ")) {
-            return Err(fail(
-                format!(
-                    "the worktree {} is locked (`git worktree lock`): nothing dropped, nothing removed",
-                    dir.display()
-                ),
-                format!("unlock it with `git worktree unlock {}`, then run again", dir.display()),
-            ));
-        }
+    if git::list(dir)?.iter().any(|w| w.path == dir && w.locked) {
+        return Err(fail(
+            format!("the worktree {} is locked (`git worktree lock`): nothing dropped, nothing removed", dir.display()),
+            format!("unlock it with `git worktree unlock {}`, then run again", dir.display()),
+        ));
     }
     Ok(())
 }
@@ -256,33 +232,10 @@ fn check_branch_name(cwd: &Path, branch: &str) -> Result<()> {
     if branch.chars().any(char::is_control) {
         return bad("it contains a control character");
     }
-    let mut cmd = Command::new("git");
-    cmd.current_dir(cwd).args(["check-ref-format", "--branch", branch]);
-    match proc::output(&mut cmd, None)? {
-        (status, _, _) if status.success() => Ok(()),
-        _ => bad("git check-ref-format refuses it"),
+    match git::is_branch_name(cwd, branch)? {
+        true => Ok(()),
+        false => bad("git check-ref-format refuses it"),
     }
-}
-
-struct Listed {
-    path: PathBuf,
-    branch: Option<String>,
-}
-
-/// `git worktree list --porcelain`, with a line per worktree's path and branch.
-fn list(cwd: &Path) -> Result<Vec<Listed>> {
-    let mut cmd = Command::new("git");
-    cmd.current_dir(cwd).args(["worktree", "list", "--porcelain", "-z"]);
-    let out = proc::capture(&mut cmd, None).context("listing git worktrees")?;
-    let mut found = Vec::new();
-    for field in out.split('\0') {
-        if let Some(p) = field.strip_prefix("worktree ") {
-            found.push(Listed { path: PathBuf::from(p), branch: None });
-        } else if let (Some(b), Some(last)) = (field.strip_prefix("branch refs/heads/"), found.last_mut()) {
-            last.branch = Some(b.to_string());
-        }
-    }
-    Ok(found)
 }
 
 /// A worktree this run made: removed again (with a branch made for it) unless kept.
@@ -309,19 +262,13 @@ impl Drop for Made {
         }
         // A seed of its target/ still running would write into the removed directory.
         build_cache::wait(&self.dir);
-        let git = |args: &[&str]| {
-            let mut cmd = Command::new("git");
-            cmd.current_dir(&self.cwd).args(args);
-            proc::output(&mut cmd, None).map(|(s, _, _)| s.success()).unwrap_or(false)
-        };
-        let dir = self.dir.to_string_lossy();
-        let removed = git(&["worktree", "remove", "--force", "--force", &dir]);
+        let removed = git::remove_worktree(&self.cwd, &self.dir, true).is_ok_and(|r| r.is_ok());
         if !removed {
             let _ = std::fs::remove_dir_all(&self.dir);
-            git(&["worktree", "prune"]);
+            git::prune(&self.cwd);
         }
         if self.new_branch_from.is_some() || self.tracking.is_some() {
-            git(&["branch", "-D", "--", &self.branch]);
+            git::delete_branch(&self.cwd, &self.branch);
         }
         eprintln!("removed the new worktree {} again", self.dir.display());
     }
@@ -338,24 +285,8 @@ fn made_line(branch: &str, dir: &Path, made: &Made) -> String {
 /// `git worktree add`: on the local branch if it exists, else tracking the one remote branch of
 /// that name, else on a new branch from HEAD.
 fn add(cwd: &Path, branch: &str, dir: &Path) -> Result<Made> {
-    let exists = |r: &str| {
-        let mut cmd = Command::new("git");
-        cmd.current_dir(cwd).args(["rev-parse", "--verify", "--quiet", "--end-of-options", r]);
-        proc::output(&mut cmd, None).map(|(s, _, _)| s.success())
-    };
-    let local = exists(&format!("refs/heads/{branch}^{{commit}}"))?;
-    let remotes: Vec<String> = if local {
-        Vec::new()
-    } else {
-        let mut cmd = Command::new("git");
-        cmd.current_dir(cwd).args(["for-each-ref", "--format=%(refname:short)", "refs/remotes/*/"]);
-        let pattern = format!("/{branch}");
-        proc::capture(&mut cmd, None)?
-            .lines()
-            .filter(|r| r.ends_with(&pattern) && r.len() > pattern.len() && !r[..r.len() - pattern.len()].contains('/'))
-            .map(str::to_string)
-            .collect()
-    };
+    let local = git::has_branch(cwd, branch)?;
+    let remotes = if local { Vec::new() } else { git::remote_branches(cwd, branch)? };
     let mut made = Made {
         cwd: cwd.to_path_buf(),
         dir: dir.to_path_buf(),
@@ -364,14 +295,11 @@ fn add(cwd: &Path, branch: &str, dir: &Path) -> Result<Made> {
         tracking: None,
         kept: false,
     };
-    let mut cmd = Command::new("git");
-    cmd.current_dir(cwd).args(["worktree", "add", "--quiet"]);
-    let d = dir.as_os_str();
-    if local {
-        cmd.arg("--end-of-options").arg(d).arg(branch);
+    let how = if local {
+        git::Checkout::Local
     } else if let [remote] = remotes.as_slice() {
-        cmd.args(["--track", "-b", branch, "--end-of-options"]).arg(d).arg(remote);
         made.tracking = Some(remote.clone());
+        git::Checkout::Track(remote)
     } else {
         if remotes.len() > 1 {
             return Err(fail(
@@ -379,25 +307,19 @@ fn add(cwd: &Path, branch: &str, dir: &Path) -> Result<Made> {
                 format!("make the local branch first: `git branch --track {branch} <remote>/{branch}`"),
             ));
         }
-        let mut head = Command::new("git");
-        head.current_dir(cwd).args(["rev-parse", "--abbrev-ref", "HEAD"]);
-        let from = proc::capture(&mut head, None).map(|h| h.trim().to_string()).unwrap_or_default();
-        cmd.args(["-b", branch, "--end-of-options"]).arg(d).arg("HEAD");
+        let from = git::head_name(cwd);
         made.new_branch_from =
             Some(if from.is_empty() || from == "HEAD" { "HEAD".into() } else { format!("`{from}`") });
-    }
+        git::Checkout::NewFromHead
+    };
     eprintln!("▸ git worktree add {}", dir.display());
-    match proc::output(&mut cmd, None) {
-        Ok((status, _, _)) if status.success() => Ok(made),
-        Ok((status, _, stderr)) => {
-            let last = git_says(&stderr);
+    match git::add_worktree(cwd, dir, branch, how) {
+        Ok(Ok(())) => Ok(made),
+        Ok(Err((status, last))) => {
             // git cleans up after itself when it fails; what is there now is another's (a run
             // for the same branch at the same moment): never undo it.
             made.kept = true;
-            Err(fail(
-                format!("git worktree add failed ({}): {last}", proc::describe(status)),
-                "fix what git says and run again",
-            ))
+            Err(fail(format!("git worktree add failed ({status}): {last}"), "fix what git says and run again"))
         }
         Err(e) => {
             proc::check_interrupt()?;
