@@ -17,6 +17,7 @@ pub mod session;
 pub mod staging;
 pub mod tools;
 pub mod url;
+pub mod xid;
 
 use std::cell::{OnceCell, RefCell};
 use std::path::{Path, PathBuf};

@@ -775,6 +775,82 @@ fn a_slow_undo_after_ctrl_c_still_finishes() {
     assert!(holder.unwrap().wait().unwrap().success());
 }
 
+/// Whose row is it, as SQL: a catalog row this transaction wrote is its own though another
+/// session holds the id before it open (the snapshot's `xmax` is then at or below this
+/// transaction's id), in a subtransaction too; a row of a committed transaction is not.
+#[test]
+fn a_row_this_transaction_wrote_is_its_own_above_the_snapshot_s_xmax() {
+    let _turn = cluster_turn();
+    let mut holder = crate::support::psql("postgres")
+        .args(["-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-c"])
+        .arg("BEGIN; SELECT txid_current(); SELECT pg_sleep(30); ROLLBACK;")
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while sql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'BEGIN; SELECT txid_current()%' AND backend_xid IS NOT NULL") != "1" {
+        assert!(start.elapsed() < Duration::from_secs(30), "the holding transaction never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mine = xtask::pg::xid::written_by_this_transaction("a.xmin", xtask::pg::xid::SNAPSHOT_XMAX);
+    let widened = xtask::pg::xid::widen("a.xmin", xtask::pg::xid::SNAPSHOT_XMAX);
+    let got = sql(
+        "postgres",
+        &format!(
+            "BEGIN; CREATE ROLE xtask_xid_top; SAVEPOINT s; CREATE ROLE xtask_xid_sub; RELEASE s; \
+             SELECT string_agg(rolname || '=' || {mine}, ',' ORDER BY rolname) || ' ' || \
+               bool_and({widened} = txid_current() OR rolname <> 'xtask_xid_top') || ' ' || \
+               (txid_current() >= txid_snapshot_xmax(txid_current_snapshot())) \
+             FROM pg_authid a WHERE rolname IN ('xtask_xid_top', 'xtask_xid_sub', 'postgres'); ROLLBACK;"
+        ),
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    // The last word says the case was the one meant: this transaction's id at or above xmax.
+    let got = got.lines().find(|l| l.starts_with("postgres=")).unwrap_or(&got);
+    assert_eq!(got, "postgres=false,xtask_xid_sub=true,xtask_xid_top=true true true");
+}
+
+/// Another session's transaction, holding a transaction id and still open while the migration
+/// runs, puts the migration's own id above its snapshot's `xmax` (`xmax` is the latest
+/// *completed* id plus one): its changes to the cluster are seen all the same — a role, and the
+/// replication origin its `CREATE SUBSCRIPTION` makes (the CI failure of 2026-12-07: reported as
+/// a clear run).
+#[test]
+fn a_cluster_change_is_seen_while_another_transaction_is_open() {
+    let _turn = cluster_turn();
+    let (p, prod) = with_production("rhopen");
+    // The migration sleeps before its first write; meanwhile another session takes the next
+    // transaction id and keeps it open: the migration's id comes right after it.
+    let text = format!(
+        "SELECT pg_sleep(4);\nCREATE ROLE {0}role;\nCREATE SUBSCRIPTION {0}sub CONNECTION 'host=127.0.0.1 port=1 dbname=none' PUBLICATION p WITH (connect = false);\n",
+        p.prefix
+    );
+    let (code, r) = std::thread::scope(|s| {
+        let run = s.spawn(|| rehearse_one(&p, &prod, &text));
+        let start = Instant::now();
+        while sql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(4)%'") != "1" {
+            assert!(start.elapsed() < Duration::from_secs(60), "the migration never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut holder = crate::support::psql("postgres")
+            .args(["-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-c"])
+            .arg("BEGIN; SELECT txid_current(); SELECT pg_sleep(30); ROLLBACK;")
+            .spawn()
+            .unwrap();
+        let out = run.join().unwrap();
+        let _ = holder.kill();
+        let _ = holder.wait();
+        out
+    });
+    assert_eq!(code, 1, "{r:#}");
+    let f = findings(&r);
+    assert!(f.contains(&format!("role {}role created — undone", p.prefix)), "{f}");
+    assert!(f.contains("replication origin pg_"), "{f}");
+    assert_eq!(sql("postgres", &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{}role'", p.prefix)), "0");
+    assert_eq!(sql("postgres", "SELECT count(*) FROM pg_subscription"), "0");
+    assert!(!p.databases().iter().any(|d| d.contains("tmp_")), "{:?}", p.databases());
+}
+
 /// `ALTER ROLE ALL SET` writes the row of neither a role nor a database: it is reported and
 /// undone like any other setting.
 #[test]

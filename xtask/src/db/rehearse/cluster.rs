@@ -43,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::pg::session::{Failure, Session};
+use crate::pg::xid;
 use crate::pg::{ident, literal, Server};
 use crate::sql::Statement;
 
@@ -139,18 +140,9 @@ fn short(v: Option<&Value>) -> String {
 
 /// The query: every item, as `json_agg` rows. `$MINE` is replaced by the in-progress test.
 fn query(readable: &Readable, major: u32) -> String {
-    let x = |col: &str| {
-        format!(
-            "(SELECT CASE WHEN c > n THEN c - 4294967296 ELSE c END FROM (SELECT ((e << 32) | {col}::text::bigint) AS c, \
-             n FROM nx) q)"
-        )
-    };
-    let mine = |col: &str| {
-        format!(
-            "coalesce((SELECT txid_status(v) = 'in progress' FROM (SELECT {} AS v) w WHERE v >= 0 AND {col}::text::bigint >= 3), false)",
-            x(col)
-        )
-    };
+    // (The widening is against the snapshot's xmax: see `pg::xid` for why "nearest", not "below".)
+    let x = |col: &str| xid::widen(col, "(SELECT n FROM nx)");
+    let mine = |col: &str| xid::written_by_this_transaction(col, "(SELECT n FROM nx)");
     let mut parts = Vec::new();
     let role = if readable.authid {
         format!(
@@ -251,14 +243,13 @@ fn query(readable: &Readable, major: u32) -> String {
         );
     }
     format!(
-        "WITH nx AS (SELECT txid_snapshot_xmax(txid_current_snapshot()) AS n), \
-         e AS (SELECT n >> 32 AS e FROM nx) \
+        "WITH nx AS (SELECT {} AS n) \
          SELECT json_build_object('next', (SELECT n FROM nx), 'items', coalesce(json_agg(json_build_object('kind', kind, \
          'key', key, 'name', name, 'db', db, 'value', value, 'xid', xid, 'mine', mine)), '[]')) FROM ({}) i(kind, key, name, \
          db, value, xid, mine)",
+        xid::SNAPSHOT_XMAX,
         parts.join(" UNION ALL ")
     )
-    .replace("(e << 32)", "((SELECT e FROM e) << 32)")
 }
 
 /// What the session may read: `pg_authid` (superuser), `pg_file_settings`

@@ -877,7 +877,7 @@ fn violating_rows(
     // The statement without its comments: `… -- why` would swallow an appended NOT VALID.
     let not_valid = format!("{} NOT VALID", sql::strip_comments(&stmt.sql).trim_end());
     // Only the constraint the replayed statement just made: one made in this transaction.
-    let made_now = "c.xmin::text = (pg_current_xact_id()::text::bigint % 4294967296)::text";
+    let made_now = crate::pg::xid::written_by_this_transaction("c.xmin", crate::pg::xid::SNAPSHOT_XMAX);
     let probe: Box<Probe> = match sqlstate {
         // "check constraint "c" of relation "t" is violated by some row"
         "23514" if error.contains("is violated by some row") => {
