@@ -412,7 +412,7 @@ impl Watch {
         // Statements that only run at top level can change only what they name: a database or
         // tablespace they create, the setting ALTER SYSTEM sets. Anything else (a DO, several
         // statements around a COMMIT of the file's own) may change anything.
-        let broad = statements.iter().any(|s| !super::trace::refuses_transaction(s));
+        let broad = statements.iter().any(|s| !super::statements::refuses_transaction(s));
         let altered = altered_settings(statements);
         let mut changes = Vec::new();
         let keys: BTreeSet<&(String, String)> = self.before.items.keys().chain(after.items.keys()).collect();
@@ -576,7 +576,7 @@ fn created_names(statements: &[Statement]) -> Vec<String> {
         .iter()
         .filter(|s| matches!(s.keywords(2).as_str(), "CREATE DATABASE" | "CREATE TABLESPACE"))
         .filter_map(|s| {
-            let words = super::trace::words(&crate::sql::strip_comments(&s.sql));
+            let words = super::statements::words(&crate::sql::strip_comments(&s.sql));
             words.get(2).map(|w| identifier(w))
         })
         .collect()
@@ -587,7 +587,7 @@ fn altered_settings(statements: &[Statement]) -> Vec<String> {
     statements
         .iter()
         .filter(|s| s.keywords(2) == "ALTER SYSTEM")
-        .filter_map(|s| super::trace::words(&crate::sql::strip_comments(&s.sql)).get(3).map(|w| identifier(w)))
+        .filter_map(|s| super::statements::words(&crate::sql::strip_comments(&s.sql)).get(3).map(|w| identifier(w)))
         .collect()
 }
 

@@ -6,7 +6,7 @@
 //! that know it — squawk (its rule names), eugene (its hint ids), strong_migrations (its check
 //! names). A hint says what happened, why, and the safe form.
 
-use super::trace::{ForeignKey, LockTrace, MigrationTrace, Relation, Rewrite};
+use super::model::{ForeignKey, LockTrace, MigrationTrace, Relation, Rewrite};
 use crate::sql::Statement;
 
 /// An UPDATE or DELETE of at least this many rows inside a migration is a backfill worth moving

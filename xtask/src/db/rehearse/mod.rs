@@ -9,8 +9,10 @@
 
 mod cluster;
 mod hints;
+mod model;
 mod report;
 mod smoke;
+mod statements;
 mod trace;
 
 use std::path::{Path, PathBuf};

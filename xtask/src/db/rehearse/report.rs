@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::model::MigrationTrace;
 use super::smoke::Smoke;
-use super::trace::MigrationTrace;
 use crate::pg::human_size;
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -448,7 +448,7 @@ mod tests {
     /// of the report renders without a panic, and the verdict agrees with the findings.
     #[test]
     fn random_reports_never_panic() {
-        use super::super::trace::{LockTrace, MigrationFailure, Rewrite, SizeChange, StatementTrace};
+        use super::super::model::{LockTrace, MigrationFailure, Rewrite, SizeChange, StatementTrace};
         let mut rng = crate::sql::fuzz::Rng::new(0x4e90_2026);
         let nums = [0.0, 0.04, 9.99, 10.0, 999.9, 1000.0, 59_999.0, 1e12, -1.0, f64::NAN];
         let ints = [0i64, 1, -1, 9_999, 10_000, 999_999, 1_000_000, i64::MAX, i64::MIN];
@@ -570,7 +570,7 @@ mod tests {
 
     #[test]
     fn an_index_lock_is_a_finding_only_when_it_blocks_more_than_its_tables() {
-        use super::super::trace::LockTrace;
+        use super::super::model::LockTrace;
         let lock = |relation: &str, mode: &str, reads: bool, table: Option<&str>| LockTrace {
             oid: 1,
             relation: relation.into(),
