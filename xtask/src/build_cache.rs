@@ -34,7 +34,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::db::Ctx;
 use crate::time;
 
 /// Seeds `new`'s (a new worktree's) `target/` from `from`'s, the worktree the command runs in:
@@ -43,19 +42,17 @@ use crate::time;
 /// in ("Blocking waiting for file lock on …") instead of racing it. The xtask's
 /// directory comes first and its lock is released as soon as it is seeded: a `cargo xtask` run
 /// right away waits only for that part, a `cargo build` for the whole. Returns the line for the
-/// report, if any.
-pub fn seed(from: &Ctx, new: &Ctx) -> Result<Option<String>> {
-    if !new.config.seed_build_cache {
-        return Ok(None);
-    }
+/// report, if any. `from` and `new` are the tops of the two worktrees; the seeder's output goes
+/// to `log`.
+pub fn seed(from: &Path, new: &Path, log: &Path) -> Result<Option<String>> {
     if std::env::var_os("CARGO_TARGET_DIR").is_some() || std::env::var_os("CARGO_BUILD_TARGET_DIR").is_some() {
         return Ok(Some("CARGO_TARGET_DIR is set: every worktree builds there (not seeded)".into()));
     }
-    if configures_target_dir(&new.config.root) || configures_target_dir(&from.config.root) {
+    if configures_target_dir(new) || configures_target_dir(from) {
         return Ok(Some("a .cargo/config.toml sets target-dir: not seeded".into()));
     }
-    let source = from.config.root.join("target");
-    let to = new.config.root.join("target");
+    let source = from.join("target");
+    let to = new.join("target");
     let profiles: Vec<&str> =
         PROFILES.iter().copied().filter(|p| source.join(p).join(".fingerprint").is_dir()).collect();
     if profiles.is_empty() {
@@ -87,7 +84,7 @@ pub fn seed(from: &Ctx, new: &Ctx) -> Result<Option<String>> {
     // `cargo` command in an empty target/). Keyed by rustc's own fingerprint, which cargo checks:
     // another toolchain in the new worktree makes cargo ask rustc again.
     let _ = std::fs::copy(source.join(".rustc_info.json"), to.join(".rustc_info.json"));
-    match spawn_seeder(new, &source, &to, &profiles, &locks) {
+    match spawn_seeder(new, log, &source, &to, &profiles, &locks) {
         Ok(()) => Ok(Some(format!(
             "target/ is being seeded from {} in the background (`cargo xtask` there waits for the xtask's part, a fraction of a second; `cargo build` for the whole, a second or two): its first build compiles only what differs from the build here",
             source.display()
@@ -95,7 +92,7 @@ pub fn seed(from: &Ctx, new: &Ctx) -> Result<Option<String>> {
         // Could not start it: do it here.
         Err(_) => {
             let start = Instant::now();
-            let own = workspace_crates(&new.config.root);
+            let own = workspace_crates(new);
             let mut stats = Stats::default();
             for profile in &profiles {
                 stats.add(copy_profile(&source.join(profile), &to.join(profile), &own)?);
@@ -129,12 +126,18 @@ pub const PROFILES: [&str; 2] = ["xtask", "debug"];
 /// Starts `db seed-build-cache FROM TO PROFILE…` detached (its own session), with `locks` —
 /// cargo's locks on TO's profile directories, held — as its descriptors 3, 4, …: each is
 /// released when its directory is seeded, all of them when it exits, whatever ends it.
-fn spawn_seeder(new: &Ctx, from: &Path, to: &Path, profiles: &[&str], locks: &[std::fs::File]) -> Result<()> {
+fn spawn_seeder(
+    new: &Path,
+    log: &Path,
+    from: &Path,
+    to: &Path,
+    profiles: &[&str],
+    locks: &[std::fs::File],
+) -> Result<()> {
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    cmd.args(["db", "seed-build-cache"]).arg(from).arg(to).args(profiles).current_dir(&new.config.root);
-    let log = new.state_dir().join("seed-build-cache.log");
+    cmd.args(["db", "seed-build-cache"]).arg(from).arg(to).args(profiles).current_dir(new);
     let fds: Vec<i32> = locks.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
-    crate::proc::spawn_detached(&mut cmd, &log, &fds)
+    crate::proc::spawn_detached(&mut cmd, log, &fds)
 }
 
 /// `db seed-build-cache FROM TO PROFILE…` (hidden; started by [`seed`]): seeds each profile

@@ -3,12 +3,12 @@
 
 use anyhow::Result;
 
+use super::ops::fresh::build_into;
 use super::Ctx;
 use crate::error::fail;
 use crate::naming::Staging;
 use crate::pg::staging::{self, sweep_abandoned, Old};
-use crate::pg::{Creating, Kind, Marker, Server};
-use crate::term::step;
+use crate::pg::{Kind, Marker};
 
 pub fn run(ctx: &Ctx, flags: crate::flags::Fresh) -> Result<()> {
     let server = ctx.server()?;
@@ -49,22 +49,4 @@ pub fn run(ctx: &Ctx, flags: crate::flags::Fresh) -> Result<()> {
     eprintln!("fresh database ready (every migration on an empty database)");
     println!("{name}");
     Ok(())
-}
-
-/// A database built from nothing by every migration, under a temporary name (dropped again unless
-/// the caller keeps the guard).
-pub fn build<'s>(ctx: &Ctx, server: &'s Server) -> Result<Creating<'s>> {
-    let staging = staging::name(&ctx.config.prefix, Staging::Fresh);
-    build_into(ctx, server, &staging, &staging::staging_marker(&ctx.fresh_db()))
-}
-
-/// Creates `staging` (marked `marker`) and applies every migration to it.
-fn build_into<'s>(ctx: &Ctx, server: &'s Server, staging: &str, marker: &Marker) -> Result<Creating<'s>> {
-    let db = step("creating an empty database and applying every migration", || {
-        let db = server.create_database(staging, "TEMPLATE template0", marker)?;
-        ctx.run_migrator(&server.url.with_dbname(staging), None)?;
-        Ok(db)
-    })?;
-    super::migrate::verify_applied(ctx, server, staging)?;
-    Ok(db)
 }

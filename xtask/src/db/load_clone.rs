@@ -1,81 +1,17 @@
 //! `db load-clone [DUMP]` and `db drop-clone`: the local copy of a production dump.
 
-use std::path::{Path, PathBuf};
-
 use anyhow::Result;
 
+use super::ops::load::load as load_dump;
 use super::Ctx;
-use crate::error::{fail, telling_line};
+use crate::error::fail;
 use crate::flags::{DropClone, LoadClone};
-use crate::naming::Staging;
-use crate::pg::staging::{self, sweep_abandoned, Old};
-use crate::pg::{human_size, tools, Kind, Marker, Server};
-use crate::proc;
-use crate::term::{confirm, step, Answer};
+use crate::pg::staging::sweep_abandoned;
+use crate::pg::{human_size, Kind};
+use crate::term::{confirm, Answer};
 
 pub fn load(ctx: &Ctx, flags: LoadClone) -> Result<()> {
-    let dump = match flags.dump {
-        Some(d) => d,
-        None => newest_dump(&dump_dirs(ctx))?,
-    };
-    if !dump.is_file() {
-        return Err(fail(
-            format!("dump {} does not exist", dump.display()),
-            "run `cargo xtask db clone-prod` first, or name a dump file",
-        ));
-    }
-    // The key first: a missing one fails before minutes of restoring.
-    let key = if flags.mask { Some(super::mask::key(ctx)?) } else { None };
-    let server = ctx.server()?;
-    // A dry run changes nothing: not even what killed runs left is swept.
-    if !flags.dry_run {
-        sweep_abandoned(&server, &ctx.config.prefix)?;
-    }
-    let name = ctx.config.prod_clone_db();
-    if let Some(old) = server.database(&name)? {
-        if !matches!(old.kind(), Some(Kind::ProdClone { .. })) {
-            return Err(fail(
-                format!("`{name}` exists and was not made by `db load-clone`; it is left alone"),
-                "drop or rename it yourself",
-            ));
-        }
-    }
-    let size = std::fs::metadata(&dump).map(|m| human_size(m.len() as i64)).unwrap_or_default();
-    if flags.dry_run {
-        let replacing = match server.database(&name)? {
-            Some(old) => format!(", replacing the existing `{name}` ({})", human_size(old.size_bytes)),
-            None => String::new(),
-        };
-        eprintln!("--dry-run: would restore {} ({size}) into `{name}`{replacing}; nothing is changed", dump.display());
-        return Ok(());
-    }
-    // Only once the new copy is complete does the old one go.
-    let previous = format!("the previous `{name}`");
-    let build = staging::Build {
-        prefix: &ctx.config.prefix,
-        what: Staging::Build,
-        target: &name,
-        marker: Marker::new(Kind::ProdClone { dump: dump.clone() }),
-        old: Old::Replace { prefix: &ctx.config.prefix, force: true, what: &previous },
-        settings: &[],
-    };
-    let warnings = staging::build_empty(&server, build, |staging| {
-        let warnings = step(&format!("restoring {} ({size}) with pg_restore", dump.display()), || {
-            restore(&server, staging, &dump)
-        })?;
-        if let Some(key) = &key {
-            super::mask::apply(ctx, &server, staging, key)?;
-        }
-        // pg_restore leaves the statistics empty: the planner (and `db rehearse`'s row counts) need them.
-        step("ANALYZE (pg_restore leaves no statistics)", || server.exec(staging, "ANALYZE"))?;
-        Ok(warnings)
-    })?;
-    for w in &warnings {
-        eprintln!("warning: {w}");
-    }
-    eprintln!("`{name}` is ready ({} warning(s)). Point the app at it with:", warnings.len());
-    eprintln!("  APP_DB_NAME_OVERRIDE={name} cargo run -p app -- serve");
-    Ok(())
+    load_dump(ctx, flags.dump, flags.mask, flags.dry_run)
 }
 
 /// `db drop-clone`: the local copies of production — `<prefix>prod_clone` and a migrated copy
@@ -123,90 +59,4 @@ pub fn drop(ctx: &Ctx, flags: DropClone) -> Result<()> {
         ctx.config.aws.dump_dir.display()
     );
     Ok(())
-}
-
-/// Where dumps are looked for: this worktree's dump directory, then the main worktree's (where
-/// `clone-prod` usually writes them: it runs there).
-fn dump_dirs(ctx: &Ctx) -> Vec<PathBuf> {
-    let own = ctx.config.root.join(&ctx.config.aws.dump_dir);
-    let mut dirs = vec![own.clone()];
-    if let Ok(inside) = ctx.config.root.strip_prefix(&ctx.worktrees.current) {
-        let main = ctx.worktrees.main.join(inside).join(&ctx.config.aws.dump_dir);
-        if main != own {
-            dirs.push(main);
-        }
-    }
-    dirs
-}
-
-/// `prod-<yyyyMMddHHmmss>.dump` with the latest timestamp, in any of `dirs`.
-fn newest_dump(dirs: &[PathBuf]) -> Result<PathBuf> {
-    let mut dumps: Vec<PathBuf> = dirs
-        .iter()
-        .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("prod-") && n.ends_with(".dump"))
-        })
-        .collect();
-    dumps.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    dumps.pop().ok_or_else(|| {
-        let places = dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(" or ");
-        fail(format!("no prod-*.dump in {places}"), "run `cargo xtask db clone-prod` first, or name a dump file")
-    })
-}
-
-/// `pg_restore --no-owner --no-privileges -j <cores>`; errors about missing roles are warnings,
-/// any other error is fatal.
-fn restore(server: &Server, db: &str, dump: &Path) -> Result<Vec<String>> {
-    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
-    // Not --exit-on-error: a missing role would be fatal too. Restore everything, then judge.
-    let mut cmd =
-        server.command(&tools::find("pg_restore")?, &["--no-owner", "--no-privileges", "-j", &jobs], db, &[dump])?;
-    let (status, _, stderr) = proc::output(&mut cmd, None)?;
-    proc::check_interrupt()?;
-    let stderr = String::from_utf8_lossy(&stderr);
-    let (warnings, fatal) = judge(&stderr);
-    if !fatal.is_empty() || (!status.success() && warnings.is_empty()) {
-        let first = fatal.first().cloned().unwrap_or_else(|| {
-            Some(telling_line(&stderr)).filter(|l| !l.is_empty()).unwrap_or("pg_restore failed").to_string()
-        });
-        return Err(fail(
-            format!("pg_restore failed ({} error(s)); first: {first}", fatal.len().max(1)),
-            "check that the dump is complete and that this pg_restore is not older than the pg_dump that made it",
-        ));
-    }
-    Ok(warnings)
-}
-
-/// Splits pg_restore's errors into warnings (missing roles) and fatal ones.
-fn judge(stderr: &str) -> (Vec<String>, Vec<String>) {
-    let (mut warnings, mut fatal) = (Vec::new(), Vec::new());
-    for line in stderr.lines() {
-        let Some(msg) = line.strip_prefix("pg_restore: error: ") else { continue };
-        if msg.starts_with("warning: errors ignored on restore") {
-            continue;
-        }
-        if msg.contains("role \"") && msg.contains("\" does not exist") {
-            warnings.push(msg.to_string());
-        } else {
-            fatal.push(msg.to_string());
-        }
-    }
-    (warnings, fatal)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn missing_roles_are_warnings_everything_else_is_fatal() {
-        let stderr = "pg_restore: error: could not execute query: ERROR:  role \"reporting\" does not exist\n\
-                      Command was: CREATE POLICY p ON t TO reporting USING (true);\n\
-                      pg_restore: error: could not execute query: ERROR:  relation \"x\" already exists\n\
-                      pg_restore: warning: errors ignored on restore: 2\n";
-        let (w, f) = super::judge(stderr);
-        assert_eq!(w.len(), 1);
-        assert!(w[0].contains("reporting"));
-        assert_eq!(f.len(), 1);
-        assert!(f[0].contains("already exists"));
-    }
 }

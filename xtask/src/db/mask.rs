@@ -1,25 +1,13 @@
-//! `db mask [DB] --check`: every column classified by `[workspace.metadata.db.mask.rules]`; and
-//! [`apply`], which masks a database in place (`load-clone --mask`, before the copy takes its
-//! name). The rules and the SQL are [`crate::mask`]'s.
+//! `db mask [DB] --check`: every column classified by `[workspace.metadata.db.mask.rules]`.
+//! Masking itself is [`super::ops::mask`]'s; the rules and the SQL are [`crate::mask`]'s.
 
 use anyhow::{Context, Result};
 
+use super::ops::mask::rules;
 use super::Ctx;
 use crate::error::{fail, Verdict};
 use crate::flags::Mask;
 use crate::mask;
-use crate::pg::Server;
-
-/// The rules, parsed.
-fn rules(ctx: &Ctx) -> Result<std::collections::BTreeMap<String, mask::Rule>> {
-    mask::parse_rules(&ctx.config.mask.rules)
-        .map_err(|e| fail(format!("{e:#}"), "fix [workspace.metadata.db.mask.rules] in Cargo.toml"))
-}
-
-/// The database as the masking pipeline reaches it: its psql.
-fn psql<'a>(server: &'a Server, db: &'a str) -> impl Fn(&str) -> Result<String> + 'a {
-    move |input: &str| server.script(db, input)
-}
 
 pub fn check(ctx: &Ctx, flags: Mask) -> Result<()> {
     let server = ctx.server()?;
@@ -66,28 +54,4 @@ pub fn check(ctx: &Ctx, flags: Mask) -> Result<()> {
         .into());
     }
     Ok(())
-}
-
-/// The secret key, from the environment variable `mask.key_env`.
-pub fn key(ctx: &Ctx) -> Result<Vec<u8>> {
-    mask::key_from_env(
-        &ctx.config.mask.key_env,
-        "run `db load-clone` without --mask (the copy then holds the dump's data as it is)",
-    )
-}
-
-/// Masks `db` in place ([`mask::apply`]: every column classified first — strict: anything
-/// unreviewed stops it before a row is touched —, one transaction, the application's triggers
-/// off), then rewrites the masked tables so the copy has the sizes a restore gives.
-pub fn apply(ctx: &Ctx, server: &Server, db: &str, key: &[u8]) -> Result<()> {
-    if ctx.config.mask.rules.is_empty() {
-        return Err(fail(
-            "there are no masking rules",
-            "write [workspace.metadata.db.mask.rules] in Cargo.toml (`cargo xtask db mask` lists the columns)",
-        ));
-    }
-    let place = format!("in `{db}`");
-    let known = mask::repository_sql(&ctx.config.root.join(&ctx.config.migrations_dir));
-    let how = mask::Apply { place: &place, known: &known, nothing: "nothing was masked", escape: "", compact: true };
-    mask::apply(&psql(server, db), &rules(ctx)?, &ctx.config.ledger_table, key, &how).context("masking")
 }

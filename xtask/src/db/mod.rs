@@ -3,14 +3,12 @@
 //! [`crate::pg::staging`] (building databases), [`crate::migrations`] (the ledger).
 
 mod aws;
-mod ctx;
 mod fresh;
 mod generate;
 mod load_clone;
 mod mask;
 mod migrate;
-mod open;
-mod owner;
+mod ops;
 mod reach;
 mod rehearse;
 mod schema_diff;
@@ -22,7 +20,7 @@ mod worktrees;
 
 use anyhow::Result;
 
-pub use ctx::{url_for_env_file, Ctx, UrlSource};
+pub use ops::{url_for_env_file, Ctx, UrlSource};
 
 use crate::flags::{Db, DbVerb, TemplateVerb};
 
@@ -36,9 +34,12 @@ pub fn run(db: Db) -> Result<()> {
         DbVerb::Psql(p) => reach::psql(&ctx, p),
         DbVerb::Migrate => migrate::run(&ctx),
         DbVerb::Template(TemplateVerb::Create(t)) => template::create(&ctx, t),
-        DbVerb::Worktree(w) => worktree::run(&ctx, w),
+        DbVerb::Worktree(w) => match w.branch.clone() {
+            Some(branch) => worktree::open(&ctx, &branch, w),
+            None => worktree::run(&ctx, w),
+        },
         DbVerb::Worktrees(w) => worktrees::run(&ctx, w),
-        DbVerb::RefillSpare => worktree::refill_spare(&ctx),
+        DbVerb::RefillSpare => ops::branch::refill_spare(&ctx),
         DbVerb::SeedBuildCache { from, to, profiles } => crate::build_cache::seed_into(&from, &to, &profiles),
         DbVerb::CloneProd(_) | DbVerb::ListClones(_) => aws::run(&ctx),
         DbVerb::LoadClone(l) => load_clone::load(&ctx, l),

@@ -119,7 +119,7 @@ pub fn run(ctx: &Ctx, flags: Status) -> Result<()> {
                 migrations: comparison,
                 name,
             });
-            let live = super::owner::Live::of(ctx)?;
+            let live = super::ops::owner::Live::of(ctx)?;
             let mut found = Vec::new();
             for d in server.databases(&ctx.config.prefix, &[])? {
                 if d.name == ctx.config.template {

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use super::owner::same_path;
+use super::ops::owner::same_path;
 use super::Ctx;
 use crate::flags::Worktrees;
 use crate::pg::human_size;
@@ -30,7 +30,7 @@ pub fn run(ctx: &Ctx, flags: Worktrees) -> Result<()> {
     if !flags.dry_run {
         sweep_abandoned(&server, &ctx.config.prefix)?;
     }
-    let live = super::owner::Live::of(ctx)?;
+    let live = super::ops::owner::Live::of(ctx)?;
     let mut rows = Vec::new();
     for db in server.databases(&ctx.config.prefix, &[])? {
         let Some(b) = db.branch().filter(|_| db.name != ctx.config.template && db.name != ctx.config.frozen_db())

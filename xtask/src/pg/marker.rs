@@ -68,7 +68,7 @@ pub enum Kind {
     Other,
 }
 
-/// Whose a branch database is: see [`crate::db::owner`].
+/// Whose a branch database is: see `db::ops::owner`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Branch {
     #[serde(default)]

@@ -20,9 +20,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
+use super::ops::compare::{compare, Compare};
 use super::Ctx;
 use crate::error::{fail, Verdict};
-use crate::flags::{Format, LoadClone, Rehearse, SchemaDiff};
+use crate::flags::{Format, Rehearse};
 use crate::migrations;
 use crate::naming::Staging;
 use crate::pg::marker::{Kind, Marker};
@@ -253,7 +254,7 @@ fn pristine(ctx: &Ctx, server: &Server, from: Option<&str>) -> Result<String> {
             return Err(fail(format!("--from {f} is a directory"), "name a dump file (pg_dump -Fc) or a database"));
         }
         Some(f) if Path::new(f).is_file() => {
-            super::load_clone::load(ctx, LoadClone { dump: Some(PathBuf::from(f)), mask: false, dry_run: false })?;
+            super::ops::load::load(ctx, Some(PathBuf::from(f)), false, false)?;
             prod_clone
         }
         Some(f) if f.contains('/') || f.ends_with(".dump") => {
@@ -289,27 +290,22 @@ fn pristine(ctx: &Ctx, server: &Server, from: Option<&str>) -> Result<String> {
 /// The gate: the migrated copy's schema against a fresh build of this branch. A fresh build that
 /// fails is a finding of the report, not an error of the run.
 fn gate(ctx: &Ctx, server: &Server, copy: &str) -> Result<report::Gate> {
-    let fresh = match super::fresh::build(ctx, server) {
+    let fresh = match super::ops::fresh::build(ctx, server) {
         Ok(fresh) => fresh,
         Err(e) => {
             proc::check_interrupt()?;
             return Ok(report::Gate::fresh_failed(&e));
         }
     };
-    let diff = SchemaDiff {
-        first: None,
-        second: None,
-        a: Some(copy.to_string()),
-        b: Some(fresh.name.clone()),
-        schema: Vec::new(),
-        ignore: Vec::new(),
-        with_privileges: false,
-        strict_column_order: false,
-        format: Format::Text,
-        max_lines: 0,
+    let diff = Compare {
+        a: copy,
+        b: &fresh.name,
+        schemas: &[],
+        ignore: &[],
+        options: crate::schema::Options { with_privileges: false, strict_column_order: false },
     };
     let outcome = step("the gate: schema-diff of the migrated copy against a fresh build of this branch", || {
-        super::schema_diff::compare(ctx, &diff)
+        compare(ctx, &diff)
     })?;
     fresh.discard()?;
     Ok(report::Gate::from(&outcome))

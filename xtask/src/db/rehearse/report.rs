@@ -25,8 +25,8 @@ pub struct Gate {
     pub warnings: Vec<String>,
 }
 
-impl From<&crate::db::schema_diff::Outcome> for Gate {
-    fn from(o: &crate::db::schema_diff::Outcome) -> Gate {
+impl From<&crate::db::ops::compare::Outcome> for Gate {
+    fn from(o: &crate::db::ops::compare::Outcome) -> Gate {
         // a is the migrated copy, b the fresh build: say so.
         let sides = |s: String| {
             s.replace("only in a", "only in the migrated copy").replace("only in b", "only in the fresh build")

@@ -1,145 +1,23 @@
-//! `db worktree BRANCH`: the git worktree of a branch *and* its database, from one command run in
-//! a worktree where the xtask is already built (usually the main one).
-//!
-//! Why a form of `db worktree` rather than a recipe that `cd`s into the new worktree and runs
-//! `cargo xtask` there: a new worktree's `target/` is empty, and `cargo xtask` there compiles the
-//! xtask and its dependencies (13 s) before the 0.1 s of database work. Here the running xtask
-//! makes the worktree, starts seeding its build cache (in the background) so that its first build
-//! is incremental, then sets it up exactly as `db worktree` run inside it would (same code, with
-//! the new worktree as its context). The flow: check the name and the place → `git worktree add`
-//! → seed the build cache → `db worktree` for it → print the directory. Until its database exists, a failure (or Ctrl-C)
-//! removes the new worktree and a branch made for it: no worktree without a database.
+//! A branch's git worktree, for `db worktree BRANCH`: the branch name checked, the repository's
+//! turn taken (`RepoLock`), the worktree added — on the local branch, tracking the one remote
+//! branch of that name, or on a new branch — and removed again with a branch made for it unless
+//! kept (`Made`); `--drop`'s removal after its database, refused first where git would refuse.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 
 use super::Ctx;
 use crate::error::fail;
-use crate::flags::Worktree;
 use crate::term::Answer;
-use crate::{build_cache, git, proc, time};
-
-pub fn run(ctx: &Ctx, branch: &str, flags: Worktree) -> Result<()> {
-    let started = Instant::now();
-    check_branch_name(&ctx.worktrees.current, branch)?;
-    // Runs of this repository look and add one at a time (released once the worktree is there):
-    // a second run for the same branch then finds the first one's worktree, complete.
-    let adding = RepoLock::take(ctx)?;
-    let listed = git::list(&ctx.worktrees.current)?;
-    let mut early = None;
-    let (dir, made) = match listed.iter().find(|w| w.branch.as_deref() == Some(branch)) {
-        None if flags.drop => {
-            return Err(fail(
-                format!("no worktree has `{branch}` checked out: there is no database of it to drop"),
-                "list the branch databases with `cargo xtask db worktrees`",
-            ))
-        }
-        Some(w) => {
-            if w.path == ctx.worktrees.main {
-                return Err(fail(
-                    format!("`{branch}` is checked out in the main worktree, whose database is the golden template"),
-                    "check out another branch there first, or open a worktree for another branch",
-                ));
-            }
-            if let Some(p) = &flags.path {
-                if std::path::absolute(p).ok().as_deref() != Some(w.path.as_path()) {
-                    return Err(fail(
-                        format!("`{branch}` is already checked out in {}", w.path.display()),
-                        "leave out --path to set that worktree up, or remove it first with `git worktree remove`",
-                    ));
-                }
-            }
-            if flags.drop {
-                return drop_and_remove(ctx, &w.path, Answer::new(flags.yes, flags.dry_run));
-            }
-            eprintln!("▸ `{branch}` already has a worktree: {}", w.path.display());
-            (w.path.clone(), None)
-        }
-        None => {
-            let dir = match &flags.path {
-                Some(p) => std::path::absolute(p).context("resolving --path")?,
-                None => default_dir(&ctx.worktrees.main, branch)?,
-            };
-            if dir.exists() || dir.symlink_metadata().is_ok() {
-                return Err(fail(
-                    format!("{} already exists", dir.display()),
-                    "remove it, or put the worktree elsewhere with --path DIR",
-                ));
-            }
-            // The look at the template that decides how to clone it starts now, and runs while
-            // the worktree is checked out.
-            if !flags.drop && flags.strategy == crate::pg::clone::Strategy::Auto {
-                if let Ok((url, _)) = ctx.database_url() {
-                    let spare = ctx.config.spare_clone.then(|| ctx.config.spare_db());
-                    early = Some(crate::pg::clone::look_ahead_from(
-                        url,
-                        &ctx.config.maintenance_db,
-                        &ctx.config.template,
-                        spare,
-                        &ctx.config.ledger_table,
-                    ));
-                }
-            }
-            let made = add(&ctx.worktrees.current, branch, &dir)?;
-            eprintln!("  {} ({})", made_line(branch, &dir, &made), time::elapsed(started.elapsed()));
-            (dir, Some(made))
-        }
-    };
-    drop(adding);
-    let env_before = std::fs::read(dir.join(".env")).ok();
-
-    let sub = Ctx::load_at(&dir, &ctx.overrides);
-    // The build cache first, in the background: the setup's own cargo runs there (a branch's
-    // pending migrations run `cargo run -p app -- migrate`) wait for it and reuse this build,
-    // and it overlaps the database work. A failure below waits for it before removing the
-    // worktree (`Made::drop`).
-    let seeded = match &sub {
-        Ok(sub) if !flags.drop => Some(build_cache::seed(ctx, sub)),
-        _ => None,
-    };
-    let result = sub.and_then(|sub| {
-        super::worktree::run_looking(&sub, Worktree { branch: None, path: None, ..flags.clone() }, early).map(|()| sub)
-    });
-    match result {
-        Ok(_) => {}
-        Err(e) => {
-            if let Some(made) = made {
-                // Its database exists once `.env` names it (written right after the clone).
-                if std::fs::read(dir.join(".env")).ok() != env_before {
-                    eprintln!(
-                        "note: the new worktree {} and its database are kept; fix the cause and run `cargo xtask db worktree` there",
-                        dir.display()
-                    );
-                } else {
-                    drop(made);
-                }
-            }
-            return Err(e);
-        }
-    };
-    if let Some(made) = made {
-        made.keep();
-    }
-    match seeded {
-        Some(Ok(Some(line))) => eprintln!("{:>9}  {line}", "target"),
-        Some(Ok(None)) | None => {}
-        Some(Err(e)) => {
-            eprintln!("warning: the build cache was not seeded ({e:#}); the first build there is a full one")
-        }
-    }
-    eprintln!("ready: cd {}", dir.display());
-    println!("{}", dir.display());
-    Ok(())
-}
+use crate::{build_cache, git, proc};
 
 /// An exclusive `flock` on `worktree-add.lock` in [`Ctx::state_dir`], held while a run looks at
 /// the worktrees and adds one (gone with the process, whatever ends it).
-struct RepoLock(#[allow(dead_code)] std::fs::File);
+pub struct RepoLock(#[allow(dead_code)] std::fs::File);
 
 impl RepoLock {
-    fn take(ctx: &Ctx) -> Result<RepoLock> {
+    pub fn take(ctx: &Ctx) -> Result<RepoLock> {
         use std::os::fd::AsRawFd;
         let dir = ctx.state_dir();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -164,11 +42,11 @@ impl RepoLock {
 /// `--drop BRANCH`: its worktree's database, then the worktree (`git worktree remove`). What git
 /// would refuse — changes, untracked files, a lock — is refused before the database is dropped,
 /// and the question names both.
-fn drop_and_remove(ctx: &Ctx, dir: &Path, answer: Answer) -> Result<()> {
+pub fn drop_and_remove(ctx: &Ctx, dir: &Path, answer: Answer) -> Result<()> {
     removable(dir)?;
     let sub = Ctx::load_at(dir, &ctx.overrides)?;
     let and_then = format!(", and remove the worktree {}", dir.display());
-    if !super::worktree::drop_own(&sub, answer, &and_then)? {
+    if !super::branch::drop_own(&sub, answer, &and_then)? {
         return Ok(());
     }
     match git::remove_worktree(&ctx.worktrees.current, dir, false)? {
@@ -209,14 +87,14 @@ fn removable(dir: &Path) -> Result<()> {
 }
 
 /// `../<main worktree's directory name>-<branch, '/' as '-'>`.
-fn default_dir(main: &Path, branch: &str) -> Result<PathBuf> {
+pub fn default_dir(main: &Path, branch: &str) -> Result<PathBuf> {
     let parent = main.parent().context("the main worktree has no parent directory")?;
     let name = main.file_name().context("the main worktree has no directory name")?.to_string_lossy();
     Ok(parent.join(format!("{name}-{}", branch.replace('/', "-"))))
 }
 
 /// Refuses what git would refuse as a branch name, before anything is made.
-fn check_branch_name(cwd: &Path, branch: &str) -> Result<()> {
+pub fn check_branch_name(cwd: &Path, branch: &str) -> Result<()> {
     let bad = |why: &str| {
         Err(fail(
             format!("`{}` is not a valid branch name ({why})", branch.escape_debug()),
@@ -239,7 +117,7 @@ fn check_branch_name(cwd: &Path, branch: &str) -> Result<()> {
 }
 
 /// A worktree this run made: removed again (with a branch made for it) unless kept.
-struct Made {
+pub struct Made {
     cwd: PathBuf,
     dir: PathBuf,
     branch: String,
@@ -250,7 +128,7 @@ struct Made {
 }
 
 impl Made {
-    fn keep(mut self) {
+    pub fn keep(mut self) {
         self.kept = true;
     }
 }
@@ -274,7 +152,7 @@ impl Drop for Made {
     }
 }
 
-fn made_line(branch: &str, dir: &Path, made: &Made) -> String {
+pub fn made_line(branch: &str, dir: &Path, made: &Made) -> String {
     match (&made.new_branch_from, &made.tracking) {
         (_, Some(remote)) => format!("{} on `{branch}`, tracking `{remote}`", dir.display()),
         (Some(from), None) => format!("{} on the new branch `{branch}` (from {from})", dir.display()),
@@ -284,7 +162,7 @@ fn made_line(branch: &str, dir: &Path, made: &Made) -> String {
 
 /// `git worktree add`: on the local branch if it exists, else tracking the one remote branch of
 /// that name, else on a new branch from HEAD.
-fn add(cwd: &Path, branch: &str, dir: &Path) -> Result<Made> {
+pub fn add(cwd: &Path, branch: &str, dir: &Path) -> Result<Made> {
     let local = git::has_branch(cwd, branch)?;
     let remotes = if local { Vec::new() } else { git::remote_branches(cwd, branch)? };
     let mut made = Made {
