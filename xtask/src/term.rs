@@ -1,4 +1,5 @@
-//! The terminal: steps with their timings, and questions before anything is destroyed.
+//! The terminal: whether stdout takes colour, steps with their timings, and questions before
+//! anything is destroyed. Nothing else asks whether a descriptor is a terminal.
 
 use std::time::Instant;
 
@@ -6,6 +7,12 @@ use anyhow::Result;
 
 use crate::error::fail;
 use crate::{proc, time};
+
+/// Whether standard output is a terminal that takes colour (`NO_COLOR` unset).
+pub fn colour_on_stdout() -> bool {
+    // SAFETY: isatty has no preconditions.
+    std::env::var_os("NO_COLOR").is_none() && unsafe { libc::isatty(1) } == 1
+}
 
 /// Prints a step's start, runs it, prints how long it took.
 pub fn step<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {

@@ -29,17 +29,13 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         eprintln!("▸ rebuilding the AWS tooling (its sources or the xtask library changed since its last build)");
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.arg("run");
     // A build shows cargo's progress; otherwise only the tool's own output.
-    if built.is_some() && !changed {
-        cmd.arg("--quiet");
-    }
-    cmd.arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--")
-        .args(std::env::args_os().skip(1))
-        .env("CARGO_TARGET_DIR", &target);
+    let quiet = (built.is_some() && !changed).then_some("--quiet");
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let sh = xshell::Shell::new()?;
+    let mut cmd: Command = xshell::cmd!(sh, "{cargo} run {quiet...} --manifest-path {manifest} -- {args...}")
+        .env("CARGO_TARGET_DIR", &target)
+        .into();
     let status = proc::Registered::spawn_foreground(&mut cmd)?.wait()?;
     match status.code() {
         // It may have finished its work before a signal arrived.

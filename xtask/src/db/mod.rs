@@ -1,6 +1,6 @@
-//! `cargo xtask db <verb>`: one module per verb; this file only dispatches. What the verbs share:
-//! [`ctx`] (configuration, worktrees, `DATABASE_URL`), [`crate::term`] (`step`, `confirm`),
-//! [`crate::pg::staging`] (building databases), [`crate::migrations`] (the ledger).
+//! `cargo xtask db <verb>`: one module per verb, each a leaf (its flags → a plan → operations →
+//! what it prints); this file only dispatches. What the verbs share is [`ops`] (the operations,
+//! with [`Ctx`]), [`crate::term`] (`step`, `confirm`), [`crate::pg`] (building databases).
 
 mod aws;
 mod fresh;

@@ -52,8 +52,7 @@ pub fn run(ctx: &Ctx, flags: SchemaDiff) -> Result<()> {
                 println!("{line}");
             }
             println!();
-            // SAFETY: isatty has no preconditions.
-            let color = std::env::var_os("NO_COLOR").is_none() && unsafe { libc::isatty(1) } == 1;
+            let color = crate::term::colour_on_stdout();
             print!(
                 "{}",
                 schema::unified_diff(

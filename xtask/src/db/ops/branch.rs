@@ -431,12 +431,10 @@ fn copy_into_place(
 /// effort: without a spare the next run simply copies.
 fn spawn_refill(ctx: &Ctx) {
     let Ok(exe) = std::env::current_exe() else { return };
-    let mut cmd = Command::new(exe);
-    cmd.arg("db");
-    for o in &ctx.overrides {
-        cmd.arg("--set").arg(o);
-    }
-    cmd.arg("refill-spare").current_dir(&ctx.worktrees.current);
+    let Ok(sh) = xshell::Shell::new() else { return };
+    sh.change_dir(&ctx.worktrees.current);
+    let sets = ctx.overrides.iter().flat_map(|o| ["--set", o.as_str()]);
+    let mut cmd: Command = xshell::cmd!(sh, "{exe} db {sets...} refill-spare").into();
     // The refill's dump and copies start once this run is over, and a moment later: on a small
     // machine they would slow the rest of this run and what the user starts right after it.
     cmd.env(REFILL_AFTER_ENV, std::process::id().to_string());

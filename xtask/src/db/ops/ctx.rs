@@ -170,17 +170,27 @@ impl Ctx {
     /// with `DATABASE_URL` (and `PORT`, when given) exported to it; its output goes to stderr, and
     /// its last lines into the error when it fails.
     pub fn run_configured(&self, argv: &[String], url: &PgUrl, port: Option<u16>) -> Result<()> {
+        let mut cmd = self.configured(argv, url, port)?;
+        let url_text = url.expose_secret();
+        proc::show_telling_why(&mut cmd, &[&url_text, url.password().unwrap_or_default()])
+    }
+
+    /// A command of the configuration — the app's (`migrate_command`, `generate_commands`,
+    /// `rehearse.serve_command`, `rehearse.smoke_command`) — as xshell's `cmd!`: argv as written
+    /// (no shell), run in the workspace root, with `DATABASE_URL` (the secrets only there) and
+    /// `PORT` when given, and without `APP_DB_NAME_OVERRIDE`. The one place they are built.
+    pub fn configured(&self, argv: &[String], url: &PgUrl, port: Option<u16>) -> Result<Command> {
         let (program, args) = argv.split_first().context("an empty command in the configuration")?;
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .current_dir(&self.config.root)
+        let sh = xshell::Shell::new().context("reading the current directory")?;
+        sh.change_dir(&self.config.root);
+        let port = port.map(|p| p.to_string());
+        let mut cmd = xshell::cmd!(sh, "{program} {args...}")
             .env("DATABASE_URL", url.expose_secret())
             .env_remove("APP_DB_NAME_OVERRIDE");
         if let Some(port) = port {
-            cmd.env("PORT", port.to_string());
+            cmd = cmd.env("PORT", port);
         }
-        let url_text = url.expose_secret();
-        proc::show_telling_why(&mut cmd, &[&url_text, url.password().unwrap_or_default()])
+        Ok(cmd.into())
     }
 }
 

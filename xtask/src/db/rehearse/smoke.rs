@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -30,16 +30,11 @@ pub fn run(ctx: &Ctx, server: &Server, db: &str, when: &str) -> Result<Smoke> {
     let port = crate::pg::cluster::free_port()?;
     let custom = !rc.smoke_command.is_empty();
     let argv = if custom { &rc.smoke_command } else { &rc.serve_command };
-    let Some((program, args)) = argv.split_first() else {
+    if argv.is_empty() {
         anyhow::bail!("`rehearse.serve_command` is empty: set it, or `rehearse.smoke_command`")
-    };
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .current_dir(&ctx.config.root)
-        .env("DATABASE_URL", server.url.with_dbname(db).expose_secret())
-        .env("PORT", port.to_string())
-        .env_remove("APP_DB_NAME_OVERRIDE")
-        .stdin(Stdio::null());
+    }
+    let mut cmd = ctx.configured(argv, &server.url.with_dbname(db), Some(port))?;
+    cmd.stdin(Stdio::null());
     // Its own process group: whatever it starts (a psql, a sleep) is stopped with it.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     // Its output (a build's progress, the server's log) goes to our stderr; stdout is for data.
