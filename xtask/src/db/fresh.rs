@@ -5,7 +5,6 @@ use anyhow::Result;
 
 use super::ops::fresh::build_into;
 use super::Ctx;
-use crate::error::fail;
 use crate::naming::Staging;
 use crate::pg::staging::{self, sweep_abandoned, Old};
 use crate::pg::{Kind, Marker};
@@ -17,25 +16,6 @@ pub fn run(ctx: &Ctx, flags: crate::flags::Fresh) -> Result<()> {
         sweep_abandoned(&server, &ctx.config.prefix)?;
     }
     let name = ctx.fresh_db();
-    if let Some(old) = server.database(&name)? {
-        if !matches!(old.kind(), Some(Kind::Fresh {})) {
-            return Err(fail(
-                format!("`{name}` exists and was not made by `db fresh`; it is left alone"),
-                "drop or rename it, or change `prefix`",
-            ));
-        }
-        if old.connections > 0 {
-            return Err(fail(
-                format!("`{name}` has {} open connection(s)", old.connections),
-                "close them and run again",
-            ));
-        }
-    }
-    if flags.dry_run {
-        let replacing = if server.database_exists(&name)? { ", replacing the existing one" } else { "" };
-        eprintln!("--dry-run: would build `{name}` from every migration{replacing}; nothing is changed");
-        return Ok(());
-    }
     let previous = format!("the previous `{name}`");
     let build = staging::Build {
         prefix: &ctx.config.prefix,
@@ -45,6 +25,12 @@ pub fn run(ctx: &Ctx, flags: crate::flags::Fresh) -> Result<()> {
         old: Old::Replace { prefix: &ctx.config.prefix, force: false, what: &previous },
         settings: &[],
     };
+    let old = build.may_replace(&server, "made by `db fresh`", "drop or rename it, or change `prefix`")?;
+    if flags.dry_run {
+        let replacing = if old.is_some() { ", replacing the existing one" } else { "" };
+        eprintln!("--dry-run: would build `{name}` from every migration{replacing}; nothing is changed");
+        return Ok(());
+    }
     staging::build(&server, build, |staging, marker| Ok((build_into(ctx, &server, staging, &marker)?, ())))?;
     eprintln!("fresh database ready (every migration on an empty database)");
     println!("{name}");

@@ -12,7 +12,8 @@
 use anyhow::{Context, Result};
 
 use super::marker::{Kind, Marker, Retired};
-use super::{ident, literal, mark_statement, Creating, Server};
+use super::{ident, literal, mark_statement, Creating, DatabaseInfo, Server};
+use crate::error::fail;
 use crate::naming::{self, Staging};
 use crate::proc;
 
@@ -54,6 +55,40 @@ pub struct Build<'a> {
     pub old: Old<'a>,
     /// `ALTER DATABASE … WITH` settings published with it.
     pub settings: &'a [&'a str],
+}
+
+impl Build<'_> {
+    /// Whether this build may replace what has its target's name: see [`may_replace`]; a database
+    /// made as the marker's kind (by variant) is ours, and `Old::Replace { force: true }` ends the
+    /// sessions of the old one instead of refusing them.
+    pub fn may_replace(&self, server: &Server, made_by: &str, fix: &str) -> Result<Option<DatabaseInfo>> {
+        let kind = std::mem::discriminant(&self.marker.kind);
+        let force = matches!(self.old, Old::Replace { force: true, .. });
+        may_replace(server, self.target, |k| std::mem::discriminant(k) == kind, made_by, fix, force)
+    }
+}
+
+/// "May I replace `target`?", the question every verb that replaces a database asks before it
+/// makes anything (a dry run too): yes when there is none; when there is one, only if `ours`
+/// says this tool made it as what is being built (`made_by`: "made by `db fresh`", for the
+/// refusal, with `fix`), and nobody is connected to it unless `force` (its sessions are ended).
+/// Returns what is there.
+pub fn may_replace(
+    server: &Server,
+    target: &str,
+    ours: impl Fn(&Kind) -> bool,
+    made_by: &str,
+    fix: &str,
+    force: bool,
+) -> Result<Option<DatabaseInfo>> {
+    let Some(old) = server.database(target)? else { return Ok(None) };
+    if !old.kind().is_some_and(|k| ours(&k)) {
+        return Err(fail(format!("`{target}` exists and was not {made_by}; it is left alone"), fix));
+    }
+    if old.connections > 0 && !force {
+        return Err(fail(format!("`{target}` has {} open connection(s)", old.connections), "close them and run again"));
+    }
+    Ok(Some(old))
 }
 
 /// The lifecycle in one call: `make` creates and fills the staging database (it is given the

@@ -34,14 +34,14 @@ pub fn load(ctx: &Ctx, dump: Option<PathBuf>, mask: bool, dry_run: bool) -> Resu
         sweep_abandoned(&server, &ctx.config.prefix)?;
     }
     let name = ctx.config.prod_clone_db();
-    if let Some(old) = server.database(&name)? {
-        if !matches!(old.kind(), Some(Kind::ProdClone { .. })) {
-            return Err(fail(
-                format!("`{name}` exists and was not made by `db load-clone`; it is left alone"),
-                "drop or rename it yourself",
-            ));
-        }
-    }
+    staging::may_replace(
+        &server,
+        &name,
+        |k| matches!(k, Kind::ProdClone { .. }),
+        "made by `db load-clone`",
+        "drop or rename it yourself",
+        true,
+    )?;
     let size = std::fs::metadata(&dump).map(|m| human_size(m.len() as i64)).unwrap_or_default();
     if dry_run {
         let replacing = match server.database(&name)? {

@@ -222,20 +222,14 @@ fn keepable(ctx: &Ctx, server: &Server, pristine: &str) -> Result<()> {
             "rehearse from the production copy, or leave out --keep",
         ));
     }
-    if let Some(info) = server.database(&target)? {
-        if !matches!(info.kind(), Some(Kind::Rehearsal { .. })) {
-            return Err(fail(
-                format!("`{target}` exists and was not kept by `db rehearse --keep`; it is left alone"),
-                "drop or rename it, or leave out --keep",
-            ));
-        }
-        if info.connections > 0 {
-            return Err(fail(
-                format!("`{target}`, which --keep replaces, has {} open connection(s)", info.connections),
-                "close them and run again",
-            ));
-        }
-    }
+    staging::may_replace(
+        server,
+        &target,
+        |k| matches!(k, Kind::Rehearsal { .. }),
+        "kept by `db rehearse --keep`",
+        "drop or rename it, or leave out --keep",
+        false,
+    )?;
     Ok(())
 }
 
