@@ -130,8 +130,10 @@ pub const PROFILES: [&str; 2] = ["xtask", "debug"];
 /// cargo's locks on TO's profile directories, held — as its descriptors 3, 4, …: each is
 /// released when its directory is seeded, all of them when it exits, whatever ends it.
 fn spawn_seeder(new: &Ctx, from: &Path, to: &Path, profiles: &[&str], locks: &[std::fs::File]) -> Result<()> {
-    let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    cmd.args(["db", "seed-build-cache"]).arg(from).arg(to).args(profiles).current_dir(&new.config.root);
+    let me = std::env::current_exe()?;
+    let sh = xshell::Shell::new().context("reading the current directory")?;
+    sh.change_dir(&new.config.root);
+    let mut cmd: std::process::Command = xshell::cmd!(sh, "{me} db seed-build-cache {from} {to} {profiles...}").into();
     let log = new.state_dir().join("seed-build-cache.log");
     let fds: Vec<i32> = locks.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
     crate::proc::spawn_detached(&mut cmd, &log, &fds)
