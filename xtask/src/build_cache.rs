@@ -134,8 +134,10 @@ fn spawn_seeder(
     profiles: &[&str],
     locks: &[std::fs::File],
 ) -> Result<()> {
-    let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    cmd.args(["db", "seed-build-cache"]).arg(from).arg(to).args(profiles).current_dir(new);
+    let me = std::env::current_exe()?;
+    let sh = xshell::Shell::new().context("reading the current directory")?;
+    sh.change_dir(new);
+    let mut cmd: std::process::Command = xshell::cmd!(sh, "{me} db seed-build-cache {from} {to} {profiles...}").into();
     let fds: Vec<i32> = locks.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
     crate::proc::spawn_detached(&mut cmd, log, &fds)
 }

@@ -307,6 +307,19 @@ pub fn add_worktree(
     }
 }
 
+/// `git check-ignore -q --no-index -- PATH` in `cwd`: `Ok(Ok(ignored))`, or `Ok(Err(stderr))`
+/// with what git said when it cannot tell (not a repository…).
+pub fn is_ignored(cwd: &Path, path: &Path) -> Result<std::result::Result<bool, String>> {
+    let args =
+        [OsStr::new("check-ignore"), OsStr::new("-q"), OsStr::new("--no-index"), OsStr::new("--"), path.as_os_str()];
+    let (status, _, stderr) = proc::output(&mut git(cwd, &args)?, None)?;
+    Ok(match status.code() {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        _ => Err(String::from_utf8_lossy(&stderr).trim().to_string()),
+    })
+}
+
 /// What git said last on stderr (its one-line reason).
 fn says(stderr: &[u8]) -> String {
     crate::error::telling_line(&String::from_utf8_lossy(stderr)).to_string()

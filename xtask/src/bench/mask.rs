@@ -156,10 +156,9 @@ fn check_with_sampling(
     };
     let command = || -> Result<Duration> {
         // The binary `Bench::start` just built, beside the app's.
-        let mut cmd = std::process::Command::new(app.with_file_name("xtask"));
-        cmd.args(["db", "mask", "bench_app", "--check"])
-            .current_dir(root)
-            .env("DATABASE_URL", server.url.with_dbname("postgres").expose_secret());
+        let xtask = app.with_file_name("xtask");
+        let url = server.url.with_dbname("postgres").expose_secret();
+        let mut cmd = super::xtask_binary(&xtask, root, &["db", "mask", "bench_app", "--check"], &url)?;
         let start = Instant::now();
         proc::capture(&mut cmd, None)?;
         Ok(start.elapsed())

@@ -5,12 +5,19 @@
 //! the app's golden template plus pagila (in schema `pagila`, ~16 MB of data), and the app's
 //! template plus `pgbench -i -s 20` (~300 MB). `db worktree` runs as users run it — `cargo xtask
 //! db worktree …` in a linked git worktree of this repository, after a warm-up build.
+//!
+//! The seed pipeline is the programs a user's shell line runs, run directly as the shell would
+//! run them: `createdb`, then `pg_dump` piped into `psql` by [`proc::pipe`] (no `sh -c`). Every
+//! program the benchmarks start is written as xshell's `cmd!` in one place — cargo in
+//! `cargo_in`, the app's migrator in `app_migrate`, the xtask binary in `xtask_binary`, here;
+//! git in `git.rs`; the PostgreSQL clients in `pg::client` — and run through [`proc`].
 
 pub mod mask;
 pub mod rehearse;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -74,20 +81,20 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
     let _wt_guard = WorktreeGuard(root.clone(), wt.clone());
     let target = crate::test_harness::target_dir(&cargo, &root)?;
     // `full`: the whole command, migrate and generate included; else the clone alone.
-    let xtask = |name: &str, template: &str, full: bool| -> Command {
-        let mut cmd = Command::new(&cargo);
-        cmd.current_dir(&wt)
-            .args(["xtask", "db", "--set", &format!("spare_clone={}", !flags.no_spare), "worktree", "--name", name])
-            .env("CARGO_TARGET_DIR", &target)
+    let xtask = |name: &str, template: &str, full: bool| -> Result<Command> {
+        let spare = format!("spare_clone={}", !flags.no_spare);
+        let mut args = vec!["xtask", "db", "--set", spare.as_str(), "worktree", "--name", name];
+        if !full {
+            args.extend(["--skip-migrate", "--skip-generate"]);
+        }
+        let mut cmd = cargo_in(&cargo, &wt, &args)?;
+        cmd.env("CARGO_TARGET_DIR", &target)
             .env("DATABASE_URL", admin_url.with_dbname(template).expose_secret())
             .env("WORKTREE_TEMPLATE_DB", template);
-        if !full {
-            cmd.args(["--skip-migrate", "--skip-generate"]);
-        }
-        cmd
+        Ok(cmd)
     };
     step("warm-up build of the xtask in the worktree", || {
-        proc::capture(&mut xtask("warmup", t_pagila, false), None).map(drop)
+        proc::capture(&mut xtask("warmup", t_pagila, false)?, None).map(drop)
     })?;
 
     let (createdb, pg_dump, psql) = (client("createdb")?, client("pg_dump")?, client("psql")?);
@@ -95,23 +102,13 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
     // is `pg_wrapper`, a Perl script in front of each), and, stricter, the real binaries.
     let as_written = ["createdb".into(), "pg_dump".into(), "psql".into()];
     let real = [createdb, pg_dump, psql.clone()];
-    // The seed's pipeline, verbatim (it is a shell pipeline, so a shell runs it), with `programs`.
+    // The seed's pipeline, with `programs`: the same programs its shell runs, run here directly.
     let seed = |programs: &[PathBuf; 3], template: &str| -> Result<Duration> {
         let target = format!("seed_{}", SEED.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
-        let url = |db: &str| admin_url.with_dbname(db).without_secrets();
-        let [createdb, pg_dump, psql] = programs.each_ref().map(|p| p.display());
-        let script = format!(
-            "{createdb} --maintenance-db='{}' {target} && {pg_dump} --no-owner --no-privileges -d '{}' | {psql} -q -v ON_ERROR_STOP=1 -d '{}'",
-            url("postgres"),
-            url(template),
-            url(&target)
-        );
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", &script]).stdout(Stdio::null());
-        server.libpq_env(&mut cmd);
+        let mut seed = Seed::new(&server, programs, template, &target)?;
         settle(&server)?;
         let start = Instant::now();
-        proc::capture(&mut cmd, None)?;
+        seed.run()?;
         Ok(start.elapsed())
     };
     let seed_as_written = |template: &str| seed(&as_written, template);
@@ -128,7 +125,7 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
         counter += 1;
         let name = format!("b{counter}");
         settle(&server)?;
-        time_ours(&mut xtask(&name, template, full), verbose, true)
+        time_ours(&mut xtask(&name, template, full)?, verbose, true)
     };
 
     let runs = flags.runs.max(1);
@@ -326,6 +323,38 @@ fn time_ours(cmd: &mut Command, verbose: bool, refills: bool) -> Result<Duration
 
 static SEED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// The seed pipeline the benchmark measures against, `createdb NEW && pg_dump --no-owner
+/// --no-privileges -d TEMPLATE | psql -q -v ON_ERROR_STOP=1 -d NEW`: the same programs a
+/// shell would run, run directly (`createdb`, then `pg_dump` piped into `psql` process to
+/// process, as the shell connects them), the URLs without secrets, the secrets in the
+/// environment. Built before the clock starts.
+struct Seed {
+    createdb: Command,
+    pg_dump: Command,
+    psql: Command,
+}
+
+impl Seed {
+    /// `programs`: `createdb`, `pg_dump` and `psql`, as paths or as names looked up on `PATH`.
+    fn new(server: &Server, programs: &[PathBuf; 3], template: &str, target: &str) -> Result<Seed> {
+        let [createdb, pg_dump, psql] = programs;
+        let sh = xshell::Shell::new().context("reading the current directory")?;
+        let maintenance = format!("--maintenance-db={}", server.arg_url("postgres"));
+        let mut createdb: Command = xshell::cmd!(sh, "{createdb} {maintenance} {target}").into();
+        server.libpq_env(&mut createdb);
+        Ok(Seed {
+            createdb,
+            pg_dump: server.command(pg_dump, &["--no-owner", "--no-privileges"], template, &[])?,
+            psql: server.command(psql, &["-q", "-v", "ON_ERROR_STOP=1"], target, &[])?,
+        })
+    }
+
+    fn run(&mut self) -> Result<()> {
+        proc::capture(&mut self.createdb, None)?;
+        proc::pipe(&mut self.pg_dump, &mut self.psql)
+    }
+}
+
 /// The user's path: `cargo xtask db worktree NAME` run in this repository (its own `target/`, as
 /// a developer's checkout has it) makes a new worktree per run; the baseline is what it replaces,
 /// by hand: `git worktree add`, the seed pipeline, and writing `.env`.
@@ -348,18 +377,19 @@ impl Drop for UserPath<'_> {
 }
 
 impl UserPath<'_> {
-    /// The repository's default `target/` (not a CARGO_TARGET_DIR), as a developer's checkout.
-    fn cargo(&self, dir: &Path) -> Command {
-        let mut cmd = Command::new(self.cargo);
-        cmd.current_dir(dir).env_remove("CARGO_TARGET_DIR").env_remove("CARGO_BUILD_TARGET_DIR");
-        cmd
+    /// `cargo ARGS…` in `dir` with the repository's default `target/` (not a
+    /// CARGO_TARGET_DIR), as a developer's checkout.
+    fn cargo<S: AsRef<OsStr>>(&self, dir: &Path, args: &[S]) -> Result<Command> {
+        let mut cmd = cargo_in(self.cargo, dir, args)?;
+        cmd.env_remove("CARGO_TARGET_DIR").env_remove("CARGO_BUILD_TARGET_DIR");
+        Ok(cmd)
     }
 
     fn warm_up(&self) -> Result<()> {
         // The app in `debug/`, the xtask in its own profile's `xtask/` (as `cargo xtask` builds it).
         step("building the app and the xtask in the repository's own target/ (the main worktree's build)", || {
-            proc::show(self.cargo(self.root).args(["build", "--package", "app"]))?;
-            proc::show(self.cargo(self.root).args(["build", "--package", "xtask", "--profile", "xtask"]))
+            proc::show(&mut self.cargo(self.root, &["build", "--package", "app"])?)?;
+            proc::show(&mut self.cargo(self.root, &["build", "--package", "xtask", "--profile", "xtask"])?)
         })
     }
 
@@ -371,34 +401,29 @@ impl UserPath<'_> {
 
     fn ours(&self, template: &str, verbose: bool) -> Result<(Duration, PathBuf)> {
         let (branch, path) = self.next("u");
-        let mut cmd = self.cargo(self.root);
-        cmd.args(["xtask", "db", "worktree", &branch, "--path"])
-            .arg(&path)
-            .env("DATABASE_URL", self.admin_url.with_dbname(template).expose_secret())
+        let args: [&OsStr; 6] =
+            ["xtask".as_ref(), "db".as_ref(), "worktree".as_ref(), branch.as_ref(), "--path".as_ref(), path.as_ref()];
+        let mut cmd = self.cargo(self.root, &args)?;
+        cmd.env("DATABASE_URL", self.admin_url.with_dbname(template).expose_secret())
             .env("WORKTREE_TEMPLATE_DB", template);
         settle(self.server)?;
         Ok((time_ours(&mut cmd, verbose, true)?, path))
     }
 
+    /// `git worktree add -q -b BRANCH PATH HEAD && <the seed pipeline> && printf
+    /// 'DATABASE_URL=%s\nPORT=%s\n' URL 3999 > PATH/.env`, each step run directly: `git`
+    /// through `git.rs`, the pipeline's programs as [`Seed`] runs them, the `.env` written.
     fn baseline(&self, template: &str) -> Result<Duration> {
         let (branch, path) = self.next("b");
         let target = format!("seed_{}", SEED.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
-        let url = |db: &str| self.admin_url.with_dbname(db).without_secrets();
-        let [createdb, pg_dump, psql] = self.real.each_ref().map(|p| p.display());
-        let script = format!(
-            "git worktree add -q -b {branch} '{path}' HEAD && {createdb} --maintenance-db='{}' {target} && {pg_dump} --no-owner --no-privileges -d '{}' | {psql} -q -v ON_ERROR_STOP=1 -d '{}' && printf 'DATABASE_URL=%s\\nPORT=%s\\n' '{}' 3999 > '{path}/.env'",
-            url("postgres"),
-            url(template),
-            url(&target),
-            url(&target),
-            path = path.display(),
-        );
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", &script]).current_dir(self.root).stdout(Stdio::null());
-        self.server.libpq_env(&mut cmd);
+        let mut seed = Seed::new(self.server, self.real, template, &target)?;
+        let env = format!("DATABASE_URL={}\nPORT={}\n", self.admin_url.with_dbname(&target).without_secrets(), 3999);
         settle(self.server)?;
         let start = Instant::now();
-        proc::capture(&mut cmd, None)?;
+        git::add_worktree(self.root, &path, &branch, git::Checkout::NewFromHead)?
+            .map_err(|(status, why)| anyhow::anyhow!("git worktree add {} ({status}): {why}", path.display()))?;
+        seed.run()?;
+        std::fs::write(path.join(".env"), env).with_context(|| format!("writing {}", path.join(".env").display()))?;
         Ok(start.elapsed())
     }
 
@@ -410,7 +435,7 @@ impl UserPath<'_> {
             .map_err(|(status, why)| anyhow::anyhow!("git worktree add {} ({status}): {why}", cold.display()))?;
         let build = |dir: &Path| -> Result<Duration> {
             let start = Instant::now();
-            proc::capture(self.cargo(dir).args(["build", "--package", "app"]), None)?;
+            proc::capture(&mut self.cargo(dir, &["build", "--package", "app"])?, None)?;
             Ok(start.elapsed())
         };
         let cold_took =
@@ -525,11 +550,39 @@ impl Bench {
         let server = Server::connect(admin_url.clone(), "postgres")?;
         eprintln!("▸ benchmark server: PostgreSQL {} (throwaway cluster, fsync on)", server.version);
         eprintln!("▸ building the app and the xtask (in its own profile, as `cargo xtask` builds it)");
-        proc::show(Command::new(cargo).current_dir(root).args(["build", "--package", "app"]))?;
-        proc::show(Command::new(cargo).current_dir(root).args(["build", "--package", "xtask", "--profile", "xtask"]))?;
+        build(cargo, root)?;
         let app = crate::test_harness::target_dir(cargo, root)?.join("debug/app");
         Ok(Bench { cluster, admin_url, server, app })
     }
+}
+
+/// `cargo build` of the app, then of the xtask in its own profile (as `cargo xtask` builds it).
+fn build(cargo: &OsStr, root: &Path) -> Result<()> {
+    proc::show(&mut cargo_in(cargo, root, &["build", "--package", "app"])?)?;
+    proc::show(&mut cargo_in(cargo, root, &["build", "--package", "xtask", "--profile", "xtask"])?)
+}
+
+/// `cargo ARGS…` in `dir`, written as xshell's `cmd!` (argv as written: no shell) and run by
+/// the caller through [`proc`]: every cargo the benchmarks run is built here.
+fn cargo_in<S: AsRef<OsStr>>(cargo: &OsStr, dir: &Path, args: &[S]) -> Result<Command> {
+    let sh = xshell::Shell::new().context("reading the current directory")?;
+    sh.change_dir(dir);
+    Ok(xshell::cmd!(sh, "{cargo} {args...}").into())
+}
+
+/// The app's migrator, `APP migrate`, with `DATABASE_URL` (a secret) in its environment: every
+/// run of the app the benchmarks make is built here.
+fn app_migrate(app: &Path, database_url: &str) -> Result<Command> {
+    let sh = xshell::Shell::new().context("reading the current directory")?;
+    Ok(xshell::cmd!(sh, "{app} migrate").env("DATABASE_URL", database_url).into())
+}
+
+/// The xtask binary itself (`cargo run`'s own ~0.1 s check is not the work measured), `XTASK
+/// ARGS…` in `root`, with `DATABASE_URL` (a secret) in its environment.
+fn xtask_binary(xtask: &Path, root: &Path, args: &[&str], database_url: &str) -> Result<Command> {
+    let sh = xshell::Shell::new().context("reading the current directory")?;
+    sh.change_dir(root);
+    Ok(xshell::cmd!(sh, "{xtask} {args...}").env("DATABASE_URL", database_url).into())
 }
 
 /// Every timed run starts from the same state: no dirty buffers left by the previous run for the
@@ -547,8 +600,8 @@ fn median(v: &[Duration]) -> Duration {
 /// The app's golden template in `name`: migrations and seed.
 fn app_template(server: &Server, app: &Path, root: &Path, name: &str) -> Result<()> {
     server.exec("postgres", &format!("CREATE DATABASE {} TEMPLATE template0", ident(name)))?;
-    let mut migrate = Command::new(app);
-    migrate.arg("migrate").current_dir(root).env("DATABASE_URL", server.url.with_dbname(name).expose_secret());
+    let mut migrate = app_migrate(app, &server.url.with_dbname(name).expose_secret())?;
+    migrate.current_dir(root);
     proc::capture(&mut migrate, None)?;
     let mut seed = server.psql(name)?;
     seed.arg("--single-transaction").arg("-f").arg(root.join("app/seed.sql"));
@@ -578,18 +631,18 @@ fn load_pagila(server: &Server, dir: &Path, db: &str) -> Result<()> {
 }
 
 /// A session on a template that ran `statement` (and may still be running it), held open for
-/// the duration of a scenario.
-struct Held(Child);
+/// the duration of a scenario (registered: ended when it is dropped, as on a Ctrl-C).
+struct Held {
+    _session: proc::Registered,
+}
 impl Held {
     fn open(psql: &Path, url: &PgUrl, statement: &str) -> Result<Held> {
-        let mut child = crate::pg::client::command(psql, &["-X", "-q"], url, &[])?
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()?;
+        let mut cmd = crate::pg::client::command(psql, &["-X", "-q"], url, &[])?;
+        let mut session = proc::Registered::spawn(cmd.stdin(Stdio::piped()).stdout(Stdio::null()))?;
         use std::io::Write;
-        writeln!(child.stdin.as_mut().expect("piped"), "{statement}")?;
+        writeln!(session.child.stdin.as_mut().context("psql's stdin")?, "{statement}")?;
         std::thread::sleep(Duration::from_millis(300));
-        Ok(Held(child))
+        Ok(Held { _session: session })
     }
 }
 
@@ -643,12 +696,6 @@ impl Pool {
         Ok(())
     }
 }
-impl Drop for Held {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct WorktreeGuard(PathBuf, PathBuf);
 impl Drop for WorktreeGuard {
@@ -672,9 +719,8 @@ fn first_command(root: &Path, cargo: &std::ffi::OsStr, runs: usize) -> Result<()
     let user = UserPath { root, cargo, dir: &dir, admin_url: &admin_url, server: &server, real: &real };
     user.warm_up()?;
     let status = |dir: &Path| -> Result<Duration> {
-        let mut cmd = user.cargo(dir);
-        cmd.args(["xtask", "db", "status"])
-            .env("DATABASE_URL", admin_url.with_dbname(template).expose_secret())
+        let mut cmd = user.cargo(dir, &["xtask", "db", "status"])?;
+        cmd.env("DATABASE_URL", admin_url.with_dbname(template).expose_secret())
             .env("WORKTREE_TEMPLATE_DB", template)
             .stdout(Stdio::null());
         time_ours(&mut cmd, false, false)
@@ -744,8 +790,7 @@ pub fn schema_diff(flags: crate::flags::BenchSchemaDiff) -> Result<()> {
     let admin_url = cluster.cluster.url("postgres")?;
     let server = Server::connect(admin_url.clone(), "postgres")?;
     eprintln!("▸ benchmark server: PostgreSQL {} (throwaway cluster)", server.version);
-    proc::show(Command::new(&cargo).current_dir(&root).args(["build", "--package", "app"]))?;
-    proc::show(Command::new(&cargo).current_dir(&root).args(["build", "--package", "xtask", "--profile", "xtask"]))?;
+    build(&cargo, &root)?;
     let target = crate::test_harness::target_dir(&cargo, &root)?;
     // The xtask as `cargo xtask` builds it: profile `xtask` (dev's settings), in `xtask/`.
     let (app, xtask) = (target.join("debug/app"), target.join("xtask/xtask"));
@@ -767,10 +812,8 @@ pub fn schema_diff(flags: crate::flags::BenchSchemaDiff) -> Result<()> {
         };
         let ours = || -> Result<Duration> {
             // The xtask binary itself: `cargo run`'s own ~0.1 s check is not the diff's work.
-            let mut cmd = Command::new(&xtask);
-            cmd.current_dir(&root)
-                .args(["db", "schema-diff", "--a", a, "--b", b])
-                .env("DATABASE_URL", admin_url.expose_secret());
+            let mut cmd =
+                xtask_binary(&xtask, &root, &["db", "schema-diff", "--a", a, "--b", b], &admin_url.expose_secret())?;
             let start = Instant::now();
             proc::capture(&mut cmd, None)?;
             Ok(start.elapsed())

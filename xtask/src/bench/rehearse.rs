@@ -10,6 +10,7 @@
 //! - starting an iteration (`copy_ms`: the file copy of the pristine database) against
 //!   `createdb` + `pg_restore -j <cores>` of a dump of it.
 
+use std::ffi::OsStr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -40,11 +41,8 @@ pub fn run(flags: BenchRehearse) -> Result<()> {
         &format!("production: the app's schema at 0008, {} contacts with their audit events", flags.contacts),
         || {
             server.exec("postgres", &format!("CREATE DATABASE {prod}"))?;
-            let mut migrate = Command::new(&app);
-            migrate
-                .arg("migrate")
-                .env("DATABASE_URL", server.url.with_dbname(prod).expose_secret())
-                .env("APP_MIGRATIONS_DIR", &early);
+            let mut migrate = super::app_migrate(&app, &server.url.with_dbname(prod).expose_secret())?;
+            migrate.env("APP_MIGRATIONS_DIR", &early);
             proc::capture(&mut migrate, None)?;
             server.exec(
                 prod,
@@ -67,17 +65,16 @@ pub fn run(flags: BenchRehearse) -> Result<()> {
 
     let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
     let pg_restore = tools::find("pg_restore")?;
-    let xtask = |report: &std::path::Path| -> Command {
-        let mut cmd = Command::new(&cargo);
-        cmd.current_dir(&root)
-            .args(["xtask", "db", "rehearse", "--from", prod, "--no-smoke", "--format", "json", "--report"])
-            .arg(report)
-            .env("DATABASE_URL", admin_url.expose_secret());
-        cmd
+    let xtask = |report: &std::path::Path| -> Result<Command> {
+        let args = ["xtask", "db", "rehearse", "--from", prod, "--no-smoke", "--format", "json", "--report"];
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).chain([report.as_os_str()]).collect();
+        let mut cmd = super::cargo_in(&cargo, &root, &args)?;
+        cmd.env("DATABASE_URL", admin_url.expose_secret());
+        Ok(cmd)
     };
     let rehearse = |i: usize| -> Result<(Duration, Duration)> {
         settle(&server)?;
-        let mut cmd = xtask(&dir.join(format!("report-{i}.md")));
+        let mut cmd = xtask(&dir.join(format!("report-{i}.md")))?;
         let (status, out, err) = proc::output(&mut cmd, None)?;
         proc::check_interrupt()?;
         // Exit 1 is a verdict (0009 holds its locks through the audit rewrite): the run is complete.
@@ -97,8 +94,7 @@ pub fn run(flags: BenchRehearse) -> Result<()> {
     let migrator = || -> Result<Duration> {
         server.exec("postgres", &format!("CREATE DATABASE bench_m TEMPLATE {prod}"))?;
         settle(&server)?;
-        let mut cmd = Command::new(&app);
-        cmd.arg("migrate").env("DATABASE_URL", server.url.with_dbname("bench_m").expose_secret());
+        let mut cmd = super::app_migrate(&app, &server.url.with_dbname("bench_m").expose_secret())?;
         let start = Instant::now();
         proc::capture(&mut cmd, None)?;
         let took = start.elapsed();

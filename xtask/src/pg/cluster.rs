@@ -14,7 +14,7 @@
 //! as the unprivileged `server_user` (default `postgres`): uid and gid are switched in the child
 //! before exec, no `su`/`sudo` needed.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -115,8 +115,8 @@ impl Cluster {
         if !self.data_dir().join("PG_VERSION").exists() {
             return Ok(State::Absent);
         }
-        let mut cmd = self.server_cmd("pg_ctl")?;
-        cmd.arg("status").arg("-D").arg(self.data_dir());
+        let data = self.data_dir();
+        let mut cmd = self.server_cmd("pg_ctl", &[OsStr::new("status"), OsStr::new("-D"), data.as_os_str()])?;
         match proc::capture(&mut cmd, None) {
             Ok(out) => {
                 let pid =
@@ -150,11 +150,10 @@ impl Cluster {
             chown(&self.data_dir(), u)?;
             chown(&pwfile, u)?;
         }
-        let mut cmd = self.server_cmd("initdb")?;
-        cmd.arg("-D")
-            .arg(self.data_dir())
-            .args(["-U", SUPERUSER, "-E", "UTF8", "--locale=C", "--auth=scram-sha-256", "--no-instructions"])
-            .arg(format!("--pwfile={}", pwfile.display()));
+        let (data, pwfile_arg) = (self.data_dir(), format!("--pwfile={}", pwfile.display()));
+        let options = ["-U", SUPERUSER, "-E", "UTF8", "--locale=C", "--auth=scram-sha-256", "--no-instructions"];
+        let args = [&[OsStr::new("-D"), data.as_os_str()][..], &options.map(OsStr::new), &[OsStr::new(&pwfile_arg)]];
+        let mut cmd = self.server_cmd("initdb", &args.concat())?;
         let result = proc::capture(&mut cmd, None);
         let _ = std::fs::remove_file(&pwfile);
         result?;
@@ -191,11 +190,12 @@ impl Cluster {
     pub fn make_certificate(&self) -> Result<()> {
         let data = self.data_dir();
         let (key, cert) = (data.join("server.key"), data.join("server.crt"));
-        let mut cmd = Command::new("openssl");
-        cmd.args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "7", "-subj", "/CN=localhost", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert);
+        let sh = xshell::Shell::new().context("reading the current directory")?;
+        let mut cmd: Command = xshell::cmd!(
+            sh,
+            "openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj /CN=localhost -keyout {key} -out {cert}"
+        )
+        .into();
         proc::capture(&mut cmd, None).map_err(|e| {
             fail(
                 format!("could not make a TLS certificate: {e:#}"),
@@ -219,8 +219,9 @@ impl Cluster {
                 "stop that program, or move the cluster with `cargo xtask db up --port N` (then re-run `cargo xtask db worktree` in each worktree)",
             ));
         }
-        let mut cmd = self.server_cmd("pg_ctl")?;
-        cmd.arg("start").arg("-D").arg(self.data_dir()).arg("-l").arg(self.log_file()).args(["-w", "-t", "60", "-s"]);
+        let (data, log) = (self.data_dir(), self.log_file());
+        let args = [OsStr::new("start"), OsStr::new("-D"), data.as_os_str(), OsStr::new("-l"), log.as_os_str()];
+        let mut cmd = self.server_cmd("pg_ctl", &[&args[..], &["-w", "-t", "60", "-s"].map(OsStr::new)].concat())?;
         proc::capture(&mut cmd, None).map_err(|e| {
             let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(3).collect();
@@ -244,8 +245,10 @@ impl Cluster {
 
     /// Stops the server (fast shutdown: open sessions are disconnected, nothing is lost).
     pub fn stop(&self) -> Result<()> {
-        let mut cmd = self.server_cmd("pg_ctl")?;
-        cmd.arg("stop").arg("-D").arg(self.data_dir()).args(["-m", "fast", "-w", "-t", "60", "-s"]);
+        let data = self.data_dir();
+        let args = [OsStr::new("stop"), OsStr::new("-D"), data.as_os_str()];
+        let mut cmd =
+            self.server_cmd("pg_ctl", &[&args[..], &["-m", "fast", "-w", "-t", "60", "-s"].map(OsStr::new)].concat())?;
         proc::capture(&mut cmd, None).context("stopping PostgreSQL")?;
         Ok(())
     }
@@ -256,14 +259,20 @@ impl Cluster {
         (dir.as_os_str().len() + "/.s.PGSQL.65535".len() <= MAX_SOCKET_PATH).then_some(dir)
     }
 
-    /// A server program, run as the unprivileged server user when we are root.
-    fn server_cmd(&self, program: &str) -> Result<Command> {
-        let bindir = tools::server_bindir()?;
-        let mut cmd = Command::new(bindir.join(program));
-        cmd.current_dir(&self.root);
+    /// `PROGRAM ARGS…`, a server program (`initdb`, `pg_ctl`) of the server's bin directory, in
+    /// the cluster's directory, without the libpq variables that would redirect it, run as the
+    /// unprivileged server user when we are root. Written as xshell's `cmd!` (argv as written,
+    /// no shell) and run by the caller through [`proc`]: every `initdb` and `pg_ctl` a cluster
+    /// runs is built here.
+    fn server_cmd<S: AsRef<OsStr>>(&self, program: &str, args: &[S]) -> Result<Command> {
+        let program = tools::server_bindir()?.join(program);
+        let sh = xshell::Shell::new().context("reading the current directory")?;
+        sh.change_dir(&self.root);
+        let mut cmd = xshell::cmd!(sh, "{program} {args...}");
         for var in ["PGDATA", "PGPORT", "PGHOST", "PGUSER", "PGDATABASE", "PGPASSWORD"] {
-            cmd.env_remove(var);
+            cmd = cmd.env_remove(var);
         }
+        let mut cmd = Command::from(cmd);
         if let Some(u) = self.server_account()? {
             use std::os::unix::process::CommandExt;
             cmd.uid(u.uid).gid(u.gid).env("HOME", &u.home).env("USER", &u.name).env("LOGNAME", &u.name);

@@ -4,7 +4,6 @@
 //! `/usr/lib/postgresql/<major>/bin` (Debian and Ubuntu keep server programs only there).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result};
 
@@ -88,7 +87,8 @@ fn is_executable(p: &Path) -> bool {
 
 /// The major version a program reports (`pg_dump (PostgreSQL) 15.18 (Debian …)` → 15).
 pub fn major_version(program: &Path) -> Result<u32> {
-    let out = proc::capture(Command::new(program).arg("--version"), None)?;
+    let sh = xshell::Shell::new().context("reading the current directory")?;
+    let out = proc::capture(&mut xshell::cmd!(sh, "{program} --version").into(), None)?;
     parse_major(&out).with_context(|| format!("cannot read a version from `{} --version`: {out:?}", program.display()))
 }
 
