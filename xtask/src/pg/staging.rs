@@ -82,7 +82,7 @@ pub fn may_replace(
     force: bool,
 ) -> Result<Option<DatabaseInfo>> {
     let Some(old) = server.database(target)? else { return Ok(None) };
-    if !old.kind().is_some_and(|k| ours(&k)) {
+    if !old.kind().is_some_and(ours) {
         return Err(fail(format!("`{target}` exists and was not {made_by}; it is left alone"), fix));
     }
     if old.connections > 0 && !force {
