@@ -936,15 +936,15 @@ pub fn apply(db: &dyn Psql, rules: &BTreeMap<String, Rule>, ledger: &str, key: &
     crate::proc::check_interrupt()?;
     refuse_unreviewed(&c, how.nothing, how.escape)?;
     let tables: std::collections::BTreeSet<String> = c.masked.iter().map(|(col, _)| col.relation()).collect();
-    eprintln!(
-        "▸ masking {} column(s) {} ({} kept; {} table(s), {} comment(s), {} materialized view(s) refreshed), triggers off",
+    crate::term::announce(format_args!(
+        "masking {} column(s) {} ({} kept; {} table(s), {} comment(s), {} materialized view(s) refreshed), triggers off",
         c.masked.len(),
         how.place,
         c.kept,
         tables.len(),
         c.comments.len(),
         c.matviews.len()
-    );
+    ));
     let start = std::time::Instant::now();
     db.run(&script(&c, key)).map_err(|e| explain(e, how.nothing))?;
     crate::proc::check_interrupt()?;

@@ -1,5 +1,6 @@
-//! The terminal: whether stdout takes colour, steps with their timings, and questions before
-//! anything is destroyed. Nothing else asks whether a descriptor is a terminal.
+//! The terminal: whether stdout takes colour, progress lines (`announce`, and `step` with its
+//! timing), and questions before anything is destroyed. Nothing else asks whether a descriptor
+//! is a terminal or writes a progress line.
 
 use std::time::Instant;
 
@@ -14,10 +15,15 @@ pub fn colour_on_stdout() -> bool {
     std::env::var_os("NO_COLOR").is_none() && unsafe { libc::isatty(1) } == 1
 }
 
+/// Announces what is starting (`▸ what`, on stderr): every progress line is written here.
+pub fn announce(what: impl std::fmt::Display) {
+    eprintln!("▸ {what}");
+}
+
 /// Prints a step's start, runs it, prints how long it took.
 pub fn step<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     proc::check_interrupt()?;
-    eprintln!("▸ {what}");
+    announce(what);
     let start = Instant::now();
     let out = f()?;
     eprintln!("  done in {}", time::elapsed(start.elapsed()));

@@ -37,7 +37,7 @@ pub fn run(flags: Test) -> Result<()> {
 
     let venv_bin = python_env(&root)?;
 
-    eprintln!("▸ building the app (the tests run its migrator and server)");
+    crate::term::announce(format_args!("building the app (the tests run its migrator and server)"));
     proc::show(&mut cargo_in(&cargo, &root, &["build", "--package", "app", "--bins"])?)?;
     // `cargo metadata`, asked once: the app, the xtask and the AWS tests share this directory.
     let target = target_dir(&cargo, &root)?;
@@ -65,12 +65,12 @@ pub fn run(flags: Test) -> Result<()> {
     server.keep = flags.keep;
     let url = server.cluster.url("postgres")?;
     let pg = Server::connect(url.clone(), "postgres")?;
-    eprintln!(
-        "▸ test server: PostgreSQL {} on {} (throwaway cluster in {})",
+    crate::term::announce(format_args!(
+        "test server: PostgreSQL {} on {} (throwaway cluster in {})",
         pg.version,
         url.server_label(),
         server.dir().display()
-    );
+    ));
 
     // Built by `cargo test` below (in `debug/`, the integration tests' `CARGO_BIN_EXE_xtask`), not
     // the one running here (`cargo xtask` builds in profile `xtask`, in `xtask/`).
@@ -97,7 +97,7 @@ pub fn run(flags: Test) -> Result<()> {
             .env(DATABASE_URL_ENV, url.expose_secret())
             .env(XTASK_BIN_ENV, &xtask_bin)
             .env_remove("DATABASE_URL");
-        eprintln!("▸ the AWS verbs' tests (xtask/aws, against moto on 127.0.0.1)");
+        crate::term::announce(format_args!("the AWS verbs' tests (xtask/aws, against moto on 127.0.0.1)"));
         tests = run_counting(&mut aws, &mut totals).context("the AWS verbs' tests failed");
     }
     let mut result = tests.and_then(|()| schema_gate(&root, &url, &xtask_bin));
@@ -145,7 +145,7 @@ fn second_major(
     )?;
     let url = server.cluster.url("postgres")?;
     let pg = Server::connect(url.clone(), "postgres")?;
-    eprintln!("▸ the worktree tests again on PostgreSQL {} ({})", pg.version, bindir.display());
+    crate::term::announce(format_args!("the worktree tests again on PostgreSQL {} ({})", pg.version, bindir.display()));
     drop(pg);
     let path = format!("{}:{}", bindir.display(), std::env::var("PATH").unwrap_or_default());
     let args = ["test", "--package", "xtask", "--test", "it", "--"].iter().chain(SECOND_MAJOR_TESTS);
@@ -272,7 +272,7 @@ fn run_counting(cmd: &mut Command, totals: &mut Totals) -> Result<()> {
 fn schema_gate(root: &Path, url: &crate::pg::PgUrl, me: &Path) -> Result<()> {
     // `me` is the binary `cargo test` just rebuilt (this process's own file may have been replaced).
     let command = |args: &[&str]| {
-        eprintln!("▸ schema gate: cargo xtask {}", args.join(" "));
+        crate::term::announce(format_args!("schema gate: cargo xtask {}", args.join(" ")));
         let sh = xshell::Shell::new().context("reading the current directory")?;
         sh.change_dir(root);
         let cmd = xshell::cmd!(sh, "{me} {args...}");
@@ -308,7 +308,7 @@ fn python_env(root: &Path) -> Result<PathBuf> {
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
         return Ok(dir.join("bin"));
     }
-    eprintln!("▸ preparing the test tools' Python venv in {}", dir.display());
+    crate::term::announce(format_args!("preparing the test tools' Python venv in {}", dir.display()));
     let python = std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into());
     let sh = xshell::Shell::new().context("reading the current directory")?;
     let mut venv: Command = xshell::cmd!(sh, "{python} -m venv --clear {dir}").into();

@@ -261,13 +261,13 @@ async fn pipeline(plan: Arc<Plan>, aws: Aws, creds: Credentials, state: Arc<Clea
     let snapshot = match &plan.snapshot {
         SnapshotChoice::Reuse { id, .. } => id.clone(),
         SnapshotChoice::Create { id, .. } => {
-            eprintln!("▸ creating the snapshot {id}");
+            xtask::term::announce(format_args!("creating the snapshot {id}"));
             rds::create_snapshot(&aws.rds, &source.id, id, rds::tags(&source.id, plan.now, plan.ttl)).await?;
             id.clone()
         }
     };
     proc::check_interrupt()?;
-    eprintln!("▸ restoring {} from {snapshot}", plan.clone_id);
+    xtask::term::announce(format_args!("restoring {} from {snapshot}", plan.clone_id));
     *state.instance.lock().unwrap_or_else(|e| e.into_inner()) = Some(plan.clone_id.clone());
     rds::restore(
         &aws.rds,
@@ -287,7 +287,7 @@ async fn pipeline(plan: Arc<Plan>, aws: Aws, creds: Credentials, state: Arc<Clea
         }
     })?;
     let endpoint = rds::wait_available(&aws.rds, &plan.clone_id).await?;
-    eprintln!("▸ opening the tunnel to {}:{}", endpoint.host, endpoint.port);
+    xtask::term::announce(format_args!("opening the tunnel to {}:{}", endpoint.host, endpoint.port));
     let mut tunnel = Tunnel::open(&plan.tunnel, &endpoint, plan.tunnel_timeout, &state.session).await?;
     let target = Target { host: tunnel.host.clone(), port: tunnel.port, credentials: creds };
     let major = dump::probe(&plan.psql, &target, plan.pg_dump_major).await?;
@@ -297,10 +297,10 @@ async fn pipeline(plan: Arc<Plan>, aws: Aws, creds: Credentials, state: Arc<Clea
         anyhow::ensure!(plan.clone_id != plan.source.id, "refusing to mask the source instance");
         dump::mask(&plan.psql, &target, m).await?;
     }
-    eprintln!(
-        "▸ dumping `{}` (PostgreSQL {major}) as `{}` with pg_dump -Fc",
+    xtask::term::announce(format_args!(
+        "dumping `{}` (PostgreSQL {major}) as `{}` with pg_dump -Fc",
         target.credentials.dbname, target.credentials.username
-    );
+    ));
     let size = dump::dump(&plan.pg_dump, &target, &plan.dump).await?;
     tunnel.close();
     Ok(size)
@@ -341,7 +341,7 @@ async fn cleanup(plan: &Plan, aws: &Aws, state: &Cleanup) -> Result<()> {
     let _ = std::fs::remove_file(dump::partial_path(&plan.dump));
     let instance = state.instance.lock().unwrap_or_else(|e| e.into_inner()).take();
     let Some(id) = instance else { return Ok(()) };
-    eprintln!("▸ deleting the throwaway instance {id}");
+    xtask::term::announce(format_args!("deleting the throwaway instance {id}"));
     // A restore in progress may refuse deletion until it is available: be patient.
     match rds::delete(&aws.rds, &id, &[plan.source.id.as_str()], &aws.region, Duration::from_secs(3600)).await {
         Ok(outcome) => {

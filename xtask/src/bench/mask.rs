@@ -78,7 +78,7 @@ pub fn run(flags: BenchMask) -> Result<()> {
     })?;
     let (mut mine, mut base, mut rewrite) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..flags.runs.max(1) {
-        eprintln!("▸ run {}/{}", i + 1, flags.runs.max(1));
+        crate::term::announce(format_args!("run {}/{}", i + 1, flags.runs.max(1)));
         if i % 2 == 0 {
             let (m, r) = ours()?;
             mine.push(m);

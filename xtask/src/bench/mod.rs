@@ -157,11 +157,11 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
         for connected in [false, true] {
             let held =
                 if connected { Some(Held::open(&psql, &admin_url.with_dbname(template), "SELECT 1;")?) } else { None };
-            eprintln!(
-                "▸ {label} ({}), template {}: {runs} runs each",
+            crate::term::announce(format_args!(
+                "{label} ({}), template {}: {runs} runs each",
                 crate::pg::human_size(size),
                 if connected { "with an open connection" } else { "idle" }
-            );
+            ));
             // With a connection, the first clone refreshes the frozen copy; report it apart.
             // Idle, an untimed first run prepares the first spare clone.
             let first = if connected { Some(ours(template, false)?) } else { ours(template, false).map(|_| None)? };
@@ -207,7 +207,7 @@ pub fn worktree(flags: BenchWorktree) -> Result<()> {
             _ => None,
         };
         let row = format!("{label}, {}", activity.describe());
-        eprintln!("▸ {row}: a brand-new worktree per run, {runs} runs each");
+        crate::term::announce(format_args!("{row}: a brand-new worktree per run, {runs} runs each"));
         let (mut base, mut mine) = (Vec::new(), Vec::new());
         // Untimed: the frozen copy and the spare, as after any earlier run.
         crate::build_cache::wait(&user.ours(template, verbose)?.1);
@@ -548,8 +548,13 @@ impl Bench {
         let cluster = Throwaway::start(&std::env::temp_dir(), &name, &["max_wal_size = 4GB"])?;
         let admin_url = cluster.cluster.url("postgres")?;
         let server = Server::connect(admin_url.clone(), "postgres")?;
-        eprintln!("▸ benchmark server: PostgreSQL {} (throwaway cluster, fsync on)", server.version);
-        eprintln!("▸ building the app and the xtask (in its own profile, as `cargo xtask` builds it)");
+        crate::term::announce(format_args!(
+            "benchmark server: PostgreSQL {} (throwaway cluster, fsync on)",
+            server.version
+        ));
+        crate::term::announce(format_args!(
+            "building the app and the xtask (in its own profile, as `cargo xtask` builds it)"
+        ));
         build(cargo, root)?;
         let app = crate::test_harness::target_dir(cargo, root)?.join("debug/app");
         Ok(Bench { cluster, admin_url, server, app })
@@ -728,7 +733,9 @@ fn first_command(root: &Path, cargo: &std::ffi::OsStr, runs: usize) -> Result<()
     // Untimed: the command once here, and one worktree made (the frozen copy and the spare).
     status(root)?;
     user.ours(template, false)?;
-    eprintln!("▸ first `cargo xtask db status` in a new worktree vs. here: {runs} runs each way");
+    crate::term::announce(format_args!(
+        "first `cargo xtask db status` in a new worktree vs. here: {runs} runs each way"
+    ));
     let (mut here, mut first, mut seeded) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs * 2 {
         here.push(status(root)?);
@@ -789,7 +796,7 @@ pub fn schema_diff(flags: crate::flags::BenchSchemaDiff) -> Result<()> {
     let cluster = Throwaway::start(&std::env::temp_dir(), "xtask-bench", &[])?;
     let admin_url = cluster.cluster.url("postgres")?;
     let server = Server::connect(admin_url.clone(), "postgres")?;
-    eprintln!("▸ benchmark server: PostgreSQL {} (throwaway cluster)", server.version);
+    crate::term::announce(format_args!("benchmark server: PostgreSQL {} (throwaway cluster)", server.version));
     build(&cargo, &root)?;
     let target = crate::test_harness::target_dir(&cargo, &root)?;
     // The xtask as `cargo xtask` builds it: profile `xtask` (dev's settings), in `xtask/`.

@@ -124,7 +124,7 @@ pub fn run(flags: BenchRehearse) -> Result<()> {
     let runs = flags.runs.max(1);
     let (mut copies, mut traced, mut apps, mut restores) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs {
-        eprintln!("▸ run {}/{runs}", i + 1);
+        crate::term::announce(format_args!("run {}/{runs}", i + 1));
         // Alternate which goes first, so neither always runs on a warmer machine.
         let (c, t, a, r) = if i % 2 == 0 {
             let (c, t) = rehearse(i + 1)?;

@@ -24,9 +24,13 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             .any(|p| newer_than(&root.join(p), built))
     });
     if built.is_none() {
-        eprintln!("▸ building the AWS tooling (xtask/aws; the first build takes a few minutes)");
+        crate::term::announce(format_args!(
+            "building the AWS tooling (xtask/aws; the first build takes a few minutes)"
+        ));
     } else if changed {
-        eprintln!("▸ rebuilding the AWS tooling (its sources or the xtask library changed since its last build)");
+        crate::term::announce(format_args!(
+            "rebuilding the AWS tooling (its sources or the xtask library changed since its last build)"
+        ));
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // A build shows cargo's progress; otherwise only the tool's own output.

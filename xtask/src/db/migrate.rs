@@ -27,7 +27,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         eprintln!("`{db}` is up to date: nothing to migrate");
         return Ok(());
     }
-    eprintln!("▸ applying {pending} pending migration(s) to `{db}`");
+    crate::term::announce(format_args!("applying {pending} pending migration(s) to `{db}`"));
     ctx.run_migrator(&url, None)?;
     verify_applied(ctx, &server, &db)
 }

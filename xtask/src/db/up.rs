@@ -41,7 +41,10 @@ pub fn up(ctx: &Ctx, flags: Up) -> Result<()> {
 
     match state {
         State::Absent => {
-            eprintln!("▸ creating a PostgreSQL cluster in {} (first run)", cluster.root.display());
+            crate::term::announce(format_args!(
+                "creating a PostgreSQL cluster in {} (first run)",
+                cluster.root.display()
+            ));
             let info = cluster.init(&InitOptions { port: flags.port, extra_conf: &[] })?;
             eprintln!("  PostgreSQL {} cluster created; port {}", info.major, info.port);
             cluster.start()?;
@@ -50,7 +53,7 @@ pub fn up(ctx: &Ctx, flags: Up) -> Result<()> {
             if let Some(port) = flags.port {
                 cluster.set_port(port)?;
             }
-            eprintln!("▸ starting PostgreSQL ({})", cluster.root.display());
+            crate::term::announce(format_args!("starting PostgreSQL ({})", cluster.root.display()));
             cluster.start()?;
         }
         State::Running { pid } => {

@@ -76,7 +76,7 @@ pub fn open(ctx: &Ctx, branch: &str, flags: Worktree) -> Result<()> {
             if flags.drop {
                 return worktree::drop_and_remove(ctx, &w.path, Answer::new(flags.yes, flags.dry_run));
             }
-            eprintln!("▸ `{branch}` already has a worktree: {}", w.path.display());
+            crate::term::announce(format_args!("`{branch}` already has a worktree: {}", w.path.display()));
             (w.path.clone(), None)
         }
         None => {

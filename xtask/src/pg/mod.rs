@@ -388,7 +388,7 @@ impl<'a> Lock<'a> {
     fn acquire(server: &'a Server, key: &str, shared: bool, what: &str) -> Result<Lock<'a>> {
         let lock = Lock { server, key: key.to_string(), shared };
         if !lock.try_take()? {
-            eprintln!("▸ waiting for another run of this tool to finish with {what}");
+            crate::term::announce(format_args!("waiting for another run of this tool to finish with {what}"));
             let f = if shared { "pg_advisory_lock_shared" } else { "pg_advisory_lock" };
             server
                 .exec(&server.maintenance_db, &format!("SELECT {f}({})", lock.id()))

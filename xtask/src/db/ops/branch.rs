@@ -156,7 +156,12 @@ pub fn set_up(ctx: &Ctx, setup: &Setup, early: Option<clone::Ahead>) -> Result<(
                 eprintln!("nothing changed");
                 return Ok(());
             }
-            eprintln!("▸ cloning `{}` into `{}`: {}", ctx.config.template, plan.db, cp.describe());
+            crate::term::announce(format_args!(
+                "cloning `{}` into `{}`: {}",
+                ctx.config.template,
+                plan.db,
+                cp.describe()
+            ));
             let (timings, ledger) = create(ctx, &server, &plan, cp)?;
             known_ledger = ledger;
             let refresh = timings
@@ -213,7 +218,7 @@ pub fn set_up(ctx: &Ctx, setup: &Setup, early: Option<clone::Ahead>) -> Result<(
     } else if pending == 0 {
         report.push(("migrate", "nothing pending".into(), step.elapsed()));
     } else {
-        eprintln!("▸ applying {pending} pending migration(s)");
+        crate::term::announce(format_args!("applying {pending} pending migration(s)"));
         ctx.run_migrator(&branch_url, Some(plan.port))?;
         migrate::verify_applied(ctx, &server, &plan.db)?;
         report.push(("migrate", format!("{pending} applied"), step.elapsed()));

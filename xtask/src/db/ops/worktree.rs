@@ -29,7 +29,7 @@ impl RepoLock {
             .context("opening the worktree lock")?;
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            eprintln!("▸ waiting for another run of this tool to finish adding a worktree");
+            crate::term::announce(format_args!("waiting for another run of this tool to finish adding a worktree"));
             // SAFETY: as above; blocking.
             while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
                 proc::check_interrupt()?;
@@ -190,7 +190,7 @@ pub fn add(cwd: &Path, branch: &str, dir: &Path) -> Result<Made> {
             Some(if from.is_empty() || from == "HEAD" { "HEAD".into() } else { format!("`{from}`") });
         git::Checkout::NewFromHead
     };
-    eprintln!("▸ git worktree add {}", dir.display());
+    crate::term::announce(format_args!("git worktree add {}", dir.display()));
     match git::add_worktree(cwd, dir, branch, how) {
         Ok(Ok(())) => Ok(made),
         Ok(Err((status, last))) => {

@@ -41,10 +41,10 @@ pub fn run(ctx: &Ctx, server: &Server, db: &str, when: &str) -> Result<Smoke> {
     let to_stderr = std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned()?;
     cmd.stdout(Stdio::from(to_stderr));
     let shown = proc::display(&cmd);
-    eprintln!(
-        "▸ smoke test {when}: {}",
+    crate::term::announce(format_args!(
+        "smoke test {when}: {}",
         if custom { shown.clone() } else { format!("{shown}, then GET {} on port {port}", rc.health_path) }
-    );
+    ));
     let mut child = Registered::spawn(&mut cmd)?;
     let timeout = Duration::from_secs(rc.smoke_timeout_secs);
     let result =
