@@ -28,6 +28,7 @@
 //! `rerun-if-changed`, or files outside its package (the app's `sqlx::migrate!` reads
 //! `../migrations`), is left to cargo.
 
+use crate::flock::{self, Mode};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -74,8 +75,7 @@ pub fn seed(from: &Path, new: &Path, log: &Path) -> Result<Option<String>> {
             .create(true)
             .truncate(false)
             .open(dir.join(".cargo-lock"))?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if !flock::try_lock(&lock, Mode::Exclusive) {
             return Ok(Some(format!("{} is being built already: not seeded", dir.display())));
         }
         locks.push(lock);
@@ -113,8 +113,8 @@ pub fn seed(from: &Path, new: &Path, log: &Path) -> Result<Option<String>> {
 pub fn wait(root: &Path) {
     for profile in PROFILES {
         let Ok(lock) = std::fs::File::open(root.join("target").join(profile).join(".cargo-lock")) else { continue };
-        // SAFETY: flock on a descriptor we own; released when it is closed.
-        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+        // Released when it is closed. (Interrupted, the caller goes on removing: nothing to undo.)
+        let _ = flock::lock(&lock, Mode::Exclusive);
     }
 }
 

@@ -8,6 +8,7 @@ pub mod dbdoc;
 pub mod env_file;
 pub mod error;
 pub mod flags;
+pub mod flock;
 pub mod git;
 pub mod mask;
 pub mod migrations;

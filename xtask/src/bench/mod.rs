@@ -781,11 +781,7 @@ fn first_command(root: &Path, cargo: &std::ffi::OsStr, runs: usize) -> Result<()
 /// Waits until no process holds the lock on `path` (the file may not exist yet: then nobody does).
 fn wait_unlocked(path: &Path) -> Result<()> {
     let Ok(file) = std::fs::File::open(path) else { return Ok(()) };
-    // SAFETY: flock on a descriptor we own; released when it is closed.
-    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_SH) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("waiting for the seed's lock");
-    }
-    Ok(())
+    crate::flock::lock(&file, crate::flock::Mode::Shared).context("waiting for the seed's lock")
 }
 
 /// `cargo xtask bench schema-diff`: `db schema-diff` of two databases with the app's schema

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 
 use super::Ctx;
 use crate::error::fail;
+use crate::flock::{self, Mode};
 use crate::term::Answer;
 use crate::{build_cache, git, proc};
 
@@ -18,7 +19,6 @@ pub struct RepoLock(#[allow(dead_code)] std::fs::File);
 
 impl RepoLock {
     pub fn take(ctx: &Ctx) -> Result<RepoLock> {
-        use std::os::fd::AsRawFd;
         let dir = ctx.state_dir();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let file = std::fs::File::options()
@@ -27,13 +27,9 @@ impl RepoLock {
             .write(true)
             .open(dir.join("worktree-add.lock"))
             .context("opening the worktree lock")?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if !flock::try_lock(&file, Mode::Exclusive) {
             crate::term::announce(format_args!("waiting for another run of this tool to finish adding a worktree"));
-            // SAFETY: as above; blocking.
-            while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-                proc::check_interrupt()?;
-            }
+            flock::lock(&file, Mode::Exclusive)?;
         }
         Ok(RepoLock(file))
     }
