@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::Ctx;
 use crate::error::ChildExit;
@@ -36,7 +36,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     // A build shows cargo's progress; otherwise only the tool's own output.
     let quiet = (built.is_some() && !changed).then_some("--quiet");
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    let sh = xshell::Shell::new()?;
+    let sh = xshell::Shell::new().context("reading the current directory")?;
     let mut cmd: Command = xshell::cmd!(sh, "{cargo} run {quiet...} --manifest-path {manifest} -- {args...}")
         .env("CARGO_TARGET_DIR", &target)
         .into();

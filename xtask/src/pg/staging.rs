@@ -68,8 +68,9 @@ impl Build<'_> {
     }
 }
 
-/// "May I replace `target`?", the question every verb that replaces a database asks before it
-/// makes anything (a dry run too): yes when there is none; when there is one, only if `ours`
+/// "May I replace `target`?", asked before anything is made (a dry run too) by the verbs that
+/// refuse what they did not make (`fresh`, `load-clone`, `rehearse --keep`; the template's
+/// rebuild and `worktree --reset` ask the user instead): yes when there is none; when there is one, only if `ours`
 /// says this tool made it as what is being built (`made_by`: "made by `db fresh`", for the
 /// refusal, with `fix`), and nobody is connected to it unless `force` (its sessions are ended).
 /// Returns what is there.

@@ -810,6 +810,28 @@ fn a_row_this_transaction_wrote_is_its_own_above_the_snapshot_s_xmax() {
     assert_eq!(got, "postgres=false,xtask_xid_sub=true,xtask_xid_top=true true true");
 }
 
+/// The widening is arithmetic on the low 32 bits and the id given: nearest, across an epoch's
+/// end both ways. And a frozen row on a server past 2^31 ids (an `xmin` of 722 read at 3e9: it
+/// widens into the future) is no error — `txid_status` is never asked about an id at or above
+/// the snapshot's `xmax` (it raises "transaction ID … is in the future"; a rehearsal on such a
+/// server failed reading the shared catalogs).
+#[test]
+fn transaction_ids_widen_to_the_nearest_and_a_frozen_one_is_no_error() {
+    use xtask::pg::xid::{widen, written_by_this_transaction};
+    let cases = [
+        ("100", "200", "100"),
+        ("722", "3000000000", "4294968018"),
+        ("4294967290", "4294967306", "4294967290"),
+        ("5", "4294967286", "4294967301"),
+        ("2147483000", "4294967296", "6442450296"),
+    ];
+    for (xid, near, want) in cases {
+        assert_eq!(sql("postgres", &format!("SELECT {}", widen(&format!("'{xid}'::xid"), near))), want, "{xid} near {near}");
+    }
+    assert_eq!(sql("postgres", &format!("SELECT {}", written_by_this_transaction("'722'::xid", "3000000000"))), "t");
+    assert_eq!(sql("postgres", &format!("SELECT {}", written_by_this_transaction("'2'::xid", "3000000000"))), "f");
+}
+
 /// Another session's transaction, holding a transaction id and still open while the migration
 /// runs, puts the migration's own id above its snapshot's `xmax` (`xmax` is the latest
 /// *completed* id plus one): its changes to the cluster are seen all the same — a role, and the

@@ -1,7 +1,6 @@
 //! The artifacts derived from the migrated schema (`db generate`, and `db worktree` when the
-//! migrations changed), regenerated from a
-//! database built fresh from every migration — the canonical schema snapshot, the database
-//! reference, then the project's own generators.
+//! migrations changed), regenerated from a database built fresh from every migration — the
+//! canonical schema snapshot, the database reference, then the project's own generators.
 
 use std::path::PathBuf;
 

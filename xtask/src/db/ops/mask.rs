@@ -1,6 +1,6 @@
-//! Masking a database in place (`load-clone --mask`, before the copy takes its name), and what
-//! `db mask --check` reads: the rules, the key, the database as the pipeline reaches it. The rules
-//! and the SQL are [`crate::mask`]'s.
+//! Masking a database in place (`load-clone --mask`, before the copy takes its name): the rules
+//! (which `db mask --check` reads too), the key, the database as the pipeline reaches it. The
+//! rules' syntax and the SQL are [`crate::mask`]'s.
 
 use anyhow::{Context, Result};
 
