@@ -775,6 +775,15 @@ fn a_slow_undo_after_ctrl_c_still_finishes() {
     assert!(holder.unwrap().wait().unwrap().success());
 }
 
+/// A session that takes the next transaction id and keeps its transaction open for 30 s.
+fn hold_a_transaction_id() -> std::process::Child {
+    crate::support::psql("postgres")
+        .args(["-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-c"])
+        .arg("BEGIN; SELECT txid_current(); SELECT pg_sleep(30); ROLLBACK;")
+        .spawn()
+        .unwrap()
+}
+
 /// Whose row is it, as SQL: a catalog row this transaction wrote is its own though another
 /// session holds the id before it open (the snapshot's `xmax` is then at or below this
 /// transaction's id), in a subtransaction too; a row of a committed transaction is not. (A
@@ -785,11 +794,7 @@ fn a_row_this_transaction_wrote_is_its_own_above_the_snapshot_s_xmax() {
     let _turn = cluster_turn();
     // A committed row of another transaction: never ours.
     sql("postgres", "DROP ROLE IF EXISTS xtask_xid_before; CREATE ROLE xtask_xid_before");
-    let mut holder = crate::support::psql("postgres")
-        .args(["-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-c"])
-        .arg("BEGIN; SELECT txid_current(); SELECT pg_sleep(30); ROLLBACK;")
-        .spawn()
-        .unwrap();
+    let mut holder = hold_a_transaction_id();
     let start = Instant::now();
     while sql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'BEGIN; SELECT txid_current()%' AND backend_xid IS NOT NULL") != "1" {
         assert!(start.elapsed() < Duration::from_secs(30), "the holding transaction never started");
@@ -863,11 +868,7 @@ fn a_cluster_change_is_seen_while_another_transaction_is_open() {
             assert!(start.elapsed() < Duration::from_secs(60), "the migration never started");
             std::thread::sleep(Duration::from_millis(20));
         }
-        let mut holder = crate::support::psql("postgres")
-            .args(["-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-c"])
-            .arg("BEGIN; SELECT txid_current(); SELECT pg_sleep(30); ROLLBACK;")
-            .spawn()
-            .unwrap();
+        let mut holder = hold_a_transaction_id();
         let out = run.join().unwrap();
         let _ = holder.kill();
         let _ = holder.wait();
