@@ -11,7 +11,14 @@ use crate::pg::{human_size, Kind};
 use crate::term::{confirm, Answer};
 
 pub fn load(ctx: &Ctx, flags: LoadClone) -> Result<()> {
-    load_dump(ctx, flags.dump, flags.mask, flags.dry_run)
+    let Some(warnings) = load_dump(ctx, flags.dump, flags.mask, flags.dry_run)? else { return Ok(()) };
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    let name = ctx.config.prod_clone_db();
+    eprintln!("`{name}` is ready ({} warning(s)). Point the app at it with:", warnings.len());
+    eprintln!("  APP_DB_NAME_OVERRIDE={name} cargo run -p app -- serve");
+    Ok(())
 }
 
 /// `db drop-clone`: the local copies of production — `<prefix>prod_clone` and a migrated copy

@@ -14,8 +14,10 @@ use crate::proc;
 use crate::term::step;
 
 /// Restores `dump` (else the newest dump in the dump directories) into `<prefix>prod_clone`,
-/// masked first with `mask`; the previous copy goes only once the new one is complete.
-pub fn load(ctx: &Ctx, dump: Option<PathBuf>, mask: bool, dry_run: bool) -> Result<()> {
+/// masked first with `mask`; the previous copy goes only once the new one is complete. Returns
+/// what `pg_restore` warned of (a missing role); `None` for a dry run (which says what it would
+/// do).
+pub fn load(ctx: &Ctx, dump: Option<PathBuf>, mask: bool, dry_run: bool) -> Result<Option<Vec<String>>> {
     let dump = match dump {
         Some(d) => d,
         None => newest_dump(&dump_dirs(ctx))?,
@@ -49,7 +51,7 @@ pub fn load(ctx: &Ctx, dump: Option<PathBuf>, mask: bool, dry_run: bool) -> Resu
             None => String::new(),
         };
         eprintln!("--dry-run: would restore {} ({size}) into `{name}`{replacing}; nothing is changed", dump.display());
-        return Ok(());
+        return Ok(None);
     }
     // Only once the new copy is complete does the old one go.
     let previous = format!("the previous `{name}`");
@@ -72,12 +74,7 @@ pub fn load(ctx: &Ctx, dump: Option<PathBuf>, mask: bool, dry_run: bool) -> Resu
         step("ANALYZE (pg_restore leaves no statistics)", || server.exec(staging, "ANALYZE"))?;
         Ok(warnings)
     })?;
-    for w in &warnings {
-        eprintln!("warning: {w}");
-    }
-    eprintln!("`{name}` is ready ({} warning(s)). Point the app at it with:", warnings.len());
-    eprintln!("  APP_DB_NAME_OVERRIDE={name} cargo run -p app -- serve");
-    Ok(())
+    Ok(Some(warnings))
 }
 
 /// Where dumps are looked for: this worktree's dump directory, then the main worktree's (where

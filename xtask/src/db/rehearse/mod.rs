@@ -248,7 +248,9 @@ fn pristine(ctx: &Ctx, server: &Server, from: Option<&str>) -> Result<String> {
             return Err(fail(format!("--from {f} is a directory"), "name a dump file (pg_dump -Fc) or a database"));
         }
         Some(f) if Path::new(f).is_file() => {
-            super::ops::load::load(ctx, Some(PathBuf::from(f)), false, false)?;
+            for w in super::ops::load::load(ctx, Some(PathBuf::from(f)), false, false)?.unwrap_or_default() {
+                eprintln!("warning: {w}");
+            }
             prod_clone
         }
         Some(f) if f.contains('/') || f.ends_with(".dump") => {
