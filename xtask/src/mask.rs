@@ -1,6 +1,8 @@
 //! Masking personal data: the rules (`[workspace.metadata.db.mask.rules]`), the strict
-//! classification of every column against them, and the SQL that applies them. Pure: the caller
-//! reads the columns from a database and runs the script.
+//! classification of every column against them, and the SQL that applies them. It reaches a
+//! database only through the `Psql` it is handed (`apply`, `survey`), reads the secret key from
+//! the environment variable it is told (`key_from_env`), and writes its progress and problems to
+//! stderr.
 //!
 //! Every transformer that replaces a value derives the replacement from a keyed hash of the
 //! value, `SHA-256(K ‖ value)` with `K = SHA-256("xtask-db mask\0" ‖ secret key)`, computed by the

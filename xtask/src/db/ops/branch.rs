@@ -561,8 +561,6 @@ fn choose_port(ctx: &Ctx, env: &EnvFile) -> Result<u16> {
         .ok_or_else(|| fail("no free port above the main worktree's", "set PORT in this worktree's .env"))
 }
 
-/// `db worktree --drop`: only this worktree's own database (checked by its marker: this
-/// repository, this worktree).
 /// `--reset`: asks before the existing database is replaced, naming its open connections (this
 /// branch's own: they are ended when it is dropped).
 fn confirm_reset(server: &Server, plan: &Plan, template: &str, answer: Answer) -> Result<bool> {
@@ -595,8 +593,8 @@ fn confirm_reset(server: &Server, plan: &Plan, template: &str, answer: Answer) -
     confirm(&format!("{question}, and these connections ended"), answer)
 }
 
-/// `db worktree --drop` in `ctx`'s worktree: whether its database is gone now (dropped, or there
-/// was none). `and_then` is added to the question: what the caller does next (removing the
+/// `db worktree --drop` in `ctx`'s worktree: only this worktree's own database (checked by its
+/// marker: this repository, this worktree); whether it is gone now (dropped, or there was none). `and_then` is added to the question: what the caller does next (removing the
 /// worktree), so that the question names everything the answer destroys.
 pub fn drop_own(ctx: &Ctx, answer: Answer, and_then: &str) -> Result<bool> {
     let label = database_label(ctx, None)?;
