@@ -165,11 +165,16 @@ pub struct AwsConfig {
     pub profile: Option<String>,
     /// The EC2 bastion (by its `Name` tag) the SSM tunnel goes through.
     pub bastion: Option<String>,
-    /// SSM parameter with the database credentials as JSON (`username`, `password`, `dbname`).
+    /// SSM parameter with the database credentials as JSON (`username`, `password`, `dbname`);
+    /// optional: without it, the throwaway gets a one-time master password.
     pub credentials_parameter: Option<String>,
     /// Or a Secrets Manager secret with the same JSON.
     pub credentials_secret: Option<String>,
-    /// The database to dump when the credentials carry no `dbname`.
+    /// Log in to the throwaway with IAM database authentication (`--iam-auth`).
+    pub iam_auth: bool,
+    /// The database user for `iam_auth` (default: the instance's master user).
+    pub db_user: Option<String>,
+    /// The database to dump (default: the credentials' `dbname`, else the instance's own).
     pub dbname: Option<String>,
     /// How `clone-prod` reaches the throwaway instance.
     pub tunnel: TunnelKind,
@@ -205,6 +210,8 @@ impl Default for AwsConfig {
             bastion: None,
             credentials_parameter: None,
             credentials_secret: None,
+            iam_auth: false,
+            db_user: None,
             dbname: None,
             tunnel: TunnelKind::Ssm,
             tunnel_command: None,

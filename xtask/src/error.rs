@@ -72,6 +72,50 @@ impl fmt::Display for Interrupted {
 }
 impl std::error::Error for Interrupted {}
 
+/// Several problems found at once (a check that looks at everything before acting): each with
+/// its fix, all printed, one per line.
+#[derive(Debug)]
+pub struct Problems {
+    /// What cannot go on, e.g. "clone-prod cannot start".
+    pub what: String,
+    pub list: Vec<Fix>,
+}
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.list.as_slice() {
+            [one] => write!(f, "{}: {}", self.what, one.message),
+            list => write!(f, "{}: {} problems", self.what, list.len()),
+        }
+    }
+}
+impl std::error::Error for Problems {}
+
+impl Problems {
+    pub fn new(what: impl Into<String>) -> Problems {
+        Problems { what: what.into(), list: Vec::new() }
+    }
+    pub fn add(&mut self, message: impl Into<String>, fix: impl Into<String>) {
+        self.list.push(Fix { message: message.into(), fix: fix.into() });
+    }
+    /// Keeps an error's message and fix (when it has one) as one more problem.
+    pub fn add_error(&mut self, err: anyhow::Error) {
+        let r = report(&err);
+        let line = r.line.strip_prefix("error: ").unwrap_or(&r.line);
+        match line.split_once(" — ") {
+            Some((m, f)) => self.add(m, f),
+            None => self.add(line, ""),
+        }
+    }
+    /// Ok when nothing was found, else this as the error.
+    pub fn into_result(self) -> anyhow::Result<()> {
+        if self.list.is_empty() {
+            Ok(())
+        } else {
+            Err(self.into())
+        }
+    }
+}
+
 /// An error with its fix: `return Err(fail("template `x` does not exist", "run `cargo xtask db template create`"))`.
 pub fn fail(message: impl Into<String>, fix: impl Into<String>) -> anyhow::Error {
     Fix { message: message.into(), fix: fix.into() }.into()
@@ -127,6 +171,21 @@ pub fn report(err: &anyhow::Error) -> Report {
     if let Some(i) = err.downcast_ref::<Interrupted>() {
         code = 128 + i.0;
     }
+    if let Some(p) = err.downcast_ref::<Problems>().filter(|p| p.list.len() > 1) {
+        let mut line = format!("error: {p}:");
+        for f in &p.list {
+            line.push_str(&format!("\n  - {}", f.message));
+            if !f.fix.is_empty() {
+                line.push_str(&format!(" — {}", f.fix));
+            }
+        }
+        return Report { line, code };
+    }
+    if let Some(p) = err.downcast_ref::<Problems>().filter(|p| p.list.len() == 1) {
+        let f = &p.list[0];
+        let line = format!("error: {}: {}", p.what, f.message);
+        return Report { line: if f.fix.is_empty() { line } else { format!("{line} — {}", f.fix) }, code };
+    }
     for cause in err.chain() {
         let text = cause.to_string();
         let text = text.trim();
@@ -175,5 +234,23 @@ mod tests {
         assert_eq!(report(&Verdict("schemas differ".into()).into()).code, EXIT_VERDICT);
         assert_eq!(report(&Interrupted(libc::SIGINT).into()).code, 130);
         assert_eq!(report(&Interrupted(libc::SIGTERM).into()).code, 143);
+    }
+
+    #[test]
+    fn problems_are_all_listed_each_with_its_fix() {
+        let mut p = Problems::new("clone-prod cannot start");
+        p.add("no source instance is configured", "pass --source-instance ID");
+        p.add_error(fail("`pg_dump` not found", "install the PostgreSQL client programs"));
+        p.add_error(anyhow::anyhow!("no fix known"));
+        let r = report(&p.into());
+        assert_eq!(
+            r.line,
+            "error: clone-prod cannot start: 3 problems:\n  - no source instance is configured — pass --source-instance ID\n  - `pg_dump` not found — install the PostgreSQL client programs\n  - no fix known"
+        );
+        assert_eq!(r.code, EXIT_ERROR);
+        let mut one = Problems::new("clone-prod cannot start");
+        one.add("no region", "pass --region");
+        assert_eq!(report(&one.into()).line, "error: clone-prod cannot start: no region — pass --region");
+        assert!(Problems::new("x").into_result().is_ok());
     }
 }

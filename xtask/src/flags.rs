@@ -558,13 +558,22 @@ pub struct CloneProd {
     /// The EC2 instance (its `Name` tag, running) the `ssm` tunnel goes through.
     #[arg(long, value_name = "NAME")]
     pub bastion: Option<String>,
-    /// SSM parameter holding the credentials as JSON: {"username", "password", "dbname"}.
+    /// Log in with production's credentials read from this SSM parameter (JSON: {"username",
+    /// "password", "dbname"}) instead of a one-time password: for IAM policies that forbid
+    /// modifying instances.
     #[arg(long, value_name = "NAME", conflicts_with = "credentials_secret")]
     pub credentials_parameter: Option<String>,
-    /// Or a Secrets Manager secret (id or ARN) holding the same JSON.
+    /// Or from this Secrets Manager secret (id or ARN) holding the same JSON.
     #[arg(long, value_name = "ID")]
     pub credentials_secret: Option<String>,
-    /// The database to dump when the credentials carry no `dbname`.
+    /// Log in with IAM database authentication (a token from your AWS session, made anew for
+    /// every connection) instead of a one-time password; the user needs the `rds_iam` role.
+    #[arg(long, conflicts_with_all = ["credentials_parameter", "credentials_secret"])]
+    pub iam_auth: bool,
+    /// With --iam-auth: the database user (default: the instance's master user).
+    #[arg(long, value_name = "NAME", requires = "iam_auth")]
+    pub db_user: Option<String>,
+    /// The database to dump (default: the credentials' `dbname`, else the instance's own).
     #[arg(long, value_name = "NAME")]
     pub dbname: Option<String>,
     /// How to reach the throwaway instance: `ssm` (Session Manager port forwarding through the

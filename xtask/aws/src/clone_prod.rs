@@ -1,30 +1,32 @@
-//! `db clone-prod`: snapshot → throwaway instance → tunnel → `pg_dump` → delete the throwaway.
+//! `db clone-prod`: snapshot → throwaway instance → its own one-time password → tunnel →
+//! `pg_dump` → delete the throwaway.
 //!
-//! Everything that can be checked without changing AWS is checked first (the dump directory is
-//! git-ignored, pg_dump is new enough, the plugin is installed, the source, bastion, snapshot
-//! and credentials exist). From the restore request on, the instance's id is recorded, and the
-//! deletion runs after the pipeline whatever ended it: success, an error, a signal (the pipeline
-//! notices within 100 ms; a pipeline that does not end within 20 s is aborted), or a panic (the
-//! pipeline runs as its own task, whose panic is caught). Only SIGKILL escapes it; the
-//! instance's `ExpiresAt` tag and `list-clones --prune` are the backstop.
+//! Every setting and local prerequisite is checked first, before this tool is even built
+//! ([`xtask::db::clone_prod::check`], which it calls again for its settings); then, read-only,
+//! what AWS must hold (the source, the bastion, the snapshot, stored credentials or key). From the
+//! restore request on, the instance's id is recorded, and the deletion runs after the pipeline
+//! whatever ended it: success, an error, a signal (the pipeline notices within 100 ms; a pipeline
+//! that does not end within 20 s is aborted), or a panic (the pipeline runs as its own task, whose
+//! panic is caught). Only SIGKILL escapes it; the instance's `ExpiresAt` tag and
+//! `list-clones --prune` are the backstop.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
+use xtask::db::clone_prod::{Access, KeyFrom, Route};
 use xtask::db::Ctx;
 use xtask::error::{fail, report, Interrupted};
 use xtask::flags::CloneProd;
-use xtask::pg::{human_size, tools};
+use xtask::pg::human_size;
 use xtask::proc;
 use xtask::time::{compact, elapsed, rfc3339};
 
-use crate::credentials::{self, Credentials};
+use crate::credentials::{self, Credentials, Password};
 use crate::dump::{self, Target};
 use crate::kit::{connect, Aws};
 use crate::rds::{self, SnapshotChoice, Source};
-use crate::settings::{self, Route};
 use crate::tunnel::{self, SessionSlot, Tunnel};
 
 /// Everything decided before AWS is changed.
@@ -36,7 +38,10 @@ struct Plan {
     ttl: Duration,
     tunnel: tunnel::Plan,
     tunnel_timeout: Duration,
-    credentials: credentials::Source,
+    access: Access,
+    /// Who logs in, to which database (with stored credentials: what they say).
+    username: Option<String>,
+    dbname: Option<String>,
     dump: PathBuf,
     pg_dump: PathBuf,
     /// Its major version: the newest server it can dump.
@@ -48,69 +53,33 @@ struct Plan {
 }
 
 pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
-    let conf = &ctx.config.aws;
     let root = &ctx.config.root;
     let started = Instant::now();
     let now = SystemTime::now();
     let ts = compact(now);
 
-    // Local checks first: nothing in AWS is touched when these fail.
-    let settings = settings::resolve(&flags, conf)?;
-    let dump_dir = root.join(&conf.dump_dir);
-    dump::check_ignored(root, &dump_dir)?;
-    let pg_dump = tools::find("pg_dump")?;
-    let psql = tools::find("psql")?;
-    let pg_dump_major = tools::major_version(&pg_dump)?;
-    // The rules and the key before anything: a missing key costs nothing.
-    let rules = xtask::mask::parse_rules(&ctx.config.mask.rules)
-        .map_err(|e| fail(format!("{e:#}"), "fix [workspace.metadata.db.mask.rules] in Cargo.toml"))?;
-    let mc = &ctx.config.mask;
-    let key_source = match (&mc.key_parameter, &mc.key_secret) {
-        (Some(_), Some(_)) => {
-            return Err(fail(
-                "both `mask.key_parameter` and `mask.key_secret` are configured",
-                "keep one of them in [workspace.metadata.db.mask]",
-            ))
-        }
-        (Some(p), None) => Some(credentials::Source::Parameter(p.clone())),
-        (None, Some(s)) => Some(credentials::Source::Secret(s.clone())),
-        (None, None) => None,
-    };
-    let masking = !rules.is_empty() && !flags.unmasked;
-    // From the environment, checked now; from AWS, read (read-only) before anything is created.
-    let env_key = match (masking, &key_source) {
-        (true, None) => Some(xtask::mask::key_from_env(&mc.key_env, "pass --unmasked to take production as it is")?),
-        _ => None,
-    };
-    let plugin = match settings.tunnel {
-        Route::Ssm { .. } => Some(tunnel::find_plugin()?),
-        _ => None,
-    };
+    // Local checks first, all at once: nothing in AWS is touched when these fail.
+    let checked = xtask::db::clone_prod::check(ctx, &flags)?;
+    let settings = &checked.settings;
 
     // Read-only AWS calls: the source, its snapshots, the bastion.
     let aws = connect(ctx, &flags.aws).await?;
-    let source_id = aws.source.clone().ok_or_else(|| {
-        fail(
-            "no source instance is configured",
-            "pass --source-instance ID, or set `source_instance` in [workspace.metadata.db.aws]",
-        )
-    })?;
+    let source_id = checked.source.clone();
     let source = rds::describe_source(&aws.rds, &source_id, &aws.region).await?;
-    if source.major > pg_dump_major {
+    if source.major > checked.pg_dump_major {
         return Err(fail(
             format!(
-                "`{source_id}` runs PostgreSQL {}, newer than the local pg_dump {pg_dump_major}",
-                source.engine_version
+                "`{source_id}` runs PostgreSQL {}, newer than the local pg_dump {}",
+                source.engine_version, checked.pg_dump_major
             ),
             format!("install the PostgreSQL {} client programs (or point XTASK_PG_BINDIR at them)", source.major),
         ));
     }
-    let freshness = settings.freshness;
     let snaps = rds::snapshots(&aws.rds, &source_id).await?;
     let snapshot = rds::choose(
         &snaps,
         now,
-        freshness,
+        settings.freshness,
         flags.fresh_snapshot,
         &rds::identifier(&source_id, &format!("-xtask-{ts}")),
     );
@@ -121,37 +90,55 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
             let id = tunnel::find_bastion(&aws.sdk, name).await?;
             eprintln!("bastion: {id} (Name={name})");
             tunnel::Plan::Ssm {
-                plugin: plugin.unwrap_or_default(),
+                plugin: checked.plugin.clone().unwrap_or_default(),
                 bastion: id,
                 sdk: Box::new(aws.sdk.clone()),
                 region: aws.region.clone(),
             }
         }
     };
-    let mask = if masking {
-        let (key, from) = match (&key_source, env_key) {
-            (Some(source), _) => {
-                let text = credentials::read(&aws.sdk, source).await?;
-                if text.trim().len() < 16 {
-                    return Err(fail(
-                        format!("the masking key in the {source} is shorter than 16 bytes"),
-                        "store a secret of at least 16 bytes there",
-                    ));
+    let mask = match &checked.mask {
+        None => None,
+        Some(m) => {
+            let (key, from) = match &m.key {
+                KeyFrom::Stored(source) => {
+                    let text = credentials::read(&aws.sdk, source).await?;
+                    if text.trim().len() < 16 {
+                        return Err(fail(
+                            format!("the masking key in the {source} is shorter than 16 bytes"),
+                            "store a secret of at least 16 bytes there",
+                        ));
+                    }
+                    (text.trim().as_bytes().to_vec(), source.to_string())
                 }
-                (text.trim().as_bytes().to_vec(), source.to_string())
-            }
-            (None, Some(key)) => (key, format!("${}", mc.key_env)),
-            (None, None) => return Err(anyhow::anyhow!("no masking key was read (a bug)")),
-        };
-        Some(dump::Masking {
-            rules,
-            key,
-            key_env: from,
-            ledger: ctx.config.ledger_table.clone(),
-            known: xtask::mask::repository_sql(&ctx.config.root.join(&ctx.config.migrations_dir)),
-        })
-    } else {
-        None
+                KeyFrom::Env { var, key } => (key.clone(), format!("${var}")),
+            };
+            Some(dump::Masking {
+                rules: m.rules.clone(),
+                key,
+                key_env: from,
+                ledger: ctx.config.ledger_table.clone(),
+                known: xtask::mask::repository_sql(&ctx.config.root.join(&ctx.config.migrations_dir)),
+            })
+        }
+    };
+    // With stored credentials, the user and the database are in the secret (read only for a
+    // real run); otherwise the master user (or --db-user), and the database named, else the
+    // instance's own.
+    let username = match &settings.access {
+        Access::Stored(_) => None,
+        Access::Iam { user: Some(u) } => Some(u.clone()),
+        _ => Some(source.master_username.clone()),
+    };
+    if username.as_deref() == Some("") {
+        return Err(fail(
+            format!("AWS reports no master user for `{source_id}`"),
+            "log in with --credentials-parameter / --credentials-secret, or --iam-auth --db-user NAME",
+        ));
+    }
+    let dbname = match &settings.access {
+        Access::Stored(_) => None,
+        _ => Some(settings.dbname.clone().or_else(|| source.db_name.clone()).unwrap_or_else(|| "postgres".into())),
     };
     let plan = Plan {
         clone_id: rds::identifier(&source_id, &format!("-clone-{ts}")),
@@ -159,11 +146,13 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
         ttl: settings.ttl,
         tunnel,
         tunnel_timeout: settings.tunnel_timeout,
-        credentials: settings.credentials.clone(),
-        dump: dump_dir.join(format!("prod-{ts}.dump")),
-        pg_dump,
-        pg_dump_major,
-        psql,
+        access: settings.access.clone(),
+        username,
+        dbname,
+        dump: checked.dump_dir.join(format!("prod-{ts}.dump")),
+        pg_dump: checked.pg_dump.clone(),
+        pg_dump_major: checked.pg_dump_major,
+        psql: checked.psql.clone(),
         now,
         source,
         snapshot,
@@ -174,8 +163,19 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
         eprintln!("dry run: nothing was created, changed or deleted");
         return Ok(());
     }
-    // Read before anything is created: a missing or malformed parameter costs nothing.
-    let creds = credentials::fetch(&aws.sdk, &plan.credentials, settings.dbname.as_deref()).await?;
+    let creds = match &plan.access {
+        // Read before anything is created: a missing or malformed parameter costs nothing.
+        Access::Stored(s) => credentials::fetch(&aws.sdk, s, settings.dbname.as_deref()).await?,
+        // Generated before anything is created; set on the throwaway once it exists.
+        access => Credentials {
+            username: plan.username.clone().unwrap_or_default(),
+            password: match access {
+                Access::OneTime => Password::new(credentials::one_time_password()?),
+                _ => Password::default(),
+            },
+            dbname: plan.dbname.clone().unwrap_or_default(),
+        },
+    };
     proc::check_interrupt()?;
 
     // From here on AWS is changed: the pipeline runs as a task of its own; the cleanup always runs.
@@ -234,7 +234,18 @@ fn show(plan: &Plan, root: &std::path::Path, region: &str) {
         tunnel::Plan::Command { template } => eprintln!("  tunnel       command: {template}"),
         tunnel::Plan::Ssm { bastion, .. } => eprintln!("  tunnel       ssm through {bastion} ({})", tunnel::DOCUMENT),
     }
-    eprintln!("  credentials  {} (read at run time; TLS required)", plan.credentials);
+    let (user, db) = (plan.username.as_deref().unwrap_or("?"), plan.dbname.as_deref().unwrap_or("?"));
+    match &plan.access {
+        Access::OneTime => eprintln!(
+            "  login        `{user}` to `{db}` with a one-time master password set on the throwaway after its restore (production's is never read; TLS required)"
+        ),
+        Access::Iam { .. } => eprintln!(
+            "  login        `{user}` to `{db}` with IAM authentication (a token from your AWS session, renewed every 5 minutes; TLS required)"
+        ),
+        Access::Stored(s) => {
+            eprintln!("  login        with the credentials in the {s} (read at run time; TLS required)")
+        }
+    }
     match &plan.mask {
         Some(m) => eprintln!(
             "  masking      {} rule(s), key from {}: applied on the throwaway instance before pg_dump (the dump never holds the originals)",
@@ -254,6 +265,8 @@ struct Cleanup {
     /// Set just before the restore is requested (a failed request may still have created it).
     instance: Mutex<Option<String>>,
     session: SessionSlot,
+    /// The task renewing the IAM token.
+    renewal: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 async fn pipeline(plan: Arc<Plan>, aws: Aws, creds: Credentials, state: Arc<Cleanup>) -> Result<u64> {
@@ -277,6 +290,7 @@ async fn pipeline(plan: Arc<Plan>, aws: Aws, creds: Credentials, state: Arc<Clea
             class: &plan.class,
             source,
             tags: rds::tags(&source.id, plan.now, plan.ttl),
+            iam_auth: matches!(plan.access, Access::Iam { .. }),
         },
     )
     .await
@@ -287,10 +301,34 @@ async fn pipeline(plan: Arc<Plan>, aws: Aws, creds: Credentials, state: Arc<Clea
         }
     })?;
     let endpoint = rds::wait_available(&aws.rds, &plan.clone_id).await?;
+    match &plan.access {
+        Access::OneTime => {
+            xtask::term::announce(format_args!("setting a one-time master password on {}", plan.clone_id));
+            rds::set_master_password(&aws.rds, &plan.clone_id, &creds.password.get()).await?;
+        }
+        Access::Iam { .. } => {
+            let token = || credentials::iam_token(&aws.sdk, &endpoint.host, endpoint.port, &creds.username);
+            creds.password.set(token().await?);
+            // A token admits new connections for 15 minutes: renewed every 5, for as long as the
+            // pipeline runs (later connections, pg_dump's workers, a long masking run).
+            let (sdk, host, port, user, password) =
+                (aws.sdk.clone(), endpoint.host.clone(), endpoint.port, creds.username.clone(), creds.password.clone());
+            state.renewal.lock().unwrap_or_else(|e| e.into_inner()).replace(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(300)).await;
+                    match credentials::iam_token(&sdk, &host, port, &user).await {
+                        Ok(t) => password.set(t),
+                        Err(e) => eprintln!("warning: renewing the IAM token: {}", report(&e).line),
+                    }
+                }
+            }));
+        }
+        Access::Stored(_) => {}
+    }
     xtask::term::announce(format_args!("opening the tunnel to {}:{}", endpoint.host, endpoint.port));
     let mut tunnel = Tunnel::open(&plan.tunnel, &endpoint, plan.tunnel_timeout, &state.session).await?;
     let target = Target { host: tunnel.host.clone(), port: tunnel.port, credentials: creds };
-    let major = dump::probe(&plan.psql, &target, plan.pg_dump_major).await?;
+    let major = dump::probe(&plan.psql, &target, plan.pg_dump_major, plan.access == Access::OneTime).await?;
     if let Some(m) = &plan.mask {
         // Never the source: the target is the throwaway this run restored (the tunnel leads to its
         // endpoint, and the instance id is the clone's).
@@ -334,6 +372,9 @@ async fn supervise(work: &mut tokio::task::JoinHandle<Result<u64>>) -> Result<u6
 /// Ends the SSM session, removes a partial dump, deletes the throwaway instance (tag-guarded,
 /// never the source). Not interruptible: a second Ctrl-C does not stop it.
 async fn cleanup(plan: &Plan, aws: &Aws, state: &Cleanup) -> Result<()> {
+    if let Some(renewal) = state.renewal.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        renewal.abort();
+    }
     let session = state.session.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(id) = session {
         tunnel::terminate(&aws.sdk, &id).await;

@@ -17,27 +17,6 @@ use xtask::time::elapsed;
 use crate::credentials::Credentials;
 use crate::wait::pause;
 
-/// Refuses a dump directory that git would pick up: production data must never be committed.
-pub fn check_ignored(root: &Path, dump_dir: &Path) -> Result<()> {
-    let probe = dump_dir.join("prod-00000000000000.dump");
-    let rel = probe.strip_prefix(root).unwrap_or(&probe);
-    let ignored = xtask::git::is_ignored(root, rel).context("running `git check-ignore` (is git installed?)")?;
-    match ignored {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(fail(
-            format!(
-                "{} is not git-ignored: refusing to write production data where it could be committed",
-                dump_dir.strip_prefix(root).unwrap_or(dump_dir).display()
-            ),
-            format!("add `/{}/` to .gitignore", dump_dir.strip_prefix(root).unwrap_or(dump_dir).display()),
-        )),
-        Err(why) => Err(fail(
-            format!("cannot tell whether {} is git-ignored: {why}", dump_dir.display()),
-            "run from inside the repository's git checkout",
-        )),
-    }
-}
-
 /// Where and as whom to connect (through the tunnel).
 #[derive(Clone)]
 pub struct Target {
@@ -53,7 +32,7 @@ impl Target {
         PgUrl::parse(&format!(
             "postgres://{}:{}@{}:{}/{}?sslmode=require&connect_timeout=20&application_name=xtask-db%20clone-prod",
             encode(&c.username),
-            encode(&c.password),
+            encode(&c.password.get()),
             self.host,
             self.port,
             encode(&c.dbname)
@@ -80,9 +59,9 @@ impl Target {
 /// The fix for what `psql`/`pg_dump` said.
 fn advice(stderr: &str, target: &Target) -> String {
     if stderr.contains("password authentication failed") {
+        let user = &target.credentials.username;
         format!(
-            "the throwaway instance has the passwords of the snapshot's time: if `{}`'s password was rotated since, run again with --fresh-snapshot; otherwise fix the credentials",
-            target.credentials.username
+            "with stored credentials the throwaway has the passwords of the snapshot's time (rotated since? run again with --fresh-snapshot, or without --credentials-… for a one-time password); with --iam-auth, `{user}` needs the rds_iam role on production; with a one-time password, run again"
         )
     } else if stderr.contains("does not exist") && stderr.contains("database") {
         "name the right database: `dbname` in the credentials, or --dbname".into()
@@ -99,7 +78,10 @@ fn advice(stderr: &str, target: &Target) -> String {
 
 /// Connects through the tunnel and checks the server's major version; retried for a while, since
 /// a fresh tunnel may drop the first connections.
-pub async fn probe(psql: &Path, target: &Target, pg_dump_major: u32) -> Result<u32> {
+/// `new_password`: the password was just set (a one-time password), and an authentication
+/// failure is retried too, within the same minute — it may reach the server a little after AWS
+/// reports it applied.
+pub async fn probe(psql: &Path, target: &Target, pg_dump_major: u32, new_password: bool) -> Result<u32> {
     let start = Instant::now();
     loop {
         let mut cmd =
@@ -118,7 +100,7 @@ pub async fn probe(psql: &Path, target: &Target, pg_dump_major: u32) -> Result<u
             }
             return Ok(major);
         }
-        let retryable = !stderr.contains("authentication") && !stderr.contains("does not exist");
+        let retryable = !stderr.contains("does not exist") && (new_password || !stderr.contains("authentication"));
         if !retryable || start.elapsed() > Duration::from_secs(60) {
             return Err(fail(
                 format!("cannot connect to the throwaway instance through the tunnel: {}", last_line(&stderr)),

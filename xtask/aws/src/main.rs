@@ -7,7 +7,6 @@ mod dump;
 mod kit;
 mod list_clones;
 mod rds;
-mod settings;
 mod tunnel;
 mod wait;
 

@@ -177,6 +177,10 @@ pub struct Source {
     pub subnet_group: Option<String>,
     pub security_groups: Vec<String>,
     pub parameter_group: Option<String>,
+    /// The master user (the one-time password is set for it).
+    pub master_username: String,
+    /// The database the instance was created with (RDS's `DBName`), if any.
+    pub db_name: Option<String>,
 }
 
 /// Reads the source instance; refuses what `clone-prod` cannot clone.
@@ -233,6 +237,8 @@ pub async fn describe_source(rds: &Client, id: &str, region: &str) -> Result<Sou
             .and_then(|g| g.db_parameter_group_name())
             .filter(|n| !n.starts_with("default."))
             .map(str::to_string),
+        master_username: db.master_username().unwrap_or_default().to_string(),
+        db_name: db.db_name().map(str::to_string),
     })
 }
 
@@ -380,6 +386,8 @@ pub struct Restore<'a> {
     pub class: &'a str,
     pub source: &'a Source,
     pub tags: Vec<Tag>,
+    /// IAM database authentication on (for `--iam-auth`).
+    pub iam_auth: bool,
 }
 
 /// Asks for the throwaway instance: the source's network placement, nothing that outlives it.
@@ -398,11 +406,61 @@ pub async fn restore(rds: &Client, r: Restore<'_>) -> Result<()> {
         .storage_type("gp3")
         .auto_minor_version_upgrade(false)
         .copy_tags_to_snapshot(false)
+        .set_enable_iam_database_authentication(r.iam_auth.then_some(true))
         .set_tags(Some(r.tags))
         .send()
         .await
         .map_err(|e| aws_error(&format!("restoring `{}` from the snapshot `{}`", r.id, r.snapshot), e))?;
     Ok(())
+}
+
+/// Gives the throwaway `id` a new master password (apply-immediately) and waits until it is in
+/// force: the instance `available` again with no password change pending. Production's password
+/// is never read; the new one goes to AWS in this one request and nowhere else.
+pub async fn set_master_password(rds: &Client, id: &str, password: &str) -> Result<()> {
+    use xtask::error::WithFix;
+    let managed = rds
+        .describe_db_instances()
+        .db_instance_identifier(id)
+        .send()
+        .await
+        .map_err(|e| aws_error(&format!("reading `{id}`"), e))?
+        .db_instances()
+        .first()
+        .is_some_and(|db| db.master_user_secret().is_some());
+    rds.modify_db_instance()
+        .db_instance_identifier(id)
+        .master_user_password(password)
+        // A restore of an instance whose password Secrets Manager manages: the throwaway's is ours.
+        .set_manage_master_user_password(managed.then_some(false))
+        .apply_immediately(true)
+        .send()
+        .await
+        .map_err(|e| aws_error(&format!("setting a one-time master password on `{id}`"), e))
+        .fix("allow rds:ModifyDBInstance on the throwaway (the runbook's IAM policy), or log in with --iam-auth or --credentials-parameter / --credentials-secret")?;
+    wait::until(&format!("waiting for `{id}` to take its one-time password"), Duration::from_secs(5), LIMIT, || async {
+        let out = rds
+            .describe_db_instances()
+            .db_instance_identifier(id)
+            .send()
+            .await
+            .map_err(|e| aws_error(&format!("reading `{id}`"), e))?;
+        let Some(db) = out.db_instances().first() else {
+            return Err(fail(format!("`{id}` disappeared while its password was being set"), "run again"));
+        };
+        let status = db.db_instance_status().unwrap_or("?");
+        let pending = db.pending_modified_values().is_some_and(|p| p.master_user_password().is_some());
+        match (status, pending) {
+            ("available", false) => Ok(Poll::Done(())),
+            (s, _) if DEAD_ENDS.contains(&s) => Err(fail(
+                format!("`{id}` went `{s}` while its password was being set"),
+                "look at the instance's RDS events, then run again",
+            )),
+            (s, true) => Ok(Poll::Pending(format!("{s}, password change pending"))),
+            (s, false) => Ok(Poll::Pending(s.to_string())),
+        }
+    })
+    .await
 }
 
 /// Where a database instance listens.

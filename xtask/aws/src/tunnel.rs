@@ -25,19 +25,11 @@ use crate::kit::aws_error;
 use crate::rds::Endpoint;
 use crate::wait::pause;
 
-pub const PLUGIN: &str = "session-manager-plugin";
+pub use xtask::db::clone_prod::PLUGIN;
 pub const DOCUMENT: &str = "AWS-StartPortForwardingSessionToRemoteHost";
 /// The environment variable the plugin reads the StartSession response from (plugin ≥ 1.2.497:
 /// its name is passed in argv instead of the response, so the token stays out of `ps`).
 pub const RESPONSE_ENV: &str = "AWS_SSM_START_SESSION_RESPONSE";
-const INSTALL: &str = "install the Session Manager plugin (https://docs.aws.amazon.com/systems-manager/latest/userguide/session-manager-working-with-install-plugin.html; macOS: `brew install --cask session-manager-plugin`), or use --tunnel command / --tunnel direct";
-
-/// The plugin on PATH, or how to install it.
-pub fn find_plugin() -> Result<PathBuf> {
-    xtask::pg::tools::on_path(PLUGIN)
-        .ok_or_else(|| fail(format!("`{PLUGIN}` is not on PATH (the ssm tunnel needs it)"), INSTALL))
-}
-
 /// The running EC2 instance named `name` (its `Name` tag): the bastion.
 pub async fn find_bastion(sdk: &aws_config::SdkConfig, name: &str) -> Result<String> {
     let ec2 = aws_sdk_ec2::Client::new(sdk);

@@ -9,6 +9,8 @@ mod support;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -287,7 +289,9 @@ async fn an_instance_of_another_run_with_the_same_id_is_not_deleted() {
 async fn the_tunnel_never_comes_up() {
     let s = scene("notunnel").await;
     let pidfile = s.project.dir.join("tunnel.pid");
-    let never = format!("echo $$ > {}; exec sleep 600", pidfile.display());
+    // A forwarder that never listens on the port it is given.
+    let never =
+        format!("echo $$ > {}; exec sleep 600 # not listening on {{local_port}} for {{host}}", pidfile.display());
     let run = finish(
         s.command(&["clone-prod", "--tunnel", "command", "--tunnel-command", &never, "--tunnel-timeout", "2"], &[])
             .output()
@@ -771,4 +775,170 @@ async fn sigterm_while_masking_deletes_the_throwaway_leaves_no_dump_and_the_key_
     assert_eq!(run.code, 143, "{}", run.all());
     assert!(!run.stderr.contains("masked in"), "the signal came during the masking: {}", run.stderr);
     s.assert_cleaned_up(&run).await;
+}
+
+/// The value of `key` in a form-encoded AWS query request.
+fn form_value(body: &str, key: &str) -> Option<String> {
+    let raw = body.split('&').find_map(|p| p.strip_prefix(&format!("{key}=")))?;
+    let mut out = Vec::new();
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                out.push(u8::from_str_radix(&raw[i + 1..i + 3], 16).unwrap());
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Some(String::from_utf8(out).unwrap())
+}
+
+/// Every file under `dir` that contains `needle`.
+fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            found.extend(files_containing(&p, needle));
+        } else if std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes())) {
+            found.push(p.display().to_string());
+        }
+    }
+    found
+}
+
+/// No production credentials configured: the throwaway gets a one-time master password
+/// (ModifyDBInstance, apply-immediately) that reaches psql and pg_dump through their environment
+/// only — it is in no argv, no output, no file, and no AWS request but that one; production's
+/// secret is never read.
+#[tokio::test]
+async fn without_credentials_a_one_time_password_is_set_and_shows_nowhere() {
+    let moto = Moto::start();
+    let db = StandIn::create("onetime");
+    production(&moto, &db).await;
+    // Rotated since the snapshot (as far as the stand-in knows): only a new password works.
+    psql(&db.admin_url(), &format!("ALTER ROLE {} PASSWORD 'rotated-since-the-snapshot'", db.role));
+    let project = Project::configured("onetime", true, "");
+    // What AWS does on ModifyDBInstance, done to the stand-in: the master password set (through
+    // psql's stdin, not its argv).
+    let set: Arc<Mutex<Vec<String>>> = Default::default();
+    let (admin, role, seen) = (db.admin_url(), db.role.clone(), set.clone());
+    moto.proxy.hook("ModifyDBInstance", move |body| {
+        let Some(pw) = form_value(body, "MasterUserPassword") else { return };
+        let mut child = Command::new(xtask::pg::tools::find("psql").unwrap())
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &admin])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "ALTER ROLE {role} PASSWORD '{pw}';").unwrap();
+        assert!(child.wait().unwrap().success());
+        seen.lock().unwrap().push(pw);
+    });
+    // Every process's command line, sampled all along the run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seen = String::new();
+            while !stop.load(Ordering::Relaxed) {
+                seen.push_str(&all_cmdlines());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            seen
+        })
+    };
+    let log = project.dir.join("forwarder.log");
+    let tunnel = forwarder(&db, &log);
+    let out = command(&moto, &project.dir, &["clone-prod", "--tunnel", "command", "--tunnel-command", &tunnel], &[])
+        .output()
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let cmdlines = sampler.join().unwrap();
+    let passwords = set.lock().unwrap().clone();
+    assert_eq!(passwords.len(), 1, "one ModifyDBInstance with a password: {:?}", moto.proxy.actions());
+    let pw = &passwords[0];
+    assert!(pw.len() >= 32, "a long password");
+    let run = finish(out, &[&db.password, pw]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stderr.contains("one-time master password"), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("login        `{}` to `{}`", db.role, db.dbname)), "{}", run.stderr);
+    // The password went to AWS once, in the Modify call of the throwaway, and nowhere else.
+    let calls = moto.proxy.calls();
+    for c in &calls {
+        if c.body.contains(pw.as_str()) {
+            assert_eq!(c.action, "ModifyDBInstance", "{}", c.body);
+            assert!(c.body.contains("ApplyImmediately=true") && c.body.contains("-clone-"), "{}", c.body);
+        }
+    }
+    let actions: Vec<String> = calls.iter().map(|c| c.action.clone()).collect();
+    assert!(
+        !actions.iter().any(|a| a == "GetParameter" || a == "GetSecretValue"),
+        "production's secret was read: {actions:?}"
+    );
+    let (restore, modify, delete) = (
+        actions.iter().position(|a| a == "RestoreDBInstanceFromDBSnapshot").unwrap(),
+        actions.iter().position(|a| a == "ModifyDBInstance").unwrap(),
+        actions.iter().position(|a| a == "DeleteDBInstance").unwrap(),
+    );
+    assert!(restore < modify && modify < delete, "{actions:?}");
+    assert!(!cmdlines.contains(pw.as_str()), "the one-time password was in a command line");
+    assert!(cmdlines.contains("pg_dump"), "the sampler saw pg_dump run");
+    assert_eq!(files_containing(&project.dir, pw), Vec::<String>::new());
+    assert_eq!(
+        files_containing(&std::env::temp_dir().join(format!("xtask-aws-it-{}-{}", std::process::id(), moto.port)), pw),
+        Vec::<String>::new()
+    );
+    assert_eq!(project.dumps().len(), 1, "{:?}", project.dumps());
+    assert_eq!(tagged(&moto.rds()).await, Vec::<String>::new());
+}
+
+/// `--iam-auth`: the throwaway is restored with IAM authentication on, no password is set or read,
+/// and the login is a token (the stand-in server knows no IAM, so it refuses the token: the run
+/// says what the user needs, and the throwaway is deleted). The token is in no argv or output.
+#[tokio::test]
+async fn iam_auth_restores_with_iam_on_reads_no_secret_and_cleans_up() {
+    let moto = Moto::start();
+    let db = StandIn::create("iamauth");
+    production(&moto, &db).await;
+    let project = Project::configured("iamauth", true, "");
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seen = String::new();
+            while !stop.load(Ordering::Relaxed) {
+                seen.push_str(&all_cmdlines());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            seen
+        })
+    };
+    let log = project.dir.join("forwarder.log");
+    let tunnel = forwarder(&db, &log);
+    let args = ["clone-prod", "--iam-auth", "--db-user", "dumper", "--tunnel", "command", "--tunnel-command", &tunnel];
+    let out = command(&moto, &project.dir, &args, &[]).output().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let cmdlines = sampler.join().unwrap();
+    let run = finish(out, &[&db.password, "X-Amz-Signature", "Action=connect"]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.stderr.contains("login        `dumper` to"), "{}", run.stderr);
+    assert!(run.stderr.contains("IAM authentication"), "{}", run.stderr);
+    assert!(run.stderr.contains("password authentication failed") && run.stderr.contains("rds_iam"), "{}", run.stderr);
+    let calls = moto.proxy.calls();
+    let restore = calls.iter().find(|c| c.action == "RestoreDBInstanceFromDBSnapshot").unwrap();
+    assert!(restore.body.contains("EnableIAMDatabaseAuthentication=true"), "{}", restore.body);
+    let actions: Vec<&str> = calls.iter().map(|c| c.action.as_str()).collect();
+    for never in ["GetParameter", "GetSecretValue"] {
+        assert!(!actions.contains(&never), "{never}: {actions:?}");
+    }
+    assert!(!calls.iter().any(|c| c.body.contains("MasterUserPassword")), "a password was set: {actions:?}");
+    assert!(!cmdlines.contains("X-Amz-Signature"), "an IAM token was in a command line");
+    let connections: Vec<_> = log_records(&log).into_iter().filter(|r| r["connection"] == true).collect();
+    assert!(!connections.is_empty() && connections.iter().all(|r| r["ssl_request"] == true), "TLS: {connections:?}");
+    assert_eq!(tagged(&moto.rds()).await, Vec::<String>::new());
+    assert!(project.dumps().is_empty());
 }

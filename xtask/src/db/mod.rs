@@ -3,6 +3,7 @@
 //! with [`Ctx`]), [`crate::term`] (`step`, `confirm`), [`crate::pg`] (building databases).
 
 mod aws;
+pub mod clone_prod;
 mod fresh;
 mod generate;
 mod load_clone;
@@ -41,7 +42,8 @@ pub fn run(db: Db) -> Result<()> {
         DbVerb::Worktrees(w) => worktrees::run(&ctx, w),
         DbVerb::RefillSpare => ops::branch::refill_spare(&ctx),
         DbVerb::SeedBuildCache { from, to, profiles } => crate::build_cache::seed_into(&from, &to, &profiles),
-        DbVerb::CloneProd(_) | DbVerb::ListClones(_) => aws::run(&ctx),
+        DbVerb::CloneProd(c) => clone_prod::run(&ctx, &c),
+        DbVerb::ListClones(l) => clone_prod::list(&ctx, &l),
         DbVerb::LoadClone(l) => load_clone::load(&ctx, l),
         DbVerb::DropClone(d) => load_clone::drop(&ctx, d),
         DbVerb::Rehearse(r) => rehearse::run(&ctx, r),

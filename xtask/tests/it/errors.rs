@@ -88,3 +88,73 @@ fn a_closed_stderr_ends_quietly_not_with_a_panic() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(141), "{status:?}");
 }
+
+/// `clone-prod` with nothing configured, as a new user first runs it: every problem in one run,
+/// within a second, before the AWS tool is built (cargo is never started) or AWS is asked.
+#[test]
+fn clone_prod_with_nothing_configured_lists_every_problem_at_once_without_building() {
+    let p = Project::new("cpcheck");
+    // Masking rules but no key; the dump directory not ignored; no AWS settings at all.
+    let toml = std::fs::read_to_string(p.dir.join("Cargo.toml")).unwrap();
+    std::fs::write(
+        p.dir.join("Cargo.toml"),
+        format!("{toml}\n[workspace.metadata.db.mask.rules]\n\"crm.customers.email\" = \"email\"\n"),
+    )
+    .unwrap();
+    std::fs::write(p.dir.join(".gitignore"), ".env\n").unwrap();
+    let marker = p.dir.join("cargo-was-run");
+    let fake_cargo = p.dir.join("fake-cargo");
+    std::fs::write(&fake_cargo, format!("#!/bin/sh\ntouch {}\nexit 1\n", marker.display())).unwrap();
+    std::fs::set_permissions(&fake_cargo, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let home = p.dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut cmd = p.command(&p.dir, &["db", "clone-prod", "--dry-run"], &[]);
+    for var in [
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_PROFILE",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "XTASK_MASK_KEY",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("HOME", &home)
+        .env("CARGO", &fake_cargo)
+        .env("XTASK_PG_BINDIR", p.dir.join("no-bin"))
+        .env("PATH", "/usr/bin:/bin");
+    let start = std::time::Instant::now();
+    let run = crate::support::Run::from(cmd.output().unwrap());
+    let took = start.elapsed();
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(!marker.exists(), "cargo was started before the checks:\n{}", run.all());
+    for problem in [
+        "8 problems",
+        "no AWS region is configured",
+        "no source instance is configured",
+        "the ssm tunnel needs a bastion",
+        "`session-manager-plugin` is not on PATH",
+        "is not git-ignored",
+        "`pg_dump` not found",
+        "`psql` not found",
+        "no masking key: `XTASK_MASK_KEY` is not set",
+    ] {
+        assert!(run.stderr.contains(problem), "missing {problem:?}:\n{}", run.stderr);
+    }
+    // Each problem on its own line, with its fix.
+    assert!(run.stderr.lines().filter(|l| l.starts_with("  - ") && l.contains(" — ")).count() >= 7, "{}", run.stderr);
+    assert!(took < std::time::Duration::from_secs(1), "the checks took {took:?}");
+
+    // A named profile that exists nowhere is found too, and a region from the profile counts.
+    std::fs::create_dir_all(home.join(".aws")).unwrap();
+    std::fs::write(home.join(".aws/config"), "[profile prod]\nregion = eu-west-1\n").unwrap();
+    let mut cmd = p.command(&p.dir, &["db", "clone-prod", "--dry-run", "--profile", "prdo"], &[]);
+    cmd.env("HOME", &home).env("CARGO", &fake_cargo).env_remove("AWS_REGION").env_remove("AWS_PROFILE");
+    let run = crate::support::Run::from(cmd.output().unwrap());
+    assert!(run.stderr.contains("the AWS profile `prdo` is in neither"), "{}", run.stderr);
+    let mut cmd = p.command(&p.dir, &["db", "clone-prod", "--dry-run", "--profile", "prod"], &[]);
+    cmd.env("HOME", &home).env("CARGO", &fake_cargo).env_remove("AWS_REGION").env_remove("AWS_PROFILE");
+    let run = crate::support::Run::from(cmd.output().unwrap());
+    assert!(!run.stderr.contains("profile") && !run.stderr.contains("region"), "{}", run.stderr);
+    assert!(!marker.exists());
+}

@@ -166,8 +166,9 @@ pub async fn production(moto: &Moto, db: &StandIn) {
         .engine("postgres")
         .engine_version("15.4")
         .allocated_storage(100)
-        .master_username("root_admin")
+        .master_username(&db.role)
         .master_user_password("not-the-dump-password")
+        .db_name(&db.dbname)
         .db_subnet_group_name("prod-private")
         .vpc_security_group_ids(&sg_id)
         .deletion_protection(true)
@@ -296,6 +297,12 @@ pub struct Project {
 
 impl Project {
     pub fn new(tag: &str, ignore_dump: bool) -> Project {
+        Project::configured(tag, ignore_dump, &format!("credentials_parameter = \"{PARAMETER}\"\n"))
+    }
+
+    /// A project whose `[workspace.metadata.db.aws]` ends with `extra` (after the source and
+    /// the bastion).
+    pub fn configured(tag: &str, ignore_dump: bool, extra: &str) -> Project {
         let prefix = format!("{}_", unique(tag));
         let dir = std::env::temp_dir().join(format!("xtask-aws-project-{prefix}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -303,7 +310,7 @@ impl Project {
             dir.join("Cargo.toml"),
             format!(
                 "[workspace]\n\n[workspace.metadata.db]\nprefix = \"{prefix}\"\n\n[workspace.metadata.db.aws]\n\
-                 source_instance = \"{SOURCE}\"\nbastion = \"bastion\"\ncredentials_parameter = \"{PARAMETER}\"\n"
+                 source_instance = \"{SOURCE}\"\nbastion = \"bastion\"\n{extra}"
             ),
         )
         .unwrap();

@@ -37,11 +37,15 @@ struct Rule {
     times: Option<u32>,
 }
 
+/// Runs on a call before it is forwarded (e.g. to do what AWS would do to the stand-in server).
+pub type Hook = Box<dyn Fn(&str) + Send>;
+
 #[derive(Default)]
 struct State {
     rules: Vec<Rule>,
     calls: Vec<Call>,
     sessions: u32,
+    hooks: Vec<(String, Hook)>,
 }
 
 pub struct Proxy {
@@ -79,6 +83,11 @@ impl Proxy {
     fn push(&self, action: &str, body_contains: &str, effect: Effect, times: Option<u32>) {
         let rule = Rule { action: action.into(), body_contains: body_contains.into(), effect, times };
         self.state.lock().unwrap().rules.push(rule);
+    }
+
+    /// From now on, `hook` runs with the body of every call of `action`, before moto sees it.
+    pub fn hook(&self, action: &str, hook: impl Fn(&str) + Send + 'static) {
+        self.state.lock().unwrap().hooks.push((action.into(), Box::new(hook)));
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -120,6 +129,11 @@ fn handle(mut client: TcpStream, upstream_port: u16, state: &Mutex<State>) -> st
     let rule = {
         let mut s = state.lock().unwrap();
         s.calls.push(Call { action: action.clone(), body: body.clone() });
+        for (a, hook) in &s.hooks {
+            if *a == action {
+                hook(&body);
+            }
+        }
         let found =
             s.rules.iter_mut().find(|r| r.action == action && body.contains(&r.body_contains) && r.times != Some(0));
         found.map(|r| {
