@@ -56,7 +56,7 @@ pub fn run(flags: BenchDump) -> Result<()> {
                  INSERT INTO public.orders_{t} SELECT g, (g * 7919) % 100000, timestamptz '2024-01-01' + g * interval '37 seconds', \
                  (g * 31 % 100000) / 100.0, (ARRAY['new','paid','shipped','returned'])[1 + g % 4], \
                  'order ' || g || ' of customer ' || (g * 7919) % 100000 || ': ' || md5(g::text || '{t}') \
-                 FROM generate_series(1, {}) g; ",
+                 FROM generate_series(1::bigint, {}) g; ",
                 flags.rows
             ));
         }
