@@ -187,6 +187,9 @@ pub struct AwsConfig {
     pub clone_ttl_hours: u64,
     /// Where dumps go (must be git-ignored).
     pub dump_dir: PathBuf,
+    /// Tables `clone-prod` dumps at a time (`pg_dump -Fd -j N`, a directory); 1: one
+    /// `pg_dump -Fc` file. `--jobs`.
+    pub dump_jobs: u32,
 }
 
 /// How `clone-prod` reaches the throwaway instance.
@@ -219,6 +222,7 @@ impl Default for AwsConfig {
             freshness_hours: 24,
             clone_ttl_hours: 6,
             dump_dir: "dump".into(),
+            dump_jobs: 4,
         }
     }
 }

@@ -46,6 +46,32 @@ pub enum Bench {
     Rehearse(BenchRehearse),
     /// Masking three columns of a table against a plain `UPDATE … SET col = md5(col)`.
     Mask(BenchMask),
+    /// `clone-prod`'s parallel dump (`pg_dump -Fd -j 2`) against `pg_dump -Fc`, through a tunnel.
+    Dump(BenchDump),
+}
+
+/// Time `clone-prod`'s dump with `--jobs 2` (`pg_dump -Fd -j 2`) against `--jobs 1` (`pg_dump
+/// -Fc`, one stream) of a multi-table database through a `command`-style TCP forwarder (TLS on),
+/// in turn, alternating; then, as a diagnosis, without the forwarder and without compression,
+/// with the CPU time of pg_dump, the forwarder and the server.
+#[derive(Debug, Args)]
+#[command(after_help = BENCH_DUMP_HELP)]
+pub struct BenchDump {
+    /// Runs per side and cell (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Tables in the database, all of one size.
+    #[arg(long, default_value_t = 6)]
+    pub tables: usize,
+    /// Rows in each table (about 130 bytes each).
+    #[arg(long, default_value_t = 500_000)]
+    pub rows: usize,
+    /// Jobs of the parallel side (at least 2).
+    #[arg(long, default_value_t = 2)]
+    pub jobs: u32,
+    /// Only the cell the target is about (through the forwarder, default compression).
+    #[arg(long)]
+    pub skip_diagnosis: bool,
 }
 
 /// Time the masking script on a table of `--rows` rows with three masked columns against
@@ -240,6 +266,7 @@ const CLONE_PROD_HELP: &str = help!(
     exit_done!(),
     "cargo xtask db clone-prod --dry-run",
     "cargo xtask db clone-prod --source-instance prod-db --bastion bastion-1",
+    "cargo xtask db clone-prod --jobs 1",
 );
 const LIST_CLONES_HELP: &str = help!(
     exit_done!(),
@@ -289,6 +316,8 @@ const BENCH_MASK_HELP: &str =
     help!(exit_done!(), "cargo xtask bench mask", "cargo xtask bench mask --rows 200000 --runs 5");
 const BENCH_REHEARSE_HELP: &str =
     help!(exit_done!(), "cargo xtask bench rehearse", "cargo xtask bench rehearse --runs 3 --contacts 50000");
+const BENCH_DUMP_HELP: &str =
+    help!(exit_done!(), "cargo xtask bench dump", "cargo xtask bench dump --runs 5 --skip-diagnosis");
 const BENCH_SCHEMA_DIFF_HELP: &str =
     help!(exit_done!(), "cargo xtask bench schema-diff", "cargo xtask bench schema-diff --tables 500,2000");
 
@@ -400,13 +429,16 @@ pub struct Fresh {
 
 /// Restore a production dump (the newest dump/prod-*.dump by default) into `<prefix>prod_clone`.
 ///
-/// Restore a production dump into `<prefix>prod_clone` with `pg_restore --no-owner --no-privileges
-/// -j <cores>`, under a temporary name that replaces the previous copy only when complete.
+/// Restore a production dump — a `pg_dump -Fc` file or a `pg_dump -Fd` directory (one holding
+/// `toc.dat`), as `db clone-prod` writes them — into `<prefix>prod_clone` with `pg_restore
+/// --no-owner --no-privileges -j <cores>`, under a temporary name that replaces the previous copy
+/// only when complete.
 /// Errors about missing roles are warnings; any other error is fatal (nothing is left behind).
 #[derive(Debug, Args, Clone)]
 #[command(after_help = LOAD_CLONE_HELP)]
 pub struct LoadClone {
-    /// The dump (`pg_dump -Fc`); default: the newest dump/prod-*.dump.
+    /// The dump (a `pg_dump -Fc` file or a `pg_dump -Fd` directory); default: the newest
+    /// dump/prod-*.dump, file or directory.
     pub dump: Option<PathBuf>,
     /// Mask personal data by `[workspace.metadata.db.mask]` before the copy takes its name (for a
     /// dump taken without rules): every column classified first, the key from `mask.key_env`.
@@ -467,7 +499,8 @@ pub struct Mask {
 #[command(after_help = REHEARSE_HELP)]
 pub struct Rehearse {
     /// Rehearse from this database on the server (default `<prefix>prod_clone`), or from this
-    /// dump file (`pg_dump -Fc`), loaded first into `<prefix>prod_clone` as `db load-clone` does.
+    /// dump (a `pg_dump -Fc` file or a `pg_dump -Fd` directory), loaded first into
+    /// `<prefix>prod_clone` as `db load-clone` does.
     #[arg(long, value_name = "DB|DUMP")]
     pub from: Option<String>,
     /// Where the Markdown report goes (default: dump/rehearse/rehearse-<UTC time>.md).
@@ -496,7 +529,7 @@ pub struct Rehearse {
 /// Drop `<prefix>prod_clone` and `<prefix>rehearsal`, the local copies of production.
 ///
 /// Drop `<prefix>prod_clone` (only if `db load-clone` made it) and `<prefix>rehearsal` (only if
-/// `db rehearse --keep` made it). The dump files stay.
+/// `db rehearse --keep` made it). The dumps stay.
 #[derive(Debug, Args, Clone)]
 #[command(after_help = DROP_CLONE_HELP)]
 pub struct DropClone {
@@ -525,9 +558,11 @@ pub struct AwsArgs {
 
 /// Dump production through a throwaway RDS instance restored from a snapshot (always deleted).
 ///
-/// Dump the production database into `dump/prod-<UTC yyyyMMddHHmmss>.dump` (`pg_dump -Fc`) without
-/// touching production itself: a snapshot of the source instance is restored into a throwaway
-/// instance, reached through a tunnel, dumped, and deleted.
+/// Dump the production database into `dump/prod-<UTC yyyyMMddHHmmss>.dump` without touching
+/// production itself: a snapshot of the source instance is restored into a throwaway instance,
+/// reached through a tunnel, dumped, and deleted. The dump is a directory (`pg_dump -Fd -j 4`:
+/// four tables at a time), or with --jobs 1 a single file (`pg_dump -Fc`); `db load-clone` reads
+/// both.
 ///
 /// Steps: (1) reuse the newest available snapshot of the source if younger than
 /// --freshness-hours, else create one and wait; (2) restore it into `<source>-clone-<timestamp>`
@@ -536,7 +571,7 @@ pub struct AwsArgs {
 /// (3) open the tunnel; (4) read the database credentials from the SSM parameter or the Secrets
 /// Manager secret (JSON with `username`, `password`, `dbname`): they reach `pg_dump` only through
 /// its environment, with TLS required; (5) dump under a temporary name, renamed when complete,
-/// mode 0600, into a git-ignored directory; (6) delete the throwaway instance: on success, on any
+/// private (a 0600 file, or a 0700 directory of 0600 files), into a git-ignored directory; (6) delete the throwaway instance: on success, on any
 /// error, on Ctrl-C or SIGTERM at any moment, on a panic. Only instances carrying the tool's tag
 /// are ever deleted, never the source.
 ///
@@ -596,6 +631,10 @@ pub struct CloneProd {
     /// default they are applied on the throwaway instance before pg_dump).
     #[arg(long)]
     pub unmasked: bool,
+    /// Dump N tables at a time (`pg_dump -Fd -j N`: a directory, N+1 connections through the
+    /// tunnel); 1 writes one `pg_dump -Fc` file over one connection (default from config: 4).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
 }
 
 /// List the throwaway RDS instances this tool created; --prune deletes the overdue ones.

@@ -84,6 +84,7 @@ fn run(flags: flags::Xtask) -> Result<()> {
         flags::Command::Bench(flags::Bench::SchemaDiff(b)) => bench::schema_diff(b),
         flags::Command::Bench(flags::Bench::Rehearse(b)) => bench::rehearse::run(b),
         flags::Command::Bench(flags::Bench::Mask(b)) => bench::mask::run(b),
+        flags::Command::Bench(flags::Bench::Dump(b)) => bench::dump::run(b),
         flags::Command::Completions(c) => {
             clap_complete::generate(c.shell, &mut flags::command(), "xtask", &mut std::io::stdout());
             Ok(())

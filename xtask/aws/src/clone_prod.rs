@@ -19,6 +19,7 @@ use xtask::db::clone_prod::{Access, KeyFrom, Route};
 use xtask::db::Ctx;
 use xtask::error::{fail, report, Interrupted};
 use xtask::flags::CloneProd;
+use xtask::pg::dump::Format;
 use xtask::pg::human_size;
 use xtask::proc;
 use xtask::time::{compact, elapsed, rfc3339};
@@ -43,6 +44,8 @@ struct Plan {
     username: Option<String>,
     dbname: Option<String>,
     dump: PathBuf,
+    /// `pg_dump -Fd -j N` (a directory) or `-Fc` (`--jobs 1`, a file).
+    dump_format: Format,
     pg_dump: PathBuf,
     /// Its major version: the newest server it can dump.
     pg_dump_major: u32,
@@ -150,6 +153,7 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
         username,
         dbname,
         dump: checked.dump_dir.join(format!("prod-{ts}.dump")),
+        dump_format: Format::with_jobs(settings.dump_jobs),
         pg_dump: checked.pg_dump.clone(),
         pg_dump_major: checked.pg_dump_major,
         psql: checked.psql.clone(),
@@ -256,7 +260,12 @@ fn show(plan: &Plan, root: &std::path::Path, region: &str) {
             "  masking      NONE: the dump holds production data as it is, personal data included (no rules in [workspace.metadata.db.mask.rules], or --unmasked)"
         ),
     }
-    eprintln!("  dump         {}", plan.dump.strip_prefix(root).unwrap_or(&plan.dump).display());
+    eprintln!(
+        "  dump         {} ({}: {})",
+        plan.dump.strip_prefix(root).unwrap_or(&plan.dump).display(),
+        plan.dump_format.noun(),
+        plan.dump_format.label()
+    );
 }
 
 /// What the cleanup must undo, recorded as the pipeline goes.
@@ -336,10 +345,12 @@ async fn pipeline(plan: Arc<Plan>, aws: Aws, creds: Credentials, state: Arc<Clea
         dump::mask(&plan.psql, &target, m).await?;
     }
     xtask::term::announce(format_args!(
-        "dumping `{}` (PostgreSQL {major}) as `{}` with pg_dump -Fc",
-        target.credentials.dbname, target.credentials.username
+        "dumping `{}` (PostgreSQL {major}) as `{}` with {}",
+        target.credentials.dbname,
+        target.credentials.username,
+        plan.dump_format.label()
     ));
-    let size = dump::dump(&plan.pg_dump, &target, &plan.dump).await?;
+    let size = dump::dump(&plan.pg_dump, &target, plan.dump_format, &plan.dump).await?;
     tunnel.close();
     Ok(size)
 }
@@ -379,7 +390,7 @@ async fn cleanup(plan: &Plan, aws: &Aws, state: &Cleanup) -> Result<()> {
     if let Some(id) = session {
         tunnel::terminate(&aws.sdk, &id).await;
     }
-    let _ = std::fs::remove_file(dump::partial_path(&plan.dump));
+    xtask::pg::dump::remove(&xtask::pg::dump::partial_path(&plan.dump));
     let instance = state.instance.lock().unwrap_or_else(|e| e.into_inner()).take();
     let Some(id) = instance else { return Ok(()) };
     xtask::term::announce(format_args!("deleting the throwaway instance {id}"));

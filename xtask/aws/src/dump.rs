@@ -1,18 +1,17 @@
-//! The dump: where it may go, reaching the database through the tunnel, `pg_dump -Fc` into a
-//! temporary name renamed when complete (mode 0600), with progress.
+//! The dump: where it may go, reaching the database through the tunnel, masking there, and
+//! `pg_dump` through the tunnel by the xtask's `pg::dump` (a temporary name renamed when
+//! complete, private, with progress).
 
-use std::io::Read;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use xtask::error::{fail, telling_line};
+use xtask::pg::dump::{Ended, Format, Writing};
 use xtask::pg::url::encode;
-use xtask::pg::{client, human_size, PgUrl};
+use xtask::pg::{client, PgUrl};
 use xtask::proc;
-use xtask::time::elapsed;
 
 use crate::credentials::Credentials;
 use crate::wait::pause;
@@ -152,71 +151,25 @@ pub async fn mask(psql: &Path, target: &Target, m: &Masking) -> Result<()> {
     proc::check_interrupt()
 }
 
-/// The dump being written: removed unless complete.
-struct Partial(PathBuf);
-impl Drop for Partial {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// The temporary name of `dest` while it is written.
-pub fn partial_path(dest: &Path) -> PathBuf {
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    dest.with_file_name(format!(".{name}.partial"))
-}
-
-/// `pg_dump -Fc` into `dest`: written as `.<name>.partial` (0600), renamed when pg_dump succeeded.
-/// Whatever ends it early (an error, a signal, the future being dropped) removes the partial file.
-pub async fn dump(pg_dump: &Path, target: &Target, dest: &Path) -> Result<u64> {
-    let dir = dest.parent().context("the dump path has no directory")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-    let tmp = partial_path(dest);
-    // Created 0600 before pg_dump opens it (it truncates, keeping the mode).
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    let partial = Partial(tmp.clone());
-
-    let tmp_arg = tmp.to_string_lossy();
-    let mut cmd = target.command(pg_dump, &["--format=custom", "--no-password", "--file", &tmp_arg])?;
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = proc::Registered::spawn(&mut cmd)?;
-    let mut stderr = child.child.stderr.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let start = Instant::now();
-    let mut last_report = Instant::now();
-    let status = loop {
-        if let Some(status) = child.child.try_wait()? {
-            break status;
-        }
-        if last_report.elapsed() >= Duration::from_secs(10) {
-            let size = std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
-            eprintln!("  dumping: {} written ({} so far)", human_size(size as i64), elapsed(start.elapsed()));
-            last_report = Instant::now();
+/// `pg_dump` of the throwaway's database into `dest` in `format` (a `-Fc` file, or a `-Fd -j N`
+/// directory: N+1 connections through the tunnel), by the xtask's [`xtask::pg::dump::Writing`]:
+/// written under `.<name>.partial`, private, renamed when pg_dump succeeded. Whatever ends it
+/// early (an error, a signal, the future being dropped) removes the partial dump.
+pub async fn dump(pg_dump: &Path, target: &Target, format: Format, dest: &Path) -> Result<u64> {
+    let mut cmd = target.command(pg_dump, &["--no-password"])?;
+    let mut writing = Writing::start(&mut cmd, format, dest, true)?;
+    let ended = loop {
+        if let Some(ended) = writing.poll()? {
+            break ended;
         }
         // Not `pause`: on a signal pg_dump is interrupted by the signal thread and exits.
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let err = reader.join().unwrap_or_default();
-    proc::check_interrupt()?;
-    if !status.success() {
-        return Err(fail(
-            format!("pg_dump failed ({}): {}", proc::describe(status), last_line(&err)),
-            advice(&err, target),
-        ));
+    match ended {
+        Ended::Complete(size) => Ok(size),
+        Ended::Failed { status, stderr } => Err(fail(
+            format!("pg_dump failed ({}): {}", proc::describe(status), last_line(&stderr)),
+            advice(&stderr, target),
+        )),
     }
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    std::fs::rename(&tmp, dest).with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
-    std::mem::forget(partial);
-    Ok(std::fs::metadata(dest)?.len())
 }

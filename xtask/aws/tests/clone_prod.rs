@@ -45,37 +45,26 @@ impl Scene {
         finish(self.command(&args, &[]).output().unwrap(), &[&self.db.password])
     }
 
-    /// Starts `clone-prod` through the forwarder, and sends `signal` once a stderr line contains
-    /// `when`; the finished run.
-    fn clone_prod_signalled(&self, when: &str, signal: i32, after: Duration) -> Run {
+    /// Starts `clone-prod` through the forwarder, plus `extra` flags; its stderr read as it comes.
+    fn start_clone_prod(&self, extra: &[&str]) -> Started {
         let tunnel = forwarder(&self.db, &self.log);
-        let mut cmd = self.command(&["clone-prod", "--tunnel", "command", "--tunnel-command", &tunnel], &[]);
+        let mut args = vec!["clone-prod", "--tunnel", "command", "--tunnel-command", &tunnel];
+        args.extend_from_slice(extra);
+        let mut cmd = self.command(&args, &[]);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let mut seen = String::new();
-        let start = Instant::now();
-        loop {
-            let line = lines.next().expect("the run ended before the moment to signal it").unwrap();
-            seen.push_str(&line);
-            seen.push('\n');
-            if line.contains(when) {
-                break;
-            }
-            assert!(start.elapsed() < Duration::from_secs(120), "never saw {when:?}:\n{seen}");
-        }
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        Started { child, lines, seen: String::new(), password: self.db.password.clone() }
+    }
+
+    /// Starts `clone-prod` through the forwarder, plus `extra` flags, and sends `signal` once a
+    /// stderr line contains `when`; the finished run.
+    fn clone_prod_signalled(&self, extra: &[&str], when: &str, signal: i32, after: Duration) -> Run {
+        let mut run = self.start_clone_prod(extra);
+        run.until(when);
         std::thread::sleep(after);
-        unsafe { libc::kill(child.id() as i32, signal) };
-        for line in lines {
-            seen.push_str(&line.unwrap());
-            seen.push('\n');
-        }
-        let out = child.wait_with_output().unwrap();
-        let mut run = finish(out, &[&self.db.password]);
-        run.stderr = seen + &run.stderr;
-        assert!(!run.stderr.contains(&self.db.password) && !run.stderr.contains(TOKEN));
-        run
+        run.signal(signal);
+        run.finish()
     }
 
     /// After a failed run: exit non-zero, the throwaway deleted, no dump (not even a partial).
@@ -99,6 +88,48 @@ impl Scene {
     }
 }
 
+/// A `clone-prod` run under way.
+struct Started {
+    child: std::process::Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStderr>>,
+    seen: String,
+    password: String,
+}
+
+impl Started {
+    /// Reads stderr up to the first line that contains `when`.
+    fn until(&mut self, when: &str) {
+        let start = Instant::now();
+        loop {
+            let line =
+                self.lines.next().unwrap_or_else(|| panic!("the run ended before {when:?}:\n{}", self.seen)).unwrap();
+            self.seen.push_str(&line);
+            self.seen.push('\n');
+            if line.contains(when) {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(120), "never saw {when:?}:\n{}", self.seen);
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// The rest of the run, checked for secrets.
+    fn finish(mut self) -> Run {
+        for line in self.lines.by_ref() {
+            self.seen.push_str(&line.unwrap());
+            self.seen.push('\n');
+        }
+        let out = self.child.wait_with_output().unwrap();
+        let mut run = finish(out, &[&self.password]);
+        run.stderr = std::mem::take(&mut self.seen) + &run.stderr;
+        assert!(!run.stderr.contains(&self.password) && !run.stderr.contains(TOKEN));
+        run
+    }
+}
+
 fn is_mutating(action: &str) -> bool {
     !["Describe", "List", "Get"].iter().any(|p| action.starts_with(p))
 }
@@ -106,7 +137,8 @@ fn is_mutating(action: &str) -> bool {
 #[tokio::test]
 async fn full_run_dumps_what_load_clone_restores_with_the_same_counts_and_leaves_no_instance() {
     let s = scene("full").await;
-    let run = s.clone_prod(&[]);
+    // One `pg_dump -Fc` file (the default directory dump: `a_parallel_dump_…`).
+    let run = s.clone_prod(&["--jobs", "1"]);
     assert_eq!(run.code, 0, "{}", run.all());
     for line in [
         "snapshot     reuse rds:prod-db",
@@ -328,7 +360,7 @@ async fn sigint_during_the_restore_wait() {
         "DBInstanceIdentifier=prod-db-clone-",
         Effect::Rewrite { from: "<DBInstanceStatus>available<".into(), to: "<DBInstanceStatus>creating<".into() },
     );
-    let run = s.clone_prod_signalled("to be available", libc::SIGINT, Duration::from_millis(300));
+    let run = s.clone_prod_signalled(&[], "to be available", libc::SIGINT, Duration::from_millis(300));
     s.assert_cleaned_up(&run).await;
     assert_eq!(run.code, 130, "{}", run.all());
     assert!(run.stderr.contains("interrupted by SIGINT"), "{}", run.stderr);
@@ -348,12 +380,119 @@ async fn sigterm_during_the_dump() {
     let mut stdin = locker.stdin.take().unwrap();
     writeln!(stdin, "BEGIN; LOCK TABLE crm.orders IN ACCESS EXCLUSIVE MODE; SELECT 1;").unwrap();
     stdin.flush().unwrap();
-    let run = s.clone_prod_signalled("with pg_dump -Fc", libc::SIGTERM, Duration::from_millis(1500));
+    let run = s.clone_prod_signalled(&["--jobs", "1"], "with pg_dump -Fc", libc::SIGTERM, Duration::from_millis(1500));
     drop(stdin);
     let _ = locker.wait();
     s.assert_cleaned_up(&run).await;
     assert_eq!(run.code, 143, "{}", run.all());
     assert!(run.stderr.contains("interrupted by SIGTERM"), "{}", run.stderr);
+}
+
+/// The default dump: a directory, several tables at a time, each over a connection of its own
+/// through the tunnel; private; the password in no process's command line; restored by
+/// `load-clone` with the source's row counts.
+#[tokio::test]
+async fn a_parallel_dump_crosses_the_tunnel_on_several_connections_and_load_clone_restores_it() {
+    let s = scene("pardump").await;
+    // Hold a lock pg_dump waits for, so that its command line can be read while it runs.
+    let mut locker = Command::new(xtask::pg::tools::find("psql").unwrap())
+        .args(["-X", "-q", "-d", &s.db.admin_url()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = locker.stdin.take().unwrap();
+    writeln!(stdin, "BEGIN; LOCK TABLE crm.orders IN ACCESS EXCLUSIVE MODE; SELECT 1;").unwrap();
+    stdin.flush().unwrap();
+    let mut started = s.start_clone_prod(&["--jobs", "2"]);
+    started.until("with pg_dump -Fd -j 2");
+    std::thread::sleep(Duration::from_millis(1000));
+    let cmdlines = all_cmdlines();
+    assert!(cmdlines.contains("--format=directory --jobs=2"), "pg_dump -Fd -j 2 is running");
+    assert!(!cmdlines.contains(&s.db.password), "the password is in a command line");
+    drop(stdin);
+    let _ = locker.wait();
+    let run = started.finish();
+    assert_eq!(run.code, 0, "{}", run.all());
+    for line in
+        ["dump         dump/prod-", "(a directory: pg_dump -Fd -j 2)", "dump ready: dump/prod-", "deletion requested"]
+    {
+        assert!(run.stderr.contains(line), "missing {line:?}:\n{}", run.stderr);
+    }
+    assert_eq!(tagged(&s.moto.rds()).await, Vec::<String>::new());
+
+    // psql's probe, pg_dump's leader and its two workers: each its own connection, with TLS.
+    let log = log_records(&s.log);
+    let conns: Vec<&serde_json::Value> = log.iter().filter(|r| r["connection"].as_bool() == Some(true)).collect();
+    assert!(conns.len() >= 4, "the probe, pg_dump and two workers went through the tunnel: {log:?}");
+    assert!(conns.iter().all(|c| c["ssl_request"].as_bool() == Some(true)), "{log:?}");
+
+    // The dump: a complete directory (its table of contents and a file per table), private, and
+    // nothing partial beside it.
+    let dumps = s.project.dumps();
+    assert_eq!(dumps.len(), 1, "{dumps:?}");
+    assert!(dumps[0].starts_with("prod-") && dumps[0].ends_with(".dump"), "{dumps:?}");
+    let path = s.project.dump_dir().join(&dumps[0]);
+    assert!(path.is_dir() && path.join("toc.dat").is_file(), "{}", path.display());
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o700);
+    let files: Vec<_> = std::fs::read_dir(&path).unwrap().flatten().collect();
+    assert!(files.len() >= 4, "toc.dat and a file per table: {files:?}");
+    for f in &files {
+        assert_eq!(f.metadata().unwrap().permissions().mode() & 0o777, 0o600, "{:?}", f.path());
+    }
+
+    // load-clone restores it with the source's row counts.
+    let xtask = std::env::var("XTASK_TEST_XTASK_BIN").expect("run through `cargo xtask test`");
+    let out = Command::new(xtask)
+        .args(["db", "load-clone"])
+        .current_dir(&s.project.dir)
+        .env("DATABASE_URL", s.db.server_url("postgres"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let load = finish(out, &[&s.db.password]);
+    assert_eq!(load.code, 0, "{}", load.all());
+    assert!(load.stderr.contains(&dumps[0]), "{}", load.stderr);
+    let clone_db = format!("{}prod_clone", s.project.prefix);
+    let source_counts = StandIn::counts(&s.db.admin_url());
+    assert_eq!(source_counts.len(), 3);
+    assert!(source_counts.iter().all(|(_, n)| *n > 0));
+    assert_eq!(StandIn::counts(&s.db.server_url(&clone_db)), source_counts);
+    psql(&s.db.server_url("postgres"), &format!("DROP DATABASE {clone_db}"));
+}
+
+/// SIGTERM while pg_dump's workers write the directory: the partial directory goes with
+/// everything in it, and the throwaway with it.
+#[tokio::test]
+async fn sigterm_during_a_parallel_dump_leaves_no_partial_directory() {
+    let s = scene("sigtermdir").await;
+    // Enough data that the workers write for a while.
+    s.db.as_owner(
+        "INSERT INTO public.events (payload) SELECT jsonb_build_object('n', g, 'text', md5(g::text), 'more', md5((-g)::text)) FROM generate_series(1, 1000000) g",
+    );
+    let mut started = s.start_clone_prod(&["--jobs", "2"]);
+    started.until("with pg_dump -Fd -j 2");
+    // Signalled once a worker has begun a table's file in the partial directory.
+    let start = Instant::now();
+    let partial = loop {
+        let dumps = s.project.dumps();
+        if let Some(p) = dumps.iter().find(|d| d.starts_with(".prod-") && d.ends_with(".dump.partial")) {
+            let p = s.project.dump_dir().join(p);
+            let data = std::fs::read_dir(&p).map(|d| d.flatten().any(|e| e.file_name() != "toc.dat")).unwrap_or(false);
+            if data {
+                break p;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "no data file appeared: {dumps:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    started.signal(libc::SIGTERM);
+    assert_eq!(std::fs::metadata(&partial).map(|m| m.permissions().mode() & 0o777).unwrap_or(0o700), 0o700);
+    let run = started.finish();
+    s.assert_cleaned_up(&run).await;
+    assert_eq!(run.code, 143, "{}", run.all());
+    assert!(run.stderr.contains("interrupted by SIGTERM"), "{}", run.stderr);
+    assert!(!run.stderr.contains("dump ready"), "the signal came during the dump: {}", run.stderr);
 }
 
 #[tokio::test]
@@ -494,6 +633,8 @@ async fn dry_run_changes_nothing_in_aws() {
         "snapshot     create prod-db-xtask-",
         "throwaway    prod-db-clone-",
         "dump         dump/prod-",
+        // The default: a directory, four tables at a time.
+        ".dump (a directory: pg_dump -Fd -j 4)",
         "dry run: nothing was created",
     ] {
         assert!(run.stderr.contains(line), "missing {line:?}:\n{}", run.stderr);

@@ -12,6 +12,7 @@
 //! `cargo_in`, the app's migrator in `app_migrate`, the xtask binary in `xtask_binary`, here;
 //! git in `git.rs`; the PostgreSQL clients in `pg::client` — and run through [`proc`].
 
+pub mod dump;
 pub mod mask;
 pub mod rehearse;
 

@@ -84,6 +84,8 @@ pub struct Settings {
     pub freshness: Duration,
     /// The throwaway instance's `ExpiresAt`, from its creation.
     pub ttl: Duration,
+    /// `pg_dump --jobs`: tables dumped at a time (1: one `-Fc` file).
+    pub dump_jobs: u32,
 }
 
 /// Where the masking key comes from.
@@ -262,6 +264,13 @@ pub fn resolve(flags: &CloneProd, conf: &AwsConfig, problems: &mut Problems) -> 
             "name one like db.t4g.small (--instance-class, or `instance_class` in [workspace.metadata.db.aws])",
         );
     }
+    let dump_jobs = flags.jobs.unwrap_or(conf.dump_jobs);
+    if !(1..=64).contains(&dump_jobs) {
+        problems.add(
+            format!("`dump_jobs = {dump_jobs}` is out of range"),
+            "set 1 to 64 tables dumped at a time in [workspace.metadata.db.aws] (or pass --jobs N)",
+        );
+    }
     if problems.list.len() > before {
         return None;
     }
@@ -273,6 +282,7 @@ pub fn resolve(flags: &CloneProd, conf: &AwsConfig, problems: &mut Problems) -> 
         instance_class,
         freshness: Duration::from_secs(flags.freshness_hours.unwrap_or(conf.freshness_hours) * 3600),
         ttl: Duration::from_secs(conf.clone_ttl_hours.max(1) * 3600),
+        dump_jobs,
     })
 }
 

@@ -62,7 +62,7 @@ pub fn drop(ctx: &Ctx, flags: DropClone) -> Result<()> {
         server.drop_database(name, true)?;
     }
     eprintln!(
-        "dropped {list}; the dump files in {} remain (they hold production data: delete them when done)",
+        "dropped {list}; the dumps in {} remain (they hold production data: delete them when done)",
         ctx.config.aws.dump_dir.display()
     );
     Ok(())

@@ -9,6 +9,7 @@
 pub mod client;
 pub mod clone;
 pub mod cluster;
+pub mod dump;
 pub mod freshness;
 pub mod marker;
 pub mod patch;

@@ -194,10 +194,16 @@ impl Drop for Project {
 
 /// `pg_dump -Fc` of `db` into `file` (the password through the environment).
 pub fn dump(db: &str, file: &Path) {
+    dump_as(db, file, &["-Fc"]);
+}
+
+/// `pg_dump FORMAT… -f PATH` of `db` (`-Fd -j 2`: a directory).
+pub fn dump_as(db: &str, file: &Path, format: &[&str]) {
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     let url = url_for(db).replacen(&format!(":{}@", password()), "@", 1);
     let out = Command::new("pg_dump")
-        .args(["-Fc", "-f"])
+        .args(format)
+        .arg("-f")
         .arg(file)
         .args(["-d", &url])
         .env("PGPASSWORD", password())

@@ -9,7 +9,7 @@ use super::{mask as masking, Ctx};
 use crate::error::{fail, telling_line};
 use crate::naming::Staging;
 use crate::pg::staging::{self, sweep_abandoned, Old};
-use crate::pg::{human_size, tools, Kind, Marker, Server};
+use crate::pg::{dump, human_size, tools, Kind, Marker, Server};
 use crate::proc;
 use crate::term::step;
 
@@ -22,10 +22,16 @@ pub fn load(ctx: &Ctx, dump: Option<PathBuf>, mask: bool, dry_run: bool) -> Resu
         Some(d) => d,
         None => newest_dump(&dump_dirs(ctx))?,
     };
-    if !dump.is_file() {
+    if dump.is_dir() && !dump::is_dump(&dump) {
+        return Err(fail(
+            format!("{} is a directory without toc.dat: not a finished `pg_dump -Fd` dump", dump.display()),
+            "name a dump file or a dump directory that holds toc.dat (or run `cargo xtask db clone-prod` again)",
+        ));
+    }
+    if !dump::is_dump(&dump) {
         return Err(fail(
             format!("dump {} does not exist", dump.display()),
-            "run `cargo xtask db clone-prod` first, or name a dump file",
+            "run `cargo xtask db clone-prod` first, or name a dump file or directory",
         ));
     }
     // The key first: a missing one fails before minutes of restoring.
@@ -44,7 +50,7 @@ pub fn load(ctx: &Ctx, dump: Option<PathBuf>, mask: bool, dry_run: bool) -> Resu
         "drop or rename it yourself",
         true,
     )?;
-    let size = std::fs::metadata(&dump).map(|m| human_size(m.len() as i64)).unwrap_or_default();
+    let size = human_size(dump::size(&dump) as i64);
     if dry_run {
         let replacing = match server.database(&name)? {
             Some(old) => format!(", replacing the existing `{name}` ({})", human_size(old.size_bytes)),
@@ -91,13 +97,15 @@ pub fn dump_dirs(ctx: &Ctx) -> Vec<PathBuf> {
     dirs
 }
 
-/// `prod-<yyyyMMddHHmmss>.dump` with the latest timestamp, in any of `dirs`.
+/// `prod-<yyyyMMddHHmmss>.dump` with the latest timestamp, in any of `dirs`: a `pg_dump -Fc`
+/// file or a `pg_dump -Fd` directory (only one holding `toc.dat`: anything else is no dump).
 fn newest_dump(dirs: &[PathBuf]) -> Result<PathBuf> {
     let mut dumps: Vec<PathBuf> = dirs
         .iter()
         .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()))
         .filter(|p| {
             p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("prod-") && n.ends_with(".dump"))
+                && dump::is_dump(p)
         })
         .collect();
     dumps.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
@@ -107,8 +115,8 @@ fn newest_dump(dirs: &[PathBuf]) -> Result<PathBuf> {
     })
 }
 
-/// `pg_restore --no-owner --no-privileges -j <cores>`; errors about missing roles are warnings,
-/// any other error is fatal.
+/// `pg_restore --no-owner --no-privileges -j <cores>` of a file or a directory (pg_restore reads
+/// both in parallel); errors about missing roles are warnings, any other error is fatal.
 fn restore(server: &Server, db: &str, dump: &Path) -> Result<Vec<String>> {
     let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
     // Not --exit-on-error: a missing role would be fatal too. Restore everything, then judge.

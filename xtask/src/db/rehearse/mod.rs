@@ -244,10 +244,13 @@ fn pristine(ctx: &Ctx, server: &Server, from: Option<&str>) -> Result<String> {
                 "name the database (DATABASE_URL says which server), or dump it and pass the file",
             ));
         }
-        Some(f) if Path::new(f).is_dir() => {
-            return Err(fail(format!("--from {f} is a directory"), "name a dump file (pg_dump -Fc) or a database"));
+        Some(f) if Path::new(f).is_dir() && !crate::pg::dump::is_dump(Path::new(f)) => {
+            return Err(fail(
+                format!("--from {f} is a directory without toc.dat: not a `pg_dump -Fd` dump"),
+                "name a dump (a pg_dump -Fc file or a pg_dump -Fd directory) or a database",
+            ));
         }
-        Some(f) if Path::new(f).is_file() => {
+        Some(f) if crate::pg::dump::is_dump(Path::new(f)) => {
             for w in super::ops::load::load(ctx, Some(PathBuf::from(f)), false, false)?.unwrap_or_default() {
                 eprintln!("warning: {w}");
             }
@@ -256,7 +259,7 @@ fn pristine(ctx: &Ctx, server: &Server, from: Option<&str>) -> Result<String> {
         Some(f) if f.contains('/') || f.ends_with(".dump") => {
             return Err(fail(
                 format!("dump {f} does not exist"),
-                "name an existing dump file, or a database on the server",
+                "name an existing dump (file or directory), or a database on the server",
             ));
         }
         Some(f) => f.to_string(),
