@@ -263,8 +263,9 @@ const WORKTREES_HELP: &str = help!(
 );
 const FRESH_HELP: &str = help!(exit_done!(), "cargo xtask db fresh", "cargo xtask db fresh --dry-run");
 const CLONE_PROD_HELP: &str = help!(
-    exit_done!(),
+    exit_verdict!("done (with --rehearse: clear)", "with --rehearse, a finding (as `db rehearse`)"),
     "cargo xtask db clone-prod --dry-run",
+    "cargo xtask db clone-prod --rehearse",
     "cargo xtask db clone-prod --source-instance prod-db --bastion bastion-1",
     "cargo xtask db clone-prod --jobs 1",
 );
@@ -494,7 +495,8 @@ pub struct Mask {
 /// another database (ALTER DATABASE x, GRANT … ON DATABASE x) is refused before it runs. The
 /// report: Markdown for the pull request (written to
 /// dump/rehearse/, git-ignored: error messages can quote production rows) and --format json.
-/// Thresholds: [workspace.metadata.db.rehearse] and the flags below.
+/// Thresholds: [workspace.metadata.db.rehearse] and the flags below. For a production too big for
+/// a laptop, `db clone-prod --rehearse` runs this rehearsal on the throwaway instance itself.
 #[derive(Debug, Args, Clone)]
 #[command(after_help = REHEARSE_HELP)]
 pub struct Rehearse {
@@ -635,6 +637,30 @@ pub struct CloneProd {
     /// tunnel); 1 writes one `pg_dump -Fc` file over one connection (default from config: 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub jobs: Option<u32>,
+    /// Instead of dumping: rehearse this branch's pending migrations on the throwaway itself, as
+    /// `db rehearse` does on a local copy (traced migrations, the smoke test with the local app
+    /// pointed through the tunnel, the gate against a fresh build on the local server), for a
+    /// production too big for a laptop. Writes the same report; no row of data leaves AWS (so
+    /// nothing is masked). Needs the local server (`cargo xtask db up`) for the gate.
+    #[arg(long, conflicts_with_all = ["jobs", "unmasked", "iam_auth"])]
+    pub rehearse: bool,
+    /// With --rehearse: where the Markdown report goes (default: dump/rehearse/rehearse-<UTC time>.md).
+    #[arg(long, value_name = "FILE", requires = "rehearse")]
+    pub report: Option<PathBuf>,
+    /// With --rehearse: the summary on stdout for people, or the whole report as JSON.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// With --rehearse: a lock blocking reads or writes held longer than this is a finding
+    /// (default: `rehearse.max_lock_ms`).
+    #[arg(long, value_name = "MS", requires = "rehearse")]
+    pub max_lock_ms: Option<u64>,
+    /// With --rehearse: a statement running longer than this is a finding (default:
+    /// `rehearse.max_statement_ms`).
+    #[arg(long, value_name = "MS", requires = "rehearse")]
+    pub max_statement_ms: Option<u64>,
+    /// With --rehearse: leave out both smoke tests.
+    #[arg(long, requires = "rehearse")]
+    pub no_smoke: bool,
 }
 
 /// List the throwaway RDS instances this tool created; --prune deletes the overdue ones.

@@ -96,6 +96,7 @@ pub fn run(flags: Test) -> Result<()> {
             .env(VENV_BIN_ENV, &venv_bin)
             .env(DATABASE_URL_ENV, url.expose_secret())
             .env(XTASK_BIN_ENV, &xtask_bin)
+            .env(APP_BIN_ENV, &app_bin)
             .env_remove("DATABASE_URL");
         crate::term::announce(format_args!("the AWS verbs' tests (xtask/aws, against moto on 127.0.0.1)"));
         tests = run_counting(&mut aws, &mut totals).context("the AWS verbs' tests failed");

@@ -53,6 +53,26 @@ struct Plan {
     now: SystemTime,
     /// Masking on the throwaway instance before pg_dump (`None`: no rules, or --unmasked).
     mask: Option<dump::Masking>,
+    /// `--rehearse`: the rehearsal on the throwaway instead of the dump.
+    rehearse: Option<Rehearsal>,
+}
+
+/// What `--rehearse` runs on the throwaway, and with which configuration.
+struct Rehearsal {
+    /// The `--set` overrides: the rehearsal loads its own `Ctx` on its thread.
+    overrides: Vec<String>,
+    report: Option<PathBuf>,
+    format: xtask::flags::Format,
+    max_lock_ms: Option<u64>,
+    max_statement_ms: Option<u64>,
+    smoke: bool,
+}
+
+/// How the pipeline ended well.
+enum Done {
+    /// The dump, this many bytes.
+    Dumped(u64),
+    Rehearsed,
 }
 
 pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
@@ -161,6 +181,14 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
         source,
         snapshot,
         mask,
+        rehearse: flags.rehearse.then(|| Rehearsal {
+            overrides: ctx.overrides.clone(),
+            report: flags.report.clone(),
+            format: flags.format,
+            max_lock_ms: flags.max_lock_ms,
+            max_statement_ms: flags.max_statement_ms,
+            smoke: !flags.no_smoke,
+        }),
     };
     show(&plan, root, &aws.region);
     if flags.dry_run {
@@ -189,7 +217,11 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
     let outcome = supervise(&mut work).await;
     let cleaned = cleanup(&plan, &aws, &state).await;
     match (outcome, cleaned) {
-        (Ok(size), Ok(())) => {
+        (Ok(Done::Rehearsed), Ok(())) => {
+            eprintln!("rehearsed on the throwaway in {}; it is deleted", elapsed(started.elapsed()));
+            Ok(())
+        }
+        (Ok(Done::Dumped(size)), Ok(())) => {
             eprintln!(
                 "dump ready: {} ({}) in {}",
                 plan.dump.strip_prefix(root).unwrap_or(&plan.dump).display(),
@@ -250,6 +282,12 @@ fn show(plan: &Plan, root: &std::path::Path, region: &str) {
             eprintln!("  login        with the credentials in the {s} (read at run time; TLS required)")
         }
     }
+    if plan.rehearse.is_some() {
+        eprintln!(
+            "  rehearse     this branch's pending migrations on the throwaway itself: traced, smoke-tested with the local app through the tunnel, gated against a fresh build on the local server; no dump, no row leaves AWS"
+        );
+        return;
+    }
     match &plan.mask {
         Some(m) => eprintln!(
             "  masking      {} rule(s), key from {}: applied on the throwaway instance before pg_dump (the dump never holds the originals)",
@@ -278,7 +316,7 @@ struct Cleanup {
     renewal: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-async fn pipeline(plan: Arc<Plan>, aws: Aws, creds: Credentials, state: Arc<Cleanup>) -> Result<u64> {
+async fn pipeline(plan: Arc<Plan>, aws: Aws, creds: Credentials, state: Arc<Cleanup>) -> Result<Done> {
     let source = &plan.source;
     let snapshot = match &plan.snapshot {
         SnapshotChoice::Reuse { id, .. } => id.clone(),
@@ -338,6 +376,34 @@ async fn pipeline(plan: Arc<Plan>, aws: Aws, creds: Credentials, state: Arc<Clea
     let mut tunnel = Tunnel::open(&plan.tunnel, &endpoint, plan.tunnel_timeout, &state.session).await?;
     let target = Target { host: tunnel.host.clone(), port: tunnel.port, credentials: creds };
     let major = dump::probe(&plan.psql, &target, plan.pg_dump_major, plan.access == Access::OneTime).await?;
+    if let Some(r) = &plan.rehearse {
+        xtask::term::announce(format_args!(
+            "rehearsing this branch's migrations on {} itself (PostgreSQL {major}; no row leaves AWS)",
+            plan.clone_id
+        ));
+        // Never the source: the tunnel leads to the throwaway this run restored.
+        anyhow::ensure!(plan.clone_id != plan.source.id, "refusing to rehearse on the source instance");
+        let url = target.url()?;
+        let (dbname, source) = (target.credentials.dbname.clone(), plan.source.id.clone());
+        let (overrides, report, format) = (r.overrides.clone(), r.report.clone(), r.format);
+        let (max_lock_ms, max_statement_ms, smoke) = (r.max_lock_ms, r.max_statement_ms, r.smoke);
+        tokio::task::spawn_blocking(move || {
+            let ctx = Ctx::load(&overrides)?;
+            let server = xtask::pg::Server::connect(url, &dbname)?;
+            let opts = xtask::db::rehearse::Remote {
+                source: &source,
+                report: report.as_deref(),
+                format,
+                max_lock_ms,
+                max_statement_ms,
+                smoke,
+            };
+            xtask::db::rehearse::remote(&ctx, &server, &dbname, opts)
+        })
+        .await??;
+        tunnel.close();
+        return Ok(Done::Rehearsed);
+    }
     if let Some(m) = &plan.mask {
         // Never the source: the target is the throwaway this run restored (the tunnel leads to its
         // endpoint, and the instance id is the clone's).
@@ -352,11 +418,11 @@ async fn pipeline(plan: Arc<Plan>, aws: Aws, creds: Credentials, state: Arc<Clea
     ));
     let size = dump::dump(&plan.pg_dump, &target, plan.dump_format, &plan.dump).await?;
     tunnel.close();
-    Ok(size)
+    Ok(Done::Dumped(size))
 }
 
 /// Waits for the pipeline. After a signal it has 20 s to notice and return before it is aborted.
-async fn supervise(work: &mut tokio::task::JoinHandle<Result<u64>>) -> Result<u64> {
+async fn supervise<T>(work: &mut tokio::task::JoinHandle<Result<T>>) -> Result<T> {
     let mut signalled: Option<Instant> = None;
     loop {
         tokio::select! {

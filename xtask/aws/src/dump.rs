@@ -26,7 +26,7 @@ pub struct Target {
 
 impl Target {
     /// The instance's URL through the tunnel, TLS required.
-    fn url(&self) -> Result<PgUrl> {
+    pub fn url(&self) -> Result<PgUrl> {
         let c = &self.credentials;
         PgUrl::parse(&format!(
             "postgres://{}:{}@{}:{}/{}?sslmode=require&connect_timeout=20&application_name=xtask-db%20clone-prod",

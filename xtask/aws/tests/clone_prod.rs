@@ -952,20 +952,9 @@ fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<String> {
     found
 }
 
-/// No production credentials configured: the throwaway gets a one-time master password
-/// (ModifyDBInstance, apply-immediately) that reaches psql and pg_dump through their environment
-/// only — it is in no argv, no output, no file, and no AWS request but that one; production's
-/// secret is never read.
-#[tokio::test]
-async fn without_credentials_a_one_time_password_is_set_and_shows_nowhere() {
-    let moto = Moto::start();
-    let db = StandIn::create("onetime");
-    production(&moto, &db).await;
-    // Rotated since the snapshot (as far as the stand-in knows): only a new password works.
-    psql(&db.admin_url(), &format!("ALTER ROLE {} PASSWORD 'rotated-since-the-snapshot'", db.role));
-    let project = Project::configured("onetime", true, "");
-    // What AWS does on ModifyDBInstance, done to the stand-in: the master password set (through
-    // psql's stdin, not its argv).
+/// What AWS does on ModifyDBInstance, done to the stand-in: its master password set (through
+/// psql's stdin, not its argv). The passwords set, in order.
+fn set_master_passwords(moto: &Moto, db: &StandIn) -> Arc<Mutex<Vec<String>>> {
     let set: Arc<Mutex<Vec<String>>> = Default::default();
     let (admin, role, seen) = (db.admin_url(), db.role.clone(), set.clone());
     moto.proxy.hook("ModifyDBInstance", move |body| {
@@ -979,6 +968,22 @@ async fn without_credentials_a_one_time_password_is_set_and_shows_nowhere() {
         assert!(child.wait().unwrap().success());
         seen.lock().unwrap().push(pw);
     });
+    set
+}
+
+/// No production credentials configured: the throwaway gets a one-time master password
+/// (ModifyDBInstance, apply-immediately) that reaches psql and pg_dump through their environment
+/// only — it is in no argv, no output, no file, and no AWS request but that one; production's
+/// secret is never read.
+#[tokio::test]
+async fn without_credentials_a_one_time_password_is_set_and_shows_nowhere() {
+    let moto = Moto::start();
+    let db = StandIn::create("onetime");
+    production(&moto, &db).await;
+    // Rotated since the snapshot (as far as the stand-in knows): only a new password works.
+    psql(&db.admin_url(), &format!("ALTER ROLE {} PASSWORD 'rotated-since-the-snapshot'", db.role));
+    let project = Project::configured("onetime", true, "");
+    let set = set_master_passwords(&moto, &db);
     // Every process's command line, sampled all along the run.
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -1082,4 +1087,106 @@ async fn iam_auth_restores_with_iam_on_reads_no_secret_and_cleans_up() {
     assert!(!connections.is_empty() && connections.iter().all(|r| r["ssl_request"] == true), "TLS: {connections:?}");
     assert_eq!(tagged(&moto.rds()).await, Vec::<String>::new());
     assert!(project.dumps().is_empty());
+}
+
+/// `clone-prod --rehearse`: the branch's pending migration is rehearsed on the throwaway itself
+/// (the stand-in, reached through the tunnel): traced, smoke-tested with the app pointed through
+/// the tunnel (TLS), gated against a fresh build on the local server; the report is written; the
+/// throwaway is deleted; and no data crosses the tunnel — the bytes it carried back are a small
+/// fraction of the table data, which a dump would have brought.
+#[tokio::test]
+async fn a_remote_rehearsal_reports_on_the_throwaway_and_brings_no_data_back() {
+    let moto = Moto::start();
+    let db = StandIn::bare("remote");
+    let project = Project::configured("remote", true, "");
+    // Production was built by the app's migrator from 0001; the branch adds 0002.
+    let migrations = project.dir.join("migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    std::fs::write(migrations.join("0001_schema.sql"), SCHEMA).unwrap();
+    let migrate = Command::new(app_bin())
+        .arg("migrate")
+        .env("DATABASE_URL", db.owner_url())
+        .env("APP_MIGRATIONS_DIR", &migrations)
+        .output()
+        .unwrap();
+    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+    db.as_owner(DATA);
+    // Rows a dump would carry: about 16 MB.
+    db.as_owner("CREATE TABLE public.blobs (id bigserial PRIMARY KEY, body text); INSERT INTO public.blobs (body) SELECT repeat(md5(g::text), 100) FROM generate_series(1, 5000) g;");
+    std::fs::write(
+        migrations.join("0001_schema.sql"),
+        format!("{SCHEMA}CREATE TABLE public.blobs (id bigserial PRIMARY KEY, body text);\n"),
+    )
+    .unwrap();
+    db.as_owner(&format!(
+        "UPDATE _sqlx_migrations SET checksum = sha384(convert_to({}, 'UTF8'))",
+        xtask::pg::literal(&std::fs::read_to_string(migrations.join("0001_schema.sql")).unwrap())
+    ));
+    std::fs::write(
+        migrations.join("0002_notes.sql"),
+        "ALTER TABLE crm.customer ADD COLUMN note text;\nCREATE INDEX orders_placed ON crm.orders (placed);\n",
+    )
+    .unwrap();
+    production(&moto, &db).await;
+    let set = set_master_passwords(&moto, &db);
+    let app = app_bin().display().to_string();
+    let toml = std::fs::read_to_string(project.dir.join("Cargo.toml")).unwrap();
+    let (head, aws) = toml.split_once("[workspace.metadata.db.aws]").unwrap();
+    std::fs::write(
+        project.dir.join("Cargo.toml"),
+        format!(
+            "{head}migrate_command = [\"env\", \"APP_MIGRATIONS_DIR=migrations\", \"{app}\", \"migrate\"]\n\n\
+             [workspace.metadata.db.rehearse]\nserve_command = [\"{app}\", \"serve\"]\n\n[workspace.metadata.db.aws]{aws}"
+        ),
+    )
+    .unwrap();
+    let log = project.dir.join("forwarder.log");
+    let tunnel = forwarder(&db, &log);
+    let report = project.dir.join("dump/rehearse/remote.md");
+    let args = [
+        "clone-prod",
+        "--rehearse",
+        "--report",
+        report.to_str().unwrap(),
+        "--tunnel",
+        "command",
+        "--tunnel-command",
+        &tunnel,
+    ];
+    let local = test_url();
+    let out = command(&moto, &project.dir, &args, &[("DATABASE_URL", local)]).output().unwrap();
+    let run = finish(out, &[&db.password]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stderr.contains("rehearse     this branch's pending migrations on the throwaway itself"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("smoke test before migrating: passed"), "{}", run.stderr);
+    assert!(run.stderr.contains("smoke test after migrating: passed"), "{}", run.stderr);
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(md.contains(&format!("a copy of `{SOURCE}`")), "{md}");
+    assert!(md.contains("0002_notes.sql") && md.contains("1 of 1 pending migration(s) applied"), "{md}");
+    assert!(md.contains("✅ gate"), "{md}");
+    // The migration ran there: the throwaway (the stand-in) has the column and the ledger row.
+    assert_eq!(
+        psql(&db.admin_url(), "SELECT count(*) FROM information_schema.columns WHERE column_name = 'note'"),
+        "1"
+    );
+    assert_eq!(psql(&db.admin_url(), "SELECT max(version) FROM _sqlx_migrations"), "2");
+    // No dump, no instance left.
+    assert!(project.dumps().iter().all(|d| d == "rehearse"), "{:?}", project.dumps());
+    assert_eq!(tagged(&moto.rds()).await, Vec::<String>::new());
+    // What came back through the tunnel: every connection TLS, and far less than the data.
+    let records = log_records(&log);
+    assert!(records.iter().filter(|r| r["connection"] == true).all(|r| r["ssl_request"] == true), "{records:?}");
+    let back: u64 = records.iter().filter_map(|r| r["to_client"].as_u64()).sum();
+    let data: u64 = psql(
+        &db.admin_url(),
+        "SELECT sum(pg_relation_size(oid)) FROM pg_class WHERE relname IN ('blobs', 'customer', 'orders', 'events')",
+    )
+    .parse()
+    .unwrap();
+    assert!(data > 10 << 20, "{data}");
+    assert!(back < data / 8, "{back} bytes came back through the tunnel, for {data} bytes of table data");
 }

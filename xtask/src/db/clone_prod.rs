@@ -162,7 +162,21 @@ pub fn check(ctx: &Ctx, flags: &CloneProd) -> Result<Checked> {
         },
         _ => None,
     };
-    let mask = mask_plan(ctx, flags.unmasked, &mut problems);
+    // A rehearsal on the throwaway sends no row out of AWS: nothing to mask. Its gate builds this
+    // branch fresh on the local server: that must answer now, not after the restore.
+    let mask = mask_plan(ctx, flags.unmasked || flags.rehearse, &mut problems);
+    if flags.rehearse {
+        if let Err(e) = ctx.server() {
+            let r = crate::error::report(&e);
+            problems.add(
+                format!(
+                    "--rehearse needs the local server for the gate's fresh build: {}",
+                    r.line.trim_start_matches("error: ").split(" — ").next().unwrap_or_default()
+                ),
+                "start it with `cargo xtask db up`",
+            );
+        }
+    }
     problems.into_result()?;
     let none = || anyhow::anyhow!("a check passed without its value (a bug)");
     Ok(Checked {

@@ -11,7 +11,7 @@ mod mask;
 mod migrate;
 mod ops;
 mod reach;
-mod rehearse;
+pub mod rehearse;
 mod schema_diff;
 mod status;
 mod template;

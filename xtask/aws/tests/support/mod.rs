@@ -22,6 +22,11 @@ pub const REGION: &str = "us-east-1";
 pub const PARAMETER: &str = "/prod/db/credentials";
 pub const SECRET: &str = "prod/db/credentials";
 
+/// The app's binary (built by `cargo xtask test`).
+pub fn app_bin() -> PathBuf {
+    PathBuf::from(std::env::var_os("XTASK_TEST_APP_BIN").expect("run through `cargo xtask test` (it builds the app)"))
+}
+
 pub fn venv_bin() -> PathBuf {
     PathBuf::from(std::env::var_os("XTASK_TEST_VENV_BIN").expect("run through `cargo xtask test` (it installs moto)"))
 }
@@ -233,25 +238,41 @@ fn with_db(url: &str, db: &str) -> String {
     format!("{base}/{db}")
 }
 
+/// The stand-in's schema (what production's first migration made).
+pub const SCHEMA: &str = "CREATE SCHEMA crm;
+CREATE TABLE crm.customer (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL, email text UNIQUE);
+CREATE TABLE crm.orders (id serial PRIMARY KEY, customer_id bigint REFERENCES crm.customer ON DELETE CASCADE, total numeric(10,2), placed timestamptz DEFAULT now());
+CREATE TABLE public.events (id bigserial PRIMARY KEY, payload jsonb);
+";
+
+/// The stand-in's rows.
+pub const DATA: &str = "INSERT INTO crm.customer (name, email) SELECT 'customer ' || g, 'c' || g || '@example.com' FROM generate_series(1, 500) g;
+INSERT INTO crm.orders (customer_id, total) SELECT 1 + g % 500, g * 1.5 FROM generate_series(1, 3000) g;
+INSERT INTO public.events (payload) SELECT jsonb_build_object('n', g) FROM generate_series(1, 1200) g;";
+
 impl StandIn {
     pub fn create(tag: &str) -> StandIn {
+        let s = StandIn::bare(tag);
+        s.as_owner(&format!("{SCHEMA}{DATA}"));
+        s
+    }
+
+    /// A role owning an empty database.
+    pub fn bare(tag: &str) -> StandIn {
         let admin = test_url();
         let name = unique(tag);
         let password = format!("pw-{name}-Secr3t");
         psql(&admin, &format!("CREATE ROLE {name} LOGIN PASSWORD '{password}'"));
         psql(&admin, &format!("CREATE DATABASE {name} OWNER {name}"));
         let port: u16 = admin.rsplit_once(':').unwrap().1.split('/').next().unwrap().parse().unwrap();
-        let s = StandIn { role: name.clone(), password, dbname: name.clone(), port, admin };
-        s.as_owner(
-            "CREATE SCHEMA crm;
-             CREATE TABLE crm.customer (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL, email text UNIQUE);
-             CREATE TABLE crm.orders (id serial PRIMARY KEY, customer_id bigint REFERENCES crm.customer ON DELETE CASCADE, total numeric(10,2), placed timestamptz DEFAULT now());
-             CREATE TABLE public.events (id bigserial PRIMARY KEY, payload jsonb);
-             INSERT INTO crm.customer (name, email) SELECT 'customer ' || g, 'c' || g || '@example.com' FROM generate_series(1, 500) g;
-             INSERT INTO crm.orders (customer_id, total) SELECT 1 + g % 500, g * 1.5 FROM generate_series(1, 3000) g;
-             INSERT INTO public.events (payload) SELECT jsonb_build_object('n', g) FROM generate_series(1, 1200) g;",
-        );
-        s
+        StandIn { role: name.clone(), password, dbname: name.clone(), port, admin }
+    }
+
+    /// The URL the role logs in with.
+    pub fn owner_url(&self) -> String {
+        let (_, after) = self.admin.split_once('@').unwrap();
+        let host_port = after.split('/').next().unwrap();
+        format!("postgres://{}:{}@{host_port}/{}", self.role, self.password, self.dbname)
     }
 
     /// The superuser's URL of this database.

@@ -34,13 +34,16 @@ def log_line(path, record):
         f.write(json.dumps(record) + "\n")
 
 
-def pump(src, dst):
+def pump(src, dst, counted=None):
+    """Copies src to dst until either ends; the bytes copied go into counted[0]."""
+    counted = counted if counted is not None else [0]
     try:
         while True:
             data = src.recv(65536)
             if not data:
                 break
             dst.sendall(data)
+            counted[0] += len(data)
     except OSError:
         pass
     finally:
@@ -66,8 +69,14 @@ def serve(listen_port, to, log):
         else:
             # A readiness probe: connected and closed without a word.
             log_line(log, {"probe": True})
-        threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
-        pump(upstream, client)
+        to_server, to_client = [0], [0]
+        up = threading.Thread(target=pump, args=(client, upstream, to_server), daemon=True)
+        up.start()
+        pump(upstream, client, to_client)
+        up.join(5)
+        if first:
+            # What crossed the tunnel, each way (a remote rehearsal must bring back no data rows).
+            log_line(log, {"closed": True, "to_client": to_client[0], "to_server": to_server[0]})
 
     def accept():
         while True:

@@ -492,6 +492,13 @@ impl Watch {
         Ok(())
     }
 
+    /// Records on every change that it is not undone, and why.
+    pub fn leave(&mut self, why: &str) {
+        for c in &mut self.changes {
+            c.undo = why.to_string();
+        }
+    }
+
     /// Closes the second session (the copy is renamed or dropped next: nothing may be
     /// connected to it).
     pub fn close(&mut self) {

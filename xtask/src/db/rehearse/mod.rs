@@ -39,10 +39,7 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
     let started = Instant::now();
     let server = ctx.server()?;
     sweep_abandoned(&server, &ctx.config.prefix)?;
-    let thresholds = report::Thresholds {
-        max_lock_ms: flags.max_lock_ms.unwrap_or(ctx.config.rehearse.max_lock_ms),
-        max_statement_ms: flags.max_statement_ms.unwrap_or(ctx.config.rehearse.max_statement_ms),
-    };
+    let thresholds = thresholds(ctx, flags.max_lock_ms, flags.max_statement_ms);
     let report_path = report_path(ctx, flags.report.as_deref())?;
     let pristine = pristine(ctx, &server, flags.from.as_deref())?;
     if flags.keep {
@@ -58,14 +55,109 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
             .create_database(&copy, &copy_clause(&server, &pristine)?, &staging_marker(&target))
             .map_err(|e| busy(&server, e, &pristine))
     })?;
+    let mut r = Report::new(&pristine, &copy, thresholds, &server.version);
+    r.copy_ms = copy_started.elapsed().as_millis() as u64;
+    let place = Place { server: &server, db: &copy, pristine: &pristine, side: Side::Local };
+    rehearse(ctx, &place, &mut r, !flags.no_smoke)?;
+    r.duration_ms = started.elapsed().as_millis() as u64;
 
-    let copy_ms = copy_started.elapsed().as_millis() as u64;
+    if flags.keep {
+        let marker = Marker::new(Kind::Rehearsal { from: pristine.clone() });
+        let previous = format!("the previous `{target}`");
+        staging::publish(
+            &server,
+            &copy,
+            &target,
+            &marker,
+            Old::Replace { prefix: &ctx.config.prefix, force: true, what: &previous },
+            &[],
+        )?;
+        building.keep();
+        r.database = target.clone();
+    } else {
+        building.discard()?;
+        r.database = String::new();
+    }
+    finish(&report_path, &mut r, flags.format)?;
+    if flags.keep {
+        eprintln!("the migrated copy is kept as `{target}`");
+    }
+    verdict(&mut r)
+}
+
+/// What `clone-prod --rehearse` asks for: the rehearsal's own flags.
+pub struct Remote<'a> {
+    /// The production instance the throwaway was restored from (the report's "a copy of").
+    pub source: &'a str,
+    pub report: Option<&'a Path>,
+    pub format: Format,
+    pub max_lock_ms: Option<u64>,
+    pub max_statement_ms: Option<u64>,
+    pub smoke: bool,
+}
+
+/// The rehearsal on a throwaway instance restored from production, reached through a tunnel:
+/// `server` connects to it and `db` is its database, migrated in place (the throwaway is
+/// deleted afterwards). The smoke tests point the local app at it through the tunnel; the gate
+/// compares its schema (`pg_dump --schema-only`: no row leaves it) with a fresh build on the local
+/// server. What the migrations change of its cluster is reported, not undone. Writes the same
+/// report as `db rehearse`; a finding is the same `Verdict` (exit 1).
+pub fn remote(ctx: &Ctx, server: &Server, db: &str, opts: Remote<'_>) -> Result<()> {
+    let started = Instant::now();
+    let report_path = report_path(ctx, opts.report)?;
+    // The local server is needed for the gate's fresh build: checked before any migration runs.
+    let local = ctx.server().map_err(|e| {
+        let r = crate::error::report(&e);
+        fail(
+            format!("the gate needs the local server for a fresh build: {}", r.line.trim_start_matches("error: ")),
+            "start it with `cargo xtask db up`, then run again",
+        )
+    })?;
+    let thresholds = thresholds(ctx, opts.max_lock_ms, opts.max_statement_ms);
+    let mut r = Report::new(opts.source, db, thresholds, &server.version);
+    let url = server.url.with_dbname(db);
+    let place = Place { server, db, pristine: "", side: Side::Remote { local: &local, url: &url } };
+    rehearse(ctx, &place, &mut r, opts.smoke)?;
+    r.duration_ms = started.elapsed().as_millis() as u64;
+    r.database = String::new();
+    finish(&report_path, &mut r, opts.format)?;
+    verdict(&mut r)
+}
+
+fn thresholds(ctx: &Ctx, max_lock_ms: Option<u64>, max_statement_ms: Option<u64>) -> report::Thresholds {
+    report::Thresholds {
+        max_lock_ms: max_lock_ms.unwrap_or(ctx.config.rehearse.max_lock_ms),
+        max_statement_ms: max_statement_ms.unwrap_or(ctx.config.rehearse.max_statement_ms),
+    }
+}
+
+/// Where a rehearsal runs.
+struct Place<'a> {
+    server: &'a Server,
+    /// The database migrated: a copy, or the throwaway's own.
+    db: &'a str,
+    /// What the copy was made from ("" on a throwaway).
+    pristine: &'a str,
+    side: Side<'a>,
+}
+
+enum Side<'a> {
+    /// On the local server: what the migrations change of its cluster is undone; the gate's
+    /// fresh build is made beside the copy.
+    Local,
+    /// On a throwaway through a tunnel (`url` names its database): nothing is undone there (it is
+    /// deleted); the gate's fresh build is made on the `local` server.
+    Remote { local: &'a Server, url: &'a crate::pg::PgUrl },
+}
+
+/// The rehearsal proper, on `place`: the ledger, the smoke test, every pending migration traced,
+/// the gate, the smoke test again — into `r`.
+fn rehearse(ctx: &Ctx, place: &Place<'_>, r: &mut Report, smoke: bool) -> Result<()> {
+    let (server, copy) = (place.server, place.db);
     let repo = migrations::in_repo(&ctx.config.migrations_path())?;
     let ledger = &ctx.config.ledger_table;
-    let applied = migrations::ledger(&server, &copy, ledger)?;
+    let applied = migrations::ledger(server, copy, ledger)?;
     let comparison = migrations::compare(&repo, &applied);
-    let mut r = Report::new(&pristine, &copy, thresholds, &server.version);
-    r.copy_ms = copy_ms;
     if let Some(refusal) = refusal(ctx, &comparison) {
         r.refused = Some(refusal);
     }
@@ -73,15 +165,14 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
         repo.iter().filter(|m| comparison.pending.contains(&m.version)).collect();
     r.pending = pending.iter().map(|m| file_name(&m.file)).collect();
 
-    let smoke = !flags.no_smoke;
     if smoke {
-        r.smoke_before = Some(smoke::run(ctx, &server, &copy, "before migrating")?);
+        r.smoke_before = Some(smoke::run(ctx, server, copy, "before migrating")?);
     }
     let mut cluster_watch = None;
     if r.refused.is_none() {
-        analyze_if_needed(&server, &copy)?;
+        analyze_if_needed(server, copy)?;
         let migrate_started = Instant::now();
-        let mut session = Session::open(migrating_session(&server, &copy)?)?;
+        let mut session = Session::open(migrating_session(server, copy)?)?;
         let pid: i64 = session
             .run("SELECT pg_backend_pid()")
             .map_err(|_| anyhow::anyhow!("the migrating session did not answer"))?
@@ -91,9 +182,8 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
         if !pending.is_empty() {
             trace::ensure_ledger(&mut session, ledger)?;
         }
-        let mut watch = cluster::Watch::new(&server, &mut session, &copy, &pristine)?;
-        let mut t =
-            trace::Target { server: &server, db: &copy, session: &mut session, pid, ledger, cluster: &mut watch };
+        let mut watch = cluster::Watch::new(server, &mut session, copy, place.pristine)?;
+        let mut t = trace::Target { server, db: copy, session: &mut session, pid, ledger, cluster: &mut watch };
         let mut stopped = Ok(());
         for m in &pending {
             let name = file_name(&m.file);
@@ -114,10 +204,16 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
         r.migrate_ms = migrate_started.elapsed().as_millis() as u64;
         // Whatever the migrations changed outside the copy is put back before anything else
         // runs — the gate's fresh build would meet it (a role that exists already) —, and on an
-        // error or interruption too, before the run ends.
+        // error or interruption too, before the run ends. Not on a throwaway: it is deleted.
         watch.close();
         drop(session);
-        let undone = watch.undo(&server, &copy);
+        let undone = match place.side {
+            Side::Local => watch.undo(server, copy),
+            Side::Remote { .. } => {
+                watch.leave("left on the throwaway instance, which is deleted at the end");
+                Ok(())
+            }
+        };
         if stopped.is_err() {
             // No report is written for a run that stopped: what was put back is said here.
             for c in &watch.changes {
@@ -133,11 +229,14 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
     }
     let migrated = r.refused.is_none() && r.migrations.iter().all(|m| m.failure.is_none());
     if migrated {
-        let gate = gate(ctx, &server, &copy);
+        let gate = match place.side {
+            Side::Local => gate(ctx, server, copy),
+            Side::Remote { local, url } => gate(ctx, local, &url.expose_secret()),
+        };
         // The fresh build ran the same migrations (through the app's migrator): what they
-        // changed of the cluster is undone again — after a failed build or comparison too.
-        if let Some(watch) = cluster_watch.as_mut().filter(|w| !w.changes.is_empty()) {
-            watch.undo_again(&server, &copy)?;
+        // changed of the local cluster is undone again — after a failed build or comparison too.
+        if let (Side::Local, Some(watch)) = (&place.side, cluster_watch.as_mut().filter(|w| !w.changes.is_empty())) {
+            watch.undo_again(server, copy)?;
             for m in &mut r.migrations {
                 m.cluster = watch.of(&m.file);
             }
@@ -145,38 +244,23 @@ pub fn run(ctx: &Ctx, flags: Rehearse) -> Result<()> {
         r.gate = Some(gate?);
     }
     if migrated && smoke {
-        r.smoke_after = Some(smoke::run(ctx, &server, &copy, "after migrating")?);
+        r.smoke_after = Some(smoke::run(ctx, server, copy, "after migrating")?);
     }
-    r.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(())
+}
 
-    if flags.keep {
-        let marker = Marker::new(Kind::Rehearsal { from: pristine.clone() });
-        let previous = format!("the previous `{target}`");
-        staging::publish(
-            &server,
-            &copy,
-            &target,
-            &marker,
-            Old::Replace { prefix: &ctx.config.prefix, force: true, what: &previous },
-            &[],
-        )?;
-        building.keep();
-        r.database = target.clone();
-    } else {
-        building.discard()?;
-        r.database = String::new();
-    }
-
-    let path = report_path;
-    write_report(&path, &r.markdown())?;
-    match flags.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+/// Writes the report and prints the summary (stdout: text or JSON).
+fn finish(path: &Path, r: &mut Report, format: Format) -> Result<()> {
+    write_report(path, &r.markdown())?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&*r)?),
         Format::Text => print!("{}", r.summary_text()),
     }
     eprintln!("report: {}", path.display());
-    if flags.keep {
-        eprintln!("the migrated copy is kept as `{target}`");
-    }
+    Ok(())
+}
+
+fn verdict(r: &mut Report) -> Result<()> {
     match r.verdict() {
         report::Verdict::Clear => Ok(()),
         report::Verdict::Findings(n) => Err(Verdict(format!("{n} finding(s): see the report")).into()),
@@ -286,8 +370,9 @@ fn pristine(ctx: &Ctx, server: &Server, from: Option<&str>) -> Result<String> {
     Ok(name)
 }
 
-/// The gate: the migrated copy's schema against a fresh build of this branch. A fresh build that
-/// fails is a finding of the report, not an error of the run.
+/// The gate: the migrated copy's schema against a fresh build of this branch on `server`. `copy`
+/// is a database on it, or a URL (a throwaway's, through the tunnel). A fresh build that fails is
+/// a finding of the report, not an error of the run.
 fn gate(ctx: &Ctx, server: &Server, copy: &str) -> Result<report::Gate> {
     let fresh = match super::ops::fresh::build(ctx, server) {
         Ok(fresh) => fresh,
