@@ -159,8 +159,10 @@ impl Default for RehearseConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AwsConfig {
-    /// The production RDS instance to clone.
+    /// The production RDS instance to clone (an instance of an Aurora cluster: its cluster).
     pub source_instance: Option<String>,
+    /// Or the production Aurora PostgreSQL cluster (a copy-on-write clone of it).
+    pub source_cluster: Option<String>,
     pub region: Option<String>,
     pub profile: Option<String>,
     /// The EC2 bastion (by its `Name` tag) the SSM tunnel goes through.
@@ -208,6 +210,7 @@ impl Default for AwsConfig {
     fn default() -> Self {
         AwsConfig {
             source_instance: None,
+            source_cluster: None,
             region: None,
             profile: None,
             bastion: None,

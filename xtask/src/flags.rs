@@ -268,6 +268,7 @@ const CLONE_PROD_HELP: &str = help!(
     "cargo xtask db clone-prod --rehearse",
     "cargo xtask db clone-prod --source-instance prod-db --bastion bastion-1",
     "cargo xtask db clone-prod --jobs 1",
+    "cargo xtask db clone-prod --source-cluster prod-aurora --dry-run",
 );
 const LIST_CLONES_HELP: &str = help!(
     exit_done!(),
@@ -553,9 +554,14 @@ pub struct AwsArgs {
     /// AWS profile (else the config's, else AWS_PROFILE / default).
     #[arg(long)]
     pub profile: Option<String>,
-    /// The production instance: protected from deletion whatever else is said.
+    /// The production instance: protected from deletion whatever else is said. An instance of
+    /// an Aurora cluster stands for its cluster.
     #[arg(long, value_name = "ID")]
     pub source_instance: Option<String>,
+    /// Or the production Aurora PostgreSQL cluster, cloned copy-on-write: protected from
+    /// deletion, it and its instances, whatever else is said.
+    #[arg(long, value_name = "ID")]
+    pub source_cluster: Option<String>,
 }
 
 /// Dump production through a throwaway RDS instance restored from a snapshot (always deleted).
@@ -569,10 +575,13 @@ pub struct AwsArgs {
 /// Steps: (1) reuse the newest available snapshot of the source if younger than
 /// --freshness-hours, else create one and wait; (2) restore it into `<source>-clone-<timestamp>`
 /// in the source's subnet group and security groups: private, single-AZ, no backups, no deletion
-/// protection, gp3, tagged `CreatedBy=xtask-db clone-prod`, `CloneOf`, `CreatedAt`, `ExpiresAt`;
-/// (3) open the tunnel; (4) read the database credentials from the SSM parameter or the Secrets
-/// Manager secret (JSON with `username`, `password`, `dbname`): they reach `pg_dump` only through
-/// its environment, with TLS required; (5) dump under a temporary name, renamed when complete,
+/// protection, gp3, tagged `CreatedBy=xtask-db clone-prod`, `CloneOf`, `CreatedAt`, `ExpiresAt`
+/// (an Aurora source, --source-cluster: no snapshot; a copy-on-write clone of the cluster and one
+/// instance in it, tagged alike, both deleted at the end); (3) log in: by default
+/// a one-time master password set on the throwaway (production's is never read), else IAM tokens
+/// (--iam-auth) or the credentials in an SSM parameter or Secrets Manager secret — reaching
+/// `pg_dump` only through its environment, with TLS required — and open the tunnel; (4) mask, or
+/// with --rehearse run the rehearsal there instead of (5); (5) dump under a temporary name, renamed when complete,
 /// private (a 0600 file, or a 0700 directory of 0600 files), into a git-ignored directory; (6) delete the throwaway instance: on success, on any
 /// error, on Ctrl-C or SIGTERM at any moment, on a panic. Only instances carrying the tool's tag
 /// are ever deleted, never the source.
@@ -663,10 +672,10 @@ pub struct CloneProd {
     pub no_smoke: bool,
 }
 
-/// List the throwaway RDS instances this tool created; --prune deletes the overdue ones.
+/// List the throwaway RDS instances and Aurora clusters this tool created; --prune deletes the overdue ones.
 ///
-/// List the throwaway RDS instances `db clone-prod` created (they carry the tag
-/// `CreatedBy=xtask-db clone-prod`): id, status, age, expiry, overdue ones flagged.
+/// List the throwaway RDS instances and Aurora clusters `db clone-prod` created (they carry the
+/// tag `CreatedBy=xtask-db clone-prod`): kind, id, status, age, expiry, overdue ones flagged.
 #[derive(Debug, Args, Clone)]
 #[command(after_help = LIST_CLONES_HELP)]
 pub struct ListClones {
@@ -678,8 +687,9 @@ pub struct ListClones {
     /// The old spelling of --format json.
     #[arg(long, hide = true)]
     pub json: bool,
-    /// Delete the instances past their `ExpiresAt` tag (only ours; never the source; asks unless
-    /// -y). Formerly --delete-expired, which still works.
+    /// Delete the instances and clusters past their `ExpiresAt` tag (a cluster's instances first;
+    /// only ours; never the source instance or cluster, nor an instance of the source cluster;
+    /// asks unless -y). Formerly --delete-expired, which still works.
     #[arg(long, alias = "delete-expired")]
     pub prune: bool,
     /// With --prune: say what would be deleted, and delete nothing.

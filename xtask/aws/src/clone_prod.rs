@@ -1,5 +1,6 @@
-//! `db clone-prod`: snapshot → throwaway instance → its own one-time password → tunnel →
-//! `pg_dump` → delete the throwaway.
+//! `db clone-prod`: snapshot → throwaway instance (or, for Aurora, a copy-on-write clone of the
+//! cluster and an instance in it) → its own one-time password → tunnel → `pg_dump` → delete the
+//! throwaway.
 //!
 //! Every setting and local prerequisite is checked first, before this tool is even built
 //! ([`xtask::db::clone_prod::check`], which it calls again for its settings); then, read-only,
@@ -24,16 +25,25 @@ use xtask::pg::human_size;
 use xtask::proc;
 use xtask::time::{compact, elapsed, rfc3339};
 
+use crate::aurora;
 use crate::credentials::{self, Credentials, Password};
 use crate::dump::{self, Target};
 use crate::kit::{connect, Aws};
 use crate::rds::{self, SnapshotChoice, Source};
 use crate::tunnel::{self, SessionSlot, Tunnel};
 
+/// What the throwaway is made from.
+enum Kind {
+    /// An RDS instance restored from a snapshot of the source instance.
+    Snapshot(SnapshotChoice),
+    /// A copy-on-write clone of the source Aurora cluster (`clone_id`), with one instance in it.
+    Aurora(aurora::Plan),
+}
+
 /// Everything decided before AWS is changed.
 struct Plan {
     source: Source,
-    snapshot: SnapshotChoice,
+    kind: Kind,
     clone_id: String,
     class: String,
     ttl: Duration,
@@ -87,8 +97,8 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
 
     // Read-only AWS calls: the source, its snapshots, the bastion.
     let aws = connect(ctx, &flags.aws).await?;
-    let source_id = checked.source.clone();
-    let source = rds::describe_source(&aws.rds, &source_id, &aws.region).await?;
+    let (source, cluster) = aurora::find_source(&aws.rds, &checked.source, &aws.region).await?;
+    let source_id = source.id.clone();
     if source.major > checked.pg_dump_major {
         return Err(fail(
             format!(
@@ -98,14 +108,24 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
             format!("install the PostgreSQL {} client programs (or point XTASK_PG_BINDIR at them)", source.major),
         ));
     }
-    let snaps = rds::snapshots(&aws.rds, &source_id).await?;
-    let snapshot = rds::choose(
-        &snaps,
-        now,
-        settings.freshness,
-        flags.fresh_snapshot,
-        &rds::identifier(&source_id, &format!("-xtask-{ts}")),
-    );
+    let kind = match cluster {
+        // No snapshot: the live cluster is cloned.
+        Some(c) => Kind::Aurora(aurora::plan(
+            c,
+            rds::identifier(&source_id, &format!("-clone-{ts}-1")),
+            &settings.instance_class,
+        )),
+        None => {
+            let snaps = rds::snapshots(&aws.rds, &source_id).await?;
+            Kind::Snapshot(rds::choose(
+                &snaps,
+                now,
+                settings.freshness,
+                flags.fresh_snapshot,
+                &rds::identifier(&source_id, &format!("-xtask-{ts}")),
+            ))
+        }
+    };
     let tunnel = match &settings.tunnel {
         Route::Direct => tunnel::Plan::Direct,
         Route::Command(template) => tunnel::Plan::Command { template: template.clone() },
@@ -179,7 +199,7 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
         psql: checked.psql.clone(),
         now,
         source,
-        snapshot,
+        kind,
         mask,
         rehearse: flags.rehearse.then(|| Rehearsal {
             overrides: ctx.overrides.clone(),
@@ -242,8 +262,17 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
 }
 
 fn show(plan: &Plan, root: &std::path::Path, region: &str) {
-    let s = &plan.source;
     eprintln!("plan:");
+    match &plan.kind {
+        Kind::Aurora(a) => aurora::show(a, &plan.source, &plan.clone_id, region, &rfc3339(plan.now + plan.ttl)),
+        Kind::Snapshot(choice) => show_snapshot(plan, choice, region),
+    }
+    show_rest(plan, root);
+}
+
+/// The source, snapshot and throwaway lines of a restore from a snapshot.
+fn show_snapshot(plan: &Plan, choice: &SnapshotChoice, region: &str) {
+    let s = &plan.source;
     eprintln!(
         "  source       {} in {region}: PostgreSQL {}, {}, {} GiB, subnet group {}, security groups {}",
         s.id,
@@ -253,7 +282,7 @@ fn show(plan: &Plan, root: &std::path::Path, region: &str) {
         s.subnet_group.as_deref().unwrap_or("(default)"),
         if s.security_groups.is_empty() { "(default)".to_string() } else { s.security_groups.join(",") }
     );
-    match &plan.snapshot {
+    match choice {
         SnapshotChoice::Reuse { id, kind, age } => {
             eprintln!("  snapshot     reuse {id} ({kind}, {} old)", rds::hours(*age))
         }
@@ -265,6 +294,10 @@ fn show(plan: &Plan, root: &std::path::Path, region: &str) {
         plan.class,
         rfc3339(plan.now + plan.ttl)
     );
+}
+
+/// The lines after the throwaway's.
+fn show_rest(plan: &Plan, root: &std::path::Path) {
     match &plan.tunnel {
         tunnel::Plan::Direct => eprintln!("  tunnel       direct (to the instance's endpoint)"),
         tunnel::Plan::Command { template } => eprintln!("  tunnel       command: {template}"),
@@ -309,16 +342,21 @@ fn show(plan: &Plan, root: &std::path::Path, region: &str) {
 /// What the cleanup must undo, recorded as the pipeline goes.
 #[derive(Default)]
 struct Cleanup {
-    /// Set just before the restore is requested (a failed request may still have created it).
+    /// Set just before the restore (or, for Aurora, the instance's creation) is requested (a
+    /// failed request may still have created it).
     instance: Mutex<Option<String>>,
+    /// The Aurora clone: set just before it is requested; deleted after its instance.
+    cluster: Mutex<Option<String>>,
     session: SessionSlot,
     /// The task renewing the IAM token.
     renewal: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-async fn pipeline(plan: Arc<Plan>, aws: Aws, creds: Credentials, state: Arc<Cleanup>) -> Result<Done> {
+/// The RDS instance restored from the snapshot (made first when the plan says so); its endpoint
+/// once available.
+async fn restore(plan: &Plan, aws: &Aws, state: &Cleanup, choice: &SnapshotChoice) -> Result<rds::Endpoint> {
     let source = &plan.source;
-    let snapshot = match &plan.snapshot {
+    let snapshot = match choice {
         SnapshotChoice::Reuse { id, .. } => id.clone(),
         SnapshotChoice::Create { id, .. } => {
             xtask::term::announce(format_args!("creating the snapshot {id}"));
@@ -347,11 +385,26 @@ async fn pipeline(plan: Arc<Plan>, aws: Aws, creds: Credentials, state: Arc<Clea
             *state.instance.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
     })?;
-    let endpoint = rds::wait_available(&aws.rds, &plan.clone_id).await?;
+    rds::wait_available(&aws.rds, &plan.clone_id).await
+}
+
+async fn pipeline(plan: Arc<Plan>, aws: Aws, creds: Credentials, state: Arc<Cleanup>) -> Result<Done> {
+    let endpoint = match &plan.kind {
+        Kind::Snapshot(choice) => restore(&plan, &aws, &state, choice).await?,
+        Kind::Aurora(a) => {
+            let tags = rds::tags(&plan.source.id, plan.now, plan.ttl);
+            let iam = matches!(plan.access, Access::Iam { .. });
+            let (cluster, instance) = (&state.cluster, &state.instance);
+            aurora::create(&aws.rds, a, &plan.clone_id, &plan.source, tags, iam, cluster, instance).await?
+        }
+    };
     match &plan.access {
         Access::OneTime => {
             xtask::term::announce(format_args!("setting a one-time master password on {}", plan.clone_id));
-            rds::set_master_password(&aws.rds, &plan.clone_id, &creds.password.get()).await?;
+            match &plan.kind {
+                Kind::Snapshot(_) => rds::set_master_password(&aws.rds, &plan.clone_id, &creds.password.get()).await?,
+                Kind::Aurora(_) => aurora::set_master_password(&aws.rds, &plan.clone_id, &creds.password.get()).await?,
+            }
         }
         Access::Iam { .. } => {
             let token = || credentials::iam_token(&aws.sdk, &endpoint.host, endpoint.port, &creds.username);
@@ -446,8 +499,9 @@ async fn supervise<T>(work: &mut tokio::task::JoinHandle<Result<T>>) -> Result<T
     }
 }
 
-/// Ends the SSM session, removes a partial dump, deletes the throwaway instance (tag-guarded,
-/// never the source). Not interruptible: a second Ctrl-C does not stop it.
+/// Ends the SSM session, removes a partial dump, deletes the throwaway instance and then the
+/// Aurora clone (tag-guarded, never the source). Not interruptible: a second Ctrl-C does not stop
+/// it.
 async fn cleanup(plan: &Plan, aws: &Aws, state: &Cleanup) -> Result<()> {
     if let Some(renewal) = state.renewal.lock().unwrap_or_else(|e| e.into_inner()).take() {
         renewal.abort();
@@ -458,23 +512,56 @@ async fn cleanup(plan: &Plan, aws: &Aws, state: &Cleanup) -> Result<()> {
     }
     xtask::pg::dump::remove(&xtask::pg::dump::partial_path(&plan.dump));
     let instance = state.instance.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let Some(id) = instance else { return Ok(()) };
-    xtask::term::announce(format_args!("deleting the throwaway instance {id}"));
-    // A restore in progress may refuse deletion until it is available: be patient.
-    match rds::delete(&aws.rds, &id, &[plan.source.id.as_str()], &aws.region, Duration::from_secs(3600)).await {
-        Ok(outcome) => {
-            eprintln!(
-                "  {id}: {}",
-                match outcome {
-                    rds::Deletion::Requested => "deletion requested (gone in a few minutes)",
-                    rds::Deletion::InProgress => "already being deleted",
-                    rds::Deletion::NotFound => "gone (it was never created, or is deleted already)",
-                }
-            );
-            Ok(())
-        }
-        Err(e) => Err(e),
+    let cluster = state.cluster.lock().unwrap_or_else(|e| e.into_inner()).take();
+    // The source, and for Aurora its instances too (any instance of it is refused anyway).
+    let mut protected = vec![plan.source.id.as_str()];
+    if let Kind::Aurora(a) = &plan.kind {
+        protected.extend(a.source.members.iter().map(String::as_str));
     }
+    let said = |id: &str, outcome: rds::Deletion| {
+        eprintln!(
+            "  {id}: {}",
+            match outcome {
+                rds::Deletion::Requested => "deletion requested (gone in a few minutes)",
+                rds::Deletion::InProgress => "already being deleted",
+                rds::Deletion::NotFound => "gone (it was never created, or is deleted already)",
+            }
+        )
+    };
+    if let Some(id) = instance {
+        xtask::term::announce(format_args!("deleting the throwaway instance {id}"));
+        // A restore in progress may refuse deletion until it is available: be patient.
+        match rds::delete(&aws.rds, &id, &protected, &aws.region, Duration::from_secs(3600)).await {
+            Ok(outcome) => said(&id, outcome),
+            // The cluster cannot go before its instance: both are left, and both commands said.
+            Err(e) => {
+                return match cluster {
+                    None => Err(e),
+                    Some(c) => {
+                        let r = report(&e);
+                        let line = r.line.strip_prefix("error: ").unwrap_or(&r.line);
+                        let (message, fix) = match line.split_once(" — ") {
+                            Some((m, f)) => (m, format!("{f}; then the cluster: ")),
+                            None => (line, "then delete the cluster by hand: ".to_string()),
+                        };
+                        Err(fail(
+                            format!(
+                                "{message} (and the cluster `{c}` is left: it cannot be deleted before its instance)"
+                            ),
+                            format!("{fix}{}", rds::delete_cluster_command(&aws.region, &c)),
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    if let Some(id) = cluster {
+        xtask::term::announce(format_args!("deleting the throwaway cluster {id}"));
+        // AWS refuses while its instance is still being deleted: be patient.
+        let outcome = rds::delete_cluster(&aws.rds, &id, &protected, &aws.region, Duration::from_secs(3600)).await?;
+        said(&id, outcome);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
-//! What every AWS verb shares: the SDK configuration of one run (region, profile and source
-//! instance: flags first, then `[workspace.metadata.db.aws]`), and AWS errors as a person needs
-//! them.
+//! What every AWS verb shares: the SDK configuration of one run (region, profile: flags first,
+//! then `[workspace.metadata.db.aws]`; the sources named), and AWS errors as a person needs them.
 
 use anyhow::Result;
 use xtask::error::fail;
@@ -12,7 +11,9 @@ pub struct Aws {
     pub sdk: aws_config::SdkConfig,
     pub rds: aws_sdk_rds::Client,
     pub region: String,
-    pub source: Option<String>,
+    /// Every source named, by the flags and by the configuration, instance or cluster: never
+    /// deleted (nor any instance of a cluster among them).
+    pub sources: Vec<String>,
 }
 
 pub async fn connect(ctx: &xtask::db::Ctx, args: &AwsArgs) -> Result<Aws> {
@@ -35,7 +36,11 @@ pub async fn connect(ctx: &xtask::db::Ctx, args: &AwsArgs) -> Result<Aws> {
         rds: aws_sdk_rds::Client::new(&sdk),
         sdk,
         region,
-        source: args.source_instance.clone().or_else(|| conf.source_instance.clone()),
+        sources: [&args.source_instance, &args.source_cluster, &conf.source_instance, &conf.source_cluster]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! `xtask-aws`: the AWS verbs of `cargo xtask db` (run by the xtask with the same command line).
 //! Nothing but this crate calls AWS.
 
+mod aurora;
 mod clone_prod;
 mod credentials;
 mod dump;

@@ -1,5 +1,6 @@
-//! The throwaway RDS instances: listing them, and deleting them — the only place this tool deletes
-//! anything in AWS, behind guards that hold whatever the caller passes in.
+//! The throwaway RDS instances: listing them, and deleting them and the throwaway Aurora clusters —
+//! the only place this tool deletes anything in AWS, behind guards that hold whatever the caller
+//! passes in.
 
 use std::time::{Duration, SystemTime};
 
@@ -16,9 +17,11 @@ use crate::wait::{self, Poll};
 pub const CREATED_BY_KEY: &str = "CreatedBy";
 pub const CREATED_BY_VALUE: &str = "xtask-db clone-prod";
 
-/// A throwaway instance, as `list-clones` shows it.
+/// A throwaway instance or Aurora cluster, as `list-clones` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Throwaway {
+    /// `instance` or `cluster`.
+    pub kind: &'static str,
     pub id: String,
     pub status: String,
     pub clone_of: Option<String>,
@@ -27,17 +30,75 @@ pub struct Throwaway {
     /// Past `ExpiresAt`.
     pub overdue: bool,
     pub age_seconds: Option<u64>,
+    /// An instance's Aurora cluster; a cluster's instances.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
 }
 
-/// Why deleting `id` is refused, if it is. The tags must be read from AWS just before (never
-/// taken from the caller), `protected` holds the source instance(s).
-pub fn refusal(id: &str, tags: &[(String, String)], protected: &[&str]) -> Option<String> {
-    let norm = |s: &str| s.trim().to_ascii_lowercase();
-    if id.trim().is_empty() {
-        return Some("an empty instance identifier".into());
+impl Throwaway {
+    /// `kind` `id` (in `status`) as `list-clones` lists it, when its tags say it is ours.
+    pub fn ours(
+        kind: &'static str,
+        id: &str,
+        status: &str,
+        tags: &[(String, String)],
+        now: SystemTime,
+    ) -> Option<Throwaway> {
+        if !tags.iter().any(|(k, v)| k == CREATED_BY_KEY && v == CREATED_BY_VALUE) {
+            return None;
+        }
+        let tag = |k: &str| tags.iter().find(|(tk, _)| tk == k).map(|(_, v)| v.clone());
+        let expires_at = tag("ExpiresAt");
+        let created_at = tag("CreatedAt");
+        let expires = expires_at.as_deref().and_then(xtask::time::parse_rfc3339);
+        let created = created_at.as_deref().and_then(xtask::time::parse_rfc3339);
+        Some(Throwaway {
+            kind,
+            id: id.to_string(),
+            status: status.to_string(),
+            clone_of: tag("CloneOf"),
+            overdue: expires.is_some_and(|e| e < now),
+            age_seconds: created.and_then(|c| now.duration_since(c).ok()).map(|d| d.as_secs()),
+            created_at,
+            expires_at,
+            cluster: None,
+            members: Vec::new(),
+        })
     }
-    if protected.iter().any(|p| norm(p) == norm(id)) {
-        return Some(format!("`{id}` is the source instance; this tool never deletes it"));
+}
+
+/// What is to be deleted.
+#[derive(Debug, Clone, Copy)]
+pub enum What<'a> {
+    /// An RDS instance; AWS says it belongs to this Aurora cluster, if any.
+    Instance { cluster: Option<&'a str> },
+    /// An Aurora cluster.
+    Cluster,
+}
+
+/// Why deleting `id` is refused, if it is. The tags (and an instance's cluster) must be read from
+/// AWS just before (never taken from the caller); `protected` holds the source: the instance, or
+/// the Aurora cluster (and its instances) — a name there is never deleted as an instance or as a
+/// cluster, nor is any instance of a cluster named there.
+pub fn refusal(what: What<'_>, id: &str, tags: &[(String, String)], protected: &[&str]) -> Option<String> {
+    let norm = |s: &str| s.trim().to_ascii_lowercase();
+    let is_protected = |name: &str| protected.iter().any(|p| norm(p) == norm(name));
+    if id.trim().is_empty() {
+        return Some("an empty identifier".into());
+    }
+    match what {
+        What::Instance { .. } if is_protected(id) => {
+            return Some(format!("`{id}` is the source instance; this tool never deletes it"))
+        }
+        What::Instance { cluster: Some(c) } if is_protected(c) => {
+            return Some(format!("`{id}` is an instance of the source cluster `{c}`; this tool never deletes it"))
+        }
+        What::Cluster if is_protected(id) => {
+            return Some(format!("`{id}` is the source cluster; this tool never deletes it"))
+        }
+        _ => {}
     }
     if !tags.iter().any(|(k, v)| k == CREATED_BY_KEY && v == CREATED_BY_VALUE) {
         return Some(format!(
@@ -54,32 +115,21 @@ pub async fn list(rds: &Client, now: SystemTime) -> Result<Vec<Throwaway>> {
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| aws_error("listing RDS instances", e))?;
         for db in page.db_instances() {
-            let tags: Vec<(String, String)> = db
-                .tag_list()
-                .iter()
-                .map(|t| (t.key().unwrap_or("").to_string(), t.value().unwrap_or("").to_string()))
-                .collect();
-            if !tags.iter().any(|(k, v)| k == CREATED_BY_KEY && v == CREATED_BY_VALUE) {
-                continue;
+            let id = db.db_instance_identifier().unwrap_or("");
+            let status = db.db_instance_status().unwrap_or("unknown");
+            if let Some(mut t) = Throwaway::ours("instance", id, status, &tag_pairs(db.tag_list()), now) {
+                t.cluster = db.db_cluster_identifier().map(str::to_string);
+                out.push(t);
             }
-            let tag = |k: &str| tags.iter().find(|(tk, _)| tk == k).map(|(_, v)| v.clone());
-            let expires_at = tag("ExpiresAt");
-            let created_at = tag("CreatedAt");
-            let expires = expires_at.as_deref().and_then(xtask::time::parse_rfc3339);
-            let created = created_at.as_deref().and_then(xtask::time::parse_rfc3339);
-            out.push(Throwaway {
-                id: db.db_instance_identifier().unwrap_or("").to_string(),
-                status: db.db_instance_status().unwrap_or("unknown").to_string(),
-                clone_of: tag("CloneOf"),
-                overdue: expires.is_some_and(|e| e < now),
-                age_seconds: created.and_then(|c| now.duration_since(c).ok()).map(|d| d.as_secs()),
-                created_at,
-                expires_at,
-            });
         }
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
+}
+
+/// Tags as (key, value) pairs.
+pub fn tag_pairs(tags: &[Tag]) -> Vec<(String, String)> {
+    tags.iter().map(|t| (t.key().unwrap_or("").to_string(), t.value().unwrap_or("").to_string())).collect()
 }
 
 /// How a deletion ended.
@@ -100,21 +150,16 @@ pub async fn delete(rds: &Client, id: &str, protected: &[&str], region: &str, pa
     let manual = format!(
         "delete it by hand: aws rds delete-db-instance --region {region} --db-instance-identifier {id} --skip-final-snapshot --delete-automated-backups"
     );
-    let tags = match rds.describe_db_instances().db_instance_identifier(id).send().await {
+    let (tags, cluster) = match rds.describe_db_instances().db_instance_identifier(id).send().await {
         Ok(out) => out
             .db_instances()
             .first()
-            .map(|db| {
-                db.tag_list()
-                    .iter()
-                    .map(|t| (t.key().unwrap_or("").to_string(), t.value().unwrap_or("").to_string()))
-                    .collect::<Vec<_>>()
-            })
+            .map(|db| (tag_pairs(db.tag_list()), db.db_cluster_identifier().map(str::to_string)))
             .unwrap_or_default(),
         Err(e) if error_code(&e) == Some("DBInstanceNotFound") => return Ok(Deletion::NotFound),
         Err(e) => return Err(by_hand(aws_error(&format!("reading the tags of `{id}`"), e), &manual)),
     };
-    if let Some(why) = refusal(id, &tags, protected) {
+    if let Some(why) = refusal(What::Instance { cluster: cluster.as_deref() }, id, &tags, protected) {
         anyhow::bail!("refusing to delete: {why}");
     }
     let start = std::time::Instant::now();
@@ -165,6 +210,70 @@ pub async fn delete(rds: &Client, id: &str, protected: &[&str], region: &str, pa
     }
 }
 
+/// Deletes a throwaway Aurora cluster (its instances first: see [`delete`]): its tags are read
+/// back from AWS and checked first; no final snapshot; retried while AWS answers
+/// `InvalidDBClusterStateFault` (an instance still being deleted, the clone still being made);
+/// "not found" counts as done. On final failure the error carries the exact manual command.
+pub async fn delete_cluster(
+    rds: &Client,
+    id: &str,
+    protected: &[&str],
+    region: &str,
+    patience: Duration,
+) -> Result<Deletion> {
+    let manual = format!("delete it by hand: {}", delete_cluster_command(region, id));
+    let tags = match rds.describe_db_clusters().db_cluster_identifier(id).send().await {
+        Ok(out) => out.db_clusters().first().map(|c| tag_pairs(c.tag_list())).unwrap_or_default(),
+        Err(e) if error_code(&e) == Some("DBClusterNotFoundFault") => return Ok(Deletion::NotFound),
+        Err(e) => return Err(by_hand(aws_error(&format!("reading the tags of the cluster `{id}`"), e), &manual)),
+    };
+    if let Some(why) = refusal(What::Cluster, id, &tags, protected) {
+        anyhow::bail!("refusing to delete: {why}");
+    }
+    let start = std::time::Instant::now();
+    let mut delay = Duration::from_secs(2);
+    let mut unprotected = false;
+    loop {
+        match rds.delete_db_cluster().db_cluster_identifier(id).skip_final_snapshot(true).send().await {
+            Ok(_) => return Ok(Deletion::Requested),
+            Err(e) => {
+                let (code, message) = (error_code(&e).map(str::to_string), error_message(&e));
+                match code.as_deref() {
+                    Some("DBClusterNotFoundFault") => return Ok(Deletion::NotFound),
+                    Some("InvalidDBClusterStateFault") if message.contains("already being deleted") => {
+                        return Ok(Deletion::InProgress)
+                    }
+                    Some("InvalidParameterCombination") if message.contains("protect") && !unprotected => {
+                        unprotected = true;
+                        eprintln!("  `{id}` has deletion protection on; switching it off");
+                        rds.modify_db_cluster()
+                            .db_cluster_identifier(id)
+                            .deletion_protection(false)
+                            .apply_immediately(true)
+                            .send()
+                            .await
+                            .map_err(|e| {
+                                let e = aws_error(&format!("switching off the deletion protection of `{id}`"), e);
+                                by_hand(e, &manual)
+                            })?;
+                    }
+                    Some("InvalidDBClusterStateFault") if start.elapsed() < patience => {
+                        eprintln!("  `{id}` cannot be deleted yet ({message}); retrying in {}s", delay.as_secs());
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(30));
+                    }
+                    _ => return Err(by_hand(aws_error(&format!("deleting the cluster `{id}`"), e), &manual)),
+                }
+            }
+        }
+    }
+}
+
+/// The command that deletes the cluster `id` by hand.
+pub fn delete_cluster_command(region: &str, id: &str) -> String {
+    format!("aws rds delete-db-cluster --region {region} --db-cluster-identifier {id} --skip-final-snapshot")
+}
+
 /// The production instance, as far as the clone needs it.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -183,8 +292,17 @@ pub struct Source {
     pub db_name: Option<String>,
 }
 
+/// What the source instance turned out to be.
+pub enum Described {
+    Instance(Source),
+    /// An instance of this Aurora cluster: the cluster is the source.
+    AuroraMember {
+        cluster: String,
+    },
+}
+
 /// Reads the source instance; refuses what `clone-prod` cannot clone.
-pub async fn describe_source(rds: &Client, id: &str, region: &str) -> Result<Source> {
+pub async fn describe_source(rds: &Client, id: &str, region: &str) -> Result<Described> {
     let out = match rds.describe_db_instances().db_instance_identifier(id).send().await {
         Ok(out) => out,
         Err(e) if error_code(&e) == Some("DBInstanceNotFound") => {
@@ -199,13 +317,13 @@ pub async fn describe_source(rds: &Client, id: &str, region: &str) -> Result<Sou
         return Err(fail(format!("the source instance `{id}` does not exist in {region}"), "check --source-instance"));
     };
     let engine = db.engine().unwrap_or("");
-    if db.db_cluster_identifier().is_some() || engine.starts_with("aurora") {
+    if let Some(cluster) = db.db_cluster_identifier() {
+        return Ok(Described::AuroraMember { cluster: cluster.to_string() });
+    }
+    if engine.starts_with("aurora") {
         return Err(fail(
-            format!(
-                "`{id}` is an Aurora instance (cluster {}); clone-prod restores RDS for PostgreSQL instances",
-                db.db_cluster_identifier().unwrap_or("?")
-            ),
-            "clone Aurora with a copy-on-write cluster clone instead (see the runbook's \"What it does not cover\")",
+            format!("`{id}` runs `{engine}` but AWS names no cluster for it"),
+            "name its Aurora cluster with --source-cluster (`source_cluster` in [workspace.metadata.db.aws])",
         ));
     }
     if engine != "postgres" {
@@ -218,7 +336,7 @@ pub async fn describe_source(rds: &Client, id: &str, region: &str) -> Result<Sou
     let major = engine_version.split('.').next().and_then(|m| m.parse().ok()).ok_or_else(|| {
         fail(format!("`{id}` reports the engine version `{engine_version}`, which is not understood"), "report this")
     })?;
-    Ok(Source {
+    Ok(Described::Instance(Source {
         id: db.db_instance_identifier().unwrap_or(id).to_string(),
         engine_version,
         major,
@@ -239,7 +357,7 @@ pub async fn describe_source(rds: &Client, id: &str, region: &str) -> Result<Sou
             .map(str::to_string),
         master_username: db.master_username().unwrap_or_default().to_string(),
         db_name: db.db_name().map(str::to_string),
-    })
+    }))
 }
 
 /// A snapshot of the source instance.
@@ -342,8 +460,8 @@ pub fn tags(source: &str, now: SystemTime, ttl: Duration) -> Vec<Tag> {
 }
 
 /// How long the waits may last (a restore of a large instance takes a long time).
-const LIMIT: Duration = Duration::from_secs(3 * 3600);
-const EVERY: Duration = Duration::from_secs(15);
+pub const LIMIT: Duration = Duration::from_secs(3 * 3600);
+pub const EVERY: Duration = Duration::from_secs(15);
 
 /// Creates a manual snapshot of the source and waits until it is available.
 pub async fn create_snapshot(rds: &Client, source: &str, id: &str, tags: Vec<Tag>) -> Result<()> {
@@ -471,7 +589,7 @@ pub struct Endpoint {
 }
 
 /// Statuses an instance does not come back from by waiting.
-const DEAD_ENDS: &[&str] = &[
+pub const DEAD_ENDS: &[&str] = &[
     "failed",
     "incompatible-restore",
     "incompatible-network",
@@ -485,7 +603,12 @@ const DEAD_ENDS: &[&str] = &[
 
 /// Waits until the throwaway instance is available; its endpoint.
 pub async fn wait_available(rds: &Client, id: &str) -> Result<Endpoint> {
-    wait::until(&format!("waiting for `{id}` to be available (restores take 10-30 minutes)"), EVERY, LIMIT, || async {
+    wait_instance(rds, id, "restores take 10-30 minutes").await
+}
+
+/// Waits until the instance `id` is available (`note`: how long that takes); its endpoint.
+pub async fn wait_instance(rds: &Client, id: &str, note: &str) -> Result<Endpoint> {
+    wait::until(&format!("waiting for `{id}` to be available ({note})"), EVERY, LIMIT, || async {
         let out = rds
             .describe_db_instances()
             .db_instance_identifier(id)
@@ -514,12 +637,12 @@ pub async fn wait_available(rds: &Client, id: &str) -> Result<Endpoint> {
 }
 
 /// The error, with the manual deletion command as its fix.
-fn by_hand(e: anyhow::Error, manual: &str) -> anyhow::Error {
+pub fn by_hand(e: anyhow::Error, manual: &str) -> anyhow::Error {
     use xtask::error::WithFix;
     Err::<(), _>(e).fix(manual).unwrap_err()
 }
 
-fn error_code<E: aws_sdk_rds::error::ProvideErrorMetadata>(e: &aws_sdk_rds::error::SdkError<E>) -> Option<&str> {
+pub fn error_code<E: aws_sdk_rds::error::ProvideErrorMetadata>(e: &aws_sdk_rds::error::SdkError<E>) -> Option<&str> {
     e.as_service_error().and_then(|s| s.code())
 }
 
@@ -570,17 +693,59 @@ mod tests {
         assert!(id.len() <= 63 && !id.contains("--"), "{id}");
     }
 
+    const INSTANCE: What<'static> = What::Instance { cluster: None };
+
     #[test]
     fn guards() {
-        assert_eq!(refusal("prod-clone-20261122062500", &ours(), &["prod"]), None);
+        assert_eq!(refusal(INSTANCE, "prod-clone-20261122062500", &ours(), &["prod"]), None);
         // The source, whatever the tags say, however it is spelled.
         for id in ["prod", "PROD", " prod ", "Prod"] {
-            assert!(refusal(id, &ours(), &["prod"]).unwrap().contains("source"), "{id}");
+            assert!(refusal(INSTANCE, id, &ours(), &["prod"]).unwrap().contains("source"), "{id}");
         }
         // No tag, a wrong value, a look-alike key.
-        assert!(refusal("prod-clone-1", &[], &["prod"]).is_some());
-        assert!(refusal("prod-clone-1", &[(CREATED_BY_KEY.into(), "someone else".into())], &["prod"]).is_some());
-        assert!(refusal("prod-clone-1", &[("createdby".into(), CREATED_BY_VALUE.into())], &["prod"]).is_some());
-        assert!(refusal("", &ours(), &[]).is_some());
+        assert!(refusal(INSTANCE, "prod-clone-1", &[], &["prod"]).is_some());
+        let other = [(CREATED_BY_KEY.to_string(), "someone else".to_string())];
+        assert!(refusal(INSTANCE, "prod-clone-1", &other, &["prod"]).is_some());
+        let lookalike = [("createdby".to_string(), CREATED_BY_VALUE.to_string())];
+        assert!(refusal(INSTANCE, "prod-clone-1", &lookalike, &["prod"]).is_some());
+        assert!(refusal(INSTANCE, "", &ours(), &[]).is_some());
+    }
+
+    #[test]
+    fn cluster_guards() {
+        let protected = ["prod-aurora", "prod-aurora-1"];
+        // Our clone and its instance.
+        assert_eq!(refusal(What::Cluster, "prod-aurora-clone-20261122062500", &ours(), &protected), None);
+        let clone_member = What::Instance { cluster: Some("prod-aurora-clone-20261122062500") };
+        assert_eq!(refusal(clone_member, "prod-aurora-clone-20261122062500-1", &ours(), &protected), None);
+        // The source cluster, tagged ours or not, however it is spelled.
+        for id in ["prod-aurora", "PROD-AURORA", " prod-aurora ", "Prod-Aurora"] {
+            for tags in [ours(), vec![]] {
+                let why = refusal(What::Cluster, id, &tags, &protected).unwrap();
+                assert!(why.contains("is the source cluster"), "{id}: {why}");
+            }
+        }
+        // Any instance of the source cluster, tagged ours, whatever its name (the cluster as
+        // AWS reports it, however spelled), and the source's own instances by name.
+        for cluster in ["prod-aurora", "PROD-aurora", " prod-aurora"] {
+            let member = What::Instance { cluster: Some(cluster) };
+            let why = refusal(member, "prod-aurora-clone-20261122062500-1", &ours(), &protected).unwrap();
+            assert!(why.contains("an instance of the source cluster"), "{cluster}: {why}");
+        }
+        for id in ["prod-aurora-1", "PROD-AURORA-1", " prod-aurora-1 "] {
+            let member = What::Instance { cluster: Some("prod-aurora") };
+            assert!(refusal(member, id, &ours(), &protected).unwrap().contains("source"), "{id}");
+            assert!(refusal(INSTANCE, id, &ours(), &protected).unwrap().contains("source"), "{id}");
+        }
+        // A cluster without our tag, with a wrong value or a look-alike key; an empty id.
+        let other = [(CREATED_BY_KEY.to_string(), "someone else".to_string())];
+        let lookalike = [("createdby".to_string(), CREATED_BY_VALUE.to_string())];
+        for tags in [&[][..], &other[..], &lookalike[..]] {
+            let why = refusal(What::Cluster, "prod-aurora-clone-1", tags, &protected).unwrap();
+            assert!(why.contains("does not carry the tag"), "{why}");
+        }
+        assert!(refusal(What::Cluster, " ", &ours(), &[]).is_some());
+        // An instance named like the source cluster is not deleted either.
+        assert!(refusal(INSTANCE, "prod-aurora", &ours(), &protected).is_some());
     }
 }

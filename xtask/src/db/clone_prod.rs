@@ -112,12 +112,59 @@ pub struct MaskPlan {
     pub key: KeyFrom,
 }
 
+/// What production is, as configured (`source_instance` or `source_cluster`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// An RDS instance: a snapshot of it is restored. One that belongs to an Aurora cluster is
+    /// taken as its cluster (the AWS tool finds out, and says so in the plan).
+    Instance(String),
+    /// An Aurora PostgreSQL cluster: a copy-on-write clone of it, plus one instance in it.
+    Cluster(String),
+}
+
+impl Source {
+    pub fn id(&self) -> &str {
+        match self {
+            Source::Instance(id) | Source::Cluster(id) => id,
+        }
+    }
+}
+
+/// The source: the flags decide when either is given, else the configuration; exactly one of
+/// an instance and a cluster.
+pub fn source(args: &AwsArgs, conf: &AwsConfig, problems: &mut Problems) -> Option<Source> {
+    let from_flags = args.source_instance.is_some() || args.source_cluster.is_some();
+    let (instance, cluster, whence) = if from_flags {
+        (&args.source_instance, &args.source_cluster, "--source-instance and --source-cluster")
+    } else {
+        (&conf.source_instance, &conf.source_cluster, "[workspace.metadata.db.aws]")
+    };
+    match (instance, cluster) {
+        (Some(i), None) => Some(Source::Instance(i.clone())),
+        (None, Some(c)) => Some(Source::Cluster(c.clone())),
+        (None, None) => {
+            problems.add(
+                "no source instance is configured",
+                "pass --source-instance ID (an RDS instance) or --source-cluster ID (an Aurora cluster), or set `source_instance` or `source_cluster` in [workspace.metadata.db.aws]",
+            );
+            None
+        }
+        (Some(i), Some(c)) => {
+            problems.add(
+                format!("both a source instance (`{i}`) and a source cluster (`{c}`) are given ({whence})"),
+                "keep one: `source_instance` for an RDS instance, `source_cluster` for an Aurora cluster (or pass the one to use as a flag)",
+            );
+            None
+        }
+    }
+}
+
 /// Everything `clone-prod` needs that is known before AWS is asked.
 #[derive(Debug)]
 pub struct Checked {
     pub settings: Settings,
-    /// The production instance.
-    pub source: String,
+    /// The production instance or Aurora cluster.
+    pub source: Source,
     pub dump_dir: PathBuf,
     pub pg_dump: PathBuf,
     /// Its major version: the newest server it can dump.
@@ -135,13 +182,7 @@ pub fn check(ctx: &Ctx, flags: &CloneProd) -> Result<Checked> {
     let conf = &ctx.config.aws;
     let mut problems = Problems::new("clone-prod cannot start (nothing was built, created or changed)");
     check_aws(conf, &flags.aws, &mut problems);
-    let source = flags.aws.source_instance.clone().or_else(|| conf.source_instance.clone());
-    if source.is_none() {
-        problems.add(
-            "no source instance is configured",
-            "pass --source-instance ID, or set `source_instance` in [workspace.metadata.db.aws]",
-        );
-    }
+    let source = source(&flags.aws, conf, &mut problems);
     let settings = resolve(flags, conf, &mut problems);
     let dump_dir = ctx.config.root.join(&conf.dump_dir);
     if let Err(e) = check_ignored(&ctx.config.root, &dump_dir) {
@@ -532,6 +573,43 @@ mod tests {
             settings(&["--tunnel", "direct", "--credentials-secret", "x"], &both()).access,
             Access::Stored(Stored::Secret("x".into()))
         );
+    }
+
+    #[test]
+    fn exactly_one_source_an_instance_or_a_cluster() {
+        let args = |i: Option<&str>, c: Option<&str>| AwsArgs {
+            region: None,
+            profile: None,
+            source_instance: i.map(str::to_string),
+            source_cluster: c.map(str::to_string),
+        };
+        let found = |a: &AwsArgs, c: &AwsConfig| {
+            let mut p = Problems::new("t");
+            let s = source(a, c, &mut p);
+            (s, p.list.iter().map(|f| format!("{} — {}", f.message, f.fix)).collect::<Vec<_>>())
+        };
+        let both = conf(|c| {
+            c.source_instance = some("prod-db");
+            c.source_cluster = some("prod-aurora");
+        });
+        let (s, p) = found(&args(None, None), &both);
+        assert_eq!(s, None);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("both a source instance (`prod-db`) and a source cluster (`prod-aurora`)")
+                && p[0].contains("[workspace.metadata.db.aws]")
+                && p[0].contains("keep one"),
+            "{p:?}"
+        );
+        let (s, p) = found(&args(Some("a"), Some("b")), &conf(|_| {}));
+        assert!(s.is_none() && p[0].contains("--source-instance and --source-cluster"), "{p:?}");
+        // A flag settles a doubled configuration; either alone is taken.
+        assert_eq!(found(&args(None, Some("c")), &both).0, Some(Source::Cluster("c".into())));
+        assert_eq!(found(&args(Some("i"), None), &both).0, Some(Source::Instance("i".into())));
+        let cluster = conf(|c| c.source_cluster = some("prod-aurora"));
+        assert_eq!(found(&args(None, None), &cluster).0, Some(Source::Cluster("prod-aurora".into())));
+        let (s, p) = found(&args(None, None), &conf(|_| {}));
+        assert!(s.is_none() && p[0].contains("--source-cluster"), "{p:?}");
     }
 
     #[test]

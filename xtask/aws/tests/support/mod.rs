@@ -433,3 +433,77 @@ pub async fn tagged(rds: &aws_sdk_rds::Client) -> Vec<String> {
         .filter_map(|d| d.db_instance_identifier().map(str::to_string))
         .collect()
 }
+
+/// The Aurora production: a cluster (Aurora PostgreSQL 15, deletion protection on) whose master
+/// user and database are the stand-in's, in its own VPC, subnet group and security group, with
+/// one instance in it.
+pub const AURORA: &str = "prod-aurora";
+pub const AURORA_INSTANCE: &str = "prod-aurora-1";
+
+pub async fn aurora_production(moto: &Moto, user: &str, dbname: &str) {
+    let ec2 = moto.ec2();
+    let vpc = ec2.create_vpc().cidr_block("10.1.0.0/16").send().await.unwrap();
+    let vpc_id = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+    let mut subnets = Vec::new();
+    for (cidr, az) in [("10.1.1.0/24", "us-east-1a"), ("10.1.2.0/24", "us-east-1b")] {
+        let s = ec2.create_subnet().vpc_id(&vpc_id).cidr_block(cidr).availability_zone(az).send().await.unwrap();
+        subnets.push(s.subnet().unwrap().subnet_id().unwrap().to_string());
+    }
+    let sg = ec2
+        .create_security_group()
+        .group_name("prod-aurora")
+        .description("prod aurora")
+        .vpc_id(&vpc_id)
+        .send()
+        .await
+        .unwrap();
+    let sg_id = sg.group_id().unwrap().to_string();
+    let rds = moto.rds();
+    rds.create_db_subnet_group()
+        .db_subnet_group_name("aurora-private")
+        .db_subnet_group_description("private subnets")
+        .set_subnet_ids(Some(subnets))
+        .send()
+        .await
+        .unwrap();
+    rds.create_db_cluster()
+        .db_cluster_identifier(AURORA)
+        .engine("aurora-postgresql")
+        .engine_version("15.4")
+        .master_username(user)
+        .master_user_password("not-the-dump-password")
+        .database_name(dbname)
+        .db_subnet_group_name("aurora-private")
+        .vpc_security_group_ids(&sg_id)
+        .deletion_protection(true)
+        .send()
+        .await
+        .unwrap();
+    rds.create_db_instance()
+        .db_instance_identifier(AURORA_INSTANCE)
+        .db_cluster_identifier(AURORA)
+        .engine("aurora-postgresql")
+        .db_instance_class("db.r6g.large")
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Identifiers of every cluster moto has.
+pub async fn cluster_ids(rds: &aws_sdk_rds::Client) -> Vec<String> {
+    let out = rds.describe_db_clusters().send().await.unwrap();
+    let mut v: Vec<String> =
+        out.db_clusters().iter().filter_map(|c| c.db_cluster_identifier().map(str::to_string)).collect();
+    v.sort();
+    v
+}
+
+/// Clusters carrying our tag.
+pub async fn tagged_clusters(rds: &aws_sdk_rds::Client) -> Vec<String> {
+    let out = rds.describe_db_clusters().send().await.unwrap();
+    out.db_clusters()
+        .iter()
+        .filter(|c| c.tag_list().iter().any(|t| t.key() == Some(OURS.0) && t.value() == Some(OURS.1)))
+        .filter_map(|c| c.db_cluster_identifier().map(str::to_string))
+        .collect()
+}

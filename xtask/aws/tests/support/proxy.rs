@@ -35,6 +35,8 @@ struct Rule {
     effect: Effect,
     /// How many more calls it applies to (`None`: all).
     times: Option<u32>,
+    /// It applies only once a call of this action has been seen.
+    after: Option<String>,
 }
 
 /// Runs on a call before it is forwarded (e.g. to do what AWS would do to the stand-in server).
@@ -80,8 +82,21 @@ impl Proxy {
         self.push(action, body_contains, effect, Some(times));
     }
 
+    /// Like [`Proxy::rule`], once a call of `after` has been seen (e.g. the answers to the same
+    /// Describe call, after a Modify).
+    pub fn rule_after(&self, action: &str, body_contains: &str, effect: Effect, after: &str) {
+        let rule = Rule {
+            action: action.into(),
+            body_contains: body_contains.into(),
+            effect,
+            times: None,
+            after: Some(after.into()),
+        };
+        self.state.lock().unwrap().rules.push(rule);
+    }
+
     fn push(&self, action: &str, body_contains: &str, effect: Effect, times: Option<u32>) {
-        let rule = Rule { action: action.into(), body_contains: body_contains.into(), effect, times };
+        let rule = Rule { action: action.into(), body_contains: body_contains.into(), effect, times, after: None };
         self.state.lock().unwrap().rules.push(rule);
     }
 
@@ -134,8 +149,13 @@ fn handle(mut client: TcpStream, upstream_port: u16, state: &Mutex<State>) -> st
                 hook(&body);
             }
         }
-        let found =
-            s.rules.iter_mut().find(|r| r.action == action && body.contains(&r.body_contains) && r.times != Some(0));
+        let State { rules, calls, .. } = &mut *s;
+        let found = rules.iter_mut().find(|r| {
+            r.action == action
+                && body.contains(&r.body_contains)
+                && r.times != Some(0)
+                && r.after.as_ref().map_or(true, |a| calls.iter().any(|c| c.action == *a))
+        });
         found.map(|r| {
             if let Some(t) = r.times.as_mut() {
                 *t -= 1;
