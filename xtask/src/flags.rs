@@ -612,8 +612,8 @@ pub struct CloneProd {
     /// Or from this Secrets Manager secret (id or ARN) holding the same JSON.
     #[arg(long, value_name = "ID")]
     pub credentials_secret: Option<String>,
-    /// Log in with IAM database authentication (a token from your AWS session, made anew for
-    /// every connection) instead of a one-time password; the user needs the `rds_iam` role.
+    /// Log in with IAM database authentication (a token from your AWS session, renewed every 5
+    /// minutes) instead of a one-time password; the user needs the `rds_iam` role.
     #[arg(long, conflicts_with_all = ["credentials_parameter", "credentials_secret"])]
     pub iam_auth: bool,
     /// With --iam-auth: the database user (default: the instance's master user).
@@ -649,7 +649,7 @@ pub struct CloneProd {
     /// Instead of dumping: rehearse this branch's pending migrations on the throwaway itself, as
     /// `db rehearse` does on a local copy (traced migrations, the smoke test with the local app
     /// pointed through the tunnel, the gate against a fresh build on the local server), for a
-    /// production too big for a laptop. Writes the same report; no row of data leaves AWS (so
+    /// production too big for a laptop. Writes the same report; nothing is dumped (so
     /// nothing is masked). Needs the local server (`cargo xtask db up`) for the gate.
     #[arg(long, conflicts_with_all = ["jobs", "unmasked", "iam_auth"])]
     pub rehearse: bool,
@@ -657,7 +657,7 @@ pub struct CloneProd {
     #[arg(long, value_name = "FILE", requires = "rehearse")]
     pub report: Option<PathBuf>,
     /// With --rehearse: the summary on stdout for people, or the whole report as JSON.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    #[arg(long, value_enum, default_value_t = Format::Text, requires = "rehearse")]
     pub format: Format,
     /// With --rehearse: a lock blocking reads or writes held longer than this is a finding
     /// (default: `rehearse.max_lock_ms`).

@@ -173,6 +173,8 @@ pub async fn create(
         .deletion_protection(false)
         .set_enable_iam_database_authentication(iam_auth.then_some(true))
         .set_tags(Some(tags.clone()))
+        .customize()
+        .config_override(rds::once())
         .send()
         .await
         .map_err(|e| {
@@ -193,6 +195,8 @@ pub async fn create(
         .db_instance_class(&plan.class)
         .publicly_accessible(false)
         .set_tags(Some(tags))
+        .customize()
+        .config_override(rds::once())
         .send()
         .await
         .map_err(|e| {

@@ -108,6 +108,23 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
             format!("install the PostgreSQL {} client programs (or point XTASK_PG_BINDIR at them)", source.major),
         ));
     }
+    if flags.rehearse {
+        // The gate compares the migrated throwaway with a fresh build on the local server: across
+        // majors the comparison cannot be made. Found now, not after the migrations ran.
+        let local = ctx.server()?;
+        if local.major != source.major {
+            return Err(fail(
+                format!(
+                    "`{source_id}` runs PostgreSQL {}, the local server {}: --rehearse's gate compares the two",
+                    source.major, local.major
+                ),
+                format!(
+                    "run the local server on PostgreSQL {} (XTASK_PG_BINDIR, then `cargo xtask db up`)",
+                    source.major
+                ),
+            ));
+        }
+    }
     let kind = match cluster {
         // No snapshot: the live cluster is cloned.
         Some(c) => Kind::Aurora(aurora::plan(
@@ -252,11 +269,11 @@ pub async fn run(ctx: &Ctx, flags: CloneProd) -> Result<()> {
             Ok(())
         }
         (Ok(_), Err(e)) => Err(e),
-        (Err(e), cleaned) => {
-            if let Err(c) = cleaned {
-                eprintln!("error: {}", report(&c).line);
-            }
-            Err(e)
+        (Err(e), Ok(())) => Err(e),
+        // The throwaway may be left: that decides the exit code (2), not a rehearsal's verdict.
+        (Err(e), Err(c)) => {
+            eprintln!("{}", report(&e).line);
+            Err(c)
         }
     }
 }
@@ -317,7 +334,7 @@ fn show_rest(plan: &Plan, root: &std::path::Path) {
     }
     if plan.rehearse.is_some() {
         eprintln!(
-            "  rehearse     this branch's pending migrations on the throwaway itself: traced, smoke-tested with the local app through the tunnel, gated against a fresh build on the local server; no dump, no row leaves AWS"
+            "  rehearse     this branch's pending migrations on the throwaway itself: traced, smoke-tested with the local app through the tunnel, gated against a fresh build on the local server; nothing is dumped or masked"
         );
         return;
     }
@@ -431,7 +448,7 @@ async fn pipeline(plan: Arc<Plan>, aws: Aws, creds: Credentials, state: Arc<Clea
     let major = dump::probe(&plan.psql, &target, plan.pg_dump_major, plan.access == Access::OneTime).await?;
     if let Some(r) = &plan.rehearse {
         xtask::term::announce(format_args!(
-            "rehearsing this branch's migrations on {} itself (PostgreSQL {major}; no row leaves AWS)",
+            "rehearsing this branch's migrations on {} itself (PostgreSQL {major}; nothing is dumped)",
             plan.clone_id
         ));
         // Never the source: the tunnel leads to the throwaway this run restored.

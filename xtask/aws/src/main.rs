@@ -18,7 +18,11 @@ fn main() {
     std::process::exit(xtask::entry(|flags| {
         let runtime =
             tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
-        runtime.block_on(run(flags))
+        let result = runtime.block_on(run(flags));
+        // A rehearsal thread still running after an interrupted pipeline (its instance deleted
+        // by now) must not hold the exit.
+        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        result
     }));
 }
 

@@ -448,6 +448,14 @@ pub fn identifier(base: &str, suffix: &str) -> String {
     format!("{b}{suffix}")
 }
 
+/// For a request that creates something: sent once, never retried by the SDK. A retry after a
+/// lost answer would meet what its first attempt made as "already exists", which a run takes for
+/// another run's and must not delete; sent once, a lost answer is an error, and the id recorded
+/// before the request has the cleanup delete whatever was made.
+pub fn once() -> aws_sdk_rds::config::Builder {
+    aws_sdk_rds::config::Builder::default().retry_config(aws_sdk_rds::config::retry::RetryConfig::disabled())
+}
+
 /// The tags of everything `clone-prod` creates.
 pub fn tags(source: &str, now: SystemTime, ttl: Duration) -> Vec<Tag> {
     let tag = |k: &str, v: String| Tag::builder().key(k).value(v).build();
@@ -526,6 +534,8 @@ pub async fn restore(rds: &Client, r: Restore<'_>) -> Result<()> {
         .copy_tags_to_snapshot(false)
         .set_enable_iam_database_authentication(r.iam_auth.then_some(true))
         .set_tags(Some(r.tags))
+        .customize()
+        .config_override(once())
         .send()
         .await
         .map_err(|e| aws_error(&format!("restoring `{}` from the snapshot `{}`", r.id, r.snapshot), e))?;

@@ -302,6 +302,24 @@ async fn restore_fails() {
     assert!(s.moto.proxy.actions().contains(&"DeleteDBInstance".to_string()));
 }
 
+/// The restore request does its work but its answer is lost (a 500 after moto restored): the
+/// request is not retried — a retry would meet its own instance as "already exists", which a
+/// run takes for another run's and leaves — so the run fails, and the instance it made is deleted.
+#[tokio::test]
+async fn a_lost_answer_to_the_restore_still_deletes_what_it_made() {
+    let s = scene("lostanswer").await;
+    s.moto.proxy.rule_times(
+        "RestoreDBInstanceFromDBSnapshot",
+        "",
+        Effect::LostAnswer { code: "InternalFailure".into() },
+        1,
+    );
+    let run = s.clone_prod(&[]);
+    s.assert_cleaned_up(&run).await;
+    assert_eq!(s.restores().len(), 1, "the restore request was sent once");
+    assert!(run.stderr.contains("InternalFailure"), "{}", run.stderr);
+}
+
 #[tokio::test]
 async fn an_instance_of_another_run_with_the_same_id_is_not_deleted() {
     let s = scene("samesecond").await;
@@ -952,6 +970,34 @@ fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<String> {
     found
 }
 
+/// Every process's command line, sampled every 5 ms from [`Cmdlines::sample`] to
+/// [`Cmdlines::seen`] (a run's short-lived psql and pg_dump included).
+struct Cmdlines {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<String>,
+}
+
+impl Cmdlines {
+    fn sample() -> Cmdlines {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut seen = String::new();
+            while !flag.load(Ordering::Relaxed) {
+                seen.push_str(&all_cmdlines());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            seen
+        });
+        Cmdlines { stop, thread }
+    }
+
+    fn seen(self) -> String {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
 /// What AWS does on ModifyDBInstance, done to the stand-in: its master password set (through
 /// psql's stdin, not its argv). The passwords set, in order.
 fn set_master_passwords(moto: &Moto, db: &StandIn) -> Arc<Mutex<Vec<String>>> {
@@ -984,26 +1030,13 @@ async fn without_credentials_a_one_time_password_is_set_and_shows_nowhere() {
     psql(&db.admin_url(), &format!("ALTER ROLE {} PASSWORD 'rotated-since-the-snapshot'", db.role));
     let project = Project::configured("onetime", true, "");
     let set = set_master_passwords(&moto, &db);
-    // Every process's command line, sampled all along the run.
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut seen = String::new();
-            while !stop.load(Ordering::Relaxed) {
-                seen.push_str(&all_cmdlines());
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            seen
-        })
-    };
+    let sampler = Cmdlines::sample();
     let log = project.dir.join("forwarder.log");
     let tunnel = forwarder(&db, &log);
     let out = command(&moto, &project.dir, &["clone-prod", "--tunnel", "command", "--tunnel-command", &tunnel], &[])
         .output()
         .unwrap();
-    stop.store(true, Ordering::Relaxed);
-    let cmdlines = sampler.join().unwrap();
+    let cmdlines = sampler.seen();
     let passwords = set.lock().unwrap().clone();
     assert_eq!(passwords.len(), 1, "one ModifyDBInstance with a password: {:?}", moto.proxy.actions());
     let pw = &passwords[0];
@@ -1051,24 +1084,12 @@ async fn iam_auth_restores_with_iam_on_reads_no_secret_and_cleans_up() {
     let db = StandIn::create("iamauth");
     production(&moto, &db).await;
     let project = Project::configured("iamauth", true, "");
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut seen = String::new();
-            while !stop.load(Ordering::Relaxed) {
-                seen.push_str(&all_cmdlines());
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            seen
-        })
-    };
+    let sampler = Cmdlines::sample();
     let log = project.dir.join("forwarder.log");
     let tunnel = forwarder(&db, &log);
     let args = ["clone-prod", "--iam-auth", "--db-user", "dumper", "--tunnel", "command", "--tunnel-command", &tunnel];
     let out = command(&moto, &project.dir, &args, &[]).output().unwrap();
-    stop.store(true, Ordering::Relaxed);
-    let cmdlines = sampler.join().unwrap();
+    let cmdlines = sampler.seen();
     let run = finish(out, &[&db.password, "X-Amz-Signature", "Action=connect"]);
     assert_eq!(run.code, 2, "{}", run.all());
     assert!(run.stderr.contains("login        `dumper` to"), "{}", run.stderr);
@@ -1092,10 +1113,10 @@ async fn iam_auth_restores_with_iam_on_reads_no_secret_and_cleans_up() {
 /// `clone-prod --rehearse`: the branch's pending migration is rehearsed on the throwaway itself
 /// (the stand-in, reached through the tunnel): traced, smoke-tested with the app pointed through
 /// the tunnel (TLS), gated against a fresh build on the local server; the report is written; the
-/// throwaway is deleted; and no data crosses the tunnel — the bytes it carried back are a small
+/// throwaway is deleted; and nothing is dumped — the bytes the tunnel carried back are a small
 /// fraction of the table data, which a dump would have brought.
 #[tokio::test]
-async fn a_remote_rehearsal_reports_on_the_throwaway_and_brings_no_data_back() {
+async fn a_remote_rehearsal_reports_on_the_throwaway_and_dumps_nothing() {
     let moto = Moto::start();
     let db = StandIn::bare("remote");
     let project = Project::configured("remote", true, "");

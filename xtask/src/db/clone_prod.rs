@@ -203,9 +203,16 @@ pub fn check(ctx: &Ctx, flags: &CloneProd) -> Result<Checked> {
         },
         _ => None,
     };
-    // A rehearsal on the throwaway sends no row out of AWS: nothing to mask. Its gate builds this
-    // branch fresh on the local server: that must answer now, not after the restore.
+    // A rehearsal on the throwaway dumps nothing: no masking. Its gate builds this branch fresh on
+    // the local server: that must answer now, not after the restore. Its connections come later
+    // than an IAM token's 15 minutes.
     let mask = mask_plan(ctx, flags.unmasked || flags.rehearse, &mut problems);
+    if flags.rehearse && matches!(settings.as_ref().map(|s| &s.access), Some(Access::Iam { .. })) {
+        problems.add(
+            "--rehearse cannot log in with IAM tokens (`iam_auth`): they admit new connections for 15 minutes, and the rehearsal's come later",
+            "leave out iam_auth for this run (a one-time password is the default), or name stored credentials",
+        );
+    }
     if flags.rehearse {
         if let Err(e) = ctx.server() {
             let r = crate::error::report(&e);
@@ -380,21 +387,33 @@ fn access(flags: &CloneProd, conf: &AwsConfig, problems: &mut Problems) -> Optio
 /// What every AWS verb needs before the SDK runs: a region, and the named profile existing.
 pub fn check_aws(conf: &AwsConfig, args: &AwsArgs, problems: &mut Problems) {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let named = args.profile.clone().or_else(|| conf.profile.clone());
-    let profile = named.clone().or_else(|| env("AWS_PROFILE")).or_else(|| env("AWS_DEFAULT_PROFILE"));
+    // As the SDK reads them (aws-config): the profile from --profile, the configuration, else
+    // AWS_PROFILE (not AWS_DEFAULT_PROFILE, which only the CLI reads); both files merged.
+    let profile = args.profile.clone().or_else(|| conf.profile.clone()).or_else(|| env("AWS_PROFILE"));
     let config = aws_file("AWS_CONFIG_FILE", "config");
     let credentials = aws_file("AWS_SHARED_CREDENTIALS_FILE", "credentials");
     let name = profile.as_deref().unwrap_or("default");
-    let in_config =
-        |p: &str| section(config.as_deref(), &if p == "default" { p.to_string() } else { format!("profile {p}") });
-    let settings = in_config(name);
-    if let Some(p) = &profile {
-        if settings.is_none() && section(credentials.as_deref(), p).is_none() {
-            problems.add(
-                format!("the AWS profile `{p}` is in neither {} nor {}", shown(&config), shown(&credentials)),
-                format!("create it (`aws configure sso --profile {p}`), or name another with --profile / AWS_PROFILE"),
-            );
+    let mut found = None;
+    for section_name in [format!("profile {name}"), name.to_string()] {
+        // `[profile default]` or `[default]` in the config file; `[name]` only for the default
+        // profile there (the SDK ignores `[name]` of another profile in it).
+        if section_name == name && name != "default" {
+            continue;
         }
+        if let Some(lines) = section(config.as_deref(), &section_name) {
+            found.get_or_insert_with(Vec::new).extend(lines);
+        }
+    }
+    if let Some(lines) = section(credentials.as_deref(), name) {
+        found.get_or_insert_with(Vec::new).extend(lines);
+    }
+    // Environment credentials come first in the SDK's chain: a profile is not needed then.
+    let env_credentials = env("AWS_ACCESS_KEY_ID").is_some() && env("AWS_SECRET_ACCESS_KEY").is_some();
+    if let (Some(p), None, false) = (&profile, &found, env_credentials) {
+        problems.add(
+            format!("the AWS profile `{p}` is in neither {} nor {}", shown(&config), shown(&credentials)),
+            format!("create it (`aws configure sso --profile {p}`), or name another with --profile / AWS_PROFILE"),
+        );
     }
     let region = args
         .region
@@ -402,13 +421,28 @@ pub fn check_aws(conf: &AwsConfig, args: &AwsArgs, problems: &mut Problems) {
         .or_else(|| conf.region.clone())
         .or_else(|| env("AWS_REGION"))
         .or_else(|| env("AWS_DEFAULT_REGION"));
-    let profile_region = settings.iter().flatten().find(|(k, _)| k == "region").map(|(_, v)| v.clone());
-    if region.is_none() && profile_region.is_none() {
+    let profile_region = found.iter().flatten().find(|(k, _)| k == "region").map(|(_, v)| v.clone());
+    // On EC2 or in a container the SDK may take the region from the instance's metadata.
+    if region.is_none() && profile_region.is_none() && !on_aws_compute() {
         problems.add(
             "no AWS region is configured",
             "pass --region, set AWS_REGION, set `region` in [workspace.metadata.db.aws], or give the profile a region",
         );
     }
+}
+
+/// Whether this machine looks like EC2 or ECS/Lambda, where the region can come from metadata.
+fn on_aws_compute() -> bool {
+    let env = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    // The SDK asks the instance metadata only when it may.
+    let imds = !std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    env("AWS_EXECUTION_ENV")
+        || env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        || env("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+        || imds && read("/sys/devices/virtual/dmi/id/board_asset_tag").trim().starts_with("i-")
+        || imds && read("/sys/hypervisor/uuid").trim().to_ascii_lowercase().starts_with("ec2")
+        || imds && read("/sys/devices/virtual/dmi/id/sys_vendor").contains("Amazon EC2")
 }
 
 fn shown(p: &Option<PathBuf>) -> String {

@@ -108,21 +108,19 @@ fn clone_prod_with_nothing_configured_lists_every_problem_at_once_without_buildi
     std::fs::set_permissions(&fake_cargo, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let home = p.dir.join("home");
     std::fs::create_dir_all(&home).unwrap();
-    let mut cmd = p.command(&p.dir, &["db", "clone-prod", "--dry-run"], &[]);
-    for var in [
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "AWS_PROFILE",
-        "AWS_CONFIG_FILE",
-        "AWS_SHARED_CREDENTIALS_FILE",
-        "XTASK_MASK_KEY",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("HOME", &home)
-        .env("CARGO", &fake_cargo)
-        .env("XTASK_PG_BINDIR", p.dir.join("no-bin"))
-        .env("PATH", "/usr/bin:/bin");
+    // Nothing of this machine's AWS setup: HOME is empty, no AWS variable is set.
+    let bare = |args: &[&str]| {
+        let mut cmd = p.command(&p.dir, args, &[]);
+        for (var, _) in std::env::vars_os() {
+            if var.to_string_lossy().starts_with("AWS_") || var == "XTASK_MASK_KEY" {
+                cmd.env_remove(var);
+            }
+        }
+        cmd.env("HOME", &home).env("CARGO", &fake_cargo).env("AWS_EC2_METADATA_DISABLED", "true");
+        cmd
+    };
+    let mut cmd = bare(&["db", "clone-prod", "--dry-run"]);
+    cmd.env("XTASK_PG_BINDIR", p.dir.join("no-bin")).env("PATH", "/usr/bin:/bin");
     let start = std::time::Instant::now();
     let run = crate::support::Run::from(cmd.output().unwrap());
     let took = start.elapsed();
@@ -148,13 +146,17 @@ fn clone_prod_with_nothing_configured_lists_every_problem_at_once_without_buildi
     // A named profile that exists nowhere is found too, and a region from the profile counts.
     std::fs::create_dir_all(home.join(".aws")).unwrap();
     std::fs::write(home.join(".aws/config"), "[profile prod]\nregion = eu-west-1\n").unwrap();
-    let mut cmd = p.command(&p.dir, &["db", "clone-prod", "--dry-run", "--profile", "prdo"], &[]);
-    cmd.env("HOME", &home).env("CARGO", &fake_cargo).env_remove("AWS_REGION").env_remove("AWS_PROFILE");
-    let run = crate::support::Run::from(cmd.output().unwrap());
+    let run =
+        crate::support::Run::from(bare(&["db", "clone-prod", "--dry-run", "--profile", "prdo"]).output().unwrap());
     assert!(run.stderr.contains("the AWS profile `prdo` is in neither"), "{}", run.stderr);
-    let mut cmd = p.command(&p.dir, &["db", "clone-prod", "--dry-run", "--profile", "prod"], &[]);
-    cmd.env("HOME", &home).env("CARGO", &fake_cargo).env_remove("AWS_REGION").env_remove("AWS_PROFILE");
-    let run = crate::support::Run::from(cmd.output().unwrap());
+    let run =
+        crate::support::Run::from(bare(&["db", "clone-prod", "--dry-run", "--profile", "prod"]).output().unwrap());
+    assert!(!run.stderr.contains("profile") && !run.stderr.contains("region"), "{}", run.stderr);
+    // The default profile as `[profile default]`, its region in the credentials file (the SDK
+    // merges both files).
+    std::fs::write(home.join(".aws/config"), "[profile default]\noutput = json\n").unwrap();
+    std::fs::write(home.join(".aws/credentials"), "[default]\nregion = eu-west-1\n").unwrap();
+    let run = crate::support::Run::from(bare(&["db", "clone-prod", "--dry-run"]).output().unwrap());
     assert!(!run.stderr.contains("profile") && !run.stderr.contains("region"), "{}", run.stderr);
     assert!(!marker.exists());
 }

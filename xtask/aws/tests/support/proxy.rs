@@ -22,6 +22,9 @@ pub struct Call {
 pub enum Effect {
     /// Answer with this AWS error instead of calling moto.
     Fail { code: String, message: String },
+    /// Call moto (it does the work), then answer with this server error instead of its answer:
+    /// the answer lost on the way back.
+    LostAnswer { code: String },
     /// Call moto, then replace `from` by `to` in its answer.
     Rewrite { from: String, to: String },
     /// Call moto, then set the content of every `<tag>` element in its answer.
@@ -194,8 +197,13 @@ fn handle(mut client: TcpStream, upstream_port: u16, state: &Mutex<State>) -> st
             (200, JSON.to_string(), serde_json::json!({"SessionId": req["SessionId"]}).to_string())
         }
         _ => {
-            let (status, ctype, mut answer) = forward(upstream_port, &request_line, &headers, &body)?;
+            let (mut status, mut ctype, mut answer) = forward(upstream_port, &request_line, &headers, &body)?;
             match rule.as_ref().map(|r| &r.effect) {
+                Some(Effect::LostAnswer { code }) => {
+                    status = 500;
+                    ctype = "text/xml".to_string();
+                    answer = format!("<ErrorResponse><Error><Type>Receiver</Type><Code>{code}</Code><Message>the answer was lost</Message></Error><RequestId>proxy</RequestId></ErrorResponse>");
+                }
                 Some(Effect::Rewrite { from, to }) => answer = answer.replace(from.as_str(), to),
                 Some(Effect::SetElements(pairs)) => {
                     for (tag, value) in pairs {
